@@ -1,0 +1,87 @@
+#include <bitinc/bitinc.hpp>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "command_line.hpp"
+#include "commands.hpp"
+#include "progress_bar.hpp"
+
+namespace bitinc::cli {
+
+namespace {
+
+constexpr std::size_t fashion_mnist_classes = 10;
+
+}  // namespace
+
+int run_accuracy(int argc, char** argv) {
+    CommandLine command_line(
+        "accuracy",
+        "Runs the model on the 10,000 Fashion-MNIST test images with the device engine\n"
+        "(OpenCV DNN) and reports top-1 accuracy and throughput. Preprocessing comes\n"
+        "from the model's bitinc.input.* metadata (see docs/models.md).");
+    command_line.add_positional("MODEL.onnx", "the classifier to evaluate");
+    command_line.add_option("limit", "N", "evaluate only the first N test images");
+    command_line.add_option("threads", "T", "engine threads (default: all cores)");
+    command_line.add_option("batch", "B", "images per forward pass (default 100)");
+    command_line.add_option("data-dir", "DIR",
+                            "Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist)");
+    command_line.add_flag("json", "print one JSON object instead of text");
+    command_line.add_flag("no-progress", "never draw a progress bar");
+    if (!command_line.parse(argc, argv)) return 0;
+
+    const std::string path = command_line.positional(0);
+    AccuracyOptions options;
+    options.limit = static_cast<std::size_t>(command_line.integer("limit", 0, 1, 1'000'000'000));
+    options.batch_size = static_cast<std::size_t>(command_line.integer("batch", 100, 1, 10'000));
+    EngineOptions engine_options;
+    engine_options.threads = static_cast<int>(command_line.integer("threads", 0, 1, 256));
+    const std::string data_dir =
+        command_line.value("data-dir").value_or(std::string(default_fashion_mnist_dir));
+
+    const Model model = read_onnx_file(path);
+    const InputSpec spec = read_input_spec(model, path);
+    const ImageSet images = load_fashion_mnist(data_dir, Split::test);
+    check_model_fits_images(spec, images, "fashion-mnist", fashion_mnist_classes, path);
+    if (!spec.from_metadata) {
+        std::fprintf(stderr,
+                     "bitinc accuracy: warning: %s has no bitinc.input metadata; assuming pixels "
+                     "scaled by 1/255 with no mean/std normalization\n",
+                     path.c_str());
+    }
+    const auto engine = create_opencv_engine(model, path, engine_options);
+
+    ProgressBar progress("accuracy", "img",
+                         !command_line.flag("no-progress") && ProgressBar::stderr_is_terminal());
+    options.progress = [&](std::size_t done, std::size_t total) { progress.update(done, total); };
+    const AccuracyResult result = measure_accuracy(*engine, spec, images, options);
+    progress.finish();
+
+    const auto pytorch = model.metadata.find("bitinc.pytorch_accuracy");
+    if (command_line.flag("json")) {
+        nlohmann::json json = {{"model", path},
+                               {"dataset", "fashion-mnist"},
+                               {"engine", engine->name()},
+                               {"images", result.images},
+                               {"correct", result.correct},
+                               {"top1_percent", result.top1_percent()},
+                               {"seconds", result.seconds},
+                               {"images_per_second", result.images_per_second()},
+                               {"threads", engine_options.threads},
+                               {"batch", options.batch_size}};
+        if (pytorch != model.metadata.end()) json["pytorch_top1_percent"] = pytorch->second;
+        std::printf("%s\n", json.dump(2).c_str());
+    } else {
+        std::printf("%s: top-1 %.2f %% (%zu/%zu) in %.2f s, %.0f images/s (%s)\n", path.c_str(),
+                    result.top1_percent(), result.correct, result.images, result.seconds,
+                    result.images_per_second(), std::string(engine->name()).c_str());
+        if (pytorch != model.metadata.end()) {
+            std::printf("  PyTorch measured %s %% at export (all 10,000 test images)\n",
+                        pytorch->second.c_str());
+        }
+    }
+    return 0;
+}
+
+}  // namespace bitinc::cli

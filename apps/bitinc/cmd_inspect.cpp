@@ -1,0 +1,117 @@
+#include <bitinc/bitinc.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "command_line.hpp"
+#include "commands.hpp"
+#include "format.hpp"
+
+namespace bitinc::cli {
+
+namespace {
+
+nlohmann::json value_info_json(const ValueInfo& value) {
+    nlohmann::json dims = nlohmann::json::array();
+    for (std::size_t i = 0; i < value.dims.size(); ++i) {
+        if (value.dims[i] >= 0) {
+            dims.push_back(value.dims[i]);
+        } else {
+            dims.push_back(value.symbolic[i].empty() ? "?" : value.symbolic[i]);
+        }
+    }
+    return {{"name", value.name}, {"type", value.element_type}, {"dims", dims}};
+}
+
+nlohmann::json inspect_json(const std::string& path, std::uintmax_t file_bytes, const Model& model,
+                            const TopologySummary& summary) {
+    nlohmann::json json;
+    json["file"] = path;
+    json["file_bytes"] = file_bytes;
+    json["producer"] = summary.producer;
+    json["ir_version"] = summary.ir_version;
+    json["opset"] = summary.opset;
+    json["topology_bytes"] = summary.topology_bytes;
+    json["node_count"] = summary.node_count;
+    json["op_counts"] = summary.op_counts;
+    json["inputs"] = nlohmann::json::array();
+    for (const auto& input : summary.inputs) json["inputs"].push_back(value_info_json(input));
+    json["outputs"] = nlohmann::json::array();
+    for (const auto& output : summary.outputs) json["outputs"].push_back(value_info_json(output));
+    json["metadata"] = model.metadata;
+    json["parameters"] = model.parameter_count();
+    json["float32_bytes"] = model.float32_bytes();
+    json["tensors"] = nlohmann::json::array();
+    for (const Tensor& tensor : model.weights) {
+        json["tensors"].push_back({{"name", tensor.name},
+                                   {"shape", tensor.shape},
+                                   {"stored_as", stored_type_name(tensor.stored_as)},
+                                   {"parameters", tensor.element_count()}});
+    }
+    return json;
+}
+
+void print_inspect_text(const std::string& path, std::uintmax_t file_bytes, const Model& model,
+                        const TopologySummary& summary) {
+    std::printf("%s\n", path.c_str());
+    std::printf("  producer    %s, IR version %lld, opset %lld\n", summary.producer.c_str(),
+                static_cast<long long>(summary.ir_version), static_cast<long long>(summary.opset));
+    for (const auto& input : summary.inputs) {
+        std::printf("  input       %s  %s  %s\n", input.name.c_str(), input.element_type.c_str(),
+                    dims_text(input.dims, input.symbolic).c_str());
+    }
+    for (const auto& output : summary.outputs) {
+        std::printf("  output      %s  %s  %s\n", output.name.c_str(),
+                    output.element_type.c_str(), dims_text(output.dims, output.symbolic).c_str());
+    }
+    std::string ops;
+    for (const auto& [op, count] : summary.op_counts) {
+        ops += (ops.empty() ? "" : ", ") + op + " " + std::to_string(count);
+    }
+    std::printf("  nodes       %zu: %s\n", summary.node_count, ops.c_str());
+    for (const auto& [key, value] : model.metadata) {
+        std::printf("  metadata    %s = %s\n", key.c_str(), value.c_str());
+    }
+    std::printf("  weights     %zu tensors, %s parameters, %s bytes as float32\n",
+                model.weights.size(), with_commas(model.parameter_count()).c_str(),
+                with_commas(model.float32_bytes()).c_str());
+    std::printf("  file        %s bytes, of which %s are the topology\n\n",
+                with_commas(file_bytes).c_str(), with_commas(summary.topology_bytes).c_str());
+
+    std::size_t name_width = 4;
+    for (const Tensor& tensor : model.weights) name_width = std::max(name_width, tensor.name.size());
+    std::printf("  %4s  %-*s  %-18s %-8s %12s\n", "#", int(name_width), "name", "shape", "type",
+                "parameters");
+    for (std::size_t i = 0; i < model.weights.size(); ++i) {
+        const Tensor& tensor = model.weights[i];
+        std::printf("  %4zu  %-*s  %-18s %-8s %12s\n", i, int(name_width), tensor.name.c_str(),
+                    dims_text(tensor.shape).c_str(), stored_type_name(tensor.stored_as).data(),
+                    with_commas(tensor.element_count()).c_str());
+    }
+}
+
+}  // namespace
+
+int run_inspect(int argc, char** argv) {
+    CommandLine command_line("inspect",
+                             "Shows an ONNX model's producer, opset, inputs and outputs, operator\n"
+                             "counts, bitinc metadata, and every float weight tensor with its shape\n"
+                             "and parameter count.");
+    command_line.add_positional("MODEL.onnx", "the model to inspect");
+    command_line.add_flag("json", "print one JSON object instead of text");
+    if (!command_line.parse(argc, argv)) return 0;
+
+    const std::string path = command_line.positional(0);
+    const Model model = read_onnx_file(path);
+    const TopologySummary summary = summarize_topology(model);
+    const std::uintmax_t file_bytes = std::filesystem::file_size(path);
+    if (command_line.flag("json")) {
+        std::printf("%s\n", inspect_json(path, file_bytes, model, summary).dump(2).c_str());
+    } else {
+        print_inspect_text(path, file_bytes, model, summary);
+    }
+    return 0;
+}
+
+}  // namespace bitinc::cli

@@ -1,0 +1,11 @@
+// The subcommands of the bitinc CLI. Each takes the arguments after its own
+// name and returns the process exit status; errors propagate as exceptions
+// (bitinc::Error: bad input, exit 1; cli::UsageError: bad usage, exit 2).
+#pragma once
+
+namespace bitinc::cli {
+
+int run_inspect(int argc, char** argv);
+int run_accuracy(int argc, char** argv);
+
+}  // namespace bitinc::cli

@@ -1,0 +1,10 @@
+// libbitinc: bit-incremental delivery of neural-network models.
+// The one header an application needs.
+#pragma once
+
+#include "bitinc/accuracy.hpp"
+#include "bitinc/dataset.hpp"
+#include "bitinc/engine.hpp"
+#include "bitinc/error.hpp"
+#include "bitinc/model.hpp"
+#include "bitinc/version.hpp"

@@ -1,0 +1,109 @@
+// A neural-network model as bitinc sees it: the graph (topology) kept as ONNX
+// bytes, and the float weight tensors taken out of it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace bitinc {
+
+// How a weight was stored in the source ONNX file. Values use ONNX's
+// TensorProto.DataType codes so the mapping is obvious.
+enum class StoredType : std::int32_t { float32 = 1, float16 = 10 };
+
+std::string_view stored_type_name(StoredType type);
+
+// A named float tensor. Values are always float32 in memory, whatever the
+// source file used; `stored_as` remembers the original element type.
+struct Tensor {
+    std::string name;
+    std::vector<std::int64_t> shape;
+    std::vector<float> values;
+    StoredType stored_as = StoredType::float32;
+
+    std::size_t element_count() const { return values.size(); }
+};
+
+// The topology is a serialized ONNX ModelProto in which every float
+// initializer has kept its name, type and dims but lost its data; `weights`
+// holds that data, in the order the initializers appear in the graph.
+struct Model {
+    std::string topology;
+    std::vector<Tensor> weights;
+    std::map<std::string, std::string> metadata;  // ONNX metadata_props
+
+    std::size_t parameter_count() const;
+    // Bytes the weights take as float32.
+    std::size_t float32_bytes() const;
+};
+
+// Largest ONNX file accepted: protobuf cannot address more than 2 GiB.
+inline constexpr std::uint64_t max_onnx_bytes = (std::uint64_t{1} << 31) - 1;
+
+// Reads and validates an ONNX model. Throws Error naming `path` on a missing,
+// unreadable, truncated or malformed file, external data or a file over 2 GiB.
+Model read_onnx_file(const std::filesystem::path& path);
+
+// Same as read_onnx_file for bytes already in memory; `source_name` is used
+// in error messages.
+Model parse_onnx(std::string_view bytes, std::string_view source_name);
+
+// Puts the weights back into the topology. Weights keep their original
+// element type, so parse_onnx(serialize_onnx(m)) reproduces m exactly.
+// Output is deterministic: the same Model always gives the same bytes.
+std::string serialize_onnx(const Model& model);
+
+// Writes serialize_onnx(model) to `path` atomically: a temporary file in the
+// same directory is renamed over `path` only once it is complete.
+void write_onnx_file(const Model& model, const std::filesystem::path& path);
+
+// What a reader of a model wants to know about its graph.
+struct ValueInfo {
+    std::string name;
+    // Dimension sizes; a symbolic dimension (e.g. a batch axis) is -1 and
+    // named in `symbolic`.
+    std::vector<std::int64_t> dims;
+    std::vector<std::string> symbolic;
+    std::string element_type;
+};
+
+struct TopologySummary {
+    std::string producer;
+    std::int64_t ir_version = 0;
+    std::int64_t opset = 0;  // of the default ONNX domain
+    std::vector<ValueInfo> inputs;
+    std::vector<ValueInfo> outputs;
+    std::size_t node_count = 0;
+    std::map<std::string, std::size_t> op_counts;
+    std::size_t topology_bytes = 0;
+};
+
+TopologySummary summarize_topology(const Model& model);
+
+// Graph rewrites an inference engine may need; each applies only where a
+// pattern is found and leaves the model's function unchanged.
+struct FixupReport {
+    // Identity nodes removed, their consumers rewired to the Identity's input.
+    std::size_t identity_nodes_folded = 0;
+    // Clip nodes whose min/max came as constant inputs (opset 11 and later),
+    // rewritten to the attribute form of opset 6.
+    std::size_t clip_nodes_rewritten = 0;
+    // float16 weights turned into float32 ones (the values are unchanged).
+    std::size_t half_weights_widened = 0;
+
+    bool changed() const {
+        return identity_nodes_folded + clip_nodes_rewritten + half_weights_widened > 0;
+    }
+};
+
+// Applies the rewrites that OpenCV DNN 4.6 needs (see docs/architecture.md).
+// The result is meant for the engine only: the opset-6 form of Clip is not
+// valid ONNX at the model's own opset.
+FixupReport apply_engine_fixups(Model& model);
+
+}  // namespace bitinc

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the Debian packages bitinc needs. Idempotent: apt-get runs only when
+# something is missing. `--training` adds the PyTorch stack used by `make models`.
+set -euo pipefail
+
+packages=(
+    # build
+    cmake g++ make ninja-build pkg-config clang-format
+    # libraries
+    libonnx-dev libprotobuf-dev protobuf-compiler
+    libopencv-dnn-dev libopencv-core-dev
+    zlib1g-dev nlohmann-json3-dev
+    # tests and benchmarks
+    libgtest-dev libgmock-dev libbenchmark-dev
+    # data
+    dataset-fashion-mnist
+)
+if [[ "${1:-}" == "--training" ]]; then
+    packages+=(python3-torch python3-torchvision python3-onnx python3-numpy)
+fi
+
+missing=()
+for package in "${packages[@]}"; do
+    status=$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null || true)
+    [[ "$status" == "install ok installed" ]] || missing+=("$package")
+done
+if ((${#missing[@]} == 0)); then
+    exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}" >&2
+sudo=()
+if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || { echo "install-deps: need root or sudo to install packages" >&2; exit 1; }
+    sudo=(sudo)
+fi
+"${sudo[@]}" apt-get update -qq
+DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"

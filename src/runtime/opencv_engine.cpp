@@ -1,0 +1,121 @@
+// The OpenCV DNN engine. OpenCV imports ONNX from a memory buffer; it cannot
+// change weights in place after the first forward pass, so a new set of
+// weights means a new engine.
+#include <opencv2/core/utils/logger.hpp>
+#include <opencv2/dnn.hpp>
+
+#include <algorithm>
+#include <mutex>
+
+#include "bitinc/engine.hpp"
+#include "bitinc/error.hpp"
+
+namespace bitinc {
+
+namespace {
+
+// OpenCV's messages may span lines; our errors are one line.
+std::string one_line(std::string text) {
+    std::replace(text.begin(), text.end(), '\n', ' ');
+    while (!text.empty() && text.back() == ' ') text.pop_back();
+    return text;
+}
+
+void silence_opencv_logging() {
+    // OpenCV would otherwise print its own multi-line diagnostics on stderr
+    // next to the error we report.
+    static std::once_flag once;
+    std::call_once(once, [] {
+        cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_SILENT);
+    });
+}
+
+class OpenCvEngine final : public Engine {
+public:
+    OpenCvEngine(cv::dnn::Net net, std::string model_name)
+        : net_(std::move(net)), model_name_(std::move(model_name)) {}
+
+    std::string_view name() const override { return "opencv-dnn"; }
+
+    FloatArray run(const FloatArray& batch) override {
+        std::size_t expected = batch.shape.empty() ? 0 : 1;
+        std::vector<int> dims;
+        for (const std::int64_t dim : batch.shape) {
+            if (dim <= 0 || dim > (1 << 30)) throw Error(model_name_ + ": bad input batch shape");
+            dims.push_back(static_cast<int>(dim));
+            expected *= static_cast<std::size_t>(dim);
+        }
+        if (expected != batch.values.size()) {
+            throw Error(model_name_ + ": input batch holds " + std::to_string(batch.values.size()) +
+                        " values, its shape needs " + std::to_string(expected));
+        }
+        try {
+            // The Mat only wraps the caller's data for the duration of this call.
+            const cv::Mat blob(static_cast<int>(dims.size()), dims.data(), CV_32F,
+                               const_cast<float*>(batch.values.data()));
+            net_.setInput(blob);
+            const cv::Mat output = net_.forward();
+            FloatArray result;
+            for (int i = 0; i < output.dims; ++i) result.shape.push_back(output.size[i]);
+            const cv::Mat dense = output.isContinuous() ? output : output.clone();
+            const auto* begin = dense.ptr<float>();
+            result.values.assign(begin, begin + dense.total());
+            return result;
+        } catch (const cv::Exception& error) {
+            throw Error(model_name_ + ": the engine failed to run the model: " + one_line(error.err));
+        }
+    }
+
+private:
+    cv::dnn::Net net_;
+    std::string model_name_;
+};
+
+// The shape of one sample of the graph's first input with batch 1, or empty
+// when the graph does not fix it.
+std::vector<std::int64_t> warm_up_shape(const Model& model) {
+    const TopologySummary summary = summarize_topology(model);
+    if (summary.inputs.empty()) return {};
+    std::vector<std::int64_t> shape = summary.inputs.front().dims;
+    if (shape.empty()) return {};
+    shape[0] = 1;
+    for (const std::int64_t dim : shape) {
+        if (dim <= 0 || dim > 4096) return {};
+    }
+    return shape;
+}
+
+}  // namespace
+
+std::unique_ptr<Engine> create_opencv_engine(const Model& model, std::string_view model_name,
+                                             const EngineOptions& options) {
+    silence_opencv_logging();
+    if (options.threads > 0) cv::setNumThreads(options.threads);
+    Model fixed = model;
+    apply_engine_fixups(fixed);
+    const std::string bytes = serialize_onnx(fixed);
+    const std::string name(model_name);
+    cv::dnn::Net net;
+    try {
+        net = cv::dnn::readNetFromONNX(bytes.data(), bytes.size());
+    } catch (const cv::Exception& error) {
+        throw Error(name + ": the engine cannot load the model: " + one_line(error.err));
+    }
+    if (net.empty()) throw Error(name + ": the engine cannot load the model (empty network)");
+    net.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
+    net.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
+    auto engine = std::make_unique<OpenCvEngine>(std::move(net), name);
+    // OpenCV sets a network up lazily on the first forward pass, where most
+    // "cannot run" errors surface; do it now, off any inference path.
+    if (const auto shape = warm_up_shape(fixed); !shape.empty()) {
+        FloatArray zeros;
+        zeros.shape = shape;
+        std::size_t count = 1;
+        for (const std::int64_t dim : shape) count *= static_cast<std::size_t>(dim);
+        zeros.values.assign(count, 0.0f);
+        engine->run(zeros);
+    }
+    return engine;
+}
+
+}  // namespace bitinc
