@@ -1,1 +1,157 @@
+// Runs the bitinc binary as a user would and checks exit status and output.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
 
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "onnx_builder.hpp"
+#include "test_support.hpp"
+
+namespace bitinc {
+namespace {
+
+struct CommandResult {
+    int status = -1;
+    std::string out;
+    std::string err;
+};
+
+std::string slurp(const std::filesystem::path& path) {
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+class Cli : public ::testing::Test {
+protected:
+    CommandResult run(const std::string& arguments) {
+        const auto out = directory_.path() / "stdout";
+        const auto err = directory_.path() / "stderr";
+        const std::string command = std::string(BITINC_CLI) + " " + arguments + " >" +
+                                    out.string() + " 2>" + err.string() + " </dev/null";
+        const int raw = std::system(command.c_str());
+        return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, slurp(out), slurp(err)};
+    }
+
+    std::filesystem::path write(const std::string& name, const std::string& bytes) {
+        const auto path = directory_.path() / name;
+        std::ofstream(path, std::ios::binary) << bytes;
+        return path;
+    }
+
+    // Bad input: exit status 1 and exactly one line on stderr, naming `fragment`.
+    void expect_one_line_error(const CommandResult& result, const std::string& fragment) {
+        EXPECT_EQ(result.status, 1) << result.err;
+        EXPECT_EQ(std::count(result.err.begin(), result.err.end(), '\n'), 1) << result.err;
+        EXPECT_NE(result.err.find(fragment), std::string::npos) << result.err;
+    }
+
+    testing::TemporaryDirectory directory_;
+};
+
+std::string small_cnn() { return (testing::source_dir() / "models" / "small-cnn.onnx").string(); }
+
+TEST_F(Cli, HelpListsTheCommands) {
+    const CommandResult result = run("--help");
+    EXPECT_EQ(result.status, 0);
+    EXPECT_NE(result.out.find("inspect"), std::string::npos);
+    EXPECT_NE(result.out.find("accuracy"), std::string::npos);
+    EXPECT_EQ(run("").status, 2);
+    EXPECT_EQ(run("inspect --help").status, 0);
+    EXPECT_NE(run("accuracy --help").out.find("--limit"), std::string::npos);
+}
+
+TEST_F(Cli, WrongUsageExitsWithTwo) {
+    EXPECT_EQ(run("frobnicate").status, 2);
+    EXPECT_EQ(run("inspect").status, 2);
+    EXPECT_EQ(run("inspect a.onnx --no-such-option").status, 2);
+    EXPECT_EQ(run("accuracy " + small_cnn() + " --limit abc").status, 2);
+    EXPECT_EQ(run("accuracy " + small_cnn() + " --threads 0").status, 2);
+}
+
+TEST_F(Cli, MissingFile) {
+    expect_one_line_error(run("inspect /nonexistent/model.onnx"), "/nonexistent/model.onnx");
+    expect_one_line_error(run("accuracy /nonexistent/model.onnx"), "/nonexistent/model.onnx");
+}
+
+TEST_F(Cli, FileThatIsNotOnnx) {
+    const auto path = write("notes.onnx", "these are my notes, not a model\n");
+    expect_one_line_error(run("inspect " + path.string()), "not an ONNX model");
+}
+
+TEST_F(Cli, TruncatedOnnx) {
+    const std::string bytes = slurp(small_cnn());
+    ASSERT_GT(bytes.size(), 1000u);
+    for (const std::size_t length : {bytes.size() / 2, bytes.size() / 3, std::size_t{100}}) {
+        const auto path = write("cut.onnx", bytes.substr(0, length));
+        expect_one_line_error(run("inspect " + path.string()), "cut.onnx");
+        expect_one_line_error(run("accuracy " + path.string()), "cut.onnx");
+    }
+}
+
+TEST_F(Cli, OperatorTheEngineCannotRun) {
+    testing::OnnxBuilder builder;
+    builder.input("x", {-1, 1, 28, 28}).output("y", {-1, 10});
+    builder.node("NoSuchOperator", {"x"}, {"y"});
+    const auto path = write("odd.onnx", builder.bytes());
+    EXPECT_EQ(run("inspect " + path.string()).status, 0);
+    expect_one_line_error(run("accuracy " + path.string()), "engine cannot load");
+}
+
+TEST_F(Cli, ModelWhoseInputDoesNotFitTheDataset) {
+    // A non-image input.
+    const auto linear = write("linear.onnx", testing::make_linear_model().bytes());
+    expect_one_line_error(run("accuracy " + linear.string()), "not an NCHW image batch");
+    // An image input too small for 28x28 images.
+    testing::OnnxBuilder small;
+    small.input("x", {-1, 1, 16, 16}).output("y", {-1, 1, 16, 16});
+    small.node("Relu", {"x"}, {"y"});
+    const auto tiny = write("tiny.onnx", small.bytes());
+    expect_one_line_error(run("accuracy " + tiny.string()), "smaller than the 28x28 images");
+    // A model made for another dataset.
+    small.metadata("bitinc.dataset", "imagenet");
+    const auto other = write("other.onnx", small.bytes());
+    expect_one_line_error(run("accuracy " + other.string()), "made for dataset 'imagenet'");
+}
+
+TEST_F(Cli, MissingDataset) {
+    expect_one_line_error(run("accuracy " + small_cnn() + " --data-dir /nonexistent"),
+                          "/nonexistent");
+}
+
+TEST_F(Cli, InspectJson) {
+    const CommandResult result = run("inspect " + small_cnn() + " --json");
+    ASSERT_EQ(result.status, 0) << result.err;
+    const auto json = nlohmann::json::parse(result.out);
+    EXPECT_GT(json["parameters"].get<std::size_t>(), 1000u);
+    EXPECT_EQ(json["metadata"]["bitinc.model"], "small-cnn");
+    EXPECT_EQ(json["inputs"][0]["dims"][1], 1);
+    EXPECT_EQ(json["float32_bytes"].get<std::size_t>(), 4 * json["parameters"].get<std::size_t>());
+    std::size_t sum = 0;
+    for (const auto& tensor : json["tensors"]) sum += tensor["parameters"].get<std::size_t>();
+    EXPECT_EQ(sum, json["parameters"].get<std::size_t>());
+}
+
+TEST_F(Cli, InspectText) {
+    const CommandResult result = run("inspect " + small_cnn());
+    ASSERT_EQ(result.status, 0) << result.err;
+    EXPECT_NE(result.out.find("opset"), std::string::npos);
+    EXPECT_NE(result.out.find("parameters"), std::string::npos);
+    EXPECT_TRUE(result.err.empty()) << result.err;
+}
+
+TEST_F(Cli, AccuracyJson) {
+    const CommandResult result = run("accuracy " + small_cnn() + " --limit 300 --json --threads 1");
+    ASSERT_EQ(result.status, 0) << result.err;
+    const auto json = nlohmann::json::parse(result.out);
+    EXPECT_EQ(json["images"], 300);
+    EXPECT_GT(json["top1_percent"].get<double>(), 80.0);
+    EXPECT_GT(json["images_per_second"].get<double>(), 0.0);
+    EXPECT_TRUE(result.err.empty()) << "no progress bar when stderr is not a terminal";
+}
+
+}  // namespace
+}  // namespace bitinc
