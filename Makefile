@@ -4,7 +4,10 @@ SANITIZE_DIR ?= build-sanitize
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build demo test test-sanitize models models-imagenet format clean
+FUZZ_DIR ?= build-fuzz
+FUZZ_SECONDS ?= 60
+
+.PHONY: all deps build demo test test-sanitize fuzz models format clean
 
 all: build
 
@@ -29,6 +32,24 @@ test-sanitize: deps
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    ctest --test-dir $(SANITIZE_DIR) --output-on-failure -j $(JOBS)
 
+# Each fuzz target for FUZZ_SECONDS under libFuzzer + ASan + UBSan. New
+# inputs go to a scratch directory; the committed corpus is only read.
+fuzz: deps
+	@CC=clang CXX=clang++ cmake -S . -B $(FUZZ_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	    -DBITINC_FUZZ=ON -DBITINC_BUILD_BENCHMARKS=OFF >/dev/null
+	@cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_onnx_model fuzz_idx
+	@for target in onnx_model:onnx idx:idx; do \
+	    name=$${target%%:*}; corpus=$${target##*:}; scratch=$$(mktemp -d); \
+	    echo "fuzz_$$name: $(FUZZ_SECONDS) s"; \
+	    if ! $(FUZZ_DIR)/tests/fuzz_$$name -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+	        -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/ \
+	        $$scratch tests/fuzz/corpus/$$corpus >$(FUZZ_DIR)/fuzz_$$name.log 2>&1; then \
+	        tail -n 40 $(FUZZ_DIR)/fuzz_$$name.log; rm -rf $$scratch; exit 1; \
+	    fi; \
+	    grep -E "^(Done|stat::number_of_executed_units|stat::peak_rss_mb)" $(FUZZ_DIR)/fuzz_$$name.log; \
+	    rm -rf $$scratch; \
+	done
+
 # Trains the Fashion-MNIST models (see docs/models.md); needs the training stack.
 models:
 	@scripts/install-deps.sh --training
@@ -38,4 +59,4 @@ format:
 	clang-format -i $$(git ls-files '*.cpp' '*.hpp')
 
 clean:
-	rm -rf $(BUILD_DIR) $(SANITIZE_DIR)
+	rm -rf $(BUILD_DIR) $(SANITIZE_DIR) $(FUZZ_DIR)

@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
     # build
     cmake g++ make ninja-build pkg-config clang-format
+    # fuzzing (libFuzzer)
+    clang libclang-rt-14-dev
     # libraries
     libonnx-dev libprotobuf-dev protobuf-compiler
     libopencv-dnn-dev libopencv-core-dev

@@ -150,6 +150,24 @@ TEST(OnnxModel, ImpossibleShapesAreRefusedBeforeAllocating) {
     expect_error_mentioning(builder.bytes(), "impossible shape");
 }
 
+TEST(OnnxModel, HalfTensorWithAHugeShapeButNoDataIsRefusedBeforeAllocating) {
+    OnnxBuilder builder = make_linear_model(Encoding::half_raw);
+    auto* weight = builder.proto().mutable_graph()->mutable_initializer(0);
+    weight->clear_raw_data();
+    weight->set_dims(0, std::int64_t{1} << 28);  // 2^30 values: 4 GiB as float
+    expect_error_mentioning(builder.bytes(), "holds 0 values");
+}
+
+TEST(OnnxModel, EmptyTensorsRoundTrip) {
+    OnnxBuilder builder = make_linear_model();
+    builder.initializer("nothing", {0, 4}, {});
+    const Model model = parse_onnx(builder.bytes(), "empty.onnx");
+    ASSERT_EQ(model.weights.size(), 3u);
+    EXPECT_EQ(model.weights[2].element_count(), 0u);
+    EXPECT_EQ(parse_onnx(serialize_onnx(model), "again").weights[2].shape,
+              (std::vector<std::int64_t>{0, 4}));
+}
+
 TEST(OnnxModel, DanglingReferencesAreAnError) {
     OnnxBuilder builder = make_linear_model();
     builder.proto().mutable_graph()->mutable_node(0)->set_input(1, "missing");

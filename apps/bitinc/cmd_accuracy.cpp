@@ -44,13 +44,13 @@ int run_accuracy(int argc, char** argv) {
     const InputSpec spec = read_input_spec(model, path);
     const ImageSet images = load_fashion_mnist(data_dir, Split::test);
     check_model_fits_images(spec, images, "fashion-mnist", fashion_mnist_classes, path);
+    const auto engine = create_opencv_engine(model, path, engine_options);
     if (!spec.from_metadata) {
         std::fprintf(stderr,
                      "bitinc accuracy: warning: %s has no bitinc.input metadata; assuming pixels "
                      "scaled by 1/255 with no mean/std normalization\n",
                      path.c_str());
     }
-    const auto engine = create_opencv_engine(model, path, engine_options);
 
     ProgressBar progress("accuracy", "img",
                          !command_line.flag("no-progress") && ProgressBar::stderr_is_terminal());

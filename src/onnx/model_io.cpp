@@ -118,9 +118,10 @@ Tensor extract_weight(const TensorProto& proto, std::string_view source) {
         }
     } else {
         tensor.stored_as = StoredType::float16;
-        tensor.values.resize(count);
+        // Sizes are checked before allocating: the shape alone proves nothing.
         if (!raw.empty()) {
             if (raw.size() != count * 2) throw_bad_size(proto, source, raw.size() / 2, count);
+            tensor.values.resize(count);
             for (std::size_t i = 0; i < count; ++i) {
                 std::uint16_t half;
                 std::memcpy(&half, raw.data() + 2 * i, 2);
@@ -130,6 +131,7 @@ Tensor extract_weight(const TensorProto& proto, std::string_view source) {
             // ONNX keeps fp16 values that are not raw in the low bits of int32_data.
             const auto found = static_cast<std::size_t>(proto.int32_data_size());
             if (found != count) throw_bad_size(proto, source, found, count);
+            tensor.values.resize(count);
             for (std::size_t i = 0; i < count; ++i) {
                 tensor.values[i] =
                     core::half_to_float(static_cast<std::uint16_t>(proto.int32_data(int(i))));
@@ -145,7 +147,7 @@ void store_weight(const Tensor& tensor, TensorProto& proto) {
     std::string& raw = *proto.mutable_raw_data();
     if (tensor.stored_as == StoredType::float32) {
         raw.resize(tensor.values.size() * sizeof(float));
-        std::memcpy(raw.data(), tensor.values.data(), raw.size());
+        if (!raw.empty()) std::memcpy(raw.data(), tensor.values.data(), raw.size());
     } else {
         raw.resize(tensor.values.size() * 2);
         for (std::size_t i = 0; i < tensor.values.size(); ++i) {

@@ -14,11 +14,36 @@ namespace bitinc {
 
 namespace {
 
-// OpenCV's messages may span lines; our errors are one line.
-std::string one_line(std::string text) {
+// OpenCV's messages carry its source file, line and function, may span
+// lines, and wrap the ONNX node in markers. Keep what a user can act on:
+// the node, and the reason.
+std::string readable_opencv_message(const std::string& raw) {
+    std::string text = raw;
     std::replace(text.begin(), text.end(), '\n', ' ');
-    while (!text.empty() && text.back() == ' ') text.pop_back();
-    return text;
+    const auto unsupported = text.find("Can't create layer");
+    const auto type_at = text.find("of type \"", unsupported == std::string::npos ? 0 : unsupported);
+    if (unsupported != std::string::npos && type_at != std::string::npos) {
+        const auto begin = type_at + 9;
+        const auto end = text.find('"', begin);
+        return "operator " + text.substr(begin, end - begin) + " is not supported by OpenCV DNN " +
+               CV_VERSION;
+    }
+    std::string node;
+    if (const auto node_at = text.find("Node ["); node_at != std::string::npos) {
+        const auto end = text.find(']', node_at);
+        if (end != std::string::npos) node = "node " + text.substr(node_at + 6, end - node_at - 6) + ": ";
+    }
+    // "... error: (-215:Assertion failed) REASON in function 'f'"
+    if (const auto code = text.rfind("error: ("); code != std::string::npos) {
+        const auto close = text.find(") ", code);
+        if (close != std::string::npos) text = text.substr(close + 2);
+    }
+    if (const auto function = text.rfind(" in function '"); function != std::string::npos) {
+        text.resize(function);
+    }
+    while (!text.empty() && (text.back() == ' ' || text.back() == '>')) text.pop_back();
+    while (!text.empty() && (text.front() == ' ' || text.front() == '>')) text.erase(0, 1);
+    return node + text;
 }
 
 void silence_opencv_logging() {
@@ -62,7 +87,7 @@ public:
             result.values.assign(begin, begin + dense.total());
             return result;
         } catch (const cv::Exception& error) {
-            throw Error(model_name_ + ": the engine failed to run the model: " + one_line(error.err));
+            throw Error(model_name_ + ": the engine failed to run the model: " + readable_opencv_message(error.err));
         }
     }
 
@@ -99,7 +124,7 @@ std::unique_ptr<Engine> create_opencv_engine(const Model& model, std::string_vie
     try {
         net = cv::dnn::readNetFromONNX(bytes.data(), bytes.size());
     } catch (const cv::Exception& error) {
-        throw Error(name + ": the engine cannot load the model: " + one_line(error.err));
+        throw Error(name + ": the engine cannot load the model: " + readable_opencv_message(error.err));
     }
     if (net.empty()) throw Error(name + ": the engine cannot load the model (empty network)");
     net.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
