@@ -24,7 +24,7 @@ const ImageSet& test_images() {
 }
 
 class BundledModel : public ::testing::TestWithParam<std::string> {
-protected:
+  protected:
     void SetUp() override {
         path_ = model_path(GetParam());
         // Only small-cnn is committed; the others exist after `make models`.
@@ -95,7 +95,8 @@ TEST_P(BundledModel, AccuracyMatchesPyTorch) {
     const double pytorch = std::strtod(found->second.c_str(), nullptr);
     // The full test set for the small model; the big ones are checked by
     // docs/models.md's table (bitinc accuracy), too slow for every test run.
-    if (GetParam() != "small-cnn") GTEST_SKIP() << "full-set accuracy is measured by make models";
+    if (GetParam() != "small-cnn")
+        GTEST_SKIP() << "full-set accuracy is measured by make models";
     const auto engine = create_opencv_engine(model, path_.string());
     const AccuracyResult result = measure_accuracy(*engine, spec, test_images());
     EXPECT_EQ(result.images, 10000u);

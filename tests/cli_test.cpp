@@ -26,7 +26,7 @@ std::string slurp(const std::filesystem::path& path) {
 }
 
 class Cli : public ::testing::Test {
-protected:
+  protected:
     CommandResult run(const std::string& arguments) {
         const auto out = directory_.path() / "stdout";
         const auto err = directory_.path() / "stderr";
@@ -52,7 +52,9 @@ protected:
     testing::TemporaryDirectory directory_;
 };
 
-std::string small_cnn() { return (testing::source_dir() / "models" / "small-cnn.onnx").string(); }
+std::string small_cnn() {
+    return (testing::source_dir() / "models" / "small-cnn.onnx").string();
+}
 
 TEST_F(Cli, HelpListsTheCommands) {
     const CommandResult result = run("--help");
@@ -132,7 +134,8 @@ TEST_F(Cli, InspectJson) {
     EXPECT_EQ(json["inputs"][0]["dims"][1], 1);
     EXPECT_EQ(json["float32_bytes"].get<std::size_t>(), 4 * json["parameters"].get<std::size_t>());
     std::size_t sum = 0;
-    for (const auto& tensor : json["tensors"]) sum += tensor["parameters"].get<std::size_t>();
+    for (const auto& tensor : json["tensors"])
+        sum += tensor["parameters"].get<std::size_t>();
     EXPECT_EQ(sum, json["parameters"].get<std::size_t>());
 }
 

@@ -13,13 +13,15 @@ using testing::OnnxBuilder;
 
 // y = x W^T + b for the weights of make_linear_model.
 std::vector<float> linear_reference(const std::vector<float>& x) {
-    const float w[3][4] = {{0.5f, -1.0f, 0.25f, 2.0f}, {1.0f, 1.0f, -0.5f, 0.0f}, {-2.0f, 0.75f, 1.5f, -0.25f}};
+    const float w[3][4] = {
+        {0.5f, -1.0f, 0.25f, 2.0f}, {1.0f, 1.0f, -0.5f, 0.0f}, {-2.0f, 0.75f, 1.5f, -0.25f}};
     const float b[3] = {0.125f, -0.5f, 1.0f};
     std::vector<float> y;
     for (std::size_t n = 0; n < x.size() / 4; ++n) {
         for (int o = 0; o < 3; ++o) {
             float sum = b[o];
-            for (int i = 0; i < 4; ++i) sum += x[n * 4 + std::size_t(i)] * w[o][i];
+            for (int i = 0; i < 4; ++i)
+                sum += x[n * 4 + std::size_t(i)] * w[o][i];
             y.push_back(sum);
         }
     }
@@ -34,11 +36,13 @@ TEST(OpenCvEngine, ComputesTheModel) {
     EXPECT_EQ(output.shape, (std::vector<std::int64_t>{2, 3}));
     const auto expected = linear_reference(batch.values);
     ASSERT_EQ(output.values.size(), expected.size());
-    for (std::size_t i = 0; i < expected.size(); ++i) EXPECT_NEAR(output.values[i], expected[i], 1e-5);
+    for (std::size_t i = 0; i < expected.size(); ++i)
+        EXPECT_NEAR(output.values[i], expected[i], 1e-5);
 }
 
 TEST(OpenCvEngine, HalfPrecisionWeightsRunAsFloat) {
-    const Model model = parse_onnx(make_linear_model(testing::Encoding::half_raw).bytes(), "half.onnx");
+    const Model model =
+        parse_onnx(make_linear_model(testing::Encoding::half_raw).bytes(), "half.onnx");
     Model widened = model;
     EXPECT_EQ(apply_engine_fixups(widened).half_weights_widened, 2u);
     EXPECT_EQ(widened.weights[0].stored_as, StoredType::float32);
@@ -46,7 +50,8 @@ TEST(OpenCvEngine, HalfPrecisionWeightsRunAsFloat) {
     const auto engine = create_opencv_engine(model, "half.onnx");
     const FloatArray output = engine->run({{1, 4}, {1, 2, 3, 4}});
     const auto expected = linear_reference({1, 2, 3, 4});
-    for (std::size_t i = 0; i < expected.size(); ++i) EXPECT_NEAR(output.values[i], expected[i], 1e-5);
+    for (std::size_t i = 0; i < expected.size(); ++i)
+        EXPECT_NEAR(output.values[i], expected[i], 1e-5);
 }
 
 TEST(OpenCvEngine, UnsupportedOperatorIsAOneLineError) {
@@ -88,7 +93,8 @@ TEST(EngineFixups, IdentityNodesAreFolded) {
     const auto engine = create_opencv_engine(model, "identity.onnx");
     const FloatArray output = engine->run({{1, 4}, {1, 2, 3, 4}});
     const auto expected = linear_reference({1, 2, 3, 4});
-    for (std::size_t i = 0; i < expected.size(); ++i) EXPECT_NEAR(output.values[i], expected[i], 1e-5);
+    for (std::size_t i = 0; i < expected.size(); ++i)
+        EXPECT_NEAR(output.values[i], expected[i], 1e-5);
 }
 
 TEST(EngineFixups, IdentityProducingAGraphOutputStays) {
@@ -165,15 +171,16 @@ TEST(InputSpec, ReadFromMetadata) {
 }
 
 TEST(InputSpec, MalformedMetadataIsAnError) {
-    for (const auto& [key, value] : std::vector<std::pair<std::string, std::string>>{
-             {"bitinc.input.shape", "1,28"},
-             {"bitinc.input.shape", "1,x,28"},
-             {"bitinc.input.std", "0"},
-             {"bitinc.input.mean", "0.1,0.2"},
-             {"bitinc.input.layout", "NHWC"}}) {
+    for (const auto& [key, value] :
+         std::vector<std::pair<std::string, std::string>>{{"bitinc.input.shape", "1,28"},
+                                                          {"bitinc.input.shape", "1,x,28"},
+                                                          {"bitinc.input.std", "0"},
+                                                          {"bitinc.input.mean", "0.1,0.2"},
+                                                          {"bitinc.input.layout", "NHWC"}}) {
         OnnxBuilder builder = make_linear_model();
         builder.metadata("bitinc.input.shape", "1,28,28");
-        if (key == "bitinc.input.shape") builder.proto().mutable_metadata_props()->Clear();
+        if (key == "bitinc.input.shape")
+            builder.proto().mutable_metadata_props()->Clear();
         builder.metadata(key, value);
         EXPECT_THROW(read_input_spec(parse_onnx(builder.bytes(), "m.onnx"), "m.onnx"), Error)
             << key << "=" << value;

@@ -38,7 +38,8 @@ TEST(HalfFloat, RoundsToNearestEven) {
     EXPECT_EQ(float_to_half(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3C02);
     EXPECT_EQ(float_to_half(65520.0f), 0x7C00);  // rounds up to infinity
     EXPECT_EQ(float_to_half(65519.0f), 0x7BFF);
-    EXPECT_EQ(float_to_half(std::ldexp(1.0f, -25)), 0x0000);  // halfway to the first subnormal: even
+    EXPECT_EQ(float_to_half(std::ldexp(1.0f, -25)),
+              0x0000);  // halfway to the first subnormal: even
     EXPECT_EQ(float_to_half(std::ldexp(1.5f, -25)), 0x0001);
     EXPECT_EQ(float_to_half(-0.0f), 0x8000);
 }

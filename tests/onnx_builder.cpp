@@ -50,7 +50,8 @@ OnnxBuilder& OnnxBuilder::initializer(const std::string& name, std::vector<std::
                                       const std::vector<float>& values, Encoding encoding) {
     auto* tensor = model_.mutable_graph()->add_initializer();
     tensor->set_name(name);
-    for (const std::int64_t dim : dims) tensor->add_dims(dim);
+    for (const std::int64_t dim : dims)
+        tensor->add_dims(dim);
     switch (encoding) {
         case Encoding::float_raw:
             tensor->set_data_type(onnx::TensorProto::FLOAT);
@@ -59,7 +60,8 @@ OnnxBuilder& OnnxBuilder::initializer(const std::string& name, std::vector<std::
             break;
         case Encoding::float_list:
             tensor->set_data_type(onnx::TensorProto::FLOAT);
-            for (const float value : values) tensor->add_float_data(value);
+            for (const float value : values)
+                tensor->add_float_data(value);
             break;
         case Encoding::half_raw:
             tensor->set_data_type(onnx::TensorProto::FLOAT16);
@@ -70,7 +72,8 @@ OnnxBuilder& OnnxBuilder::initializer(const std::string& name, std::vector<std::
             break;
         case Encoding::half_int32:
             tensor->set_data_type(onnx::TensorProto::FLOAT16);
-            for (const float value : values) tensor->add_int32_data(core::float_to_half(value));
+            for (const float value : values)
+                tensor->add_int32_data(core::float_to_half(value));
             break;
     }
     return *this;
@@ -82,7 +85,8 @@ OnnxBuilder& OnnxBuilder::int64_initializer(const std::string& name,
     tensor->set_name(name);
     tensor->set_data_type(onnx::TensorProto::INT64);
     tensor->add_dims(static_cast<std::int64_t>(values.size()));
-    for (const std::int64_t value : values) tensor->add_int64_data(value);
+    for (const std::int64_t value : values)
+        tensor->add_int64_data(value);
     return *this;
 }
 
@@ -91,8 +95,10 @@ onnx::NodeProto& OnnxBuilder::node(const std::string& op_type, std::vector<std::
     auto* node = model_.mutable_graph()->add_node();
     node->set_op_type(op_type);
     node->set_name(op_type + "_" + std::to_string(model_.graph().node_size()));
-    for (auto& input : inputs) node->add_input(std::move(input));
-    for (auto& output : outputs) node->add_output(std::move(output));
+    for (auto& input : inputs)
+        node->add_input(std::move(input));
+    for (auto& output : outputs)
+        node->add_output(std::move(output));
     return *node;
 }
 
@@ -103,7 +109,9 @@ OnnxBuilder& OnnxBuilder::metadata(const std::string& key, const std::string& va
     return *this;
 }
 
-std::string OnnxBuilder::bytes() const { return model_.SerializeAsString(); }
+std::string OnnxBuilder::bytes() const {
+    return model_.SerializeAsString();
+}
 
 void add_float_attribute(onnx::NodeProto& node, const std::string& name, float value) {
     auto* attribute = node.add_attribute();
@@ -122,9 +130,9 @@ void add_int_attribute(onnx::NodeProto& node, const std::string& name, std::int6
 OnnxBuilder make_linear_model(Encoding encoding) {
     OnnxBuilder builder;
     builder.input("x", {-1, 4}).output("y", {-1, 3});
-    builder.initializer("W", {3, 4},
-                        {0.5f, -1.0f, 0.25f, 2.0f, 1.0f, 1.0f, -0.5f, 0.0f, -2.0f, 0.75f, 1.5f, -0.25f},
-                        encoding);
+    builder.initializer(
+        "W", {3, 4},
+        {0.5f, -1.0f, 0.25f, 2.0f, 1.0f, 1.0f, -0.5f, 0.0f, -2.0f, 0.75f, 1.5f, -0.25f}, encoding);
     builder.initializer("b", {3}, {0.125f, -0.5f, 1.0f}, encoding);
     auto& gemm = builder.node("Gemm", {"x", "W", "b"}, {"y"});
     add_int_attribute(gemm, "transB", 1);

@@ -14,7 +14,7 @@ namespace bitinc::testing {
 enum class Encoding { float_raw, float_list, half_raw, half_int32 };
 
 class OnnxBuilder {
-public:
+  public:
     explicit OnnxBuilder(std::int64_t opset = 13);
 
     // dims: -1 makes a symbolic dimension named "batch".
@@ -23,8 +23,10 @@ public:
     OnnxBuilder& output(const std::string& name, std::vector<std::int64_t> dims,
                         int element_type = onnx::TensorProto::FLOAT);
     OnnxBuilder& initializer(const std::string& name, std::vector<std::int64_t> dims,
-                             const std::vector<float>& values, Encoding encoding = Encoding::float_raw);
-    OnnxBuilder& int64_initializer(const std::string& name, const std::vector<std::int64_t>& values);
+                             const std::vector<float>& values,
+                             Encoding encoding = Encoding::float_raw);
+    OnnxBuilder& int64_initializer(const std::string& name,
+                                   const std::vector<std::int64_t>& values);
     onnx::NodeProto& node(const std::string& op_type, std::vector<std::string> inputs,
                           std::vector<std::string> outputs);
     OnnxBuilder& metadata(const std::string& key, const std::string& value);
@@ -32,7 +34,7 @@ public:
     onnx::ModelProto& proto() { return model_; }
     std::string bytes() const;
 
-private:
+  private:
     onnx::ModelProto model_;
 };
 

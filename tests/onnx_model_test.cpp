@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fstream>
 #include <limits>
 
 #include "bitinc/error.hpp"
@@ -15,8 +16,8 @@ using testing::Encoding;
 using testing::make_linear_model;
 using testing::OnnxBuilder;
 
-const std::vector<float> expected_weight = {0.5f, -1.0f, 0.25f, 2.0f, 1.0f, 1.0f,
-                                            -0.5f, 0.0f, -2.0f, 0.75f, 1.5f, -0.25f};
+const std::vector<float> expected_weight = {0.5f,  -1.0f, 0.25f, 2.0f,  1.0f, 1.0f,
+                                            -0.5f, 0.0f,  -2.0f, 0.75f, 1.5f, -0.25f};
 
 class EveryEncoding : public ::testing::TestWithParam<Encoding> {};
 
@@ -187,6 +188,19 @@ TEST(OnnxModel, FileRoundTripIsAtomicAndExact) {
     const Model again = read_onnx_file(path);
     EXPECT_EQ(again.weights[0].values, model.weights[0].values);
     EXPECT_EQ(again.topology, model.topology);
+}
+
+TEST(OnnxModel, FilesOverTwoGibibytesAreRefused) {
+    const testing::TemporaryDirectory directory;
+    const auto path = directory.path() / "huge.onnx";
+    std::ofstream(path).put('x');
+    std::filesystem::resize_file(path, max_onnx_bytes + 1);  // sparse: no disk used
+    try {
+        read_onnx_file(path);
+        FAIL() << "no error";
+    } catch (const Error& error) {
+        EXPECT_NE(std::string(error.what()).find("huge.onnx"), std::string::npos) << error.what();
+    }
 }
 
 TEST(OnnxModel, SerializeRefusesMismatchedWeights) {

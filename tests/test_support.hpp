@@ -10,10 +10,12 @@ namespace bitinc::testing {
 // A fresh directory under the system's temporary directory, removed with
 // everything in it when the object goes out of scope.
 class TemporaryDirectory {
-public:
+  public:
     TemporaryDirectory() {
-        std::string pattern = (std::filesystem::temp_directory_path() / "bitinc-test-XXXXXX").string();
-        if (!::mkdtemp(pattern.data())) std::abort();
+        std::string pattern =
+            (std::filesystem::temp_directory_path() / "bitinc-test-XXXXXX").string();
+        if (!::mkdtemp(pattern.data()))
+            std::abort();
         path_ = pattern;
     }
     ~TemporaryDirectory() {
@@ -25,12 +27,14 @@ public:
 
     const std::filesystem::path& path() const { return path_; }
 
-private:
+  private:
     std::filesystem::path path_;
 };
 
 // The source tree, for the bundled models; set by CMake.
-inline std::filesystem::path source_dir() { return BITINC_SOURCE_DIR; }
+inline std::filesystem::path source_dir() {
+    return BITINC_SOURCE_DIR;
+}
 
 // The Fashion-MNIST files of Debian's dataset-fashion-mnist.
 inline bool fashion_mnist_available() {

@@ -36,9 +36,11 @@ nlohmann::json inspect_json(const std::string& path, std::uintmax_t file_bytes, 
     json["node_count"] = summary.node_count;
     json["op_counts"] = summary.op_counts;
     json["inputs"] = nlohmann::json::array();
-    for (const auto& input : summary.inputs) json["inputs"].push_back(value_info_json(input));
+    for (const auto& input : summary.inputs)
+        json["inputs"].push_back(value_info_json(input));
     json["outputs"] = nlohmann::json::array();
-    for (const auto& output : summary.outputs) json["outputs"].push_back(value_info_json(output));
+    for (const auto& output : summary.outputs)
+        json["outputs"].push_back(value_info_json(output));
     json["metadata"] = model.metadata;
     json["parameters"] = model.parameter_count();
     json["float32_bytes"] = model.float32_bytes();
@@ -62,8 +64,8 @@ void print_inspect_text(const std::string& path, std::uintmax_t file_bytes, cons
                     dims_text(input.dims, input.symbolic).c_str());
     }
     for (const auto& output : summary.outputs) {
-        std::printf("  output      %s  %s  %s\n", output.name.c_str(),
-                    output.element_type.c_str(), dims_text(output.dims, output.symbolic).c_str());
+        std::printf("  output      %s  %s  %s\n", output.name.c_str(), output.element_type.c_str(),
+                    dims_text(output.dims, output.symbolic).c_str());
     }
     std::string ops;
     for (const auto& [op, count] : summary.op_counts) {
@@ -80,7 +82,8 @@ void print_inspect_text(const std::string& path, std::uintmax_t file_bytes, cons
                 with_commas(file_bytes).c_str(), with_commas(summary.topology_bytes).c_str());
 
     std::size_t name_width = 4;
-    for (const Tensor& tensor : model.weights) name_width = std::max(name_width, tensor.name.size());
+    for (const Tensor& tensor : model.weights)
+        name_width = std::max(name_width, tensor.name.size());
     std::printf("  %4s  %-*s  %-18s %-8s %12s\n", "#", int(name_width), "name", "shape", "type",
                 "parameters");
     for (std::size_t i = 0; i < model.weights.size(); ++i) {
@@ -94,13 +97,15 @@ void print_inspect_text(const std::string& path, std::uintmax_t file_bytes, cons
 }  // namespace
 
 int run_inspect(int argc, char** argv) {
-    CommandLine command_line("inspect",
-                             "Shows an ONNX model's producer, opset, inputs and outputs, operator\n"
-                             "counts, bitinc metadata, and every float weight tensor with its shape\n"
-                             "and parameter count.");
+    CommandLine command_line(
+        "inspect",
+        "Shows an ONNX model's producer, opset, inputs and outputs, operator\n"
+        "counts, bitinc metadata, and every float weight tensor with its shape\n"
+        "and parameter count.");
     command_line.add_positional("MODEL.onnx", "the model to inspect");
     command_line.add_flag("json", "print one JSON object instead of text");
-    if (!command_line.parse(argc, argv)) return 0;
+    if (!command_line.parse(argc, argv))
+        return 0;
 
     const std::string path = command_line.positional(0);
     const Model model = read_onnx_file(path);

@@ -12,12 +12,12 @@ namespace bitinc::cli {
 
 // Wrong use of the command line (exit status 2, unlike bad input's 1).
 class UsageError : public std::runtime_error {
-public:
+  public:
     using std::runtime_error::runtime_error;
 };
 
 class CommandLine {
-public:
+  public:
     CommandLine(std::string command, std::string summary);
 
     void add_positional(std::string name, std::string help);
@@ -32,11 +32,12 @@ public:
     const std::string& positional(std::size_t index) const { return positionals_.at(index); }
 
     // Typed access with range checks; throws UsageError on a bad value.
-    long long integer(const std::string& name, long long fallback, long long min, long long max) const;
+    long long integer(const std::string& name, long long fallback, long long min,
+                      long long max) const;
 
     std::string help() const;
 
-private:
+  private:
     struct Option {
         std::string name;
         std::string value_name;  // empty for a flag

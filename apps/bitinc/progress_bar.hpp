@@ -8,7 +8,7 @@
 namespace bitinc::cli {
 
 class ProgressBar {
-public:
+  public:
     ProgressBar(std::string label, std::string unit, bool enabled);
     ~ProgressBar();
     ProgressBar(const ProgressBar&) = delete;
@@ -20,7 +20,7 @@ public:
 
     static bool stderr_is_terminal();
 
-private:
+  private:
     std::string label_;
     std::string unit_;
     bool enabled_;

@@ -17,7 +17,9 @@ struct ImageSet {
     std::vector<std::uint8_t> pixels;  // count * rows * cols
     std::vector<std::uint8_t> labels;  // count
 
-    const std::uint8_t* image(std::size_t index) const { return pixels.data() + index * rows * cols; }
+    const std::uint8_t* image(std::size_t index) const {
+        return pixels.data() + index * rows * cols;
+    }
 };
 
 enum class Split { train, test };

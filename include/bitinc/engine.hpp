@@ -27,7 +27,7 @@ struct EngineOptions {
 // Runs forward passes of one fixed set of weights. An Engine is not
 // thread-safe: one forward pass at a time (callers serialize).
 class Engine {
-public:
+  public:
     virtual ~Engine() = default;
     virtual std::string_view name() const = 0;
     // Runs one batch through the model's first input and returns its first
@@ -57,9 +57,9 @@ struct InputSpec {
     float scale = 1.0f / 255.0f;
     std::vector<float> mean{0.0f};
     std::vector<float> std{1.0f};
-    std::string dataset;          // "" when the model does not say
-    std::int64_t classes = 0;     // 0 when the model does not say
-    bool from_metadata = false;   // false: guessed from the graph's input
+    std::string dataset;         // "" when the model does not say
+    std::int64_t classes = 0;    // 0 when the model does not say
+    bool from_metadata = false;  // false: guessed from the graph's input
 };
 
 // Reads the bitinc.input.* metadata keys (see docs/models.md); without them,

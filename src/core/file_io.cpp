@@ -15,7 +15,9 @@ namespace bitinc::core {
 
 namespace {
 
-std::string describe_errno(int error_number) { return std::strerror(error_number); }
+std::string describe_errno(int error_number) {
+    return std::strerror(error_number);
+}
 
 }  // namespace
 
@@ -33,8 +35,8 @@ std::string read_file(const std::filesystem::path& path, std::uint64_t max_bytes
         throw Error(path.string() + ": cannot read size: " + error.message());
     }
     if (size > max_bytes) {
-        throw Error(path.string() + ": file is " + std::to_string(size) +
-                    " bytes, more than the " + std::to_string(max_bytes) + " this reader accepts");
+        throw Error(path.string() + ": file is " + std::to_string(size) + " bytes, more than the " +
+                    std::to_string(max_bytes) + " this reader accepts");
     }
     std::ifstream in(path, std::ios::binary);
     if (!in) {
@@ -65,13 +67,16 @@ void write_file_atomically(const std::filesystem::path& path, std::string_view b
     while (written < bytes.size()) {
         const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
         if (n < 0) {
-            if (errno == EINTR) continue;
+            if (errno == EINTR)
+                continue;
             fail("write failed", errno);
         }
         written += static_cast<std::size_t>(n);
     }
-    if (::fchmod(fd, 0644) != 0) fail("cannot set permissions", errno);
-    if (::fsync(fd) != 0) fail("cannot flush to disk", errno);
+    if (::fchmod(fd, 0644) != 0)
+        fail("cannot set permissions", errno);
+    if (::fsync(fd) != 0)
+        fail("cannot flush to disk", errno);
     if (::close(fd) != 0) {
         const int error_number = errno;
         ::unlink(temporary.c_str());

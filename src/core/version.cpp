@@ -2,6 +2,8 @@
 
 namespace bitinc {
 
-std::string_view version() { return BITINC_VERSION; }
+std::string_view version() {
+    return BITINC_VERSION;
+}
 
 }  // namespace bitinc

@@ -66,8 +66,7 @@ FloatArray make_input_batch(const InputSpec& spec, const ImageSet& images, std::
 
 AccuracyResult measure_accuracy(Engine& engine, const InputSpec& spec, const ImageSet& images,
                                 const AccuracyOptions& options) {
-    const std::size_t total =
-        options.limit ? std::min(options.limit, images.count) : images.count;
+    const std::size_t total = options.limit ? std::min(options.limit, images.count) : images.count;
     const std::size_t batch_size = std::max<std::size_t>(1, options.batch_size);
     AccuracyResult result;
     const auto start = std::chrono::steady_clock::now();
@@ -81,13 +80,17 @@ AccuracyResult measure_accuracy(Engine& engine, const InputSpec& spec, const Ima
         const auto classes = static_cast<std::size_t>(logits.shape[1]);
         for (std::size_t n = 0; n < count; ++n) {
             const float* row = logits.values.data() + n * classes;
-            const auto predicted = static_cast<std::size_t>(std::max_element(row, row + classes) - row);
-            if (predicted == images.labels[first + n]) ++result.correct;
+            const auto predicted =
+                static_cast<std::size_t>(std::max_element(row, row + classes) - row);
+            if (predicted == images.labels[first + n])
+                ++result.correct;
         }
         result.images += count;
-        if (options.progress) options.progress(result.images, total);
+        if (options.progress)
+            options.progress(result.images, total);
     }
-    result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    result.seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return result;
 }
 

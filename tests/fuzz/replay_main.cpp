@@ -23,7 +23,8 @@ int main(int argc, char** argv) {
     };
     for (int i = 1; i < argc; ++i) {
         if (std::filesystem::is_directory(argv[i])) {
-            for (const auto& entry : std::filesystem::directory_iterator(argv[i])) replay(entry.path());
+            for (const auto& entry : std::filesystem::directory_iterator(argv[i]))
+                replay(entry.path());
         } else {
             replay(argv[i]);
         }
