@@ -23,15 +23,13 @@ const bitinc::Model& model() {
 
 void parse_onnx(benchmark::State& state) {
     const std::string bytes = bitinc::serialize_onnx(model());
-    for (auto _ : state)
-        benchmark::DoNotOptimize(bitinc::parse_onnx(bytes, model_path));
+    for (auto _ : state) benchmark::DoNotOptimize(bitinc::parse_onnx(bytes, model_path));
     state.SetBytesProcessed(std::int64_t(state.iterations()) * std::int64_t(bytes.size()));
 }
 
 void serialize_onnx(benchmark::State& state) {
     std::size_t bytes = 0;
-    for (auto _ : state)
-        bytes = bitinc::serialize_onnx(model()).size();
+    for (auto _ : state) bytes = bitinc::serialize_onnx(model()).size();
     state.SetBytesProcessed(std::int64_t(state.iterations() * bytes));
 }
 
@@ -49,8 +47,7 @@ void run_batch(benchmark::State& state) {
     const bitinc::FloatArray batch = bitinc::make_input_batch(spec, images, 0, batch_size);
     const auto engine =
         bitinc::create_opencv_engine(model(), model_path, {.threads = int(state.range(1))});
-    for (auto _ : state)
-        benchmark::DoNotOptimize(engine->run(batch));
+    for (auto _ : state) benchmark::DoNotOptimize(engine->run(batch));
     state.SetItemsProcessed(std::int64_t(state.iterations()) * std::int64_t(batch_size));
 }
 
@@ -69,15 +66,13 @@ int main(int argc, char** argv) {
     for (int i = 1; i + 1 < argc; ++i) {
         if (std::strcmp(argv[i], "--model") == 0) {
             model_path = argv[i + 1];
-            for (int j = i; j + 2 < argc; ++j)
-                argv[j] = argv[j + 2];
+            for (int j = i; j + 2 < argc; ++j) argv[j] = argv[j + 2];
             argc -= 2;
             break;
         }
     }
     benchmark::Initialize(&argc, argv);
-    if (benchmark::ReportUnrecognizedArguments(argc, argv))
-        return 1;
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
     return 0;

@@ -95,8 +95,7 @@ TEST_P(BundledModel, AccuracyMatchesPyTorch) {
     const double pytorch = std::strtod(found->second.c_str(), nullptr);
     // The full test set for the small model; the big ones are checked by
     // docs/models.md's table (bitinc accuracy), too slow for every test run.
-    if (GetParam() != "small-cnn")
-        GTEST_SKIP() << "full-set accuracy is measured by make models";
+    if (GetParam() != "small-cnn") GTEST_SKIP() << "full-set accuracy is measured by make models";
     const auto engine = create_opencv_engine(model, path_.string());
     const AccuracyResult result = measure_accuracy(*engine, spec, test_images());
     EXPECT_EQ(result.images, 10000u);

@@ -134,8 +134,7 @@ TEST_F(Cli, InspectJson) {
     EXPECT_EQ(json["inputs"][0]["dims"][1], 1);
     EXPECT_EQ(json["float32_bytes"].get<std::size_t>(), 4 * json["parameters"].get<std::size_t>());
     std::size_t sum = 0;
-    for (const auto& tensor : json["tensors"])
-        sum += tensor["parameters"].get<std::size_t>();
+    for (const auto& tensor : json["tensors"]) sum += tensor["parameters"].get<std::size_t>();
     EXPECT_EQ(sum, json["parameters"].get<std::size_t>());
 }
 

@@ -20,8 +20,7 @@ std::vector<float> linear_reference(const std::vector<float>& x) {
     for (std::size_t n = 0; n < x.size() / 4; ++n) {
         for (int o = 0; o < 3; ++o) {
             float sum = b[o];
-            for (int i = 0; i < 4; ++i)
-                sum += x[n * 4 + std::size_t(i)] * w[o][i];
+            for (int i = 0; i < 4; ++i) sum += x[n * 4 + std::size_t(i)] * w[o][i];
             y.push_back(sum);
         }
     }
@@ -179,8 +178,7 @@ TEST(InputSpec, MalformedMetadataIsAnError) {
                                                           {"bitinc.input.layout", "NHWC"}}) {
         OnnxBuilder builder = make_linear_model();
         builder.metadata("bitinc.input.shape", "1,28,28");
-        if (key == "bitinc.input.shape")
-            builder.proto().mutable_metadata_props()->Clear();
+        if (key == "bitinc.input.shape") builder.proto().mutable_metadata_props()->Clear();
         builder.metadata(key, value);
         EXPECT_THROW(read_input_spec(parse_onnx(builder.bytes(), "m.onnx"), "m.onnx"), Error)
             << key << "=" << value;

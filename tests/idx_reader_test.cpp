@@ -14,11 +14,9 @@ namespace {
 std::vector<std::uint8_t> idx_bytes(std::vector<std::uint32_t> dims, std::size_t data_bytes) {
     std::vector<std::uint8_t> bytes = {0, 0, 0x08, static_cast<std::uint8_t>(dims.size())};
     for (const std::uint32_t dim : dims) {
-        for (int shift = 24; shift >= 0; shift -= 8)
-            bytes.push_back(std::uint8_t(dim >> shift));
+        for (int shift = 24; shift >= 0; shift -= 8) bytes.push_back(std::uint8_t(dim >> shift));
     }
-    for (std::size_t i = 0; i < data_bytes; ++i)
-        bytes.push_back(std::uint8_t(i * 7));
+    for (std::size_t i = 0; i < data_bytes; ++i) bytes.push_back(std::uint8_t(i * 7));
     return bytes;
 }
 
@@ -51,8 +49,7 @@ TEST(IdxReader, ReadsFashionMnistTestSet) {
         ASSERT_LT(label, 10);
         ++per_class[label];
     }
-    for (const std::size_t count : per_class)
-        EXPECT_EQ(count, 1000u);  // a balanced test set
+    for (const std::size_t count : per_class) EXPECT_EQ(count, 1000u);  // a balanced test set
 }
 
 void write_gzip(const std::filesystem::path& path, const std::vector<std::uint8_t>& bytes) {

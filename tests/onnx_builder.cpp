@@ -50,8 +50,7 @@ OnnxBuilder& OnnxBuilder::initializer(const std::string& name, std::vector<std::
                                       const std::vector<float>& values, Encoding encoding) {
     auto* tensor = model_.mutable_graph()->add_initializer();
     tensor->set_name(name);
-    for (const std::int64_t dim : dims)
-        tensor->add_dims(dim);
+    for (const std::int64_t dim : dims) tensor->add_dims(dim);
     switch (encoding) {
         case Encoding::float_raw:
             tensor->set_data_type(onnx::TensorProto::FLOAT);
@@ -60,8 +59,7 @@ OnnxBuilder& OnnxBuilder::initializer(const std::string& name, std::vector<std::
             break;
         case Encoding::float_list:
             tensor->set_data_type(onnx::TensorProto::FLOAT);
-            for (const float value : values)
-                tensor->add_float_data(value);
+            for (const float value : values) tensor->add_float_data(value);
             break;
         case Encoding::half_raw:
             tensor->set_data_type(onnx::TensorProto::FLOAT16);
@@ -72,8 +70,7 @@ OnnxBuilder& OnnxBuilder::initializer(const std::string& name, std::vector<std::
             break;
         case Encoding::half_int32:
             tensor->set_data_type(onnx::TensorProto::FLOAT16);
-            for (const float value : values)
-                tensor->add_int32_data(core::float_to_half(value));
+            for (const float value : values) tensor->add_int32_data(core::float_to_half(value));
             break;
     }
     return *this;
@@ -85,8 +82,7 @@ OnnxBuilder& OnnxBuilder::int64_initializer(const std::string& name,
     tensor->set_name(name);
     tensor->set_data_type(onnx::TensorProto::INT64);
     tensor->add_dims(static_cast<std::int64_t>(values.size()));
-    for (const std::int64_t value : values)
-        tensor->add_int64_data(value);
+    for (const std::int64_t value : values) tensor->add_int64_data(value);
     return *this;
 }
 
@@ -95,10 +91,8 @@ onnx::NodeProto& OnnxBuilder::node(const std::string& op_type, std::vector<std::
     auto* node = model_.mutable_graph()->add_node();
     node->set_op_type(op_type);
     node->set_name(op_type + "_" + std::to_string(model_.graph().node_size()));
-    for (auto& input : inputs)
-        node->add_input(std::move(input));
-    for (auto& output : outputs)
-        node->add_output(std::move(output));
+    for (auto& input : inputs) node->add_input(std::move(input));
+    for (auto& output : outputs) node->add_output(std::move(output));
     return *node;
 }
 

@@ -14,8 +14,7 @@ class TemporaryDirectory {
     TemporaryDirectory() {
         std::string pattern =
             (std::filesystem::temp_directory_path() / "bitinc-test-XXXXXX").string();
-        if (!::mkdtemp(pattern.data()))
-            std::abort();
+        if (!::mkdtemp(pattern.data())) std::abort();
         path_ = pattern;
     }
     ~TemporaryDirectory() {

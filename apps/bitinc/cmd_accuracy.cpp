@@ -1,6 +1,7 @@
 #include <bitinc/bitinc.hpp>
 
 #include <cstdio>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 
 #include "command_line.hpp"
@@ -29,8 +30,7 @@ int run_accuracy(int argc, char** argv) {
                             "Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist)");
     command_line.add_flag("json", "print one JSON object instead of text");
     command_line.add_flag("no-progress", "never draw a progress bar");
-    if (!command_line.parse(argc, argv))
-        return 0;
+    if (!command_line.parse(argc, argv)) return 0;
 
     const std::string path = command_line.positional(0);
     AccuracyOptions options;
@@ -71,8 +71,9 @@ int run_accuracy(int argc, char** argv) {
                                {"images_per_second", result.images_per_second()},
                                {"threads", engine_options.threads},
                                {"batch", options.batch_size}};
-        if (pytorch != model.metadata.end())
-            json["pytorch_top1_percent"] = pytorch->second;
+        if (pytorch != model.metadata.end()) {
+            json["pytorch_top1_percent"] = std::strtod(pytorch->second.c_str(), nullptr);
+        }
         std::printf("%s\n", json.dump(2).c_str());
     } else {
         std::printf("%s: top-1 %.2f %% (%zu/%zu) in %.2f s, %.0f images/s (%s)\n", path.c_str(),

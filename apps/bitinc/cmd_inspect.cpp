@@ -36,11 +36,9 @@ nlohmann::json inspect_json(const std::string& path, std::uintmax_t file_bytes, 
     json["node_count"] = summary.node_count;
     json["op_counts"] = summary.op_counts;
     json["inputs"] = nlohmann::json::array();
-    for (const auto& input : summary.inputs)
-        json["inputs"].push_back(value_info_json(input));
+    for (const auto& input : summary.inputs) json["inputs"].push_back(value_info_json(input));
     json["outputs"] = nlohmann::json::array();
-    for (const auto& output : summary.outputs)
-        json["outputs"].push_back(value_info_json(output));
+    for (const auto& output : summary.outputs) json["outputs"].push_back(value_info_json(output));
     json["metadata"] = model.metadata;
     json["parameters"] = model.parameter_count();
     json["float32_bytes"] = model.float32_bytes();
@@ -104,8 +102,7 @@ int run_inspect(int argc, char** argv) {
         "and parameter count.");
     command_line.add_positional("MODEL.onnx", "the model to inspect");
     command_line.add_flag("json", "print one JSON object instead of text");
-    if (!command_line.parse(argc, argv))
-        return 0;
+    if (!command_line.parse(argc, argv)) return 0;
 
     const std::string path = command_line.positional(0);
     const Model model = read_onnx_file(path);

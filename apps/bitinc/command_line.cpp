@@ -38,14 +38,11 @@ bool CommandLine::parse(int argc, char** argv) {
         }
         const Option* option = nullptr;
         for (const Option& candidate : options_) {
-            if (candidate.name == name)
-                option = &candidate;
+            if (candidate.name == name) option = &candidate;
         }
-        if (!option)
-            throw UsageError("unknown option --" + name + see_help);
+        if (!option) throw UsageError("unknown option --" + name + see_help);
         if (option->value_name.empty()) {
-            if (inline_value)
-                throw UsageError("--" + name + " takes no value" + see_help);
+            if (inline_value) throw UsageError("--" + name + " takes no value" + see_help);
             values_[name] = "";
         } else if (inline_value) {
             values_[name] = *inline_value;
@@ -72,16 +69,14 @@ bool CommandLine::flag(const std::string& name) const {
 
 std::optional<std::string> CommandLine::value(const std::string& name) const {
     const auto found = values_.find(name);
-    if (found == values_.end())
-        return std::nullopt;
+    if (found == values_.end()) return std::nullopt;
     return found->second;
 }
 
 long long CommandLine::integer(const std::string& name, long long fallback, long long min,
                                long long max) const {
     const auto text = value(name);
-    if (!text)
-        return fallback;
+    if (!text) return fallback;
     long long number = 0;
     const auto [end, error] = std::from_chars(text->data(), text->data() + text->size(), number);
     if (error != std::errc() || end != text->data() + text->size() || number < min ||
@@ -94,8 +89,7 @@ long long CommandLine::integer(const std::string& name, long long fallback, long
 
 std::string CommandLine::help() const {
     std::string text = "usage: bitinc " + command_;
-    for (const auto& [name, _] : positional_specs_)
-        text += " " + name;
+    for (const auto& [name, _] : positional_specs_) text += " " + name;
     text += " [options]\n\n" + summary_ + "\n\n";
     if (!positional_specs_.empty()) {
         text += "arguments:\n";
@@ -108,8 +102,7 @@ std::string CommandLine::help() const {
     text += "options:\n";
     for (const Option& option : options_) {
         std::string left = "--" + option.name;
-        if (!option.value_name.empty())
-            left += " " + option.value_name;
+        if (!option.value_name.empty()) left += " " + option.value_name;
         text += "  " + left + std::string(left.size() < 22 ? 22 - left.size() : 1, ' ') +
                 option.help + "\n";
     }

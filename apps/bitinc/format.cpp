@@ -12,12 +12,10 @@ std::string with_commas(std::uint64_t number) {
 
 std::string dims_text(const std::vector<std::int64_t>& dims,
                       const std::vector<std::string>& symbolic) {
-    if (dims.empty())
-        return "scalar";
+    if (dims.empty()) return "scalar";
     std::string text;
     for (std::size_t i = 0; i < dims.size(); ++i) {
-        if (i)
-            text += "x";
+        if (i) text += "x";
         if (dims[i] >= 0) {
             text += std::to_string(dims[i]);
         } else {

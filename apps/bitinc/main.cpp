@@ -52,8 +52,7 @@ int main(int argc, char** argv) {
     }
     const std::string_view name = argv[1];
     for (const Subcommand& command : subcommands) {
-        if (name != command.name)
-            continue;
+        if (name != command.name) continue;
         try {
             return command.run(argc - 2, argv + 2);
         } catch (const bitinc::cli::UsageError& error) {

@@ -21,12 +21,10 @@ bool ProgressBar::stderr_is_terminal() {
 }
 
 void ProgressBar::update(std::size_t done, std::size_t total) {
-    if (!enabled_ || total == 0)
-        return;
+    if (!enabled_ || total == 0) return;
     const auto now = std::chrono::steady_clock::now();
     // Redraw at most ten times a second; always draw the final state.
-    if (drawn_ && done < total && now - last_draw_ < std::chrono::milliseconds(100))
-        return;
+    if (drawn_ && done < total && now - last_draw_ < std::chrono::milliseconds(100)) return;
     last_draw_ = now;
     constexpr int width = 30;
     const double fraction = double(done) / double(total);
@@ -42,8 +40,7 @@ void ProgressBar::update(std::size_t done, std::size_t total) {
 }
 
 void ProgressBar::finish() {
-    if (!drawn_)
-        return;
+    if (!drawn_) return;
     std::fputs("\r\033[K", stderr);
     std::fflush(stderr);
     drawn_ = false;

@@ -67,16 +67,13 @@ void write_file_atomically(const std::filesystem::path& path, std::string_view b
     while (written < bytes.size()) {
         const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
         if (n < 0) {
-            if (errno == EINTR)
-                continue;
+            if (errno == EINTR) continue;
             fail("write failed", errno);
         }
         written += static_cast<std::size_t>(n);
     }
-    if (::fchmod(fd, 0644) != 0)
-        fail("cannot set permissions", errno);
-    if (::fsync(fd) != 0)
-        fail("cannot flush to disk", errno);
+    if (::fchmod(fd, 0644) != 0) fail("cannot set permissions", errno);
+    if (::fsync(fd) != 0) fail("cannot flush to disk", errno);
     if (::close(fd) != 0) {
         const int error_number = errno;
         ::unlink(temporary.c_str());

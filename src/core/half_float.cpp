@@ -37,26 +37,22 @@ std::uint16_t float_to_half(float value) {
                                           (mantissa ? (0x200u | (mantissa >> 13)) : 0u));
     }
     const int half_exponent = int(exponent) - 127 + 15;
-    if (half_exponent >= 0x1F)
-        return static_cast<std::uint16_t>(sign | 0x7C00u);  // overflow
+    if (half_exponent >= 0x1F) return static_cast<std::uint16_t>(sign | 0x7C00u);  // overflow
     if (half_exponent <= 0) {
-        if (half_exponent < -10)
-            return sign;  // underflows to zero
+        if (half_exponent < -10) return sign;  // underflows to zero
         // Subnormal half: shift the full significand, rounding to nearest even.
         const std::uint32_t significand = mantissa | 0x800000u;
         const int shift = 14 - half_exponent;
         std::uint32_t result = significand >> shift;
         const std::uint32_t remainder = significand & ((1u << shift) - 1);
         const std::uint32_t halfway = 1u << (shift - 1);
-        if (remainder > halfway || (remainder == halfway && (result & 1u)))
-            ++result;
+        if (remainder > halfway || (remainder == halfway && (result & 1u))) ++result;
         return static_cast<std::uint16_t>(sign | result);
     }
     std::uint32_t result = (std::uint32_t(half_exponent) << 10) | (mantissa >> 13);
     const std::uint32_t remainder = mantissa & 0x1FFFu;
     // A carry out of the mantissa correctly bumps the exponent (up to infinity).
-    if (remainder > 0x1000u || (remainder == 0x1000u && (result & 1u)))
-        ++result;
+    if (remainder > 0x1000u || (remainder == 0x1000u && (result & 1u))) ++result;
     return static_cast<std::uint16_t>(sign | result);
 }
 

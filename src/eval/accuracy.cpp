@@ -82,12 +82,10 @@ AccuracyResult measure_accuracy(Engine& engine, const InputSpec& spec, const Ima
             const float* row = logits.values.data() + n * classes;
             const auto predicted =
                 static_cast<std::size_t>(std::max_element(row, row + classes) - row);
-            if (predicted == images.labels[first + n])
-                ++result.correct;
+            if (predicted == images.labels[first + n]) ++result.correct;
         }
         result.images += count;
-        if (options.progress)
-            options.progress(result.images, total);
+        if (options.progress) options.progress(result.images, total);
     }
     result.seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -22,8 +22,7 @@ bool is_default_domain(const onnx::NodeProto& node) {
 // the output.
 std::size_t fold_identity_nodes(onnx::GraphProto& graph) {
     std::set<std::string> graph_outputs;
-    for (const auto& output : graph.output())
-        graph_outputs.insert(output.name());
+    for (const auto& output : graph.output()) graph_outputs.insert(output.name());
     // Two passes, so that the rewiring does not depend on node order.
     std::unordered_map<std::string, std::string> replacement;
     for (const auto& node : graph.node()) {
@@ -37,8 +36,7 @@ std::size_t fold_identity_nodes(onnx::GraphProto& graph) {
     auto resolve = [&](std::string name) {
         for (std::size_t step = 0; step <= replacement.size(); ++step) {
             const auto found = replacement.find(name);
-            if (found == replacement.end())
-                return name;
+            if (found == replacement.end()) return name;
             name = found->second;
         }
         throw Error("model topology has a cycle of Identity nodes");
@@ -50,8 +48,7 @@ std::size_t fold_identity_nodes(onnx::GraphProto& graph) {
             continue;
         }
         for (auto& input : *node.mutable_input()) {
-            if (!input.empty())
-                input = resolve(input);
+            if (!input.empty()) input = resolve(input);
         }
         *kept.Add() = std::move(node);
     }
@@ -62,17 +59,14 @@ std::size_t fold_identity_nodes(onnx::GraphProto& graph) {
 
 std::optional<float> scalar_from_tensor_proto(const onnx::TensorProto& tensor) {
     std::size_t count = 1;
-    for (const auto dim : tensor.dims())
-        count *= static_cast<std::size_t>(dim);
-    if (count != 1 || tensor.data_type() != onnx::TensorProto::FLOAT)
-        return std::nullopt;
+    for (const auto dim : tensor.dims()) count *= static_cast<std::size_t>(dim);
+    if (count != 1 || tensor.data_type() != onnx::TensorProto::FLOAT) return std::nullopt;
     if (tensor.raw_data().size() == sizeof(float)) {
         float value;
         std::memcpy(&value, tensor.raw_data().data(), sizeof value);
         return value;
     }
-    if (tensor.float_data_size() == 1)
-        return tensor.float_data(0);
+    if (tensor.float_data_size() == 1) return tensor.float_data(0);
     return std::nullopt;
 }
 
@@ -82,14 +76,12 @@ std::optional<float> constant_scalar(const std::string& name, const Model& model
                                      const onnx::GraphProto& graph) {
     for (const Tensor& weight : model.weights) {
         if (weight.name == name) {
-            if (weight.values.size() == 1)
-                return weight.values[0];
+            if (weight.values.size() == 1) return weight.values[0];
             return std::nullopt;
         }
     }
     for (const auto& initializer : graph.initializer()) {
-        if (initializer.name() == name)
-            return scalar_from_tensor_proto(initializer);
+        if (initializer.name() == name) return scalar_from_tensor_proto(initializer);
     }
     for (const auto& node : graph.node()) {
         if (node.op_type() == "Constant" && node.output_size() == 1 && node.output(0) == name) {
@@ -107,23 +99,19 @@ std::optional<float> constant_scalar(const std::string& name, const Model& model
 std::size_t rewrite_clip_nodes(const Model& model, onnx::GraphProto& graph) {
     std::size_t rewritten = 0;
     for (auto& node : *graph.mutable_node()) {
-        if (node.op_type() != "Clip" || !is_default_domain(node) || node.input_size() < 2)
-            continue;
+        if (node.op_type() != "Clip" || !is_default_domain(node) || node.input_size() < 2) continue;
         std::optional<float> bounds[2];
         bool all_constant = true;
         for (int i = 1; i < node.input_size() && i <= 2; ++i) {
-            if (node.input(i).empty())
-                continue;  // an omitted bound
+            if (node.input(i).empty()) continue;  // an omitted bound
             bounds[i - 1] = constant_scalar(node.input(i), model, graph);
             all_constant = all_constant && bounds[i - 1].has_value();
         }
-        if (!all_constant)
-            continue;  // leave it; the engine will say it cannot run it
+        if (!all_constant) continue;  // leave it; the engine will say it cannot run it
         node.mutable_input()->DeleteSubrange(1, node.input_size() - 1);
         const char* names[2] = {"min", "max"};
         for (int i = 0; i < 2; ++i) {
-            if (!bounds[i])
-                continue;
+            if (!bounds[i]) continue;
             auto* attribute = node.add_attribute();
             attribute->set_name(names[i]);
             attribute->set_type(onnx::AttributeProto::FLOAT);
@@ -161,8 +149,7 @@ FixupReport apply_engine_fixups(Model& model) {
     report.identity_nodes_folded = fold_identity_nodes(*proto.mutable_graph());
     report.clip_nodes_rewritten = rewrite_clip_nodes(model, *proto.mutable_graph());
     report.half_weights_widened = widen_half_weights(model, *proto.mutable_graph());
-    if (report.changed())
-        model.topology = onnx_io::serialize_deterministically(proto);
+    if (report.changed()) model.topology = onnx_io::serialize_deterministically(proto);
     return report;
 }
 

@@ -64,8 +64,7 @@ bool is_weight_initializer(const TensorProto& tensor) {
 std::string shape_text(const TensorProto& tensor) {
     std::string text = "[";
     for (int i = 0; i < tensor.dims_size(); ++i) {
-        if (i)
-            text += ",";
+        if (i) text += ",";
         text += std::to_string(tensor.dims(i));
     }
     return text + "]";
@@ -110,22 +109,21 @@ Tensor extract_weight(const TensorProto& proto, std::string_view source) {
     if (proto.data_type() == TensorProto::FLOAT) {
         tensor.stored_as = StoredType::float32;
         if (!raw.empty()) {
-            if (raw.size() != count * sizeof(float))
+            if (raw.size() != count * sizeof(float)) {
                 throw_bad_size(proto, source, raw.size() / 4, count);
+            }
             tensor.values.resize(count);
             std::memcpy(tensor.values.data(), raw.data(), raw.size());
         } else {
             const auto found = static_cast<std::size_t>(proto.float_data_size());
-            if (found != count)
-                throw_bad_size(proto, source, found, count);
+            if (found != count) throw_bad_size(proto, source, found, count);
             tensor.values.assign(proto.float_data().begin(), proto.float_data().end());
         }
     } else {
         tensor.stored_as = StoredType::float16;
         // Sizes are checked before allocating: the shape alone proves nothing.
         if (!raw.empty()) {
-            if (raw.size() != count * 2)
-                throw_bad_size(proto, source, raw.size() / 2, count);
+            if (raw.size() != count * 2) throw_bad_size(proto, source, raw.size() / 2, count);
             tensor.values.resize(count);
             for (std::size_t i = 0; i < count; ++i) {
                 std::uint16_t half;
@@ -135,8 +133,7 @@ Tensor extract_weight(const TensorProto& proto, std::string_view source) {
         } else {
             // ONNX keeps fp16 values that are not raw in the low bits of int32_data.
             const auto found = static_cast<std::size_t>(proto.int32_data_size());
-            if (found != count)
-                throw_bad_size(proto, source, found, count);
+            if (found != count) throw_bad_size(proto, source, found, count);
             tensor.values.resize(count);
             for (std::size_t i = 0; i < count; ++i) {
                 tensor.values[i] =
@@ -153,8 +150,7 @@ void store_weight(const Tensor& tensor, TensorProto& proto) {
     std::string& raw = *proto.mutable_raw_data();
     if (tensor.stored_as == StoredType::float32) {
         raw.resize(tensor.values.size() * sizeof(float));
-        if (!raw.empty())
-            std::memcpy(raw.data(), tensor.values.data(), raw.size());
+        if (!raw.empty()) std::memcpy(raw.data(), tensor.values.data(), raw.size());
     } else {
         raw.resize(tensor.values.size() * 2);
         for (std::size_t i = 0; i < tensor.values.size(); ++i) {
@@ -179,13 +175,10 @@ void validate_structure(const onnx::ModelProto& proto, std::string_view source) 
         throw Error(where + ": the graph has no inputs or no outputs (truncated file?)");
     }
     std::set<std::string> defined;
-    for (const auto& input : graph.input())
-        defined.insert(input.name());
-    for (const auto& initializer : graph.initializer())
-        defined.insert(initializer.name());
+    for (const auto& input : graph.input()) defined.insert(input.name());
+    for (const auto& initializer : graph.initializer()) defined.insert(initializer.name());
     for (const auto& node : graph.node()) {
-        for (const auto& output : node.output())
-            defined.insert(output);
+        for (const auto& output : node.output()) defined.insert(output);
     }
     for (const auto& node : graph.node()) {
         for (const auto& input : node.input()) {
@@ -211,8 +204,7 @@ std::string_view stored_type_name(StoredType type) {
 
 std::size_t Model::parameter_count() const {
     std::size_t count = 0;
-    for (const Tensor& tensor : weights)
-        count += tensor.element_count();
+    for (const Tensor& tensor : weights) count += tensor.element_count();
     return count;
 }
 
@@ -224,12 +216,10 @@ Model parse_onnx(std::string_view bytes, std::string_view source_name) {
     onnx::ModelProto proto = onnx_io::parse_model_proto(bytes, source_name);
     validate_structure(proto, source_name);
     Model model;
-    for (const auto& entry : proto.metadata_props())
-        model.metadata[entry.key()] = entry.value();
+    for (const auto& entry : proto.metadata_props()) model.metadata[entry.key()] = entry.value();
     std::set<std::string> names;
     for (TensorProto& initializer : *proto.mutable_graph()->mutable_initializer()) {
-        if (!is_weight_initializer(initializer))
-            continue;
+        if (!is_weight_initializer(initializer)) continue;
         if (!names.insert(initializer.name()).second) {
             throw Error(std::string(source_name) + ": two initializers are named '" +
                         initializer.name() + "'");
@@ -251,12 +241,10 @@ Model read_onnx_file(const std::filesystem::path& path) {
 std::string serialize_onnx(const Model& model) {
     onnx::ModelProto proto = onnx_io::parse_model_proto(model.topology, "model topology");
     std::unordered_map<std::string_view, const Tensor*> by_name;
-    for (const Tensor& tensor : model.weights)
-        by_name.emplace(tensor.name, &tensor);
+    for (const Tensor& tensor : model.weights) by_name.emplace(tensor.name, &tensor);
     std::size_t stored = 0;
     for (TensorProto& initializer : *proto.mutable_graph()->mutable_initializer()) {
-        if (!is_weight_initializer(initializer))
-            continue;
+        if (!is_weight_initializer(initializer)) continue;
         const auto found = by_name.find(initializer.name());
         if (found == by_name.end()) {
             throw Error("model has no weight for initializer '" + initializer.name() + "'");
@@ -265,8 +253,7 @@ std::string serialize_onnx(const Model& model) {
         const bool same_shape = std::equal(tensor.shape.begin(), tensor.shape.end(),
                                            initializer.dims().begin(), initializer.dims().end());
         std::size_t expected = 1;
-        for (const std::int64_t dim : tensor.shape)
-            expected *= static_cast<std::size_t>(dim);
+        for (const std::int64_t dim : tensor.shape) expected *= static_cast<std::size_t>(dim);
         if (!same_shape || expected != tensor.values.size() ||
             static_cast<int>(tensor.stored_as) != initializer.data_type()) {
             throw Error("weight '" + tensor.name +
@@ -289,12 +276,10 @@ TopologySummary summarize_topology(const Model& model) {
     const onnx::ModelProto proto = onnx_io::parse_model_proto(model.topology, "model topology");
     TopologySummary summary;
     summary.producer = proto.producer_name();
-    if (!proto.producer_version().empty())
-        summary.producer += " " + proto.producer_version();
+    if (!proto.producer_version().empty()) summary.producer += " " + proto.producer_version();
     summary.ir_version = proto.ir_version();
     for (const auto& opset : proto.opset_import()) {
-        if (opset.domain().empty() || opset.domain() == "ai.onnx")
-            summary.opset = opset.version();
+        if (opset.domain().empty() || opset.domain() == "ai.onnx") summary.opset = opset.version();
     }
     std::set<std::string> initializer_names;
     for (const auto& initializer : proto.graph().initializer()) {
@@ -316,14 +301,11 @@ TopologySummary summarize_topology(const Model& model) {
     };
     // Before IR version 4 initializers were also listed as graph inputs.
     for (const auto& input : proto.graph().input()) {
-        if (!initializer_names.count(input.name()))
-            summary.inputs.push_back(describe(input));
+        if (!initializer_names.count(input.name())) summary.inputs.push_back(describe(input));
     }
-    for (const auto& output : proto.graph().output())
-        summary.outputs.push_back(describe(output));
+    for (const auto& output : proto.graph().output()) summary.outputs.push_back(describe(output));
     summary.node_count = static_cast<std::size_t>(proto.graph().node_size());
-    for (const auto& node : proto.graph().node())
-        ++summary.op_counts[node.op_type()];
+    for (const auto& node : proto.graph().node()) ++summary.op_counts[node.op_type()];
     summary.topology_bytes = model.topology.size();
     return summary;
 }

@@ -26,26 +26,20 @@ class MetadataReader {
     std::vector<Number> numbers(const std::string& key) const {
         std::vector<Number> result;
         const std::string* text = find(key);
-        if (!text)
-            return result;
+        if (!text) return result;
         const char* cursor = text->data();
         const char* const end = text->data() + text->size();
         while (cursor < end) {
-            while (cursor < end && *cursor == ' ')
-                ++cursor;
+            while (cursor < end && *cursor == ' ') ++cursor;
             Number value{};
             const auto [next, error] = std::from_chars(cursor, end, value);
-            if (error != std::errc())
-                fail(key, *text);
+            if (error != std::errc()) fail(key, *text);
             result.push_back(value);
             cursor = next;
-            while (cursor < end && *cursor == ' ')
-                ++cursor;
-            if (cursor < end && *cursor++ != ',')
-                fail(key, *text);
+            while (cursor < end && *cursor == ' ') ++cursor;
+            if (cursor < end && *cursor++ != ',') fail(key, *text);
         }
-        if (result.empty() || result.size() > 4)
-            fail(key, *text);
+        if (result.empty() || result.size() > 4) fail(key, *text);
         return result;
     }
 
@@ -98,8 +92,9 @@ InputSpec read_input_spec(const Model& model, std::string_view model_name) {
     }
     if (auto deviation = metadata.numbers<float>("bitinc.input.std"); !deviation.empty()) {
         for (const float value : deviation) {
-            if (!(value > 0.0f))
+            if (!(value > 0.0f)) {
                 metadata.fail("bitinc.input.std", *metadata.find("bitinc.input.std"));
+            }
         }
         spec.std = std::move(deviation);
     }
@@ -110,8 +105,7 @@ InputSpec read_input_spec(const Model& model, std::string_view model_name) {
                         "channels than the input has");
         }
     }
-    if (const std::string* dataset = metadata.find("bitinc.dataset"))
-        spec.dataset = *dataset;
+    if (const std::string* dataset = metadata.find("bitinc.dataset")) spec.dataset = *dataset;
     if (const auto classes = metadata.numbers<std::int64_t>("bitinc.classes"); !classes.empty()) {
         spec.classes = classes.front();
     }

@@ -32,22 +32,20 @@ std::string readable_opencv_message(const std::string& raw) {
     std::string node;
     if (const auto node_at = text.find("Node ["); node_at != std::string::npos) {
         const auto end = text.find(']', node_at);
-        if (end != std::string::npos)
+        if (end != std::string::npos) {
             node = "node " + text.substr(node_at + 6, end - node_at - 6) + ": ";
+        }
     }
     // "... error: (-215:Assertion failed) REASON in function 'f'"
     if (const auto code = text.rfind("error: ("); code != std::string::npos) {
         const auto close = text.find(") ", code);
-        if (close != std::string::npos)
-            text = text.substr(close + 2);
+        if (close != std::string::npos) text = text.substr(close + 2);
     }
     if (const auto function = text.rfind(" in function '"); function != std::string::npos) {
         text.resize(function);
     }
-    while (!text.empty() && (text.back() == ' ' || text.back() == '>'))
-        text.pop_back();
-    while (!text.empty() && (text.front() == ' ' || text.front() == '>'))
-        text.erase(0, 1);
+    while (!text.empty() && (text.back() == ' ' || text.back() == '>')) text.pop_back();
+    while (!text.empty() && (text.front() == ' ' || text.front() == '>')) text.erase(0, 1);
     return node + text;
 }
 
@@ -70,8 +68,7 @@ class OpenCvEngine final : public Engine {
         std::size_t expected = batch.shape.empty() ? 0 : 1;
         std::vector<int> dims;
         for (const std::int64_t dim : batch.shape) {
-            if (dim <= 0 || dim > (1 << 30))
-                throw Error(model_name_ + ": bad input batch shape");
+            if (dim <= 0 || dim > (1 << 30)) throw Error(model_name_ + ": bad input batch shape");
             dims.push_back(static_cast<int>(dim));
             expected *= static_cast<std::size_t>(dim);
         }
@@ -86,8 +83,7 @@ class OpenCvEngine final : public Engine {
             net_.setInput(blob);
             const cv::Mat output = net_.forward();
             FloatArray result;
-            for (int i = 0; i < output.dims; ++i)
-                result.shape.push_back(output.size[i]);
+            for (int i = 0; i < output.dims; ++i) result.shape.push_back(output.size[i]);
             const cv::Mat dense = output.isContinuous() ? output : output.clone();
             const auto* begin = dense.ptr<float>();
             result.values.assign(begin, begin + dense.total());
@@ -107,15 +103,12 @@ class OpenCvEngine final : public Engine {
 // when the graph does not fix it.
 std::vector<std::int64_t> warm_up_shape(const Model& model) {
     const TopologySummary summary = summarize_topology(model);
-    if (summary.inputs.empty())
-        return {};
+    if (summary.inputs.empty()) return {};
     std::vector<std::int64_t> shape = summary.inputs.front().dims;
-    if (shape.empty())
-        return {};
+    if (shape.empty()) return {};
     shape[0] = 1;
     for (const std::int64_t dim : shape) {
-        if (dim <= 0 || dim > 4096)
-            return {};
+        if (dim <= 0 || dim > 4096) return {};
     }
     return shape;
 }
@@ -125,8 +118,7 @@ std::vector<std::int64_t> warm_up_shape(const Model& model) {
 std::unique_ptr<Engine> create_opencv_engine(const Model& model, std::string_view model_name,
                                              const EngineOptions& options) {
     silence_opencv_logging();
-    if (options.threads > 0)
-        cv::setNumThreads(options.threads);
+    if (options.threads > 0) cv::setNumThreads(options.threads);
     Model fixed = model;
     apply_engine_fixups(fixed);
     const std::string bytes = serialize_onnx(fixed);
@@ -138,8 +130,7 @@ std::unique_ptr<Engine> create_opencv_engine(const Model& model, std::string_vie
         throw Error(name +
                     ": the engine cannot load the model: " + readable_opencv_message(error.err));
     }
-    if (net.empty())
-        throw Error(name + ": the engine cannot load the model (empty network)");
+    if (net.empty()) throw Error(name + ": the engine cannot load the model (empty network)");
     net.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
     net.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
     auto engine = std::make_unique<OpenCvEngine>(std::move(net), name);
@@ -149,8 +140,7 @@ std::unique_ptr<Engine> create_opencv_engine(const Model& model, std::string_vie
         FloatArray zeros;
         zeros.shape = shape;
         std::size_t count = 1;
-        for (const std::int64_t dim : shape)
-            count *= static_cast<std::size_t>(dim);
+        for (const std::int64_t dim : shape) count *= static_cast<std::size_t>(dim);
         zeros.values.assign(count, 0.0f);
         engine->run(zeros);
     }
