@@ -1,0 +1,93 @@
+// The quantization ladder: a tensor's float weights as integer indices on a
+// family of nested uniform grids, one grid per rung (e.g. 4, 8 and 16 bit).
+//
+// The grids nest by powers of two: the step of a b-bit rung is
+//
+//     step_b = step_top * 2^(top - b)
+//
+// and every rung's indices derive from the top rung's by rounding integer
+// division, so a finer rung is a coarser one plus a small residual:
+//
+//     q_fine = 2^k * q_coarse + r,   k = fine bits - coarse bits.
+//
+// Sending the base rung and then the residuals therefore reproduces a direct
+// top-rung transmission bit for bit (docs/format.md gives the exact rules).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "bitinc/model.hpp"
+
+namespace bitinc {
+
+inline constexpr int min_ladder_bits = 2;
+inline constexpr int max_ladder_bits = 32;
+
+struct LadderPlan {
+    // Strictly ascending bit depths, each from 2 to 32, e.g. {4, 8, 16}.
+    std::vector<int> bits;
+    // One step per slice along dimension 0 (the output channel of Conv and
+    // Gemm weights) instead of one per tensor.
+    bool per_channel = false;
+    // Tensors with fewer elements, or of rank below 2 (biases, norm
+    // parameters), are not quantized: they travel exactly, as float32.
+    std::size_t min_quantized_elements = 256;
+
+    // "4,8,16" -> {4, 8, 16}. Throws Error on anything else.
+    static LadderPlan parse(std::string_view text);
+
+    int base_bits() const { return bits.front(); }
+    int top_bits() const { return bits.back(); }
+    bool quantizes(const Tensor& tensor) const;
+};
+
+// A tensor on one rung's grid: value = steps[channel] * indices[i].
+struct QuantizedTensor {
+    int bits = 0;
+    std::vector<float> steps;           // one per channel (one when per tensor)
+    std::vector<std::int32_t> indices;  // |index| <= largest_index(bits, base bits)
+    std::size_t channel_size = 0;       // indices per channel
+};
+
+// The largest |index| a `bits` rung can hold in a ladder whose base has
+// `base_bits`: (2^(base-1) - 1) * 2^(bits - base). The maximum |weight| maps
+// exactly onto it at every rung, and coarsening never leaves the rung's range.
+std::int64_t largest_index(int bits, int base_bits);
+
+// Quantizes to the plan's top rung. Throws Error naming the tensor if a
+// value is NaN or infinite.
+QuantizedTensor quantize_top(const Tensor& tensor, const LadderPlan& plan);
+
+// The same tensor on a coarser grid: each index divided by 2^(finer - bits)
+// with rounding half away from zero.
+QuantizedTensor coarsen(const QuantizedTensor& finer, int bits);
+
+// Every rung of the plan, base first, each derived from the next finer one.
+std::vector<QuantizedTensor> quantize_ladder(const Tensor& tensor, const LadderPlan& plan);
+
+// r = q_fine - 2^k q_coarse for every index.
+std::vector<std::int32_t> refinement_residuals(const QuantizedTensor& coarse,
+                                               const QuantizedTensor& fine);
+
+// The inclusive range of a residual given its coarse index's sign, for a
+// refinement of k bits. A decoder rejects anything outside it.
+struct ResidualRange {
+    std::int32_t low;
+    std::int32_t high;
+};
+ResidualRange residual_range(std::int32_t coarse_index, int k);
+
+// Applies residuals to a coarse rung, giving the finer rung of `fine_bits`.
+// Throws Error if the sizes differ or a residual is out of its range.
+QuantizedTensor refine(const QuantizedTensor& coarse, std::span<const std::int32_t> residuals,
+                       int fine_bits);
+
+// float32 weights: steps[channel] * index, rounded once, the same on every
+// IEEE-754 machine.
+std::vector<float> reconstruct(const QuantizedTensor& tensor);
+
+}  // namespace bitinc

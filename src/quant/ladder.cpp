@@ -1,0 +1,188 @@
+#include "bitinc/ladder.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <string>
+
+#include "bitinc/error.hpp"
+
+namespace bitinc {
+
+namespace {
+
+// Rounding integer division by 2^k, ties away from zero. Written on the
+// magnitude so that it is symmetric and never relies on how >> treats
+// negative numbers.
+std::int64_t divide_rounding(std::int64_t value, int k) {
+    const std::int64_t half = std::int64_t{1} << (k - 1);
+    return value >= 0 ? (value + half) >> k : -((-value + half) >> k);
+}
+
+std::size_t channel_count(const Tensor& tensor, const LadderPlan& plan) {
+    if (!plan.per_channel || tensor.shape.size() < 2 || tensor.shape[0] <= 0) return 1;
+    return static_cast<std::size_t>(tensor.shape[0]);
+}
+
+}  // namespace
+
+LadderPlan LadderPlan::parse(std::string_view text) {
+    LadderPlan plan;
+    const std::string original(text);
+    while (!text.empty()) {
+        int bits = 0;
+        const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), bits);
+        if (error != std::errc() || bits < min_ladder_bits || bits > max_ladder_bits) {
+            throw Error("ladder '" + original + "': each rung is a bit depth from 2 to 32");
+        }
+        if (!plan.bits.empty() && bits <= plan.bits.back()) {
+            throw Error("ladder '" + original + "': bit depths must increase, e.g. 4,8,16");
+        }
+        plan.bits.push_back(bits);
+        text.remove_prefix(static_cast<std::size_t>(end - text.data()));
+        if (!text.empty()) {
+            if (text.front() != ',' || text.size() == 1) {
+                throw Error("ladder '" + original +
+                            "': expected a comma-separated list such as 8,16");
+            }
+            text.remove_prefix(1);
+        }
+    }
+    if (plan.bits.empty()) throw Error("ladder is empty: give bit depths such as 8,16");
+    return plan;
+}
+
+bool LadderPlan::quantizes(const Tensor& tensor) const {
+    return tensor.shape.size() >= 2 && tensor.element_count() >= min_quantized_elements;
+}
+
+std::int64_t largest_index(int bits, int base_bits) {
+    return ((std::int64_t{1} << (base_bits - 1)) - 1) << (bits - base_bits);
+}
+
+QuantizedTensor quantize_top(const Tensor& tensor, const LadderPlan& plan) {
+    const int top = plan.top_bits();
+    const std::int64_t limit = largest_index(top, plan.base_bits());
+    const std::size_t channels = channel_count(tensor, plan);
+    QuantizedTensor result;
+    result.bits = top;
+    result.channel_size = tensor.element_count() / channels;
+    result.steps.resize(channels);
+    result.indices.resize(tensor.element_count());
+    for (std::size_t channel = 0; channel < channels; ++channel) {
+        const float* values = tensor.values.data() + channel * result.channel_size;
+        float largest = 0.0f;
+        for (std::size_t i = 0; i < result.channel_size; ++i) {
+            if (!std::isfinite(values[i])) {
+                throw Error("tensor '" + tensor.name + "': element " +
+                            std::to_string(channel * result.channel_size + i) + " is " +
+                            (std::isnan(values[i]) ? "NaN" : "infinite") +
+                            "; only finite weights can be quantized");
+            }
+            largest = std::max(largest, std::fabs(values[i]));
+        }
+        // The step is a float32 because the device reconstructs in float32;
+        // the division below uses exactly that step.
+        const float step = static_cast<float>(double(largest) / double(limit));
+        result.steps[channel] = step;
+        std::int32_t* indices = result.indices.data() + channel * result.channel_size;
+        if (step == 0.0f) {  // all zeros, or so tiny that the step underflows
+            std::fill(indices, indices + result.channel_size, 0);
+            continue;
+        }
+        for (std::size_t i = 0; i < result.channel_size; ++i) {
+            const double scaled = std::round(double(values[i]) / double(step));
+            indices[i] =
+                static_cast<std::int32_t>(std::clamp(scaled, -double(limit), double(limit)));
+        }
+    }
+    return result;
+}
+
+QuantizedTensor coarsen(const QuantizedTensor& finer, int bits) {
+    const int k = finer.bits - bits;
+    if (k <= 0 || bits < min_ladder_bits) throw Error("coarsen: the target rung must be coarser");
+    QuantizedTensor result;
+    result.bits = bits;
+    result.channel_size = finer.channel_size;
+    result.steps.reserve(finer.steps.size());
+    for (const float step : finer.steps) result.steps.push_back(std::ldexp(step, k));
+    result.indices.resize(finer.indices.size());
+    for (std::size_t i = 0; i < finer.indices.size(); ++i) {
+        result.indices[i] = static_cast<std::int32_t>(divide_rounding(finer.indices[i], k));
+    }
+    return result;
+}
+
+std::vector<QuantizedTensor> quantize_ladder(const Tensor& tensor, const LadderPlan& plan) {
+    std::vector<QuantizedTensor> rungs(plan.bits.size());
+    rungs.back() = quantize_top(tensor, plan);
+    for (std::size_t i = plan.bits.size() - 1; i-- > 0;) {
+        rungs[i] = coarsen(rungs[i + 1], plan.bits[i]);
+    }
+    return rungs;
+}
+
+std::vector<std::int32_t> refinement_residuals(const QuantizedTensor& coarse,
+                                               const QuantizedTensor& fine) {
+    const int k = fine.bits - coarse.bits;
+    if (k <= 0 || coarse.indices.size() != fine.indices.size()) {
+        throw Error("refinement: rungs do not match");
+    }
+    std::vector<std::int32_t> residuals(fine.indices.size());
+    for (std::size_t i = 0; i < residuals.size(); ++i) {
+        residuals[i] = static_cast<std::int32_t>(std::int64_t{fine.indices[i]} -
+                                                 (std::int64_t{coarse.indices[i]} << k));
+    }
+    return residuals;
+}
+
+ResidualRange residual_range(std::int32_t coarse_index, int k) {
+    const std::int32_t half = std::int32_t{1} << (k - 1);
+    if (coarse_index > 0) return {-half, half - 1};
+    if (coarse_index < 0) return {-(half - 1), half};
+    return {-(half - 1), half - 1};
+}
+
+QuantizedTensor refine(const QuantizedTensor& coarse, std::span<const std::int32_t> residuals,
+                       int fine_bits) {
+    const int k = fine_bits - coarse.bits;
+    if (k <= 0 || fine_bits > max_ladder_bits) throw Error("refinement: bad rung bit depths");
+    if (residuals.size() != coarse.indices.size()) {
+        throw Error("refinement: " + std::to_string(residuals.size()) + " residuals for " +
+                    std::to_string(coarse.indices.size()) + " weights");
+    }
+    QuantizedTensor result;
+    result.bits = fine_bits;
+    result.channel_size = coarse.channel_size;
+    result.steps.reserve(coarse.steps.size());
+    for (const float step : coarse.steps) result.steps.push_back(std::ldexp(step, -k));
+    result.indices.resize(coarse.indices.size());
+    const std::int64_t limit = (std::int64_t{1} << (fine_bits - 1)) - 1;
+    for (std::size_t i = 0; i < residuals.size(); ++i) {
+        const ResidualRange range = residual_range(coarse.indices[i], k);
+        const std::int64_t fine = (std::int64_t{coarse.indices[i]} << k) + residuals[i];
+        if (residuals[i] < range.low || residuals[i] > range.high || fine < -limit ||
+            fine > limit) {
+            throw Error("refinement: residual " + std::to_string(residuals[i]) + " at weight " +
+                        std::to_string(i) + " is out of range");
+        }
+        result.indices[i] = static_cast<std::int32_t>(fine);
+    }
+    return result;
+}
+
+std::vector<float> reconstruct(const QuantizedTensor& tensor) {
+    std::vector<float> values(tensor.indices.size());
+    for (std::size_t channel = 0; channel < tensor.steps.size(); ++channel) {
+        const float step = tensor.steps[channel];
+        const std::size_t first = channel * tensor.channel_size;
+        const std::size_t last = std::min(first + tensor.channel_size, values.size());
+        for (std::size_t i = first; i < last; ++i) {
+            values[i] = step * static_cast<float>(tensor.indices[i]);
+        }
+    }
+    return values;
+}
+
+}  // namespace bitinc

@@ -1,0 +1,231 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+
+#include "bitinc/error.hpp"
+#include "bitinc/ladder.hpp"
+#include "test_support.hpp"
+
+namespace bitinc {
+namespace {
+
+Tensor make_tensor(std::vector<std::int64_t> shape, std::vector<float> values) {
+    Tensor tensor;
+    tensor.name = "t";
+    tensor.shape = std::move(shape);
+    tensor.values = std::move(values);
+    return tensor;
+}
+
+// Weights shaped like a trained conv layer: mostly small, a few large.
+Tensor random_tensor(std::size_t out_channels, std::size_t per_channel, unsigned seed) {
+    std::mt19937 generator(seed);
+    std::student_t_distribution<float> heavy_tailed(3.0f);
+    std::vector<float> values(out_channels * per_channel);
+    for (std::size_t c = 0; c < out_channels; ++c) {
+        const float scale = 0.01f * float(1 + c % 7);  // channels differ in range
+        for (std::size_t i = 0; i < per_channel; ++i) {
+            values[c * per_channel + i] = scale * heavy_tailed(generator);
+        }
+    }
+    return make_tensor({std::int64_t(out_channels), std::int64_t(per_channel)}, std::move(values));
+}
+
+// Applies every refinement in turn, as a device does, and checks that each
+// rung it reaches equals the directly quantized rung, index for index and
+// float for float.
+void expect_ladder_is_exact(const Tensor& tensor, const LadderPlan& plan) {
+    const std::vector<QuantizedTensor> direct = quantize_ladder(tensor, plan);
+    QuantizedTensor current = direct.front();
+    for (std::size_t rung = 1; rung < direct.size(); ++rung) {
+        const auto residuals = refinement_residuals(direct[rung - 1], direct[rung]);
+        current = refine(current, residuals, plan.bits[rung]);
+        ASSERT_EQ(current.indices, direct[rung].indices) << "rung " << plan.bits[rung];
+        ASSERT_EQ(current.steps, direct[rung].steps) << "rung " << plan.bits[rung];
+        const auto a = reconstruct(current);
+        const auto b = reconstruct(direct[rung]);
+        ASSERT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0);
+    }
+}
+
+const char* const every_ladder[] = {"8,16",  "4,16", "4,8,16",       "16",
+                                    "2,3,4", "2,32", "8,12,16,24,32"};
+
+TEST(Ladder, BasePlusRefinementsEqualsDirectForRandomTensors) {
+    for (const bool per_channel : {false, true}) {
+        for (const char* text : every_ladder) {
+            LadderPlan plan = LadderPlan::parse(text);
+            plan.per_channel = per_channel;
+            for (unsigned seed = 0; seed < 3; ++seed) {
+                SCOPED_TRACE(std::string(text) + (per_channel ? " per-channel" : "") + " seed " +
+                             std::to_string(seed));
+                expect_ladder_is_exact(random_tensor(16, 300, seed), plan);
+            }
+        }
+    }
+}
+
+TEST(Ladder, BasePlusRefinementsEqualsDirectForTrainedWeights) {
+    const Model model = read_onnx_file(testing::source_dir() / "models" / "small-cnn.onnx");
+    for (const bool per_channel : {false, true}) {
+        for (const char* text : every_ladder) {
+            LadderPlan plan = LadderPlan::parse(text);
+            plan.per_channel = per_channel;
+            std::size_t quantized = 0;
+            for (const Tensor& tensor : model.weights) {
+                if (!plan.quantizes(tensor)) continue;
+                SCOPED_TRACE(tensor.name + " " + text + (per_channel ? " per-channel" : ""));
+                expect_ladder_is_exact(tensor, plan);
+                ++quantized;
+            }
+            EXPECT_GE(quantized, 5u);
+        }
+    }
+}
+
+TEST(Ladder, EveryRungStaysInItsBitDepth) {
+    LadderPlan plan = LadderPlan::parse("2,4,8,16,32");
+    const auto rungs = quantize_ladder(random_tensor(8, 1000, 7), plan);
+    for (const QuantizedTensor& rung : rungs) {
+        const std::int64_t limit = (std::int64_t{1} << (rung.bits - 1)) - 1;
+        std::int64_t largest = 0;
+        for (const std::int32_t index : rung.indices)
+            largest = std::max<std::int64_t>(largest, std::abs(std::int64_t{index}));
+        EXPECT_LE(largest, limit) << rung.bits << " bit";
+        EXPECT_EQ(largest, largest_index(rung.bits, 2))
+            << "the largest weight sits on the grid's end";
+    }
+}
+
+TEST(Ladder, ResidualsStayInTheirRanges) {
+    const LadderPlan plan = LadderPlan::parse("4,8,16");
+    const auto rungs = quantize_ladder(random_tensor(4, 5000, 3), plan);
+    for (std::size_t rung = 1; rung < rungs.size(); ++rung) {
+        const int k = rungs[rung].bits - rungs[rung - 1].bits;
+        const auto residuals = refinement_residuals(rungs[rung - 1], rungs[rung]);
+        for (std::size_t i = 0; i < residuals.size(); ++i) {
+            const ResidualRange range = residual_range(rungs[rung - 1].indices[i], k);
+            ASSERT_GE(residuals[i], range.low);
+            ASSERT_LE(residuals[i], range.high);
+        }
+    }
+}
+
+TEST(Ladder, QuantizationErrorIsBounded) {
+    // The top rung is within half a top step of each weight. Each coarser
+    // rung rounds the next finer one's index, adding at most half its own
+    // step: the base of 4,8,16 is within (step4 + step8 + step16) / 2.
+    const Tensor tensor = random_tensor(8, 1000, 11);
+    for (const bool per_channel : {false, true}) {
+        LadderPlan plan = LadderPlan::parse("4,8,16");
+        plan.per_channel = per_channel;
+        for (const QuantizedTensor& rung : quantize_ladder(tensor, plan)) {
+            const auto values = reconstruct(rung);
+            for (std::size_t i = 0; i < values.size(); ++i) {
+                const float step = rung.steps[i / rung.channel_size];
+                float bound = 0.0f;
+                for (const int bits : plan.bits) {
+                    if (bits >= rung.bits) bound += 0.5f * std::ldexp(step, rung.bits - bits);
+                }
+                ASSERT_LE(std::fabs(values[i] - tensor.values[i]),
+                          bound * 1.0001f + 1e-6f * std::fabs(tensor.values[i]))
+                    << rung.bits << " bit, element " << i;
+            }
+        }
+    }
+}
+
+TEST(Ladder, PerChannelStepsFollowEachChannelsRange) {
+    LadderPlan plan = LadderPlan::parse("8,16");
+    plan.per_channel = true;
+    const Tensor tensor = make_tensor({2, 2}, {1.0f, -0.5f, 100.0f, 3.0f});
+    const QuantizedTensor top = quantize_top(tensor, plan);
+    ASSERT_EQ(top.steps.size(), 2u);
+    EXPECT_EQ(top.indices[0], largest_index(16, 8));
+    EXPECT_EQ(top.indices[2], largest_index(16, 8));
+    EXPECT_FLOAT_EQ(top.steps[1] / top.steps[0], 100.0f);
+}
+
+TEST(Ladder, EdgeCases) {
+    const LadderPlan plan = LadderPlan::parse("4,8,16");
+    // All zeros: zero steps, zero indices, zeros back.
+    const Tensor zeros = make_tensor({4, 4}, std::vector<float>(16, 0.0f));
+    const auto zero_rungs = quantize_ladder(zeros, plan);
+    EXPECT_EQ(reconstruct(zero_rungs.back()), zeros.values);
+    expect_ladder_is_exact(zeros, plan);
+    // One element, a constant tensor, negative constant: exact at every rung.
+    for (const float value : {0.75f, -3.0f}) {
+        const Tensor constant = make_tensor({3, 3}, std::vector<float>(9, value));
+        for (const QuantizedTensor& rung : quantize_ladder(constant, plan)) {
+            for (const float reconstructed : reconstruct(rung))
+                EXPECT_FLOAT_EQ(reconstructed, value);
+        }
+        expect_ladder_is_exact(make_tensor({1, 1}, {value}), plan);
+    }
+    // Huge magnitudes: no overflow at any rung.
+    const float huge = std::numeric_limits<float>::max();
+    const Tensor extremes = make_tensor({2, 2}, {huge, -huge, huge / 3, 1.0f});
+    for (const QuantizedTensor& rung : quantize_ladder(extremes, plan)) {
+        const auto values = reconstruct(rung);
+        for (const float value : values) EXPECT_TRUE(std::isfinite(value)) << rung.bits;
+        EXPECT_FLOAT_EQ(values[0], huge);
+    }
+    expect_ladder_is_exact(extremes, plan);
+    // Denormals: a tensor of only denormals quantizes without dividing by zero.
+    const float tiny = std::numeric_limits<float>::denorm_min();
+    const Tensor denormals = make_tensor({2, 2}, {tiny, -tiny, 0.0f, 4 * tiny});
+    for (const QuantizedTensor& rung : quantize_ladder(denormals, plan)) {
+        for (const float value : reconstruct(rung)) EXPECT_TRUE(std::isfinite(value));
+    }
+    expect_ladder_is_exact(denormals, plan);
+    // Empty tensor.
+    expect_ladder_is_exact(make_tensor({0, 4}, {}), plan);
+}
+
+TEST(Ladder, NanAndInfinityAreErrors) {
+    const LadderPlan plan = LadderPlan::parse("8,16");
+    for (const float bad :
+         {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+        Tensor tensor = random_tensor(2, 10, 1);
+        tensor.values[7] = bad;
+        tensor.name = "conv.weight";
+        try {
+            quantize_top(tensor, plan);
+            FAIL() << "no error";
+        } catch (const Error& error) {
+            EXPECT_NE(std::string(error.what()).find("conv.weight"), std::string::npos);
+            EXPECT_NE(std::string(error.what()).find("element 7"), std::string::npos);
+        }
+    }
+}
+
+TEST(Ladder, RefineRejectsResidualsOutOfRange) {
+    const LadderPlan plan = LadderPlan::parse("4,8");
+    const auto rungs = quantize_ladder(random_tensor(2, 50, 5), plan);
+    auto residuals = refinement_residuals(rungs[0], rungs[1]);
+    residuals[3] = 100;  // |r| <= 8 for k = 4
+    EXPECT_THROW(refine(rungs[0], residuals, 8), Error);
+    residuals.pop_back();
+    EXPECT_THROW(refine(rungs[0], residuals, 8), Error);
+}
+
+TEST(Ladder, ParsesPlans) {
+    EXPECT_EQ(LadderPlan::parse("4,8,16").bits, (std::vector<int>{4, 8, 16}));
+    EXPECT_EQ(LadderPlan::parse("16").bits, std::vector<int>{16});
+    for (const char* bad : {"", "8,8", "16,8", "1,8", "8,33", "8,", "8;16", "a", ",8"}) {
+        EXPECT_THROW(LadderPlan::parse(bad), Error) << bad;
+    }
+}
+
+TEST(Ladder, WhichTensorsAreQuantized) {
+    const LadderPlan plan = LadderPlan::parse("8,16");
+    EXPECT_TRUE(plan.quantizes(random_tensor(16, 16, 0)));
+    EXPECT_FALSE(plan.quantizes(make_tensor({1000}, std::vector<float>(1000))));  // a bias
+    EXPECT_FALSE(plan.quantizes(random_tensor(2, 8, 0)));                         // tiny
+}
+
+}  // namespace
+}  // namespace bitinc
