@@ -1,0 +1,167 @@
+// A binary arithmetic (range) coder with adaptive context models, and a
+// plain bit stream for bits that are not worth modelling.
+//
+// The coder keeps a 32-bit range and renormalizes a byte at a time; carries
+// propagate through a pending byte and a count of 0xFF bytes. Probabilities
+// are 15-bit fixed point. Every context mixes a fast and a slow adaptation
+// rate, which follows both short runs and long-term statistics.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace bitinc::codec {
+
+// The probability that the next bin of a context is 0, learnt as bins pass.
+class AdaptiveBit {
+  public:
+    static constexpr int precision = 15;
+    static constexpr std::uint32_t one = 1u << precision;
+
+    std::uint32_t probability_of_zero() const {
+        const std::uint32_t p = (fast_ + slow_) >> 1;
+        return p < 1 ? 1 : (p > one - 1 ? one - 1 : p);
+    }
+    void update(bool bit) {
+        if (bit) {
+            fast_ -= fast_ >> fast_shift;
+            slow_ -= slow_ >> slow_shift;
+        } else {
+            fast_ += (one - fast_) >> fast_shift;
+            slow_ += (one - slow_) >> slow_shift;
+        }
+    }
+
+  private:
+    static constexpr int fast_shift = 4;
+    static constexpr int slow_shift = 7;
+    std::uint32_t fast_ = one / 2;
+    std::uint32_t slow_ = one / 2;
+};
+
+class RangeEncoder {
+  public:
+    void encode(bool bit, AdaptiveBit& context) {
+        const std::uint32_t bound =
+            (range_ >> AdaptiveBit::precision) * context.probability_of_zero();
+        if (bit) {
+            low_ += bound;
+            range_ -= bound;
+        } else {
+            range_ = bound;
+        }
+        context.update(bit);
+        while (range_ < (1u << 24)) {
+            range_ <<= 8;
+            shift_low();
+        }
+    }
+    // Flushes the coder state; the encoder must not be used afterwards.
+    std::vector<std::uint8_t> finish();
+
+  private:
+    void shift_low();
+
+    std::uint64_t low_ = 0;
+    std::uint32_t range_ = 0xFFFFFFFFu;
+    std::uint8_t pending_ = 0;
+    std::uint64_t pending_count_ = 1;
+    std::vector<std::uint8_t> bytes_;
+};
+
+// Decodes what RangeEncoder wrote. Reading past the end yields zero bytes,
+// so a corrupt stream decodes to garbage (caught by the unit's CRC and range
+// checks), never out of bounds.
+class RangeDecoder {
+  public:
+    explicit RangeDecoder(std::span<const std::uint8_t> bytes);
+
+    bool decode(AdaptiveBit& context) {
+        const std::uint32_t bound =
+            (range_ >> AdaptiveBit::precision) * context.probability_of_zero();
+        bool bit;
+        if (code_ < bound) {
+            range_ = bound;
+            bit = false;
+        } else {
+            code_ -= bound;
+            range_ -= bound;
+            bit = true;
+        }
+        context.update(bit);
+        while (range_ < (1u << 24)) {
+            range_ <<= 8;
+            code_ = (code_ << 8) | next_byte();
+        }
+        return bit;
+    }
+    // True when the decoder needed bytes beyond the end of its input.
+    bool overran() const { return position_ > bytes_.size() + 4; }
+
+  private:
+    std::uint32_t next_byte() {
+        const std::size_t at = position_++;
+        return at < bytes_.size() ? bytes_[at] : 0u;
+    }
+
+    std::span<const std::uint8_t> bytes_;
+    std::size_t position_ = 0;
+    std::uint32_t range_ = 0xFFFFFFFFu;
+    std::uint32_t code_ = 0;
+};
+
+// Bits written least significant first into bytes.
+class BitWriter {
+  public:
+    void write(std::uint64_t value, int count) {  // count <= 32
+        buffer_ |= (value & ((std::uint64_t{1} << count) - 1)) << filled_;
+        filled_ += count;
+        while (filled_ >= 8) {
+            bytes_.push_back(static_cast<std::uint8_t>(buffer_));
+            buffer_ >>= 8;
+            filled_ -= 8;
+        }
+    }
+    std::vector<std::uint8_t> finish() {
+        if (filled_ > 0) bytes_.push_back(static_cast<std::uint8_t>(buffer_));
+        filled_ = 0;
+        buffer_ = 0;
+        return std::move(bytes_);
+    }
+
+  private:
+    std::vector<std::uint8_t> bytes_;
+    std::uint64_t buffer_ = 0;
+    int filled_ = 0;
+};
+
+class BitReader {
+  public:
+    explicit BitReader(std::span<const std::uint8_t> bytes) : bytes_(bytes) {}
+
+    // Reads `count` <= 32 bits; past the end it yields zeros and sets overran().
+    std::uint32_t read(int count) {
+        while (filled_ < count) {
+            const std::uint64_t byte = position_ < bytes_.size() ? bytes_[position_] : 0u;
+            if (position_ >= bytes_.size()) overran_ = true;
+            ++position_;
+            buffer_ |= byte << filled_;
+            filled_ += 8;
+        }
+        const auto value = static_cast<std::uint32_t>(buffer_ & ((std::uint64_t{1} << count) - 1));
+        buffer_ >>= count;
+        filled_ -= count;
+        return value;
+    }
+    bool overran() const { return overran_; }
+
+  private:
+    std::span<const std::uint8_t> bytes_;
+    std::size_t position_ = 0;
+    std::uint64_t buffer_ = 0;
+    int filled_ = 0;
+    bool overran_ = false;
+};
+
+}  // namespace bitinc::codec

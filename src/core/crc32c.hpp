@@ -1,0 +1,14 @@
+// CRC-32C (Castagnoli), the checksum of every unit: iSCSI's polynomial,
+// reflected, initial value and final xor 0xFFFFFFFF. crc32c("123456789") is
+// 0xE3069283.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+namespace bitinc::core {
+
+std::uint32_t crc32c(std::span<const std::uint8_t> bytes, std::uint32_t previous = 0);
+
+}  // namespace bitinc::core
