@@ -1,0 +1,85 @@
+// Units: the independently decodable pieces a model travels in. One unit
+// carries one chunk of one tensor at one rung; docs/format.md specifies every
+// byte.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "bitinc/ladder.hpp"
+
+namespace bitinc {
+
+inline constexpr std::uint8_t unit_format_version = 1;
+inline constexpr std::size_t unit_header_bytes = 64;
+// No unit carries more elements; encoders split larger tensors into chunks.
+inline constexpr std::uint64_t max_unit_elements = std::uint64_t{1} << 26;
+// No ONNX file (at most 2 GiB) holds a tensor with more elements.
+inline constexpr std::uint64_t max_tensor_elements = std::uint64_t{1} << 31;
+inline constexpr std::uint64_t default_chunk_elements = std::uint64_t{1} << 20;
+
+enum class UnitType : std::uint8_t {
+    exact = 1,       // float32 values, bit for bit
+    levels = 2,      // quantization indices of a rung, with their steps
+    refinement = 3,  // residuals taking a coarser rung's indices to a finer rung
+};
+
+// Which elements of which tensor a unit carries: [first, first + count).
+struct UnitTarget {
+    std::uint32_t tensor_index = 0;
+    std::uint64_t tensor_elements = 0;
+    std::uint64_t first = 0;
+    std::uint64_t count = 0;
+};
+
+struct UnitHeader {
+    UnitType type = UnitType::exact;
+    int bits = 0;         // rung bit depth (32 for exact units)
+    int parent_bits = 0;  // refinement units: the coarser rung's bit depth
+    std::uint32_t unit_bytes = 0;
+    UnitTarget target;
+    std::uint64_t channel_size = 0;  // levels: elements per step
+    std::uint32_t limit = 0;         // levels: no |index| in the unit exceeds it
+    std::vector<float> steps;        // levels: steps of the channels the chunk touches
+    std::uint32_t coded_bytes = 0;   // arithmetic-coded part of the payload
+    std::uint32_t raw_bytes = 0;     // raw-bit part of the payload
+};
+
+// Splits a tensor of `elements` into chunks of at most `chunk_elements`.
+std::vector<UnitTarget> plan_chunks(std::uint32_t tensor_index, std::uint64_t elements,
+                                    std::uint64_t chunk_elements = default_chunk_elements);
+
+std::vector<std::uint8_t> encode_exact_unit(const UnitTarget& target,
+                                            std::span<const float> values);
+// `rung` holds the whole tensor; the unit carries target's chunk of it.
+std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const QuantizedTensor& rung);
+std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target,
+                                                 const QuantizedTensor& coarse,
+                                                 const QuantizedTensor& fine);
+
+// The total length of the unit that starts `bytes`, read from its header, or
+// 0 if fewer than 12 bytes are there yet or the magic is wrong. Lets a reader
+// split a stream of units without parsing them.
+std::uint32_t unit_length(std::span<const std::uint8_t> bytes);
+
+// Parses and checks a whole unit: magic, version, every field's range and
+// consistency, the total length, and the CRC32C. Throws Error naming
+// `source` on any fault. Nothing is allocated from an unchecked field.
+UnitHeader read_unit_header(std::span<const std::uint8_t> unit, std::string_view source);
+
+// Decoders of a unit already checked by read_unit_header. `out` has
+// header.target.count elements. Throw Error on a payload that does not decode
+// cleanly.
+void decode_exact_unit(const UnitHeader& header, std::span<const std::uint8_t> unit,
+                       std::span<float> out);
+void decode_level_unit(const UnitHeader& header, std::span<const std::uint8_t> unit,
+                       std::span<std::int32_t> out);
+// `coarse` holds the chunk's indices at header.parent_bits; `out` receives
+// them at header.bits (out may alias coarse).
+void decode_refinement_unit(const UnitHeader& header, std::span<const std::uint8_t> unit,
+                            std::span<const std::int32_t> coarse, std::span<std::int32_t> out);
+
+}  // namespace bitinc

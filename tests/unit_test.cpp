@@ -1,0 +1,169 @@
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+
+#include "bitinc/codec.hpp"
+#include "bitinc/error.hpp"
+#include "core/crc32c.hpp"
+#include "test_support.hpp"
+
+namespace bitinc {
+namespace {
+
+Tensor trained_tensor() {
+    const Model model = read_onnx_file(testing::source_dir() / "models" / "small-cnn.onnx");
+    const Tensor* largest = &model.weights.front();
+    for (const Tensor& tensor : model.weights) {
+        if (tensor.element_count() > largest->element_count()) largest = &tensor;
+    }
+    return *largest;
+}
+
+// Decodes a rung from its units the way a device would: base levels first,
+// then each refinement applied in place.
+std::vector<std::int32_t> decode_ladder(
+    const std::vector<std::vector<std::vector<std::uint8_t>>>& rung_units, std::size_t elements) {
+    std::vector<std::int32_t> indices(elements);
+    for (std::size_t rung = 0; rung < rung_units.size(); ++rung) {
+        for (const auto& unit : rung_units[rung]) {
+            const UnitHeader header = read_unit_header(unit, "test");
+            const std::span<std::int32_t> chunk(indices.data() + header.target.first,
+                                                header.target.count);
+            if (rung == 0) {
+                decode_level_unit(header, unit, chunk);
+            } else {
+                decode_refinement_unit(header, unit, chunk, chunk);
+            }
+        }
+    }
+    return indices;
+}
+
+TEST(Unit, LadderUnitsReproduceTheDirectTopRung) {
+    const Tensor tensor = trained_tensor();
+    for (const bool per_channel : {false, true}) {
+        for (const char* text : {"4,8,16", "8,16", "2,32", "16"}) {
+            LadderPlan plan = LadderPlan::parse(text);
+            plan.per_channel = per_channel;
+            const auto rungs = quantize_ladder(tensor, plan);
+            // Odd-sized chunks so that chunks start and end inside channels.
+            const auto chunks = plan_chunks(7, tensor.element_count(), 1000);
+            ASSERT_GT(chunks.size(), 10u);
+            std::vector<std::vector<std::vector<std::uint8_t>>> units(rungs.size());
+            for (const UnitTarget& chunk : chunks) {
+                units[0].push_back(encode_level_unit(chunk, rungs[0]));
+                for (std::size_t r = 1; r < rungs.size(); ++r) {
+                    units[r].push_back(encode_refinement_unit(chunk, rungs[r - 1], rungs[r]));
+                }
+            }
+            SCOPED_TRACE(std::string(text) + (per_channel ? " per-channel" : ""));
+            EXPECT_EQ(decode_ladder(units, tensor.element_count()), rungs.back().indices);
+            // The steps in the base units are the base rung's.
+            const UnitHeader first = read_unit_header(units[0][0], "test");
+            EXPECT_EQ(first.steps.front(), rungs[0].steps.front());
+            EXPECT_EQ(first.target.tensor_index, 7u);
+            // A direct top-rung transmission decodes to the same indices too.
+            std::vector<std::int32_t> direct(tensor.element_count());
+            for (const UnitTarget& chunk : chunks) {
+                const auto unit = encode_level_unit(chunk, rungs.back());
+                const UnitHeader header = read_unit_header(unit, "direct");
+                decode_level_unit(header, unit,
+                                  std::span(direct).subspan(chunk.first, chunk.count));
+            }
+            EXPECT_EQ(direct, rungs.back().indices);
+        }
+    }
+}
+
+TEST(Unit, ExactUnitsKeepEveryBit) {
+    const std::vector<float> values = {1.5f, -0.0f, std::numeric_limits<float>::denorm_min(), 3e38f,
+                                       -7.25f};
+    const auto unit = encode_exact_unit({2, values.size(), 1, 3}, values);
+    const UnitHeader header = read_unit_header(unit, "exact");
+    EXPECT_EQ(header.type, UnitType::exact);
+    std::vector<float> out(3);
+    decode_exact_unit(header, unit, out);
+    EXPECT_EQ(std::memcmp(out.data(), values.data() + 1, 12), 0);
+}
+
+TEST(Unit, EmptyTensorsHaveAUnit) {
+    const auto chunks = plan_chunks(0, 0);
+    ASSERT_EQ(chunks.size(), 1u);
+    const auto unit = encode_exact_unit(chunks[0], {});
+    EXPECT_EQ(read_unit_header(unit, "empty").target.count, 0u);
+}
+
+std::vector<std::uint8_t> sample_level_unit() {
+    const Tensor tensor = trained_tensor();
+    LadderPlan plan = LadderPlan::parse("8");
+    plan.per_channel = true;
+    const auto rung = quantize_top(tensor, plan);
+    return encode_level_unit(plan_chunks(0, tensor.element_count()).front(), rung);
+}
+
+void reseal(std::vector<std::uint8_t>& unit) {
+    const std::uint32_t crc = core::crc32c({unit.data(), unit.size() - 4});
+    for (int i = 0; i < 4; ++i)
+        unit[unit.size() - 4 + std::size_t(i)] = std::uint8_t(crc >> (8 * i));
+}
+
+TEST(Unit, EveryFlippedBitIsCaught) {
+    const auto good = sample_level_unit();
+    std::mt19937 generator(3);
+    for (int trial = 0; trial < 300; ++trial) {
+        auto bad = good;
+        const std::size_t at = generator() % bad.size();
+        bad[at] ^= std::uint8_t(1u << (generator() % 8));
+        EXPECT_THROW(read_unit_header(bad, "flipped"), Error) << "byte " << at;
+    }
+}
+
+TEST(Unit, TruncationIsCaught) {
+    const auto good = sample_level_unit();
+    for (std::size_t length = 0; length < good.size(); length += 1 + length / 3) {
+        EXPECT_THROW(read_unit_header(std::span(good).first(length), "cut"), Error) << length;
+    }
+    EXPECT_EQ(unit_length(good), good.size());
+    EXPECT_EQ(unit_length(std::span(good).first(8)), 0u);
+}
+
+TEST(Unit, InconsistentHeadersAreRefusedEvenWithAValidChecksum) {
+    const auto good = sample_level_unit();
+    struct Tamper {
+        std::size_t offset;
+        std::uint8_t value;
+        const char* what;
+    };
+    for (const Tamper& tamper :
+         {Tamper{4, 9, "version"}, Tamper{5, 7, "type"}, Tamper{6, 40, "bits"},
+          Tamper{6, 1, "bits"}, Tamper{7, 3, "parent bits"}, Tamper{23, 0x40, "tensor size"},
+          Tamper{39, 0x40, "count"}, Tamper{47, 0x40, "channel size"}, Tamper{51, 0x40, "limit"},
+          Tamper{52, 0xFF, "step count"}, Tamper{59, 0x40, "coded length"}}) {
+        auto bad = good;
+        bad[tamper.offset] = tamper.value;
+        reseal(bad);
+        EXPECT_THROW(read_unit_header(bad, "tampered"), Error) << tamper.what;
+    }
+}
+
+TEST(Unit, GarbledPayloadDecodesToAnErrorOrInRangeValues) {
+    // With a valid checksum over garbage, decoding must still stay in bounds.
+    auto unit = sample_level_unit();
+    const UnitHeader header = read_unit_header(unit, "unit");
+    std::mt19937 generator(9);
+    const std::size_t payload = unit_header_bytes + 4 * header.steps.size();
+    for (std::size_t i = payload; i + 4 < unit.size(); ++i) unit[i] = std::uint8_t(generator());
+    reseal(unit);
+    const UnitHeader garbled = read_unit_header(unit, "garbled");
+    std::vector<std::int32_t> out(garbled.target.count);
+    try {
+        decode_level_unit(garbled, unit, out);
+        for (const std::int32_t value : out)
+            EXPECT_LE(std::abs(value), std::int32_t(garbled.limit));
+    } catch (const Error&) {
+    }
+}
+
+}  // namespace
+}  // namespace bitinc
