@@ -39,6 +39,9 @@ struct UnitHeader {
     UnitType type = UnitType::exact;
     int bits = 0;         // rung bit depth (32 for exact units)
     int parent_bits = 0;  // refinement units: the coarser rung's bit depth
+    // levels units: indices are coded as round(q / 2^split) plus a residual,
+    // like a base rung and its refinement (0: coded whole).
+    int split_bits = 0;
     std::uint32_t unit_bytes = 0;
     UnitTarget target;
     std::uint64_t channel_size = 0;  // levels: elements per step

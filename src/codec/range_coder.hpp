@@ -24,20 +24,26 @@ class AdaptiveBit {
         return p < 1 ? 1 : (p > one - 1 ? one - 1 : p);
     }
     void update(bool bit) {
+        // A young context learns fast (the shift grows with the number of
+        // bins seen, like a running average), then settles on the two rates.
+        const int fast = seen_ < fast_shift ? seen_ + 1 : fast_shift;
+        const int slow = seen_ < slow_shift ? seen_ + 1 : slow_shift;
+        if (seen_ < slow_shift) ++seen_;
         if (bit) {
-            fast_ -= fast_ >> fast_shift;
-            slow_ -= slow_ >> slow_shift;
+            fast_ -= fast_ >> fast;
+            slow_ -= slow_ >> slow;
         } else {
-            fast_ += (one - fast_) >> fast_shift;
-            slow_ += (one - slow_) >> slow_shift;
+            fast_ += (one - fast_) >> fast;
+            slow_ += (one - slow_) >> slow;
         }
     }
 
   private:
-    static constexpr int fast_shift = 4;
-    static constexpr int slow_shift = 7;
+    static constexpr int fast_shift = 5;
+    static constexpr int slow_shift = 8;
     std::uint32_t fast_ = one / 2;
     std::uint32_t slow_ = one / 2;
+    int seen_ = 0;
 };
 
 class RangeEncoder {

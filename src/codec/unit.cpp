@@ -97,6 +97,24 @@ std::vector<std::uint8_t> assemble(UnitType type, int bits, int parent_bits,
     return unit;
 }
 
+// Indices with more significant bits than this are split: the top bits go
+// through the level model, the rest through the refinement model, whose
+// near-uniform low bits are nearly free to decode.
+constexpr int unsplit_classes = 3;
+
+int split_bits_for(std::uint32_t limit) {
+    return std::max(0, codec::magnitude_class(limit) - unsplit_classes);
+}
+
+std::int64_t divide_rounding(std::int64_t value, int k) {
+    const std::int64_t half = std::int64_t{1} << (k - 1);
+    return value >= 0 ? (value + half) >> k : -((-value + half) >> k);
+}
+
+std::uint32_t coarse_limit(std::uint32_t limit, int split) {
+    return split == 0 ? limit : static_cast<std::uint32_t>(divide_rounding(limit, split));
+}
+
 [[noreturn]] void corrupt(const UnitHeader& header, const char* what) {
     throw Error("unit of tensor " + std::to_string(header.target.tensor_index) + " at element " +
                 std::to_string(header.target.first) + ": " + what);
@@ -149,12 +167,23 @@ std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const Quan
     for (const std::int32_t index : indices) {
         limit = std::max(limit, static_cast<std::uint32_t>(std::abs(std::int64_t{index})));
     }
+    const int split = split_bits_for(limit);
     codec::RangeEncoder coder;
     codec::BitWriter raw;
-    codec::LevelModel model(codec::magnitude_class(limit));
-    for (const std::int32_t index : indices) model.encode(index, coder, raw);
+    codec::LevelModel model(codec::magnitude_class(coarse_limit(limit, split)));
+    if (split == 0) {
+        for (const std::int32_t index : indices) model.encode(index, coder, raw);
+    } else {
+        codec::ResidualModel residual_model(split);
+        for (const std::int32_t index : indices) {
+            const std::int64_t coarse = divide_rounding(index, split);
+            model.encode(static_cast<std::int32_t>(coarse), coder, raw);
+            residual_model.encode(static_cast<std::int32_t>(coarse),
+                                  static_cast<std::int32_t>(index - (coarse << split)), coder, raw);
+        }
+    }
     Payload payload{coder.finish(), raw.finish()};
-    return assemble(UnitType::levels, rung.bits, 0, target, channel_size, limit,
+    return assemble(UnitType::levels, rung.bits, split, target, channel_size, limit,
                     std::span(rung.steps).subspan(channels.first, channels.count), payload);
 }
 
@@ -228,12 +257,17 @@ UnitHeader read_unit_header(std::span<const std::uint8_t> unit, std::string_view
             }
             break;
         case UnitType::levels: {
-            if (header.bits < min_ladder_bits || header.bits > max_ladder_bits ||
-                header.parent_bits != 0) {
+            if (header.bits < min_ladder_bits || header.bits > max_ladder_bits) {
                 fail("levels unit has a bad bit depth");
             }
-            if (header.limit > (std::uint64_t{1} << (header.bits - 1)) - 1)
+            // Byte 7 of a levels unit is its split, which follows from its limit.
+            header.split_bits = header.parent_bits;
+            header.parent_bits = 0;
+            if (header.limit > (std::uint64_t{1} << (header.bits - 1)) - 1) {
                 fail("levels unit's limit exceeds its bit depth");
+            }
+            if (header.split_bits != split_bits_for(header.limit))
+                fail("levels unit has a bad split");
             if (header.channel_size == 0 ||
                 (target.tensor_elements > 0 && header.channel_size > target.tensor_elements)) {
                 fail("levels unit has a bad channel size");
@@ -279,12 +313,24 @@ void decode_level_unit(const UnitHeader& header, std::span<const std::uint8_t> u
         corrupt(header, "not a levels unit of this size");
     codec::RangeDecoder coder(coded_part(header, unit));
     codec::BitReader raw(raw_part(header, unit));
-    codec::LevelModel model(codec::magnitude_class(header.limit));
+    const int split = header.split_bits;
+    codec::LevelModel model(codec::magnitude_class(coarse_limit(header.limit, split)));
     const auto limit = static_cast<std::int64_t>(header.limit);
-    for (auto& value : out) {
-        value = model.decode(coder, raw);
-        if (std::abs(std::int64_t{value}) > limit)
-            corrupt(header, "decoded index exceeds the unit's limit");
+    if (split == 0) {
+        for (auto& value : out) {
+            value = model.decode(coder, raw);
+            if (std::abs(std::int64_t{value}) > limit)
+                corrupt(header, "decoded index exceeds the unit's limit");
+        }
+    } else {
+        codec::ResidualModel residual_model(split);
+        for (auto& value : out) {
+            const std::int32_t coarse = model.decode(coder, raw);
+            const std::int64_t index =
+                (std::int64_t{coarse} << split) + residual_model.decode(coarse, coder, raw);
+            if (std::abs(index) > limit) corrupt(header, "decoded index exceeds the unit's limit");
+            value = static_cast<std::int32_t>(index);
+        }
     }
     if (coder.overran() || raw.overran()) corrupt(header, "payload ended early");
 }
