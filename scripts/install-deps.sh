@@ -11,7 +11,7 @@ packages=(
     # libraries
     libonnx-dev libprotobuf-dev protobuf-compiler
     libopencv-dnn-dev libopencv-core-dev
-    zlib1g-dev nlohmann-json3-dev
+    zlib1g-dev libzstd-dev nlohmann-json3-dev
     # tests and benchmarks
     libgtest-dev libgmock-dev libbenchmark-dev
     # data

@@ -156,5 +156,27 @@ TEST_F(Cli, AccuracyJson) {
     EXPECT_TRUE(result.err.empty()) << "no progress bar when stderr is not a terminal";
 }
 
+TEST_F(Cli, BenchJsonReportsEveryCoderAndRung) {
+    const CommandResult result = run("bench " + small_cnn() + " --ladders 4,8/8 --coders bitinc,raw --json");
+    ASSERT_EQ(result.status, 0) << result.err;
+    const auto json = nlohmann::json::parse(result.out);
+    ASSERT_EQ(json["results"].size(), 2u);
+    const auto& ladder = json["results"][0];
+    EXPECT_EQ(ladder["ladder"], "4,8");
+    ASSERT_EQ(ladder["coders"].size(), 2u);
+    const auto& bitinc = ladder["coders"][0];
+    EXPECT_EQ(bitinc["coder"], "bitinc");
+    ASSERT_EQ(bitinc["rungs"].size(), 2u);
+    EXPECT_EQ(bitinc["rungs"][1]["parent_bits"], 4);
+    // Entropy coding beats packing 4-bit indices raw.
+    EXPECT_LT(bitinc["rungs"][0]["bytes"].get<double>(), ladder["coders"][1]["rungs"][0]["bytes"].get<double>());
+    EXPECT_GT(bitinc["direct_over_entropy"].get<double>(), 0.5);
+}
+
+TEST_F(Cli, BenchRejectsBadLaddersAndCoders) {
+    expect_one_line_error(run("bench " + small_cnn() + " --ladders 8,4"), "bit depths must increase");
+    expect_one_line_error(run("bench " + small_cnn() + " --coders gzip"), "unknown coder 'gzip'");
+}
+
 }  // namespace
 }  // namespace bitinc

@@ -4,6 +4,7 @@
 #include <random>
 
 #include "bitinc/codec.hpp"
+#include "bitinc/coder.hpp"
 #include "bitinc/error.hpp"
 #include "core/crc32c.hpp"
 #include "test_support.hpp"
@@ -163,6 +164,41 @@ TEST(Unit, GarbledPayloadDecodesToAnErrorOrInRangeValues) {
             EXPECT_LE(std::abs(value), std::int32_t(garbled.limit));
     } catch (const Error&) {
     }
+}
+
+}  // namespace
+}  // namespace bitinc
+
+namespace bitinc {
+namespace {
+
+TEST(Coders, EveryCoderRoundTripsEveryRung) {
+    const Tensor tensor = trained_tensor();
+    for (const std::string_view name : coder_names()) {
+        const auto coder = make_coder(name);
+        EXPECT_EQ(coder->name(), name);
+        for (const char* text : {"4,8,16", "2,32", "16"}) {
+            SCOPED_TRACE(std::string(name) + " " + text);
+            const auto rungs = quantize_ladder(tensor, LadderPlan::parse(text));
+            const auto base = coder->encode_levels(rungs[0]);
+            EXPECT_EQ(coder->decode_levels(base, rungs[0]), rungs[0].indices);
+            for (std::size_t r = 1; r < rungs.size(); ++r) {
+                const auto bytes = coder->encode_refinement(rungs[r - 1], rungs[r]);
+                EXPECT_EQ(coder->decode_refinement(bytes, rungs[r - 1], rungs[r].bits),
+                          rungs[r].indices);
+            }
+        }
+    }
+    EXPECT_THROW(make_coder("gzip"), Error);
+}
+
+TEST(Coders, RawSizeIsTheBitWidth) {
+    const Tensor tensor = trained_tensor();
+    const auto rungs = quantize_ladder(tensor, LadderPlan::parse("4,8"));
+    const auto raw = make_coder("raw");
+    EXPECT_EQ(raw->encode_levels(rungs[0]).size(), (tensor.element_count() * 4 + 7) / 8);
+    EXPECT_EQ(raw->encode_refinement(rungs[0], rungs[1]).size(),
+              (tensor.element_count() * 5 + 7) / 8);
 }
 
 }  // namespace

@@ -7,5 +7,6 @@ namespace bitinc::cli {
 
 int run_inspect(int argc, char** argv);
 int run_accuracy(int argc, char** argv);
+int run_bench(int argc, char** argv);
 
 }  // namespace bitinc::cli

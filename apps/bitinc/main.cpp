@@ -22,6 +22,7 @@ constexpr Subcommand subcommands[] = {
      bitinc::cli::run_inspect},
     {"accuracy", "measure a classifier's top-1 accuracy on Fashion-MNIST",
      bitinc::cli::run_accuracy},
+    {"bench", "measure coder sizes and speeds on a model's weights", bitinc::cli::run_bench},
 };
 
 void print_help() {

@@ -3,8 +3,12 @@
 #pragma once
 
 #include "bitinc/accuracy.hpp"
+#include "bitinc/codec.hpp"
+#include "bitinc/coder.hpp"
+#include "bitinc/coder_benchmark.hpp"
 #include "bitinc/dataset.hpp"
 #include "bitinc/engine.hpp"
 #include "bitinc/error.hpp"
+#include "bitinc/ladder.hpp"
 #include "bitinc/model.hpp"
 #include "bitinc/version.hpp"

@@ -1,0 +1,165 @@
+#include "bitinc/coder_benchmark.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <thread>
+#include <unordered_map>
+
+#include "bitinc/coder.hpp"
+#include "bitinc/error.hpp"
+
+namespace bitinc {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+    return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Runs job(i) for i in [0, count) on `threads` threads, largest jobs first
+// (the caller orders them), and returns the wall time.
+template <typename Job>
+double run_parallel(std::size_t count, int threads, Job job) {
+    const auto start = Clock::now();
+    std::atomic<std::size_t> next{0};
+    auto worker = [&] {
+        for (std::size_t i = next++; i < count; i = next++) job(i);
+    };
+    std::vector<std::jthread> pool;
+    for (int t = 1; t < threads; ++t) pool.emplace_back(worker);
+    worker();
+    pool.clear();  // joins
+    return seconds_since(start);
+}
+
+double entropy_bytes(const std::vector<std::int32_t>& indices) {
+    std::unordered_map<std::int32_t, std::size_t> counts;
+    for (const std::int32_t index : indices) ++counts[index];
+    double bits = 0;
+    const double total = double(indices.size());
+    for (const auto& [_, count] : counts) bits -= double(count) * std::log2(double(count) / total);
+    return bits / 8;
+}
+
+std::string ladder_text(const LadderPlan& plan) {
+    std::string text;
+    for (const int bits : plan.bits) text += (text.empty() ? "" : ",") + std::to_string(bits);
+    return text;
+}
+
+}  // namespace
+
+CoderBenchmark run_coder_benchmark(const Model& model, const CoderBenchmarkOptions& options) {
+    const LadderPlan& plan = options.plan;
+    const int threads = std::max(1, options.threads);
+    CoderBenchmark result;
+    result.ladder = ladder_text(plan);
+    result.per_channel = plan.per_channel;
+    result.threads = threads;
+
+    std::vector<const Tensor*> tensors;
+    for (const Tensor& tensor : model.weights) {
+        if (plan.quantizes(tensor)) {
+            tensors.push_back(&tensor);
+            result.quantized_weights += tensor.element_count();
+        } else {
+            result.exact_weights += tensor.element_count();
+        }
+    }
+    std::sort(tensors.begin(), tensors.end(), [](const Tensor* a, const Tensor* b) {
+        return a->element_count() > b->element_count();
+    });
+    result.float32_bytes = 4 * result.quantized_weights;
+    if (tensors.empty()) return result;
+
+    if (options.progress) options.progress("quantizing");
+    std::vector<std::vector<QuantizedTensor>> rungs(tensors.size());
+    result.quantize_seconds = run_parallel(tensors.size(), threads, [&](std::size_t i) {
+        rungs[i] = quantize_ladder(*tensors[i], plan);
+    });
+    for (const auto& tensor_rungs : rungs) {
+        result.base_entropy_bytes += entropy_bytes(tensor_rungs.front().indices);
+        result.top_entropy_bytes += entropy_bytes(tensor_rungs.back().indices);
+    }
+    // Applying a refinement on its own (residuals already decoded).
+    if (plan.bits.size() > 1) {
+        const auto residuals = refinement_residuals(rungs[0][0], rungs[0][1]);
+        const auto start = Clock::now();
+        int repeats = 0;
+        do {
+            const QuantizedTensor refined = refine(rungs[0][0], residuals, plan.bits[1]);
+            if (refined.indices != rungs[0][1].indices)
+                throw Error("refine disagrees with quantize");
+            ++repeats;
+        } while (seconds_since(start) < 0.2);
+        result.refine_weights_per_second =
+            double(residuals.size()) * repeats / seconds_since(start);
+    }
+
+    const double weights = double(result.quantized_weights);
+    for (const std::string& name : options.coders) {
+        CoderFigures figures;
+        figures.coder = name;
+        // One coder per tensor and thread: coders may keep state.
+        auto coder_for = [&] { return make_coder(name); };
+        auto measure = [&](int parent_bits, int bits, auto encode, auto decode) {
+            RungFigures rung;
+            rung.bits = bits;
+            rung.parent_bits = parent_bits;
+            std::vector<std::vector<std::uint8_t>> encoded(tensors.size());
+            if (options.progress) {
+                options.progress(name +
+                                 (parent_bits ? " refinement " + std::to_string(parent_bits) + "->"
+                                              : " levels ") +
+                                 std::to_string(bits));
+            }
+            rung.encode_seconds = run_parallel(tensors.size(), threads, [&](std::size_t i) {
+                encoded[i] = encode(*coder_for(), i);
+            });
+            rung.decode_seconds = run_parallel(tensors.size(), threads, [&](std::size_t i) {
+                decode(*coder_for(), i, encoded[i]);
+            });
+            for (const auto& bytes : encoded) rung.bytes += bytes.size();
+            rung.bits_per_weight = 8.0 * double(rung.bytes) / weights;
+            return rung;
+        };
+        auto check = [&](const std::vector<std::int32_t>& decoded,
+                         const QuantizedTensor& expected) {
+            if (decoded != expected.indices)
+                throw Error("coder " + name + " did not reproduce its input");
+        };
+        figures.ladder.push_back(measure(
+            0, plan.bits[0],
+            [&](WeightCoder& coder, std::size_t i) { return coder.encode_levels(rungs[i][0]); },
+            [&](WeightCoder& coder, std::size_t i, const std::vector<std::uint8_t>& bytes) {
+                check(coder.decode_levels(bytes, rungs[i][0]), rungs[i][0]);
+            }));
+        for (std::size_t r = 1; r < plan.bits.size(); ++r) {
+            figures.ladder.push_back(measure(
+                plan.bits[r - 1], plan.bits[r],
+                [&](WeightCoder& coder, std::size_t i) {
+                    return coder.encode_refinement(rungs[i][r - 1], rungs[i][r]);
+                },
+                [&](WeightCoder& coder, std::size_t i, const std::vector<std::uint8_t>& bytes) {
+                    check(coder.decode_refinement(bytes, rungs[i][r - 1], plan.bits[r]),
+                          rungs[i][r]);
+                }));
+        }
+        figures.direct = measure(
+            0, plan.top_bits(),
+            [&](WeightCoder& coder, std::size_t i) { return coder.encode_levels(rungs[i].back()); },
+            [&](WeightCoder& coder, std::size_t i, const std::vector<std::uint8_t>& bytes) {
+                check(coder.decode_levels(bytes, rungs[i].back()), rungs[i].back());
+            });
+        for (const RungFigures& rung : figures.ladder) figures.ladder_bytes += rung.bytes;
+        figures.ladder_over_direct = double(figures.ladder_bytes) / double(figures.direct.bytes);
+        result.coders.push_back(std::move(figures));
+    }
+    return result;
+}
+
+}  // namespace bitinc
