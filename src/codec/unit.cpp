@@ -100,7 +100,7 @@ std::vector<std::uint8_t> assemble(UnitType type, int bits, int parent_bits,
 // Indices with more significant bits than this are split: the top bits go
 // through the level model, the rest through the refinement model, whose
 // near-uniform low bits are nearly free to decode.
-constexpr int unsplit_classes = 3;
+constexpr int unsplit_classes = 5;
 
 int split_bits_for(std::uint32_t limit) {
     return std::max(0, codec::magnitude_class(limit) - unsplit_classes);
