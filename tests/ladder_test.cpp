@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -95,8 +96,12 @@ TEST(Ladder, EveryRungStaysInItsBitDepth) {
         for (const std::int32_t index : rung.indices)
             largest = std::max<std::int64_t>(largest, std::abs(std::int64_t{index}));
         EXPECT_LE(largest, limit) << rung.bits << " bit";
-        EXPECT_EQ(largest, largest_index(rung.bits, 2))
-            << "the largest weight sits on the grid's end";
+        // Steps are rounded up to 8 significant bits: the largest weight lands
+        // within 1/128 of the grid's end.
+        EXPECT_GE(double(largest), double(largest_index(rung.bits, 2)) * (1 - 1.0 / 128) - 1)
+            << rung.bits;
+        for (const float step : rung.steps)
+            EXPECT_EQ(std::bit_cast<std::uint32_t>(step) & 0xFFFFu, 0u);
     }
 }
 
@@ -144,9 +149,9 @@ TEST(Ladder, PerChannelStepsFollowEachChannelsRange) {
     const Tensor tensor = make_tensor({2, 2}, {1.0f, -0.5f, 100.0f, 3.0f});
     const QuantizedTensor top = quantize_top(tensor, plan);
     ASSERT_EQ(top.steps.size(), 2u);
-    EXPECT_EQ(top.indices[0], largest_index(16, 8));
-    EXPECT_EQ(top.indices[2], largest_index(16, 8));
-    EXPECT_FLOAT_EQ(top.steps[1] / top.steps[0], 100.0f);
+    EXPECT_GE(top.indices[0], largest_index(16, 8) * 127 / 128);
+    EXPECT_GE(top.indices[2], largest_index(16, 8) * 127 / 128);
+    EXPECT_NEAR(top.steps[1] / top.steps[0], 100.0f, 1.0f);
 }
 
 TEST(Ladder, EdgeCases) {
@@ -161,7 +166,8 @@ TEST(Ladder, EdgeCases) {
         const Tensor constant = make_tensor({3, 3}, std::vector<float>(9, value));
         for (const QuantizedTensor& rung : quantize_ladder(constant, plan)) {
             for (const float reconstructed : reconstruct(rung))
-                EXPECT_FLOAT_EQ(reconstructed, value);
+                EXPECT_LE(std::fabs(reconstructed - value), 0.5f * rung.steps[0] * 1.0001f)
+                    << rung.bits;
         }
         expect_ladder_is_exact(make_tensor({1, 1}, {value}), plan);
     }
@@ -171,7 +177,7 @@ TEST(Ladder, EdgeCases) {
     for (const QuantizedTensor& rung : quantize_ladder(extremes, plan)) {
         const auto values = reconstruct(rung);
         for (const float value : values) EXPECT_TRUE(std::isfinite(value)) << rung.bits;
-        EXPECT_FLOAT_EQ(values[0], huge);
+        EXPECT_NEAR(values[0] / huge, 1.0f, 0.01f) << rung.bits;
     }
     expect_ladder_is_exact(extremes, plan);
     // Denormals: a tensor of only denormals quantizes without dividing by zero.

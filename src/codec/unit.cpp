@@ -1,6 +1,7 @@
 // Unit layout (docs/format.md): a 64-byte little-endian header, the steps,
 // the coded payload, the raw payload, and a CRC32C of everything before it.
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -63,7 +64,7 @@ std::vector<std::uint8_t> assemble(UnitType type, int bits, int parent_bits,
                                    std::uint32_t limit, std::span<const float> steps,
                                    const Payload& payload) {
     const std::uint64_t total =
-        unit_header_bytes + 4 * steps.size() + payload.coded.size() + payload.raw.size() + 4;
+        unit_header_bytes + 2 * steps.size() + payload.coded.size() + payload.raw.size() + 4;
     if (total > 0xFFFFFFFFu) throw Error("unit would exceed 4 GiB; use smaller chunks");
     std::vector<std::uint8_t> unit(total);
     std::uint8_t* at = unit.data();
@@ -84,10 +85,11 @@ std::vector<std::uint8_t> assemble(UnitType type, int bits, int parent_bits,
     put_u32(at + 60, static_cast<std::uint32_t>(payload.raw.size()));
     at += unit_header_bytes;
     for (const float step : steps) {
-        std::uint32_t bits_of_step;
-        std::memcpy(&bits_of_step, &step, 4);
-        put_u32(at, bits_of_step);
-        at += 4;
+        const std::uint32_t bits_of_step = std::bit_cast<std::uint32_t>(step);
+        if (bits_of_step & 0xFFFFu) throw Error("unit: a step has more than 16 significant bits");
+        at[0] = static_cast<std::uint8_t>(bits_of_step >> 16);
+        at[1] = static_cast<std::uint8_t>(bits_of_step >> 24);
+        at += 2;
     }
     if (!payload.coded.empty()) std::memcpy(at, payload.coded.data(), payload.coded.size());
     at += payload.coded.size();
@@ -122,11 +124,11 @@ std::uint32_t coarse_limit(std::uint32_t limit, int split) {
 
 std::span<const std::uint8_t> coded_part(const UnitHeader& header,
                                          std::span<const std::uint8_t> unit) {
-    return unit.subspan(unit_header_bytes + 4 * header.steps.size(), header.coded_bytes);
+    return unit.subspan(unit_header_bytes + 2 * header.steps.size(), header.coded_bytes);
 }
 std::span<const std::uint8_t> raw_part(const UnitHeader& header,
                                        std::span<const std::uint8_t> unit) {
-    return unit.subspan(unit_header_bytes + 4 * header.steps.size() + header.coded_bytes,
+    return unit.subspan(unit_header_bytes + 2 * header.steps.size() + header.coded_bytes,
                         header.raw_bytes);
 }
 
@@ -245,7 +247,7 @@ UnitHeader read_unit_header(std::span<const std::uint8_t> unit, std::string_view
         target.count > target.tensor_elements - target.first || target.count > max_unit_elements) {
         fail("unit's element range lies outside its tensor");
     }
-    const std::uint64_t expected = std::uint64_t{unit_header_bytes} + 4ull * step_count +
+    const std::uint64_t expected = std::uint64_t{unit_header_bytes} + 2ull * step_count +
                                    header.coded_bytes + header.raw_bytes + 4;
     if (expected != header.unit_bytes) fail("unit's section lengths do not add up");
     switch (header.type) {
@@ -288,10 +290,13 @@ UnitHeader read_unit_header(std::span<const std::uint8_t> unit, std::string_view
     }
     header.steps.resize(step_count);
     for (std::uint32_t i = 0; i < step_count; ++i) {
-        const std::uint32_t bits = get_u32(at + unit_header_bytes + 4 * i);
-        std::memcpy(&header.steps[i], &bits, 4);
-        if (!std::isfinite(header.steps[i]) || header.steps[i] < 0)
+        const std::uint8_t* step = at + unit_header_bytes + 2 * i;
+        const std::uint32_t bits = (std::uint32_t(step[0]) << 16) | (std::uint32_t(step[1]) << 24);
+        header.steps[i] = std::bit_cast<float>(bits);
+        // A step is 0 or a positive normal float (docs/format.md, section 1).
+        if (!(header.steps[i] == 0.0f || (std::isnormal(header.steps[i]) && header.steps[i] > 0))) {
             fail("levels unit has an invalid step");
+        }
     }
     return header;
 }

@@ -1,6 +1,8 @@
 #include "bitinc/ladder.hpp"
 
 #include <algorithm>
+#include <bit>
+#include <limits>
 #include <charconv>
 #include <cmath>
 #include <string>
@@ -17,6 +19,22 @@ namespace {
 std::int64_t divide_rounding(std::int64_t value, int k) {
     const std::int64_t half = std::int64_t{1} << (k - 1);
     return value >= 0 ? (value + half) >> k : -((-value + half) >> k);
+}
+
+// Steps keep 8 significant bits (the top 16 bits of the float32 pattern), so
+// a unit stores each in 2 bytes. Rounding up keeps the largest weight on the
+// grid and makes it at most 0.4 % coarser; where that would let
+// step * limit overflow float32 (weights near FLT_MAX) the step is rounded
+// down and the largest indices clamp. A step below the smallest normal float
+// becomes 0 (its channel quantizes to zeros), which keeps every rung's step
+// exactly representable in 16 bits.
+float compact_step(float step, std::int64_t limit) {
+    if (!(step >= std::numeric_limits<float>::min())) return 0.0f;
+    const std::uint32_t bits = std::bit_cast<std::uint32_t>(step);
+    if ((bits & 0xFFFFu) == 0) return step;
+    const float down = std::bit_cast<float>(bits & 0xFFFF0000u);
+    const float up = std::bit_cast<float>((bits + 0x10000u) & 0xFFFF0000u);
+    return double(up) * double(limit) <= double(std::numeric_limits<float>::max()) ? up : down;
 }
 
 std::size_t channel_count(const Tensor& tensor, const LadderPlan& plan) {
@@ -81,12 +99,10 @@ QuantizedTensor quantize_top(const Tensor& tensor, const LadderPlan& plan) {
             }
             largest = std::max(largest, std::fabs(values[i]));
         }
-        // The step is a float32 because the device reconstructs in float32;
-        // the division below uses exactly that step.
-        const float step = static_cast<float>(double(largest) / double(limit));
+        const float step = compact_step(static_cast<float>(double(largest) / double(limit)), limit);
         result.steps[channel] = step;
         std::int32_t* indices = result.indices.data() + channel * result.channel_size;
-        if (step == 0.0f) {  // all zeros, or so tiny that the step underflows
+        if (step == 0.0f) {  // all zeros, or so tiny that the step is not a normal float
             std::fill(indices, indices + result.channel_size, 0);
             continue;
         }
