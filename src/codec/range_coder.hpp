@@ -7,6 +7,7 @@
 // rate, which follows both short runs and long-term statistics.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -26,16 +27,14 @@ class AdaptiveBit {
     void update(bool bit) {
         // A young context learns fast (the shift grows with the number of
         // bins seen, like a running average), then settles on the two rates.
-        const int fast = seen_ < fast_shift ? seen_ + 1 : fast_shift;
-        const int slow = seen_ < slow_shift ? seen_ + 1 : slow_shift;
-        if (seen_ < slow_shift) ++seen_;
-        if (bit) {
-            fast_ -= fast_ >> fast;
-            slow_ -= slow_ >> slow;
-        } else {
-            fast_ += (one - fast_) >> fast;
-            slow_ += (one - slow_) >> slow;
-        }
+        // Branch-free: the bin's value is unpredictable by nature.
+        const int fast = std::min(seen_ + 1, fast_shift);
+        const int slow = std::min(seen_ + 1, slow_shift);
+        seen_ += seen_ < slow_shift;
+        // x = 0: p += (one - p) >> rate;  x = 1: p -= p >> rate (docs/format.md 3.1).
+        const std::uint32_t mask = 0u - std::uint32_t(bit);
+        fast_ += (((one - fast_) >> fast) & ~mask) - ((fast_ >> fast) & mask);
+        slow_ += (((one - slow_) >> slow) & ~mask) - ((slow_ >> slow) & mask);
     }
 
   private:
@@ -86,15 +85,11 @@ class RangeDecoder {
     bool decode(AdaptiveBit& context) {
         const std::uint32_t bound =
             (range_ >> AdaptiveBit::precision) * context.probability_of_zero();
-        bool bit;
-        if (code_ < bound) {
-            range_ = bound;
-            bit = false;
-        } else {
-            code_ -= bound;
-            range_ -= bound;
-            bit = true;
-        }
+        const bool bit = code_ >= bound;
+        // Branch-free selection of the sub-interval.
+        const std::uint32_t mask = 0u - std::uint32_t(bit);
+        code_ -= bound & mask;
+        range_ = (bound & ~mask) | ((range_ - bound) & mask);
         context.update(bit);
         while (range_ < (1u << 24)) {
             range_ <<= 8;
