@@ -48,7 +48,10 @@ void expect_ladder_is_exact(const Tensor& tensor, const LadderPlan& plan) {
         ASSERT_EQ(current.steps, direct[rung].steps) << "rung " << plan.bits[rung];
         const auto a = reconstruct(current);
         const auto b = reconstruct(direct[rung]);
-        ASSERT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0);
+        // Bit patterns, so that -0.0 and NaN payloads count too.
+        ASSERT_TRUE(std::equal(a.begin(), a.end(), b.begin(), b.end(), [](float x, float y) {
+            return std::bit_cast<std::uint32_t>(x) == std::bit_cast<std::uint32_t>(y);
+        }));
     }
 }
 
