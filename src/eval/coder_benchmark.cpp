@@ -7,6 +7,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "bitinc/codec.hpp"
 #include "bitinc/coder.hpp"
 #include "bitinc/error.hpp"
 
@@ -45,6 +46,31 @@ double entropy_bytes(const std::vector<std::int32_t>& indices) {
     return bits / 8;
 }
 
+// Elements of the chunk starting at `first`: about default_chunk_elements,
+// cut at a channel boundary so that each chunk carries whole steps.
+std::size_t chunk_length(const QuantizedTensor& rung, std::size_t first) {
+    const std::size_t channel = std::max<std::size_t>(rung.channel_size, 1);
+    std::size_t length = std::size_t(default_chunk_elements);
+    if (rung.steps.size() > 1) length = std::max(channel, length / channel * channel);
+    return std::min(length, rung.indices.size() - first);
+}
+
+QuantizedTensor slice(const QuantizedTensor& rung, std::size_t first, std::size_t count) {
+    QuantizedTensor part;
+    part.bits = rung.bits;
+    part.indices.assign(rung.indices.begin() + std::ptrdiff_t(first),
+                        rung.indices.begin() + std::ptrdiff_t(first + count));
+    if (rung.steps.size() > 1) {
+        part.channel_size = rung.channel_size;
+        part.steps.assign(rung.steps.begin() + std::ptrdiff_t(first / rung.channel_size),
+                          rung.steps.begin() + std::ptrdiff_t((first + count) / rung.channel_size));
+    } else {
+        part.channel_size = count;
+        part.steps = rung.steps;
+    }
+    return part;
+}
+
 std::string ladder_text(const LadderPlan& plan) {
     std::string text;
     for (const int bits : plan.bits) text += (text.empty() ? "" : ",") + std::to_string(bits);
@@ -77,14 +103,31 @@ CoderBenchmark run_coder_benchmark(const Model& model, const CoderBenchmarkOptio
     if (tensors.empty()) return result;
 
     if (options.progress) options.progress("quantizing");
-    std::vector<std::vector<QuantizedTensor>> rungs(tensors.size());
+    std::vector<std::vector<QuantizedTensor>> whole(tensors.size());
     result.quantize_seconds = run_parallel(tensors.size(), threads, [&](std::size_t i) {
-        rungs[i] = quantize_ladder(*tensors[i], plan);
+        whole[i] = quantize_ladder(*tensors[i], plan);
     });
-    for (const auto& tensor_rungs : rungs) {
+    for (const auto& tensor_rungs : whole) {
         result.base_entropy_bytes += entropy_bytes(tensor_rungs.front().indices);
         result.top_entropy_bytes += entropy_bytes(tensor_rungs.back().indices);
     }
+    // Coding jobs are chunks, as a device decodes them, so that threads
+    // share a large tensor too; largest first.
+    std::vector<std::vector<QuantizedTensor>> rungs;
+    for (const auto& tensor_rungs : whole) {
+        const QuantizedTensor& top = tensor_rungs.back();
+        for (std::size_t first = 0; first < top.indices.size();) {
+            const std::size_t count = chunk_length(top, first);
+            std::vector<QuantizedTensor> slices;
+            for (const QuantizedTensor& rung : tensor_rungs) slices.push_back(slice(rung, first, count));
+            rungs.push_back(std::move(slices));
+            first += count;
+        }
+    }
+    whole.clear();
+    std::stable_sort(rungs.begin(), rungs.end(), [](const auto& a, const auto& b) {
+        return a.front().indices.size() > b.front().indices.size();
+    });
     // Applying a refinement on its own (residuals already decoded).
     if (plan.bits.size() > 1) {
         const auto residuals = refinement_residuals(rungs[0][0], rungs[0][1]);
@@ -110,17 +153,17 @@ CoderBenchmark run_coder_benchmark(const Model& model, const CoderBenchmarkOptio
             RungFigures rung;
             rung.bits = bits;
             rung.parent_bits = parent_bits;
-            std::vector<std::vector<std::uint8_t>> encoded(tensors.size());
+            std::vector<std::vector<std::uint8_t>> encoded(rungs.size());
             if (options.progress) {
                 options.progress(name +
                                  (parent_bits ? " refinement " + std::to_string(parent_bits) + "->"
                                               : " levels ") +
                                  std::to_string(bits));
             }
-            rung.encode_seconds = run_parallel(tensors.size(), threads, [&](std::size_t i) {
+            rung.encode_seconds = run_parallel(rungs.size(), threads, [&](std::size_t i) {
                 encoded[i] = encode(*coder_for(), i);
             });
-            rung.decode_seconds = run_parallel(tensors.size(), threads, [&](std::size_t i) {
+            rung.decode_seconds = run_parallel(rungs.size(), threads, [&](std::size_t i) {
                 decode(*coder_for(), i, encoded[i]);
             });
             for (const auto& bytes : encoded) rung.bytes += bytes.size();
