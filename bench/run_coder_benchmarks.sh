@@ -7,12 +7,14 @@
 #
 # Without arguments: the Fashion-MNIST models in models/ and the
 # ImageNet-shaped ones in out/imagenet/ (tools/export_torchvision.py).
-# THREADS (default 2) sets the coding threads.
+# THREADS (default 2) sets the coding threads, OUT (default out/bench) the
+# output directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bitinc=build/bitinc
 [[ -x $bitinc ]] || { echo "build first: make build" >&2; exit 1; }
-mkdir -p out/bench
+out=${OUT:-out/bench}
+mkdir -p "$out"
 models=("$@")
 if ((${#models[@]} == 0)); then
     for candidate in models/small-cnn.onnx models/mobilenetv2.onnx models/resnet18.onnx models/vgg16.onnx \
@@ -33,9 +35,9 @@ for model in "${models[@]}"; do
         [[ $granularity == channel ]] && flag="--per-channel"
         echo "bench $name ($granularity steps)" >&2
         # shellcheck disable=SC2086
-        $bitinc bench "$model" $flag --threads "${THREADS:-2}" "${extra[@]}" --json > "out/bench/$name-$granularity.json.tmp"
-        mv "out/bench/$name-$granularity.json.tmp" "out/bench/$name-$granularity.json"
+        $bitinc bench "$model" $flag --threads "${THREADS:-2}" "${extra[@]}" --json > "$out/$name-$granularity.json.tmp"
+        mv "$out/$name-$granularity.json.tmp" "$out/$name-$granularity.json"
     done
 done
-/usr/bin/python3 bench/performance_tables.py out/bench > out/bench/tables.md
-echo "tables: out/bench/tables.md" >&2
+/usr/bin/python3 bench/performance_tables.py "$out" > "$out/tables.md"
+echo "tables: $out/tables.md" >&2

@@ -11,7 +11,9 @@ packages=(
     # libraries
     libonnx-dev libprotobuf-dev protobuf-compiler
     libopencv-dnn-dev libopencv-core-dev
-    zlib1g-dev libzstd-dev nlohmann-json3-dev
+    zlib1g-dev libzstd-dev nlohmann-json3-dev libssl-dev libcpp-httplib-dev
+    # integration test against a real static web server
+    nginx
     # tests and benchmarks
     libgtest-dev libgmock-dev libbenchmark-dev
     # data

@@ -14,17 +14,6 @@ namespace bitinc::cli {
 
 namespace {
 
-std::vector<std::string> split(const std::string& text, char separator) {
-    std::vector<std::string> parts;
-    std::size_t start = 0;
-    for (;;) {
-        const auto end = text.find(separator, start);
-        parts.push_back(text.substr(start, end - start));
-        if (end == std::string::npos) return parts;
-        start = end + 1;
-    }
-}
-
 nlohmann::json rung_json(const RungFigures& rung, double weights) {
     return {
         {"bits", rung.bits},

@@ -26,11 +26,14 @@ bool CommandLine::parse(int argc, char** argv) {
     const std::string see_help = " (see 'bitinc " + command_ + " --help')";
     for (int i = 0; i < argc; ++i) {
         std::string argument = argv[i];
-        if (argument.size() < 3 || argument.rfind("--", 0) != 0) {
+        // "--name[=value]", or "-x" for a one-letter option such as -o.
+        const bool long_option = argument.size() >= 3 && argument.rfind("--", 0) == 0;
+        const bool short_option = argument.size() == 2 && argument[0] == '-' && argument[1] != '-';
+        if (!long_option && !short_option) {
             positionals_.push_back(std::move(argument));
             continue;
         }
-        std::string name = argument.substr(2);
+        std::string name = argument.substr(short_option ? 1 : 2);
         std::optional<std::string> inline_value;
         if (const auto equals = name.find('='); equals != std::string::npos) {
             inline_value = name.substr(equals + 1);
@@ -40,7 +43,7 @@ bool CommandLine::parse(int argc, char** argv) {
         for (const Option& candidate : options_) {
             if (candidate.name == name) option = &candidate;
         }
-        if (!option) throw UsageError("unknown option --" + name + see_help);
+        if (!option) throw UsageError("unknown option " + argument + see_help);
         if (option->value_name.empty()) {
             if (inline_value) throw UsageError("--" + name + " takes no value" + see_help);
             values_[name] = "";
@@ -101,7 +104,7 @@ std::string CommandLine::help() const {
     }
     text += "options:\n";
     for (const Option& option : options_) {
-        std::string left = "--" + option.name;
+        std::string left = (option.name.size() == 1 ? "-" : "--") + option.name;
         if (!option.value_name.empty()) left += " " + option.value_name;
         text += "  " + left + std::string(left.size() < 22 ? 22 - left.size() : 1, ' ') +
                 option.help + "\n";

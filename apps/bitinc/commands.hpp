@@ -8,5 +8,8 @@ namespace bitinc::cli {
 int run_inspect(int argc, char** argv);
 int run_accuracy(int argc, char** argv);
 int run_bench(int argc, char** argv);
+int run_pack(int argc, char** argv);
+int run_unpack(int argc, char** argv);
+int run_verify(int argc, char** argv);
 
 }  // namespace bitinc::cli

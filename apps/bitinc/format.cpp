@@ -1,5 +1,7 @@
 #include "format.hpp"
 
+#include <cstdio>
+
 namespace bitinc::cli {
 
 std::string with_commas(std::uint64_t number) {
@@ -22,6 +24,23 @@ std::string dims_text(const std::vector<std::int64_t>& dims,
             text += i < symbolic.size() && !symbolic[i].empty() ? symbolic[i] : "?";
         }
     }
+    return text;
+}
+
+std::vector<std::string> split(const std::string& text, char separator) {
+    std::vector<std::string> parts;
+    std::size_t start = 0;
+    for (;;) {
+        const auto end = text.find(separator, start);
+        parts.push_back(text.substr(start, end - start));
+        if (end == std::string::npos) return parts;
+        start = end + 1;
+    }
+}
+
+std::string megabytes(std::uint64_t bytes) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.3f MB", double(bytes) / 1e6);
     return text;
 }
 

@@ -13,4 +13,9 @@ std::string with_commas(std::uint64_t number);
 std::string dims_text(const std::vector<std::int64_t>& dims,
                       const std::vector<std::string>& symbolic = {});
 
+// "a,b,,c" split at ',' -> {"a", "b", "", "c"}
+std::vector<std::string> split(const std::string& text, char separator);
+// "12.5 MB" style: decimal megabytes with three significant decimals.
+std::string megabytes(std::uint64_t bytes);
+
 }  // namespace bitinc::cli

@@ -23,6 +23,10 @@ constexpr Subcommand subcommands[] = {
     {"accuracy", "measure a classifier's top-1 accuracy on Fashion-MNIST",
      bitinc::cli::run_accuracy},
     {"bench", "measure coder sizes and speeds on a model's weights", bitinc::cli::run_bench},
+    {"pack", "build a package: topology, base rung, refinements, direct rung",
+     bitinc::cli::run_pack},
+    {"unpack", "rebuild a package's ONNX model at one rung", bitinc::cli::run_unpack},
+    {"verify", "check every hash, CRC and unit of a package", bitinc::cli::run_verify},
 };
 
 void print_help() {

@@ -11,4 +11,5 @@
 #include "bitinc/error.hpp"
 #include "bitinc/ladder.hpp"
 #include "bitinc/model.hpp"
+#include "bitinc/package.hpp"
 #include "bitinc/version.hpp"

@@ -53,6 +53,11 @@ Model read_onnx_file(const std::filesystem::path& path);
 // in error messages.
 Model parse_onnx(std::string_view bytes, std::string_view source_name);
 
+// Reads a topology alone (Model::topology, as a package stores it): the
+// weights come back with their names, shapes and types but no values, for
+// a reader that fills them from elsewhere. Throws Error naming `source_name`.
+Model parse_topology(std::string_view topology, std::string_view source_name);
+
 // Puts the weights back into the topology. Weights keep their original
 // element type, so parse_onnx(serialize_onnx(m)) reproduces m exactly.
 // Output is deterministic: the same Model always gives the same bytes.

@@ -10,31 +10,17 @@
 #include "bitinc/codec.hpp"
 #include "bitinc/coder.hpp"
 #include "bitinc/error.hpp"
+#include "core/parallel.hpp"
 
 namespace bitinc {
 
 namespace {
 
+using core::run_parallel;
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) {
     return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-// Runs job(i) for i in [0, count) on `threads` threads, largest jobs first
-// (the caller orders them), and returns the wall time.
-template <typename Job>
-double run_parallel(std::size_t count, int threads, Job job) {
-    const auto start = Clock::now();
-    std::atomic<std::size_t> next{0};
-    auto worker = [&] {
-        for (std::size_t i = next++; i < count; i = next++) job(i);
-    };
-    std::vector<std::jthread> pool;
-    for (int t = 1; t < threads; ++t) pool.emplace_back(worker);
-    worker();
-    pool.clear();  // joins
-    return seconds_since(start);
 }
 
 double entropy_bytes(const std::vector<std::int32_t>& indices) {
@@ -119,7 +105,8 @@ CoderBenchmark run_coder_benchmark(const Model& model, const CoderBenchmarkOptio
         for (std::size_t first = 0; first < top.indices.size();) {
             const std::size_t count = chunk_length(top, first);
             std::vector<QuantizedTensor> slices;
-            for (const QuantizedTensor& rung : tensor_rungs) slices.push_back(slice(rung, first, count));
+            for (const QuantizedTensor& rung : tensor_rungs)
+                slices.push_back(slice(rung, first, count));
             rungs.push_back(std::move(slices));
             first += count;
         }
@@ -163,9 +150,8 @@ CoderBenchmark run_coder_benchmark(const Model& model, const CoderBenchmarkOptio
             rung.encode_seconds = run_parallel(rungs.size(), threads, [&](std::size_t i) {
                 encoded[i] = encode(*coder_for(), i);
             });
-            rung.decode_seconds = run_parallel(rungs.size(), threads, [&](std::size_t i) {
-                decode(*coder_for(), i, encoded[i]);
-            });
+            rung.decode_seconds = run_parallel(
+                rungs.size(), threads, [&](std::size_t i) { decode(*coder_for(), i, encoded[i]); });
             for (const auto& bytes : encoded) rung.bytes += bytes.size();
             rung.bits_per_weight = 8.0 * double(rung.bytes) / weights;
             return rung;

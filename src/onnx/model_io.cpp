@@ -233,6 +233,30 @@ Model parse_onnx(std::string_view bytes, std::string_view source_name) {
     return model;
 }
 
+Model parse_topology(std::string_view topology, std::string_view source_name) {
+    const onnx::ModelProto proto = onnx_io::parse_model_proto(topology, source_name);
+    validate_structure(proto, source_name);
+    Model model;
+    for (const auto& entry : proto.metadata_props()) model.metadata[entry.key()] = entry.value();
+    for (const TensorProto& initializer : proto.graph().initializer()) {
+        if (!is_weight_initializer(initializer)) continue;
+        if (!initializer.raw_data().empty() || initializer.float_data_size() > 0 ||
+            initializer.int32_data_size() > 0) {
+            throw Error(std::string(source_name) + ": initializer '" + initializer.name() +
+                        "' carries data; a topology has none");
+        }
+        Tensor tensor;
+        tensor.name = initializer.name();
+        tensor.shape.assign(initializer.dims().begin(), initializer.dims().end());
+        checked_element_count(initializer, source_name);
+        tensor.stored_as = initializer.data_type() == TensorProto::FLOAT ? StoredType::float32
+                                                                         : StoredType::float16;
+        model.weights.push_back(std::move(tensor));
+    }
+    model.topology = std::string(topology);
+    return model;
+}
+
 Model read_onnx_file(const std::filesystem::path& path) {
     const std::string bytes = core::read_file(path, max_onnx_bytes);
     return parse_onnx(bytes, path.string());

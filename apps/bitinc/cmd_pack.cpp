@@ -1,0 +1,170 @@
+// bitinc pack / unpack / verify: building packages and reading them locally.
+#include <bitinc/bitinc.hpp>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "command_line.hpp"
+#include "commands.hpp"
+#include "format.hpp"
+#include "progress_bar.hpp"
+
+namespace bitinc::cli {
+
+namespace {
+
+std::uint64_t rung_bytes(const RungEntry& rung) {
+    return rung.data.bytes;
+}
+
+nlohmann::json package_json(const Manifest& manifest) {
+    nlohmann::json rungs = nlohmann::json::array();
+    for (const RungEntry& rung : manifest.rungs) {
+        rungs.push_back({{"kind", rung_kind_name(rung.kind)},
+                         {"bits", rung.bits},
+                         {"parent_bits", rung.parent_bits},
+                         {"file", rung.data.file},
+                         {"bytes", rung.data.bytes},
+                         {"units", rung.units.size()}});
+    }
+    return {{"model", manifest.model_name},
+            {"parameters", manifest.parameters},
+            {"float32_bytes", manifest.float32_bytes},
+            {"topology_bytes", manifest.topology.bytes},
+            {"ladder", manifest.ladder.bits},
+            {"per_channel", manifest.ladder.per_channel},
+            {"rungs", rungs}};
+}
+
+void print_package(const Manifest& manifest) {
+    std::printf("%s: %s weights, %s as float32, topology %s\n", manifest.model_name.c_str(),
+                with_commas(manifest.parameters).c_str(), megabytes(manifest.float32_bytes).c_str(),
+                megabytes(manifest.topology.bytes).c_str());
+    std::uint64_t cumulative = manifest.topology.bytes;
+    std::printf("  %-10s %-7s %-22s %14s %14s %7s\n", "rung", "bits", "file", "bytes",
+                "with earlier", "ratio");
+    for (const RungEntry& rung : manifest.rungs) {
+        const std::string bits =
+            rung.kind == RungKind::refinement
+                ? std::to_string(rung.parent_bits) + "->" + std::to_string(rung.bits)
+                : std::to_string(rung.bits);
+        const std::uint64_t total = rung.kind == RungKind::direct
+                                        ? manifest.topology.bytes + rung_bytes(rung)
+                                        : (cumulative += rung_bytes(rung));
+        std::printf("  %-10s %-7s %-22s %14s %14s %6.1fx\n",
+                    std::string(rung_kind_name(rung.kind)).c_str(), bits.c_str(),
+                    rung.data.file.c_str(), with_commas(rung.data.bytes).c_str(),
+                    with_commas(total).c_str(), double(manifest.float32_bytes) / double(total));
+    }
+}
+
+}  // namespace
+
+int run_pack(int argc, char** argv) {
+    CommandLine command_line(
+        "pack",
+        "Builds a package: the topology, a base rung the device runs at once, refinement\n"
+        "rungs up to the top of the ladder, and direct rung(s) for devices that download\n"
+        "one model whole. The package is a directory of static files any web server can\n"
+        "serve (docs/format.md).");
+    command_line.add_positional("MODEL.onnx", "the model to pack");
+    command_line.add_option("ladder", "BITS",
+                            "bit depths of the rungs, e.g. 4,8,16 (default 8,16)");
+    command_line.add_option("direct", "BITS", "rungs also stored whole (default: the top rung)");
+    command_line.add_flag("per-channel", "one step per output channel instead of per tensor");
+    command_line.add_option("chunk", "N", "weights per unit at most (default 1048576)");
+    command_line.add_option("min-elements", "N",
+                            "smaller tensors travel exactly as float32 (default 256)");
+    command_line.add_option("threads", "T", "coding threads (default: all cores)");
+    command_line.add_option("o", "DIR", "output directory (required)");
+    command_line.add_flag("json", "print a JSON summary instead of text");
+    command_line.add_flag("no-progress", "never draw a progress bar");
+    if (!command_line.parse(argc, argv)) return 0;
+    const auto output = command_line.value("o");
+    if (!output) throw UsageError("give the output directory with -o DIR");
+
+    PackOptions options;
+    options.ladder = LadderPlan::parse(command_line.value("ladder").value_or("8,16"));
+    options.ladder.per_channel = command_line.flag("per-channel");
+    options.ladder.min_quantized_elements =
+        std::size_t(command_line.integer("min-elements", 256, 0, 1LL << 31));
+    if (const auto direct = command_line.value("direct")) {
+        for (const std::string& part : split(*direct, ',')) {
+            options.direct_bits.push_back(LadderPlan::parse(part).bits.front());
+        }
+    }
+    options.chunk_elements = std::uint64_t(command_line.integer("chunk", 1 << 20, 1, 1LL << 26));
+    options.threads = int(command_line.integer("threads", 0, 1, 256));
+    ProgressBar progress("pack", "units",
+                         !command_line.flag("no-progress") && ProgressBar::stderr_is_terminal());
+    options.progress = [&](std::size_t done, std::size_t total) { progress.update(done, total); };
+    const PackResult result = pack_model(command_line.positional(0), options, *output);
+    progress.finish();
+
+    if (command_line.flag("json")) {
+        nlohmann::json json = package_json(result.manifest);
+        json["directory"] = *output;
+        json["seconds"] = result.seconds;
+        std::printf("%s\n", json.dump(2).c_str());
+    } else {
+        print_package(result.manifest);
+        std::printf("packed into %s in %.2f s\n", output->c_str(), result.seconds);
+    }
+    return 0;
+}
+
+int run_unpack(int argc, char** argv) {
+    CommandLine command_line(
+        "unpack",
+        "Rebuilds the ONNX model of a package at one rung: the base rung plus\n"
+        "refinements up to it, or the direct rung with --direct.");
+    command_line.add_positional("PACKAGE", "the package directory");
+    command_line.add_option("rung", "BITS", "bit depth to rebuild (default: the top rung)");
+    command_line.add_flag("direct", "rebuild from the direct rung instead of the ladder");
+    command_line.add_option("o", "OUT.onnx", "output model (required)");
+    if (!command_line.parse(argc, argv)) return 0;
+    const auto output = command_line.value("o");
+    if (!output) throw UsageError("give the output model with -o OUT.onnx");
+    const std::string directory = command_line.positional(0);
+    const Manifest manifest = read_manifest(directory);
+    const int bits = int(command_line.integer("rung", manifest.ladder.top_bits(), 2, 32));
+    const Model model = unpack_package(directory, bits, command_line.flag("direct"));
+    write_onnx_file(model, *output);
+    std::printf("%s: %d-bit model (%s) written to %s\n", directory.c_str(), bits,
+                command_line.flag("direct") ? "direct rung" : "base + refinements",
+                output->c_str());
+    return 0;
+}
+
+int run_verify(int argc, char** argv) {
+    CommandLine command_line(
+        "verify",
+        "Checks a package: every file's size and SHA-256, every unit's CRC32C\n"
+        "and header, decodes every rung, and confirms that the ladder reaches\n"
+        "exactly each direct rung. Exit status 1 if anything is wrong.");
+    command_line.add_positional("PACKAGE", "the package directory");
+    command_line.add_flag("json", "print a JSON report");
+    command_line.add_flag("no-progress", "never draw a progress bar");
+    if (!command_line.parse(argc, argv)) return 0;
+    const std::string directory = command_line.positional(0);
+    ProgressBar progress("verify", "units",
+                         !command_line.flag("no-progress") && ProgressBar::stderr_is_terminal());
+    const VerifyReport report = verify_package(
+        directory, [&](std::size_t done, std::size_t total) { progress.update(done, total); });
+    progress.finish();
+    if (command_line.flag("json")) {
+        const nlohmann::json json = {{"package", directory},  {"ok", report.problems.empty()},
+                                     {"files", report.files}, {"units", report.units},
+                                     {"bytes", report.bytes}, {"problems", report.problems}};
+        std::printf("%s\n", json.dump(2).c_str());
+    } else {
+        for (const std::string& problem : report.problems)
+            std::printf("problem: %s\n", problem.c_str());
+        std::printf("%s: %s (%zu files, %zu units, %s)\n", directory.c_str(),
+                    report.problems.empty() ? "ok" : "DAMAGED", report.files, report.units,
+                    megabytes(report.bytes).c_str());
+    }
+    return report.problems.empty() ? 0 : 1;
+}
+
+}  // namespace bitinc::cli

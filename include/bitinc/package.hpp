@@ -1,0 +1,204 @@
+// Packages: a model laid out as immutable static files that any web server
+// can deliver — manifest.json, the topology (the ONNX graph without weight
+// data), and one file of units per rung. docs/format.md specifies the
+// manifest; the units are those of codec.hpp.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bitinc/ladder.hpp"
+#include "bitinc/model.hpp"
+
+namespace bitinc {
+
+inline constexpr int package_format_version = 1;
+inline constexpr std::string_view manifest_file_name = "manifest.json";
+// Readers refuse larger manifests before parsing them.
+inline constexpr std::uint64_t max_manifest_bytes = std::uint64_t{64} << 20;
+
+enum class RungKind {
+    base,        // the first rung of the ladder: what a device runs first
+    refinement,  // takes the rung below it (parent_bits) to `bits`
+    direct,      // a whole model at `bits` in one go, for devices that wait
+};
+
+std::string_view rung_kind_name(RungKind kind);
+
+// One unit inside a rung file: which elements of which tensor it carries and
+// where its bytes are.
+struct UnitEntry {
+    std::uint32_t tensor = 0;
+    std::uint64_t first = 0;
+    std::uint64_t count = 0;
+    std::uint64_t offset = 0;
+    std::uint32_t length = 0;
+    std::uint32_t crc32c = 0;  // the CRC32C the unit itself ends with
+};
+
+struct FileEntry {
+    std::string file;  // a plain file name inside the package directory
+    std::uint64_t bytes = 0;
+    std::string sha256;  // lowercase hex
+};
+
+struct RungEntry {
+    RungKind kind = RungKind::base;
+    int bits = 0;
+    int parent_bits = 0;  // refinement rungs only
+    FileEntry data;
+    std::vector<UnitEntry> units;  // in file order, back to back from offset 0
+};
+
+struct TensorEntry {
+    std::string name;
+    std::vector<std::int64_t> shape;
+    StoredType stored_as = StoredType::float32;
+    bool quantized = false;  // false: travels exactly (float32) in base and direct rungs
+
+    std::uint64_t element_count() const;
+};
+
+struct Manifest {
+    int format_version = package_format_version;
+    std::string generator;  // "bitinc VERSION"
+    std::string model_name;
+    std::string source_sha256;  // of the ONNX file the package was made from
+    std::uint64_t source_bytes = 0;
+    std::uint64_t parameters = 0;
+    std::uint64_t float32_bytes = 0;
+    FileEntry topology;
+    LadderPlan ladder;
+    std::uint64_t chunk_elements = 0;
+    std::vector<TensorEntry> tensors;
+    // The ladder's rungs in order (base, then each refinement), then the
+    // direct rungs.
+    std::vector<RungEntry> rungs;
+
+    // The rung of `kind` at `bits`, or nullptr.
+    const RungEntry* find_rung(RungKind kind, int bits) const;
+    // The ladder's rungs (base and refinements) in order, up to `until_bits`.
+    std::vector<const RungEntry*> ladder_rungs(int until_bits = max_ladder_bits) const;
+};
+
+// Parses and checks a manifest: every field's type and range, file names
+// without directories, units that tile each rung file and each tensor
+// exactly. Throws Error naming `source` on any fault.
+Manifest parse_manifest(std::string_view json, std::string_view source);
+// Deterministic: the same manifest always gives the same bytes.
+std::string serialize_manifest(const Manifest& manifest);
+
+// ---- building packages --------------------------------------------------
+
+struct PackOptions {
+    LadderPlan ladder;
+    // Rungs (bit depths of the ladder) also stored whole, for devices that
+    // download one model directly. Empty: the top rung.
+    std::vector<int> direct_bits;
+    std::uint64_t chunk_elements = std::uint64_t{1} << 20;
+    int threads = 0;  // 0: all cores
+    // Called as units are coded: (units done, units in all).
+    std::function<void(std::size_t, std::size_t)> progress;
+};
+
+struct PackResult {
+    Manifest manifest;
+    double seconds = 0;
+};
+
+// Packs the ONNX file at `model_path` into the directory `output`. The
+// package is built beside `output` and moved into place only when complete;
+// an existing `output` is replaced only if it is empty or a package itself.
+// The same input and options always give byte-identical files.
+PackResult pack_model(const std::filesystem::path& model_path, const PackOptions& options,
+                      const std::filesystem::path& output);
+
+// ---- assembling models from units ----------------------------------------
+
+// The device's copy of a model while rungs arrive: every tensor chunk at
+// the rung its latest unit brought. Units of different chunks may be applied
+// from different threads at once; the same chunk's units must come in rung
+// order.
+class ModelAssembler {
+  public:
+    // `topology` must be the manifest's topology file (its SHA-256 is checked).
+    ModelAssembler(Manifest manifest, std::string topology, std::string_view source);
+
+    const Manifest& manifest() const { return manifest_; }
+
+    // Checks `unit` against its manifest entry (length, CRC32C, header) and
+    // decodes it into the model. A refinement unit needs its chunk at the
+    // parent rung. Throws Error naming `source` on any fault, leaving the
+    // model unchanged.
+    void apply_unit(std::size_t rung_index, std::size_t unit_index,
+                    std::span<const std::uint8_t> unit, std::string_view source);
+
+    // The bit depth a unit of `rung_index` would find its chunk at (0: not
+    // yet received; 32: an exact tensor).
+    int chunk_bits(std::size_t rung_index, std::size_t unit_index) const;
+    // True once every chunk of every tensor has arrived at some rung.
+    bool complete() const;
+    // The lowest and highest bit depths of the quantized chunks.
+    int lowest_bits() const;
+    int highest_bits() const;
+    // Tensors with a chunk below `bits` (names), e.g. after a lost refinement.
+    std::vector<std::string> tensors_below(int bits) const;
+
+    // The model as it stands; throws Error if a chunk has not arrived.
+    Model model() const;
+
+  private:
+    struct ChunkState {
+        std::uint64_t first = 0;
+        std::uint64_t count = 0;
+        int bits = 0;
+    };
+    struct TensorState {
+        std::vector<float> values;          // exact tensors
+        std::vector<std::int32_t> indices;  // quantized tensors
+        std::vector<float> steps;           // quantized: per channel, at steps_bits
+        int steps_bits = 0;
+        std::uint64_t channel_size = 0;
+        std::vector<ChunkState> chunks;
+    };
+    ChunkState& chunk_of(const UnitEntry& entry);
+    const ChunkState& chunk_of(const UnitEntry& entry) const;
+
+    Manifest manifest_;
+    mutable std::mutex mutex_;  // guards chunk bits and steps
+    Model model_;               // topology and tensor names/shapes; values filled by model()
+    std::vector<TensorState> tensors_;
+};
+
+// ---- reading packages from a directory ------------------------------------
+
+// Reads `directory`/manifest.json.
+Manifest read_manifest(const std::filesystem::path& directory);
+
+// Rebuilds the model of a package at `bits`: through the ladder (base plus
+// refinements) by default, or from the direct rung at `bits` when `direct`.
+Model unpack_package(const std::filesystem::path& directory, int bits, bool direct);
+
+struct VerifyReport {
+    std::size_t files = 0;
+    std::size_t units = 0;
+    std::uint64_t bytes = 0;
+    // Problems found, one line each; empty when the package is sound.
+    std::vector<std::string> problems;
+};
+
+// Checks every file's size and SHA-256, every unit's CRC and header, decodes
+// every rung and confirms that the ladder's top equals each direct rung of
+// the same bits.
+VerifyReport verify_package(const std::filesystem::path& directory,
+                            const std::function<void(std::size_t, std::size_t)>& progress = {});
+
+}  // namespace bitinc

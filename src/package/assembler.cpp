@@ -1,0 +1,235 @@
+// The device's copy of a model while units arrive.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "bitinc/codec.hpp"
+#include "bitinc/error.hpp"
+#include "bitinc/package.hpp"
+#include "core/sha256.hpp"
+
+namespace bitinc {
+
+namespace {
+
+constexpr int exact_bits = 32;
+
+std::uint32_t trailing_crc(std::span<const std::uint8_t> unit) {
+    std::uint32_t crc = 0;
+    for (std::size_t i = 0; i < 4; ++i) crc |= std::uint32_t(unit[unit.size() - 4 + i]) << (8 * i);
+    return crc;
+}
+
+}  // namespace
+
+ModelAssembler::ModelAssembler(Manifest manifest, std::string topology, std::string_view source)
+    : manifest_(std::move(manifest)) {
+    if (topology.size() != manifest_.topology.bytes ||
+        core::sha256_hex(topology) != manifest_.topology.sha256) {
+        throw Error(std::string(source) + ": the topology does not match the manifest's SHA-256");
+    }
+    model_ = parse_topology(topology, source);
+    if (model_.weights.size() != manifest_.tensors.size()) {
+        throw Error(std::string(source) + ": the topology has " +
+                    std::to_string(model_.weights.size()) + " weight tensors, the manifest " +
+                    std::to_string(manifest_.tensors.size()));
+    }
+    tensors_.resize(manifest_.tensors.size());
+    for (std::size_t t = 0; t < manifest_.tensors.size(); ++t) {
+        const TensorEntry& entry = manifest_.tensors[t];
+        const Tensor& tensor = model_.weights[t];
+        if (tensor.name != entry.name || tensor.shape != entry.shape ||
+            tensor.stored_as != entry.stored_as) {
+            throw Error(std::string(source) + ": tensor '" + entry.name +
+                        "' differs between the topology and the manifest");
+        }
+        TensorState& state = tensors_[t];
+        const std::uint64_t elements = entry.element_count();
+        if (entry.quantized) {
+            const bool per_channel =
+                manifest_.ladder.per_channel && entry.shape.size() >= 2 && entry.shape[0] > 0;
+            const std::uint64_t channels = per_channel ? std::uint64_t(entry.shape[0]) : 1;
+            state.channel_size = elements / channels;
+            state.steps.assign(channels, 0.0f);
+            state.indices.resize(elements);
+        } else {
+            state.values.resize(elements);
+        }
+    }
+    // Chunks as the base rung cuts them; every other rung cuts alike
+    // (parse_manifest checks it).
+    for (const UnitEntry& unit : manifest_.rungs.front().units) {
+        tensors_[unit.tensor].chunks.push_back({unit.first, unit.count, 0});
+    }
+}
+
+ModelAssembler::ChunkState& ModelAssembler::chunk_of(const UnitEntry& entry) {
+    std::vector<ChunkState>& chunks = tensors_[entry.tensor].chunks;
+    const auto found =
+        std::lower_bound(chunks.begin(), chunks.end(), entry.first,
+                         [](const ChunkState& c, std::uint64_t first) { return c.first < first; });
+    if (found == chunks.end() || found->first != entry.first || found->count != entry.count) {
+        throw Error("unit does not match a chunk of tensor '" +
+                    manifest_.tensors[entry.tensor].name + "'");
+    }
+    return *found;
+}
+
+const ModelAssembler::ChunkState& ModelAssembler::chunk_of(const UnitEntry& entry) const {
+    return const_cast<ModelAssembler*>(this)->chunk_of(entry);
+}
+
+int ModelAssembler::chunk_bits(std::size_t rung_index, std::size_t unit_index) const {
+    const std::lock_guard lock(mutex_);
+    return chunk_of(manifest_.rungs.at(rung_index).units.at(unit_index)).bits;
+}
+
+void ModelAssembler::apply_unit(std::size_t rung_index, std::size_t unit_index,
+                                std::span<const std::uint8_t> unit, std::string_view source) {
+    const RungEntry& rung = manifest_.rungs.at(rung_index);
+    const UnitEntry& entry = rung.units.at(unit_index);
+    const TensorEntry& tensor = manifest_.tensors[entry.tensor];
+    const std::string where = std::string(source) + ": unit " + std::to_string(unit_index) +
+                              " (tensor '" + tensor.name + "')";
+    if (unit.size() != entry.length) {
+        throw Error(where + " has " + std::to_string(unit.size()) + " bytes, the manifest says " +
+                    std::to_string(entry.length));
+    }
+    const UnitHeader header = read_unit_header(unit, where);
+    if (trailing_crc(unit) != entry.crc32c)
+        throw Error(where + ": CRC32C differs from the manifest's");
+    if (header.target.tensor_index != entry.tensor || header.target.first != entry.first ||
+        header.target.count != entry.count ||
+        header.target.tensor_elements != tensor.element_count()) {
+        throw Error(where + ": the unit's header names other elements than the manifest");
+    }
+    TensorState& state = tensors_[entry.tensor];
+    int parent_bits = 0;
+    {
+        const std::lock_guard lock(mutex_);
+        parent_bits = chunk_of(entry).bits;
+    }
+    int new_bits = 0;
+    if (!tensor.quantized) {
+        if (header.type != UnitType::exact || rung.kind == RungKind::refinement) {
+            throw Error(where + ": expected an exact unit");
+        }
+        std::vector<float> values(entry.count);
+        decode_exact_unit(header, unit, values);
+        std::copy(values.begin(), values.end(), state.values.begin() + std::ptrdiff_t(entry.first));
+        new_bits = exact_bits;
+    } else if (rung.kind == RungKind::refinement) {
+        if (header.type != UnitType::refinement || header.bits != rung.bits ||
+            header.parent_bits != rung.parent_bits) {
+            throw Error(where + ": expected a refinement unit from " +
+                        std::to_string(rung.parent_bits) + " to " + std::to_string(rung.bits) +
+                        " bits");
+        }
+        if (parent_bits != rung.parent_bits) {
+            throw Error(where + ": its chunk is at " + std::to_string(parent_bits) +
+                        " bits, not at the parent rung's " + std::to_string(rung.parent_bits));
+        }
+        std::vector<std::int32_t> fine(entry.count);
+        const std::span<const std::int32_t> coarse =
+            std::span(state.indices).subspan(entry.first, entry.count);
+        decode_refinement_unit(header, unit, coarse, fine);
+        std::copy(fine.begin(), fine.end(), state.indices.begin() + std::ptrdiff_t(entry.first));
+        new_bits = rung.bits;
+    } else {
+        if (header.type != UnitType::levels || header.bits != rung.bits ||
+            header.channel_size != state.channel_size) {
+            throw Error(where + ": expected a " + std::to_string(rung.bits) + "-bit levels unit");
+        }
+        std::vector<std::int32_t> indices(entry.count);
+        decode_level_unit(header, unit, indices);
+        std::copy(indices.begin(), indices.end(),
+                  state.indices.begin() + std::ptrdiff_t(entry.first));
+        new_bits = rung.bits;
+        // Steps are kept at the ladder's top rung, from which every rung's
+        // step is an exact power-of-two multiple (ladder.hpp).
+        const std::size_t first_channel = entry.first / state.channel_size;
+        const std::lock_guard lock(mutex_);
+        for (std::size_t i = 0; i < header.steps.size(); ++i) {
+            state.steps[first_channel + i] =
+                std::ldexp(header.steps[i], rung.bits - manifest_.ladder.top_bits());
+        }
+    }
+    const std::lock_guard lock(mutex_);
+    chunk_of(entry).bits = new_bits;
+}
+
+bool ModelAssembler::complete() const {
+    const std::lock_guard lock(mutex_);
+    for (const TensorState& tensor : tensors_) {
+        for (const ChunkState& chunk : tensor.chunks) {
+            if (chunk.bits == 0) return false;
+        }
+    }
+    return true;
+}
+
+int ModelAssembler::lowest_bits() const {
+    const std::lock_guard lock(mutex_);
+    int lowest = exact_bits;
+    for (std::size_t t = 0; t < tensors_.size(); ++t) {
+        if (!manifest_.tensors[t].quantized) continue;
+        for (const ChunkState& chunk : tensors_[t].chunks) lowest = std::min(lowest, chunk.bits);
+    }
+    return lowest;
+}
+
+int ModelAssembler::highest_bits() const {
+    const std::lock_guard lock(mutex_);
+    int highest = 0;
+    for (std::size_t t = 0; t < tensors_.size(); ++t) {
+        if (!manifest_.tensors[t].quantized) continue;
+        for (const ChunkState& chunk : tensors_[t].chunks) highest = std::max(highest, chunk.bits);
+    }
+    return highest;
+}
+
+std::vector<std::string> ModelAssembler::tensors_below(int bits) const {
+    const std::lock_guard lock(mutex_);
+    std::vector<std::string> names;
+    for (std::size_t t = 0; t < tensors_.size(); ++t) {
+        const auto& chunks = tensors_[t].chunks;
+        if (std::any_of(chunks.begin(), chunks.end(),
+                        [&](const ChunkState& c) { return c.bits < bits; })) {
+            names.push_back(manifest_.tensors[t].name);
+        }
+    }
+    return names;
+}
+
+Model ModelAssembler::model() const {
+    const std::lock_guard lock(mutex_);
+    Model model = model_;
+    const int top = manifest_.ladder.top_bits();
+    for (std::size_t t = 0; t < tensors_.size(); ++t) {
+        const TensorState& state = tensors_[t];
+        Tensor& tensor = model.weights[t];
+        if (!manifest_.tensors[t].quantized) {
+            for (const ChunkState& chunk : state.chunks) {
+                if (chunk.bits == 0) throw Error("tensor '" + tensor.name + "' has not arrived");
+            }
+            tensor.values = state.values;
+            continue;
+        }
+        tensor.values.resize(state.indices.size());
+        for (const ChunkState& chunk : state.chunks) {
+            if (chunk.bits == 0) throw Error("tensor '" + tensor.name + "' has not arrived");
+            // value = step * index with the chunk's rung step, exactly as
+            // reconstruct() computes it.
+            for (std::uint64_t i = chunk.first; i < chunk.first + chunk.count;) {
+                const std::uint64_t channel = i / state.channel_size;
+                const std::uint64_t end =
+                    std::min(chunk.first + chunk.count, (channel + 1) * state.channel_size);
+                const float step = std::ldexp(state.steps[channel], top - chunk.bits);
+                for (; i < end; ++i) tensor.values[i] = step * static_cast<float>(state.indices[i]);
+            }
+        }
+    }
+    return model;
+}
+
+}  // namespace bitinc

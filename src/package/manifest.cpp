@@ -1,0 +1,387 @@
+// manifest.json: reading with every field checked, and deterministic writing.
+#include <algorithm>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "bitinc/codec.hpp"
+#include "bitinc/error.hpp"
+#include "bitinc/package.hpp"
+
+namespace bitinc {
+
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+constexpr std::string_view format_name = "bitinc-package";
+constexpr std::size_t max_tensors = 1'000'000;
+constexpr std::size_t max_rungs = 64;
+constexpr std::size_t max_name_bytes = 4096;
+// The smallest unit: a header, one exact float and the CRC.
+constexpr std::uint64_t min_unit_bytes = unit_header_bytes + 4 + 4;
+
+class ManifestReader {
+  public:
+    explicit ManifestReader(std::string_view source) : source_(source) {}
+
+    [[noreturn]] void fail(const std::string& what) const {
+        throw Error(std::string(source_) + ": " + what);
+    }
+
+    const Json& field(const Json& object, const char* name, const std::string& where) const {
+        if (!object.is_object()) fail(where + " is not an object");
+        const auto found = object.find(name);
+        if (found == object.end()) fail(where + " has no '" + name + "'");
+        return *found;
+    }
+
+    std::uint64_t number(const Json& object, const char* name, const std::string& where,
+                         std::uint64_t max) const {
+        const Json& value = field(object, name, where);
+        if (!value.is_number_unsigned()) {
+            fail(where + "." + name + " is not a non-negative integer");
+        }
+        const std::uint64_t result = value.get<std::uint64_t>();
+        if (result > max) fail(where + "." + name + " is out of range");
+        return result;
+    }
+
+    std::string text(const Json& object, const char* name, const std::string& where) const {
+        const Json& value = field(object, name, where);
+        if (!value.is_string()) fail(where + "." + name + " is not a string");
+        std::string result = value.get<std::string>();
+        if (result.size() > max_name_bytes) fail(where + "." + name + " is too long");
+        return result;
+    }
+
+    std::string hash(const Json& object, const char* name, const std::string& where) const {
+        std::string result = text(object, name, where);
+        const bool hex = std::all_of(result.begin(), result.end(), [](char c) {
+            return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+        });
+        if (result.size() != 64 || !hex) fail(where + "." + name + " is not a SHA-256 in hex");
+        return result;
+    }
+
+    FileEntry file(const Json& object, const std::string& where) const {
+        FileEntry entry;
+        entry.file = text(object, "file", where);
+        const bool plain = !entry.file.empty() && entry.file.size() <= 255 &&
+                           entry.file.front() != '.' &&
+                           std::all_of(entry.file.begin(), entry.file.end(), [](char c) {
+                               return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                                      (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_';
+                           });
+        if (!plain) fail(where + ".file '" + entry.file + "' is not a plain file name");
+        entry.bytes = number(object, "bytes", where, max_onnx_bytes * 4);
+        entry.sha256 = hash(object, "sha256", where);
+        return entry;
+    }
+
+    const Json& array(const Json& object, const char* name, const std::string& where,
+                      std::size_t max) const {
+        const Json& value = field(object, name, where);
+        if (!value.is_array()) fail(where + "." + name + " is not an array");
+        if (value.size() > max) fail(where + "." + name + " has too many entries");
+        return value;
+    }
+
+  private:
+    std::string_view source_;
+};
+
+std::uint64_t element_count_of(const std::vector<std::int64_t>& shape) {
+    std::uint64_t count = 1;
+    for (const std::int64_t dim : shape) {
+        if (dim < 0) return max_tensor_elements + 1;
+        if (dim != 0 && count > max_tensor_elements / std::uint64_t(dim))
+            return max_tensor_elements + 1;
+        count *= std::uint64_t(dim);
+    }
+    return count;
+}
+
+// Checks that a rung's units lie back to back in its file, and that they
+// cover each tensor they should in contiguous chunks whose boundaries agree
+// with the base rung's (a refinement unit refines exactly one earlier unit).
+void check_units(const ManifestReader& reader, const Manifest& manifest, const RungEntry& rung,
+                 const RungEntry* base, const std::string& where) {
+    std::uint64_t offset = 0;
+    std::vector<std::uint64_t> covered(manifest.tensors.size(), 0);
+    for (std::size_t i = 0; i < rung.units.size(); ++i) {
+        const UnitEntry& unit = rung.units[i];
+        const std::string unit_where = where + ".units[" + std::to_string(i) + "]";
+        if (unit.tensor >= manifest.tensors.size()) reader.fail(unit_where + " names no tensor");
+        const TensorEntry& tensor = manifest.tensors[unit.tensor];
+        if (rung.kind == RungKind::refinement && !tensor.quantized) {
+            reader.fail(unit_where + " refines tensor '" + tensor.name +
+                        "', which travels exactly");
+        }
+        if (unit.offset != offset) reader.fail(unit_where + " does not follow the unit before it");
+        if (unit.first != covered[unit.tensor] || unit.count == 0 ||
+            unit.count > tensor.element_count() - unit.first || unit.count > max_unit_elements) {
+            reader.fail(unit_where + " does not continue tensor '" + tensor.name + "'");
+        }
+        if (unit.length < min_unit_bytes) reader.fail(unit_where + " is too short to be a unit");
+        covered[unit.tensor] += unit.count;
+        offset += unit.length;
+        if (offset > rung.data.bytes) reader.fail(unit_where + " runs past the end of its file");
+    }
+    if (offset != rung.data.bytes) reader.fail(where + ": units do not fill the file");
+    for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
+        const TensorEntry& tensor = manifest.tensors[t];
+        const bool expected = rung.kind != RungKind::refinement || tensor.quantized;
+        const std::uint64_t need = expected ? tensor.element_count() : 0;
+        // An empty tensor still travels as no unit at all.
+        if (covered[t] != need)
+            reader.fail(where + " does not carry all of tensor '" + tensor.name + "'");
+    }
+    if (base == nullptr) return;
+    // Chunk boundaries of quantized tensors must match the base rung's.
+    std::vector<std::vector<std::uint64_t>> base_firsts(manifest.tensors.size());
+    for (const UnitEntry& unit : base->units) base_firsts[unit.tensor].push_back(unit.first);
+    std::vector<std::vector<std::uint64_t>> firsts(manifest.tensors.size());
+    for (const UnitEntry& unit : rung.units) firsts[unit.tensor].push_back(unit.first);
+    for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
+        const bool carried = manifest.tensors[t].quantized || rung.kind != RungKind::refinement;
+        if (carried && firsts[t] != base_firsts[t]) {
+            reader.fail(where + ": chunks of tensor '" + manifest.tensors[t].name +
+                        "' differ from the base rung's");
+        }
+    }
+}
+
+}  // namespace
+
+std::string_view rung_kind_name(RungKind kind) {
+    switch (kind) {
+        case RungKind::base:
+            return "base";
+        case RungKind::refinement:
+            return "refinement";
+        case RungKind::direct:
+            return "direct";
+    }
+    return "unknown";
+}
+
+std::uint64_t TensorEntry::element_count() const {
+    return element_count_of(shape);
+}
+
+const RungEntry* Manifest::find_rung(RungKind kind, int bits) const {
+    for (const RungEntry& rung : rungs) {
+        if (rung.kind == kind && rung.bits == bits) return &rung;
+    }
+    return nullptr;
+}
+
+std::vector<const RungEntry*> Manifest::ladder_rungs(int until_bits) const {
+    std::vector<const RungEntry*> result;
+    for (const RungEntry& rung : rungs) {
+        if (rung.kind != RungKind::direct && rung.bits <= until_bits) result.push_back(&rung);
+    }
+    return result;
+}
+
+Manifest parse_manifest(std::string_view text, std::string_view source) {
+    const ManifestReader reader(source);
+    if (text.size() > max_manifest_bytes) reader.fail("manifest is larger than 64 MiB");
+    const Json json = Json::parse(text.begin(), text.end(), nullptr, false);
+    if (json.is_discarded()) reader.fail("not a JSON manifest, or it is truncated");
+    if (!json.is_object()) reader.fail("the manifest is not a JSON object");
+    if (reader.text(json, "format", "manifest") != format_name) {
+        reader.fail("not a bitinc package manifest");
+    }
+    Manifest manifest;
+    manifest.format_version = int(reader.number(json, "format_version", "manifest", 1'000'000));
+    if (manifest.format_version != package_format_version) {
+        reader.fail("package format version " + std::to_string(manifest.format_version) +
+                    " is not supported (this bitinc reads version " +
+                    std::to_string(package_format_version) + ")");
+    }
+    manifest.generator = reader.text(json, "generator", "manifest");
+
+    const Json& model = reader.field(json, "model", "manifest");
+    manifest.model_name = reader.text(model, "name", "model");
+    manifest.source_sha256 = reader.hash(model, "source_sha256", "model");
+    manifest.source_bytes = reader.number(model, "source_bytes", "model", max_onnx_bytes);
+    manifest.parameters = reader.number(model, "parameters", "model", max_onnx_bytes);
+    manifest.float32_bytes = reader.number(model, "float32_bytes", "model", 4 * max_onnx_bytes);
+    manifest.topology = reader.file(reader.field(json, "topology", "manifest"), "topology");
+    if (manifest.topology.bytes > max_onnx_bytes) reader.fail("topology is too large");
+
+    const Json& ladder = reader.field(json, "ladder", "manifest");
+    const Json& bits = reader.array(ladder, "bits", "ladder", max_ladder_bits);
+    if (bits.empty()) reader.fail("ladder.bits is empty");
+    for (const Json& value : bits) {
+        if (!value.is_number_integer() || value.get<long long>() < min_ladder_bits ||
+            value.get<long long>() > max_ladder_bits ||
+            (!manifest.ladder.bits.empty() &&
+             value.get<long long>() <= manifest.ladder.bits.back())) {
+            reader.fail("ladder.bits must be increasing bit depths from 2 to 32");
+        }
+        manifest.ladder.bits.push_back(value.get<int>());
+    }
+    const Json& per_channel = reader.field(ladder, "per_channel", "ladder");
+    if (!per_channel.is_boolean()) reader.fail("ladder.per_channel is not true or false");
+    manifest.ladder.per_channel = per_channel.get<bool>();
+    manifest.ladder.min_quantized_elements =
+        reader.number(ladder, "min_quantized_elements", "ladder", max_tensor_elements);
+    manifest.chunk_elements = reader.number(ladder, "chunk_elements", "ladder", max_unit_elements);
+    if (manifest.chunk_elements == 0) reader.fail("ladder.chunk_elements is 0");
+
+    std::uint64_t parameters = 0;
+    for (const Json& item : reader.array(json, "tensors", "manifest", max_tensors)) {
+        const std::string where = "tensors[" + std::to_string(manifest.tensors.size()) + "]";
+        TensorEntry tensor;
+        tensor.name = reader.text(item, "name", where);
+        for (const Json& dim : reader.array(item, "shape", where, 64)) {
+            if (!dim.is_number_integer() || dim.get<long long>() < 0) {
+                reader.fail(where + ".shape holds something other than a size");
+            }
+            tensor.shape.push_back(dim.get<std::int64_t>());
+        }
+        if (tensor.element_count() > max_tensor_elements) reader.fail(where + " is too large");
+        const std::string stored = reader.text(item, "stored_as", where);
+        if (stored == "float32") {
+            tensor.stored_as = StoredType::float32;
+        } else if (stored == "float16") {
+            tensor.stored_as = StoredType::float16;
+        } else {
+            reader.fail(where + ".stored_as '" + stored + "' is not float32 or float16");
+        }
+        const Json& quantized = reader.field(item, "quantized", where);
+        if (!quantized.is_boolean()) reader.fail(where + ".quantized is not true or false");
+        tensor.quantized = quantized.get<bool>();
+        parameters += tensor.element_count();
+        if (parameters > max_onnx_bytes) reader.fail("the tensors hold too many weights");
+        manifest.tensors.push_back(std::move(tensor));
+    }
+    if (parameters != manifest.parameters)
+        reader.fail("model.parameters does not match the tensors");
+
+    for (const Json& item : reader.array(json, "rungs", "manifest", max_rungs)) {
+        const std::string where = "rungs[" + std::to_string(manifest.rungs.size()) + "]";
+        RungEntry rung;
+        const std::string kind = reader.text(item, "kind", where);
+        if (kind == "base") {
+            rung.kind = RungKind::base;
+        } else if (kind == "refinement") {
+            rung.kind = RungKind::refinement;
+        } else if (kind == "direct") {
+            rung.kind = RungKind::direct;
+        } else {
+            reader.fail(where + ".kind '" + kind + "' is not base, refinement or direct");
+        }
+        rung.bits = int(reader.number(item, "bits", where, max_ladder_bits));
+        rung.parent_bits = int(reader.number(item, "parent_bits", where, max_ladder_bits));
+        rung.data = reader.file(item, where);
+        // Each unit is at least min_unit_bytes, which bounds the unit count
+        // by the file size before anything is allocated.
+        const Json& units =
+            reader.array(item, "units", where, std::size_t(rung.data.bytes / min_unit_bytes));
+        rung.units.reserve(units.size());
+        for (const Json& unit : units) {
+            if (!unit.is_array() || unit.size() != 6 ||
+                !std::all_of(unit.begin(), unit.end(),
+                             [](const Json& v) { return v.is_number_unsigned(); })) {
+                reader.fail(where + ": a unit is not six non-negative integers");
+            }
+            const auto value = [&](std::size_t i, std::uint64_t max) {
+                const std::uint64_t v = unit[i].get<std::uint64_t>();
+                if (v > max) reader.fail(where + ": a unit field is out of range");
+                return v;
+            };
+            UnitEntry entry;
+            entry.tensor = std::uint32_t(value(0, max_tensors));
+            entry.first = value(1, max_tensor_elements);
+            entry.count = value(2, max_tensor_elements);
+            entry.offset = value(3, rung.data.bytes);
+            entry.length = std::uint32_t(value(4, 0xFFFFFFFFu));
+            entry.crc32c = std::uint32_t(value(5, 0xFFFFFFFFu));
+            rung.units.push_back(entry);
+        }
+        manifest.rungs.push_back(std::move(rung));
+    }
+
+    // The ladder's rungs come first, in order; direct rungs repeat ladder bits.
+    const std::vector<int>& ladder_bits = manifest.ladder.bits;
+    if (manifest.rungs.size() < ladder_bits.size()) reader.fail("the manifest lacks ladder rungs");
+    std::vector<std::string> files{manifest.topology.file, std::string(manifest_file_name)};
+    for (std::size_t i = 0; i < manifest.rungs.size(); ++i) {
+        const RungEntry& rung = manifest.rungs[i];
+        const std::string where = "rungs[" + std::to_string(i) + "]";
+        if (i < ladder_bits.size()) {
+            const RungKind expected = i == 0 ? RungKind::base : RungKind::refinement;
+            const int parent = i == 0 ? 0 : ladder_bits[i - 1];
+            if (rung.kind != expected || rung.bits != ladder_bits[i] ||
+                rung.parent_bits != parent) {
+                reader.fail(where + " is not the ladder's rung " + std::to_string(ladder_bits[i]));
+            }
+        } else {
+            const bool in_ladder =
+                std::find(ladder_bits.begin(), ladder_bits.end(), rung.bits) != ladder_bits.end();
+            if (rung.kind != RungKind::direct || !in_ladder || rung.parent_bits != 0 ||
+                std::count_if(manifest.rungs.begin(), manifest.rungs.begin() + std::ptrdiff_t(i),
+                              [&](const RungEntry& other) {
+                                  return other.kind == RungKind::direct && other.bits == rung.bits;
+                              }) > 0) {
+                reader.fail(where + " is not a direct rung at one of the ladder's bit depths");
+            }
+        }
+        if (std::find(files.begin(), files.end(), rung.data.file) != files.end()) {
+            reader.fail(where + " reuses the file name '" + rung.data.file + "'");
+        }
+        files.push_back(rung.data.file);
+        check_units(reader, manifest, rung, i == 0 ? nullptr : &manifest.rungs[0], where);
+    }
+    return manifest;
+}
+
+std::string serialize_manifest(const Manifest& manifest) {
+    const auto file = [](const FileEntry& entry) {
+        return Json{{"file", entry.file}, {"bytes", entry.bytes}, {"sha256", entry.sha256}};
+    };
+    Json json;
+    json["format"] = format_name;
+    json["format_version"] = manifest.format_version;
+    json["generator"] = manifest.generator;
+    json["model"] = Json{{"name", manifest.model_name},
+                         {"source_sha256", manifest.source_sha256},
+                         {"source_bytes", manifest.source_bytes},
+                         {"parameters", manifest.parameters},
+                         {"float32_bytes", manifest.float32_bytes}};
+    json["topology"] = file(manifest.topology);
+    json["ladder"] = Json{{"bits", manifest.ladder.bits},
+                          {"per_channel", manifest.ladder.per_channel},
+                          {"min_quantized_elements", manifest.ladder.min_quantized_elements},
+                          {"chunk_elements", manifest.chunk_elements}};
+    Json tensors = Json::array();
+    for (const TensorEntry& tensor : manifest.tensors) {
+        tensors.push_back(Json{{"name", tensor.name},
+                               {"shape", tensor.shape},
+                               {"stored_as", stored_type_name(tensor.stored_as)},
+                               {"quantized", tensor.quantized}});
+    }
+    json["tensors"] = std::move(tensors);
+    Json rungs = Json::array();
+    for (const RungEntry& rung : manifest.rungs) {
+        Json entry = file(rung.data);
+        Json units = Json::array();
+        for (const UnitEntry& unit : rung.units) {
+            units.push_back(Json::array(
+                {unit.tensor, unit.first, unit.count, unit.offset, unit.length, unit.crc32c}));
+        }
+        Json item{{"kind", rung_kind_name(rung.kind)},
+                  {"bits", rung.bits},
+                  {"parent_bits", rung.parent_bits}};
+        for (auto& [key, value] : entry.items()) item[key] = value;
+        item["units"] = std::move(units);
+        rungs.push_back(std::move(item));
+    }
+    json["rungs"] = std::move(rungs);
+    return json.dump() + "\n";
+}
+
+}  // namespace bitinc

@@ -1,0 +1,228 @@
+// Building a package: quantize every tensor on the ladder, code its units in
+// parallel, lay them out in rung files, and move the directory into place.
+#include <unistd.h>
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <mutex>
+#include <string>
+
+#include "bitinc/codec.hpp"
+#include "bitinc/error.hpp"
+#include "bitinc/package.hpp"
+#include "bitinc/version.hpp"
+#include "core/file_io.hpp"
+#include "core/parallel.hpp"
+#include "core/sha256.hpp"
+
+namespace bitinc {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::vector<int> checked_direct_bits(const PackOptions& options) {
+    const std::vector<int>& ladder = options.ladder.bits;
+    if (ladder.empty()) throw Error("pack: the ladder is empty");
+    std::vector<int> direct = options.direct_bits;
+    if (direct.empty()) direct.push_back(options.ladder.top_bits());
+    std::sort(direct.begin(), direct.end());
+    direct.erase(std::unique(direct.begin(), direct.end()), direct.end());
+    for (const int bits : direct) {
+        if (std::find(ladder.begin(), ladder.end(), bits) == ladder.end()) {
+            throw Error("pack: direct rung " + std::to_string(bits) +
+                        " is not one of the ladder's bit depths");
+        }
+    }
+    return direct;
+}
+
+// A job codes one unit: one chunk of one tensor for one rung.
+struct UnitJob {
+    std::size_t rung = 0;
+    UnitTarget target;
+    std::vector<std::uint8_t> bytes;
+};
+
+std::uint32_t trailing_crc(const std::vector<std::uint8_t>& unit) {
+    std::uint32_t crc = 0;
+    for (int i = 0; i < 4; ++i)
+        crc |= std::uint32_t(unit[unit.size() - 4 + std::size_t(i)]) << (8 * i);
+    return crc;
+}
+
+// Moves a finished package directory into place without ever leaving
+// `output` half-written, and refuses to replace anything but a package.
+void install_directory(const fs::path& built, const fs::path& output) {
+    std::error_code error;
+    if (fs::exists(output, error)) {
+        if (!fs::is_directory(output)) {
+            throw Error(output.string() + " exists and is not a directory; not replacing it");
+        }
+        if (!fs::is_empty(output) && !fs::exists(output / manifest_file_name)) {
+            throw Error(
+                output.string() +
+                " is a directory that holds something other than a package; not replacing it");
+        }
+        const fs::path old = output.string() + ".old-" + std::to_string(::getpid());
+        fs::remove_all(old, error);
+        fs::rename(output, old, error);
+        if (error)
+            throw Error("cannot move the old " + output.string() + " aside: " + error.message());
+        fs::rename(built, output, error);
+        if (error) {
+            std::error_code ignored;
+            fs::rename(old, output, ignored);
+            throw Error("cannot move the package into " + output.string() + ": " + error.message());
+        }
+        fs::remove_all(old, error);
+        return;
+    }
+    fs::rename(built, output, error);
+    if (error)
+        throw Error("cannot move the package into " + output.string() + ": " + error.message());
+}
+
+void write_plain_file(const fs::path& path, std::string_view bytes) {
+    std::ofstream stream(path, std::ios::binary | std::ios::trunc);
+    stream.write(bytes.data(), std::streamsize(bytes.size()));
+    stream.flush();
+    if (!stream) throw Error("cannot write " + path.string() + " (disk full?)");
+}
+
+}  // namespace
+
+PackResult pack_model(const fs::path& model_path, const PackOptions& options,
+                      const fs::path& output) {
+    const auto start = std::chrono::steady_clock::now();
+    const std::vector<int> direct_bits = checked_direct_bits(options);
+    const LadderPlan& plan = options.ladder;
+    const std::string source = core::read_file(model_path, max_onnx_bytes);
+    const Model model = parse_onnx(source, model_path.string());
+
+    Manifest manifest;
+    manifest.generator = "bitinc " + std::string(version());
+    manifest.model_name = model_path.stem().string();
+    manifest.source_sha256 = core::sha256_hex(source);
+    manifest.source_bytes = source.size();
+    manifest.parameters = model.parameter_count();
+    manifest.float32_bytes = model.float32_bytes();
+    manifest.topology = {"topology.onnx", model.topology.size(), core::sha256_hex(model.topology)};
+    manifest.ladder = plan;
+    manifest.chunk_elements =
+        std::clamp<std::uint64_t>(options.chunk_elements, 1, max_unit_elements);
+    for (const Tensor& tensor : model.weights) {
+        manifest.tensors.push_back(
+            {tensor.name, tensor.shape, tensor.stored_as, plan.quantizes(tensor)});
+    }
+    for (std::size_t i = 0; i < plan.bits.size(); ++i) {
+        RungEntry rung;
+        rung.kind = i == 0 ? RungKind::base : RungKind::refinement;
+        rung.bits = plan.bits[i];
+        rung.parent_bits = i == 0 ? 0 : plan.bits[i - 1];
+        rung.data.file = i == 0 ? "base-" + std::to_string(rung.bits) + ".bin"
+                                : "refine-" + std::to_string(rung.parent_bits) + "-" +
+                                      std::to_string(rung.bits) + ".bin";
+        manifest.rungs.push_back(std::move(rung));
+    }
+    for (const int bits : direct_bits) {
+        RungEntry rung;
+        rung.kind = RungKind::direct;
+        rung.bits = bits;
+        rung.data.file = "direct-" + std::to_string(bits) + ".bin";
+        manifest.rungs.push_back(std::move(rung));
+    }
+    const auto ladder_position = [&](int bits) {
+        return std::size_t(std::find(plan.bits.begin(), plan.bits.end(), bits) - plan.bits.begin());
+    };
+
+    std::size_t total_units = 0;
+    for (std::size_t t = 0; t < model.weights.size(); ++t) {
+        const std::uint64_t elements = model.weights[t].element_count();
+        if (elements == 0) continue;
+        const std::size_t chunks = plan_chunks(0, elements, manifest.chunk_elements).size();
+        const std::size_t rungs =
+            manifest.tensors[t].quantized ? manifest.rungs.size() : 1 + direct_bits.size();
+        total_units += chunks * rungs;
+    }
+
+    const int threads = core::resolve_threads(options.threads);
+    std::vector<std::string> files(manifest.rungs.size());
+    std::size_t done = 0;
+    for (std::size_t t = 0; t < model.weights.size(); ++t) {
+        const Tensor& tensor = model.weights[t];
+        if (tensor.element_count() == 0) continue;  // nothing to send
+        const std::vector<UnitTarget> chunks =
+            plan_chunks(std::uint32_t(t), tensor.element_count(), manifest.chunk_elements);
+        const bool quantized = manifest.tensors[t].quantized;
+        std::vector<QuantizedTensor> rungs;
+        if (quantized) rungs = quantize_ladder(tensor, plan);
+
+        std::vector<UnitJob> jobs;
+        for (std::size_t r = 0; r < manifest.rungs.size(); ++r) {
+            if (!quantized && manifest.rungs[r].kind == RungKind::refinement) continue;
+            for (const UnitTarget& chunk : chunks) jobs.push_back({r, chunk, {}});
+        }
+        std::mutex progress_mutex;
+        core::run_parallel(jobs.size(), threads, [&](std::size_t j) {
+            UnitJob& job = jobs[j];
+            const RungEntry& rung = manifest.rungs[job.rung];
+            if (!quantized) {
+                job.bytes = encode_exact_unit(
+                    job.target,
+                    std::span(tensor.values).subspan(job.target.first, job.target.count));
+            } else if (rung.kind == RungKind::refinement) {
+                job.bytes =
+                    encode_refinement_unit(job.target, rungs[job.rung - 1], rungs[job.rung]);
+            } else {
+                job.bytes = encode_level_unit(job.target, rungs[ladder_position(rung.bits)]);
+            }
+            if (options.progress) {
+                const std::lock_guard lock(progress_mutex);
+                options.progress(++done, total_units);
+            }
+        });
+        for (UnitJob& job : jobs) {
+            RungEntry& rung = manifest.rungs[job.rung];
+            std::string& file = files[job.rung];
+            rung.units.push_back({std::uint32_t(t), job.target.first, job.target.count, file.size(),
+                                  std::uint32_t(job.bytes.size()), trailing_crc(job.bytes)});
+            file.append(reinterpret_cast<const char*>(job.bytes.data()), job.bytes.size());
+        }
+    }
+    for (std::size_t r = 0; r < manifest.rungs.size(); ++r) {
+        manifest.rungs[r].data.bytes = files[r].size();
+        manifest.rungs[r].data.sha256 = core::sha256_hex(files[r]);
+    }
+    const std::string manifest_text = serialize_manifest(manifest);
+    // What we wrote must read back: the writer and the reader agree.
+    parse_manifest(manifest_text, "the new manifest");
+
+    const fs::path absolute = fs::absolute(output).lexically_normal();
+    const fs::path target = absolute.has_filename() ? absolute : absolute.parent_path();
+    const fs::path building = target.string() + ".partial-" + std::to_string(::getpid());
+    std::error_code error;
+    fs::remove_all(building, error);
+    if (!fs::create_directories(building, error) || error) {
+        throw Error("cannot create " + building.string() + ": " + error.message());
+    }
+    try {
+        write_plain_file(building / manifest.topology.file, model.topology);
+        for (std::size_t r = 0; r < files.size(); ++r) {
+            write_plain_file(building / manifest.rungs[r].data.file, files[r]);
+        }
+        write_plain_file(building / manifest_file_name, manifest_text);
+        install_directory(building, target);
+    } catch (...) {
+        fs::remove_all(building, error);
+        throw;
+    }
+    PackResult result;
+    result.manifest = std::move(manifest);
+    result.seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return result;
+}
+
+}  // namespace bitinc

@@ -1,0 +1,275 @@
+// Packages: pack, unpack through the ladder and directly, verify, and the
+// checks on manifests and units that protect a device from bad bytes.
+#include <gtest/gtest.h>
+
+#include <bitinc/bitinc.hpp>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "onnx_builder.hpp"
+#include "test_support.hpp"
+
+namespace bitinc {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::Encoding;
+using testing::OnnxBuilder;
+using testing::TemporaryDirectory;
+
+std::string slurp(const fs::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+void spit(const fs::path& path, const std::string& bytes) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << bytes;
+}
+
+std::vector<float> random_values(std::size_t count, float scale, unsigned seed) {
+    std::mt19937 generator(seed);
+    std::normal_distribution<float> normal(0.0f, scale);
+    std::vector<float> values(count);
+    for (float& value : values) value = normal(generator);
+    return values;
+}
+
+// A model with the tensors a packer meets: a large float32 matrix cut into
+// chunks that straddle channels, a float16 matrix, an all-zero and a
+// constant tensor, and a bias that travels exactly.
+fs::path write_test_model(const fs::path& directory) {
+    OnnxBuilder builder;
+    builder.input("x", {-1, 300}).output("y", {-1, 64});
+    builder.initializer("weight", {64, 300}, random_values(64 * 300, 0.05f, 1));
+    builder.initializer("bias", {64}, random_values(64, 0.1f, 2));
+    builder.initializer("half", {32, 40}, random_values(32 * 40, 0.2f, 3), Encoding::half_raw);
+    builder.initializer("zeros", {16, 32}, std::vector<float>(16 * 32, 0.0f));
+    builder.initializer("constant", {16, 32}, std::vector<float>(16 * 32, -0.75f));
+    builder.node("Gemm", {"x", "weight", "bias"}, {"y"});
+    const fs::path path = directory / "model.onnx";
+    spit(path, builder.bytes());
+    return path;
+}
+
+PackOptions options_for(const std::string& ladder, bool per_channel) {
+    PackOptions options;
+    options.ladder = LadderPlan::parse(ladder);
+    options.ladder.per_channel = per_channel;
+    options.chunk_elements = 1000;  // many chunks, not aligned to channels
+    options.direct_bits = options.ladder.bits;
+    options.threads = 2;
+    return options;
+}
+
+class Package : public ::testing::Test {
+  protected:
+    TemporaryDirectory directory_;
+    fs::path model_ = write_test_model(directory_.path());
+};
+
+TEST_F(Package, LadderReachesEveryDirectRungBitForBit) {
+    for (const std::string ladder : {"8,16", "4,16", "4,8,16", "2,3,12,32"}) {
+        for (const bool per_channel : {false, true}) {
+            SCOPED_TRACE(ladder + (per_channel ? " per channel" : " per tensor"));
+            const fs::path package = directory_.path() / "package";
+            const PackOptions options = options_for(ladder, per_channel);
+            pack_model(model_, options, package);
+            for (const int bits : options.ladder.bits) {
+                const std::string through_ladder =
+                    serialize_onnx(unpack_package(package, bits, false));
+                const std::string direct = serialize_onnx(unpack_package(package, bits, true));
+                EXPECT_EQ(through_ladder, direct) << bits << " bits";
+            }
+            const VerifyReport report = verify_package(package);
+            EXPECT_TRUE(report.problems.empty()) << report.problems.front();
+            EXPECT_EQ(report.files, 1 + 2 * options.ladder.bits.size());  // topology and rungs
+        }
+    }
+}
+
+TEST_F(Package, RungsMatchTheLadderQuantization) {
+    const fs::path package = directory_.path() / "package";
+    pack_model(model_, options_for("4,8", false), package);
+    const Model source = read_onnx_file(model_);
+    const Model base = unpack_package(package, 4, false);
+    LadderPlan plan = LadderPlan::parse("4,8");
+    for (std::size_t t = 0; t < source.weights.size(); ++t) {
+        const Tensor& tensor = source.weights[t];
+        if (!plan.quantizes(tensor)) {
+            EXPECT_EQ(base.weights[t].values, tensor.values) << tensor.name << " travels exactly";
+            continue;
+        }
+        const std::vector<float> expected = reconstruct(quantize_ladder(tensor, plan).front());
+        // float16 tensors are stored back as float16 in the ONNX file.
+        if (tensor.stored_as == StoredType::float32) {
+            EXPECT_EQ(base.weights[t].values, expected) << tensor.name;
+        }
+    }
+}
+
+TEST_F(Package, SameInputGivesByteIdenticalPackages) {
+    const PackOptions options = options_for("4,8,16", true);
+    pack_model(model_, options, directory_.path() / "one");
+    PackOptions single_thread = options;
+    single_thread.threads = 1;
+    pack_model(model_, single_thread, directory_.path() / "two");
+    std::size_t files = 0;
+    for (const auto& entry : fs::directory_iterator(directory_.path() / "one")) {
+        EXPECT_EQ(slurp(entry.path()), slurp(directory_.path() / "two" / entry.path().filename()))
+            << entry.path().filename();
+        ++files;
+    }
+    EXPECT_EQ(files, 8u);  // manifest, topology, 3 ladder rungs, 3 direct
+}
+
+TEST_F(Package, FlippedByteIsFoundByVerifyAndRefusedByUnpack) {
+    const fs::path package = directory_.path() / "package";
+    pack_model(model_, options_for("4,8", false), package);
+    const Manifest manifest = read_manifest(package);
+    const RungEntry& refinement = manifest.rungs[1];
+    std::string bytes = slurp(package / refinement.data.file);
+    bytes[refinement.units[3].offset + 70] ^= 0x10;
+    spit(package / refinement.data.file, bytes);
+
+    const VerifyReport report = verify_package(package);
+    ASSERT_GE(report.problems.size(), 2u);  // the file's SHA-256 and the unit's CRC
+    EXPECT_NE(report.problems[0].find("SHA-256"), std::string::npos) << report.problems[0];
+    EXPECT_NE(report.problems[1].find("unit 3"), std::string::npos) << report.problems[1];
+    EXPECT_THROW(unpack_package(package, 8, false), Error);
+    // The base rung is untouched and still unpacks.
+    EXPECT_NO_THROW(unpack_package(package, 4, false));
+}
+
+TEST_F(Package, TruncatedRungFileIsAnError) {
+    const fs::path package = directory_.path() / "package";
+    pack_model(model_, options_for("8,16", false), package);
+    const std::string bytes = slurp(package / "base-8.bin");
+    spit(package / "base-8.bin", bytes.substr(0, bytes.size() / 2));
+    try {
+        unpack_package(package, 8, false);
+        FAIL() << "a truncated rung unpacked";
+    } catch (const Error& error) {
+        EXPECT_NE(std::string(error.what()).find("base-8.bin"), std::string::npos) << error.what();
+    }
+}
+
+TEST_F(Package, ChangedTopologyIsRefused) {
+    const fs::path package = directory_.path() / "package";
+    pack_model(model_, options_for("8,16", false), package);
+    std::string topology = slurp(package / "topology.onnx");
+    topology[topology.size() / 2] ^= 1;
+    spit(package / "topology.onnx", topology);
+    EXPECT_THROW(unpack_package(package, 16, false), Error);
+}
+
+TEST_F(Package, ReplacesAPackageButNothingElse) {
+    const fs::path package = directory_.path() / "package";
+    pack_model(model_, options_for("8,16", false), package);
+    pack_model(model_, options_for("4,8", false), package);  // replaces the package
+    EXPECT_EQ(read_manifest(package).ladder.bits, (std::vector<int>{4, 8}));
+
+    const fs::path other = directory_.path() / "other";
+    fs::create_directories(other);
+    spit(other / "notes.txt", "keep me");
+    EXPECT_THROW(pack_model(model_, options_for("8,16", false), other), Error);
+    EXPECT_EQ(slurp(other / "notes.txt"), "keep me");
+
+    // A failed pack (the model is missing) leaves the old package alone.
+    EXPECT_THROW(
+        pack_model(directory_.path() / "missing.onnx", options_for("8,16", false), package), Error);
+    EXPECT_EQ(read_manifest(package).ladder.bits, (std::vector<int>{4, 8}));
+    std::size_t leftovers = 0;
+    for (const auto& entry : fs::directory_iterator(directory_.path())) {
+        leftovers += entry.path().filename().string().find(".partial") != std::string::npos;
+    }
+    EXPECT_EQ(leftovers, 0u);
+}
+
+TEST_F(Package, DirectRungMustBeOnTheLadder) {
+    PackOptions options = options_for("8,16", false);
+    options.direct_bits = {12};
+    EXPECT_THROW(pack_model(model_, options, directory_.path() / "package"), Error);
+}
+
+TEST_F(Package, NanWeightIsAClearError) {
+    OnnxBuilder builder;
+    builder.input("x", {-1, 300}).output("y", {-1, 64});
+    std::vector<float> values = random_values(64 * 300, 0.05f, 1);
+    values[1234] = std::nanf("");
+    builder.initializer("weight", {64, 300}, values);
+    builder.node("MatMul", {"x", "weight"}, {"y"});
+    spit(directory_.path() / "nan.onnx", builder.bytes());
+    try {
+        pack_model(directory_.path() / "nan.onnx", options_for("8,16", false),
+                   directory_.path() / "p");
+        FAIL() << "NaN packed";
+    } catch (const Error& error) {
+        EXPECT_NE(std::string(error.what()).find("NaN"), std::string::npos) << error.what();
+    }
+    EXPECT_FALSE(fs::exists(directory_.path() / "p"));
+}
+
+TEST_F(Package, AssemblerNeedsTheParentRungFirst) {
+    const fs::path package = directory_.path() / "package";
+    pack_model(model_, options_for("4,8", false), package);
+    const Manifest manifest = read_manifest(package);
+    ModelAssembler assembler(manifest, slurp(package / "topology.onnx"), "test");
+    EXPECT_FALSE(assembler.complete());
+    EXPECT_THROW(assembler.model(), Error);
+    const std::string refinement = slurp(package / manifest.rungs[1].data.file);
+    const UnitEntry& unit = manifest.rungs[1].units[0];
+    const auto bytes = std::span(
+        reinterpret_cast<const std::uint8_t*>(refinement.data()) + unit.offset, unit.length);
+    EXPECT_THROW(assembler.apply_unit(1, 0, bytes, "test"), Error);
+    // A unit given for the wrong entry is refused too.
+    const std::string base = slurp(package / manifest.rungs[0].data.file);
+    const UnitEntry& first = manifest.rungs[0].units[0];
+    const auto first_bytes =
+        std::span(reinterpret_cast<const std::uint8_t*>(base.data()) + first.offset, first.length);
+    EXPECT_THROW(assembler.apply_unit(0, 1, first_bytes, "test"), Error);
+    assembler.apply_unit(0, 0, first_bytes, "test");
+    EXPECT_EQ(assembler.chunk_bits(1, 0), 4);
+}
+
+// Manifest checks: each mutation must be refused with an Error.
+TEST_F(Package, MalformedManifestsAreRefused) {
+    const fs::path package = directory_.path() / "package";
+    pack_model(model_, options_for("4,8", false), package);
+    const std::string good = slurp(package / "manifest.json");
+    EXPECT_NO_THROW(parse_manifest(good, "good"));
+    const auto replaced = [&](const std::string& from, const std::string& to) {
+        std::string text = good;
+        const auto at = text.find(from);
+        EXPECT_NE(at, std::string::npos) << from;
+        return text.replace(at, from.size(), to);
+    };
+    const std::vector<std::string> bad = {
+        good.substr(0, good.size() / 2),
+        "",
+        "[]",
+        replaced("\"format_version\":1", "\"format_version\":2"),
+        replaced("\"file\":\"base-4.bin\"", "\"file\":\"../base-4.bin\""),
+        replaced("\"file\":\"base-4.bin\"", "\"file\":\"topology.onnx\""),
+        replaced("\"bits\":[4,8]", "\"bits\":[8,4]"),
+        replaced("\"bits\":[4,8]", "\"bits\":[4,8,16]"),
+        replaced("\"parameters\":", "\"parameters\":1"),
+        replaced("\"shape\":[64,300]", "\"shape\":[64,-300]"),
+        replaced("\"shape\":[64,300]", "\"shape\":[6400000000,300]"),
+        replaced("\"stored_as\":\"float32\"", "\"stored_as\":\"int8\""),
+        replaced("[0,0,1000,0,", "[0,1,1000,0,"),
+        replaced("[0,0,1000,0,", "[0,0,1000,1,"),
+        replaced("[0,0,1000,0,", "[7,0,1000,0,"),
+        replaced("\"kind\":\"base\"", "\"kind\":\"refinement\""),
+    };
+    for (std::size_t i = 0; i < bad.size(); ++i) {
+        EXPECT_THROW(parse_manifest(bad[i], "bad"), Error) << "mutation " << i;
+    }
+}
+
+}  // namespace
+}  // namespace bitinc
