@@ -49,8 +49,10 @@ bool CommandLine::parse(int argc, char** argv) {
             values_[name] = "";
         } else if (inline_value) {
             values_[name] = *inline_value;
+            all_values_[name].push_back(*inline_value);
         } else if (i + 1 < argc) {
             values_[name] = argv[++i];
+            all_values_[name].push_back(values_[name]);
         } else {
             throw UsageError("--" + name + " needs a value " + option->value_name + see_help);
         }
@@ -74,6 +76,11 @@ std::optional<std::string> CommandLine::value(const std::string& name) const {
     const auto found = values_.find(name);
     if (found == values_.end()) return std::nullopt;
     return found->second;
+}
+
+std::vector<std::string> CommandLine::values(const std::string& name) const {
+    const auto found = all_values_.find(name);
+    return found == all_values_.end() ? std::vector<std::string>{} : found->second;
 }
 
 long long CommandLine::integer(const std::string& name, long long fallback, long long min,

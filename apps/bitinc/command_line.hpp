@@ -28,7 +28,9 @@ class CommandLine {
     bool parse(int argc, char** argv);
 
     bool flag(const std::string& name) const;
+    // The last value given for an option, or every value of a repeatable one.
     std::optional<std::string> value(const std::string& name) const;
+    std::vector<std::string> values(const std::string& name) const;
     const std::string& positional(std::size_t index) const { return positionals_.at(index); }
 
     // Typed access with range checks; throws UsageError on a bad value.
@@ -49,6 +51,7 @@ class CommandLine {
     std::vector<Option> options_;
     std::vector<std::string> positionals_;
     std::map<std::string, std::string> values_;
+    std::map<std::string, std::vector<std::string>> all_values_;
 };
 
 }  // namespace bitinc::cli

@@ -11,5 +11,7 @@ int run_bench(int argc, char** argv);
 int run_pack(int argc, char** argv);
 int run_unpack(int argc, char** argv);
 int run_verify(int argc, char** argv);
+int run_serve(int argc, char** argv);
+int run_fetch(int argc, char** argv);
 
 }  // namespace bitinc::cli

@@ -27,6 +27,9 @@ constexpr Subcommand subcommands[] = {
      bitinc::cli::run_pack},
     {"unpack", "rebuild a package's ONNX model at one rung", bitinc::cli::run_unpack},
     {"verify", "check every hash, CRC and unit of a package", bitinc::cli::run_verify},
+    {"serve", "serve packages over HTTP, with link emulation and fault injection",
+     bitinc::cli::run_serve},
+    {"fetch", "download a package as a device does and write the model", bitinc::cli::run_fetch},
 };
 
 void print_help() {

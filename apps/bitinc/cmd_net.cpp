@@ -1,0 +1,233 @@
+// bitinc serve / fetch: packages over HTTP.
+#include <signal.h>
+#include <bitinc/bitinc.hpp>
+#include <bitinc/net.hpp>
+
+#include <cstdio>
+#include <fstream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+#include "command_line.hpp"
+#include "commands.hpp"
+#include "format.hpp"
+#include "progress_bar.hpp"
+
+namespace bitinc::cli {
+
+namespace {
+
+double seconds_option(const CommandLine& command_line, const std::string& name, double fallback) {
+    const auto text = command_line.value(name);
+    if (!text) return fallback;
+    const double seconds = std::strtod(text->c_str(), nullptr);
+    if (!(seconds > 0 && seconds < 1e6))
+        throw UsageError("--" + name + " must be a positive number of seconds");
+    return seconds;
+}
+
+nlohmann::json timeline_json(const FetchResult& result) {
+    nlohmann::json rungs = nlohmann::json::array();
+    for (const RungTimeline& rung : result.rungs) {
+        rungs.push_back({{"kind", rung_kind_name(rung.kind)},
+                         {"bits", rung.bits},
+                         {"parent_bits", rung.parent_bits},
+                         {"bytes", rung.bytes},
+                         {"requested_at", rung.requested_at},
+                         {"downloaded_at", rung.downloaded_at},
+                         {"ready_at", rung.ready_at},
+                         {"decode_seconds", rung.decode_seconds},
+                         {"decode_hidden_seconds", rung.decode_hidden_seconds},
+                         {"units_refetched", rung.units_refetched},
+                         {"units_degraded", rung.units_degraded}});
+    }
+    return {{"manifest_at", result.manifest_at},
+            {"topology_at", result.topology_at},
+            {"seconds", result.seconds},
+            {"bytes_downloaded", result.bytes_downloaded},
+            {"retries", result.retries},
+            {"reached_bits", result.reached_bits},
+            {"degraded_tensors", result.degraded_tensors},
+            {"rungs", rungs}};
+}
+
+}  // namespace
+
+int run_serve(int argc, char** argv) {
+    CommandLine command_line(
+        "serve",
+        "Serves a directory of packages over HTTP/1.1: GET and HEAD, byte ranges, ETag and\n"
+        "Cache-Control. --rate and --rtt emulate a link per response; --fault injects\n"
+        "faults for tests (repeatable):\n"
+        "  drop:FILE:BYTES[:TIMES]          close the connection after BYTES of a response\n"
+        "  flip:FILE:OFFSET[:LENGTH[:TIMES]] invert bytes of FILE at OFFSET\n"
+        "  delay:FILE:DURATION[:TIMES]      hold responses for DURATION\n"
+        "  fail:FILE[:TIMES]                answer 503\n"
+        "FILE is a file name or '*'; TIMES a count (default 1) or 'always'.\n"
+        "Stops cleanly on SIGINT or SIGTERM.");
+    command_line.add_positional("DIR", "the directory to serve (packages inside it)");
+    command_line.add_option("port", "P", "TCP port (default 8080; 0 picks a free one)");
+    command_line.add_option("host", "ADDRESS", "address to listen on (default 127.0.0.1)");
+    command_line.add_option("rate", "RATE",
+                            "link rate per response, e.g. 100Mbit (default unlimited)");
+    command_line.add_option("rtt", "DURATION", "round-trip time added to each response, e.g. 20ms");
+    command_line.add_option("fault", "RULE", "inject a fault (see above; repeatable)");
+    command_line.add_option("threads", "N", "connections served at once (default 64)");
+    command_line.add_option("log", "FILE", "append the access log to FILE (default stderr)");
+    command_line.add_flag("quiet", "no access log");
+    if (!command_line.parse(argc, argv)) return 0;
+
+    ServerOptions options;
+    options.root = command_line.positional(0);
+    options.host = command_line.value("host").value_or("127.0.0.1");
+    options.port = int(command_line.integer("port", 8080, 0, 65535));
+    options.threads = int(command_line.integer("threads", 64, 1, 4096));
+    if (const auto rate = command_line.value("rate"))
+        options.rate_bits_per_second = parse_rate(*rate);
+    if (const auto rtt = command_line.value("rtt")) options.rtt_seconds = parse_duration(*rtt);
+    for (const std::string& rule : command_line.values("fault"))
+        options.faults.push_back(parse_fault(rule));
+
+    std::mutex log_mutex;
+    std::ofstream log_file;
+    if (const auto log = command_line.value("log")) {
+        log_file.open(*log, std::ios::app);
+        if (!log_file) throw Error(*log + ": cannot open the access log");
+    }
+    if (!command_line.flag("quiet")) {
+        options.access_log = [&](const std::string& line) {
+            const std::lock_guard lock(log_mutex);
+            if (log_file.is_open()) {
+                log_file << line << '\n' << std::flush;
+            } else {
+                std::fprintf(stderr, "%s\n", line.c_str());
+            }
+        };
+    }
+    // Signals are taken by sigwait below; every thread inherits the mask.
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+    PackageServer server(options);
+    server.start();
+    std::printf("serving %s at %s", options.root.c_str(), server.url().c_str());
+    if (options.rate_bits_per_second > 0)
+        std::printf(", %.1f Mbit/s", options.rate_bits_per_second / 1e6);
+    if (options.rtt_seconds > 0) std::printf(", RTT %.0f ms", options.rtt_seconds * 1e3);
+    if (!options.faults.empty()) std::printf(", %zu fault rule(s)", options.faults.size());
+    std::printf("\n");
+    std::fflush(stdout);
+    int received = 0;
+    sigwait(&signals, &received);
+    std::fprintf(stderr, "bitinc serve: %s, stopping\n",
+                 received == SIGINT ? "interrupted" : "terminated");
+    server.stop();
+    return 0;
+}
+
+int run_fetch(int argc, char** argv) {
+    CommandLine command_line(
+        "fetch",
+        "Downloads a package as a device does and writes the model. The manifest and the\n"
+        "topology come first (the topology is used only if its SHA-256 matches), then the\n"
+        "base rung and refinements (incremental) or the direct rung (direct), with range\n"
+        "requests; units are decoded while the download goes on. Failed requests are\n"
+        "retried with backoff, interrupted downloads resume from .part files, and units\n"
+        "that fail their CRC are fetched again. A refinement that cannot be had leaves its\n"
+        "tensors at the lower rung (a warning; --strict makes it an error).");
+    command_line.add_positional("URL", "the package, e.g. http://host:8080/small-cnn/");
+    command_line.add_option("mode", "MODE", "incremental (default) or direct");
+    command_line.add_option("until", "BITS", "stop at this rung (default: the top)");
+    command_line.add_option("o", "OUT.onnx", "output model (required)");
+    command_line.add_option("parts", "DIR",
+                            "where partial downloads are kept (default OUT.onnx.parts)");
+    command_line.add_option("retries", "N", "tries without progress before giving up (default 8)");
+    command_line.add_option("timeout", "SECONDS", "connect and read timeout (default 30)");
+    command_line.add_option("decode-threads", "N", "threads decoding units (default 2)");
+    command_line.add_flag("strict", "a refinement that cannot be had is an error");
+    command_line.add_flag("json", "print the timeline as JSON");
+    command_line.add_flag("no-progress", "never draw a progress bar");
+    if (!command_line.parse(argc, argv)) return 0;
+    const auto output = command_line.value("o");
+    if (!output) throw UsageError("give the output model with -o OUT.onnx");
+
+    FetchOptions options;
+    const std::string mode = command_line.value("mode").value_or("incremental");
+    if (mode == "incremental") {
+        options.mode = FetchMode::incremental;
+    } else if (mode == "direct") {
+        options.mode = FetchMode::direct;
+    } else {
+        throw UsageError("--mode is incremental or direct");
+    }
+    options.until_bits = int(command_line.integer("until", 0, 2, 32));
+    options.part_directory = command_line.value("parts").value_or(*output + ".parts");
+    options.max_attempts = int(command_line.integer("retries", 8, 1, 1000));
+    options.timeout_seconds = seconds_option(command_line, "timeout", 30);
+    options.decode_threads = int(command_line.integer("decode-threads", 2, 1, 64));
+    options.strict = command_line.flag("strict");
+    ProgressBar progress("fetch", "B",
+                         !command_line.flag("no-progress") && ProgressBar::stderr_is_terminal());
+    options.on_event = [&](const FetchEvent& event) {
+        switch (event.kind) {
+            case FetchEvent::Kind::progress:
+                progress.update(event.bytes_done, event.bytes_total);
+                break;
+            case FetchEvent::Kind::retry:
+                progress.finish();
+                std::fprintf(stderr, "bitinc fetch: %s\n", event.message.c_str());
+                break;
+            case FetchEvent::Kind::degraded:
+                progress.finish();
+                std::fprintf(stderr,
+                             "bitinc fetch: warning: %s; %zu tensor(s) stay below %d bits\n",
+                             event.message.c_str(), event.tensors.size(), event.bits);
+                break;
+            default:
+                break;
+        }
+    };
+    const FetchResult result = fetch_package(command_line.positional(0), options);
+    progress.finish();
+    write_onnx_file(result.model, *output);
+    std::error_code ignored;
+    std::filesystem::remove(options.part_directory, ignored);  // only if empty
+
+    if (command_line.flag("json")) {
+        nlohmann::json json = timeline_json(result);
+        json["url"] = command_line.positional(0);
+        json["mode"] = mode;
+        json["output"] = *output;
+        std::printf("%s\n", json.dump(2).c_str());
+    } else {
+        std::printf("%s: manifest %.3f s, topology %.3f s\n", command_line.positional(0).c_str(),
+                    result.manifest_at, result.topology_at);
+        for (const RungTimeline& rung : result.rungs) {
+            const std::string bits =
+                rung.kind == RungKind::refinement
+                    ? std::to_string(rung.parent_bits) + "->" + std::to_string(rung.bits)
+                    : std::to_string(rung.bits);
+            std::printf(
+                "  %-10s %-6s %12s  downloaded %7.3f s  ready %7.3f s  decode %.3f s (%.0f %% "
+                "hidden)\n",
+                std::string(rung_kind_name(rung.kind)).c_str(), bits.c_str(),
+                megabytes(rung.bytes).c_str(), rung.downloaded_at, rung.ready_at,
+                rung.decode_seconds,
+                rung.decode_seconds > 0 ? 100 * rung.decode_hidden_seconds / rung.decode_seconds
+                                        : 100.0);
+        }
+        std::printf("%d-bit model written to %s (%s downloaded, %zu retries, %.3f s)\n",
+                    result.reached_bits, output->c_str(),
+                    megabytes(result.bytes_downloaded).c_str(), result.retries, result.seconds);
+    }
+    if (!result.degraded_tensors.empty()) {
+        std::fprintf(stderr, "bitinc fetch: warning: %zu tensor(s) did not reach the top rung\n",
+                     result.degraded_tensors.size());
+    }
+    return 0;
+}
+
+}  // namespace bitinc::cli

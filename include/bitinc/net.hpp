@@ -1,0 +1,168 @@
+// HTTP delivery: a static-file server for packages with link emulation and
+// fault injection (the lab's stand-in for a CDN over a mobile link), and the
+// device's fetcher, which downloads a package topology first, verifies
+// everything and decodes units while they arrive.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bitinc/model.hpp"
+#include "bitinc/package.hpp"
+
+namespace bitinc {
+
+// ---- parsing of link and fault settings ------------------------------------
+
+// "100Mbit", "33.6Mbit", "1.1Gbit", "500kbit", "12MB" (bytes) -> bits per
+// second. Throws Error on anything else.
+double parse_rate(std::string_view text);
+// "20ms", "1.5s", "0" -> seconds. Throws Error on anything else.
+double parse_duration(std::string_view text);
+
+// A fault the server injects, for tests of the fetcher's recovery.
+struct FaultRule {
+    enum class Kind {
+        drop,   // close the connection after `bytes` body bytes of a response
+        flip,   // invert the bytes at file offsets [offset, offset + length)
+        delay,  // hold the response `seconds` before its first byte
+        fail,   // answer 503 Service Unavailable
+    };
+    Kind kind = Kind::drop;
+    std::string file;  // a file name in the served tree, or "*" for any
+    std::uint64_t bytes = 0;
+    std::uint64_t offset = 0;
+    std::uint64_t length = 1;
+    double seconds = 0;
+    // How many responses the fault hits; -1: every one.
+    int times = 1;
+};
+
+// "drop:FILE:BYTES[:TIMES]", "flip:FILE:OFFSET[:LENGTH[:TIMES]]",
+// "delay:FILE:DURATION[:TIMES]", "fail:FILE[:TIMES]"; TIMES is a count or
+// "always". Throws Error on anything else.
+FaultRule parse_fault(std::string_view text);
+
+// ---- the server --------------------------------------------------------------
+
+struct ServerOptions {
+    std::filesystem::path root;  // only files under it are served
+    std::string host = "127.0.0.1";
+    int port = 0;  // 0: any free port (see PackageServer::port)
+    // Each response is paced to this rate (bits/s, 0: unlimited) and starts
+    // one round-trip time after its request.
+    double rate_bits_per_second = 0;
+    double rtt_seconds = 0;
+    std::vector<FaultRule> faults;
+    int threads = 64;  // concurrent connections served
+    // One line per request (time, client, method, target, range, status, bytes).
+    std::function<void(const std::string&)> access_log;
+};
+
+class PackageServer {
+  public:
+    explicit PackageServer(ServerOptions options);
+    ~PackageServer();  // stops the server
+    PackageServer(const PackageServer&) = delete;
+    PackageServer& operator=(const PackageServer&) = delete;
+
+    // Binds and starts serving on a background thread. Throws Error if the
+    // address cannot be bound.
+    void start();
+    // Stops accepting, ends responses in progress and joins the threads.
+    void stop();
+    int port() const;
+    std::string url() const;  // "http://host:port"
+
+  private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+// ---- the fetcher --------------------------------------------------------------
+
+enum class FetchMode {
+    incremental,  // base rung, then refinements (UE1 of the 3GPP scenario)
+    direct,       // the direct rung only (UE2)
+};
+
+// What the fetcher reports as it goes.
+struct FetchEvent {
+    enum class Kind {
+        manifest_ready,
+        topology_ready,
+        rung_ready,  // every unit of `bits` applied (or degraded): assembler holds it
+        degraded,    // `tensors` stay below `bits`: a refinement could not be had
+        progress,    // bytes arrived
+        retry,       // a request failed and will be repeated: `message` says why
+    };
+    Kind kind = Kind::progress;
+    double seconds = 0;  // since the fetch started
+    int bits = 0;
+    std::uint64_t bytes_done = 0;
+    std::uint64_t bytes_total = 0;
+    std::vector<std::string> tensors;
+    std::string message;
+    // Valid during rung_ready and degraded: the model as it stands.
+    const ModelAssembler* assembler = nullptr;
+};
+
+struct FetchOptions {
+    FetchMode mode = FetchMode::incremental;
+    int until_bits = 0;  // 0: the top rung
+    // Where partial downloads are kept for resuming (empty: not kept).
+    std::filesystem::path part_directory;
+    // Retries of a failing request: backoff from `backoff_initial` doubling
+    // to `backoff_max`, at most `max_attempts` tries without progress.
+    int max_attempts = 8;
+    double backoff_initial = 0.3;
+    double backoff_max = 10.0;
+    double timeout_seconds = 30;  // connect and read timeout
+    int decode_threads = 2;
+    // A refinement that cannot be had fails the fetch instead of degrading.
+    bool strict = false;
+    const std::atomic<bool>* cancel = nullptr;  // set to stop the fetch (Error "cancelled")
+    std::function<void(const FetchEvent&)> on_event;
+};
+
+struct RungTimeline {
+    RungKind kind = RungKind::base;
+    int bits = 0;
+    int parent_bits = 0;
+    std::uint64_t bytes = 0;
+    double requested_at = 0;    // seconds since the fetch started
+    double downloaded_at = 0;   // last byte in
+    double ready_at = 0;        // last unit applied
+    double decode_seconds = 0;  // time spent applying units (on all threads)
+    // Decoding done before the last byte arrived: hidden behind the transfer.
+    double decode_hidden_seconds = 0;
+    std::size_t units_refetched = 0;
+    std::size_t units_degraded = 0;
+};
+
+struct FetchResult {
+    Manifest manifest;
+    Model model;
+    int reached_bits = 0;  // of the lowest quantized chunk
+    double manifest_at = 0;
+    double topology_at = 0;
+    double seconds = 0;
+    std::uint64_t bytes_downloaded = 0;
+    std::size_t retries = 0;
+    std::vector<RungTimeline> rungs;
+    std::vector<std::string> degraded_tensors;
+};
+
+// Fetches the package at `url` (the directory holding manifest.json, e.g.
+// "http://host:8080/models/resnet18/"). Throws Error on a fault it cannot
+// recover from: unreachable server, missing or malformed manifest, a
+// topology or base unit that never arrives intact.
+FetchResult fetch_package(const std::string& url, const FetchOptions& options);
+
+}  // namespace bitinc
