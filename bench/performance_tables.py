@@ -5,7 +5,8 @@
 
 Every *.json file in the directories is read; runs with different thread
 counts (e.g. THREADS=1 and THREADS=2 into two directories) appear side by
-side in the speed table.
+side in the speed table, one group of columns per thread count. Sizes come
+from the runs with the most threads (sizes do not depend on threads).
 """
 
 import glob
@@ -80,10 +81,11 @@ def main():
             print(f"| {name} | {result['ladder']} | {label} | {mb(entropy) if entropy else ''} | "
                   + " | ".join(cells) + " |")
 
-    print("\n### Speeds of the bitinc coder (per-tensor steps, M weights/s and seconds)\n")
-    print("| model | ladder | rung | threads | encode | decode | decode s | refine apply (1 thread) |")
-    print("|---|---|---|---|---|---|---|---|")
-    seen = set()
+    # One row per model, ladder and rung; one group of columns per thread
+    # count, widest first, so that runs at different thread counts sit side
+    # by side.
+    thread_counts = sorted({r["threads"] for _, r in runs if not r["per_channel"]}, reverse=True)
+    rows = {}
     for name, result in runs:
         if result["per_channel"]:
             continue
@@ -95,15 +97,28 @@ def main():
         if len(rungs) > 1:
             rungs.append((ours["direct"], rung_label(ours["direct"], direct=True)))
         for rung, label in rungs:
-            key = (name, label, result["threads"])
-            if key in seen:
+            row = rows.setdefault((name, label), {"ladder": result["ladder"], "threads": {}, "refine": {}})
+            if result["threads"] in row["threads"]:
                 continue
-            seen.add(key)
-            refine = result["refine_weights_per_second"] / 1e6 if rung["parent_bits"] else None
-            print(f"| {name} | {result['ladder']} | {label} | {result['threads']} | "
-                  f"{rung['encode_weights_per_second'] / 1e6:.1f} | {rung['decode_weights_per_second'] / 1e6:.1f} | "
-                  f"{rung['decode_seconds']:.3f} | {f'{refine:.0f}' if refine else ''} |")
+            row["threads"][result["threads"]] = rung
+            if rung["parent_bits"]:
+                row["refine"][result["threads"]] = result["refine_weights_per_second"] / 1e6
 
+    print("\n### Speeds of the bitinc coder (per-tensor steps, M weights/s and seconds)\n")
+    groups = " | ".join(f"encode {t} t | decode {t} t | decode s {t} t" for t in thread_counts)
+    print(f"| model | ladder | rung | {groups} | refine apply (1 thread) |")
+    print("|---|---|---|" + "---|---|---|" * len(thread_counts) + "---|")
+    for (name, label), row in rows.items():
+        cells = []
+        for t in thread_counts:
+            rung = row["threads"].get(t)
+            if rung is None:
+                cells += ["", "", ""]
+                continue
+            cells += [f"{rung['encode_weights_per_second'] / 1e6:.1f}",
+                      f"{rung['decode_weights_per_second'] / 1e6:.1f}", f"{rung['decode_seconds']:.3f}"]
+        refine = " / ".join(f"{row['refine'][t]:.0f}" for t in thread_counts if t in row["refine"])
+        print(f"| {name} | {row['ladder']} | {label} | " + " | ".join(cells) + f" | {refine} |")
 
 if __name__ == "__main__":
     main()

@@ -2,9 +2,12 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <chrono>
+#include <csignal>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "onnx_builder.hpp"
 #include "test_support.hpp"
@@ -157,7 +160,8 @@ TEST_F(Cli, AccuracyJson) {
 }
 
 TEST_F(Cli, BenchJsonReportsEveryCoderAndRung) {
-    const CommandResult result = run("bench " + small_cnn() + " --ladders 4,8/8 --coders bitinc,raw --json");
+    const CommandResult result =
+        run("bench " + small_cnn() + " --ladders 4,8/8 --coders bitinc,raw --json");
     ASSERT_EQ(result.status, 0) << result.err;
     const auto json = nlohmann::json::parse(result.out);
     ASSERT_EQ(json["results"].size(), 2u);
@@ -169,13 +173,130 @@ TEST_F(Cli, BenchJsonReportsEveryCoderAndRung) {
     ASSERT_EQ(bitinc["rungs"].size(), 2u);
     EXPECT_EQ(bitinc["rungs"][1]["parent_bits"], 4);
     // Entropy coding beats packing 4-bit indices raw.
-    EXPECT_LT(bitinc["rungs"][0]["bytes"].get<double>(), ladder["coders"][1]["rungs"][0]["bytes"].get<double>());
+    EXPECT_LT(bitinc["rungs"][0]["bytes"].get<double>(),
+              ladder["coders"][1]["rungs"][0]["bytes"].get<double>());
     EXPECT_GT(bitinc["direct_over_entropy"].get<double>(), 0.5);
 }
 
 TEST_F(Cli, BenchRejectsBadLaddersAndCoders) {
-    expect_one_line_error(run("bench " + small_cnn() + " --ladders 8,4"), "bit depths must increase");
+    expect_one_line_error(run("bench " + small_cnn() + " --ladders 8,4"),
+                          "bit depths must increase");
     expect_one_line_error(run("bench " + small_cnn() + " --coders gzip"), "unknown coder 'gzip'");
+}
+
+}  // namespace
+}  // namespace bitinc
+
+namespace bitinc {
+namespace {
+
+TEST_F(Cli, PackVerifyUnpackRoundTrip) {
+    const auto package = directory_.path() / "package";
+    CommandResult result =
+        run("pack " + small_cnn() + " --ladder 4,8,16 --json -o " + package.string());
+    ASSERT_EQ(result.status, 0) << result.err;
+    const auto json = nlohmann::json::parse(result.out);
+    EXPECT_EQ(json["rungs"].size(), 4u);
+    EXPECT_EQ(run("verify " + package.string()).status, 0);
+    result = run("unpack " + package.string() + " --rung 16 -o " +
+                 (directory_.path() / "a.onnx").string());
+    ASSERT_EQ(result.status, 0) << result.err;
+    result = run("unpack " + package.string() + " --rung 16 --direct -o " +
+                 (directory_.path() / "b.onnx").string());
+    ASSERT_EQ(result.status, 0) << result.err;
+    EXPECT_EQ(slurp(directory_.path() / "a.onnx"), slurp(directory_.path() / "b.onnx"));
+
+    // A damaged package: verify says so with exit status 1.
+    const auto base = package / "base-4.bin";
+    std::string bytes = slurp(base);
+    bytes[bytes.size() / 2] ^= 0x40;
+    write("package/base-4.bin", bytes);
+    result = run("verify " + package.string());
+    EXPECT_EQ(result.status, 1);
+    EXPECT_NE(result.out.find("DAMAGED"), std::string::npos) << result.out;
+    expect_one_line_error(
+        run("unpack " + package.string() + " -o " + (directory_.path() / "c.onnx").string()),
+        "base-4.bin");
+    EXPECT_FALSE(std::filesystem::exists(directory_.path() / "c.onnx"));
+}
+
+TEST_F(Cli, PackageCommandsRejectBadInput) {
+    expect_one_line_error(
+        run("pack /nonexistent/model.onnx -o " + (directory_.path() / "p").string()),
+        "/nonexistent/model.onnx");
+    expect_one_line_error(
+        run("pack " + small_cnn() + " --ladder 8,4 -o " + (directory_.path() / "p").string()),
+        "8,4");
+    expect_one_line_error(run("verify " + directory_.path().string()), "manifest.json");
+    std::filesystem::create_directories(directory_.path() / "bad");
+    write("bad/manifest.json", "{\"format\": \"bitinc-package\", \"format_version\": 1");
+    expect_one_line_error(run("unpack " + (directory_.path() / "bad").string() + " -o x.onnx"),
+                          "manifest.json");
+    EXPECT_EQ(run("pack " + small_cnn()).status, 2);  // no -o
+    EXPECT_EQ(run("fetch http://127.0.0.1:1/x/").status, 2);
+    expect_one_line_error(
+        run("fetch ftp://example.org/x/ -o " + (directory_.path() / "f.onnx").string()), "ftp://");
+    expect_one_line_error(run("fetch http://127.0.0.1:1/x/ --retries 1 -o " +
+                              (directory_.path() / "f.onnx").string()),
+                          "127.0.0.1:1");
+    EXPECT_FALSE(std::filesystem::exists(directory_.path() / "f.onnx"));
+    expect_one_line_error(run("serve /nonexistent/dir"), "/nonexistent/dir");
+    expect_one_line_error(run("serve . --rate fast"), "fast");
+    expect_one_line_error(run("serve . --fault explode:x"), "explode");
+}
+
+TEST_F(Cli, ServeAndFetchThenStopCleanly) {
+    const auto www = directory_.path() / "www";
+    ASSERT_EQ(
+        run("pack " + small_cnn() + " --ladder 4,16 -o " + (www / "small-cnn").string()).status, 0);
+    // The server runs in the background; its first line names its URL.
+    const auto out = directory_.path() / "serve.out";
+    const std::string command =
+        std::string(BITINC_CLI) + " serve " + www.string() + " --port 0 --rtt 5ms --log " +
+        (directory_.path() / "access.log").string() + " >" + out.string() + " 2>&1 & echo $!";
+    FILE* shell = ::popen(command.c_str(), "r");
+    ASSERT_NE(shell, nullptr);
+    int pid = 0;
+    ASSERT_EQ(std::fscanf(shell, "%d", &pid), 1);
+    ::pclose(shell);
+    std::string url;
+    for (int i = 0; i < 100 && url.empty(); ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        const std::string text = slurp(out);
+        const auto at = text.find("http://");
+        if (at != std::string::npos && text.find('\n', at) != std::string::npos) {
+            url = text.substr(at, text.find_first_of(",\n", at) - at);
+        }
+    }
+    ASSERT_FALSE(url.empty()) << slurp(out);
+    const auto model = directory_.path() / "fetched.onnx";
+    CommandResult result = run("fetch " + url + "/small-cnn/ --json -o " + model.string());
+    EXPECT_EQ(result.status, 0) << result.err;
+    const auto timeline = nlohmann::json::parse(result.out);
+    EXPECT_EQ(timeline["rungs"].size(), 2u);
+    EXPECT_EQ(timeline["reached_bits"], 16);
+    ASSERT_EQ(run("unpack " + (www / "small-cnn").string() + " -o " +
+                  (directory_.path() / "u.onnx").string())
+                  .status,
+              0);
+    EXPECT_EQ(slurp(model), slurp(directory_.path() / "u.onnx"));
+    EXPECT_NE(slurp(directory_.path() / "access.log").find("GET /small-cnn/manifest.json 200"),
+              std::string::npos);
+
+    // Running unless gone or a zombie (the shell that started it has exited).
+    const auto running = [pid] {
+        std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+        std::string text;
+        std::getline(stat, text);
+        const auto state = text.rfind(')');
+        return stat && state != std::string::npos && state + 2 < text.size() &&
+               text[state + 2] != 'Z';
+    };
+    ::kill(pid, SIGTERM);
+    for (int i = 0; i < 100 && running(); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_FALSE(running()) << "the server did not stop on SIGTERM";
+    EXPECT_NE(slurp(out).find("stopping"), std::string::npos);
 }
 
 }  // namespace

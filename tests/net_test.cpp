@@ -1,0 +1,486 @@
+// Loopback tests of the package server and the fetcher: exact models, and
+// recovery from every fault the server can inject.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <bitinc/bitinc.hpp>
+#include <bitinc/net.hpp>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "onnx_builder.hpp"
+#include "test_support.hpp"
+
+namespace bitinc {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::OnnxBuilder;
+using testing::TemporaryDirectory;
+
+std::string slurp(const fs::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+void spit(const fs::path& path, const std::string& bytes) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << bytes;
+}
+
+// Two quantized matrices in several chunks each and a bias.
+void write_model(const fs::path& path) {
+    std::mt19937 generator(7);
+    std::normal_distribution<float> normal(0.0f, 0.05f);
+    const auto values = [&](std::size_t count) {
+        std::vector<float> result(count);
+        for (float& value : result) value = normal(generator);
+        return result;
+    };
+    OnnxBuilder builder;
+    builder.input("x", {-1, 256}).output("y", {-1, 64});
+    builder.initializer("first", {128, 256}, values(128 * 256));
+    builder.initializer("second", {64, 128}, values(64 * 128));
+    builder.initializer("bias", {64}, values(64));
+    builder.node("Transpose", {"first"}, {"first_t"});
+    builder.node("MatMul", {"x", "first_t"}, {"h"});
+    builder.node("Transpose", {"second"}, {"second_t"});
+    builder.node("MatMul", {"h", "second_t"}, {"z"});
+    builder.node("Add", {"z", "bias"}, {"y"});
+    spit(path, builder.bytes());
+}
+
+class Delivery : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        write_model(directory_.path() / "model.onnx");
+        PackOptions options;
+        options.ladder = LadderPlan::parse("4,8,16");
+        options.direct_bits = {8, 16};
+        options.chunk_elements = 4096;
+        pack_model(directory_.path() / "model.onnx", options, root_ / "model");
+        expected_top_ = serialize_onnx(unpack_package(root_ / "model", 16, false));
+        manifest_ = read_manifest(root_ / "model");
+    }
+
+    std::unique_ptr<PackageServer> serve(std::vector<std::string> faults = {}, double rate = 0) {
+        ServerOptions options;
+        options.root = root_;
+        options.rate_bits_per_second = rate;
+        for (const std::string& fault : faults) options.faults.push_back(parse_fault(fault));
+        auto server = std::make_unique<PackageServer>(options);
+        server->start();
+        return server;
+    }
+
+    FetchOptions quick_options() const {
+        FetchOptions options;
+        options.backoff_initial = 0.01;
+        options.backoff_max = 0.05;
+        options.max_attempts = 3;
+        options.timeout_seconds = 5;
+        return options;
+    }
+
+    std::string url(const PackageServer& server) const { return server.url() + "/model/"; }
+
+    TemporaryDirectory directory_;
+    fs::path root_ = directory_.path() / "www";
+    std::string expected_top_;
+    Manifest manifest_;
+};
+
+TEST_F(Delivery, IncrementalAndDirectReproduceUnpack) {
+    const auto server = serve();
+    const FetchResult incremental = fetch_package(url(*server), quick_options());
+    EXPECT_EQ(serialize_onnx(incremental.model), expected_top_);
+    EXPECT_EQ(incremental.reached_bits, 16);
+    ASSERT_EQ(incremental.rungs.size(), 3u);
+    EXPECT_EQ(incremental.rungs[0].bits, 4);
+    EXPECT_EQ(incremental.retries, 0u);
+    EXPECT_GE(incremental.topology_at, incremental.manifest_at);
+    EXPECT_GE(incremental.rungs[0].ready_at, incremental.topology_at);
+
+    FetchOptions direct = quick_options();
+    direct.mode = FetchMode::direct;
+    EXPECT_EQ(serialize_onnx(fetch_package(url(*server), direct).model), expected_top_);
+    direct.until_bits = 8;
+    EXPECT_EQ(serialize_onnx(fetch_package(url(*server), direct).model),
+              serialize_onnx(unpack_package(root_ / "model", 8, false)));
+    FetchOptions until = quick_options();
+    until.until_bits = 8;
+    const FetchResult partial = fetch_package(url(*server), until);
+    EXPECT_EQ(partial.rungs.size(), 2u);
+    EXPECT_EQ(partial.reached_bits, 8);
+}
+
+TEST_F(Delivery, EventsComeInOrderWithTheModelAtEachRung) {
+    const auto server = serve();
+    FetchOptions options = quick_options();
+    std::vector<FetchEvent::Kind> kinds;
+    std::vector<std::string> models;
+    options.on_event = [&](const FetchEvent& event) {
+        if (event.kind == FetchEvent::Kind::progress) return;
+        kinds.push_back(event.kind);
+        if (event.kind == FetchEvent::Kind::rung_ready)
+            models.push_back(serialize_onnx(event.assembler->model()));
+    };
+    fetch_package(url(*server), options);
+    using Kind = FetchEvent::Kind;
+    EXPECT_EQ(kinds, (std::vector<Kind>{Kind::manifest_ready, Kind::topology_ready,
+                                        Kind::rung_ready, Kind::rung_ready, Kind::rung_ready}));
+    ASSERT_EQ(models.size(), 3u);
+    EXPECT_EQ(models[0], serialize_onnx(unpack_package(root_ / "model", 4, false)));
+    EXPECT_EQ(models[2], expected_top_);
+}
+
+TEST_F(Delivery, CorruptedTopologyIsRefetched) {
+    const auto server = serve({"flip:topology.onnx:100:1:2"});  // damaged twice
+    const FetchResult result = fetch_package(url(*server), quick_options());
+    EXPECT_EQ(serialize_onnx(result.model), expected_top_);
+    EXPECT_EQ(result.retries, 2u);
+}
+
+TEST_F(Delivery, TopologyThatNeverArrivesIntactIsAnError) {
+    const auto server = serve({"flip:topology.onnx:100:1:always"});
+    try {
+        fetch_package(url(*server), quick_options());
+        FAIL() << "a damaged topology was used";
+    } catch (const Error& error) {
+        EXPECT_NE(std::string(error.what()).find("SHA-256"), std::string::npos) << error.what();
+    }
+}
+
+TEST_F(Delivery, FlippedWeightByteIsDetectedAndRefetched) {
+    const UnitEntry& unit = manifest_.rungs[1].units[2];
+    const auto server =
+        serve({"flip:" + manifest_.rungs[1].data.file + ":" + std::to_string(unit.offset + 80)});
+    const FetchResult result = fetch_package(url(*server), quick_options());
+    EXPECT_EQ(serialize_onnx(result.model), expected_top_);
+    EXPECT_EQ(result.rungs[1].units_refetched, 1u);
+    EXPECT_TRUE(result.degraded_tensors.empty());
+}
+
+TEST_F(Delivery, DroppedConnectionResumes) {
+    const auto server = serve({"drop:" + manifest_.rungs[2].data.file + ":5000:2"});
+    const FetchResult result = fetch_package(url(*server), quick_options());
+    EXPECT_EQ(serialize_onnx(result.model), expected_top_);
+    EXPECT_EQ(result.retries, 2u);
+    // Resumed, not restarted: about one file's worth of bytes came in.
+    std::uint64_t package_bytes = manifest_.topology.bytes;
+    for (const RungEntry* rung : manifest_.ladder_rungs()) package_bytes += rung->data.bytes;
+    EXPECT_LT(result.bytes_downloaded, package_bytes + 40'000);
+}
+
+TEST_F(Delivery, PersistentlyBrokenRefinementDegradesThatTensorOnly) {
+    const RungEntry& refinement = manifest_.rungs[1];
+    // The last unit of the 4->8 rung belongs to "second".
+    const UnitEntry& unit = refinement.units.back();
+    ASSERT_EQ(manifest_.tensors[unit.tensor].name, "second");
+    const auto server = serve(
+        {"flip:" + refinement.data.file + ":" + std::to_string(unit.offset + 70) + ":1:always"});
+    FetchOptions options = quick_options();
+    std::vector<std::string> degraded;
+    options.on_event = [&](const FetchEvent& event) {
+        if (event.kind == FetchEvent::Kind::degraded)
+            degraded.insert(degraded.end(), event.tensors.begin(), event.tensors.end());
+    };
+    const FetchResult result = fetch_package(url(*server), options);
+    EXPECT_EQ(result.degraded_tensors, (std::vector<std::string>{"second"}));
+    EXPECT_EQ(degraded,
+              (std::vector<std::string>{"second", "second"}));  // 4->8 lost, 8->16 skipped
+    EXPECT_EQ(result.reached_bits, 4);
+    // Every other tensor is exactly at the top rung; the degraded chunk at 4 bits.
+    const Model top = unpack_package(root_ / "model", 16, false);
+    const Model base = unpack_package(root_ / "model", 4, false);
+    for (std::size_t t = 0; t < top.weights.size(); ++t) {
+        const auto& values = result.model.weights[t].values;
+        if (top.weights[t].name != "second") {
+            EXPECT_EQ(values, top.weights[t].values) << top.weights[t].name;
+            continue;
+        }
+        for (std::uint64_t i = 0; i < values.size(); ++i) {
+            const bool in_lost_chunk = i >= unit.first && i < unit.first + unit.count;
+            ASSERT_EQ(values[i], (in_lost_chunk ? base : top).weights[t].values[i]) << i;
+        }
+    }
+
+    options.strict = true;
+    EXPECT_THROW(fetch_package(url(*server), options), Error);
+}
+
+TEST_F(Delivery, BrokenBaseUnitIsAnError) {
+    const UnitEntry& unit = manifest_.rungs[0].units[1];
+    const auto server = serve({"flip:" + manifest_.rungs[0].data.file + ":" +
+                               std::to_string(unit.offset + 70) + ":1:always"});
+    EXPECT_THROW(fetch_package(url(*server), quick_options()), Error);
+}
+
+TEST_F(Delivery, TruncatedOrMalformedManifestIsAClearError) {
+    const std::string good = slurp(root_ / "model" / "manifest.json");
+    const auto server = serve();
+    for (const std::string& bad :
+         {good.substr(0, good.size() / 3), std::string("{\"format\":\"zip\"}"), std::string("")}) {
+        spit(root_ / "model" / "manifest.json", bad);
+        try {
+            fetch_package(url(*server), quick_options());
+            FAIL() << "a bad manifest was accepted";
+        } catch (const Error& error) {
+            EXPECT_NE(std::string(error.what()).find("manifest.json"), std::string::npos)
+                << error.what();
+        }
+    }
+}
+
+TEST_F(Delivery, MissingPackageAndDeadServerAreClearErrors) {
+    const auto server = serve();
+    try {
+        fetch_package(server->url() + "/nothing-here/", quick_options());
+        FAIL();
+    } catch (const Error& error) {
+        EXPECT_NE(std::string(error.what()).find("404"), std::string::npos) << error.what();
+    }
+    const std::string dead = server->url() + "/model/";
+    server->stop();
+    EXPECT_THROW(fetch_package(dead, quick_options()), Error);
+    EXPECT_THROW(fetch_package("ftp://example.org/x/", quick_options()), Error);
+}
+
+TEST_F(Delivery, InterruptedFetchResumesFromPartFiles) {
+    const fs::path parts = directory_.path() / "parts";
+    FetchOptions options = quick_options();
+    options.part_directory = parts;
+    {
+        // The device goes away in the middle of the last rung.
+        const auto server = serve({}, 4e6);
+        std::atomic<bool> cancel{false};
+        options.cancel = &cancel;
+        options.on_event = [&](const FetchEvent& event) {
+            if (event.kind == FetchEvent::Kind::progress && event.bits == 16 &&
+                event.bytes_done >
+                    manifest_.rungs[0].data.bytes + manifest_.rungs[1].data.bytes + 9000) {
+                cancel = true;
+            }
+        };
+        EXPECT_THROW(fetch_package(url(*server), options), Error);
+        options.cancel = nullptr;
+        options.on_event = nullptr;
+    }
+    std::uint64_t kept = 0;
+    for (const auto& entry : fs::directory_iterator(parts)) kept += fs::file_size(entry.path());
+    EXPECT_GE(kept, 9000u);
+    const auto server = serve();
+    const FetchResult result = fetch_package(url(*server), options);
+    EXPECT_EQ(serialize_onnx(result.model), expected_top_);
+    // Only the manifest, the topology and the rest of the last rung came again.
+    const std::uint64_t manifest_bytes = slurp(root_ / "model" / "manifest.json").size();
+    EXPECT_LE(result.bytes_downloaded,
+              manifest_bytes + manifest_.topology.bytes + manifest_.rungs[2].data.bytes - 9000);
+    EXPECT_TRUE(fs::is_empty(parts));
+}
+
+TEST_F(Delivery, CancelStopsAFetchInProgress) {
+    const auto server = serve({}, 2e6);  // 2 Mbit/s: the download takes a while
+    std::atomic<bool> cancel{false};
+    FetchOptions options = quick_options();
+    options.cancel = &cancel;
+    options.on_event = [&](const FetchEvent& event) {
+        if (event.kind == FetchEvent::Kind::progress && event.bytes_done > 2000) cancel = true;
+    };
+    const auto start = std::chrono::steady_clock::now();
+    EXPECT_THROW(fetch_package(url(*server), options), Error);
+    EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 5.0);
+}
+
+TEST_F(Delivery, FiftyClientsAtOnceAllGetExactModels) {
+    const auto server = serve();
+    std::atomic<int> exact{0};
+    std::vector<std::jthread> clients;
+    for (int c = 0; c < 50; ++c) {
+        clients.emplace_back([&, c] {
+            FetchOptions options = quick_options();
+            options.max_attempts = 6;
+            options.decode_threads = 1;
+            options.mode = c % 2 ? FetchMode::direct : FetchMode::incremental;
+            try {
+                if (serialize_onnx(fetch_package(url(*server), options).model) == expected_top_)
+                    ++exact;
+            } catch (const Error&) {
+            }
+        });
+    }
+    clients.clear();
+    EXPECT_EQ(exact.load(), 50);
+}
+
+// ---- the server on its own ---------------------------------------------------
+
+class Server : public Delivery {
+  protected:
+    void SetUp() override {
+        Delivery::SetUp();
+        server_ = serve();
+        client_ = std::make_unique<httplib::Client>(server_->url());
+        spit(directory_.path() / "secret.txt", "outside the root");
+    }
+    std::unique_ptr<PackageServer> server_;
+    std::unique_ptr<httplib::Client> client_;
+};
+
+TEST_F(Server, NeverServesOutsideItsRoot) {
+    for (const char* path :
+         {"/../secret.txt", "/model/../../secret.txt", "/%2e%2e/secret.txt",
+          "/model/%2e%2e/%2e%2e/secret.txt", "/model", "/", "/model/missing.bin"}) {
+        const auto result = client_->Get(path);
+        ASSERT_TRUE(result) << path;
+        EXPECT_EQ(result->status, 404) << path;
+        EXPECT_EQ(result->body.find("outside"), std::string::npos) << path;
+    }
+    // A symbolic link that leads out of the root is not followed out.
+    fs::create_symlink(directory_.path() / "secret.txt", root_ / "link.txt");
+    EXPECT_EQ(client_->Get("/link.txt")->status, 404);
+}
+
+TEST_F(Server, AnswersRangesHeadAndConditionalRequests) {
+    const std::string file = slurp(root_ / "model" / "topology.onnx");
+    const std::string size = std::to_string(file.size());
+    auto result = client_->Get("/model/topology.onnx", {{"Range", "bytes=10-19"}});
+    ASSERT_TRUE(result);
+    EXPECT_EQ(result->status, 206);
+    EXPECT_EQ(result->body, file.substr(10, 10));
+    EXPECT_EQ(result->get_header_value("Content-Range"), "bytes 10-19/" + size);
+
+    result = client_->Get("/model/topology.onnx", {{"Range", "bytes=-5"}});
+    EXPECT_EQ(result->body, file.substr(file.size() - 5));
+    result = client_->Get("/model/topology.onnx", {{"Range", "bytes=100-"}});
+    EXPECT_EQ(result->body, file.substr(100));
+    // Past the end: clamped, or 416 when it starts there.
+    result = client_->Get("/model/topology.onnx", {{"Range", "bytes=10-99999999"}});
+    EXPECT_EQ(result->status, 206);
+    EXPECT_EQ(result->body, file.substr(10));
+    result = client_->Get("/model/topology.onnx", {{"Range", "bytes=" + size + "-"}});
+    EXPECT_EQ(result->status, 416);
+    EXPECT_EQ(result->get_header_value("Content-Range"), "bytes */" + size);
+    result = client_->Get("/model/topology.onnx", {{"Range", "bytes=99999999-99999999"}});
+    EXPECT_EQ(result->status, 416);
+    // Two ranges: multipart/byteranges holding both.
+    result = client_->Get("/model/topology.onnx", {{"Range", "bytes=0-3,20-23"}});
+    EXPECT_EQ(result->status, 206);
+    EXPECT_NE(result->get_header_value("Content-Type").find("multipart/byteranges"),
+              std::string::npos);
+    EXPECT_NE(result->body.find(file.substr(20, 4)), std::string::npos);
+
+    result = client_->Head("/model/topology.onnx");
+    EXPECT_EQ(result->status, 200);
+    EXPECT_EQ(result->get_header_value("Content-Length"), size);
+    EXPECT_TRUE(result->body.empty());
+    const std::string etag = result->get_header_value("ETag");
+    EXPECT_FALSE(etag.empty());
+    EXPECT_NE(result->get_header_value("Cache-Control").find("immutable"), std::string::npos);
+    result = client_->Get("/model/topology.onnx", {{"If-None-Match", etag}});
+    EXPECT_EQ(result->status, 304);
+    EXPECT_EQ(client_->Get("/model/manifest.json")->get_header_value("Cache-Control"), "no-cache");
+}
+
+TEST_F(Server, EmulatesTheLinkRate) {
+    const auto slow = serve({}, 8e6);  // 1 MB/s
+    httplib::Client client(slow->url());
+    const auto start = std::chrono::steady_clock::now();
+    const auto result = client.Get(("/model/" + manifest_.rungs[2].data.file).c_str());
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    ASSERT_TRUE(result);
+    const double expected = double(result->body.size()) / 1e6;
+    EXPECT_GT(seconds, expected * 0.8) << result->body.size() << " bytes";
+    EXPECT_LT(seconds, expected * 1.5 + 0.2);
+}
+
+TEST(LinkSettings, ParseRatesDurationsAndFaults) {
+    EXPECT_DOUBLE_EQ(parse_rate("100Mbit"), 100e6);
+    EXPECT_DOUBLE_EQ(parse_rate("33.6Mbit"), 33.6e6);
+    EXPECT_DOUBLE_EQ(parse_rate("1.1Gbit"), 1.1e9);
+    EXPECT_DOUBLE_EQ(parse_rate("2MB"), 16e6);
+    EXPECT_DOUBLE_EQ(parse_duration("20ms"), 0.02);
+    EXPECT_DOUBLE_EQ(parse_duration("1.5s"), 1.5);
+    for (const char* bad : {"", "fast", "-5Mbit", "0Mbit", "100", "100Mbits"}) {
+        EXPECT_THROW(parse_rate(bad), Error) << bad;
+    }
+    EXPECT_THROW(parse_duration("20"), Error);
+    const FaultRule flip = parse_fault("flip:base-8.bin:100:4:always");
+    EXPECT_EQ(flip.kind, FaultRule::Kind::flip);
+    EXPECT_EQ(flip.offset, 100u);
+    EXPECT_EQ(flip.length, 4u);
+    EXPECT_EQ(flip.times, -1);
+    EXPECT_EQ(parse_fault("drop:*:5000").times, 1);
+    for (const char* bad : {"drop", "drop:x", "drop:x:y", "flip:x:1:0", "explode:x", "fail:x:0"}) {
+        EXPECT_THROW(parse_fault(bad), Error) << bad;
+    }
+}
+
+// ---- a real static server ------------------------------------------------------
+
+int free_port() {
+    const int socket_fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof address;
+    ::bind(socket_fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+    ::getsockname(socket_fd, reinterpret_cast<sockaddr*>(&address), &length);
+    ::close(socket_fd);
+    return ntohs(address.sin_port);
+}
+
+TEST_F(Delivery, FetchFromNginx) {
+    const char* nginx = "/usr/sbin/nginx";
+    if (!fs::exists(nginx))
+        GTEST_SKIP() << "nginx is not installed (scripts/install-deps.sh installs it)";
+    const fs::path prefix = directory_.path() / "nginx";
+    fs::create_directories(prefix / "logs");
+    const int port = free_port();
+    std::ostringstream config;
+    if (::geteuid() == 0) config << "user root;\n";
+    config << "error_log " << (prefix / "logs/error.log").string() << ";\n"
+           << "pid " << (prefix / "nginx.pid").string() << ";\n"
+           << "events {}\nhttp {\n"
+           << "  access_log " << (prefix / "logs/access.log").string() << ";\n"
+           << "  client_body_temp_path " << (prefix / "body").string() << ";\n"
+           << "  proxy_temp_path " << (prefix / "proxy").string() << ";\n"
+           << "  fastcgi_temp_path " << (prefix / "fastcgi").string() << ";\n"
+           << "  uwsgi_temp_path " << (prefix / "uwsgi").string() << ";\n"
+           << "  scgi_temp_path " << (prefix / "scgi").string() << ";\n"
+           << "  server { listen 127.0.0.1:" << port << "; root " << root_.string() << "; }\n}\n";
+    spit(prefix / "nginx.conf", config.str());
+    const pid_t child = ::fork();
+    if (child == 0) {
+        ::execl(nginx, nginx, "-p", prefix.c_str(), "-c", (prefix / "nginx.conf").c_str(), "-g",
+                "daemon off;", static_cast<char*>(nullptr));
+        ::_exit(127);
+    }
+    struct StopNginx {
+        pid_t child;
+        ~StopNginx() {
+            ::kill(child, SIGQUIT);
+            ::waitpid(child, nullptr, 0);
+        }
+    } stop{child};
+    const std::string url = "http://127.0.0.1:" + std::to_string(port) + "/model/";
+    FetchOptions options = quick_options();
+    options.max_attempts = 8;  // nginx may take a moment to listen
+    const FetchResult incremental = fetch_package(url, options);
+    EXPECT_EQ(serialize_onnx(incremental.model), expected_top_) << slurp(prefix / "logs/error.log");
+    options.mode = FetchMode::direct;
+    EXPECT_EQ(serialize_onnx(fetch_package(url, options).model), expected_top_);
+    // The refinement rungs were fetched with range requests and nginx answered 206.
+    EXPECT_NE(slurp(prefix / "logs/access.log").find("\" 206 "), std::string::npos);
+}
+
+}  // namespace
+}  // namespace bitinc
