@@ -32,21 +32,29 @@ double seconds_between(Clock::time_point from, Clock::time_point to) {
 }
 
 struct ParsedUrl {
-    std::string origin;  // scheme://host[:port]
+    bool local = false;  // a package directory on this machine
+    std::string origin;  // scheme://host[:port]; empty when local
     std::string path;    // ends with '/'
 };
 
 ParsedUrl parse_package_url(const std::string& url) {
     const std::size_t scheme_end = url.find("://");
     const std::string scheme = scheme_end == std::string::npos ? "" : url.substr(0, scheme_end);
-    if (scheme != "http" && scheme != "https") {
-        throw Error("'" + url + "' is not an http:// or https:// URL of a package");
-    }
-    const std::size_t path_start = url.find('/', scheme_end + 3);
     ParsedUrl parsed;
-    parsed.origin = url.substr(0, path_start);
-    if (parsed.origin.size() <= scheme_end + 3) throw Error("'" + url + "' names no host");
-    parsed.path = path_start == std::string::npos ? "/" : url.substr(path_start);
+    if (scheme == "file" || (scheme.empty() && fs::is_directory(url))) {
+        parsed.local = true;
+        parsed.path = scheme.empty() ? url : url.substr(scheme_end + 3);
+    } else if (scheme != "http" && scheme != "https") {
+        throw Error(
+            "'" + url +
+            "' is not an http://, https:// or file:// URL of a package, nor a package directory");
+    } else {
+        const std::size_t path_start = url.find('/', scheme_end + 3);
+        parsed.origin = url.substr(0, path_start);
+        if (parsed.origin.size() <= scheme_end + 3) throw Error("'" + url + "' names no host");
+        parsed.path = path_start == std::string::npos ? "/" : url.substr(path_start);
+    }
+    if (parsed.path.empty()) parsed.path = "./";
     const std::string manifest_name(manifest_file_name);
     if (parsed.path.size() >= manifest_name.size() &&
         parsed.path.compare(parsed.path.size() - manifest_name.size(), manifest_name.size(),
@@ -70,20 +78,49 @@ class PackageSource {
   public:
     PackageSource(const std::string& url, const FetchOptions& options, Clock::time_point start,
                   std::function<void(const FetchEvent&)> emit)
-        : url_(parse_package_url(url)),
-          options_(options),
-          start_(start),
-          emit_(std::move(emit)),
-          client_(url_.origin) {
-        if (!client_.is_valid()) throw Error("'" + url + "': cannot make an HTTP client for it");
+        : url_(parse_package_url(url)), options_(options), start_(start), emit_(std::move(emit)) {
+        if (url_.local) return;
+        client_ = std::make_unique<httplib::Client>(url_.origin);
+        if (!client_->is_valid()) throw Error("'" + url + "': cannot make an HTTP client for it");
         const auto timeout = std::chrono::duration<double>(options.timeout_seconds);
         const time_t whole = time_t(options.timeout_seconds);
         const time_t micro = time_t((timeout.count() - double(whole)) * 1e6);
-        client_.set_connection_timeout(whole, micro);
-        client_.set_read_timeout(whole, micro);
-        client_.set_keep_alive(true);
-        client_.set_tcp_nodelay(true);
-        client_.set_follow_location(true);
+        client_->set_connection_timeout(whole, micro);
+        client_->set_read_timeout(whole, micro);
+        client_->set_keep_alive(true);
+        client_->set_tcp_nodelay(true);
+        client_->set_follow_location(true);
+    }
+
+    // The same contract as request(), for a package directory on disk.
+    Outcome read_local(const std::string& file, std::uint64_t from, std::uint64_t to,
+                       const std::function<bool(const char*, std::size_t)>& receive) {
+        Outcome outcome;
+        std::ifstream in(fs::path(url_.path) / file, std::ios::binary);
+        if (!in) {
+            outcome.retryable = false;
+            outcome.problem = "no such file";
+            return outcome;
+        }
+        in.seekg(std::streamoff(from));
+        std::vector<char> buffer(1 << 20);
+        while (to == 0 || from + outcome.received < to) {
+            if (cancelled()) throw Error("cancelled");
+            std::size_t want = buffer.size();
+            if (to > 0)
+                want = std::size_t(std::min<std::uint64_t>(want, to - from - outcome.received));
+            in.read(buffer.data(), std::streamsize(want));
+            const std::size_t got = std::size_t(in.gcount());
+            if (got == 0) break;
+            outcome.received += got;
+            if (!receive(buffer.data(), got)) break;
+        }
+        outcome.complete = to == 0 || from + outcome.received == to;
+        if (!outcome.complete) {
+            outcome.retryable = false;
+            outcome.problem = "the file is shorter than the manifest says";
+        }
+        return outcome;
     }
 
     std::string where(const std::string& file) const { return url_.origin + url_.path + file; }
@@ -92,6 +129,7 @@ class PackageSource {
     // them to `receive` in order. Never throws for network faults.
     Outcome request(const std::string& file, std::uint64_t from, std::uint64_t to,
                     const std::function<bool(const char*, std::size_t)>& receive) {
+        if (url_.local) return read_local(file, from, to, receive);
         Outcome outcome;
         httplib::Headers headers;
         if (from > 0 || to > 0) {
@@ -101,7 +139,7 @@ class PackageSource {
         std::uint64_t skip = 0;  // a server that ignores Range sends everything
         bool status_ok = false;
         std::uint64_t expected = 0;
-        const auto result = client_.Get(
+        const auto result = client_->Get(
             (url_.path + file).c_str(), headers,
             [&](const httplib::Response& response) {
                 if (response.status == 200) {
@@ -231,7 +269,7 @@ class PackageSource {
     const FetchOptions& options_;
     Clock::time_point start_;
     std::function<void(const FetchEvent&)> emit_;
-    httplib::Client client_;
+    std::unique_ptr<httplib::Client> client_;
 };
 
 // Applies units on worker threads while the download goes on.

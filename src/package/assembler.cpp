@@ -109,15 +109,18 @@ void ModelAssembler::apply_unit(std::size_t rung_index, std::size_t unit_index,
         const std::lock_guard lock(mutex_);
         parent_bits = chunk_of(entry).bits;
     }
-    int new_bits = 0;
     if (!tensor.quantized) {
         if (header.type != UnitType::exact || rung.kind == RungKind::refinement) {
             throw Error(where + ": expected an exact unit");
         }
         std::vector<float> values(entry.count);
         decode_exact_unit(header, unit, values);
+        // Values and bits change together under the lock, so that model()
+        // never sees a chunk half updated.
+        const std::lock_guard lock(mutex_);
         std::copy(values.begin(), values.end(), state.values.begin() + std::ptrdiff_t(entry.first));
-        new_bits = exact_bits;
+        chunk_of(entry).bits = exact_bits;
+        return;
     } else if (rung.kind == RungKind::refinement) {
         if (header.type != UnitType::refinement || header.bits != rung.bits ||
             header.parent_bits != rung.parent_bits) {
@@ -133,8 +136,10 @@ void ModelAssembler::apply_unit(std::size_t rung_index, std::size_t unit_index,
         const std::span<const std::int32_t> coarse =
             std::span(state.indices).subspan(entry.first, entry.count);
         decode_refinement_unit(header, unit, coarse, fine);
+        const std::lock_guard lock(mutex_);
         std::copy(fine.begin(), fine.end(), state.indices.begin() + std::ptrdiff_t(entry.first));
-        new_bits = rung.bits;
+        chunk_of(entry).bits = rung.bits;
+        return;
     } else {
         if (header.type != UnitType::levels || header.bits != rung.bits ||
             header.channel_size != state.channel_size) {
@@ -142,9 +147,6 @@ void ModelAssembler::apply_unit(std::size_t rung_index, std::size_t unit_index,
         }
         std::vector<std::int32_t> indices(entry.count);
         decode_level_unit(header, unit, indices);
-        std::copy(indices.begin(), indices.end(),
-                  state.indices.begin() + std::ptrdiff_t(entry.first));
-        new_bits = rung.bits;
         // Steps are kept at the ladder's top rung, from which every rung's
         // step is an exact power-of-two multiple (ladder.hpp).
         const std::size_t first_channel = entry.first / state.channel_size;
@@ -153,9 +155,10 @@ void ModelAssembler::apply_unit(std::size_t rung_index, std::size_t unit_index,
             state.steps[first_channel + i] =
                 std::ldexp(header.steps[i], rung.bits - manifest_.ladder.top_bits());
         }
+        std::copy(indices.begin(), indices.end(),
+                  state.indices.begin() + std::ptrdiff_t(entry.first));
+        chunk_of(entry).bits = rung.bits;
     }
-    const std::lock_guard lock(mutex_);
-    chunk_of(entry).bits = new_bits;
 }
 
 bool ModelAssembler::complete() const {
