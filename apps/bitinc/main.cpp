@@ -30,6 +30,7 @@ constexpr Subcommand subcommands[] = {
     {"serve", "serve packages over HTTP, with link emulation and fault injection",
      bitinc::cli::run_serve},
     {"fetch", "download a package as a device does and write the model", bitinc::cli::run_fetch},
+    {"run", "stream images to a model while it arrives and upgrades itself", bitinc::cli::run_run},
 };
 
 void print_help() {

@@ -11,5 +11,8 @@
 #include "bitinc/error.hpp"
 #include "bitinc/ladder.hpp"
 #include "bitinc/model.hpp"
+#include "bitinc/net.hpp"
 #include "bitinc/package.hpp"
+#include "bitinc/progressive.hpp"
+#include "bitinc/stream.hpp"
 #include "bitinc/version.hpp"

@@ -107,9 +107,11 @@ struct FetchEvent {
     int bits = 0;
     std::uint64_t bytes_done = 0;
     std::uint64_t bytes_total = 0;
+    std::size_t units_applied = 0;  // progress: units decoded into the model so far
     std::vector<std::string> tensors;
     std::string message;
-    // Valid during rung_ready and degraded: the model as it stands.
+    // Valid during topology_ready, progress, rung_ready and degraded: the
+    // model as it stands.
     const ModelAssembler* assembler = nullptr;
 };
 

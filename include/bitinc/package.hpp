@@ -154,6 +154,8 @@ class ModelAssembler {
 
     // The model as it stands; throws Error if a chunk has not arrived.
     Model model() const;
+    // The graph and metadata, with weight tensors named and shaped but empty.
+    const Model& topology() const { return model_; }
 
   private:
     struct ChunkState {

@@ -295,6 +295,8 @@ class UnitDecoder {
         std::string source;
     };
 
+    std::size_t applied() const { return applied_.load(); }
+
     void push(Job job) {
         {
             const std::lock_guard lock(mutex_);
@@ -362,6 +364,7 @@ class UnitDecoder {
                     skipped = true;
                 } else {
                     assembler_.apply_unit(job.rung, job.unit, job.bytes, job.source);
+                    ++applied_;
                 }
             } catch (const Error& error) {
                 failure = error.what();
@@ -388,6 +391,7 @@ class UnitDecoder {
     std::vector<std::pair<std::size_t, std::string>> failures_;
     std::vector<std::size_t> skipped_;
     std::vector<std::pair<double, double>> spans_;
+    std::atomic<std::size_t> applied_{0};
     std::vector<std::jthread> workers_;
 };
 
@@ -487,7 +491,13 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
         });
     ModelAssembler assembler(manifest, std::move(topology), source.where(manifest.topology.file));
     result.topology_at = now();
-    emit_simple(FetchEvent::Kind::topology_ready, result.topology_at);
+    {
+        FetchEvent event;
+        event.kind = FetchEvent::Kind::topology_ready;
+        event.seconds = result.topology_at;
+        event.assembler = &assembler;
+        emit(event);
+    }
 
     std::uint64_t bytes_total = 0;
     for (const RungEntry* rung : rungs) bytes_total += rung->data.bytes;
@@ -545,6 +555,8 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
                                        event.bits = rung->bits;
                                        event.bytes_done = bytes_done;
                                        event.bytes_total = bytes_total;
+                                       event.units_applied = decoder.applied();
+                                       event.assembler = &assembler;
                                        emit(event);
                                        return true;
                                    });
@@ -641,6 +653,7 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
         event.bits = rung->bits;
         event.bytes_done = bytes_done;
         event.bytes_total = bytes_total;
+        event.units_applied = decoder.applied();
         event.assembler = &assembler;
         emit(event);
     }

@@ -1,0 +1,230 @@
+// bitinc run: a camera stream against a model that arrives while it runs.
+#include <bitinc/bitinc.hpp>
+
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "command_line.hpp"
+#include "commands.hpp"
+#include "format.hpp"
+
+namespace bitinc::cli {
+
+namespace {
+
+std::string_view event_name(ProgressiveEvent::Kind kind) {
+    switch (kind) {
+        case ProgressiveEvent::Kind::topology_ready:
+            return "topology_ready";
+        case ProgressiveEvent::Kind::rung_ready:
+            return "rung_ready";
+        case ProgressiveEvent::Kind::swapped:
+            return "swapped";
+        case ProgressiveEvent::Kind::degraded:
+            return "degraded";
+        case ProgressiveEvent::Kind::build_failed:
+            return "build_failed";
+        case ProgressiveEvent::Kind::complete:
+            return "complete";
+        case ProgressiveEvent::Kind::failed:
+            return "failed";
+    }
+    return "unknown";
+}
+
+nlohmann::json report_json(const StreamReport& report) {
+    nlohmann::json events = nlohmann::json::array();
+    for (const ProgressiveEvent& event : report.events) {
+        nlohmann::json item = {
+            {"time", event.seconds}, {"event", event_name(event.kind)}, {"bits", event.bits}};
+        if (event.kind == ProgressiveEvent::Kind::swapped) {
+            item["build_seconds"] = event.build_seconds;
+            item["generation"] = event.generation;
+            item["units_applied"] = event.units_applied;
+        }
+        if (!event.reason.empty()) item["reason"] = event.reason;
+        if (!event.tensors.empty()) item["tensors"] = event.tensors;
+        events.push_back(item);
+    }
+    nlohmann::json windows = nlohmann::json::array();
+    for (const StreamWindow& window : report.windows) {
+        windows.push_back(
+            {{"start", window.start},
+             {"end", window.end},
+             {"results", window.results},
+             {"correct", window.correct},
+             {"accuracy_percent",
+              window.results ? 100.0 * double(window.correct) / double(window.results) : 0.0},
+             {"bits", window.bits}});
+    }
+    nlohmann::json served = nlohmann::json::array();
+    for (const auto& [bits, rung] : report.served) {
+        served.push_back({{"bits", bits},
+                          {"results", rung.results},
+                          {"correct", rung.correct},
+                          {"accuracy_percent", rung.accuracy_percent()}});
+    }
+    nlohmann::json json = {{"first_result_at", report.first_result_at},
+                           {"top_rung_at", report.top_rung_at},
+                           {"finished_at", report.finished_at},
+                           {"frames_in", report.frames_in},
+                           {"results_out", report.results_out},
+                           {"longest_gap_seconds", report.longest_gap},
+                           {"longest_gap_at_swap_seconds", report.longest_gap_at_swap},
+                           {"longest_latency_seconds", report.longest_latency},
+                           {"longest_inference_seconds", report.longest_inference},
+                           {"served", served},
+                           {"events", events},
+                           {"windows", windows}};
+    if (report.failure) json["failure"] = *report.failure;
+    if (report.fetch) {
+        json["bytes_downloaded"] = report.fetch->bytes_downloaded;
+        json["degraded_tensors"] = report.fetch->degraded_tensors;
+    }
+    return json;
+}
+
+void write_timeline_csv(const StreamReport& report, const std::string& path) {
+    std::string text = "time,kind,bits,results,correct,accuracy_percent,detail\n";
+    char line[256];
+    for (const StreamWindow& window : report.windows) {
+        std::snprintf(
+            line, sizeof line, "%.3f,window,%d,%zu,%zu,%.2f,\n", window.end, window.bits,
+            window.results, window.correct,
+            window.results ? 100.0 * double(window.correct) / double(window.results) : 0.0);
+        text += line;
+    }
+    for (const ProgressiveEvent& event : report.events) {
+        std::snprintf(line, sizeof line, "%.3f,%s,%d,,,,%s\n", event.seconds,
+                      std::string(event_name(event.kind)).c_str(), event.bits,
+                      event.kind == ProgressiveEvent::Kind::swapped
+                          ? ("build " + std::to_string(event.build_seconds) + " s").c_str()
+                          : "");
+        text += line;
+    }
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << text;
+    if (!out) throw Error(path + ": cannot write the timeline");
+}
+
+}  // namespace
+
+int run_run(int argc, char** argv) {
+    CommandLine command_line(
+        "run",
+        "Streams Fashion-MNIST test images (a 'camera' at --fps) to a model while it\n"
+        "downloads: inference starts on the base rung and the engine is swapped for each\n"
+        "better rung without pausing the stream. Prints a live line, then what the stream\n"
+        "saw: time to first result, time to top rung, the longest gap between results\n"
+        "during swaps, and the accuracy served by each rung.\n"
+        "--swap-every/--swap-interval turn on progressive (layer-by-layer) mode:\n"
+        "refinement units go into the running model as they arrive.");
+    command_line.add_positional("URL|PACKAGE",
+                                "a package URL (bitinc serve, nginx, ...) or directory");
+    command_line.add_option("fps", "N", "camera frames per second (default 30)");
+    command_line.add_option("tail", "SECONDS",
+                            "keep streaming this long after the model is complete (default 2)");
+    command_line.add_option("duration", "SECONDS",
+                            "stop after this long at the latest (default 600)");
+    command_line.add_option("mode", "MODE", "incremental (default) or direct");
+    command_line.add_option("swap-every", "N", "progressive: rebuild every N refinement units");
+    command_line.add_option("swap-interval", "MS",
+                            "progressive: rebuild at most every MS milliseconds");
+    command_line.add_option("threads", "T",
+                            "inference engine threads (default 1, leaving a core to the download)");
+    command_line.add_option("decode-threads", "N", "threads decoding units (default 1)");
+    command_line.add_option("window", "SECONDS", "accuracy window (default 1)");
+    command_line.add_option("timeline", "PREFIX", "write PREFIX.csv and PREFIX.json");
+    command_line.add_option("data-dir", "DIR",
+                            "Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist)");
+    command_line.add_flag("json", "print the report as JSON instead of text");
+    command_line.add_flag("quiet", "no live line");
+    if (!command_line.parse(argc, argv)) return 0;
+    const auto number = [&](const char* name, double fallback, double min, double max) {
+        const auto text = command_line.value(name);
+        if (!text) return fallback;
+        char* end = nullptr;
+        const double value = std::strtod(text->c_str(), &end);
+        if (end == text->c_str() || *end != '\0' || !(value >= min && value <= max)) {
+            throw UsageError(std::string("--") + name + " must be a number from " +
+                             std::to_string(min) + " to " + std::to_string(max));
+        }
+        return value;
+    };
+
+    ProgressiveOptions options;
+    const std::string mode = command_line.value("mode").value_or("incremental");
+    if (mode != "incremental" && mode != "direct")
+        throw UsageError("--mode is incremental or direct");
+    options.fetch.mode = mode == "direct" ? FetchMode::direct : FetchMode::incremental;
+    options.fetch.decode_threads = int(command_line.integer("decode-threads", 1, 1, 64));
+    options.engine.threads = int(command_line.integer("threads", 1, 1, 256));
+    options.swap_every_units = std::size_t(command_line.integer("swap-every", 0, 1, 1'000'000));
+    options.swap_interval_seconds = number("swap-interval", 0, 1, 1e7) / 1000.0;
+    StreamOptions stream;
+    stream.frames_per_second = number("fps", 30, 0.1, 10000);
+    stream.tail_seconds = number("tail", 2, 0, 1e6);
+    stream.max_seconds = number("duration", 600, 0.1, 1e6);
+    stream.window_seconds = number("window", 1, 0.01, 1e6);
+    const bool live = !command_line.flag("quiet") && !command_line.flag("json");
+    if (live) {
+        stream.on_status = [](double seconds, int bits, double accuracy, double rate) {
+            std::fprintf(stderr, "\r%7.2f s  rung %2d bit  accuracy %6.2f %%  %7.1f img/s ",
+                         seconds, bits, accuracy, rate);
+        };
+        options.on_event = [](const ProgressiveEvent& event) {
+            if (event.kind == ProgressiveEvent::Kind::swapped) {
+                std::fprintf(stderr, "\r%7.2f s  engine %llu: %d bit (built in %.3f s)%20s\n",
+                             event.seconds, static_cast<unsigned long long>(event.generation),
+                             event.bits, event.build_seconds, "");
+            } else if (event.kind == ProgressiveEvent::Kind::degraded ||
+                       event.kind == ProgressiveEvent::Kind::failed ||
+                       event.kind == ProgressiveEvent::Kind::build_failed) {
+                std::fprintf(stderr, "\r%7.2f s  warning: %s%20s\n", event.seconds,
+                             event.reason.c_str(), "");
+            }
+        };
+    }
+    const ImageSet images = load_fashion_mnist(
+        command_line.value("data-dir").value_or(std::string(default_fashion_mnist_dir)),
+        Split::test);
+    const std::string url = command_line.positional(0);
+    const StreamReport report = run_stream(url, options, images, stream);
+    if (live) std::fprintf(stderr, "\r%70s\r", "");
+
+    const nlohmann::json json = report_json(report);
+    if (const auto prefix = command_line.value("timeline")) {
+        write_timeline_csv(report, *prefix + ".csv");
+        std::ofstream out(*prefix + ".json", std::ios::binary | std::ios::trunc);
+        out << json.dump(1) << '\n';
+        if (!out) throw Error(*prefix + ".json: cannot write the timeline");
+    }
+    if (command_line.flag("json")) {
+        std::printf("%s\n", json.dump(2).c_str());
+    } else {
+        std::printf("%s: first result %.3f s, top rung %.3f s, %zu frames in, %zu results out\n",
+                    url.c_str(), report.first_result_at, report.top_rung_at, report.frames_in,
+                    report.results_out);
+        std::printf(
+            "  longest gap between results %.1f ms (%.1f ms at a swap), longest latency %.1f ms, "
+            "longest inference %.1f ms\n",
+            1e3 * report.longest_gap, 1e3 * report.longest_gap_at_swap,
+            1e3 * report.longest_latency, 1e3 * report.longest_inference);
+        for (const auto& [bits, served] : report.served) {
+            std::printf("  %2d-bit engine served %6zu images, accuracy %6.2f %%\n", bits,
+                        served.results, served.accuracy_percent());
+        }
+        for (const ProgressiveEvent& event : report.events) {
+            if (event.kind == ProgressiveEvent::Kind::swapped) {
+                std::printf("  %7.3f s  swap to engine %llu (%d bit), built in %.3f s\n",
+                            event.seconds, static_cast<unsigned long long>(event.generation),
+                            event.bits, event.build_seconds);
+            }
+        }
+        if (report.failure) std::printf("  download failed: %s\n", report.failure->c_str());
+    }
+    return 0;
+}
+
+}  // namespace bitinc::cli

@@ -1,0 +1,81 @@
+// A device application in miniature: a "camera" feeds labelled images at a
+// fixed rate to a ProgressiveModel while it arrives and upgrades itself; every
+// result is timed and scored, so that accuracy over time, the gaps around
+// engine swaps and the images served by each rung can be reported.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bitinc/dataset.hpp"
+#include "bitinc/progressive.hpp"
+
+namespace bitinc {
+
+struct StreamOptions {
+    double frames_per_second = 30;
+    // Stop this long after the model has finished arriving (0: at once).
+    double tail_seconds = 2;
+    // Stop at the latest after this long, finished or not.
+    double max_seconds = 600;
+    double window_seconds = 1;  // accuracy is reported per window
+    // Called about twice a second from the calling thread.
+    std::function<void(double seconds, int bits, double window_accuracy, double images_per_second)>
+        on_status;
+};
+
+struct StreamFrame {
+    std::size_t image = 0;
+    double captured_at = 0;  // seconds since the model was opened
+    double done_at = 0;
+    int bits = 0;
+    std::uint64_t generation = 0;
+    bool correct = false;
+};
+
+struct StreamWindow {
+    double start = 0;
+    double end = 0;
+    std::size_t results = 0;
+    std::size_t correct = 0;
+    int bits = 0;  // of the last result in the window
+};
+
+struct RungServed {
+    std::size_t results = 0;
+    std::size_t correct = 0;
+    double accuracy_percent() const {
+        return results ? 100.0 * double(correct) / double(results) : 0.0;
+    }
+};
+
+struct StreamReport {
+    double first_result_at = -1;  // -1: no result at all
+    double top_rung_at = -1;      // the swap to the last engine
+    double finished_at = -1;      // the download and the last build ended
+    std::size_t frames_in = 0;
+    std::size_t results_out = 0;
+    double longest_gap = 0;          // between consecutive results
+    double longest_gap_at_swap = 0;  // between the results either side of a swap
+    double longest_latency = 0;      // capture to result
+    double longest_inference = 0;    // one forward pass
+    std::vector<StreamFrame> frames;
+    std::vector<StreamWindow> windows;
+    std::map<int, RungServed> served;  // by the bits of the engine that served
+    std::vector<ProgressiveEvent> events;
+    std::optional<FetchResult> fetch;
+    std::optional<std::string> failure;
+};
+
+// Opens `url` as a ProgressiveModel with `options`, waits for its first
+// engine, then streams `images` (cycling) at options.frames_per_second
+// until the model has finished arriving plus the tail. Preprocessing comes
+// from the model's metadata. Throws Error if no engine ever becomes ready.
+StreamReport run_stream(const std::string& url, ProgressiveOptions options, const ImageSet& images,
+                        const StreamOptions& stream_options);
+
+}  // namespace bitinc

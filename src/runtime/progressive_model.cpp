@@ -1,0 +1,335 @@
+// ProgressiveModel: a download thread feeds snapshots of the model to a
+// build thread, which turns each into an engine and swaps it in; inference
+// always runs on whichever engine was current when it started.
+#include "bitinc/progressive.hpp"
+
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "bitinc/error.hpp"
+
+namespace bitinc {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// An engine with the lock that serializes its forward passes.
+struct EngineSlot {
+    std::unique_ptr<Engine> engine;
+    std::mutex run_mutex;
+    int bits = 0;
+    std::uint64_t generation = 0;
+};
+
+struct BuildRequest {
+    Model model;
+    int bits = 0;
+    std::size_t units_applied = 0;
+};
+
+}  // namespace
+
+struct ProgressiveModel::State {
+    std::string url;
+    ProgressiveOptions options;
+    Clock::time_point start = Clock::now();
+    std::atomic<bool> cancel{false};
+
+    mutable std::mutex mutex;
+    std::condition_variable changed;
+    std::shared_ptr<EngineSlot> current;
+    std::optional<BuildRequest> pending;
+    bool building = false;
+    bool fetch_done = false;
+    bool finished = false;
+    bool stopping = false;
+    std::uint64_t generation = 0;
+    std::optional<std::string> failure;
+    std::optional<Model> topology;
+    std::optional<FetchResult> result;
+
+    // Download-thread bookkeeping for progressive rebuilds.
+    int base_bits = 0;
+    std::size_t units_at_last_request = 0;
+    double last_request_at = 0;
+
+    std::thread fetcher;
+    std::thread builder;
+
+    double now() const { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+    void emit(ProgressiveEvent event) {
+        if (!options.on_event) return;
+        event.seconds = now();
+        options.on_event(event);
+    }
+
+    void request_build(const ModelAssembler& assembler, std::size_t units_applied) {
+        BuildRequest request{assembler.model(), assembler.lowest_bits(), units_applied};
+        {
+            const std::lock_guard lock(mutex);
+            pending = std::move(request);  // a newer snapshot replaces one not yet built
+        }
+        changed.notify_all();
+        units_at_last_request = units_applied;
+        last_request_at = now();
+    }
+
+    void on_fetch_event(const FetchEvent& event) {
+        switch (event.kind) {
+            case FetchEvent::Kind::topology_ready: {
+                {
+                    const std::lock_guard lock(mutex);
+                    topology = event.assembler->topology();
+                    base_bits = event.assembler->manifest().ladder.base_bits();
+                }
+                changed.notify_all();
+                ProgressiveEvent out;
+                out.kind = ProgressiveEvent::Kind::topology_ready;
+                emit(out);
+                break;
+            }
+            case FetchEvent::Kind::rung_ready: {
+                ProgressiveEvent out;
+                out.kind = ProgressiveEvent::Kind::rung_ready;
+                out.bits = event.bits;
+                out.units_applied = event.units_applied;
+                emit(out);
+                request_build(*event.assembler, event.units_applied);
+                break;
+            }
+            case FetchEvent::Kind::degraded: {
+                ProgressiveEvent out;
+                out.kind = ProgressiveEvent::Kind::degraded;
+                out.bits = event.bits;
+                out.tensors = event.tensors;
+                out.reason = event.message;
+                emit(out);
+                break;
+            }
+            case FetchEvent::Kind::progress: {
+                // Progressive mode: during refinements, rebuild every so many
+                // units or seconds; the base rung itself is needed whole.
+                const bool progressive =
+                    options.swap_every_units > 0 || options.swap_interval_seconds > 0;
+                if (!progressive || event.bits == base_bits || event.assembler == nullptr) break;
+                const bool enough_units =
+                    options.swap_every_units > 0 &&
+                    event.units_applied >= units_at_last_request + options.swap_every_units;
+                const bool long_enough = options.swap_interval_seconds > 0 &&
+                                         now() - last_request_at >= options.swap_interval_seconds &&
+                                         event.units_applied > units_at_last_request;
+                if ((enough_units || long_enough) && event.assembler->complete()) {
+                    request_build(*event.assembler, event.units_applied);
+                }
+                break;
+            }
+            default:
+                break;
+        }
+    }
+
+    void fetch() {
+        FetchOptions fetch_options = options.fetch;
+        fetch_options.cancel = &cancel;
+        fetch_options.on_event = [this](const FetchEvent& event) { on_fetch_event(event); };
+        std::optional<std::string> problem;
+        std::optional<FetchResult> fetched;
+        try {
+            fetched = fetch_package(url, fetch_options);
+            fetched->model = Model();  // the engines hold the weights; keep memory bounded
+        } catch (const Error& error) {
+            problem = error.what();
+        } catch (const std::exception& error) {
+            problem = error.what();
+        }
+        bool complete_now = false;
+        {
+            const std::lock_guard lock(mutex);
+            fetch_done = true;
+            if (!cancel) failure = problem;
+            result = std::move(fetched);
+            complete_now = !pending && !building;
+        }
+        changed.notify_all();
+        if (problem && !cancel) {
+            ProgressiveEvent out;
+            out.kind = ProgressiveEvent::Kind::failed;
+            out.reason = *problem;
+            emit(out);
+        } else if (complete_now && !problem) {
+            emit_complete();
+        }
+        // Waiters see `finished` only after the last events went out.
+        if (complete_now) mark_finished();
+    }
+
+    void mark_finished() {
+        {
+            const std::lock_guard lock(mutex);
+            finished = true;
+        }
+        changed.notify_all();
+    }
+
+    void emit_complete() {
+        ProgressiveEvent out;
+        out.kind = ProgressiveEvent::Kind::complete;
+        {
+            const std::lock_guard lock(mutex);
+            if (current) {
+                out.bits = current->bits;
+                out.generation = current->generation;
+            }
+        }
+        emit(out);
+    }
+
+    void build() {
+        const EngineFactory factory =
+            options.engine_factory ? options.engine_factory
+                                   : EngineFactory([this](const Model& model) {
+                                         return create_opencv_engine(model, url, options.engine);
+                                     });
+        for (;;) {
+            BuildRequest request;
+            {
+                std::unique_lock lock(mutex);
+                changed.wait(lock, [this] { return stopping || pending.has_value(); });
+                if (stopping) return;
+                request = std::move(*pending);
+                pending.reset();
+                building = true;
+            }
+            const double started = now();
+            std::unique_ptr<Engine> engine;
+            std::string problem;
+            try {
+                engine = factory(request.model);
+                if (!engine) problem = "the engine factory returned nothing";
+            } catch (const std::exception& error) {
+                problem = error.what();
+            }
+            request.model = Model();  // the engine holds what it needs
+            const double build_seconds = now() - started;
+            ProgressiveEvent out;
+            out.bits = request.bits;
+            out.build_seconds = build_seconds;
+            out.units_applied = request.units_applied;
+            bool finishing = false;
+            {
+                const std::lock_guard lock(mutex);
+                building = false;
+                if (engine) {
+                    auto slot = std::make_shared<EngineSlot>();
+                    slot->engine = std::move(engine);
+                    slot->bits = request.bits;
+                    slot->generation = ++generation;
+                    out.generation = slot->generation;
+                    // In-flight inferences keep the old slot alive until they end.
+                    current = std::move(slot);
+                }
+                finishing = fetch_done && !pending && !finished;
+            }
+            changed.notify_all();
+            if (!problem.empty()) {
+                out.kind = ProgressiveEvent::Kind::build_failed;
+                out.reason = problem;
+            } else {
+                out.kind = ProgressiveEvent::Kind::swapped;
+            }
+            emit(out);
+            if (finishing) {
+                if (!failure_now()) emit_complete();
+                mark_finished();
+            }
+        }
+    }
+
+    bool failure_now() const {
+        const std::lock_guard lock(mutex);
+        return failure.has_value();
+    }
+};
+
+ProgressiveModel::ProgressiveModel(std::string url, ProgressiveOptions options)
+    : state_(std::make_shared<State>()) {
+    state_->url = std::move(url);
+    state_->options = std::move(options);
+    State* state = state_.get();
+    state_->builder = std::thread([state] { state->build(); });
+    state_->fetcher = std::thread([state] { state->fetch(); });
+}
+
+ProgressiveModel::~ProgressiveModel() {
+    state_->cancel = true;
+    if (state_->fetcher.joinable()) state_->fetcher.join();
+    {
+        const std::lock_guard lock(state_->mutex);
+        state_->stopping = true;
+    }
+    state_->changed.notify_all();
+    if (state_->builder.joinable()) state_->builder.join();
+}
+
+Inference ProgressiveModel::infer(const FloatArray& batch) {
+    std::shared_ptr<EngineSlot> slot;
+    {
+        const std::lock_guard lock(state_->mutex);
+        slot = state_->current;
+    }
+    if (!slot) throw Error(state_->url + ": no engine yet (the base rung has not arrived)");
+    const std::lock_guard run_lock(slot->run_mutex);
+    Inference result;
+    result.output = slot->engine->run(batch);
+    result.bits = slot->bits;
+    result.generation = slot->generation;
+    return result;
+}
+
+bool ProgressiveModel::wait_ready(std::chrono::duration<double> timeout) {
+    std::unique_lock lock(state_->mutex);
+    return state_->changed.wait_for(lock, timeout, [this] {
+        return state_->current != nullptr || state_->finished ||
+               (state_->fetch_done && state_->failure);
+    });
+}
+
+bool ProgressiveModel::wait_finished(std::chrono::duration<double> timeout) {
+    std::unique_lock lock(state_->mutex);
+    return state_->changed.wait_for(lock, timeout, [this] { return state_->finished; });
+}
+
+bool ProgressiveModel::ready() const {
+    const std::lock_guard lock(state_->mutex);
+    return state_->current != nullptr;
+}
+
+int ProgressiveModel::bits() const {
+    const std::lock_guard lock(state_->mutex);
+    return state_->current ? state_->current->bits : 0;
+}
+
+std::uint64_t ProgressiveModel::generation() const {
+    const std::lock_guard lock(state_->mutex);
+    return state_->current ? state_->current->generation : 0;
+}
+
+std::optional<std::string> ProgressiveModel::failure() const {
+    const std::lock_guard lock(state_->mutex);
+    return state_->failure;
+}
+
+std::optional<Model> ProgressiveModel::topology() const {
+    const std::lock_guard lock(state_->mutex);
+    return state_->topology;
+}
+
+std::optional<FetchResult> ProgressiveModel::fetch_result() const {
+    const std::lock_guard lock(state_->mutex);
+    return state_->result;
+}
+
+}  // namespace bitinc

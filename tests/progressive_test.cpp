@@ -1,0 +1,217 @@
+// ProgressiveModel and run_stream: swaps that are correct, lose nothing and
+// keep serving when something fails.
+#include <gtest/gtest.h>
+
+#include <bitinc/bitinc.hpp>
+#include <thread>
+
+#include "test_support.hpp"
+
+namespace bitinc {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::TemporaryDirectory;
+
+class Progressive : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        PackOptions options;
+        options.ladder = LadderPlan::parse("4,8,16");
+        options.chunk_elements = 4096;  // many units: many progressive swaps
+        pack_model(testing::source_dir() / "models" / "small-cnn.onnx", options,
+                   root_ / "small-cnn");
+        manifest_ = read_manifest(root_ / "small-cnn");
+    }
+
+    std::unique_ptr<PackageServer> serve(double rate = 0, std::vector<std::string> faults = {}) {
+        ServerOptions options;
+        options.root = root_;
+        options.rate_bits_per_second = rate;
+        for (const std::string& fault : faults) options.faults.push_back(parse_fault(fault));
+        auto server = std::make_unique<PackageServer>(options);
+        server->start();
+        return server;
+    }
+
+    static FloatArray batch() {
+        FloatArray input;
+        input.shape = {4, 1, 28, 28};
+        input.values.resize(4 * 28 * 28);
+        for (std::size_t i = 0; i < input.values.size(); ++i)
+            input.values[i] = float(i % 97) / 97.0f;
+        return input;
+    }
+
+    static ProgressiveOptions quick() {
+        ProgressiveOptions options;
+        options.fetch.backoff_initial = 0.01;
+        options.fetch.max_attempts = 3;
+        options.engine.threads = 1;
+        return options;
+    }
+
+    TemporaryDirectory directory_;
+    fs::path root_ = directory_.path() / "www";
+    Manifest manifest_;
+};
+
+TEST_F(Progressive, EachSwapServesExactlyThatRung) {
+    const auto server = serve();
+    ProgressiveOptions options = quick();
+    std::mutex mutex;
+    std::vector<int> swapped_bits;
+    bool complete = false;
+    options.on_event = [&](const ProgressiveEvent& event) {
+        const std::lock_guard lock(mutex);
+        if (event.kind == ProgressiveEvent::Kind::swapped) swapped_bits.push_back(event.bits);
+        if (event.kind == ProgressiveEvent::Kind::complete) complete = true;
+    };
+    ProgressiveModel model(server->url() + "/small-cnn/", options);
+    ASSERT_TRUE(model.wait_finished(std::chrono::seconds(60)));
+    EXPECT_FALSE(model.failure().has_value());
+    {
+        const std::lock_guard lock(mutex);
+        EXPECT_TRUE(complete);
+        ASSERT_FALSE(swapped_bits.empty());
+        EXPECT_EQ(swapped_bits.back(), 16);
+        EXPECT_TRUE(std::is_sorted(swapped_bits.begin(), swapped_bits.end()));
+    }
+    const Inference result = model.infer(batch());
+    EXPECT_EQ(result.bits, 16);
+    const auto fresh =
+        create_opencv_engine(unpack_package(root_ / "small-cnn", 16, false), "fresh");
+    EXPECT_EQ(result.output.values, fresh->run(batch()).values);
+    ASSERT_TRUE(model.topology().has_value());
+    EXPECT_EQ(model.topology()->weights.size(), manifest_.tensors.size());
+}
+
+TEST_F(Progressive, NoRequestIsLostAcrossManySwaps) {
+    const auto server = serve(2e6);  // about two seconds for the whole ladder
+    ProgressiveOptions options = quick();
+    options.swap_every_units = 2;
+    std::atomic<int> swaps{0};
+    options.on_event = [&](const ProgressiveEvent& event) {
+        if (event.kind == ProgressiveEvent::Kind::swapped) ++swaps;
+    };
+    ProgressiveModel model(server->url() + "/small-cnn/", options);
+    ASSERT_TRUE(model.wait_ready(std::chrono::seconds(30)));
+    std::atomic<bool> done{false};
+    std::atomic<int> asked{0}, answered{0}, went_back{0};
+    std::vector<std::jthread> clients;
+    for (int c = 0; c < 3; ++c) {
+        clients.emplace_back([&] {
+            std::uint64_t last_generation = 0;
+            while (!done) {
+                ++asked;
+                const Inference result = model.infer(batch());
+                if (result.output.values.size() == 40) ++answered;
+                if (result.generation < last_generation) ++went_back;
+                last_generation = result.generation;
+            }
+        });
+    }
+    ASSERT_TRUE(model.wait_finished(std::chrono::seconds(60)));
+    done = true;
+    clients.clear();
+    EXPECT_GT(swaps.load(), 5);
+    EXPECT_EQ(asked.load(), answered.load());
+    EXPECT_EQ(went_back.load(), 0);
+    EXPECT_EQ(model.bits(), 16);
+}
+
+TEST_F(Progressive, FailedRebuildKeepsThePreviousEngine) {
+    const auto server = serve(2e6);  // slow enough for one build per rung
+    ProgressiveOptions options = quick();
+    std::atomic<int> builds{0};
+    options.engine_factory = [&](const Model& model) -> std::unique_ptr<Engine> {
+        if (++builds == 2) throw Error("the device ran out of memory (simulated)");
+        return create_opencv_engine(model, "test", {});
+    };
+    std::mutex mutex;
+    std::vector<ProgressiveEvent> events;
+    options.on_event = [&](const ProgressiveEvent& event) {
+        const std::lock_guard lock(mutex);
+        events.push_back(event);
+    };
+    ProgressiveModel model(server->url() + "/small-cnn/", options);
+    ASSERT_TRUE(model.wait_finished(std::chrono::seconds(60)));
+    const std::lock_guard lock(mutex);
+    const auto failed =
+        std::find_if(events.begin(), events.end(), [](const ProgressiveEvent& event) {
+            return event.kind == ProgressiveEvent::Kind::build_failed;
+        });
+    ASSERT_NE(failed, events.end());
+    EXPECT_NE(failed->reason.find("simulated"), std::string::npos);
+    EXPECT_EQ(model.infer(batch()).bits, 16);  // the next build worked
+}
+
+TEST_F(Progressive, DegradedTensorsAreReported) {
+    const RungEntry& refinement = manifest_.rungs[1];
+    const UnitEntry& unit = refinement.units.front();
+    const auto server = serve(
+        0, {"flip:" + refinement.data.file + ":" + std::to_string(unit.offset + 70) + ":1:always"});
+    ProgressiveOptions options = quick();
+    std::mutex mutex;
+    std::vector<std::string> degraded;
+    options.on_event = [&](const ProgressiveEvent& event) {
+        const std::lock_guard lock(mutex);
+        if (event.kind == ProgressiveEvent::Kind::degraded)
+            degraded.insert(degraded.end(), event.tensors.begin(), event.tensors.end());
+    };
+    ProgressiveModel model(server->url() + "/small-cnn/", options);
+    ASSERT_TRUE(model.wait_finished(std::chrono::seconds(60)));
+    const std::lock_guard lock(mutex);
+    ASSERT_FALSE(degraded.empty());
+    EXPECT_EQ(degraded.front(), manifest_.tensors[unit.tensor].name);
+    EXPECT_EQ(model.bits(), 4);  // the lowest chunk
+    EXPECT_EQ(model.infer(batch()).output.values.size(), 40u);
+}
+
+TEST_F(Progressive, ShutsDownCleanlyWhileARungIsHalfDownloaded) {
+    const auto server = serve(1e6);  // 1 Mbit/s: the refinements take seconds
+    auto model = std::make_unique<ProgressiveModel>(server->url() + "/small-cnn/", quick());
+    ASSERT_TRUE(model->wait_ready(std::chrono::seconds(30)));
+    EXPECT_EQ(model->bits(), 4);
+    const auto start = std::chrono::steady_clock::now();
+    model.reset();
+    EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 2.0);
+}
+
+TEST_F(Progressive, MissingPackageFailsBeforeAnyEngine) {
+    const auto server = serve();
+    ProgressiveModel model(server->url() + "/no-such-model/", quick());
+    ASSERT_TRUE(model.wait_ready(std::chrono::seconds(30)));
+    EXPECT_FALSE(model.ready());
+    ASSERT_TRUE(model.failure().has_value());
+    EXPECT_NE(model.failure()->find("404"), std::string::npos) << *model.failure();
+    EXPECT_THROW(model.infer(batch()), Error);
+}
+
+TEST_F(Progressive, StreamCountsEveryFrameAndEveryRung) {
+    if (!testing::fashion_mnist_available())
+        GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+    const auto server = serve(4e6);
+    const ImageSet images = load_fashion_mnist(default_fashion_mnist_dir, Split::test);
+    StreamOptions stream;
+    stream.frames_per_second = 100;
+    stream.tail_seconds = 0.5;
+    stream.max_seconds = 60;
+    const StreamReport report = run_stream(server->url() + "/small-cnn/", quick(), images, stream);
+    EXPECT_GT(report.frames_in, 50u);
+    EXPECT_EQ(report.frames_in, report.results_out);
+    EXPECT_GT(report.first_result_at, 0);
+    EXPECT_GE(report.top_rung_at, report.first_result_at - 0.5);
+    ASSERT_TRUE(report.served.count(16));
+    EXPECT_GT(report.served.at(16).results, 0u);
+    std::size_t total = 0;
+    for (const auto& [bits, served] : report.served) total += served.results;
+    EXPECT_EQ(total, report.results_out);
+    EXPECT_FALSE(report.windows.empty());
+    // Nobody waited for a rebuild: the longest latency is about one inference
+    // plus scheduling, far below an engine build.
+    EXPECT_LT(report.longest_latency, 0.5);
+}
+
+}  // namespace
+}  // namespace bitinc
