@@ -18,8 +18,11 @@ build: deps
 	@cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(BUILD_DIR) -j $(JOBS)
 
+# The main job: the 3GPP evaluation of the bundled model (UE1 incremental vs
+# UE2 direct at 33.6, 100 and 1100 Mbit/s, with a sweep of base rungs).
+DEMO_DIR ?= out/demo
 demo: build
-	$(BUILD_DIR)/bitinc accuracy models/small-cnn.onnx
+	$(BUILD_DIR)/bitinc eval models/small-cnn.onnx --ladder 4,8,16 --sweep -o $(DEMO_DIR)
 
 test: build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j $(JOBS)

@@ -14,6 +14,8 @@ packages=(
     zlib1g-dev libzstd-dev nlohmann-json3-dev libssl-dev libcpp-httplib-dev
     # integration test against a real static web server
     nginx
+    # plots of the evaluation report
+    gnuplot-nox
     # tests and benchmarks
     libgtest-dev libgmock-dev libbenchmark-dev
     # data

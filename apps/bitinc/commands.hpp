@@ -14,5 +14,6 @@ int run_verify(int argc, char** argv);
 int run_serve(int argc, char** argv);
 int run_fetch(int argc, char** argv);
 int run_run(int argc, char** argv);
+int run_eval(int argc, char** argv);
 
 }  // namespace bitinc::cli

@@ -31,6 +31,8 @@ constexpr Subcommand subcommands[] = {
      bitinc::cli::run_serve},
     {"fetch", "download a package as a device does and write the model", bitinc::cli::run_fetch},
     {"run", "stream images to a model while it arrives and upgrades itself", bitinc::cli::run_run},
+    {"eval", "the 3GPP evaluation: UE1 incremental vs UE2 direct, results, report, plots",
+     bitinc::cli::run_eval},
 };
 
 void print_help() {

@@ -9,6 +9,7 @@
 #include "bitinc/dataset.hpp"
 #include "bitinc/engine.hpp"
 #include "bitinc/error.hpp"
+#include "bitinc/evaluation.hpp"
 #include "bitinc/ladder.hpp"
 #include "bitinc/model.hpp"
 #include "bitinc/net.hpp"

@@ -112,6 +112,8 @@ struct PackOptions {
 struct PackResult {
     Manifest manifest;
     double seconds = 0;
+    // Coding time of each rung's units (summed over threads), in manifest order.
+    std::vector<double> rung_encode_seconds;
 };
 
 // Packs the ONNX file at `model_path` into the directory `output`. The

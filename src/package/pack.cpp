@@ -149,6 +149,7 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
 
     const int threads = core::resolve_threads(options.threads);
     std::vector<std::string> files(manifest.rungs.size());
+    std::vector<double> encode_seconds(manifest.rungs.size(), 0.0);
     std::size_t done = 0;
     for (std::size_t t = 0; t < model.weights.size(); ++t) {
         const Tensor& tensor = model.weights[t];
@@ -166,6 +167,7 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
         }
         std::mutex progress_mutex;
         core::run_parallel(jobs.size(), threads, [&](std::size_t j) {
+            const auto job_start = std::chrono::steady_clock::now();
             UnitJob& job = jobs[j];
             const RungEntry& rung = manifest.rungs[job.rung];
             if (!quantized) {
@@ -178,10 +180,11 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
             } else {
                 job.bytes = encode_level_unit(job.target, rungs[ladder_position(rung.bits)]);
             }
-            if (options.progress) {
-                const std::lock_guard lock(progress_mutex);
-                options.progress(++done, total_units);
-            }
+            const double job_seconds =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - job_start).count();
+            const std::lock_guard lock(progress_mutex);
+            encode_seconds[job.rung] += job_seconds;
+            if (options.progress) options.progress(++done, total_units);
         });
         for (UnitJob& job : jobs) {
             RungEntry& rung = manifest.rungs[job.rung];
@@ -220,6 +223,7 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
     }
     PackResult result;
     result.manifest = std::move(manifest);
+    result.rung_encode_seconds = std::move(encode_seconds);
     result.seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return result;

@@ -1,0 +1,130 @@
+// The 3GPP evaluation of bit-incremental delivery (TR 26.927 style): a
+// server, UE1 that receives a low-precision model and then updates, and UE2
+// that receives the high-precision model directly, each over its own
+// emulated link, with the metrics of the study's evaluation framework.
+//
+// Two plug-in points mirror that framework: a Scenario (model task, dataset
+// and metric) and a coder (WeightCoder in coder.hpp). docs/evaluation.md
+// explains how to add either.
+#pragma once
+
+#include <cstddef>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bitinc/engine.hpp"
+#include "bitinc/model.hpp"
+#include "bitinc/package.hpp"
+#include "bitinc/stream.hpp"
+
+namespace bitinc {
+
+struct Performance {
+    double value = 0;    // in the scenario's metric
+    double seconds = 0;  // time the evaluation took
+};
+
+// A task on which a model's quality is measured.
+class Scenario {
+  public:
+    virtual ~Scenario() = default;
+    virtual std::string name() const = 0;
+    virtual std::string dataset_name() const = 0;
+    virtual std::string metric_name() const = 0;
+    // The metric of `model` on a partition of the dataset ("test").
+    virtual Performance performance(const Model& model, std::string_view partition) = 0;
+    // The images a streaming UE feeds to the model (for run_stream).
+    virtual const ImageSet& stream_images() = 0;
+};
+
+// Top-1 accuracy (percent) of a classifier on the Fashion-MNIST test images,
+// on the device engine. `limit` > 0 uses only the first `limit` images.
+std::unique_ptr<Scenario> make_fashion_mnist_scenario(const std::filesystem::path& data_dir,
+                                                      std::size_t limit, int engine_threads);
+
+struct EvaluationOptions {
+    LadderPlan ladder;  // e.g. 8,16; the top rung is also sent directly to UE2
+    std::vector<double> rates_bits_per_second{33.6e6, 100e6, 1100e6};
+    double rtt_seconds = 0.02;
+    double frames_per_second = 30;
+    double tail_seconds = 1;  // UEs keep streaming this long after the top rung
+    int engine_threads = 1;
+    std::string tag;  // unique_tag of the CSV
+    // Sweep: extra (base bits, per-channel) configurations measured for the
+    // size-accuracy curve; empty: none.
+    std::vector<std::pair<int, bool>> sweep;
+    std::filesystem::path work_directory;              // packages go here
+    std::function<void(const std::string&)> progress;  // one line per stage
+};
+
+// One rung as measured at the server and reconstructed at a device.
+struct RungEvaluation {
+    RungKind kind = RungKind::base;
+    int bits = 0;
+    int parent_bits = 0;
+    std::uint64_t bytes = 0;
+    double encode_seconds = 0;
+    double decode_seconds = 0;       // decoding its units into the integer model
+    double reconstruct_seconds = 0;  // integers to float32 weights and the ONNX model
+    Performance performance;         // of the model after this rung
+};
+
+// One UE over one link.
+struct UeRun {
+    std::string ue;  // "UE1" (incremental) or "UE2" (direct)
+    double rate_bits_per_second = 0;
+    double rtt_seconds = 0;
+    double transfer_seconds = 0;  // request of the manifest to the last byte
+    double startup_latency =
+        0;  // study's definition: encode + decode + reconstruct of the first model
+    double startup_latency_e2e = 0;  // request to the first inference result
+    double top_rung_seconds = 0;     // request to the engine of the top rung serving
+    std::uint64_t bytes = 0;
+    StreamReport stream;
+    // (seconds, bits) of each engine swap, for accuracy over time.
+    std::vector<std::pair<double, int>> swaps;
+};
+
+struct SweepPoint {
+    int base_bits = 0;
+    bool per_channel = false;
+    std::uint64_t bytes = 0;
+    double value = 0;
+};
+
+struct EvaluationResult {
+    std::string model_name;
+    std::string scenario_name;
+    std::string dataset_name;
+    std::string metric_name;
+    std::string coder_name = "bitinc";
+    std::string tag;
+    std::uint64_t float32_bytes = 0;
+    Performance original;  // the float32 model (the anchor of the CSV)
+    double pack_seconds = 0;
+    std::vector<RungEvaluation> ladder;  // base, refinements
+    RungEvaluation direct;               // the top rung sent whole
+    // The ladder's top equals the direct rung: same bytes, same metric.
+    bool update_equals_direct = false;
+    std::vector<UeRun> runs;  // UE1 and UE2 per rate
+    std::vector<SweepPoint> sweep;
+};
+
+// Runs the whole evaluation for the ONNX model at `model_path`. Throws Error
+// on bad input, and if base + update does not reproduce the direct rung.
+EvaluationResult run_evaluation(const std::filesystem::path& model_path, Scenario& scenario,
+                                const EvaluationOptions& options);
+
+// The result files: results.csv (the study's columns and ours), results.json.
+void write_evaluation_results(const EvaluationResult& result,
+                              const std::filesystem::path& directory);
+
+// The CSV header, for tests and for tools that read the file.
+std::vector<std::string> evaluation_csv_columns();
+
+}  // namespace bitinc

@@ -1,0 +1,355 @@
+// run_evaluation: pack once, measure every rung as a device rebuilds it, then
+// deliver to UE1 (incremental) and UE2 (direct) over each emulated link.
+#include "bitinc/evaluation.hpp"
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "bitinc/accuracy.hpp"
+#include "bitinc/dataset.hpp"
+#include "bitinc/error.hpp"
+#include "bitinc/net.hpp"
+#include "core/file_io.hpp"
+
+namespace bitinc {
+
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+    return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+class FashionMnistScenario : public Scenario {
+  public:
+    FashionMnistScenario(const fs::path& data_dir, std::size_t limit, int threads)
+        : images_(load_fashion_mnist(data_dir, Split::test)), limit_(limit), threads_(threads) {}
+
+    std::string name() const override { return "bit_incremental_delivery"; }
+    std::string dataset_name() const override { return "fashion-mnist"; }
+    std::string metric_name() const override { return "top1_accuracy_percent"; }
+    const ImageSet& stream_images() override { return images_; }
+
+    Performance performance(const Model& model, std::string_view partition) override {
+        if (partition != "test") {
+            throw Error("fashion-mnist scenario: only the 'test' partition is evaluated, not '" +
+                        std::string(partition) + "'");
+        }
+        const auto start = Clock::now();
+        const InputSpec spec = read_input_spec(model, "model");
+        check_model_fits_images(spec, images_, "fashion-mnist", 10, "model");
+        EngineOptions engine_options;
+        engine_options.threads = threads_;
+        const auto engine = create_opencv_engine(model, "model", engine_options);
+        AccuracyOptions options;
+        options.limit = limit_;
+        const AccuracyResult result = measure_accuracy(*engine, spec, images_, options);
+        return {result.top1_percent(), seconds_since(start)};
+    }
+
+  private:
+    ImageSet images_;
+    std::size_t limit_;
+    int threads_;
+};
+
+std::span<const std::uint8_t> unit_bytes(const std::string& file, const UnitEntry& unit) {
+    return std::span(reinterpret_cast<const std::uint8_t*>(file.data()) + unit.offset, unit.length);
+}
+
+// Applies one rung's units (one thread, timed) and rebuilds the float model
+// (timed), as a device does after receiving the rung.
+struct RungApplied {
+    double decode_seconds = 0;
+    double reconstruct_seconds = 0;
+    Model model;
+};
+
+RungApplied apply_rung(ModelAssembler& assembler, const fs::path& package, std::size_t rung_index) {
+    const RungEntry& rung = assembler.manifest().rungs[rung_index];
+    const std::string file = core::read_file(package / rung.data.file, rung.data.bytes);
+    RungApplied applied;
+    auto start = Clock::now();
+    for (std::size_t u = 0; u < rung.units.size(); ++u) {
+        assembler.apply_unit(rung_index, u, unit_bytes(file, rung.units[u]),
+                             (package / rung.data.file).string());
+    }
+    applied.decode_seconds = seconds_since(start);
+    start = Clock::now();
+    applied.model = assembler.model();
+    applied.reconstruct_seconds = seconds_since(start);
+    return applied;
+}
+
+std::string text_of(const fs::path& path) {
+    return core::read_file(path, max_onnx_bytes);
+}
+
+UeRun run_ue(const std::string& ue, const std::string& url, FetchMode mode, double rate,
+             Scenario& scenario, const EvaluationOptions& options) {
+    ProgressiveOptions progressive;
+    progressive.fetch.mode = mode;
+    progressive.fetch.decode_threads = 1;
+    progressive.engine.threads = options.engine_threads;
+    StreamOptions stream;
+    stream.frames_per_second = options.frames_per_second;
+    stream.tail_seconds = options.tail_seconds;
+    UeRun run;
+    run.ue = ue;
+    run.rate_bits_per_second = rate;
+    run.rtt_seconds = options.rtt_seconds;
+    run.stream = run_stream(url, progressive, scenario.stream_images(), stream);
+    if (run.stream.failure) throw Error(ue + ": " + *run.stream.failure);
+    if (!run.stream.fetch) throw Error(ue + ": the download did not finish");
+    const FetchResult& fetch = *run.stream.fetch;
+    run.bytes = fetch.bytes_downloaded;
+    run.transfer_seconds = fetch.rungs.empty() ? 0 : fetch.rungs.back().downloaded_at;
+    run.startup_latency_e2e = run.stream.first_result_at;
+    run.top_rung_seconds = run.stream.top_rung_at;
+    for (const ProgressiveEvent& event : run.stream.events) {
+        if (event.kind == ProgressiveEvent::Kind::swapped)
+            run.swaps.emplace_back(event.seconds, event.bits);
+    }
+    return run;
+}
+
+}  // namespace
+
+std::unique_ptr<Scenario> make_fashion_mnist_scenario(const fs::path& data_dir, std::size_t limit,
+                                                      int engine_threads) {
+    return std::make_unique<FashionMnistScenario>(data_dir, limit, engine_threads);
+}
+
+EvaluationResult run_evaluation(const fs::path& model_path, Scenario& scenario,
+                                const EvaluationOptions& options) {
+    const auto say = [&](const std::string& line) {
+        if (options.progress) options.progress(line);
+    };
+    if (options.ladder.bits.size() < 2)
+        throw Error("eval: the ladder needs a base and a top rung, e.g. 8,16");
+    EvaluationResult result;
+    result.model_name = model_path.stem().string();
+    result.scenario_name = scenario.name();
+    result.dataset_name = scenario.dataset_name();
+    result.metric_name = scenario.metric_name();
+    result.tag = options.tag;
+
+    const Model original = read_onnx_file(model_path);
+    result.float32_bytes = original.float32_bytes();
+    say("measuring the original float32 model");
+    result.original = scenario.performance(original, "test");
+
+    // The server's side: one package holds the ladder and the direct rung.
+    const fs::path www = options.work_directory / "www";
+    const fs::path package = www / "model";
+    say("packing (ladder and direct rung)");
+    PackOptions pack;
+    pack.ladder = options.ladder;
+    pack.threads = 1;  // encode times per core, as the study measures them
+    const PackResult packed = pack_model(model_path, pack, package);
+    result.pack_seconds = packed.seconds;
+    const Manifest& manifest = packed.manifest;
+
+    // Each rung as a device rebuilds it: decode, reconstruct, measure.
+    const std::string topology = text_of(package / manifest.topology.file);
+    ModelAssembler ladder(manifest, topology, (package / manifest.topology.file).string());
+    std::string ladder_top;
+    for (std::size_t r = 0; r < manifest.rungs.size(); ++r) {
+        const RungEntry& rung = manifest.rungs[r];
+        RungEvaluation measured;
+        measured.kind = rung.kind;
+        measured.bits = rung.bits;
+        measured.parent_bits = rung.parent_bits;
+        measured.bytes = rung.data.bytes;
+        measured.encode_seconds = packed.rung_encode_seconds[r];
+        say("measuring the " + std::string(rung_kind_name(rung.kind)) + " rung of " +
+            std::to_string(rung.bits) + " bits");
+        RungApplied applied;
+        if (rung.kind == RungKind::direct) {
+            ModelAssembler direct(manifest, topology, (package / manifest.topology.file).string());
+            applied = apply_rung(direct, package, r);
+        } else {
+            applied = apply_rung(ladder, package, r);
+        }
+        measured.decode_seconds = applied.decode_seconds;
+        measured.reconstruct_seconds = applied.reconstruct_seconds;
+        measured.performance = scenario.performance(applied.model, "test");
+        if (rung.kind == RungKind::direct) {
+            result.direct = measured;
+            const bool same_bytes = serialize_onnx(applied.model) == ladder_top;
+            const bool same_metric =
+                measured.performance.value == result.ladder.back().performance.value;
+            result.update_equals_direct = same_bytes && same_metric;
+            if (!result.update_equals_direct) {
+                throw Error("eval: base + update does not reproduce the direct rung (" +
+                            std::string(same_bytes ? "metric" : "weights") + " differ)");
+            }
+        } else {
+            result.ladder.push_back(measured);
+            if (rung.bits == options.ladder.top_bits()) ladder_top = serialize_onnx(applied.model);
+        }
+    }
+
+    // The UEs, each over its own emulated link.
+    for (const double rate : options.rates_bits_per_second) {
+        ServerOptions server_options;
+        server_options.root = www;
+        server_options.rate_bits_per_second = rate;
+        server_options.rtt_seconds = options.rtt_seconds;
+        PackageServer server(server_options);
+        server.start();
+        const std::string url = server.url() + "/model/";
+        char label[64];
+        std::snprintf(label, sizeof label, "%.1f Mbit/s", rate / 1e6);
+        say(std::string("UE1 (incremental) at ") + label);
+        UeRun ue1 = run_ue("UE1", url, FetchMode::incremental, rate, scenario, options);
+        ue1.startup_latency = result.ladder.front().encode_seconds +
+                              result.ladder.front().decode_seconds +
+                              result.ladder.front().reconstruct_seconds;
+        result.runs.push_back(std::move(ue1));
+        say(std::string("UE2 (direct) at ") + label);
+        UeRun ue2 = run_ue("UE2", url, FetchMode::direct, rate, scenario, options);
+        ue2.startup_latency = result.direct.encode_seconds + result.direct.decode_seconds +
+                              result.direct.reconstruct_seconds;
+        result.runs.push_back(std::move(ue2));
+    }
+
+    // Sweep: the size and quality of a base rung for other configurations.
+    for (const auto& [base_bits, per_channel] : options.sweep) {
+        say("sweep: " + std::to_string(base_bits) + "-bit base, " +
+            (per_channel ? "per channel" : "per tensor"));
+        PackOptions sweep_pack;
+        sweep_pack.ladder.bits = {base_bits};
+        sweep_pack.ladder.per_channel = per_channel;
+        sweep_pack.ladder.min_quantized_elements = options.ladder.min_quantized_elements;
+        const fs::path sweep_package = options.work_directory / "sweep";
+        const PackResult sweep_packed = pack_model(model_path, sweep_pack, sweep_package);
+        const Model model = unpack_package(sweep_package, base_bits, false);
+        SweepPoint point;
+        point.base_bits = base_bits;
+        point.per_channel = per_channel;
+        point.bytes =
+            sweep_packed.manifest.rungs.front().data.bytes + sweep_packed.manifest.topology.bytes;
+        point.value = scenario.performance(model, "test").value;
+        result.sweep.push_back(point);
+        std::error_code ignored;
+        fs::remove_all(sweep_package, ignored);
+    }
+    return result;
+}
+
+std::vector<std::string> evaluation_csv_columns() {
+    return {"anc_size",      "rec_size",      "compress_ratio",  "metric_name",
+            "anc_perf",      "rec_perf",      "anc_eval_time",   "rec_eval_time",
+            "enc_time",      "dec_time",      "coder_name",      "scenario_name",
+            "data_set_name", "model_name",    "unique_tag",      "ue",
+            "model_role",    "rung_bits",     "parent_bits",     "rate_mbit",
+            "rtt_ms",        "transfer_time", "startup_latency", "startup_latency_e2e",
+            "time_to_top"};
+}
+
+void write_evaluation_results(const EvaluationResult& result, const fs::path& directory) {
+    std::error_code error;
+    fs::create_directories(directory, error);
+    if (error) throw Error(directory.string() + ": cannot create it: " + error.message());
+
+    std::string csv;
+    for (const std::string& column : evaluation_csv_columns())
+        csv += (csv.empty() ? "" : ",") + column;
+    csv += "\n";
+    const auto row = [&](const UeRun& run, const RungEvaluation& rung, const std::string& role) {
+        char line[1024];
+        std::snprintf(line, sizeof line,
+                      "%llu,%llu,%.6f,%s,%.4f,%.4f,%.4f,%.4f,%.6f,%.6f,%s,%s,%s,%s,%s,%s,%s,%d,%d,%"
+                      ".3f,%.1f,%.4f,"
+                      "%.6f,%.4f,%.4f\n",
+                      static_cast<unsigned long long>(result.float32_bytes),
+                      static_cast<unsigned long long>(rung.bytes),
+                      double(rung.bytes) / double(result.float32_bytes), result.metric_name.c_str(),
+                      result.original.value, rung.performance.value, result.original.seconds,
+                      rung.performance.seconds, rung.encode_seconds, rung.decode_seconds,
+                      result.coder_name.c_str(), result.scenario_name.c_str(),
+                      result.dataset_name.c_str(), result.model_name.c_str(), result.tag.c_str(),
+                      run.ue.c_str(), role.c_str(), rung.bits, rung.parent_bits,
+                      run.rate_bits_per_second / 1e6, run.rtt_seconds * 1e3, run.transfer_seconds,
+                      run.startup_latency, run.startup_latency_e2e, run.top_rung_seconds);
+        csv += line;
+    };
+    for (const UeRun& run : result.runs) {
+        if (run.ue == "UE1") {
+            for (const RungEvaluation& rung : result.ladder) {
+                row(run, rung,
+                    rung.kind == RungKind::base ? "low-precision model" : "model update");
+            }
+        } else {
+            row(run, result.direct, "high-precision model");
+        }
+    }
+    core::write_file_atomically(directory / "results.csv", csv);
+
+    using Json = nlohmann::ordered_json;
+    const auto rung_json = [](const RungEvaluation& rung) {
+        return Json{{"kind", rung_kind_name(rung.kind)},
+                    {"bits", rung.bits},
+                    {"parent_bits", rung.parent_bits},
+                    {"bytes", rung.bytes},
+                    {"encode_seconds", rung.encode_seconds},
+                    {"decode_seconds", rung.decode_seconds},
+                    {"reconstruct_seconds", rung.reconstruct_seconds},
+                    {"performance", rung.performance.value},
+                    {"eval_seconds", rung.performance.seconds}};
+    };
+    Json json;
+    json["model"] = result.model_name;
+    json["scenario"] = result.scenario_name;
+    json["dataset"] = result.dataset_name;
+    json["metric"] = result.metric_name;
+    json["coder"] = result.coder_name;
+    json["tag"] = result.tag;
+    json["float32_bytes"] = result.float32_bytes;
+    json["original"] = {{"performance", result.original.value},
+                        {"eval_seconds", result.original.seconds}};
+    json["pack_seconds"] = result.pack_seconds;
+    json["ladder"] = Json::array();
+    for (const RungEvaluation& rung : result.ladder) json["ladder"].push_back(rung_json(rung));
+    json["direct"] = rung_json(result.direct);
+    json["update_equals_direct"] = result.update_equals_direct;
+    json["runs"] = Json::array();
+    for (const UeRun& run : result.runs) {
+        Json swaps = Json::array();
+        for (const auto& [seconds, bits] : run.swaps)
+            swaps.push_back({{"time", seconds}, {"bits", bits}});
+        Json windows = Json::array();
+        for (const StreamWindow& window : run.stream.windows) {
+            windows.push_back(
+                {{"end", window.end}, {"results", window.results}, {"correct", window.correct}});
+        }
+        json["runs"].push_back({{"ue", run.ue},
+                                {"rate_bits_per_second", run.rate_bits_per_second},
+                                {"rtt_seconds", run.rtt_seconds},
+                                {"bytes", run.bytes},
+                                {"transfer_seconds", run.transfer_seconds},
+                                {"startup_latency", run.startup_latency},
+                                {"startup_latency_e2e", run.startup_latency_e2e},
+                                {"top_rung_seconds", run.top_rung_seconds},
+                                {"frames_in", run.stream.frames_in},
+                                {"results_out", run.stream.results_out},
+                                {"longest_gap_at_swap_seconds", run.stream.longest_gap_at_swap},
+                                {"swaps", swaps},
+                                {"windows", windows}});
+    }
+    json["sweep"] = Json::array();
+    for (const SweepPoint& point : result.sweep) {
+        json["sweep"].push_back({{"base_bits", point.base_bits},
+                                 {"per_channel", point.per_channel},
+                                 {"bytes", point.bytes},
+                                 {"performance", point.value}});
+    }
+    core::write_file_atomically(directory / "results.json", json.dump(1) + "\n");
+}
+
+}  // namespace bitinc
