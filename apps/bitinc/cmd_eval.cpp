@@ -247,6 +247,8 @@ int run_eval(int argc, char** argv) {
     command_line.add_option("limit", "N",
                             "evaluate accuracy on the first N test images (default all 10,000)");
     command_line.add_option("fps", "N", "camera frames per second of the UEs (default 30)");
+    command_line.add_option("coder", "NAME",
+                            "coder of the study's table: bitinc (default), raw or zstd");
     command_line.add_option("tag", "TEXT",
                             "unique_tag column of the CSV (default: the model name)");
     command_line.add_option("threads", "T", "inference engine threads (default 1)");
@@ -272,6 +274,8 @@ int run_eval(int argc, char** argv) {
     options.frames_per_second = double(fps);
     options.engine_threads = int(command_line.integer("threads", 1, 1, 256));
     options.tag = command_line.value("tag").value_or(model.stem().string());
+    options.coder = command_line.value("coder").value_or("bitinc");
+    make_coder(options.coder);  // an unknown name is an error before any work
     if (command_line.flag("sweep")) {
         options.sweep = {{2, false}, {3, false}, {4, false}, {6, false},
                          {8, false}, {4, true},  {8, true}};

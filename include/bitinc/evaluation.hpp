@@ -55,6 +55,10 @@ struct EvaluationOptions {
     double tail_seconds = 1;  // UEs keep streaming this long after the top rung
     int engine_threads = 1;
     std::string tag;  // unique_tag of the CSV
+    // The coder whose sizes and times fill the study's table and CSV
+    // ("bitinc", "raw", "zstd" or any registered WeightCoder). Delivery to
+    // the UEs always uses bitinc packages.
+    std::string coder = "bitinc";
     // Sweep: extra (base bits, per-channel) configurations measured for the
     // size-accuracy curve; empty: none.
     std::vector<std::pair<int, bool>> sweep;

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bitinc/accuracy.hpp"
+#include "bitinc/coder_benchmark.hpp"
 #include "bitinc/dataset.hpp"
 #include "bitinc/error.hpp"
 #include "bitinc/net.hpp"
@@ -192,6 +193,27 @@ EvaluationResult run_evaluation(const fs::path& model_path, Scenario& scenario,
             result.ladder.push_back(measured);
             if (rung.bits == options.ladder.top_bits()) ladder_top = serialize_onnx(applied.model);
         }
+    }
+
+    // Another coder's sizes and times for the same rungs (the models, and so
+    // their metric, are the same: coding is lossless).
+    if (options.coder != "bitinc") {
+        say("coding the rungs with " + options.coder);
+        CoderBenchmarkOptions coder_options;
+        coder_options.plan = options.ladder;
+        coder_options.coders = {options.coder};
+        const CoderBenchmark figures = run_coder_benchmark(original, coder_options);
+        const CoderFigures& coder = figures.coders.front();
+        const std::uint64_t exact_bytes = figures.exact_weights * sizeof(float);
+        for (std::size_t i = 0; i < result.ladder.size() && i < coder.ladder.size(); ++i) {
+            result.ladder[i].bytes = coder.ladder[i].bytes + (i == 0 ? exact_bytes : 0);
+            result.ladder[i].encode_seconds = coder.ladder[i].encode_seconds;
+            result.ladder[i].decode_seconds = coder.ladder[i].decode_seconds;
+        }
+        result.direct.bytes = coder.direct.bytes + exact_bytes;
+        result.direct.encode_seconds = coder.direct.encode_seconds;
+        result.direct.decode_seconds = coder.direct.decode_seconds;
+        result.coder_name = coder.coder;
     }
 
     // The UEs, each over its own emulated link.
