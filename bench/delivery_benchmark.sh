@@ -9,7 +9,7 @@
 # RATE (default 100Mbit), RTT (default 20ms), LADDER (default 8,16).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bitinc=build/bitinc
+bitinc=${BITINC:-build/bitinc}
 [[ -x $bitinc ]] || { echo "build first: make build" >&2; exit 1; }
 (($# > 0)) || { echo "usage: $0 MODEL.onnx [MODEL.onnx ...]" >&2; exit 2; }
 rate=${RATE:-100Mbit} rtt=${RTT:-20ms} ladder=${LADDER:-8,16}

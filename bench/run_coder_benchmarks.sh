@@ -11,7 +11,7 @@
 # output directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bitinc=build/bitinc
+bitinc=${BITINC:-build/bitinc}
 [[ -x $bitinc ]] || { echo "build first: make build" >&2; exit 1; }
 out=${OUT:-out/bench}
 mkdir -p "$out"

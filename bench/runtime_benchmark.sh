@@ -11,7 +11,7 @@
 # SWAP_EVERY (units per progressive rebuild, default 8).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bitinc=build/bitinc
+bitinc=${BITINC:-build/bitinc}
 [[ -x $bitinc ]] || { echo "build first: make build" >&2; exit 1; }
 (($# > 0)) || { echo "usage: $0 MODEL.onnx [MODEL.onnx ...]" >&2; exit 2; }
 rate=${RATE:-100Mbit} rtt=${RTT:-20ms} ladder=${LADDER:-4,8,16} fps=${FPS:-30} swap_every=${SWAP_EVERY:-8}
