@@ -299,5 +299,19 @@ TEST_F(Cli, ServeAndFetchThenStopCleanly) {
     EXPECT_NE(slurp(out).find("stopping"), std::string::npos);
 }
 
+TEST_F(Cli, EvalRejectsBadInput) {
+    const auto results = directory_.path() / "results";
+    expect_one_line_error(run("eval /nonexistent/model.onnx -o " + results.string()),
+                          "/nonexistent/model.onnx");
+    EXPECT_FALSE(std::filesystem::exists(results / "work"));
+    expect_one_line_error(run("eval " + small_cnn() + " --rates fast -o " + results.string()),
+                          "fast");
+    expect_one_line_error(run("eval " + small_cnn() + " --ladder 8 -o " + results.string()),
+                          "ladder");
+    expect_one_line_error(run("eval " + small_cnn() + " --coder gzip -o " + results.string()),
+                          "gzip");
+    EXPECT_EQ(run("eval " + small_cnn()).status, 2);  // no -o
+}
+
 }  // namespace
 }  // namespace bitinc

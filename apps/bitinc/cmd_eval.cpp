@@ -251,7 +251,9 @@ int run_eval(int argc, char** argv) {
                             "coder of the study's table: bitinc (default), raw or zstd");
     command_line.add_option("tag", "TEXT",
                             "unique_tag column of the CSV (default: the model name)");
-    command_line.add_option("threads", "T", "inference engine threads (default 1)");
+    command_line.add_option("threads", "T", "engine threads of the UEs' streams (default 1)");
+    command_line.add_option("eval-threads", "T",
+                            "engine threads when measuring accuracy (default: all cores)");
     command_line.add_option("data-dir", "DIR",
                             "Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist)");
     command_line.add_option("o", "DIR", "results directory (required)");
@@ -288,9 +290,17 @@ int run_eval(int argc, char** argv) {
     }
     const auto scenario = make_fashion_mnist_scenario(
         command_line.value("data-dir").value_or(std::string(default_fashion_mnist_dir)),
-        std::size_t(command_line.integer("limit", 0, 1, 10'000'000)), options.engine_threads);
+        std::size_t(command_line.integer("limit", 0, 1, 10'000'000)),
+        int(command_line.integer("eval-threads", 0, 1, 256)));
 
-    const EvaluationResult result = run_evaluation(model, *scenario, options);
+    EvaluationResult result;
+    try {
+        result = run_evaluation(model, *scenario, options);
+    } catch (...) {
+        std::error_code ignored;
+        fs::remove_all(options.work_directory, ignored);  // no half-made packages left behind
+        throw;
+    }
     write_evaluation_results(result, *output);
     const bool plots = write_plots(result, *output);
     write_text(fs::path(*output) / "report.md", report_markdown(result, plots));
