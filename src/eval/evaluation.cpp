@@ -94,7 +94,9 @@ UeRun run_ue(const std::string& ue, const std::string& url, FetchMode mode, doub
              Scenario& scenario, const EvaluationOptions& options) {
     ProgressiveOptions progressive;
     progressive.fetch.mode = mode;
-    progressive.fetch.decode_threads = 1;
+    // Both cores decode: before the first engine nothing else runs, and
+    // afterwards inference keeps its own thread.
+    progressive.fetch.decode_threads = 2;
     progressive.engine.threads = options.engine_threads;
     StreamOptions stream;
     stream.frames_per_second = options.frames_per_second;
