@@ -345,8 +345,21 @@ void write_evaluation_results(const EvaluationResult& result, const fs::path& di
     json["runs"] = Json::array();
     for (const UeRun& run : result.runs) {
         Json swaps = Json::array();
-        for (const auto& [seconds, bits] : run.swaps)
-            swaps.push_back({{"time", seconds}, {"bits", bits}});
+        for (const ProgressiveEvent& event : run.stream.events) {
+            if (event.kind != ProgressiveEvent::Kind::swapped) continue;
+            swaps.push_back({{"time", event.seconds},
+                             {"bits", event.bits},
+                             {"engine_build_seconds", event.build_seconds}});
+        }
+        Json rungs = Json::array();
+        for (const RungTimeline& rung : run.stream.fetch->rungs) {
+            rungs.push_back({{"bits", rung.bits},
+                             {"bytes", rung.bytes},
+                             {"downloaded_at", rung.downloaded_at},
+                             {"ready_at", rung.ready_at},
+                             {"decode_seconds", rung.decode_seconds},
+                             {"decode_hidden_seconds", rung.decode_hidden_seconds}});
+        }
         Json windows = Json::array();
         for (const StreamWindow& window : run.stream.windows) {
             windows.push_back(
@@ -364,6 +377,7 @@ void write_evaluation_results(const EvaluationResult& result, const fs::path& di
                                 {"results_out", run.stream.results_out},
                                 {"longest_gap_at_swap_seconds", run.stream.longest_gap_at_swap},
                                 {"swaps", swaps},
+                                {"transfer", rungs},
                                 {"windows", windows}});
     }
     json["sweep"] = Json::array();
