@@ -138,7 +138,8 @@ int run_fetch(int argc, char** argv) {
         "retried with backoff, interrupted downloads resume from .part files, and units\n"
         "that fail their CRC are fetched again. A refinement that cannot be had leaves its\n"
         "tensors at the lower rung (a warning; --strict makes it an error).");
-    command_line.add_positional("URL", "the package, e.g. http://host:8080/small-cnn/");
+    command_line.add_positional(
+        "URL", "the package, e.g. http://host:8080/small-cnn/, or a package directory");
     command_line.add_option("mode", "MODE", "incremental (default) or direct");
     command_line.add_option("until", "BITS", "stop at this rung (default: the top)");
     command_line.add_option("o", "OUT.onnx", "output model (required)");
