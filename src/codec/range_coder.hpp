@@ -118,14 +118,21 @@ class BitWriter {
     void write(std::uint64_t value, int count) {  // count <= 32
         buffer_ |= (value & ((std::uint64_t{1} << count) - 1)) << filled_;
         filled_ += count;
-        while (filled_ >= 8) {
+        if (filled_ >= 32) {  // four whole bytes at once
+            const std::size_t at = bytes_.size();
+            bytes_.resize(at + 4);
+            for (int i = 0; i < 4; ++i)
+                bytes_[at + std::size_t(i)] = static_cast<std::uint8_t>(buffer_ >> (8 * i));
+            buffer_ >>= 32;
+            filled_ -= 32;
+        }
+    }
+    std::vector<std::uint8_t> finish() {
+        while (filled_ > 0) {
             bytes_.push_back(static_cast<std::uint8_t>(buffer_));
             buffer_ >>= 8;
             filled_ -= 8;
         }
-    }
-    std::vector<std::uint8_t> finish() {
-        if (filled_ > 0) bytes_.push_back(static_cast<std::uint8_t>(buffer_));
         filled_ = 0;
         buffer_ = 0;
         return std::move(bytes_);
@@ -143,13 +150,7 @@ class BitReader {
 
     // Reads `count` <= 32 bits; past the end it yields zeros and sets overran().
     std::uint32_t read(int count) {
-        while (filled_ < count) {
-            const std::uint64_t byte = position_ < bytes_.size() ? bytes_[position_] : 0u;
-            if (position_ >= bytes_.size()) overran_ = true;
-            ++position_;
-            buffer_ |= byte << filled_;
-            filled_ += 8;
-        }
+        if (filled_ < count) refill(count);
         const auto value = static_cast<std::uint32_t>(buffer_ & ((std::uint64_t{1} << count) - 1));
         buffer_ >>= count;
         filled_ -= count;
@@ -158,6 +159,27 @@ class BitReader {
     bool overran() const { return overran_; }
 
   private:
+    void refill(int count) {
+        // Fast path: as many whole bytes as fit, from one 8-byte load.
+        if (position_ + 8 <= bytes_.size()) {
+            std::uint64_t word = 0;
+            for (int i = 0; i < 8; ++i)
+                word |= std::uint64_t(bytes_[position_ + std::size_t(i)]) << (8 * i);
+            const int take = (63 - filled_) >> 3;  // 1..7 bytes
+            buffer_ |= (word & ((std::uint64_t{1} << (8 * take)) - 1)) << filled_;
+            position_ += std::size_t(take);
+            filled_ += 8 * take;
+            return;
+        }
+        while (filled_ < count) {
+            const std::uint64_t byte = position_ < bytes_.size() ? bytes_[position_] : 0u;
+            if (position_ >= bytes_.size()) overran_ = true;
+            ++position_;
+            buffer_ |= byte << filled_;
+            filled_ += 8;
+        }
+    }
+
     std::span<const std::uint8_t> bytes_;
     std::size_t position_ = 0;
     std::uint64_t buffer_ = 0;
