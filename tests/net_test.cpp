@@ -121,6 +121,21 @@ TEST_F(Delivery, IncrementalAndDirectReproduceUnpack) {
     EXPECT_EQ(partial.reached_bits, 8);
 }
 
+TEST_F(Delivery, LocalPackageDirectoriesFetchLikeUrls) {
+    EXPECT_EQ(serialize_onnx(fetch_package((root_ / "model").string(), quick_options()).model),
+              expected_top_);
+    EXPECT_EQ(
+        serialize_onnx(
+            fetch_package("file://" + (root_ / "model").string() + "/", quick_options()).model),
+        expected_top_);
+    // A damaged local file is refused like a damaged download.
+    const std::string file = manifest_.rungs[0].data.file;
+    std::string bytes = slurp(root_ / "model" / file);
+    bytes[bytes.size() / 2] ^= 1;
+    spit(root_ / "model" / file, bytes);
+    EXPECT_THROW(fetch_package((root_ / "model").string(), quick_options()), Error);
+}
+
 TEST_F(Delivery, EventsComeInOrderWithTheModelAtEachRung) {
     const auto server = serve();
     FetchOptions options = quick_options();
