@@ -50,12 +50,10 @@ class RangeEncoder {
     void encode(bool bit, AdaptiveBit& context) {
         const std::uint32_t bound =
             (range_ >> AdaptiveBit::precision) * context.probability_of_zero();
-        if (bit) {
-            low_ += bound;
-            range_ -= bound;
-        } else {
-            range_ = bound;
-        }
+        // Branch-free, like the decoder: the bin is unpredictable.
+        const std::uint32_t mask = 0u - std::uint32_t(bit);
+        low_ += bound & mask;
+        range_ = (bound & ~mask) | ((range_ - bound) & mask);
         context.update(bit);
         while (range_ < (1u << 24)) {
             range_ <<= 8;
@@ -115,6 +113,7 @@ class RangeDecoder {
 // Bits written least significant first into bytes.
 class BitWriter {
   public:
+    void reserve(std::size_t bytes) { bytes_.reserve(bytes); }
     void write(std::uint64_t value, int count) {  // count <= 32
         buffer_ |= (value & ((std::uint64_t{1} << count) - 1)) << filled_;
         filled_ += count;

@@ -172,6 +172,7 @@ std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const Quan
     const int split = split_bits_for(limit);
     codec::RangeEncoder coder;
     codec::BitWriter raw;
+    raw.reserve(target.count * std::size_t(std::max(codec::magnitude_class(limit) - 3, 0)) / 8 + 8);
     codec::LevelModel model(codec::magnitude_class(coarse_limit(limit, split)));
     if (split == 0) {
         for (const std::int32_t index : indices) model.encode(index, coder, raw);
@@ -194,12 +195,18 @@ std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target,
                                                  const QuantizedTensor& fine) {
     check_target(target, fine.indices.size());
     const int k = fine.bits - coarse.bits;
-    const auto residuals = refinement_residuals(coarse, fine);
+    if (k <= 0 || coarse.indices.size() != fine.indices.size()) {
+        throw Error("refinement: rungs do not match");
+    }
     codec::RangeEncoder coder;
     codec::BitWriter raw;
+    raw.reserve(target.count * std::size_t(k - 1) / 8 + 8);
     codec::ResidualModel model(k);
+    // Only this chunk's residuals: r = q_fine - 2^k q_coarse.
     for (std::uint64_t i = target.first; i < target.first + target.count; ++i) {
-        model.encode(coarse.indices[i], residuals[i], coder, raw);
+        const std::int64_t residual =
+            std::int64_t{fine.indices[i]} - (std::int64_t{coarse.indices[i]} << k);
+        model.encode(coarse.indices[i], static_cast<std::int32_t>(residual), coder, raw);
     }
     Payload payload{coder.finish(), raw.finish()};
     return assemble(UnitType::refinement, fine.bits, coarse.bits, target, 0, 0, {}, payload);
