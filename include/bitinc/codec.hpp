@@ -68,6 +68,10 @@ std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target,
 // split a stream of units without parsing them.
 std::uint32_t unit_length(std::span<const std::uint8_t> bytes);
 
+// The CRC32C a unit ends with (its last four bytes), read without checking
+// it. `unit` must hold at least four bytes.
+std::uint32_t unit_crc32c(std::span<const std::uint8_t> unit);
+
 // Parses and checks a whole unit: magic, version, every field's range and
 // consistency, the total length, and the CRC32C. Throws Error naming
 // `source` on any fault. Nothing is allocated from an unchecked field.

@@ -87,7 +87,14 @@ struct Manifest {
     const RungEntry* find_rung(RungKind kind, int bits) const;
     // The ladder's rungs (base and refinements) in order, up to `until_bits`.
     std::vector<const RungEntry*> ladder_rungs(int until_bits = max_ladder_bits) const;
+    // The position in `rungs` of a rung of this manifest.
+    std::size_t rung_index(const RungEntry& rung) const {
+        return std::size_t(&rung - rungs.data());
+    }
 };
+
+// The bytes of `unit` within the contents of its rung file.
+std::span<const std::uint8_t> unit_bytes(std::string_view rung_file, const UnitEntry& unit);
 
 // Parses and checks a manifest: every field's type and range, file names
 // without directories, units that tile each rung file and each tensor
@@ -148,11 +155,8 @@ class ModelAssembler {
     int chunk_bits(std::size_t rung_index, std::size_t unit_index) const;
     // True once every chunk of every tensor has arrived at some rung.
     bool complete() const;
-    // The lowest and highest bit depths of the quantized chunks.
+    // The lowest bit depth among the quantized chunks.
     int lowest_bits() const;
-    int highest_bits() const;
-    // Tensors with a chunk below `bits` (names), e.g. after a lost refinement.
-    std::vector<std::string> tensors_below(int bits) const;
 
     // The model as it stands; throws Error if a chunk has not arrived.
     Model model() const;
@@ -186,6 +190,10 @@ class ModelAssembler {
 
 // Reads `directory`/manifest.json.
 Manifest read_manifest(const std::filesystem::path& directory);
+
+// Reads one file of the package in `directory`, checking its size against
+// the manifest (its hash is the caller's business). Throws Error naming it.
+std::string read_package_file(const std::filesystem::path& directory, const FileEntry& entry);
 
 // Rebuilds the model of a package at `bits`: through the ladder (base plus
 // refinements) by default, or from the direct rung at `bits` when `direct`.

@@ -217,6 +217,10 @@ std::uint32_t unit_length(std::span<const std::uint8_t> bytes) {
     return get_u32(bytes.data() + 8);
 }
 
+std::uint32_t unit_crc32c(std::span<const std::uint8_t> unit) {
+    return get_u32(unit.data() + unit.size() - 4);
+}
+
 UnitHeader read_unit_header(std::span<const std::uint8_t> unit, std::string_view source) {
     const std::string where(source);
     auto fail = [&](const std::string& what) -> void { throw Error(where + ": " + what); };

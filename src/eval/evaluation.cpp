@@ -58,10 +58,6 @@ class FashionMnistScenario : public Scenario {
     int threads_;
 };
 
-std::span<const std::uint8_t> unit_bytes(const std::string& file, const UnitEntry& unit) {
-    return std::span(reinterpret_cast<const std::uint8_t*>(file.data()) + unit.offset, unit.length);
-}
-
 // Applies one rung's units (one thread, timed) and rebuilds the float model
 // (timed), as a device does after receiving the rung.
 struct RungApplied {
@@ -72,7 +68,7 @@ struct RungApplied {
 
 RungApplied apply_rung(ModelAssembler& assembler, const fs::path& package, std::size_t rung_index) {
     const RungEntry& rung = assembler.manifest().rungs[rung_index];
-    const std::string file = core::read_file(package / rung.data.file, rung.data.bytes);
+    const std::string file = read_package_file(package, rung.data);
     RungApplied applied;
     auto start = Clock::now();
     for (std::size_t u = 0; u < rung.units.size(); ++u) {
@@ -84,10 +80,6 @@ RungApplied apply_rung(ModelAssembler& assembler, const fs::path& package, std::
     applied.model = assembler.model();
     applied.reconstruct_seconds = seconds_since(start);
     return applied;
-}
-
-std::string text_of(const fs::path& path) {
-    return core::read_file(path, max_onnx_bytes);
 }
 
 UeRun run_ue(const std::string& ue, const std::string& url, FetchMode mode, double rate,
@@ -158,7 +150,7 @@ EvaluationResult run_evaluation(const fs::path& model_path, Scenario& scenario,
     const Manifest& manifest = packed.manifest;
 
     // Each rung as a device rebuilds it: decode, reconstruct, measure.
-    const std::string topology = text_of(package / manifest.topology.file);
+    const std::string topology = read_package_file(package, manifest.topology);
     ModelAssembler ladder(manifest, topology, (package / manifest.topology.file).string());
     std::string ladder_top;
     for (std::size_t r = 0; r < manifest.rungs.size(); ++r) {

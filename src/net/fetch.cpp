@@ -507,7 +507,7 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
 
     UnitDecoder decoder(assembler, options.decode_threads, start);
     for (const RungEntry* rung : rungs) {
-        const std::size_t rung_index = std::size_t(rung - manifest.rungs.data());
+        const std::size_t rung_index = manifest.rung_index(*rung);
         const std::string where = source.where(rung->data.file);
         RungTimeline timeline;
         timeline.kind = rung->kind;

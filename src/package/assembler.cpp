@@ -14,12 +14,6 @@ namespace {
 
 constexpr int exact_bits = 32;
 
-std::uint32_t trailing_crc(std::span<const std::uint8_t> unit) {
-    std::uint32_t crc = 0;
-    for (std::size_t i = 0; i < 4; ++i) crc |= std::uint32_t(unit[unit.size() - 4 + i]) << (8 * i);
-    return crc;
-}
-
 }  // namespace
 
 ModelAssembler::ModelAssembler(Manifest manifest, std::string topology, std::string_view source)
@@ -96,7 +90,7 @@ void ModelAssembler::apply_unit(std::size_t rung_index, std::size_t unit_index,
                     std::to_string(entry.length));
     }
     const UnitHeader header = read_unit_header(unit, where);
-    if (trailing_crc(unit) != entry.crc32c)
+    if (unit_crc32c(unit) != entry.crc32c)
         throw Error(where + ": CRC32C differs from the manifest's");
     if (header.target.tensor_index != entry.tensor || header.target.first != entry.first ||
         header.target.count != entry.count ||
@@ -179,29 +173,6 @@ int ModelAssembler::lowest_bits() const {
         for (const ChunkState& chunk : tensors_[t].chunks) lowest = std::min(lowest, chunk.bits);
     }
     return lowest;
-}
-
-int ModelAssembler::highest_bits() const {
-    const std::lock_guard lock(mutex_);
-    int highest = 0;
-    for (std::size_t t = 0; t < tensors_.size(); ++t) {
-        if (!manifest_.tensors[t].quantized) continue;
-        for (const ChunkState& chunk : tensors_[t].chunks) highest = std::max(highest, chunk.bits);
-    }
-    return highest;
-}
-
-std::vector<std::string> ModelAssembler::tensors_below(int bits) const {
-    const std::lock_guard lock(mutex_);
-    std::vector<std::string> names;
-    for (std::size_t t = 0; t < tensors_.size(); ++t) {
-        const auto& chunks = tensors_[t].chunks;
-        if (std::any_of(chunks.begin(), chunks.end(),
-                        [&](const ChunkState& c) { return c.bits < bits; })) {
-            names.push_back(manifest_.tensors[t].name);
-        }
-    }
-    return names;
 }
 
 Model ModelAssembler::model() const {

@@ -45,13 +45,6 @@ struct UnitJob {
     std::vector<std::uint8_t> bytes;
 };
 
-std::uint32_t trailing_crc(const std::vector<std::uint8_t>& unit) {
-    std::uint32_t crc = 0;
-    for (int i = 0; i < 4; ++i)
-        crc |= std::uint32_t(unit[unit.size() - 4 + std::size_t(i)]) << (8 * i);
-    return crc;
-}
-
 // Moves a finished package directory into place without ever leaving
 // `output` half-written, and refuses to replace anything but a package.
 void install_directory(const fs::path& built, const fs::path& output) {
@@ -190,7 +183,7 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
             RungEntry& rung = manifest.rungs[job.rung];
             std::string& file = files[job.rung];
             rung.units.push_back({std::uint32_t(t), job.target.first, job.target.count, file.size(),
-                                  std::uint32_t(job.bytes.size()), trailing_crc(job.bytes)});
+                                  std::uint32_t(job.bytes.size()), unit_crc32c(job.bytes)});
             file.append(reinterpret_cast<const char*>(job.bytes.data()), job.bytes.size());
         }
     }

@@ -14,20 +14,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string read_package_file(const fs::path& directory, const FileEntry& entry) {
-    const fs::path path = directory / entry.file;
-    std::string bytes = core::read_file(path, entry.bytes);
-    if (bytes.size() != entry.bytes) {
-        throw Error(path.string() + ": " + std::to_string(bytes.size()) +
-                    " bytes, the manifest says " + std::to_string(entry.bytes) + " (truncated?)");
-    }
-    return bytes;
-}
-
-std::span<const std::uint8_t> unit_bytes(const std::string& file, const UnitEntry& unit) {
-    return std::span(reinterpret_cast<const std::uint8_t*>(file.data()) + unit.offset, unit.length);
-}
-
 // Applies every unit of `rung` (its file already read), in parallel.
 void apply_rung(ModelAssembler& assembler, const Manifest& manifest, std::size_t rung_index,
                 const std::string& file, const fs::path& path) {
@@ -35,10 +21,6 @@ void apply_rung(ModelAssembler& assembler, const Manifest& manifest, std::size_t
     core::run_parallel(rung.units.size(), core::resolve_threads(0), [&](std::size_t u) {
         assembler.apply_unit(rung_index, u, unit_bytes(file, rung.units[u]), path.string());
     });
-}
-
-std::size_t rung_index_of(const Manifest& manifest, const RungEntry* rung) {
-    return std::size_t(rung - manifest.rungs.data());
 }
 
 bool same_weights(const Model& a, const Model& b) {
@@ -55,6 +37,21 @@ bool same_weights(const Model& a, const Model& b) {
 }
 
 }  // namespace
+
+std::span<const std::uint8_t> unit_bytes(std::string_view rung_file, const UnitEntry& unit) {
+    return std::span(reinterpret_cast<const std::uint8_t*>(rung_file.data()) + unit.offset,
+                     unit.length);
+}
+
+std::string read_package_file(const fs::path& directory, const FileEntry& entry) {
+    const fs::path path = directory / entry.file;
+    std::string bytes = core::read_file(path, entry.bytes);
+    if (bytes.size() != entry.bytes) {
+        throw Error(path.string() + ": " + std::to_string(bytes.size()) +
+                    " bytes, the manifest says " + std::to_string(entry.bytes) + " (truncated?)");
+    }
+    return bytes;
+}
 
 Manifest read_manifest(const fs::path& directory) {
     const fs::path path = directory / manifest_file_name;
@@ -82,7 +79,7 @@ Model unpack_package(const fs::path& directory, int bits, bool direct) {
                              (directory / manifest.topology.file).string());
     for (const RungEntry* rung : rungs) {
         const std::string file = read_package_file(directory, rung->data);
-        apply_rung(assembler, manifest, rung_index_of(manifest, rung), file,
+        apply_rung(assembler, manifest, manifest.rung_index(*rung), file,
                    directory / rung->data.file);
     }
     return assembler.model();
