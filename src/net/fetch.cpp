@@ -65,6 +65,12 @@ ParsedUrl parse_package_url(const std::string& url) {
     return parsed;
 }
 
+// Thrown when FetchOptions::cancel is set; it passes every retry.
+class Cancelled : public Error {
+  public:
+    Cancelled() : Error("cancelled") {}
+};
+
 // What one request achieved.
 struct Outcome {
     std::uint64_t received = 0;
@@ -105,7 +111,7 @@ class PackageSource {
         in.seekg(std::streamoff(from));
         std::vector<char> buffer(1 << 20);
         while (to == 0 || from + outcome.received < to) {
-            if (cancelled()) throw Error("cancelled");
+            if (cancelled()) throw Cancelled();
             std::size_t want = buffer.size();
             if (to > 0)
                 want = std::size_t(std::min<std::uint64_t>(want, to - from - outcome.received));
@@ -129,7 +135,14 @@ class PackageSource {
     // them to `receive` in order. Never throws for network faults.
     Outcome request(const std::string& file, std::uint64_t from, std::uint64_t to,
                     const std::function<bool(const char*, std::size_t)>& receive) {
-        if (url_.local) return read_local(file, from, to, receive);
+        Outcome outcome = url_.local ? read_local(file, from, to, receive)
+                                     : request_http(file, from, to, receive);
+        bytes_downloaded += outcome.received;
+        return outcome;
+    }
+
+    Outcome request_http(const std::string& file, std::uint64_t from, std::uint64_t to,
+                         const std::function<bool(const char*, std::size_t)>& receive) {
         Outcome outcome;
         httplib::Headers headers;
         if (from > 0 || to > 0) {
@@ -178,7 +191,7 @@ class PackageSource {
                 outcome.received += length;
                 return receive(data, length);
             });
-        if (cancelled()) throw Error("cancelled");
+        if (cancelled()) throw Cancelled();
         if (result && status_ok) {
             // Without a Content-Length httplib reports success only for a
             // complete (chunked) body.
@@ -220,30 +233,36 @@ class PackageSource {
         }
     }
 
-    // A whole small file, retried until it arrives and `accept` takes it.
-    std::string whole_file(const std::string& file, std::uint64_t max_bytes,
-                           const std::function<bool(const std::string&)>& accept) {
+    // Bytes [from, to) of `file` (to == 0: the whole file, at most
+    // `max_bytes`), retried until they arrive and `check` accepts them:
+    // it returns "" or what is wrong, and a rejection counts as a try that
+    // brought nothing.
+    std::string fetch_checked(const std::string& file, std::uint64_t from, std::uint64_t to,
+                              std::uint64_t max_bytes,
+                              const std::function<std::string(const std::string&)>& check) {
         std::string bytes;
         int rejected = 0;
         with_retries(file, [&] {
             bytes.clear();
-            Outcome outcome = request(file, 0, 0, [&](const char* data, std::size_t length) {
-                if (bytes.size() + length > max_bytes) return false;
-                bytes.append(data, length);
-                return true;
+            bool too_large = false;
+            Outcome outcome = request(file, from, to, [&](const char* data, std::size_t length) {
+                too_large = bytes.size() + length > max_bytes;
+                if (!too_large) bytes.append(data, length);
+                return !too_large;
             });
-            if (bytes.size() > max_bytes) {
+            if (too_large) {
                 outcome.complete = false;
                 outcome.retryable = false;
                 outcome.problem = "larger than " + std::to_string(max_bytes) + " bytes";
             }
-            if (outcome.complete && !accept(bytes)) {
-                outcome.complete = false;
-                outcome.received = 0;
-                outcome.problem = "arrived damaged (SHA-256 differs from the manifest's)";
-                if (++rejected >= options_.max_attempts) outcome.retryable = false;
+            if (outcome.complete) {
+                if (std::string problem = check(bytes); !problem.empty()) {
+                    outcome.complete = false;
+                    outcome.received = 0;
+                    outcome.problem = std::move(problem);
+                    if (++rejected >= options_.max_attempts) outcome.retryable = false;
+                }
             }
-            bytes_downloaded += bytes.size();
             return outcome;
         });
         return bytes;
@@ -255,7 +274,7 @@ class PackageSource {
         const auto until = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                               std::chrono::duration<double>(seconds));
         while (Clock::now() < until) {
-            if (cancelled()) throw Error("cancelled");
+            if (cancelled()) throw Cancelled();
             std::this_thread::sleep_for(
                 std::min<Clock::duration>(until - Clock::now(), std::chrono::milliseconds(20)));
         }
@@ -406,7 +425,7 @@ class PartFile {
         path_ = directory / (entry.file + "." + entry.sha256.substr(0, 16) + ".part");
     }
 
-    // Reads what an earlier run kept (at most `limit` bytes) into `buffer`.
+    // Reads what an earlier run kept (at most buffer.size() bytes) into `buffer`.
     std::uint64_t restore(std::vector<std::uint8_t>& buffer) {
         if (path_.empty()) return 0;
         std::ifstream in(path_, std::ios::binary);
@@ -453,18 +472,17 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
     FetchResult result;
 
     const std::string manifest_text =
-        source.whole_file(std::string(manifest_file_name), max_manifest_bytes,
-                          [](const std::string&) { return true; });
+        source.fetch_checked(std::string(manifest_file_name), 0, 0, max_manifest_bytes,
+                             [](const std::string&) { return std::string(); });
     result.manifest = parse_manifest(manifest_text, source.where(std::string(manifest_file_name)));
     const Manifest& manifest = result.manifest;
     result.manifest_at = now();
-    const auto emit_simple = [&](FetchEvent::Kind kind, double seconds) {
+    {
         FetchEvent event;
-        event.kind = kind;
-        event.seconds = seconds;
+        event.kind = FetchEvent::Kind::manifest_ready;
+        event.seconds = result.manifest_at;
         emit(event);
-    };
-    emit_simple(FetchEvent::Kind::manifest_ready, result.manifest_at);
+    }
 
     std::vector<const RungEntry*> rungs;
     const int until = options.until_bits > 0 ? options.until_bits : manifest.ladder.top_bits();
@@ -484,10 +502,12 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
     }
 
     // The topology first: it is never used unless its hash matches.
-    std::string topology = source.whole_file(
-        manifest.topology.file, manifest.topology.bytes, [&](const std::string& bytes) {
-            return bytes.size() == manifest.topology.bytes &&
-                   core::sha256_hex(bytes) == manifest.topology.sha256;
+    std::string topology = source.fetch_checked(
+        manifest.topology.file, 0, 0, manifest.topology.bytes, [&](const std::string& bytes) {
+            const bool intact = bytes.size() == manifest.topology.bytes &&
+                                core::sha256_hex(bytes) == manifest.topology.sha256;
+            return intact ? std::string()
+                          : std::string("arrived damaged (SHA-256 differs from the manifest's)");
         });
     ModelAssembler assembler(manifest, std::move(topology), source.where(manifest.topology.file));
     result.topology_at = now();
@@ -515,6 +535,18 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
         timeline.parent_bits = rung->parent_bits;
         timeline.bytes = rung->data.bytes;
         timeline.requested_at = now();
+        // An event about this rung, with the download's progress so far.
+        const auto rung_event = [&](FetchEvent::Kind kind) {
+            FetchEvent event;
+            event.kind = kind;
+            event.seconds = now();
+            event.bits = rung->bits;
+            event.bytes_done = bytes_done;
+            event.bytes_total = bytes_total;
+            event.units_applied = decoder.applied();
+            event.assembler = &assembler;
+            return event;
+        };
 
         std::vector<std::uint8_t> buffer(rung->data.bytes);
         // If anything below throws, no worker may still read `buffer`.
@@ -549,30 +581,18 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
                                        received += length;
                                        bytes_done += length;
                                        queue_complete_units();
-                                       FetchEvent event;
-                                       event.kind = FetchEvent::Kind::progress;
-                                       event.seconds = now();
-                                       event.bits = rung->bits;
-                                       event.bytes_done = bytes_done;
-                                       event.bytes_total = bytes_total;
-                                       event.units_applied = decoder.applied();
-                                       event.assembler = &assembler;
-                                       emit(event);
+                                       emit(rung_event(FetchEvent::Kind::progress));
                                        return true;
                                    });
-                source.bytes_downloaded += outcome.received;
                 part.flush();
                 return outcome;
             });
+        } catch (const Cancelled&) {
+            throw;
         } catch (const Error& error) {
-            if (rung->kind != RungKind::refinement || options.strict ||
-                std::string(error.what()) == "cancelled") {
-                throw;
-            }
+            if (rung->kind != RungKind::refinement || options.strict) throw;
             stream_failed = true;  // the rest of this refinement cannot be had
-            FetchEvent event;
-            event.kind = FetchEvent::Kind::retry;
-            event.seconds = now();
+            FetchEvent event = rung_event(FetchEvent::Kind::retry);
             event.message = error.what();
             emit(event);
         }
@@ -582,45 +602,30 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
         // Units that failed their checks are fetched again on their own.
         std::vector<std::size_t> lost;
         for (std::size_t u = next_unit; u < rung->units.size(); ++u) lost.push_back(u);
-        for (const auto& [unit_index, problem] : decoder.take_failures()) {
+        for (const auto& failure : decoder.take_failures()) {
+            const std::size_t unit_index = failure.first;
             const UnitEntry& unit = rung->units[unit_index];
             ++timeline.units_refetched;
-            std::vector<std::uint8_t> bytes;
-            bool applied = false;
-            std::string last_problem = problem;
-            for (int attempt = 0; attempt < options.max_attempts && !applied; ++attempt) {
-                bytes.clear();
-                try {
-                    source.with_retries(rung->data.file, [&] {
-                        bytes.clear();
-                        Outcome outcome =
-                            source.request(rung->data.file, unit.offset, unit.offset + unit.length,
-                                           [&](const char* data, std::size_t length) {
-                                               bytes.insert(bytes.end(), data, data + length);
-                                               return true;
-                                           });
-                        source.bytes_downloaded += outcome.received;
-                        return outcome;
+            try {
+                source.fetch_checked(
+                    rung->data.file, unit.offset, unit.offset + unit.length, unit.length,
+                    [&](const std::string& bytes) {
+                        try {
+                            assembler.apply_unit(
+                                rung_index, unit_index,
+                                std::span(reinterpret_cast<const std::uint8_t*>(bytes.data()),
+                                          bytes.size()),
+                                where);
+                            return std::string();
+                        } catch (const Error& error) {
+                            return std::string(error.what());
+                        }
                     });
-                    assembler.apply_unit(rung_index, unit_index, bytes, where);
-                    applied = true;
-                    // Keep the part file right for a later resume.
-                    if (unit.offset + unit.length <= buffer.size()) {
-                        std::memcpy(buffer.data() + unit.offset, bytes.data(), bytes.size());
-                    }
-                } catch (const Error& error) {
-                    if (std::string(error.what()) == "cancelled") throw;
-                    last_problem = error.what();
-                    if (attempt + 1 < options.max_attempts) {
-                        source.pause(
-                            std::min(options.backoff_initial * double(1 << std::min(attempt, 10)),
-                                     options.backoff_max));
-                    }
-                }
-            }
-            if (!applied) {
+            } catch (const Cancelled&) {
+                throw;
+            } catch (const Error& error) {
                 if (rung->kind != RungKind::refinement || options.strict) {
-                    throw Error(last_problem + " (the unit never arrived intact)");
+                    throw Error(std::string(error.what()) + " (the unit never arrived intact)");
                 }
                 lost.push_back(unit_index);
             }
@@ -633,28 +638,18 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
             }
             timeline.units_degraded = lost.size();
             degraded.insert(names.begin(), names.end());
-            FetchEvent event;
-            event.kind = FetchEvent::Kind::degraded;
-            event.seconds = now();
-            event.bits = rung->bits;
+            FetchEvent event = rung_event(FetchEvent::Kind::degraded);
             event.tensors.assign(names.begin(), names.end());
             event.message = std::to_string(lost.size()) + " unit(s) of " + rung->data.file +
                             " could not be had" + (stream_failed ? " (the download failed)" : "");
-            event.assembler = &assembler;
             emit(event);
         }
         timeline.ready_at = now();
         std::tie(timeline.decode_seconds, timeline.decode_hidden_seconds) =
             decoder.take_times(timeline.downloaded_at);
         result.rungs.push_back(timeline);
-        FetchEvent event;
-        event.kind = FetchEvent::Kind::rung_ready;
+        FetchEvent event = rung_event(FetchEvent::Kind::rung_ready);
         event.seconds = timeline.ready_at;
-        event.bits = rung->bits;
-        event.bytes_done = bytes_done;
-        event.bytes_total = bytes_total;
-        event.units_applied = decoder.applied();
-        event.assembler = &assembler;
         emit(event);
     }
 
