@@ -17,15 +17,6 @@ namespace bitinc::cli {
 
 namespace {
 
-double seconds_option(const CommandLine& command_line, const std::string& name, double fallback) {
-    const auto text = command_line.value(name);
-    if (!text) return fallback;
-    const double seconds = std::strtod(text->c_str(), nullptr);
-    if (!(seconds > 0 && seconds < 1e6))
-        throw UsageError("--" + name + " must be a positive number of seconds");
-    return seconds;
-}
-
 nlohmann::json timeline_json(const FetchResult& result) {
     nlohmann::json rungs = nlohmann::json::array();
     for (const RungTimeline& rung : result.rungs) {
@@ -167,7 +158,7 @@ int run_fetch(int argc, char** argv) {
     options.until_bits = int(command_line.integer("until", 0, 2, 32));
     options.part_directory = command_line.value("parts").value_or(*output + ".parts");
     options.max_attempts = int(command_line.integer("retries", 8, 1, 1000));
-    options.timeout_seconds = seconds_option(command_line, "timeout", 30);
+    options.timeout_seconds = command_line.real("timeout", 30, 0.001, 1e6);
     options.decode_threads = int(command_line.integer("decode-threads", 2, 1, 64));
     options.strict = command_line.flag("strict");
     ProgressBar progress("fetch", "B",
@@ -207,10 +198,7 @@ int run_fetch(int argc, char** argv) {
         std::printf("%s: manifest %.3f s, topology %.3f s\n", command_line.positional(0).c_str(),
                     result.manifest_at, result.topology_at);
         for (const RungTimeline& rung : result.rungs) {
-            const std::string bits =
-                rung.kind == RungKind::refinement
-                    ? std::to_string(rung.parent_bits) + "->" + std::to_string(rung.bits)
-                    : std::to_string(rung.bits);
+            const std::string bits = rung_bits_label(rung.bits, rung.parent_bits);
             std::printf(
                 "  %-10s %-6s %12s  downloaded %7.3f s  ready %7.3f s  decode %.3f s (%.0f %% "
                 "hidden)\n",

@@ -13,10 +13,6 @@ namespace bitinc::cli {
 
 namespace {
 
-std::uint64_t rung_bytes(const RungEntry& rung) {
-    return rung.data.bytes;
-}
-
 nlohmann::json package_json(const Manifest& manifest) {
     nlohmann::json rungs = nlohmann::json::array();
     for (const RungEntry& rung : manifest.rungs) {
@@ -44,13 +40,10 @@ void print_package(const Manifest& manifest) {
     std::printf("  %-10s %-7s %-22s %14s %14s %7s\n", "rung", "bits", "file", "bytes",
                 "with earlier", "ratio");
     for (const RungEntry& rung : manifest.rungs) {
-        const std::string bits =
-            rung.kind == RungKind::refinement
-                ? std::to_string(rung.parent_bits) + "->" + std::to_string(rung.bits)
-                : std::to_string(rung.bits);
+        const std::string bits = rung_bits_label(rung.bits, rung.parent_bits);
         const std::uint64_t total = rung.kind == RungKind::direct
-                                        ? manifest.topology.bytes + rung_bytes(rung)
-                                        : (cumulative += rung_bytes(rung));
+                                        ? manifest.topology.bytes + rung.data.bytes
+                                        : (cumulative += rung.data.bytes);
         std::printf("  %-10s %-7s %-22s %14s %14s %6.1fx\n",
                     std::string(rung_kind_name(rung.kind)).c_str(), bits.c_str(),
                     rung.data.file.c_str(), with_commas(rung.data.bytes).c_str(),

@@ -141,18 +141,6 @@ int run_run(int argc, char** argv) {
     command_line.add_flag("json", "print the report as JSON instead of text");
     command_line.add_flag("quiet", "no live line");
     if (!command_line.parse(argc, argv)) return 0;
-    const auto number = [&](const char* name, double fallback, double min, double max) {
-        const auto text = command_line.value(name);
-        if (!text) return fallback;
-        char* end = nullptr;
-        const double value = std::strtod(text->c_str(), &end);
-        if (end == text->c_str() || *end != '\0' || !(value >= min && value <= max)) {
-            throw UsageError(std::string("--") + name + " must be a number from " +
-                             std::to_string(min) + " to " + std::to_string(max));
-        }
-        return value;
-    };
-
     ProgressiveOptions options;
     const std::string mode = command_line.value("mode").value_or("incremental");
     if (mode != "incremental" && mode != "direct")
@@ -161,12 +149,12 @@ int run_run(int argc, char** argv) {
     options.fetch.decode_threads = int(command_line.integer("decode-threads", 1, 1, 64));
     options.engine.threads = int(command_line.integer("threads", 1, 1, 256));
     options.swap_every_units = std::size_t(command_line.integer("swap-every", 0, 1, 1'000'000));
-    options.swap_interval_seconds = number("swap-interval", 0, 1, 1e7) / 1000.0;
+    options.swap_interval_seconds = command_line.real("swap-interval", 0, 1, 1e7) / 1000.0;
     StreamOptions stream;
-    stream.frames_per_second = number("fps", 30, 0.1, 10000);
-    stream.tail_seconds = number("tail", 2, 0, 1e6);
-    stream.max_seconds = number("duration", 600, 0.1, 1e6);
-    stream.window_seconds = number("window", 1, 0.01, 1e6);
+    stream.frames_per_second = command_line.real("fps", 30, 0.1, 10000);
+    stream.tail_seconds = command_line.real("tail", 2, 0, 1e6);
+    stream.max_seconds = command_line.real("duration", 600, 0.1, 1e6);
+    stream.window_seconds = command_line.real("window", 1, 0.01, 1e6);
     const bool live = !command_line.flag("quiet") && !command_line.flag("json");
     if (live) {
         stream.on_status = [](double seconds, int bits, double accuracy, double rate) {

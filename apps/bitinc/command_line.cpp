@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <cstdio>
+#include <cstdlib>
 
 namespace bitinc::cli {
 
@@ -93,6 +94,19 @@ long long CommandLine::integer(const std::string& name, long long fallback, long
         number > max) {
         throw UsageError("--" + name + " must be a whole number from " + std::to_string(min) +
                          " to " + std::to_string(max) + ", not '" + *text + "'");
+    }
+    return number;
+}
+
+double CommandLine::real(const std::string& name, double fallback, double min, double max) const {
+    const auto text = value(name);
+    if (!text) return fallback;
+    char* end = nullptr;
+    const double number = std::strtod(text->c_str(), &end);
+    if (end == text->c_str() || *end != '\0' || !(number >= min && number <= max)) {
+        char range[64];
+        std::snprintf(range, sizeof range, "from %g to %g", min, max);
+        throw UsageError("--" + name + " must be a number " + range + ", not '" + *text + "'");
     }
     return number;
 }

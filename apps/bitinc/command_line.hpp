@@ -36,6 +36,7 @@ class CommandLine {
     // Typed access with range checks; throws UsageError on a bad value.
     long long integer(const std::string& name, long long fallback, long long min,
                       long long max) const;
+    double real(const std::string& name, double fallback, double min, double max) const;
 
     std::string help() const;
 

@@ -1,6 +1,7 @@
 #include "format.hpp"
 
 #include <cstdio>
+#include <string>
 
 namespace bitinc::cli {
 
@@ -36,6 +37,11 @@ std::vector<std::string> split(const std::string& text, char separator) {
         if (end == std::string::npos) return parts;
         start = end + 1;
     }
+}
+
+std::string rung_bits_label(int bits, int parent_bits) {
+    return parent_bits > 0 ? std::to_string(parent_bits) + "->" + std::to_string(bits)
+                           : std::to_string(bits);
 }
 
 std::string megabytes(std::uint64_t bytes) {

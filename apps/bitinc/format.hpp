@@ -15,6 +15,8 @@ std::string dims_text(const std::vector<std::int64_t>& dims,
 
 // "a,b,,c" split at ',' -> {"a", "b", "", "c"}
 std::vector<std::string> split(const std::string& text, char separator);
+// "8->16" for a refinement from 8 bits, "16" for a rung with no parent (0).
+std::string rung_bits_label(int bits, int parent_bits);
 // "12.5 MB" style: decimal megabytes with three significant decimals.
 std::string megabytes(std::uint64_t bytes);
 

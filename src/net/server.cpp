@@ -48,9 +48,7 @@ struct ResponseFaults {
 
 std::string content_type_of(const fs::path& path) {
     const std::string extension = path.extension().string();
-    if (extension == ".json") return "application/json";
-    if (extension == ".onnx") return "application/octet-stream";
-    return "application/octet-stream";
+    return extension == ".json" ? "application/json" : "application/octet-stream";
 }
 
 bool inside(const fs::path& root, const fs::path& candidate) {
