@@ -15,18 +15,13 @@
 namespace bitinc {
 namespace {
 
+using testing::slurp;
+
 struct CommandResult {
     int status = -1;
     std::string out;
     std::string err;
 };
-
-std::string slurp(const std::filesystem::path& path) {
-    std::ifstream in(path);
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
 
 class Cli : public ::testing::Test {
   protected:

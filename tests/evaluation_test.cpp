@@ -11,14 +11,9 @@
 namespace bitinc {
 namespace {
 
-namespace fs = std::filesystem;
+using testing::slurp;
 
-std::string slurp(const fs::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
+namespace fs = std::filesystem;
 
 std::vector<std::string> split_line(const std::string& line) {
     std::vector<std::string> fields;

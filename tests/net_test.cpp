@@ -21,19 +21,9 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::OnnxBuilder;
+using testing::slurp;
+using testing::spit;
 using testing::TemporaryDirectory;
-
-std::string slurp(const fs::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
-
-void spit(const fs::path& path, const std::string& bytes) {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out << bytes;
-}
 
 // Two quantized matrices in several chunks each and a bias.
 void write_model(const fs::path& path) {
@@ -71,13 +61,7 @@ class Delivery : public ::testing::Test {
     }
 
     std::unique_ptr<PackageServer> serve(std::vector<std::string> faults = {}, double rate = 0) {
-        ServerOptions options;
-        options.root = root_;
-        options.rate_bits_per_second = rate;
-        for (const std::string& fault : faults) options.faults.push_back(parse_fault(fault));
-        auto server = std::make_unique<PackageServer>(options);
-        server->start();
-        return server;
+        return testing::start_package_server(root_, rate, faults);
     }
 
     FetchOptions quick_options() const {

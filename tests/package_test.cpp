@@ -17,19 +17,9 @@ namespace {
 namespace fs = std::filesystem;
 using testing::Encoding;
 using testing::OnnxBuilder;
+using testing::slurp;
+using testing::spit;
 using testing::TemporaryDirectory;
-
-std::string slurp(const fs::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
-
-void spit(const fs::path& path, const std::string& bytes) {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out << bytes;
-}
 
 std::vector<float> random_values(std::size_t count, float scale, unsigned seed) {
     std::mt19937 generator(seed);

@@ -25,13 +25,7 @@ class Progressive : public ::testing::Test {
     }
 
     std::unique_ptr<PackageServer> serve(double rate = 0, std::vector<std::string> faults = {}) {
-        ServerOptions options;
-        options.root = root_;
-        options.rate_bits_per_second = rate;
-        for (const std::string& fault : faults) options.faults.push_back(parse_fault(fault));
-        auto server = std::make_unique<PackageServer>(options);
-        server->start();
-        return server;
+        return testing::start_package_server(root_, rate, faults);
     }
 
     static FloatArray batch() {

@@ -1,9 +1,15 @@
 // Helpers shared by the tests.
 #pragma once
 
+#include <bitinc/net.hpp>
+
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
 #include <string>
+#include <vector>
 
 namespace bitinc::testing {
 
@@ -38,6 +44,34 @@ inline std::filesystem::path source_dir() {
 // The Fashion-MNIST files of Debian's dataset-fashion-mnist.
 inline bool fashion_mnist_available() {
     return std::filesystem::exists("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz");
+}
+
+// A whole file's bytes ("" if it cannot be read).
+inline std::string slurp(const std::filesystem::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+// Replaces a file's contents with `bytes`.
+inline void spit(const std::filesystem::path& path, const std::string& bytes) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << bytes;
+}
+
+// A running PackageServer on a free loopback port serving `root`, paced to
+// `rate` bits/s (0: unlimited), with the faults in parse_fault's form.
+inline std::unique_ptr<PackageServer> start_package_server(const std::filesystem::path& root,
+                                                           double rate,
+                                                           const std::vector<std::string>& faults) {
+    ServerOptions options;
+    options.root = root;
+    options.rate_bits_per_second = rate;
+    for (const std::string& fault : faults) options.faults.push_back(parse_fault(fault));
+    auto server = std::make_unique<PackageServer>(options);
+    server->start();
+    return server;
 }
 
 }  // namespace bitinc::testing
