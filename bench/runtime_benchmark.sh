@@ -16,17 +16,8 @@ bitinc=${BITINC:-build/bitinc}
 (($# > 0)) || { echo "usage: $0 MODEL.onnx [MODEL.onnx ...]" >&2; exit 2; }
 rate=${RATE:-100Mbit} rtt=${RTT:-20ms} ladder=${LADDER:-4,8,16} fps=${FPS:-30} swap_every=${SWAP_EVERY:-8}
 out=${OUT:-out/runtime}
-www=$out/www
-mkdir -p "$www"
-for model in "$@"; do
-    name=$(basename "$model" .onnx)
-    [[ -f $www/$name/manifest.json ]] || $bitinc pack "$model" --ladder "$ladder" -o "$www/$name" --no-progress >/dev/null
-done
-$bitinc serve "$www" --port 0 --rate "$rate" --rtt "$rtt" --quiet >"$out/serve.out" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
-for _ in $(seq 100); do grep -q http "$out/serve.out" 2>/dev/null && break; sleep 0.1; done
-url=$(grep -o 'http://[0-9.:]*' "$out/serve.out")
+# shellcheck source=serve_packages.sh
+source bench/serve_packages.sh
 for model in "$@"; do
     name=$(basename "$model" .onnx)
     $bitinc run "$url/$name/" --fps "$fps" --quiet --timeline "$out/$name-per-rung" >/dev/null
