@@ -408,10 +408,15 @@ TEST(LinkSettings, ParseRatesDurationsAndFaults) {
     EXPECT_DOUBLE_EQ(parse_rate("2MB"), 16e6);
     EXPECT_DOUBLE_EQ(parse_duration("20ms"), 0.02);
     EXPECT_DOUBLE_EQ(parse_duration("1.5s"), 1.5);
-    for (const char* bad : {"", "fast", "-5Mbit", "0Mbit", "100", "100Mbits"}) {
+    for (const char* bad :
+         {"", "fast", "-5Mbit", "0Mbit", "100", "100Mbits", "1e300Gbit", "0.1bit", "nanMbit"}) {
         EXPECT_THROW(parse_rate(bad), Error) << bad;
     }
-    EXPECT_THROW(parse_duration("20"), Error);
+    // Durations too long for the clocks are refused, not wrapped to nothing.
+    for (const char* bad : {"20", "1e300s", "8e5s", "infs", "nans", "-1s", "1e400ms"}) {
+        EXPECT_THROW(parse_duration(bad), Error) << bad;
+    }
+    EXPECT_DOUBLE_EQ(parse_duration("3600s"), 3600);
     const FaultRule flip = parse_fault("flip:base-8.bin:100:4:always");
     EXPECT_EQ(flip.kind, FaultRule::Kind::flip);
     EXPECT_EQ(flip.offset, 100u);

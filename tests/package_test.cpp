@@ -67,7 +67,8 @@ TEST_F(Package, LadderReachesEveryDirectRungBitForBit) {
         for (const bool per_channel : {false, true}) {
             SCOPED_TRACE(ladder + (per_channel ? " per channel" : " per tensor"));
             const fs::path package = directory_.path() / "package";
-            const PackOptions options = options_for(ladder, per_channel);
+            PackOptions options = options_for(ladder, per_channel);
+            options.replace = true;
             pack_model(model_, options, package);
             for (const int bits : options.ladder.bits) {
                 const std::string through_ladder =
@@ -160,7 +161,12 @@ TEST_F(Package, ChangedTopologyIsRefused) {
 TEST_F(Package, ReplacesAPackageButNothingElse) {
     const fs::path package = directory_.path() / "package";
     pack_model(model_, options_for("8,16", false), package);
-    pack_model(model_, options_for("4,8", false), package);  // replaces the package
+    // A non-empty output is refused unless replacing is asked for.
+    EXPECT_THROW(pack_model(model_, options_for("4,8", false), package), Error);
+    EXPECT_EQ(read_manifest(package).ladder.bits, (std::vector<int>{8, 16}));
+    PackOptions replacing = options_for("4,8", false);
+    replacing.replace = true;
+    pack_model(model_, replacing, package);  // replaces the package
     EXPECT_EQ(read_manifest(package).ladder.bits, (std::vector<int>{4, 8}));
 
     const fs::path other = directory_.path() / "other";
@@ -169,15 +175,46 @@ TEST_F(Package, ReplacesAPackageButNothingElse) {
     EXPECT_THROW(pack_model(model_, options_for("8,16", false), other), Error);
     EXPECT_EQ(slurp(other / "notes.txt"), "keep me");
 
+    // A package directory with a stranger in it is not replaced, even when
+    // asked: pack never deletes what it did not write.
+    spit(package / "notes.txt", "mine");
+    EXPECT_THROW(pack_model(model_, replacing, package), Error);
+    EXPECT_EQ(slurp(package / "notes.txt"), "mine");
+    EXPECT_EQ(read_manifest(package).ladder.bits, (std::vector<int>{4, 8}));
+    fs::remove(package / "notes.txt");
+
     // A failed pack (the model is missing) leaves the old package alone.
-    EXPECT_THROW(
-        pack_model(directory_.path() / "missing.onnx", options_for("8,16", false), package), Error);
+    EXPECT_THROW(pack_model(directory_.path() / "missing.onnx", replacing, package), Error);
     EXPECT_EQ(read_manifest(package).ladder.bits, (std::vector<int>{4, 8}));
     std::size_t leftovers = 0;
     for (const auto& entry : fs::directory_iterator(directory_.path())) {
         leftovers += entry.path().filename().string().find(".partial") != std::string::npos;
     }
     EXPECT_EQ(leftovers, 0u);
+}
+
+// An exact (unquantized) tensor larger than a chunk travels in several
+// units, each with its own slice of the values.
+TEST_F(Package, ExactTensorSpansSeveralChunks) {
+    PackOptions options = options_for("4,8", false);
+    options.chunk_elements = 27;  // the 64-element bias takes three units
+    const fs::path package = directory_.path() / "package";
+    pack_model(model_, options, package);
+    const Manifest manifest = read_manifest(package);
+    std::size_t bias_units = 0;
+    for (const UnitEntry& unit : manifest.rungs.front().units) {
+        bias_units += manifest.tensors[unit.tensor].name == "bias";
+    }
+    EXPECT_EQ(bias_units, 3u);
+    const Model original = read_onnx_file(model_);
+    for (const bool direct : {false, true}) {
+        const Model unpacked = unpack_package(package, 8, direct);
+        for (std::size_t t = 0; t < original.weights.size(); ++t) {
+            if (original.weights[t].name != "bias") continue;
+            EXPECT_EQ(unpacked.weights[t].values, original.weights[t].values);
+        }
+    }
+    EXPECT_TRUE(verify_package(package).problems.empty());
 }
 
 TEST_F(Package, DirectRungMustBeOnTheLadder) {

@@ -6,6 +6,7 @@
 
 #include "command_line.hpp"
 #include "commands.hpp"
+#include "format.hpp"
 #include "progress_bar.hpp"
 
 namespace bitinc::cli {
@@ -74,7 +75,7 @@ int run_accuracy(int argc, char** argv) {
         if (pytorch != model.metadata.end()) {
             json["pytorch_top1_percent"] = std::strtod(pytorch->second.c_str(), nullptr);
         }
-        std::printf("%s\n", json.dump(2).c_str());
+        std::printf("%s\n", json_text(json).c_str());
     } else {
         std::printf("%s: top-1 %.2f %% (%zu/%zu) in %.2f s, %.0f images/s (%s)\n", path.c_str(),
                     result.top1_percent(), result.correct, result.images, result.seconds,

@@ -150,7 +150,7 @@ int run_bench(int argc, char** argv) {
             print_benchmark(result);
         }
     }
-    if (json) std::printf("%s\n", all.dump(2).c_str());
+    if (json) std::printf("%s\n", json_text(all).c_str());
     return 0;
 }
 

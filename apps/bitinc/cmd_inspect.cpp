@@ -54,24 +54,28 @@ nlohmann::json inspect_json(const std::string& path, std::uintmax_t file_bytes, 
 
 void print_inspect_text(const std::string& path, std::uintmax_t file_bytes, const Model& model,
                         const TopologySummary& summary) {
-    std::printf("%s\n", path.c_str());
-    std::printf("  producer    %s, IR version %lld, opset %lld\n", summary.producer.c_str(),
+    std::printf("%s\n", printable_text(path).c_str());
+    std::printf("  producer    %s, IR version %lld, opset %lld\n",
+                printable_text(summary.producer).c_str(),
                 static_cast<long long>(summary.ir_version), static_cast<long long>(summary.opset));
     for (const auto& input : summary.inputs) {
-        std::printf("  input       %s  %s  %s\n", input.name.c_str(), input.element_type.c_str(),
-                    dims_text(input.dims, input.symbolic).c_str());
+        std::printf("  input       %s  %s  %s\n", printable_text(input.name).c_str(),
+                    input.element_type.c_str(),
+                    printable_text(dims_text(input.dims, input.symbolic)).c_str());
     }
     for (const auto& output : summary.outputs) {
-        std::printf("  output      %s  %s  %s\n", output.name.c_str(), output.element_type.c_str(),
-                    dims_text(output.dims, output.symbolic).c_str());
+        std::printf("  output      %s  %s  %s\n", printable_text(output.name).c_str(),
+                    output.element_type.c_str(),
+                    printable_text(dims_text(output.dims, output.symbolic)).c_str());
     }
     std::string ops;
     for (const auto& [op, count] : summary.op_counts) {
         ops += (ops.empty() ? "" : ", ") + op + " " + std::to_string(count);
     }
-    std::printf("  nodes       %zu: %s\n", summary.node_count, ops.c_str());
+    std::printf("  nodes       %zu: %s\n", summary.node_count, printable_text(ops).c_str());
     for (const auto& [key, value] : model.metadata) {
-        std::printf("  metadata    %s = %s\n", key.c_str(), value.c_str());
+        std::printf("  metadata    %s = %s\n", printable_text(key).c_str(),
+                    printable_text(value).c_str());
     }
     std::printf("  weights     %zu tensors, %s parameters, %s bytes as float32\n",
                 model.weights.size(), with_commas(model.parameter_count()).c_str(),
@@ -81,13 +85,14 @@ void print_inspect_text(const std::string& path, std::uintmax_t file_bytes, cons
 
     std::size_t name_width = 4;
     for (const Tensor& tensor : model.weights)
-        name_width = std::max(name_width, tensor.name.size());
+        name_width = std::max(name_width, printable_text(tensor.name).size());
     std::printf("  %4s  %-*s  %-18s %-8s %12s\n", "#", int(name_width), "name", "shape", "type",
                 "parameters");
     for (std::size_t i = 0; i < model.weights.size(); ++i) {
         const Tensor& tensor = model.weights[i];
-        std::printf("  %4zu  %-*s  %-18s %-8s %12s\n", i, int(name_width), tensor.name.c_str(),
-                    dims_text(tensor.shape).c_str(), stored_type_name(tensor.stored_as).data(),
+        std::printf("  %4zu  %-*s  %-18s %-8s %12s\n", i, int(name_width),
+                    printable_text(tensor.name).c_str(), dims_text(tensor.shape).c_str(),
+                    stored_type_name(tensor.stored_as).data(),
                     with_commas(tensor.element_count()).c_str());
     }
 }
@@ -109,7 +114,7 @@ int run_inspect(int argc, char** argv) {
     const TopologySummary summary = summarize_topology(model);
     const std::uintmax_t file_bytes = std::filesystem::file_size(path);
     if (command_line.flag("json")) {
-        std::printf("%s\n", inspect_json(path, file_bytes, model, summary).dump(2).c_str());
+        std::printf("%s\n", json_text(inspect_json(path, file_bytes, model, summary)).c_str());
     } else {
         print_inspect_text(path, file_bytes, model, summary);
     }

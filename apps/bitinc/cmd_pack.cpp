@@ -69,7 +69,8 @@ int run_pack(int argc, char** argv) {
     command_line.add_option("min-elements", "N",
                             "smaller tensors travel exactly as float32 (default 256)");
     command_line.add_option("threads", "T", "coding threads (default: all cores)");
-    command_line.add_option("o", "DIR", "output directory (required)");
+    command_line.add_option("o", "DIR", "output directory (required; new or empty)");
+    command_line.add_flag("force", "replace a package already in DIR (nothing else is replaced)");
     command_line.add_flag("json", "print a JSON summary instead of text");
     command_line.add_flag("no-progress", "never draw a progress bar");
     if (!command_line.parse(argc, argv)) return 0;
@@ -88,6 +89,7 @@ int run_pack(int argc, char** argv) {
     }
     options.chunk_elements = std::uint64_t(command_line.integer("chunk", 1 << 20, 1, 1LL << 26));
     options.threads = int(command_line.integer("threads", 0, 1, 256));
+    options.replace = command_line.flag("force");
     ProgressBar progress("pack", "units",
                          !command_line.flag("no-progress") && ProgressBar::stderr_is_terminal());
     options.progress = [&](std::size_t done, std::size_t total) { progress.update(done, total); };
@@ -98,7 +100,7 @@ int run_pack(int argc, char** argv) {
         nlohmann::json json = package_json(result.manifest);
         json["directory"] = *output;
         json["seconds"] = result.seconds;
-        std::printf("%s\n", json.dump(2).c_str());
+        std::printf("%s\n", json_text(json).c_str());
     } else {
         print_package(result.manifest);
         std::printf("packed into %s in %.2f s\n", output->c_str(), result.seconds);
@@ -149,7 +151,7 @@ int run_verify(int argc, char** argv) {
         const nlohmann::json json = {{"package", directory},  {"ok", report.problems.empty()},
                                      {"files", report.files}, {"units", report.units},
                                      {"bytes", report.bytes}, {"problems", report.problems}};
-        std::printf("%s\n", json.dump(2).c_str());
+        std::printf("%s\n", json_text(json).c_str());
     } else {
         for (const std::string& problem : report.problems)
             std::printf("problem: %s\n", problem.c_str());

@@ -5,6 +5,10 @@
 
 namespace bitinc::cli {
 
+std::string json_text(const nlohmann::json& json, int indent) {
+    return json.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 std::string with_commas(std::uint64_t number) {
     std::string digits = std::to_string(number);
     for (int i = static_cast<int>(digits.size()) - 3; i > 0; i -= 3) {

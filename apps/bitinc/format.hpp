@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,9 @@ std::string dims_text(const std::vector<std::int64_t>& dims,
 std::vector<std::string> split(const std::string& text, char separator);
 // "8->16" for a refinement from 8 bits, "16" for a rung with no parent (0).
 std::string rung_bits_label(int bits, int parent_bits);
+// JSON for stdout: names that are not valid UTF-8 (they come from models and
+// servers) are replaced with U+FFFD instead of failing the whole output.
+std::string json_text(const nlohmann::json& json, int indent = 2);
 // "12.5 MB" style: decimal megabytes with three significant decimals.
 std::string megabytes(std::uint64_t bytes);
 

@@ -67,6 +67,15 @@ std::string serialize_onnx(const Model& model);
 // same directory is renamed over `path` only once it is complete.
 void write_onnx_file(const Model& model, const std::filesystem::path& path);
 
+// Checks what inference engines trust in a graph without checking it
+// themselves: every node input defined before use, no name defined twice,
+// and the attributes engines divide by, loop over or allocate from (group,
+// kernel_shape, strides, dilations, pads, perm, Reshape shapes, Slice steps,
+// Resize scales, axes...) within ONNX's rules and sane bounds, checked
+// against the weights' shapes. Unknown operators pass (an engine may refuse
+// them). Throws Error naming `source` and the node.
+void validate_graph(const Model& model, std::string_view source);
+
 // What a reader of a model wants to know about its graph.
 struct ValueInfo {
     std::string name;

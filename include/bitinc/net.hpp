@@ -20,10 +20,15 @@ namespace bitinc {
 
 // ---- parsing of link and fault settings ------------------------------------
 
+inline constexpr double max_rate_bits_per_second = 1e12;
+inline constexpr double max_duration_seconds = 7 * 24 * 3600.0;
+
 // "100Mbit", "33.6Mbit", "1.1Gbit", "500kbit", "12MB" (bytes) -> bits per
-// second. Throws Error on anything else.
+// second, from 1 bit/s to max_rate_bits_per_second. Throws Error on anything
+// else.
 double parse_rate(std::string_view text);
-// "20ms", "1.5s", "0" -> seconds. Throws Error on anything else.
+// "20ms", "1.5s", "0" -> seconds, at most max_duration_seconds. Throws Error
+// on anything else.
 double parse_duration(std::string_view text);
 
 // A fault the server injects, for tests of the fetcher's recovery.

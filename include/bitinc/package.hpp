@@ -112,6 +112,9 @@ struct PackOptions {
     std::vector<int> direct_bits;
     std::uint64_t chunk_elements = std::uint64_t{1} << 20;
     int threads = 0;  // 0: all cores
+    // Replace a package already at the output directory (never a directory
+    // holding anything else); false: refuse any non-empty output.
+    bool replace = false;
     // Called as units are coded: (units done, units in all).
     std::function<void(std::size_t, std::size_t)> progress;
 };
@@ -125,7 +128,8 @@ struct PackResult {
 
 // Packs the ONNX file at `model_path` into the directory `output`. The
 // package is built beside `output` and moved into place only when complete;
-// an existing `output` is replaced only if it is empty or a package itself.
+// an existing non-empty `output` is replaced only with PackOptions::replace,
+// and only if it holds nothing but a package's own files.
 // The same input and options always give byte-identical files.
 PackResult pack_model(const std::filesystem::path& model_path, const PackOptions& options,
                       const std::filesystem::path& output);
@@ -175,8 +179,11 @@ class ModelAssembler {
         std::vector<float> steps;           // quantized: per channel, at steps_bits
         int steps_bits = 0;
         std::uint64_t channel_size = 0;
+        std::uint64_t channels = 1;
         std::vector<ChunkState> chunks;
     };
+    // Sizes a tensor's storage when its first unit arrives; under mutex_.
+    void allocate_storage(std::size_t tensor_index);
     ChunkState& chunk_of(const UnitEntry& entry);
     const ChunkState& chunk_of(const UnitEntry& entry) const;
 

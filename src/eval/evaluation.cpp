@@ -144,7 +144,8 @@ EvaluationResult run_evaluation(const fs::path& model_path, Scenario& scenario,
     say("packing (ladder and direct rung)");
     PackOptions pack;
     pack.ladder = options.ladder;
-    pack.threads = 1;  // encode times per core, as the study measures them
+    pack.threads = 1;     // encode times per core, as the study measures them
+    pack.replace = true;  // the work directory is the evaluation's own
     const PackResult packed = pack_model(model_path, pack, package);
     result.pack_seconds = packed.seconds;
     const Manifest& manifest = packed.manifest;
@@ -242,6 +243,7 @@ EvaluationResult run_evaluation(const fs::path& model_path, Scenario& scenario,
         sweep_pack.ladder.bits = {base_bits};
         sweep_pack.ladder.per_channel = per_channel;
         sweep_pack.ladder.min_quantized_elements = options.ladder.min_quantized_elements;
+        sweep_pack.replace = true;
         const fs::path sweep_package = options.work_directory / "sweep";
         const PackResult sweep_packed = pack_model(model_path, sweep_pack, sweep_package);
         const Model model = unpack_package(sweep_package, base_bits, false);

@@ -63,7 +63,10 @@ double parse_rate(std::string_view text) {
                                      {"Mbps", 1e6}, {"Gbps", 1e9}};
     if (number > 0) {
         for (const Unit& candidate : units) {
-            if (unit == candidate.name) return number * candidate.bits;
+            if (unit != candidate.name) continue;
+            const double bits = number * candidate.bits;
+            if (bits >= 1 && bits <= max_rate_bits_per_second) return bits;
+            throw Error("rate '" + std::string(text) + "' is out of range (1bit to 1000Gbit)");
         }
     }
     throw Error("rate '" + std::string(text) +
@@ -73,10 +76,16 @@ double parse_rate(std::string_view text) {
 double parse_duration(std::string_view text) {
     const auto [number, unit] = number_and_unit(text);
     if (number >= 0) {
-        if (unit == "ms") return number / 1e3;
-        if (unit == "s") return number;
-        if (unit == "us") return number / 1e6;
-        if (unit.empty() && number == 0) return 0;
+        double seconds = -1;
+        if (unit == "ms") seconds = number / 1e3;
+        if (unit == "s") seconds = number;
+        if (unit == "us") seconds = number / 1e6;
+        if (unit.empty() && number == 0) seconds = 0;
+        // Beyond a week a duration is a typo, and clocks would overflow.
+        if (seconds > max_duration_seconds) {
+            throw Error("duration '" + std::string(text) + "' is longer than a week");
+        }
+        if (seconds >= 0) return seconds;
     }
     throw Error("duration '" + std::string(text) +
                 "': give a number with a unit, e.g. 20ms or 1.5s");

@@ -23,6 +23,7 @@ ModelAssembler::ModelAssembler(Manifest manifest, std::string topology, std::str
         throw Error(std::string(source) + ": the topology does not match the manifest's SHA-256");
     }
     model_ = parse_topology(topology, source);
+    validate_graph(model_, source);
     if (model_.weights.size() != manifest_.tensors.size()) {
         throw Error(std::string(source) + ": the topology has " +
                     std::to_string(model_.weights.size()) + " weight tensors, the manifest " +
@@ -44,16 +45,26 @@ ModelAssembler::ModelAssembler(Manifest manifest, std::string topology, std::str
                 manifest_.ladder.per_channel && entry.shape.size() >= 2 && entry.shape[0] > 0;
             const std::uint64_t channels = per_channel ? std::uint64_t(entry.shape[0]) : 1;
             state.channel_size = elements / channels;
-            state.steps.assign(channels, 0.0f);
-            state.indices.resize(elements);
-        } else {
-            state.values.resize(elements);
+            state.channels = channels;
         }
+        // Storage comes with the tensor's first unit (allocate_storage), so
+        // what a manifest merely claims costs no memory.
     }
     // Chunks as the base rung cuts them; every other rung cuts alike
     // (parse_manifest checks it).
     for (const UnitEntry& unit : manifest_.rungs.front().units) {
         tensors_[unit.tensor].chunks.push_back({unit.first, unit.count, 0});
+    }
+}
+
+void ModelAssembler::allocate_storage(std::size_t tensor_index) {
+    TensorState& state = tensors_[tensor_index];
+    const TensorEntry& entry = manifest_.tensors[tensor_index];
+    if (!entry.quantized) {
+        if (state.values.empty()) state.values.resize(entry.element_count());
+    } else if (state.indices.empty()) {
+        state.steps.assign(state.channels, 0.0f);
+        state.indices.resize(entry.element_count());
     }
 }
 
@@ -102,6 +113,7 @@ void ModelAssembler::apply_unit(std::size_t rung_index, std::size_t unit_index,
     {
         const std::lock_guard lock(mutex_);
         parent_bits = chunk_of(entry).bits;
+        allocate_storage(entry.tensor);
     }
     if (!tensor.quantized) {
         if (header.type != UnitType::exact || rung.kind == RungKind::refinement) {

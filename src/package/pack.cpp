@@ -1,5 +1,7 @@
 // Building a package: quantize every tensor on the ladder, code its units in
 // parallel, lay them out in rung files, and move the directory into place.
+#include <fcntl.h>
+#include <stdio.h>
 #include <unistd.h>
 #include <algorithm>
 #include <chrono>
@@ -45,36 +47,70 @@ struct UnitJob {
     std::vector<std::uint8_t> bytes;
 };
 
+// The entries of `directory` that are not files of the package it holds, or
+// every entry when it holds no readable package.
+std::vector<std::string> foreign_entries(const fs::path& directory) {
+    std::vector<std::string> allowed{std::string(manifest_file_name)};
+    try {
+        const Manifest old = read_manifest(directory);
+        allowed.push_back(old.topology.file);
+        for (const RungEntry& rung : old.rungs) allowed.push_back(rung.data.file);
+    } catch (const Error&) {
+        allowed.clear();
+    }
+    std::vector<std::string> foreign;
+    for (const auto& entry : fs::directory_iterator(directory)) {
+        const std::string name = entry.path().filename().string();
+        const bool ours = entry.is_regular_file() && !entry.is_symlink() &&
+                          std::find(allowed.begin(), allowed.end(), name) != allowed.end();
+        if (!ours) foreign.push_back(name);
+    }
+    return foreign;
+}
+
 // Moves a finished package directory into place without ever leaving
-// `output` half-written, and refuses to replace anything but a package.
-void install_directory(const fs::path& built, const fs::path& output) {
+// `output` half-written. An existing non-empty `output` is replaced only when
+// asked to and only when it holds nothing but a package's own files, so pack
+// never deletes what it did not write.
+void install_directory(const fs::path& built, const fs::path& output, bool replace) {
     std::error_code error;
-    if (fs::exists(output, error)) {
-        if (!fs::is_directory(output)) {
-            throw Error(output.string() + " exists and is not a directory; not replacing it");
-        }
-        if (!fs::is_empty(output) && !fs::exists(output / manifest_file_name)) {
-            throw Error(
-                output.string() +
-                " is a directory that holds something other than a package; not replacing it");
-        }
-        const fs::path old = output.string() + ".old-" + std::to_string(::getpid());
-        fs::remove_all(old, error);
-        fs::rename(output, old, error);
-        if (error)
-            throw Error("cannot move the old " + output.string() + " aside: " + error.message());
+    if (!fs::exists(fs::symlink_status(output, error))) {
         fs::rename(built, output, error);
-        if (error) {
-            std::error_code ignored;
-            fs::rename(old, output, ignored);
+        if (error)
             throw Error("cannot move the package into " + output.string() + ": " + error.message());
-        }
-        fs::remove_all(old, error);
         return;
     }
+    if (!fs::is_directory(fs::symlink_status(output, error))) {
+        throw Error(output.string() + " exists and is not a directory; not replacing it");
+    }
+    if (!fs::is_empty(output, error)) {
+        if (!replace) {
+            throw Error(output.string() +
+                        " is not empty; not writing into it (--force replaces a package there)");
+        }
+        const std::vector<std::string> foreign = foreign_entries(output);
+        if (!foreign.empty()) {
+            throw Error(output.string() + " holds '" + foreign.front() +
+                        "', which is not a file of a bitinc package; not replacing it");
+        }
+    }
+    // Swap the two directories in one step, so `output` is always either the
+    // old package or the new one; then drop the old one.
+    if (::renameat2(AT_FDCWD, built.c_str(), AT_FDCWD, output.c_str(), RENAME_EXCHANGE) == 0) {
+        fs::remove_all(built, error);
+        return;
+    }
+    const fs::path old = output.string() + ".old-" + std::to_string(::getpid());
+    fs::remove_all(old, error);
+    fs::rename(output, old, error);
+    if (error) throw Error("cannot move the old " + output.string() + " aside: " + error.message());
     fs::rename(built, output, error);
-    if (error)
+    if (error) {
+        std::error_code ignored;
+        fs::rename(old, output, ignored);
         throw Error("cannot move the package into " + output.string() + ": " + error.message());
+    }
+    fs::remove_all(old, error);
 }
 
 void write_plain_file(const fs::path& path, std::string_view bytes) {
@@ -93,6 +129,7 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
     const LadderPlan& plan = options.ladder;
     const std::string source = core::read_file(model_path, max_onnx_bytes);
     const Model model = parse_onnx(source, model_path.string());
+    validate_graph(model, model_path.string());
 
     Manifest manifest;
     manifest.generator = "bitinc " + std::string(version());
@@ -164,9 +201,7 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
             UnitJob& job = jobs[j];
             const RungEntry& rung = manifest.rungs[job.rung];
             if (!quantized) {
-                job.bytes = encode_exact_unit(
-                    job.target,
-                    std::span(tensor.values).subspan(job.target.first, job.target.count));
+                job.bytes = encode_exact_unit(job.target, tensor.values);
             } else if (rung.kind == RungKind::refinement) {
                 job.bytes =
                     encode_refinement_unit(job.target, rungs[job.rung - 1], rungs[job.rung]);
@@ -209,7 +244,7 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
             write_plain_file(building / manifest.rungs[r].data.file, files[r]);
         }
         write_plain_file(building / manifest_file_name, manifest_text);
-        install_directory(building, target);
+        install_directory(building, target, options.replace);
     } catch (...) {
         fs::remove_all(building, error);
         throw;

@@ -119,6 +119,9 @@ std::unique_ptr<Engine> create_opencv_engine(const Model& model, std::string_vie
                                              const EngineOptions& options) {
     silence_opencv_logging();
     if (options.threads > 0) cv::setNumThreads(options.threads);
+    // OpenCV trusts the graph's attributes (it divides by a Conv's group, for
+    // one): nothing reaches it unchecked.
+    validate_graph(model, model_name);
     Model fixed = model;
     apply_engine_fixups(fixed);
     const std::string bytes = serialize_onnx(fixed);
