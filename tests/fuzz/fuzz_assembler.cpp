@@ -1,0 +1,132 @@
+// Fuzz target: ModelAssembler fed unit sequences a hostile server could send —
+// units in any order, repeated, truncated, with flipped bytes, and with
+// flipped bytes whose CRC32C (and manifest entry) were recomputed so that the
+// decoders see them. The package is the bundled small-cnn, packed once with
+// small chunks. Every fault must be an Error; nothing may crash or read out
+// of bounds.
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "bitinc/codec.hpp"
+#include "bitinc/error.hpp"
+#include "bitinc/package.hpp"
+#include "core/crc32c.hpp"
+
+#ifndef BITINC_SOURCE_DIR
+#error "BITINC_SOURCE_DIR must name the source tree (for models/small-cnn.onnx)"
+#endif
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Fixture {
+    bitinc::Manifest manifest;
+    std::string topology;
+    std::vector<std::string> rung_files;
+};
+
+std::string read_whole(const fs::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream bytes;
+    bytes << in.rdbuf();
+    return bytes.str();
+}
+
+Fixture make_fixture() {
+    const fs::path directory =
+        fs::temp_directory_path() / ("bitinc-fuzz-assembler-" + std::to_string(::getpid()));
+    bitinc::PackOptions options;
+    options.ladder = bitinc::LadderPlan::parse("4,8,16");
+    options.ladder.per_channel = true;
+    options.chunk_elements = 4096;
+    options.threads = 1;
+    options.replace = true;
+    bitinc::pack_model(fs::path(BITINC_SOURCE_DIR) / "models" / "small-cnn.onnx", options,
+                       directory);
+    Fixture fixture;
+    fixture.manifest = bitinc::read_manifest(directory);
+    fixture.topology = read_whole(directory / fixture.manifest.topology.file);
+    for (const bitinc::RungEntry& rung : fixture.manifest.rungs) {
+        fixture.rung_files.push_back(read_whole(directory / rung.data.file));
+    }
+    std::error_code ignored;
+    fs::remove_all(directory, ignored);
+    return fixture;
+}
+
+const Fixture& fixture() {
+    static const Fixture instance = make_fixture();
+    return instance;
+}
+
+// One step of the sequence, 8 bytes of the input.
+struct Step {
+    std::size_t rung = 0;
+    std::size_t unit = 0;
+    int action = 0;  // 0 genuine, 1 flipped, 2 flipped with a fresh CRC, 3 truncated
+    std::uint32_t offset = 0;
+    std::uint8_t value = 0;
+    std::vector<std::uint8_t> bytes;
+};
+
+void put_crc(std::vector<std::uint8_t>& unit) {
+    if (unit.size() < 4) return;
+    const std::uint32_t crc = bitinc::core::crc32c({unit.data(), unit.size() - 4});
+    for (int i = 0; i < 4; ++i) unit[unit.size() - 4 + std::size_t(i)] = std::uint8_t(crc >> (8 * i));
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+    const Fixture& base = fixture();
+    bitinc::Manifest manifest = base.manifest;
+    std::vector<Step> steps;
+    for (std::size_t at = 0; at + 8 <= size && steps.size() < 256; at += 8) {
+        Step step;
+        step.rung = data[at] % manifest.rungs.size();
+        const auto& units = manifest.rungs[step.rung].units;
+        if (units.empty()) continue;
+        step.unit = (std::size_t(data[at + 1]) | std::size_t(data[at + 2]) << 8) % units.size();
+        step.action = data[at + 3] % 4;
+        step.offset = std::uint32_t(data[at + 4]) | std::uint32_t(data[at + 5]) << 8 |
+                      std::uint32_t(data[at + 6]) << 16;
+        step.value = std::uint8_t(data[at + 7] | 1);  // never a no-op flip
+        const bitinc::UnitEntry& entry = units[step.unit];
+        const auto genuine = bitinc::unit_bytes(base.rung_files[step.rung], entry);
+        step.bytes.assign(genuine.begin(), genuine.end());
+        if (step.action == 1 || step.action == 2) {
+            step.bytes[step.offset % step.bytes.size()] ^= step.value;
+        }
+        if (step.action == 2) {
+            put_crc(step.bytes);
+            // The manifest entry must agree, as a forged manifest would.
+            manifest.rungs[step.rung].units[step.unit].crc32c = bitinc::unit_crc32c(step.bytes);
+        }
+        if (step.action == 3) step.bytes.resize(step.offset % step.bytes.size());
+        steps.push_back(std::move(step));
+    }
+    try {
+        bitinc::ModelAssembler assembler(manifest, base.topology, "fuzz");
+        for (const Step& step : steps) {
+            try {
+                assembler.apply_unit(step.rung, step.unit, step.bytes, "fuzz");
+            } catch (const bitinc::Error&) {
+                // Refused: the model must stay as it was.
+            }
+        }
+        if (assembler.complete()) assembler.model();
+        assembler.lowest_bits();
+    } catch (const bitinc::Error&) {
+    }
+    return 0;
+}
