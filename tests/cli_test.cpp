@@ -15,6 +15,7 @@
 namespace bitinc {
 namespace {
 
+using testing::add_int_attribute;
 using testing::slurp;
 
 struct CommandResult {
@@ -100,6 +101,62 @@ TEST_F(Cli, OperatorTheEngineCannotRun) {
     EXPECT_EQ(run("inspect " + path.string()).status, 0);
     expect_one_line_error(run("accuracy " + path.string()),
                           "operator NoSuchOperator is not supported");
+}
+
+// Names inside a model reach the terminal escaped: no escape sequence from a
+// file (or a server) can recolour it or move the cursor.
+TEST_F(Cli, ControlCharactersInNamesAreEscaped) {
+    testing::OnnxBuilder builder;
+    builder.input("x\x1b[2J", {1, 4}).output("y", {1, 3});
+    builder.initializer("w\x1b]0;owned\x07", {3, 4}, std::vector<float>(12, 0.5f));
+    builder.node("Gemm", {"x\x1b[2J", "w\x1b]0;owned\x07"}, {"y"});
+    add_int_attribute(builder.node("Relu", {"y"}, {"z"}), "bogus", 1);
+    const auto path = write("escape.onnx", builder.bytes());
+    for (const std::string command : {"inspect ", "inspect --json "}) {
+        const CommandResult result = run(command + path.string());
+        EXPECT_EQ(result.status, 0) << result.err;
+        EXPECT_EQ(result.out.find('\x1b'), std::string::npos) << command;
+        EXPECT_EQ(result.out.find('\x07'), std::string::npos) << command;
+    }
+    EXPECT_NE(run("inspect " + path.string()).out.find("w\\x1b]0;owned\\x07"), std::string::npos);
+    // Error messages quoting the names are escaped too.
+    testing::OnnxBuilder broken;
+    broken.input("x", {1, 4}).output("y", {1, 4});
+    broken.node("Relu", {"\x1b[31mred"}, {"y"});
+    const CommandResult result = run("accuracy " + write("broken.onnx", broken.bytes()).string());
+    EXPECT_EQ(result.status, 1);
+    EXPECT_EQ(result.err.find('\x1b'), std::string::npos) << result.err;
+    EXPECT_NE(result.err.find("\\x1b[31mred"), std::string::npos) << result.err;
+}
+
+// A model no engine could run (Conv group 0 crashed OpenCV with SIGFPE) is a
+// one-line error in every command that builds an engine.
+TEST_F(Cli, AGraphThatWouldCrashTheEngineIsRefused) {
+    testing::OnnxBuilder builder;
+    builder.input("x", {1, 1, 28, 28}).output("y", {1, 4, 26, 26});
+    builder.initializer("w", {4, 1, 3, 3}, std::vector<float>(36, 0.1f));
+    add_int_attribute(builder.node("Conv", {"x", "w"}, {"y"}), "group", 0);
+    const auto path = write("group0.onnx", builder.bytes());
+    expect_one_line_error(run("accuracy " + path.string() + " --limit 10"), "group");
+    expect_one_line_error(
+        run("pack " + path.string() + " -o " + (directory_.path() / "p").string()), "group");
+}
+
+TEST_F(Cli, PackNeverWritesIntoADirectoryItDidNotMake) {
+    const auto output = directory_.path() / "out";
+    std::filesystem::create_directories(output);
+    write("out/notes.txt", "keep");
+    expect_one_line_error(run("pack " + small_cnn() + " -o " + output.string()), "not empty");
+    expect_one_line_error(run("pack " + small_cnn() + " --force -o " + output.string()),
+                          "notes.txt");
+    EXPECT_EQ(slurp(output / "notes.txt"), "keep");
+    const auto package = directory_.path() / "package";
+    ASSERT_EQ(
+        run("pack " + small_cnn() + " --ladder 4,8 --no-progress -o " + package.string()).status,
+        0);
+    expect_one_line_error(run("pack " + small_cnn() + " -o " + package.string()), "--force");
+    EXPECT_EQ(run("pack " + small_cnn() + " --force --no-progress -o " + package.string()).status,
+              0);
 }
 
 TEST_F(Cli, ModelWhoseInputDoesNotFitTheDataset) {

@@ -78,9 +78,8 @@ TEST(GraphValidator, TheBundledModelsPass) {
 
 // The attack that crashed `run` and `accuracy` with SIGFPE inside OpenCV.
 TEST(GraphValidator, ConvWithGroupZeroIsAnErrorNotACrash) {
-    const Model model = conv_model([](OnnxBuilder&, onnx::NodeProto& conv, onnx::NodeProto&) {
-        set_int(conv, "group", 0);
-    });
+    const Model model = conv_model(
+        [](OnnxBuilder&, onnx::NodeProto& conv, onnx::NodeProto&) { set_int(conv, "group", 0); });
     try {
         create_opencv_engine(model, "conv.onnx", {.threads = 1});
         FAIL() << "no error";
@@ -97,21 +96,47 @@ TEST(GraphValidator, EveryBrokenAttributeIsRefused) {
         {"negative group", [](auto&, auto& conv, auto&) { set_int(conv, "group", -2); }},
         {"group not dividing the filters",
          [](auto&, auto& conv, auto&) { set_int(conv, "group", 3); }},
-        {"zero stride", [](auto&, auto& conv, auto&) { set_ints(conv, "strides", {1, 0}); }},
-        {"negative stride", [](auto&, auto& conv, auto&) { set_ints(conv, "strides", {-1, 1}); }},
-        {"zero dilation", [](auto&, auto& conv, auto&) { set_ints(conv, "dilations", {0, 1}); }},
-        {"negative pad", [](auto&, auto& conv, auto&) { set_ints(conv, "pads", {-1, 1, 1, 1}); }},
-        {"huge pad", [](auto&, auto& conv, auto&) { set_ints(conv, "pads", {1, 1, 1, 1 << 30}); }},
-        {"odd pad count", [](auto&, auto& conv, auto&) { set_ints(conv, "pads", {1, 1, 1}); }},
+        {"zero stride",
+         [](auto&, auto& conv, auto&) {
+             set_ints(conv, "strides", {1, 0});
+         }},
+        {"negative stride",
+         [](auto&, auto& conv, auto&) {
+             set_ints(conv, "strides", {-1, 1});
+         }},
+        {"zero dilation",
+         [](auto&, auto& conv, auto&) {
+             set_ints(conv, "dilations", {0, 1});
+         }},
+        {"negative pad",
+         [](auto&, auto& conv, auto&) {
+             set_ints(conv, "pads", {-1, 1, 1, 1});
+         }},
+        {"huge pad",
+         [](auto&, auto& conv, auto&) {
+             set_ints(conv, "pads", {1, 1, 1, 1 << 30});
+         }},
+        {"odd pad count",
+         [](auto&, auto& conv, auto&) {
+             set_ints(conv, "pads", {1, 1, 1});
+         }},
         {"kernel unlike the weights",
-         [](auto&, auto& conv, auto&) { set_ints(conv, "kernel_shape", {5, 5}); }},
+         [](auto&, auto& conv, auto&) {
+             set_ints(conv, "kernel_shape", {5, 5});
+         }},
         {"stride count unlike the kernel",
-         [](auto&, auto& conv, auto&) { set_ints(conv, "strides", {1, 1, 1}); }},
-        {"pool without kernel",
-         [](auto&, auto&, auto& pool) { pool.clear_attribute(); }},
+         [](auto&, auto& conv, auto&) {
+             set_ints(conv, "strides", {1, 1, 1});
+         }},
+        {"pool without kernel", [](auto&, auto&, auto& pool) { pool.clear_attribute(); }},
         {"zero pool kernel",
-         [](auto&, auto&, auto& pool) { set_ints(pool, "kernel_shape", {0, 2}); }},
-        {"zero pool stride", [](auto&, auto&, auto& pool) { set_ints(pool, "strides", {2, 0}); }},
+         [](auto&, auto&, auto& pool) {
+             set_ints(pool, "kernel_shape", {0, 2});
+         }},
+        {"zero pool stride",
+         [](auto&, auto&, auto& pool) {
+             set_ints(pool, "strides", {2, 0});
+         }},
         {"undefined input", [](auto&, auto& conv, auto&) { conv.set_input(0, "nowhere"); }},
         {"name defined twice", [](auto&, auto&, auto& pool) { pool.set_output(0, "h"); }},
         {"output nobody makes", [](auto&, auto&, auto& pool) { pool.set_output(0, "z"); }},
@@ -122,8 +147,12 @@ TEST(GraphValidator, EveryBrokenAttributeIsRefused) {
          }},
         {"huge input",
          [](OnnxBuilder& builder, auto&, auto&) {
-             auto* dims =
-                 builder.proto().mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape();
+             auto* dims = builder.proto()
+                              .mutable_graph()
+                              ->mutable_input(0)
+                              ->mutable_type()
+                              ->mutable_tensor_type()
+                              ->mutable_shape();
              dims->mutable_dim(2)->set_dim_value(1 << 20);
              dims->mutable_dim(3)->set_dim_value(1 << 20);
          }},
@@ -175,9 +204,11 @@ TEST(GraphValidator, OtherOperatorsAttributes) {
     refused(single("LRN", [](auto&, auto& node) { set_int(node, "size", 0); }));
     refused(single("Gemm", [](auto&, auto& node) { set_int(node, "transB", 7); }));
     // Sound uses of the same operators pass.
-    EXPECT_NO_THROW(validate_graph(
-        single("Transpose", [](auto&, auto& node) { set_ints(node, "perm", {0, 2, 3, 1}); }),
-        "model"));
+    EXPECT_NO_THROW(validate_graph(single("Transpose",
+                                          [](auto&, auto& node) {
+                                              set_ints(node, "perm", {0, 2, 3, 1});
+                                          }),
+                                   "model"));
     EXPECT_NO_THROW(validate_graph(single("Reshape",
                                           [](auto& builder, auto& node) {
                                               builder.int64_initializer("shape", {0, -1});
@@ -199,9 +230,8 @@ TEST(GraphValidator, APackageWithABrokenGraphIsRefusedOnTheDevice) {
     pack_model(model_path, options, package);
 
     // What a hostile server would do: a broken topology with a manifest to match.
-    const Model broken = conv_model([](OnnxBuilder&, onnx::NodeProto& conv, onnx::NodeProto&) {
-        set_int(conv, "group", 0);
-    });
+    const Model broken = conv_model(
+        [](OnnxBuilder&, onnx::NodeProto& conv, onnx::NodeProto&) { set_int(conv, "group", 0); });
     testing::spit(package / "topology.onnx", broken.topology);
     Manifest manifest = read_manifest(package);
     manifest.topology.bytes = broken.topology.size();

@@ -8,6 +8,7 @@
 #include <random>
 #include <sstream>
 
+#include "core/sha256.hpp"
 #include "onnx_builder.hpp"
 #include "test_support.hpp"
 
@@ -239,6 +240,73 @@ TEST_F(Package, NanWeightIsAClearError) {
         EXPECT_NE(std::string(error.what()).find("NaN"), std::string::npos) << error.what();
     }
     EXPECT_FALSE(fs::exists(directory_.path() / "p"));
+}
+
+long resident_kilobytes() {
+    std::ifstream status("/proc/self/status");
+    std::string line;
+    while (std::getline(status, line)) {
+        if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+    }
+    return 0;
+}
+
+// A manifest and topology that claim a 2·10^9-element tensor: the device
+// must not allocate 8 GB on the claim alone, only as units really arrive.
+TEST_F(Package, AClaimedHugeTensorCostsNoMemoryUntilItsUnitsArrive) {
+    const fs::path package = directory_.path() / "package";
+    pack_model(model_, options_for("4,8", false), package);
+    Manifest manifest = read_manifest(package);
+    const std::vector<std::int64_t> huge_shape{50'000, 40'000};
+    const std::uint64_t huge_elements = 2'000'000'000;
+
+    onnx::ModelProto topology;
+    ASSERT_TRUE(topology.ParseFromString(slurp(package / "topology.onnx")));
+    for (auto& initializer : *topology.mutable_graph()->mutable_initializer()) {
+        if (initializer.name() != "weight") continue;
+        initializer.clear_dims();
+        for (const std::int64_t dim : huge_shape) initializer.add_dims(dim);
+    }
+    std::string topology_bytes;
+    ASSERT_TRUE(topology.SerializeToString(&topology_bytes));
+    manifest.topology.bytes = topology_bytes.size();
+    manifest.topology.sha256 = core::sha256_hex(topology_bytes);
+    std::uint32_t weight_index = 0;
+    while (manifest.tensors[weight_index].name != "weight") ++weight_index;
+    manifest.parameters += huge_elements - manifest.tensors[weight_index].element_count();
+    manifest.float32_bytes = 4 * manifest.parameters;
+    manifest.tensors[weight_index].shape = huge_shape;
+    for (RungEntry& rung : manifest.rungs) {
+        std::vector<UnitEntry> units;
+        std::uint64_t offset = 0;
+        for (const UnitEntry& unit : rung.units) {
+            if (unit.tensor == weight_index && unit.first > 0) continue;
+            if (unit.tensor != weight_index) {
+                units.push_back(unit);
+                units.back().offset = offset;
+                offset += unit.length;
+                continue;
+            }
+            for (std::uint64_t first = 0; first < huge_elements; first += max_unit_elements) {
+                const std::uint64_t count = std::min(max_unit_elements, huge_elements - first);
+                units.push_back({weight_index, first, count, offset, 100, 0});
+                offset += 100;
+            }
+        }
+        rung.units = std::move(units);
+        rung.data.bytes = offset;
+    }
+    // The parser accepts the claim: it is consistent.
+    manifest = parse_manifest(serialize_manifest(manifest), "claim");
+
+    const long before = resident_kilobytes();
+    ModelAssembler assembler(manifest, topology_bytes, "claim");
+    std::size_t weight_unit = 0;
+    while (manifest.rungs[0].units[weight_unit].tensor != weight_index) ++weight_unit;
+    const std::vector<std::uint8_t> junk(100, 0x55);
+    EXPECT_THROW(assembler.apply_unit(0, weight_unit, junk, "claim"), Error);
+    const long grown_megabytes = (resident_kilobytes() - before) / 1024;
+    EXPECT_LT(grown_megabytes, 64) << "the claim alone cost " << grown_megabytes << " MB";
 }
 
 TEST_F(Package, AssemblerNeedsTheParentRungFirst) {

@@ -82,7 +82,8 @@ struct Step {
 void put_crc(std::vector<std::uint8_t>& unit) {
     if (unit.size() < 4) return;
     const std::uint32_t crc = bitinc::core::crc32c({unit.data(), unit.size() - 4});
-    for (int i = 0; i < 4; ++i) unit[unit.size() - 4 + std::size_t(i)] = std::uint8_t(crc >> (8 * i));
+    for (int i = 0; i < 4; ++i)
+        unit[unit.size() - 4 + std::size_t(i)] = std::uint8_t(crc >> (8 * i));
 }
 
 }  // namespace

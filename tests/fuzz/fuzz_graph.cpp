@@ -24,7 +24,8 @@
 namespace {
 
 constexpr auto child_time_limit = std::chrono::seconds(20);
-constexpr long child_memory_limit_kb = 1536L * 1024;  // an engine asking more is refused, not a crash
+constexpr long child_memory_limit_kb =
+    1536L * 1024;  // an engine asking more is refused, not a crash
 
 // The child's resident memory in kB, from /proc; 0 when it is gone.
 long resident_kb(pid_t child) {
@@ -56,8 +57,8 @@ long resident_kb(pid_t child) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     bitinc::Model model;
     try {
-        model = bitinc::parse_onnx(std::string_view(reinterpret_cast<const char*>(data), size),
-                                   "fuzz");
+        model =
+            bitinc::parse_onnx(std::string_view(reinterpret_cast<const char*>(data), size), "fuzz");
         bitinc::validate_graph(model, "fuzz");
     } catch (const bitinc::Error&) {
         return 0;  // refused before any engine saw it
