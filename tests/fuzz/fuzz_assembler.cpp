@@ -48,7 +48,7 @@ Fixture make_fixture() {
     bitinc::PackOptions options;
     options.ladder = bitinc::LadderPlan::parse("4,8,16");
     options.ladder.per_channel = true;
-    options.chunk_elements = 4096;
+    options.chunk_elements = 1024;
     options.threads = 1;
     options.replace = true;
     bitinc::pack_model(fs::path(BITINC_SOURCE_DIR) / "models" / "small-cnn.onnx", options,
@@ -92,7 +92,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const Fixture& base = fixture();
     bitinc::Manifest manifest = base.manifest;
     std::vector<Step> steps;
-    for (std::size_t at = 0; at + 8 <= size && steps.size() < 256; at += 8) {
+    for (std::size_t at = 0; at + 8 <= size && steps.size() < 48; at += 8) {
         Step step;
         step.rung = data[at] % manifest.rungs.size();
         const auto& units = manifest.rungs[step.rung].units;

@@ -2,6 +2,7 @@
 // (integers, reals, repeated values), link rates, durations, fault rules and
 // ladders. Arguments are the input split at NUL bytes. Wrong text must give
 // an error, never a crash or a value out of its range.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -75,9 +76,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         } catch (const bitinc::Error&) {
         }
     }
-    // All of them as one command line ("--help" prints to stdout and stops).
+    // All of them as one command line (unless one asks for the help, which
+    // only prints).
+    const bool asks_for_help = std::any_of(arguments.begin(), arguments.end(), [](const auto& a) {
+        return a == "--help" || a == "-h";
+    });
     try {
-        if (!arguments.empty() && arguments.front() != "--help") parse_as_a_command(arguments);
+        if (!asks_for_help) parse_as_a_command(arguments);
     } catch (const std::runtime_error&) {
         // UsageError and Error: wrong text, reported.
     }
