@@ -427,6 +427,14 @@ class PackageSource {
         const std::uint64_t most = to > 0 ? to : limit;
         curl_easy_setopt(curl, CURLOPT_MAXFILESIZE_LARGE,
                          curl_off_t(std::min<std::uint64_t>(most, std::uint64_t{1} << 62)));
+        // libcurl's own timer ends the request right at the deadline; the
+        // progress callback alone runs only about once a second when idle.
+        long timeout_ms = 0;
+        if (options_.deadline_seconds > 0) {
+            const double left = options_.deadline_seconds - seconds_between(start_, Clock::now());
+            timeout_ms = long(std::max(1.0, left * 1000 + 1));
+        }
+        curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
         curl_easy_setopt(curl, CURLOPT_HEADERDATA, this);
         curl_easy_setopt(curl, CURLOPT_WRITEDATA, this);
         curl_easy_setopt(curl, CURLOPT_XFERINFODATA, this);
@@ -436,7 +444,8 @@ class PackageSource {
         try_received_ = 0;
         Outcome& outcome = transfer.outcome;
         if (transfer.abort == Abort::cancel) throw Cancelled();
-        if (transfer.abort == Abort::deadline) {
+        if (transfer.abort == Abort::deadline ||
+            (code == CURLE_OPERATION_TIMEDOUT && past_deadline())) {
             bytes_downloaded += outcome.received;  // for the message
             outcome.received = 0;
             check_stop(file);
