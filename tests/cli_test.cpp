@@ -356,6 +356,38 @@ TEST_F(Cli, ClaimedHugeRungAllocatesOnlyWhatArrives) {
     EXPECT_LT(usage.ru_maxrss, 400 * 1024) << "peak RSS in KiB";  // not gigabytes
 }
 
+// A refinement unit that never arrives intact leaves the run degraded: the
+// summary says so, and which tensor stayed at which bits, never "top rung".
+TEST_F(Cli, RunSaysWhenItEndedDegraded) {
+    if (!testing::fashion_mnist_available()) GTEST_SKIP() << "no Fashion-MNIST";
+    const auto www = directory_.path() / "www";
+    ASSERT_EQ(run("pack " + small_cnn() + " --ladder 4,16 -o " + (www / "m").string()).status, 0);
+    const Manifest manifest = read_manifest(www / "m");
+    const RungEntry& refinement = manifest.rungs[1];
+    const UnitEntry& unit = refinement.units.front();
+    const std::string tensor = manifest.tensors[unit.tensor].name;
+    const auto server = testing::start_package_server(
+        www, 0,
+        {"flip:" + refinement.data.file + ":" + std::to_string(unit.offset + 70) + ":1:always"});
+    const std::string url = server->url() + "/m/";
+    CommandResult text = run("run " + url + " --quiet --tail 0.2 --retries 2 --fps 20");
+    EXPECT_EQ(text.status, 0) << text.err;
+    EXPECT_EQ(text.out.find("top rung"), std::string::npos) << text.out;
+    EXPECT_NE(text.out.find("last engine (degraded)"), std::string::npos) << text.out;
+    EXPECT_NE(text.out.find("ended at 4 of 16 bits: " + tensor + " stayed at 4 bits"),
+              std::string::npos)
+        << text.out;
+    CommandResult json = run("run " + url + " --json --tail 0.2 --retries 2 --fps 20");
+    ASSERT_EQ(json.status, 0) << json.err;
+    const auto report = nlohmann::json::parse(json.out);
+    EXPECT_EQ(report["degraded"], true);
+    EXPECT_EQ(report["target_bits"], 16);
+    EXPECT_EQ(report["reached_bits"], 4);
+    ASSERT_EQ(report["degraded_tensor_bits"].size(), 1u);
+    EXPECT_EQ(report["degraded_tensor_bits"][0]["tensor"], tensor);
+    EXPECT_EQ(report["degraded_tensor_bits"][0]["bits"], 4);
+}
+
 TEST_F(Cli, EvalRejectsBadInput) {
     const auto results = directory_.path() / "results";
     expect_one_line_error(run("eval /nonexistent/model.onnx -o " + results.string()),
