@@ -6,6 +6,10 @@ CMAKE_FLAGS ?=
 
 FUZZ_DIR ?= build-fuzz
 FUZZ_SECONDS ?= 60
+# Each fuzz target as NAME:CORPUS (tests/fuzz/fuzz_NAME.cpp, tests/fuzz/corpus/CORPUS).
+FUZZ_TARGETS = onnx_model:onnx idx:idx unit:unit manifest:manifest graph:onnx \
+    assembler:assembler options:options http_response:http_response
+FUZZ_PROGRAMS = $(foreach target,$(FUZZ_TARGETS),fuzz_$(firstword $(subst :, ,$(target))))
 
 .PHONY: all deps build demo test test-sanitize fuzz models format clean
 
@@ -40,8 +44,8 @@ test-sanitize: deps
 fuzz: deps
 	@CC=clang CXX=clang++ cmake -S . -B $(FUZZ_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	    -DBITINC_FUZZ=ON -DBITINC_BUILD_BENCHMARKS=OFF >/dev/null
-	@cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_onnx_model fuzz_idx fuzz_unit fuzz_manifest fuzz_graph fuzz_assembler fuzz_options
-	@for target in onnx_model:onnx idx:idx unit:unit manifest:manifest graph:onnx assembler:assembler options:options; do \
+	@cmake --build $(FUZZ_DIR) -j $(JOBS) --target $(FUZZ_PROGRAMS)
+	@for target in $(FUZZ_TARGETS); do \
 	    name=$${target%%:*}; corpus=$${target##*:}; scratch=$$(mktemp -d); \
 	    echo "fuzz_$$name: $(FUZZ_SECONDS) s"; \
 	    if ! $(FUZZ_DIR)/tests/fuzz_$$name -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \

@@ -11,7 +11,7 @@ packages=(
     # libraries
     libonnx-dev libprotobuf-dev protobuf-compiler
     libopencv-dnn-dev libopencv-core-dev
-    zlib1g-dev libzstd-dev nlohmann-json3-dev libssl-dev libcpp-httplib-dev
+    zlib1g-dev libzstd-dev nlohmann-json3-dev libssl-dev libcpp-httplib-dev libcurl4-openssl-dev
     # integration test against a real static web server
     nginx
     # plots of the evaluation report

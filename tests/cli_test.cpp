@@ -1,6 +1,8 @@
 // Runs the bitinc binary as a user would and checks exit status and output.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <csignal>
@@ -349,6 +351,98 @@ TEST_F(Cli, ServeAndFetchThenStopCleanly) {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
     EXPECT_FALSE(running()) << "the server did not stop on SIGTERM";
     EXPECT_NE(slurp(out).find("stopping"), std::string::npos);
+}
+
+TEST_F(Cli, FetchIntoAMissingDirectoryFailsBeforeAnyRequest) {
+    const auto www = directory_.path() / "www";
+    ASSERT_EQ(run("pack " + small_cnn() + " --ladder 4,16 -o " + (www / "m").string()).status, 0);
+    ServerOptions options;
+    options.root = www;
+    std::atomic<int> requests{0};
+    options.access_log = [&](const std::string&) { ++requests; };
+    PackageServer server(options);
+    server.start();
+    const std::string missing = (directory_.path() / "missing" / "dir" / "x.onnx").string();
+    expect_one_line_error(run("fetch " + server.url() + "/m/ -o " + missing), "does not exist");
+    EXPECT_EQ(requests.load(), 0);
+}
+
+// The landed fetcher allocated a rung's claimed size up front (8 GiB from a
+// 3 KB manifest); now memory follows the bytes that arrive.
+TEST_F(Cli, ClaimedHugeRungAllocatesOnlyWhatArrives) {
+    const auto www = directory_.path() / "www";
+    ASSERT_EQ(run("pack " + small_cnn() + " --ladder 4,16 -o " + (www / "m").string()).status, 0);
+    Manifest manifest = read_manifest(www / "m");
+    RungEntry& base = manifest.rungs[0];
+    ASSERT_GE(base.units.size(), 4u);
+    std::uint64_t offset = 0;
+    for (std::size_t u = 0; u < base.units.size(); ++u) {
+        base.units[u].offset = offset;
+        if (u < 4) base.units[u].length = 0x7FFF0000u;  // 2 GiB each, four of them
+        offset += base.units[u].length;
+    }
+    base.data.bytes = offset;
+    testing::spit(www / "m" / "manifest.json", serialize_manifest(manifest));
+    ASSERT_GT(parse_manifest(testing::slurp(www / "m" / "manifest.json"), "m").rungs[0].data.bytes,
+              (std::uint64_t{8} << 30) - (std::uint64_t{1} << 20));
+
+    ServerOptions options;
+    options.root = www;
+    PackageServer server(options);
+    server.start();
+    const auto out = directory_.path() / "x.onnx";
+    const auto err = directory_.path() / "stderr";
+    // The fetch runs as a child so that its own peak memory can be read.
+    const std::string command = "exec " + std::string(BITINC_CLI) + " fetch " + server.url() +
+                                "/m/ --retries 2 -o " + out.string() + " 2>" + err.string() +
+                                " >/dev/null </dev/null";
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        ::execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+        ::_exit(127);
+    }
+    int status = 0;
+    rusage usage{};
+    ASSERT_EQ(::wait4(child, &status, 0, &usage), child);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 1);
+    const std::string message = testing::slurp(err);
+    EXPECT_EQ(std::count(message.begin(), message.end(), '\n'), 1) << message;
+    EXPECT_NE(message.find("the manifest says"), std::string::npos) << message;
+    EXPECT_LT(usage.ru_maxrss, 400 * 1024) << "peak RSS in KiB";  // not gigabytes
+}
+
+// A refinement unit that never arrives intact leaves the run degraded: the
+// summary says so, and which tensor stayed at which bits, never "top rung".
+TEST_F(Cli, RunSaysWhenItEndedDegraded) {
+    if (!testing::fashion_mnist_available()) GTEST_SKIP() << "no Fashion-MNIST";
+    const auto www = directory_.path() / "www";
+    ASSERT_EQ(run("pack " + small_cnn() + " --ladder 4,16 -o " + (www / "m").string()).status, 0);
+    const Manifest manifest = read_manifest(www / "m");
+    const RungEntry& refinement = manifest.rungs[1];
+    const UnitEntry& unit = refinement.units.front();
+    const std::string tensor = manifest.tensors[unit.tensor].name;
+    const auto server = testing::start_package_server(
+        www, 0,
+        {"flip:" + refinement.data.file + ":" + std::to_string(unit.offset + 70) + ":1:always"});
+    const std::string url = server->url() + "/m/";
+    CommandResult text = run("run " + url + " --quiet --tail 0.2 --retries 2 --fps 20");
+    EXPECT_EQ(text.status, 0) << text.err;
+    EXPECT_EQ(text.out.find("top rung"), std::string::npos) << text.out;
+    EXPECT_NE(text.out.find("last engine (degraded)"), std::string::npos) << text.out;
+    EXPECT_NE(text.out.find("ended at 4 of 16 bits: " + tensor + " stayed at 4 bits"),
+              std::string::npos)
+        << text.out;
+    CommandResult json = run("run " + url + " --json --tail 0.2 --retries 2 --fps 20");
+    ASSERT_EQ(json.status, 0) << json.err;
+    const auto report = nlohmann::json::parse(json.out);
+    EXPECT_EQ(report["degraded"], true);
+    EXPECT_EQ(report["target_bits"], 16);
+    EXPECT_EQ(report["reached_bits"], 4);
+    ASSERT_EQ(report["degraded_tensor_bits"].size(), 1u);
+    EXPECT_EQ(report["degraded_tensor_bits"][0]["tensor"], tensor);
+    EXPECT_EQ(report["degraded_tensor_bits"][0]["bits"], 4);
 }
 
 TEST_F(Cli, EvalRejectsBadInput) {

@@ -2,12 +2,15 @@
 // recovery from every fault the server can inject.
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <bitinc/bitinc.hpp>
 #include <bitinc/net.hpp>
+#include <chrono>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -317,6 +320,235 @@ TEST_F(Delivery, FiftyClientsAtOnceAllGetExactModels) {
     }
     clients.clear();
     EXPECT_EQ(exact.load(), 50);
+}
+
+// ---- attacks on the fetcher -----------------------------------------------
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// A hostile HTTP server on a loopback socket: it reads a request, lets
+// `respond` write whatever it likes, and closes; one connection per try.
+class RawServer {
+  public:
+    using Responder = std::function<void(int fd, const std::atomic<bool>& stopping)>;
+    explicit RawServer(Responder respond) : respond_(std::move(respond)) {
+        listen_fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in address{};
+        address.sin_family = AF_INET;
+        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t length = sizeof address;
+        if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+            ::listen(listen_fd_, 16) != 0 ||
+            ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+            std::abort();
+        }
+        port_ = ntohs(address.sin_port);
+        thread_ = std::jthread([this] { serve(); });
+    }
+    ~RawServer() {
+        stopping_ = true;
+        thread_ = {};
+        ::close(listen_fd_);
+    }
+    RawServer(const RawServer&) = delete;
+    RawServer& operator=(const RawServer&) = delete;
+
+    std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/model/"; }
+    int connections() const { return connections_.load(); }
+
+    // Sends all of `text`; false once the client has gone.
+    static bool send_all(int fd, std::string_view text) {
+        while (!text.empty()) {
+            const ssize_t sent = ::send(fd, text.data(), text.size(), MSG_NOSIGNAL);
+            if (sent <= 0) return false;
+            text.remove_prefix(std::size_t(sent));
+        }
+        return true;
+    }
+
+  private:
+    void serve() {
+        while (!stopping_) {
+            pollfd ready{listen_fd_, POLLIN, 0};
+            if (::poll(&ready, 1, 50) <= 0) continue;
+            const int fd = ::accept(listen_fd_, nullptr, nullptr);
+            if (fd < 0) continue;
+            ++connections_;
+            std::string request;
+            char buffer[4096];
+            while (request.find("\r\n\r\n") == std::string::npos) {
+                pollfd readable{fd, POLLIN, 0};
+                if (::poll(&readable, 1, 2000) <= 0) break;
+                const ssize_t got = ::recv(fd, buffer, sizeof buffer, 0);
+                if (got <= 0) break;
+                request.append(buffer, std::size_t(got));
+            }
+            respond_(fd, stopping_);
+            ::close(fd);
+        }
+    }
+
+    Responder respond_;
+    int listen_fd_ = -1;
+    int port_ = 0;
+    std::atomic<bool> stopping_{false};
+    std::atomic<int> connections_{0};
+    std::jthread thread_;
+};
+
+// The landed fetcher retried forever when every try brought the same bytes
+// and then failed: now each file has one budget, which only new bytes reset.
+TEST_F(Delivery, ManifestCutShortEveryTimeFailsAfterTheRetryBudget) {
+    const auto server = serve({"drop:manifest.json:100:always"});
+    FetchOptions options = quick_options();
+    int retry_events = 0;
+    options.on_event = [&](const FetchEvent& event) {
+        if (event.kind == FetchEvent::Kind::retry) ++retry_events;
+    };
+    const auto start = std::chrono::steady_clock::now();
+    try {
+        fetch_package(url(*server), options);
+        FAIL() << "a manifest that never arrives whole was accepted";
+    } catch (const Error& error) {
+        EXPECT_NE(std::string(error.what()).find("gave up after 3 tries"), std::string::npos)
+            << error.what();
+    }
+    EXPECT_EQ(retry_events, 2);  // three tries in all
+    EXPECT_LT(seconds_since(start), 2.0);
+}
+
+// A rung cut short on every response still arrives: each try resumes where
+// the last stopped, so each brings new bytes and the budget starts over.
+TEST_F(Delivery, RungCutShortEveryTimeResumesToTheEnd) {
+    const RungEntry& base = manifest_.rungs[0];
+    const auto server = serve({"drop:" + base.data.file + ":4000:always"});
+    const FetchResult result = fetch_package(url(*server), quick_options());
+    EXPECT_EQ(serialize_onnx(result.model), expected_top_);
+    EXPECT_EQ(result.retries, (base.data.bytes + 3999) / 4000 - 1);
+    EXPECT_TRUE(result.rungs[0].file_sha256_checked);
+}
+
+TEST_F(Delivery, ResponsesShorterThanTheirContentLengthAreRetriedAFixedNumberOfTimes) {
+    for (const std::string length : {"100000", "-5"}) {
+        RawServer server([&](int fd, const std::atomic<bool>&) {
+            RawServer::send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: " + length +
+                                        "\r\n\r\n{\"format\":\"bitinc-package\"");
+        });
+        const auto start = std::chrono::steady_clock::now();
+        EXPECT_THROW(fetch_package(server.url(), quick_options()), Error) << length;
+        EXPECT_EQ(server.connections(), 3) << length;
+        EXPECT_LT(seconds_since(start), 2.0) << length;
+    }
+}
+
+TEST_F(Delivery, EndlessResponseHeadersFailTheTry) {
+    RawServer server([](int fd, const std::atomic<bool>& stopping) {
+        if (!RawServer::send_all(fd, "HTTP/1.1 200 OK\r\n")) return;
+        const std::string junk = "X-Junk: " + std::string(200, 'a') + "\r\n";
+        // Up to 200 MB: far more than any client should keep.
+        for (int i = 0; i < 1'000'000 && !stopping; ++i) {
+            if (!RawServer::send_all(fd, junk)) return;
+        }
+    });
+    const auto start = std::chrono::steady_clock::now();
+    try {
+        fetch_package(server.url(), quick_options());
+        FAIL() << "endless headers were accepted";
+    } catch (const Error& error) {
+        EXPECT_NE(std::string(error.what()).find("response header"), std::string::npos)
+            << error.what();
+    }
+    EXPECT_EQ(server.connections(), 3);
+    EXPECT_LT(seconds_since(start), 3.0);
+}
+
+// One byte every 100 ms: the per-read timeout never fires, the deadline and
+// the minimum rate do.
+TEST_F(Delivery, DripFeedingServerIsStoppedByDeadlineAndMinimumRate) {
+    RawServer server([](int fd, const std::atomic<bool>& stopping) {
+        if (!RawServer::send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")) return;
+        while (!stopping && RawServer::send_all(fd, " "))
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    });
+    FetchOptions options = quick_options();
+    options.deadline_seconds = 1.0;
+    auto start = std::chrono::steady_clock::now();
+    try {
+        fetch_package(server.url(), options);
+        FAIL() << "a drip-fed fetch went on past its deadline";
+    } catch (const Error& error) {
+        const std::string message = error.what();
+        EXPECT_NE(message.find("manifest.json: deadline of 1 s passed after "), std::string::npos)
+            << message;
+        EXPECT_EQ(message.find('\n'), std::string::npos);
+    }
+    EXPECT_LT(seconds_since(start), 2.5);
+
+    options.deadline_seconds = 0;
+    options.min_rate_bytes_per_second = 100;
+    options.min_rate_window_seconds = 0.5;
+    start = std::chrono::steady_clock::now();
+    try {
+        fetch_package(server.url(), options);
+        FAIL() << "a drip-fed fetch went on below the minimum rate";
+    } catch (const Error& error) {
+        EXPECT_NE(std::string(error.what()).find("below the minimum rate"), std::string::npos)
+            << error.what();
+    }
+    // Three tries of about half a second, each bringing the same bytes.
+    EXPECT_LT(seconds_since(start), 4.0);
+}
+
+TEST_F(Delivery, HugeNestedManifestIsRefusedFast) {
+    const std::size_t depth = 33'000'000;
+    spit(root_ / "model" / "manifest.json", std::string(depth, '[') + std::string(depth, ']'));
+    const auto server = serve();
+    const auto start = std::chrono::steady_clock::now();
+    try {
+        fetch_package(url(*server), quick_options());
+        FAIL() << "a 66 MB manifest was accepted";
+    } catch (const Error& error) {
+        EXPECT_NE(std::string(error.what()).find("larger than"), std::string::npos) << error.what();
+    }
+    // Most of this is the test server opening a 66 MB file; the client
+    // refuses on the Content-Length.
+    EXPECT_LT(seconds_since(start), 2.0);
+}
+
+// A unit changed together with its CRC32C (in the unit and in the manifest)
+// passes every CRC check; its SHA-256 in the manifest does not match, so it
+// is fetched again and, never arriving intact, left out.
+TEST_F(Delivery, UnitForgedWithItsCrcIsNeverUsed) {
+    const RungEntry& refinement = manifest_.rungs[1];
+    const std::size_t forged = refinement.units.size() - 1;
+    testing::forge_unit(root_ / "model", 1, forged);
+    const auto server = serve();
+    FetchOptions options = quick_options();
+    const FetchResult result = fetch_package(url(*server), options);
+    EXPECT_EQ(result.rungs[1].units_refetched, 1u);
+    EXPECT_FALSE(result.rungs[1].file_sha256_checked);
+    EXPECT_EQ(result.degraded_tensors, (std::vector<std::string>{"second"}));
+    // The forged chunk stayed at the base rung: no forged byte was decoded.
+    const UnitEntry& unit = refinement.units[forged];
+    const Model base = unpack_package(root_ / "model", 4, false);
+    for (std::size_t t = 0; t < base.weights.size(); ++t) {
+        if (base.weights[t].name != "second") continue;
+        for (std::uint64_t i = unit.first; i < unit.first + unit.count; ++i)
+            ASSERT_EQ(result.model.weights[t].values[i], base.weights[t].values[i]) << i;
+    }
+    options.strict = true;
+    try {
+        fetch_package(url(*server), options);
+        FAIL() << "a forged unit was accepted";
+    } catch (const Error& error) {
+        EXPECT_NE(std::string(error.what()).find("SHA-256 differs"), std::string::npos)
+            << error.what();
+    }
+    // A forged base unit fails the fetch.
+    testing::forge_unit(root_ / "model", 0, 1);
+    EXPECT_THROW(fetch_package(url(*server), quick_options()), Error);
 }
 
 // ---- the server on its own ---------------------------------------------------

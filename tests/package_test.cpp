@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <bitinc/bitinc.hpp>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <random>
@@ -347,7 +348,9 @@ TEST_F(Package, MalformedManifestsAreRefused) {
         good.substr(0, good.size() / 2),
         "",
         "[]",
-        replaced("\"format_version\":1", "\"format_version\":2"),
+        replaced("\"format_version\":2", "\"format_version\":3"),
+        replaced("\"format_version\":2", "\"format_version\":1"),
+        replaced("\"format_version\":2", "\"format_version\":20000000"),
         replaced("\"file\":\"base-4.bin\"", "\"file\":\"../base-4.bin\""),
         replaced("\"file\":\"base-4.bin\"", "\"file\":\"topology.onnx\""),
         replaced("\"bits\":[4,8]", "\"bits\":[8,4]"),
@@ -360,10 +363,65 @@ TEST_F(Package, MalformedManifestsAreRefused) {
         replaced("[0,0,1000,0,", "[0,0,1000,1,"),
         replaced("[0,0,1000,0,", "[7,0,1000,0,"),
         replaced("\"kind\":\"base\"", "\"kind\":\"refinement\""),
+        // Format 2: each unit ends with its SHA-256 in lowercase hex.
+        replaced("[0,0,1000,0,", "[0,0,1000,0,0,"),
+        replaced("\"]]", "\",1]]"),
+        replaced("\"]]", "0\"]]"),
+        "[" + std::string(100, '[') + std::string(101, ']'),
     };
     for (std::size_t i = 0; i < bad.size(); ++i) {
         EXPECT_THROW(parse_manifest(bad[i], "bad"), Error) << "mutation " << i;
     }
+}
+
+// A package of format 1 (no unit hashes) is refused with what to do about it.
+TEST_F(Package, OlderFormatIsRefusedWithAHint) {
+    const fs::path package = directory_.path() / "package";
+    pack_model(model_, options_for("4,8", false), package);
+    std::string text = slurp(package / "manifest.json");
+    text.replace(text.find("\"format_version\":2"), 18, "\"format_version\":1");
+    try {
+        parse_manifest(text, "old.json");
+        FAIL() << "a format 1 manifest was accepted";
+    } catch (const Error& error) {
+        EXPECT_EQ(std::string(error.what()),
+                  "old.json: the package was made by an older bitinc (format 1); re-pack it with "
+                  "this version");
+    }
+}
+
+// Deep nesting is refused as it is met: a 66 MB document of brackets costs
+// neither seconds nor gigabytes (the whole-text limit alone would refuse it
+// too, so here it sits just under that limit).
+TEST_F(Package, DeeplyNestedManifestIsRefusedFast) {
+    const std::size_t depth = std::size_t(max_manifest_bytes / 2) - 8;
+    const std::string nested = std::string(depth, '[') + std::string(depth, ']');
+    const auto start = std::chrono::steady_clock::now();
+    try {
+        parse_manifest(nested, "nested.json");
+        FAIL() << "a deeply nested manifest was accepted";
+    } catch (const Error& error) {
+        EXPECT_NE(std::string(error.what()).find("deeper than 16 levels"), std::string::npos)
+            << error.what();
+    }
+    EXPECT_THROW(parse_manifest(std::string(33'000'000, '[') + std::string(33'000'000, ']'), "big"),
+                 Error);
+    EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 0.5);
+}
+
+// `verify` checks each unit's own SHA-256: a unit changed together with its
+// CRC32C (in the unit and the manifest) is found.
+TEST_F(Package, VerifyFindsAUnitForgedWithItsCrc) {
+    const fs::path package = directory_.path() / "package";
+    pack_model(model_, options_for("4,8", false), package);
+    ASSERT_TRUE(verify_package(package).problems.empty());
+    testing::forge_unit(package, 1, 0);
+    const VerifyReport report = verify_package(package);
+    bool unit_hash = false;
+    for (const std::string& problem : report.problems)
+        unit_hash |= problem.find("unit 0: SHA-256 differs") != std::string::npos;
+    EXPECT_TRUE(unit_hash) << ::testing::PrintToString(report.problems);
+    EXPECT_THROW(unpack_package(package, 8, false), Error);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // Helpers shared by the tests.
 #pragma once
 
+#include <bitinc/codec.hpp>
 #include <bitinc/net.hpp>
 
 #include <cstdlib>
@@ -10,6 +11,8 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include "core/crc32c.hpp"
 
 namespace bitinc::testing {
 
@@ -72,6 +75,26 @@ inline std::unique_ptr<PackageServer> start_package_server(const std::filesystem
     auto server = std::make_unique<PackageServer>(options);
     server->start();
     return server;
+}
+
+// Forges unit `unit_index` of rung `rung_index` in the package at `package`
+// the way an attacker who knows the format would: a payload byte changed,
+// the CRC32C the unit ends with recomputed and the manifest's CRC32C entry
+// updated, while the SHA-256 hashes (of the file and of the unit) stay.
+inline void forge_unit(const std::filesystem::path& package, std::size_t rung_index,
+                       std::size_t unit_index) {
+    Manifest manifest = read_manifest(package);
+    RungEntry& rung = manifest.rungs.at(rung_index);
+    UnitEntry& unit = rung.units.at(unit_index);
+    std::string bytes = slurp(package / rung.data.file);
+    const std::uint64_t payload = unit.length - unit_header_bytes - 4;
+    bytes[unit.offset + unit_header_bytes + payload / 2] ^= 0x10;
+    const auto* start = reinterpret_cast<const std::uint8_t*>(bytes.data()) + unit.offset;
+    const std::uint32_t crc = core::crc32c({start, unit.length - 4});
+    for (int i = 0; i < 4; ++i) bytes[unit.offset + unit.length - 4 + i] = char(crc >> (8 * i));
+    unit.crc32c = crc;
+    spit(package / rung.data.file, bytes);
+    spit(package / manifest_file_name, serialize_manifest(manifest));
 }
 
 }  // namespace bitinc::testing

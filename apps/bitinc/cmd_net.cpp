@@ -1,5 +1,6 @@
 // bitinc serve / fetch: packages over HTTP.
 #include <signal.h>
+#include <unistd.h>
 #include <bitinc/bitinc.hpp>
 #include <bitinc/net.hpp>
 
@@ -10,6 +11,7 @@
 
 #include "command_line.hpp"
 #include "commands.hpp"
+#include "fetch_options.hpp"
 #include "format.hpp"
 #include "progress_bar.hpp"
 
@@ -30,7 +32,8 @@ nlohmann::json timeline_json(const FetchResult& result) {
                          {"decode_seconds", rung.decode_seconds},
                          {"decode_hidden_seconds", rung.decode_hidden_seconds},
                          {"units_refetched", rung.units_refetched},
-                         {"units_degraded", rung.units_degraded}});
+                         {"units_degraded", rung.units_degraded},
+                         {"file_sha256_checked", rung.file_sha256_checked}});
     }
     return {{"manifest_at", result.manifest_at},
             {"topology_at", result.topology_at},
@@ -38,11 +41,59 @@ nlohmann::json timeline_json(const FetchResult& result) {
             {"bytes_downloaded", result.bytes_downloaded},
             {"retries", result.retries},
             {"reached_bits", result.reached_bits},
+            {"target_bits", result.target_bits},
             {"degraded_tensors", result.degraded_tensors},
             {"rungs", rungs}};
 }
 
+// Throws Error unless `output` can be created: its directory exists and is
+// writable.
+void check_output_directory(const std::string& output) {
+    const std::filesystem::path path(output);
+    const std::filesystem::path directory =
+        path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
+    std::error_code error;
+    if (!std::filesystem::is_directory(directory, error)) {
+        throw Error(output + ": the directory '" + directory.string() + "' does not exist");
+    }
+    if (::access(directory.c_str(), W_OK | X_OK) != 0) {
+        throw Error(output + ": the directory '" + directory.string() + "' is not writable");
+    }
+    if (std::filesystem::is_directory(path, error)) throw Error(output + ": is a directory");
+}
+
 }  // namespace
+
+void add_transfer_options(CommandLine& command_line) {
+    command_line.add_option("deadline", "DURATION",
+                            "give up the whole download after this long, e.g. 30s (default never)");
+    command_line.add_option(
+        "min-rate", "RATE",
+        "a request slower than this over --min-rate-window fails, e.g. 100kbit");
+    command_line.add_option("min-rate-window", "DURATION", "the window of --min-rate (default 5s)");
+}
+
+void read_transfer_options(const CommandLine& command_line, FetchOptions& options) {
+    if (const auto deadline = command_line.value("deadline")) {
+        options.deadline_seconds = parse_duration(*deadline);
+        if (options.deadline_seconds <= 0) throw UsageError("--deadline must be longer than 0");
+    }
+    if (const auto rate = command_line.value("min-rate")) {
+        options.min_rate_bytes_per_second = parse_rate(*rate) / 8;
+    }
+    if (const auto window = command_line.value("min-rate-window")) {
+        options.min_rate_window_seconds = parse_duration(*window);
+        if (options.min_rate_window_seconds <= 0)
+            throw UsageError("--min-rate-window must be longer than 0");
+    }
+}
+
+nlohmann::json transfer_options_json(const FetchOptions& options) {
+    return {{"deadline_seconds", options.deadline_seconds},
+            {"min_rate_bytes_per_second", options.min_rate_bytes_per_second},
+            {"min_rate_window_seconds", options.min_rate_window_seconds},
+            {"retries", options.max_attempts}};
+}
 
 int run_serve(int argc, char** argv) {
     CommandLine command_line(
@@ -136,8 +187,11 @@ int run_fetch(int argc, char** argv) {
     command_line.add_option("o", "OUT.onnx", "output model (required)");
     command_line.add_option("parts", "DIR",
                             "where partial downloads are kept (default OUT.onnx.parts)");
-    command_line.add_option("retries", "N", "tries without progress before giving up (default 8)");
-    command_line.add_option("timeout", "SECONDS", "connect and read timeout (default 30)");
+    command_line.add_option(
+        "retries", "N", "failed tries of a file without new bytes before giving up (default 8)");
+    command_line.add_option("timeout", "SECONDS",
+                            "connect timeout and longest wait for a byte (default 30)");
+    add_transfer_options(command_line);
     command_line.add_option("decode-threads", "N", "threads decoding units (default 2)");
     command_line.add_flag("strict", "a refinement that cannot be had is an error");
     command_line.add_flag("json", "print the timeline as JSON");
@@ -145,6 +199,8 @@ int run_fetch(int argc, char** argv) {
     if (!command_line.parse(argc, argv)) return 0;
     const auto output = command_line.value("o");
     if (!output) throw UsageError("give the output model with -o OUT.onnx");
+    // Found before the download, not after it.
+    check_output_directory(*output);
 
     FetchOptions options;
     const std::string mode = command_line.value("mode").value_or("incremental");
@@ -161,6 +217,7 @@ int run_fetch(int argc, char** argv) {
     options.timeout_seconds = command_line.real("timeout", 30, 0.001, 1e6);
     options.decode_threads = int(command_line.integer("decode-threads", 2, 1, 64));
     options.strict = command_line.flag("strict");
+    read_transfer_options(command_line, options);
     ProgressBar progress("fetch", "B",
                          !command_line.flag("no-progress") && ProgressBar::stderr_is_terminal());
     options.on_event = [&](const FetchEvent& event) {
@@ -193,6 +250,7 @@ int run_fetch(int argc, char** argv) {
         json["url"] = command_line.positional(0);
         json["mode"] = mode;
         json["output"] = *output;
+        json["options"] = transfer_options_json(options);
         std::printf("%s\n", json.dump(2).c_str());
     } else {
         std::printf("%s: manifest %.3f s, topology %.3f s\n", command_line.positional(0).c_str(),
@@ -208,9 +266,14 @@ int run_fetch(int argc, char** argv) {
                 rung.decode_seconds > 0 ? 100 * rung.decode_hidden_seconds / rung.decode_seconds
                                         : 100.0);
         }
-        std::printf("%d-bit model written to %s (%s downloaded, %zu retries, %.3f s)\n",
-                    result.reached_bits, output->c_str(),
-                    megabytes(result.bytes_downloaded).c_str(), result.retries, result.seconds);
+        std::printf(
+            "%d-bit model%s written to %s (%s downloaded, %zu retries, %.3f s)\n",
+            result.reached_bits,
+            result.degraded_tensors.empty()
+                ? ""
+                : (" (degraded: " + std::to_string(result.target_bits) + " bits asked)").c_str(),
+            output->c_str(), megabytes(result.bytes_downloaded).c_str(), result.retries,
+            result.seconds);
     }
     if (!result.degraded_tensors.empty()) {
         std::fprintf(stderr, "bitinc fetch: warning: %zu tensor(s) did not reach the top rung\n",

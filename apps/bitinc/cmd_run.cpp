@@ -1,12 +1,15 @@
 // bitinc run: a camera stream against a model that arrives while it runs.
 #include <bitinc/bitinc.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "command_line.hpp"
 #include "commands.hpp"
+#include "fetch_options.hpp"
 #include "format.hpp"
 
 namespace bitinc::cli {
@@ -31,6 +34,30 @@ std::string_view event_name(ProgressiveEvent::Kind kind) {
             return "failed";
     }
     return "unknown";
+}
+
+// Tensors left below the rung asked for, each with the bits it stayed at:
+// a degraded refinement leaves its tensors at the rung before it.
+std::map<std::string, int> degraded_tensor_bits(const StreamReport& report) {
+    std::map<std::string, int> stayed;
+    if (!report.fetch) return stayed;
+    const std::vector<int>& ladder = report.fetch->manifest.ladder.bits;
+    for (const ProgressiveEvent& event : report.events) {
+        if (event.kind != ProgressiveEvent::Kind::degraded) continue;
+        const auto rung = std::find(ladder.begin(), ladder.end(), event.bits);
+        const int below = rung == ladder.begin() || rung == ladder.end() ? 0 : *(rung - 1);
+        for (const std::string& tensor : event.tensors) {
+            const auto [entry, added] = stayed.emplace(tensor, below);
+            if (!added) entry->second = std::min(entry->second, below);
+        }
+    }
+    return stayed;
+}
+
+// True when the download ended below the rung asked for, or failed.
+bool ended_degraded(const StreamReport& report) {
+    return report.failure.has_value() || !report.fetch || !report.fetch->degraded_tensors.empty() ||
+           report.fetch->reached_bits < report.fetch->target_bits;
 }
 
 nlohmann::json report_json(const StreamReport& report) {
@@ -78,9 +105,17 @@ nlohmann::json report_json(const StreamReport& report) {
                            {"events", events},
                            {"windows", windows}};
     if (report.failure) json["failure"] = *report.failure;
+    json["degraded"] = ended_degraded(report);
     if (report.fetch) {
         json["bytes_downloaded"] = report.fetch->bytes_downloaded;
         json["degraded_tensors"] = report.fetch->degraded_tensors;
+        json["reached_bits"] = report.fetch->reached_bits;
+        json["target_bits"] = report.fetch->target_bits;
+        json["retries"] = report.fetch->retries;
+        nlohmann::json stayed = nlohmann::json::array();
+        for (const auto& [tensor, bits] : degraded_tensor_bits(report))
+            stayed.push_back({{"tensor", tensor}, {"bits", bits}});
+        json["degraded_tensor_bits"] = stayed;
     }
     return json;
 }
@@ -135,6 +170,11 @@ int run_run(int argc, char** argv) {
                             "inference engine threads (default 1, leaving a core to the download)");
     command_line.add_option("decode-threads", "N", "threads decoding units (default 1)");
     command_line.add_option("window", "SECONDS", "accuracy window (default 1)");
+    command_line.add_option(
+        "retries", "N", "failed tries of a file without new bytes before giving up (default 8)");
+    command_line.add_option("timeout", "SECONDS",
+                            "connect timeout and longest wait for a byte (default 30)");
+    add_transfer_options(command_line);
     command_line.add_option("timeline", "PREFIX", "write PREFIX.csv and PREFIX.json");
     command_line.add_option("data-dir", "DIR",
                             "Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist)");
@@ -147,6 +187,9 @@ int run_run(int argc, char** argv) {
         throw UsageError("--mode is incremental or direct");
     options.fetch.mode = mode == "direct" ? FetchMode::direct : FetchMode::incremental;
     options.fetch.decode_threads = int(command_line.integer("decode-threads", 1, 1, 64));
+    options.fetch.max_attempts = int(command_line.integer("retries", 8, 1, 1000));
+    options.fetch.timeout_seconds = command_line.real("timeout", 30, 0.001, 1e6);
+    read_transfer_options(command_line, options.fetch);
     options.engine.threads = int(command_line.integer("threads", 1, 1, 256));
     options.swap_every_units = std::size_t(command_line.integer("swap-every", 0, 1, 1'000'000));
     options.swap_interval_seconds = command_line.real("swap-interval", 0, 1, 1e7) / 1000.0;
@@ -191,9 +234,23 @@ int run_run(int argc, char** argv) {
     if (command_line.flag("json")) {
         std::printf("%s\n", json.dump(2).c_str());
     } else {
-        std::printf("%s: first result %.3f s, top rung %.3f s, %zu frames in, %zu results out\n",
-                    url.c_str(), report.first_result_at, report.top_rung_at, report.frames_in,
-                    report.results_out);
+        // "top rung" only when the model really got there.
+        const bool degraded = ended_degraded(report);
+        std::printf("%s: first result %.3f s, %s %.3f s, %zu frames in, %zu results out\n",
+                    url.c_str(), report.first_result_at,
+                    degraded ? "last engine (degraded)" : "top rung", report.top_rung_at,
+                    report.frames_in, report.results_out);
+        if (report.fetch && degraded) {
+            std::printf("  ended at %d of %d bits", report.fetch->reached_bits,
+                        report.fetch->target_bits);
+            const std::map<std::string, int> stayed = degraded_tensor_bits(report);
+            const char* separator = ": ";
+            for (const auto& [tensor, bits] : stayed) {
+                std::printf("%s%s stayed at %d bits", separator, tensor.c_str(), bits);
+                separator = ", ";
+            }
+            std::printf("\n");
+        }
         std::printf(
             "  longest gap between results %.1f ms (%.1f ms at a swap), longest latency %.1f ms, "
             "longest inference %.1f ms\n",

@@ -126,11 +126,19 @@ struct FetchOptions {
     // Where partial downloads are kept for resuming (empty: not kept).
     std::filesystem::path part_directory;
     // Retries of a failing request: backoff from `backoff_initial` doubling
-    // to `backoff_max`, at most `max_attempts` tries without progress.
+    // to `backoff_max`. Each file gets `max_attempts` failed tries; the
+    // count starts over only when a try brings the file past the longest
+    // it ever had (bytes delivered again are no progress).
     int max_attempts = 8;
     double backoff_initial = 0.3;
     double backoff_max = 10.0;
-    double timeout_seconds = 30;  // connect and read timeout
+    double timeout_seconds = 30;  // connect timeout, and longest wait for a byte
+    // The whole fetch fails once this many seconds have passed (0: never).
+    double deadline_seconds = 0;
+    // A try fails when fewer than `min_rate_bytes_per_second` x
+    // `min_rate_window_seconds` bytes came in its last window (0: no rule).
+    double min_rate_bytes_per_second = 0;
+    double min_rate_window_seconds = 5;
     int decode_threads = 2;
     // A refinement that cannot be had fails the fetch instead of degrading.
     bool strict = false;
@@ -151,12 +159,17 @@ struct RungTimeline {
     double decode_hidden_seconds = 0;
     std::size_t units_refetched = 0;
     std::size_t units_degraded = 0;
+    // The rung file's SHA-256 was checked as it arrived (not possible when
+    // units had to be fetched again or were lost; each unit's own SHA-256 is
+    // checked regardless).
+    bool file_sha256_checked = false;
 };
 
 struct FetchResult {
     Manifest manifest;
     Model model;
     int reached_bits = 0;  // of the lowest quantized chunk
+    int target_bits = 0;   // the rung asked for; above reached_bits when degraded
     double manifest_at = 0;
     double topology_at = 0;
     double seconds = 0;

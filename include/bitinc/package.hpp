@@ -20,10 +20,14 @@
 
 namespace bitinc {
 
-inline constexpr int package_format_version = 1;
+// 2: every unit entry carries the SHA-256 of the unit (docs/format.md).
+inline constexpr int package_format_version = 2;
 inline constexpr std::string_view manifest_file_name = "manifest.json";
-// Readers refuse larger manifests before parsing them.
-inline constexpr std::uint64_t max_manifest_bytes = std::uint64_t{64} << 20;
+// Readers refuse larger manifests before parsing them: a unit entry takes
+// about 110 bytes, so 16 MiB still holds some 150,000 units.
+inline constexpr std::uint64_t max_manifest_bytes = std::uint64_t{16} << 20;
+// JSON nesting deeper than this is refused while parsing (a manifest needs 4).
+inline constexpr int max_manifest_depth = 16;
 
 enum class RungKind {
     base,        // the first rung of the ladder: what a device runs first
@@ -42,7 +46,11 @@ struct UnitEntry {
     std::uint64_t offset = 0;
     std::uint32_t length = 0;
     std::uint32_t crc32c = 0;  // the CRC32C the unit itself ends with
+    std::string sha256;        // of the unit's bytes, lowercase hex (format 2)
 };
+
+// Lowercase hex SHA-256 of a unit's bytes, to compare with UnitEntry::sha256.
+std::string unit_sha256(std::span<const std::uint8_t> unit);
 
 struct FileEntry {
     std::string file;  // a plain file name inside the package directory

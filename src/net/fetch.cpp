@@ -1,8 +1,11 @@
 // The device's fetcher: manifest, then the topology (verified), then rungs
 // streamed with range requests and decoded on worker threads as units
 // complete; retries with backoff, resumable .part files, refetch of units
-// that fail their CRC, and graceful degradation of refinements.
-#include <httplib.h>
+// that fail their CRC or SHA-256, and graceful degradation of refinements.
+// The transport is libcurl: one handle per package (keep-alive), header lines
+// counted and bounded by net::ResponseHeadParser, memory taken as bytes
+// arrive, never as a server or manifest claims.
+#include <curl/curl.h>
 
 #include <algorithm>
 #include <chrono>
@@ -12,6 +15,7 @@
 #include <deque>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 #include <utility>
@@ -19,6 +23,7 @@
 #include "bitinc/error.hpp"
 #include "bitinc/net.hpp"
 #include "core/sha256.hpp"
+#include "net/http_response.hpp"
 
 namespace bitinc {
 
@@ -65,19 +70,55 @@ ParsedUrl parse_package_url(const std::string& url) {
     return parsed;
 }
 
-// Thrown when FetchOptions::cancel is set; it passes every retry.
-class Cancelled : public Error {
+// Ends the whole fetch, past every retry: FetchOptions::cancel was set, or
+// the deadline passed.
+class Stopped : public Error {
   public:
-    Cancelled() : Error("cancelled") {}
+    using Error::Error;
 };
+class Cancelled : public Stopped {
+  public:
+    Cancelled() : Stopped("cancelled") {}
+};
+
+// "12.3 MB" or "517 bytes", for messages.
+std::string amount(std::uint64_t bytes) {
+    if (bytes < 1'000'000) return std::to_string(bytes) + " bytes";
+    char text[32];
+    std::snprintf(text, sizeof text, "%.1f MB", double(bytes) / 1e6);
+    return text;
+}
+
+std::string seconds_text(double seconds) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%g s", seconds);
+    return text;
+}
 
 // What one request achieved.
 struct Outcome {
-    std::uint64_t received = 0;
+    std::uint64_t received = 0;  // new bytes handed over
+    std::uint64_t reached = 0;   // the file offset the try got to (progress when it grows)
     bool complete = false;
     bool retryable = true;
     std::string problem;
 };
+
+// Why a transfer callback asked libcurl to stop.
+enum class Abort { none, cancel, deadline, slow, stalled, receiver, done };
+
+struct CurlFree {
+    void operator()(CURL* handle) const { curl_easy_cleanup(handle); }
+};
+
+void init_curl_once() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+            throw Error("libcurl could not be initialized");
+        }
+    });
+}
 
 // HTTP access to the files of one package, with retries.
 class PackageSource {
@@ -86,32 +127,51 @@ class PackageSource {
                   std::function<void(const FetchEvent&)> emit)
         : url_(parse_package_url(url)), options_(options), start_(start), emit_(std::move(emit)) {
         if (url_.local) return;
-        client_ = std::make_unique<httplib::Client>(url_.origin);
-        if (!client_->is_valid()) throw Error("'" + url + "': cannot make an HTTP client for it");
-        const auto timeout = std::chrono::duration<double>(options.timeout_seconds);
-        const time_t whole = time_t(options.timeout_seconds);
-        const time_t micro = time_t((timeout.count() - double(whole)) * 1e6);
-        client_->set_connection_timeout(whole, micro);
-        client_->set_read_timeout(whole, micro);
-        client_->set_keep_alive(true);
-        client_->set_tcp_nodelay(true);
-        client_->set_follow_location(true);
+        init_curl_once();
+        // One handle for the whole package: its connection is kept alive.
+        curl_.reset(curl_easy_init());
+        if (!curl_) throw Error("'" + url + "': cannot make an HTTP client for it");
+        CURL* const curl = curl_.get();
+        curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+        curl_easy_setopt(curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+        curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 1L);
+        curl_easy_setopt(curl, CURLOPT_MAXREDIRS, 5L);
+        curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
+        curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
+                         long(std::max(1.0, options.timeout_seconds * 1000)));
+        curl_easy_setopt(curl, CURLOPT_USERAGENT, "bitinc-fetch");
+        curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, &PackageSource::on_header);
+        curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, &PackageSource::on_body);
+        curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, &PackageSource::on_progress);
+        curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, error_text_);
     }
 
     // The same contract as request(), for a package directory on disk.
     Outcome read_local(const std::string& file, std::uint64_t from, std::uint64_t to,
+                       std::uint64_t file_size,
                        const std::function<bool(const char*, std::size_t)>& receive) {
         Outcome outcome;
-        std::ifstream in(fs::path(url_.path) / file, std::ios::binary);
+        const fs::path path = fs::path(url_.path) / file;
+        std::ifstream in(path, std::ios::binary);
         if (!in) {
             outcome.retryable = false;
             outcome.problem = "no such file";
             return outcome;
         }
+        std::error_code error;
+        const std::uint64_t size = fs::file_size(path, error);
+        if (!error && file_size > 0 && size != file_size) {
+            outcome.retryable = false;
+            outcome.problem = "the file is " + std::to_string(size) + " bytes, the manifest says " +
+                              std::to_string(file_size);
+            return outcome;
+        }
         in.seekg(std::streamoff(from));
         std::vector<char> buffer(1 << 20);
         while (to == 0 || from + outcome.received < to) {
-            if (cancelled()) throw Cancelled();
+            check_stop(file);
             std::size_t want = buffer.size();
             if (to > 0)
                 want = std::size_t(std::min<std::uint64_t>(want, to - from - outcome.received));
@@ -131,95 +191,39 @@ class PackageSource {
 
     std::string where(const std::string& file) const { return url_.origin + url_.path + file; }
 
-    // Requests bytes [from, to) of `file` (to == 0: to the end) and hands
-    // them to `receive` in order. Never throws for network faults.
+    // Requests bytes [from, to) of `file` (to == 0: to the end, at most
+    // `limit` bytes) whose size the manifest gives as `file_size` (0: not
+    // known), and hands them to `receive` in order. Throws only Stopped.
     Outcome request(const std::string& file, std::uint64_t from, std::uint64_t to,
+                    std::uint64_t limit, std::uint64_t file_size,
                     const std::function<bool(const char*, std::size_t)>& receive) {
-        Outcome outcome = url_.local ? read_local(file, from, to, receive)
-                                     : request_http(file, from, to, receive);
+        check_stop(file);
+        Outcome outcome = url_.local ? read_local(file, from, to, file_size, receive)
+                                     : request_http(file, from, to, limit, file_size, receive);
         bytes_downloaded += outcome.received;
-        return outcome;
-    }
-
-    Outcome request_http(const std::string& file, std::uint64_t from, std::uint64_t to,
-                         const std::function<bool(const char*, std::size_t)>& receive) {
-        Outcome outcome;
-        httplib::Headers headers;
-        if (from > 0 || to > 0) {
-            headers.emplace("Range", "bytes=" + std::to_string(from) + "-" +
-                                         (to > 0 ? std::to_string(to - 1) : ""));
-        }
-        std::uint64_t skip = 0;  // a server that ignores Range sends everything
-        bool status_ok = false;
-        std::uint64_t expected = 0;
-        const auto result = client_->Get(
-            (url_.path + file).c_str(), headers,
-            [&](const httplib::Response& response) {
-                if (response.status == 200) {
-                    skip = from;
-                    status_ok = true;
-                } else if (response.status == 206) {
-                    const std::string range = response.get_header_value("Content-Range");
-                    status_ok = range.rfind("bytes " + std::to_string(from) + "-", 0) == 0;
-                    if (!status_ok)
-                        outcome.problem = "the server answered another range (" + range + ")";
-                    outcome.retryable = status_ok;
-                } else {
-                    outcome.problem = "HTTP status " + std::to_string(response.status);
-                    // 4xx other than 408/429 will not get better by asking again.
-                    outcome.retryable =
-                        response.status >= 500 || response.status == 408 || response.status == 429;
-                }
-                if (status_ok && response.has_header("Content-Length")) {
-                    expected = std::strtoull(response.get_header_value("Content-Length").c_str(),
-                                             nullptr, 10);
-                }
-                return status_ok;
-            },
-            [&](const char* data, std::size_t length) {
-                if (cancelled()) return false;
-                if (skip > 0) {
-                    const std::size_t dropped = std::size_t(std::min<std::uint64_t>(skip, length));
-                    skip -= dropped;
-                    data += dropped;
-                    length -= dropped;
-                }
-                if (to > 0)
-                    length =
-                        std::size_t(std::min<std::uint64_t>(length, to - from - outcome.received));
-                if (length == 0) return true;
-                outcome.received += length;
-                return receive(data, length);
-            });
-        if (cancelled()) throw Cancelled();
-        if (result && status_ok) {
-            // Without a Content-Length httplib reports success only for a
-            // complete (chunked) body.
-            outcome.complete = to > 0 ? outcome.received == to - from
-                                      : expected == 0 || outcome.received == expected;
-            if (!outcome.complete) outcome.problem = "the response ended early";
-        } else if (outcome.problem.empty()) {
-            outcome.problem =
-                result ? "the transfer was interrupted"
-                       : "the connection failed (" + httplib::to_string(result.error()) + ")";
-        }
+        outcome.reached = from + outcome.received;
         return outcome;
     }
 
     // Runs `attempt` until it completes, with backoff between tries; gives up
-    // after max_attempts tries in a row that brought nothing new.
+    // after max_attempts failed tries that did not bring the file further
+    // than it has ever been.
     void with_retries(const std::string& file, const std::function<Outcome()>& attempt) {
-        int fruitless = 0;
+        int failed = 0;
+        std::uint64_t best = 0;
         double backoff = options_.backoff_initial;
         for (;;) {
             const Outcome outcome = attempt();
             if (outcome.complete) return;
             if (!outcome.retryable) throw Error(where(file) + ": " + outcome.problem);
-            fruitless = outcome.received > 0 ? 0 : fruitless + 1;
-            if (outcome.received > 0) backoff = options_.backoff_initial;
-            if (fruitless >= options_.max_attempts) {
+            if (outcome.received > 0 && outcome.reached > best) {
+                best = outcome.reached;  // progress: the budget starts over
+                failed = 0;
+                backoff = options_.backoff_initial;
+            }
+            if (++failed >= options_.max_attempts) {
                 throw Error(where(file) + ": " + outcome.problem + " (gave up after " +
-                            std::to_string(options_.max_attempts) + " attempts)");
+                            std::to_string(options_.max_attempts) + " tries without progress)");
             }
             ++retries;
             FetchEvent event;
@@ -228,28 +232,28 @@ class PackageSource {
             event.message = where(file) + ": " + outcome.problem + "; retrying in " +
                             std::to_string(int(backoff * 1000)) + " ms";
             emit_(event);
-            pause(backoff);
+            pause(file, backoff);
             backoff = std::min(backoff * 2, options_.backoff_max);
         }
     }
 
     // Bytes [from, to) of `file` (to == 0: the whole file, at most
     // `max_bytes`), retried until they arrive and `check` accepts them:
-    // it returns "" or what is wrong, and a rejection counts as a try that
-    // brought nothing.
+    // it returns "" or what is wrong, and a rejection counts as a failed try
+    // that brought nothing.
     std::string fetch_checked(const std::string& file, std::uint64_t from, std::uint64_t to,
-                              std::uint64_t max_bytes,
+                              std::uint64_t max_bytes, std::uint64_t file_size,
                               const std::function<std::string(const std::string&)>& check) {
         std::string bytes;
-        int rejected = 0;
         with_retries(file, [&] {
             bytes.clear();
             bool too_large = false;
-            Outcome outcome = request(file, from, to, [&](const char* data, std::size_t length) {
-                too_large = bytes.size() + length > max_bytes;
-                if (!too_large) bytes.append(data, length);
-                return !too_large;
-            });
+            Outcome outcome = request(file, from, to, max_bytes, file_size,
+                                      [&](const char* data, std::size_t length) {
+                                          too_large = bytes.size() + length > max_bytes;
+                                          if (!too_large) bytes.append(data, length);
+                                          return !too_large;
+                                      });
             if (too_large) {
                 outcome.complete = false;
                 outcome.retryable = false;
@@ -259,8 +263,8 @@ class PackageSource {
                 if (std::string problem = check(bytes); !problem.empty()) {
                     outcome.complete = false;
                     outcome.received = 0;
+                    outcome.reached = 0;
                     outcome.problem = std::move(problem);
-                    if (++rejected >= options_.max_attempts) outcome.retryable = false;
                 }
             }
             return outcome;
@@ -270,11 +274,25 @@ class PackageSource {
 
     bool cancelled() const { return options_.cancel != nullptr && options_.cancel->load(); }
 
-    void pause(double seconds) const {
+    bool past_deadline() const {
+        return options_.deadline_seconds > 0 &&
+               seconds_between(start_, Clock::now()) >= options_.deadline_seconds;
+    }
+
+    // Throws Stopped when the fetch must end now.
+    void check_stop(const std::string& file) const {
+        if (cancelled()) throw Cancelled();
+        if (past_deadline()) {
+            throw Stopped(where(file) + ": deadline of " + seconds_text(options_.deadline_seconds) +
+                          " passed after " + amount(bytes_downloaded + try_received_));
+        }
+    }
+
+    void pause(const std::string& file, double seconds) const {
         const auto until = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                               std::chrono::duration<double>(seconds));
         while (Clock::now() < until) {
-            if (cancelled()) throw Cancelled();
+            check_stop(file);
             std::this_thread::sleep_for(
                 std::min<Clock::duration>(until - Clock::now(), std::chrono::milliseconds(20)));
         }
@@ -284,11 +302,238 @@ class PackageSource {
     std::uint64_t bytes_downloaded = 0;
 
   private:
+    // The state of the request under way, for libcurl's callbacks.
+    struct Transfer {
+        std::uint64_t from = 0;
+        std::uint64_t to = 0;
+        std::uint64_t limit = 0;
+        std::uint64_t file_size = 0;
+        const std::function<bool(const char*, std::size_t)>* receive = nullptr;
+        net::ResponseHeadParser headers;
+        std::optional<net::ResponseVerdict> verdict;
+        std::uint64_t body_seen = 0;  // including skipped bytes
+        std::uint64_t skip = 0;
+        Outcome outcome;
+        Abort abort = Abort::none;
+        Clock::time_point started;
+        Clock::time_point last_byte;
+        // (time, bytes received by then) over the min-rate window.
+        std::deque<std::pair<Clock::time_point, std::uint64_t>> samples;
+    };
+
+    static std::size_t on_header(char* data, std::size_t size, std::size_t count, void* user) {
+        auto& self = *static_cast<PackageSource*>(user);
+        Transfer& transfer = *self.transfer_;
+        const std::size_t length = size * count;
+        return transfer.headers.add_line(std::string_view(data, length)) ? length : 0;
+    }
+
+    static std::size_t on_body(char* data, std::size_t size, std::size_t count, void* user) {
+        auto& self = *static_cast<PackageSource*>(user);
+        Transfer& transfer = *self.transfer_;
+        std::size_t length = size * count;
+        const std::size_t handled = length;
+        if (!transfer.verdict) {
+            transfer.verdict = net::judge_response(transfer.headers.head(), transfer.from,
+                                                   transfer.to, transfer.file_size);
+            transfer.skip = transfer.verdict->skip;
+        }
+        if (!transfer.verdict->accept) return 0;
+        transfer.body_seen += length;
+        if (transfer.body_seen > transfer.limit + transfer.verdict->skip) {
+            transfer.outcome.retryable = false;
+            transfer.outcome.problem = "larger than " + std::to_string(transfer.limit) + " bytes";
+            return 0;
+        }
+        transfer.last_byte = Clock::now();
+        if (transfer.skip > 0) {
+            const std::size_t dropped = std::size_t(std::min<std::uint64_t>(transfer.skip, length));
+            transfer.skip -= dropped;
+            data += dropped;
+            length -= dropped;
+        }
+        bool more = true;  // false: everything asked for is in
+        if (transfer.to > 0) {
+            const std::uint64_t wanted = transfer.to - transfer.from - transfer.outcome.received;
+            if (length >= wanted) {
+                length = std::size_t(wanted);
+                more = false;
+            }
+        }
+        if (length > 0) {
+            transfer.outcome.received += length;
+            self.try_received_ += length;
+            if (!(*transfer.receive)(data, length)) {
+                transfer.abort = Abort::receiver;
+                return 0;
+            }
+        }
+        if (!more && transfer.to > 0 && handled > length) {
+            transfer.abort = Abort::done;  // a server that sends more than the range
+            return 0;
+        }
+        return handled;
+    }
+
+    static int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+        auto& self = *static_cast<PackageSource*>(user);
+        Transfer& transfer = *self.transfer_;
+        const auto now = Clock::now();
+        if (self.cancelled()) {
+            transfer.abort = Abort::cancel;
+        } else if (self.past_deadline()) {
+            transfer.abort = Abort::deadline;
+        } else if (seconds_between(transfer.last_byte, now) > self.options_.timeout_seconds) {
+            transfer.abort = Abort::stalled;
+        } else if (self.options_.min_rate_bytes_per_second > 0) {
+            const double window = self.options_.min_rate_window_seconds;
+            auto& samples = transfer.samples;
+            samples.emplace_back(now, transfer.outcome.received);
+            while (samples.size() >= 2 && seconds_between(samples[1].first, now) >= window) {
+                samples.pop_front();
+            }
+            const bool long_enough = seconds_between(transfer.started, now) >= window;
+            const double arrived = double(transfer.outcome.received - samples.front().second);
+            if (long_enough && arrived < self.options_.min_rate_bytes_per_second * window) {
+                transfer.abort = Abort::slow;
+            }
+        }
+        return transfer.abort == Abort::none ? 0 : 1;
+    }
+
+    Outcome request_http(const std::string& file, std::uint64_t from, std::uint64_t to,
+                         std::uint64_t limit, std::uint64_t file_size,
+                         const std::function<bool(const char*, std::size_t)>& receive) {
+        Transfer transfer;
+        transfer.from = from;
+        transfer.to = to;
+        transfer.limit = to > 0 ? to - from : limit;
+        transfer.file_size = file_size;
+        transfer.receive = &receive;
+        transfer.started = transfer.last_byte = Clock::now();
+        transfer.samples.emplace_back(transfer.started, 0);
+        transfer_ = &transfer;
+        try_received_ = 0;
+
+        CURL* const curl = curl_.get();
+        const std::string target = url_.origin + url_.path + file;
+        const std::string range =
+            from > 0 || to > 0
+                ? std::to_string(from) + "-" + (to > 0 ? std::to_string(to - 1) : std::string())
+                : std::string();
+        curl_easy_setopt(curl, CURLOPT_URL, target.c_str());
+        curl_easy_setopt(curl, CURLOPT_RANGE, range.empty() ? nullptr : range.c_str());
+        // A 200 to a range request carries the file from its start.
+        const std::uint64_t most = to > 0 ? to : limit;
+        curl_easy_setopt(curl, CURLOPT_MAXFILESIZE_LARGE,
+                         curl_off_t(std::min<std::uint64_t>(most, std::uint64_t{1} << 62)));
+        // libcurl's own timer ends the request right at the deadline; the
+        // progress callback alone runs only about once a second when idle.
+        long timeout_ms = 0;
+        if (options_.deadline_seconds > 0) {
+            const double left = options_.deadline_seconds - seconds_between(start_, Clock::now());
+            timeout_ms = long(std::max(1.0, left * 1000 + 1));
+        }
+        curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
+        curl_easy_setopt(curl, CURLOPT_HEADERDATA, this);
+        curl_easy_setopt(curl, CURLOPT_WRITEDATA, this);
+        curl_easy_setopt(curl, CURLOPT_XFERINFODATA, this);
+        error_text_[0] = '\0';
+        const CURLcode code = curl_easy_perform(curl);
+        transfer_ = nullptr;
+        try_received_ = 0;
+        Outcome& outcome = transfer.outcome;
+        if (transfer.abort == Abort::cancel) throw Cancelled();
+        if (transfer.abort == Abort::deadline ||
+            (code == CURLE_OPERATION_TIMEDOUT && past_deadline())) {
+            bytes_downloaded += outcome.received;  // for the message
+            outcome.received = 0;
+            check_stop(file);
+        }
+        if (!outcome.problem.empty()) return outcome;  // decided in a callback
+        if (!transfer.headers.problem().empty()) {
+            outcome.problem = transfer.headers.problem();
+            return outcome;
+        }
+        if (!transfer.verdict && transfer.headers.complete()) {
+            transfer.verdict = net::judge_response(transfer.headers.head(), from, to, file_size);
+        }
+        if (transfer.verdict && !transfer.verdict->accept) {
+            outcome.problem = transfer.verdict->problem;
+            outcome.retryable = transfer.verdict->retryable;
+            return outcome;
+        }
+        const auto ended_early = [&] {
+            std::string problem = "the response ended after " + std::to_string(outcome.received);
+            if (to > 0) {
+                problem += " of " + std::to_string(to - from);
+            } else if (transfer.verdict && transfer.verdict->body_bytes) {
+                problem += " of " + std::to_string(*transfer.verdict->body_bytes);
+            }
+            return problem + " bytes";
+        };
+        switch (transfer.abort) {
+            case Abort::slow:
+                outcome.problem = "fewer than " +
+                                  amount(std::uint64_t(options_.min_rate_bytes_per_second *
+                                                       options_.min_rate_window_seconds)) +
+                                  " came in " + seconds_text(options_.min_rate_window_seconds) +
+                                  " (below the minimum rate)";
+                return outcome;
+            case Abort::stalled:
+                outcome.problem =
+                    "no data for " + seconds_text(options_.timeout_seconds) + " (timeout)";
+                return outcome;
+            case Abort::receiver:
+                return outcome;  // the caller knows why
+            case Abort::done:
+                outcome.complete = true;
+                return outcome;
+            default:
+                break;
+        }
+        if (code == CURLE_OK && transfer.verdict) {
+            const std::optional<std::uint64_t> body = transfer.verdict->body_bytes;
+            outcome.complete = to > 0 ? outcome.received == to - from
+                                      : !body || outcome.received + transfer.verdict->skip == *body;
+            if (!outcome.complete) outcome.problem = ended_early();
+            return outcome;
+        }
+        switch (code) {
+            case CURLE_OK:
+                outcome.problem = "the response had no head";
+                break;
+            case CURLE_PARTIAL_FILE:
+                outcome.problem = ended_early();
+                break;
+            case CURLE_FILESIZE_EXCEEDED:
+                outcome.retryable = false;
+                outcome.problem = "larger than " + std::to_string(transfer.limit) + " bytes";
+                break;
+            case CURLE_TOO_MANY_REDIRECTS:
+            case CURLE_UNSUPPORTED_PROTOCOL:
+            case CURLE_URL_MALFORMAT:
+                outcome.retryable = false;
+                [[fallthrough]];
+            default:
+                outcome.problem = std::string(curl_easy_strerror(code));
+                if (error_text_[0] != '\0')
+                    outcome.problem += std::string(" (") + error_text_ + ")";
+                if (code == CURLE_COULDNT_CONNECT || code == CURLE_COULDNT_RESOLVE_HOST) {
+                    outcome.problem = "the connection failed (" + outcome.problem + ")";
+                }
+        }
+        return outcome;
+    }
+
     ParsedUrl url_;
     const FetchOptions& options_;
     Clock::time_point start_;
     std::function<void(const FetchEvent&)> emit_;
-    std::unique_ptr<httplib::Client> client_;
+    std::unique_ptr<CURL, CurlFree> curl_;
+    char error_text_[CURL_ERROR_SIZE] = {};
+    Transfer* transfer_ = nullptr;    // during curl_easy_perform
+    std::uint64_t try_received_ = 0;  // bytes of the request under way
 };
 
 // Applies units on worker threads while the download goes on.
@@ -310,7 +555,7 @@ class UnitDecoder {
     struct Job {
         std::size_t rung = 0;
         std::size_t unit = 0;
-        std::span<const std::uint8_t> bytes;
+        std::vector<std::uint8_t> bytes;  // the unit's own copy: nothing else need stay alive
         std::string source;
     };
 
@@ -325,8 +570,7 @@ class UnitDecoder {
         wake_.notify_one();
     }
 
-    // Forgets queued units and waits for those in progress, so that the
-    // bytes they point to may go away.
+    // Forgets queued units and waits for those in progress.
     void abandon() {
         std::unique_lock lock(mutex_);
         pending_ -= jobs_.size();
@@ -381,6 +625,10 @@ class UnitDecoder {
                 if (rung.kind == RungKind::refinement &&
                     assembler_.chunk_bits(job.rung, job.unit) != rung.parent_bits) {
                     skipped = true;
+                } else if (unit_sha256(job.bytes) != rung.units[job.unit].sha256) {
+                    // Like a failed CRC: the unit is fetched again.
+                    failure = job.source + ": unit " + std::to_string(job.unit) +
+                              ": SHA-256 differs from the manifest's";
                 } else {
                     assembler_.apply_unit(job.rung, job.unit, job.bytes, job.source);
                     ++applied_;
@@ -414,6 +662,37 @@ class UnitDecoder {
     std::vector<std::jthread> workers_;
 };
 
+// Cuts a rung file into its units as the bytes arrive, each unit into a
+// buffer of its own that grows with what came (never sized by what the
+// manifest claims).
+class UnitSplitter {
+  public:
+    explicit UnitSplitter(const RungEntry& rung) : rung_(rung) {}
+
+    // Takes the next bytes of the file; calls `complete(unit index, bytes)`
+    // for each unit they finish.
+    void feed(const char* data, std::size_t length,
+              const std::function<void(std::size_t, std::vector<std::uint8_t>)>& complete) {
+        while (length > 0 && next_ < rung_.units.size()) {
+            const std::uint64_t need = rung_.units[next_].length - pending_.size();
+            const std::size_t take = std::size_t(std::min<std::uint64_t>(need, length));
+            pending_.insert(pending_.end(), data, data + take);
+            data += take;
+            length -= take;
+            if (pending_.size() == rung_.units[next_].length) {
+                complete(next_, std::exchange(pending_, {}));
+                ++next_;
+            }
+        }
+    }
+    std::size_t next_unit() const { return next_; }
+
+  private:
+    const RungEntry& rung_;
+    std::size_t next_ = 0;
+    std::vector<std::uint8_t> pending_;
+};
+
 // A partial download kept on disk: the first bytes of a rung file.
 class PartFile {
   public:
@@ -425,13 +704,25 @@ class PartFile {
         path_ = directory / (entry.file + "." + entry.sha256.substr(0, 16) + ".part");
     }
 
-    // Reads what an earlier run kept (at most buffer.size() bytes) into `buffer`.
-    std::uint64_t restore(std::vector<std::uint8_t>& buffer) {
+    // Hands what an earlier run kept (at most `most` bytes) to `consume`
+    // piece by piece; returns how many bytes that was.
+    std::uint64_t restore(std::uint64_t most,
+                          const std::function<void(const char*, std::size_t)>& consume) {
         if (path_.empty()) return 0;
         std::ifstream in(path_, std::ios::binary);
         if (!in) return 0;
-        in.read(reinterpret_cast<char*>(buffer.data()), std::streamsize(buffer.size()));
-        return std::uint64_t(in.gcount());
+        std::vector<char> buffer(std::size_t(std::min<std::uint64_t>(most, 1 << 20)));
+        std::uint64_t kept = 0;
+        while (kept < most) {
+            const std::size_t want =
+                std::size_t(std::min<std::uint64_t>(buffer.size(), most - kept));
+            in.read(buffer.data(), std::streamsize(want));
+            const std::size_t got = std::size_t(in.gcount());
+            if (got == 0) break;
+            consume(buffer.data(), got);
+            kept += got;
+        }
+        return kept;
     }
 
     void open_for_append(std::uint64_t kept) {
@@ -472,7 +763,7 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
     FetchResult result;
 
     const std::string manifest_text =
-        source.fetch_checked(std::string(manifest_file_name), 0, 0, max_manifest_bytes,
+        source.fetch_checked(std::string(manifest_file_name), 0, 0, max_manifest_bytes, 0,
                              [](const std::string&) { return std::string(); });
     result.manifest = parse_manifest(manifest_text, source.where(std::string(manifest_file_name)));
     const Manifest& manifest = result.manifest;
@@ -502,8 +793,10 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
     }
 
     // The topology first: it is never used unless its hash matches.
+    result.target_bits = until;
     std::string topology = source.fetch_checked(
-        manifest.topology.file, 0, 0, manifest.topology.bytes, [&](const std::string& bytes) {
+        manifest.topology.file, 0, 0, manifest.topology.bytes, manifest.topology.bytes,
+        [&](const std::string& bytes) {
             const bool intact = bytes.size() == manifest.topology.bytes &&
                                 core::sha256_hex(bytes) == manifest.topology.sha256;
             return intact ? std::string()
@@ -548,46 +841,43 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
             return event;
         };
 
-        std::vector<std::uint8_t> buffer(rung->data.bytes);
-        // If anything below throws, no worker may still read `buffer`.
+        // If anything below throws, no worker goes on with this rung.
         struct AbandonOnExit {
             UnitDecoder& decoder;
             ~AbandonOnExit() { decoder.abandon(); }
         } abandon_on_exit{decoder};
         PartFile& part = parts.emplace_back(options.part_directory, rung->data);
-        std::uint64_t received = part.restore(buffer);
-        part.open_for_append(received);
-        std::size_t next_unit = 0;
-        const auto queue_complete_units = [&] {
-            while (next_unit < rung->units.size() &&
-                   rung->units[next_unit].offset + rung->units[next_unit].length <= received) {
-                const UnitEntry& unit = rung->units[next_unit];
-                decoder.push({rung_index, next_unit,
-                              std::span(buffer).subspan(unit.offset, unit.length), where});
-                ++next_unit;
-            }
+        UnitSplitter splitter(*rung);
+        core::Sha256 file_hash;  // of the bytes as they arrive
+        std::uint64_t received = 0;
+        const auto consume = [&](const char* data, std::size_t length) {
+            file_hash.update(std::string_view(data, length));
+            received += length;
+            splitter.feed(data, length, [&](std::size_t unit, std::vector<std::uint8_t> bytes) {
+                decoder.push({rung_index, unit, std::move(bytes), where});
+            });
         };
-        queue_complete_units();
+        received = 0;
+        part.restore(rung->data.bytes, consume);
+        part.open_for_append(received);
         bytes_done += received;
         bool stream_failed = false;
         try {
             source.with_retries(rung->data.file, [&] {
-                if (received == buffer.size()) return Outcome{0, true, true, {}};
+                if (received == rung->data.bytes) return Outcome{0, received, true, true, {}};
                 Outcome outcome =
-                    source.request(rung->data.file, received, buffer.size(),
-                                   [&](const char* data, std::size_t length) {
-                                       std::memcpy(buffer.data() + received, data, length);
+                    source.request(rung->data.file, received, rung->data.bytes, rung->data.bytes,
+                                   rung->data.bytes, [&](const char* data, std::size_t length) {
+                                       consume(data, length);
                                        part.append(data, length);
-                                       received += length;
                                        bytes_done += length;
-                                       queue_complete_units();
                                        emit(rung_event(FetchEvent::Kind::progress));
                                        return true;
                                    });
                 part.flush();
                 return outcome;
             });
-        } catch (const Cancelled&) {
+        } catch (const Stopped&) {
             throw;
         } catch (const Error& error) {
             if (rung->kind != RungKind::refinement || options.strict) throw;
@@ -596,6 +886,7 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
             event.message = error.what();
             emit(event);
         }
+        const std::size_t next_unit = splitter.next_unit();
         timeline.downloaded_at = now();
         decoder.drain();
 
@@ -609,19 +900,21 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
             try {
                 source.fetch_checked(
                     rung->data.file, unit.offset, unit.offset + unit.length, unit.length,
-                    [&](const std::string& bytes) {
+                    rung->data.bytes, [&](const std::string& bytes) {
+                        const std::span unit_span(
+                            reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
+                        if (unit_sha256(unit_span) != unit.sha256) {
+                            return where + ": unit " + std::to_string(unit_index) +
+                                   ": SHA-256 differs from the manifest's";
+                        }
                         try {
-                            assembler.apply_unit(
-                                rung_index, unit_index,
-                                std::span(reinterpret_cast<const std::uint8_t*>(bytes.data()),
-                                          bytes.size()),
-                                where);
+                            assembler.apply_unit(rung_index, unit_index, unit_span, where);
                             return std::string();
                         } catch (const Error& error) {
                             return std::string(error.what());
                         }
                     });
-            } catch (const Cancelled&) {
+            } catch (const Stopped&) {
                 throw;
             } catch (const Error& error) {
                 if (rung->kind != RungKind::refinement || options.strict) {
@@ -631,6 +924,18 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
             }
         }
         for (const std::size_t unit_index : decoder.take_skipped()) lost.push_back(unit_index);
+        // The file's own hash covers the bytes as they streamed in, so it
+        // speaks for the file only when none had to be fetched again; every
+        // unit was checked against its own SHA-256 before it was applied.
+        if (!stream_failed && received == rung->data.bytes && timeline.units_refetched == 0 &&
+            lost.empty()) {
+            if (file_hash.finish_hex() != rung->data.sha256) {
+                throw Error(where +
+                            ": SHA-256 differs from the manifest's (the manifest's unit "
+                            "hashes and file hash disagree)");
+            }
+            timeline.file_sha256_checked = true;
+        }
         if (!lost.empty()) {
             std::set<std::string> names;
             for (const std::size_t unit_index : lost) {

@@ -6,6 +6,7 @@
 #include "bitinc/codec.hpp"
 #include "bitinc/error.hpp"
 #include "bitinc/package.hpp"
+#include "core/sha256.hpp"
 
 namespace bitinc {
 
@@ -56,11 +57,14 @@ class ManifestReader {
 
     std::string hash(const Json& object, const char* name, const std::string& where) const {
         std::string result = text(object, name, where);
-        const bool hex = std::all_of(result.begin(), result.end(), [](char c) {
-            return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-        });
-        if (result.size() != 64 || !hex) fail(where + "." + name + " is not a SHA-256 in hex");
+        if (!is_sha256_hex(result)) fail(where + "." + name + " is not a SHA-256 in hex");
         return result;
+    }
+
+    static bool is_sha256_hex(const std::string& text) {
+        return text.size() == 64 && std::all_of(text.begin(), text.end(), [](char c) {
+                   return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+               });
     }
 
     FileEntry file(const Json& object, const std::string& where) const {
@@ -153,6 +157,11 @@ void check_units(const ManifestReader& reader, const Manifest& manifest, const R
 
 }  // namespace
 
+std::string unit_sha256(std::span<const std::uint8_t> unit) {
+    return core::sha256_hex(
+        std::string_view(reinterpret_cast<const char*>(unit.data()), unit.size()));
+}
+
 std::string_view rung_kind_name(RungKind kind) {
     switch (kind) {
         case RungKind::base:
@@ -186,8 +195,24 @@ std::vector<const RungEntry*> Manifest::ladder_rungs(int until_bits) const {
 
 Manifest parse_manifest(std::string_view text, std::string_view source) {
     const ManifestReader reader(source);
-    if (text.size() > max_manifest_bytes) reader.fail("manifest is larger than 64 MiB");
-    const Json json = Json::parse(text.begin(), text.end(), nullptr, false);
+    if (text.size() > max_manifest_bytes) {
+        reader.fail("the manifest is larger than " + std::to_string(max_manifest_bytes >> 20) +
+                    " MiB");
+    }
+    // Nesting is refused as the parser meets it, before a deep document
+    // costs time and memory (a manifest is 4 levels deep).
+    struct TooDeep {};
+    const auto limit_depth = [](int depth, nlohmann::json::parse_event_t, Json&) {
+        if (depth > max_manifest_depth) throw TooDeep{};
+        return true;
+    };
+    Json json;
+    try {
+        json = Json::parse(text.begin(), text.end(), limit_depth, false);
+    } catch (const TooDeep&) {
+        reader.fail("the manifest nests JSON deeper than " + std::to_string(max_manifest_depth) +
+                    " levels");
+    }
     if (json.is_discarded()) reader.fail("not a JSON manifest, or it is truncated");
     if (!json.is_object()) reader.fail("the manifest is not a JSON object");
     if (reader.text(json, "format", "manifest") != format_name) {
@@ -195,6 +220,10 @@ Manifest parse_manifest(std::string_view text, std::string_view source) {
     }
     Manifest manifest;
     manifest.format_version = int(reader.number(json, "format_version", "manifest", 1'000'000));
+    if (manifest.format_version < package_format_version) {
+        reader.fail("the package was made by an older bitinc (format " +
+                    std::to_string(manifest.format_version) + "); re-pack it with this version");
+    }
     if (manifest.format_version != package_format_version) {
         reader.fail("package format version " + std::to_string(manifest.format_version) +
                     " is not supported (this bitinc reads version " +
@@ -283,10 +312,13 @@ Manifest parse_manifest(std::string_view text, std::string_view source) {
             reader.array(item, "units", where, std::size_t(rung.data.bytes / min_unit_bytes));
         rung.units.reserve(units.size());
         for (const Json& unit : units) {
-            if (!unit.is_array() || unit.size() != 6 ||
-                !std::all_of(unit.begin(), unit.end(),
-                             [](const Json& v) { return v.is_number_unsigned(); })) {
-                reader.fail(where + ": a unit is not six non-negative integers");
+            if (!unit.is_array() || unit.size() != 7 ||
+                !std::all_of(unit.begin(), unit.begin() + 6,
+                             [](const Json& v) { return v.is_number_unsigned(); }) ||
+                !unit[6].is_string() ||
+                !ManifestReader::is_sha256_hex(unit[6].get_ref<const std::string&>())) {
+                reader.fail(where +
+                            ": a unit is not six non-negative integers and a SHA-256 in hex");
             }
             const auto value = [&](std::size_t i, std::uint64_t max) {
                 const std::uint64_t v = unit[i].get<std::uint64_t>();
@@ -300,6 +332,7 @@ Manifest parse_manifest(std::string_view text, std::string_view source) {
             entry.offset = value(3, rung.data.bytes);
             entry.length = std::uint32_t(value(4, 0xFFFFFFFFu));
             entry.crc32c = std::uint32_t(value(5, 0xFFFFFFFFu));
+            entry.sha256 = unit[6].get<std::string>();
             rung.units.push_back(entry);
         }
         manifest.rungs.push_back(std::move(rung));
@@ -370,8 +403,8 @@ std::string serialize_manifest(const Manifest& manifest) {
         Json entry = file(rung.data);
         Json units = Json::array();
         for (const UnitEntry& unit : rung.units) {
-            units.push_back(Json::array(
-                {unit.tensor, unit.first, unit.count, unit.offset, unit.length, unit.crc32c}));
+            units.push_back(Json::array({unit.tensor, unit.first, unit.count, unit.offset,
+                                         unit.length, unit.crc32c, unit.sha256}));
         }
         Json item{{"kind", rung_kind_name(rung.kind)},
                   {"bits", rung.bits},

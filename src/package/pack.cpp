@@ -45,6 +45,7 @@ struct UnitJob {
     std::size_t rung = 0;
     UnitTarget target;
     std::vector<std::uint8_t> bytes;
+    std::string sha256;
 };
 
 // The entries of `directory` that are not files of the package it holds, or
@@ -193,7 +194,7 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
         std::vector<UnitJob> jobs;
         for (std::size_t r = 0; r < manifest.rungs.size(); ++r) {
             if (!quantized && manifest.rungs[r].kind == RungKind::refinement) continue;
-            for (const UnitTarget& chunk : chunks) jobs.push_back({r, chunk, {}});
+            for (const UnitTarget& chunk : chunks) jobs.push_back({r, chunk, {}, {}});
         }
         std::mutex progress_mutex;
         core::run_parallel(jobs.size(), threads, [&](std::size_t j) {
@@ -208,6 +209,7 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
             } else {
                 job.bytes = encode_level_unit(job.target, rungs[ladder_position(rung.bits)]);
             }
+            job.sha256 = unit_sha256(job.bytes);  // in parallel: hashing is not free
             const double job_seconds =
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - job_start).count();
             const std::lock_guard lock(progress_mutex);
@@ -218,7 +220,8 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
             RungEntry& rung = manifest.rungs[job.rung];
             std::string& file = files[job.rung];
             rung.units.push_back({std::uint32_t(t), job.target.first, job.target.count, file.size(),
-                                  std::uint32_t(job.bytes.size()), unit_crc32c(job.bytes)});
+                                  std::uint32_t(job.bytes.size()), unit_crc32c(job.bytes),
+                                  std::move(job.sha256)});
             file.append(reinterpret_cast<const char*>(job.bytes.data()), job.bytes.size());
         }
     }

@@ -1,0 +1,18 @@
+// Download options shared by `fetch` and `run`: --deadline, --min-rate and
+// --min-rate-window (defined in cmd_net.cpp).
+#pragma once
+
+#include <bitinc/net.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include "command_line.hpp"
+
+namespace bitinc::cli {
+
+void add_transfer_options(CommandLine& command_line);
+// Throws UsageError (or Error from the parsers) on bad values.
+void read_transfer_options(const CommandLine& command_line, FetchOptions& options);
+nlohmann::json transfer_options_json(const FetchOptions& options);
+
+}  // namespace bitinc::cli
