@@ -290,7 +290,7 @@ TEST_F(Package, AClaimedHugeTensorCostsNoMemoryUntilItsUnitsArrive) {
             }
             for (std::uint64_t first = 0; first < huge_elements; first += max_unit_elements) {
                 const std::uint64_t count = std::min(max_unit_elements, huge_elements - first);
-                units.push_back({weight_index, first, count, offset, 100, 0});
+                units.push_back({weight_index, first, count, offset, 100, 0, std::string(64, '0')});
                 offset += 100;
             }
         }
