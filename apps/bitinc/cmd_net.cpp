@@ -227,13 +227,13 @@ int run_fetch(int argc, char** argv) {
                 break;
             case FetchEvent::Kind::retry:
                 progress.finish();
-                std::fprintf(stderr, "bitinc fetch: %s\n", event.message.c_str());
+                std::fprintf(stderr, "bitinc fetch: %s\n", printable_text(event.message).c_str());
                 break;
             case FetchEvent::Kind::degraded:
                 progress.finish();
-                std::fprintf(stderr,
-                             "bitinc fetch: warning: %s; %zu tensor(s) stay below %d bits\n",
-                             event.message.c_str(), event.tensors.size(), event.bits);
+                std::fprintf(
+                    stderr, "bitinc fetch: warning: %s; %zu tensor(s) stay below %d bits\n",
+                    printable_text(event.message).c_str(), event.tensors.size(), event.bits);
                 break;
             default:
                 break;
@@ -251,10 +251,11 @@ int run_fetch(int argc, char** argv) {
         json["mode"] = mode;
         json["output"] = *output;
         json["options"] = transfer_options_json(options);
-        std::printf("%s\n", json.dump(2).c_str());
+        std::printf("%s\n", json_text(json).c_str());
     } else {
-        std::printf("%s: manifest %.3f s, topology %.3f s\n", command_line.positional(0).c_str(),
-                    result.manifest_at, result.topology_at);
+        std::printf("%s: manifest %.3f s, topology %.3f s\n",
+                    printable_text(command_line.positional(0)).c_str(), result.manifest_at,
+                    result.topology_at);
         for (const RungTimeline& rung : result.rungs) {
             const std::string bits = rung_bits_label(rung.bits, rung.parent_bits);
             std::printf(

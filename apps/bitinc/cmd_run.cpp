@@ -213,7 +213,7 @@ int run_run(int argc, char** argv) {
                        event.kind == ProgressiveEvent::Kind::failed ||
                        event.kind == ProgressiveEvent::Kind::build_failed) {
                 std::fprintf(stderr, "\r%7.2f s  warning: %s%20s\n", event.seconds,
-                             event.reason.c_str(), "");
+                             printable_text(event.reason).c_str(), "");
             }
         };
     }
@@ -228,16 +228,16 @@ int run_run(int argc, char** argv) {
     if (const auto prefix = command_line.value("timeline")) {
         write_timeline_csv(report, *prefix + ".csv");
         std::ofstream out(*prefix + ".json", std::ios::binary | std::ios::trunc);
-        out << json.dump(1) << '\n';
+        out << json_text(json, 1) << '\n';
         if (!out) throw Error(*prefix + ".json: cannot write the timeline");
     }
     if (command_line.flag("json")) {
-        std::printf("%s\n", json.dump(2).c_str());
+        std::printf("%s\n", json_text(json).c_str());
     } else {
         // "top rung" only when the model really got there.
         const bool degraded = ended_degraded(report);
         std::printf("%s: first result %.3f s, %s %.3f s, %zu frames in, %zu results out\n",
-                    url.c_str(), report.first_result_at,
+                    printable_text(url).c_str(), report.first_result_at,
                     degraded ? "last engine (degraded)" : "top rung", report.top_rung_at,
                     report.frames_in, report.results_out);
         if (report.fetch && degraded) {
@@ -246,7 +246,8 @@ int run_run(int argc, char** argv) {
             const std::map<std::string, int> stayed = degraded_tensor_bits(report);
             const char* separator = ": ";
             for (const auto& [tensor, bits] : stayed) {
-                std::printf("%s%s stayed at %d bits", separator, tensor.c_str(), bits);
+                std::printf("%s%s stayed at %d bits", separator, printable_text(tensor).c_str(),
+                            bits);
                 separator = ", ";
             }
             std::printf("\n");
@@ -267,7 +268,9 @@ int run_run(int argc, char** argv) {
                             event.bits, event.build_seconds);
             }
         }
-        if (report.failure) std::printf("  download failed: %s\n", report.failure->c_str());
+        if (report.failure) {
+            std::printf("  download failed: %s\n", printable_text(*report.failure).c_str());
+        }
     }
     return 0;
 }
