@@ -40,8 +40,8 @@ test-sanitize: deps
 fuzz: deps
 	@CC=clang CXX=clang++ cmake -S . -B $(FUZZ_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	    -DBITINC_FUZZ=ON -DBITINC_BUILD_BENCHMARKS=OFF >/dev/null
-	@cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_onnx_model fuzz_idx fuzz_unit fuzz_manifest
-	@for target in onnx_model:onnx idx:idx unit:unit manifest:manifest; do \
+	@cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_onnx_model fuzz_idx fuzz_unit fuzz_manifest fuzz_http_request
+	@for target in onnx_model:onnx idx:idx unit:unit manifest:manifest http_request:http_request; do \
 	    name=$${target%%:*}; corpus=$${target##*:}; scratch=$$(mktemp -d); \
 	    echo "fuzz_$$name: $(FUZZ_SECONDS) s"; \
 	    if ! $(FUZZ_DIR)/tests/fuzz_$$name -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
