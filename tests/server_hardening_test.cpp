@@ -206,7 +206,7 @@ TEST_F(ServerUnderAttack, HugeRequestHeadsAreRefusedAndCostNoMemory) {
     EXPECT_EQ(refused.load(), 32);
     std::printf("32 requests with 2 MiB heads: %s grew by %llu KiB\n", peak ? "VmHWM" : "VmRSS",
                 static_cast<unsigned long long>(after - std::min(after, before)));
-    EXPECT_LT(after, before + 8 * 1024);  // 64 MiB of heads were sent
+    EXPECT_LT(after, before + 8 * 1024);   // 64 MiB of heads were sent
     EXPECT_LT(timed_fetch(*server), 5.0);  // and the server still serves
 }
 
@@ -295,6 +295,24 @@ TEST_F(ServerUnderAttack, AFullServerShedsItsOldestIdleConnection) {
     bool closed = false;
     idle.front()->read_all(closed);
     EXPECT_TRUE(closed) << "the oldest idle connection was kept";
+}
+
+TEST_F(ServerUnderAttack, DelaysAndFailuresHoldOnlyTheirOwnResponse) {
+    spit(root_ / "model" / "manifest.json", "{}");
+    ServerOptions options;
+    options.faults = {parse_fault("delay:rung.bin:1s"), parse_fault("fail:manifest.json:1")};
+    const auto server = serve(options);
+    double delayed = 0;
+    std::jthread slow([&] { delayed = timed_fetch(*server); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    httplib::Client client(server->url());
+    const auto start = Clock::now();
+    EXPECT_EQ(client.Get("/model/manifest.json")->status, 503);
+    EXPECT_EQ(client.Get("/model/manifest.json")->status, 200);  // the fault fired once
+    EXPECT_LT(seconds_since(start), 0.5) << "the loop waited for the delayed response";
+    slow.join();
+    EXPECT_GT(delayed, 0.95);
+    EXPECT_LT(delayed, 3.0);
 }
 
 TEST_F(ServerUnderAttack, KeepAliveAndPipelinedRequests) {
