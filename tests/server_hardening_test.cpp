@@ -315,6 +315,22 @@ TEST_F(ServerUnderAttack, DelaysAndFailuresHoldOnlyTheirOwnResponse) {
     EXPECT_LT(delayed, 3.0);
 }
 
+TEST_F(ServerUnderAttack, EmptyFiles) {
+    spit(root_ / "model" / "empty.bin", "");
+    const auto server = serve();
+    httplib::Client client(server->url());
+    auto result = client.Get("/model/empty.bin");
+    ASSERT_TRUE(result);
+    EXPECT_EQ(result->status, 200);
+    EXPECT_EQ(result->get_header_value("Content-Length"), "0");
+    EXPECT_TRUE(result->body.empty());
+    result = client.Get("/model/empty.bin", {{"Range", "bytes=0-"}});
+    ASSERT_TRUE(result);
+    EXPECT_EQ(result->status, 416);
+    EXPECT_EQ(result->get_header_value("Content-Range"), "bytes */0");
+    EXPECT_EQ(client.Get("/model/rung.bin")->status, 200);  // on the same connection
+}
+
 TEST_F(ServerUnderAttack, KeepAliveAndPipelinedRequests) {
     const auto server = serve();
     RawClient client(server->port());

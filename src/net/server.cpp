@@ -469,6 +469,10 @@ struct PackageServer::Impl {
                 connection.output_sent = 0;
                 if (connection.body.empty()) return Progress::done;
                 BodyPart& part = connection.body.front();
+                if (part.text.empty() && part.length == 0) {  // an empty file
+                    connection.body.pop_front();
+                    continue;
+                }
                 if (!part.text.empty()) {
                     connection.output = std::move(part.text);
                     connection.body.pop_front();
