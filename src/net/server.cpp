@@ -9,6 +9,8 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
@@ -734,6 +736,12 @@ struct PackageServer::Impl {
     }
 
     void run() {
+        // sendfile to a reset connection raises SIGPIPE, which would end the
+        // process: blocked in this thread, it only makes the call fail (EPIPE).
+        sigset_t pipe_signal;
+        sigemptyset(&pipe_signal);
+        sigaddset(&pipe_signal, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &pipe_signal, nullptr);
         std::array<epoll_event, 256> events;
         auto next_sweep = Clock::now() + sweep_interval;
         while (!stopping) {
@@ -883,7 +891,9 @@ int PackageServer::port() const {
 }
 
 std::string PackageServer::url() const {
-    return "http://" + impl_->options.host + ":" + std::to_string(impl_->port);
+    const std::string& host = impl_->options.host;
+    const bool ipv6 = host.find(':') != std::string::npos;
+    return "http://" + (ipv6 ? "[" + host + "]" : host) + ":" + std::to_string(impl_->port);
 }
 
 }  // namespace bitinc
