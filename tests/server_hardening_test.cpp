@@ -1,6 +1,7 @@
 // The package server under attack: idle and slow connections, huge request
-// heads, range amplification, dotfiles, other methods. Each test failed on
-// the thread-per-connection server this one replaced.
+// heads, range amplification, dotfiles, other methods, a head trickled in
+// past its deadline. The first seven failed on the cpp-httplib server this
+// one replaced; the rest keep the new server's own behaviour.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -292,7 +293,7 @@ TEST_F(ServerUnderAttack, AFullServerShedsItsOldestIdleConnection) {
     std::vector<std::unique_ptr<RawClient>> idle;
     for (int i = 0; i < 20; ++i) idle.push_back(std::make_unique<RawClient>(server->port(), 2));
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    EXPECT_LT(timed_fetch(*server), 5.0);
+    EXPECT_LT(timed_fetch(*server), 2.0);  // not after an idle connection times out
     bool closed = false;
     idle.front()->read_all(closed);
     EXPECT_TRUE(closed) << "the oldest idle connection was kept";
