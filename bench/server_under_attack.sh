@@ -24,7 +24,7 @@ www=$out/www
 mkdir -p "$www"
 [[ -f $www/$name/manifest.json ]] ||
     $bitinc pack "$model" --ladder 4,8,16 -o "$www/$name" --no-progress >/dev/null
-rung=$(ls -S "$www/$name"/*.bin | head -n 1)
+rung=$(find "$www/$name" -name "*.bin" -printf "%s %p\n" | sort -nr | awk "NR == 1 {print \$2}")
 rung=${rung#"$www"}
 $bitinc serve "$www" --port 0 --quiet >"$out/serve.out" 2>&1 &
 server=$!
