@@ -545,9 +545,13 @@ struct PackageServer::Impl {
                 connection.body_bytes_out += std::uint64_t(got);
                 if (part.length == 0) connection.body.pop_front();
             }
+            // MSG_MORE: a head goes out in one segment with the body that
+            // follows, unless pacing holds the body back.
+            const bool more = !connection.body.empty() && rate_bytes == 0;
+            const int flags = MSG_NOSIGNAL | (more ? MSG_MORE : 0);
             const ssize_t sent =
                 ::send(connection.socket.get(), connection.output.data() + connection.output_sent,
-                       connection.output.size() - connection.output_sent, MSG_NOSIGNAL);
+                       connection.output.size() - connection.output_sent, flags);
             if (sent > 0) {
                 connection.output_sent += std::size_t(sent);
                 connection.last_activity = Clock::now();
