@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -284,6 +285,38 @@ TEST_F(ServerUnderAttack, RequestHeadSlowerThanTheDeadlineIsCut) {
     EXPECT_TRUE(answer.empty()) << answer;
     EXPECT_GT(lifetime, 0.8);
     EXPECT_LT(lifetime, 3.0);
+}
+
+TEST_F(ServerUnderAttack, SlowReadersAreCut) {
+    ServerOptions options;
+    options.write_timeout_seconds = 0.5;
+    const auto server = serve(options);
+    // Larger than the socket buffers can hold.
+    spit(root_ / "model" / "big.bin", "");
+    fs::resize_file(root_ / "model" / "big.bin", 64 << 20);
+    // A small receive window, read a few bytes at a time: the response moves
+    // far less than 16 KiB per half second once the buffers are full.
+    RawClient client(server->port(), 10);
+    const int window = 4096;
+    ::setsockopt(client.descriptor(), SOL_SOCKET, SO_RCVBUF, &window, sizeof window);
+    ASSERT_TRUE(client.send("GET /model/big.bin HTTP/1.1\r\nHost: x\r\n\r\n"));
+    const auto start = Clock::now();
+    std::uint64_t received = 0;
+    char buffer[16];
+    bool cut = false;
+    while (!cut && seconds_since(start) < 20) {
+        // A reset shows as POLLHUP|POLLERR before the buffered bytes are read.
+        pollfd readable{client.descriptor(), POLLIN, 0};
+        ::poll(&readable, 1, 100);
+        cut = (readable.revents & (POLLHUP | POLLERR)) != 0;
+        const ssize_t got = ::recv(client.descriptor(), buffer, sizeof buffer, MSG_DONTWAIT);
+        if (got > 0) received += std::uint64_t(got);
+        cut = cut || got == 0;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    EXPECT_TRUE(cut);
+    EXPECT_LT(received, 64u << 20);
+    EXPECT_LT(seconds_since(start), 15.0) << "a slow reader was served on and on";
 }
 
 TEST_F(ServerUnderAttack, AFullServerShedsItsOldestIdleConnection) {

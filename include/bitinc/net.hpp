@@ -67,7 +67,8 @@ struct ServerOptions {
     // A request head must arrive whole within this many seconds of its first
     // byte; a keep-alive connection with no request is closed after
     // `idle_timeout_seconds` (5 s once the server is three quarters full); a
-    // response the client does not read for `write_timeout_seconds` is cut.
+    // response that moves less than 16 KiB in `write_timeout_seconds` (the
+    // client reads too slowly, or not at all) is cut.
     double request_timeout_seconds = 10;
     double idle_timeout_seconds = 60;
     double write_timeout_seconds = 30;

@@ -55,6 +55,7 @@ constexpr auto drain_time = std::chrono::seconds(2);
 constexpr auto pacing_slack = std::chrono::milliseconds(2);
 constexpr double crowded_idle_timeout = 5;  // seconds, once 3/4 of the connections are taken
 constexpr int reserved_descriptors = 64;    // for files being served, logs, the loop itself
+constexpr std::uint64_t min_progress_bytes = 16 * 1024;  // per write timeout, against slow readers
 
 Clock::duration seconds(double value) {
     return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(value));
@@ -116,6 +117,10 @@ struct Connection {
     std::uint32_t interest = 0;  // the epoll events registered
     bool dead = false;           // to be closed after the current event
     Clock::time_point last_activity;
+    // A response must move min_progress_bytes every write timeout:
+    // bytes sent since `progress_since`.
+    Clock::time_point progress_since;
+    std::uint64_t progress_bytes = 0;
     Clock::time_point head_started;  // when the first byte of the pending head came in
     Clock::time_point wake_at;       // state waiting: when to go on writing
     Clock::time_point drain_until;
@@ -311,6 +316,8 @@ struct PackageServer::Impl {
         connection.body = std::move(body);
         connection.body_bytes_out = 0;
         connection.paced_from = not_before;
+        connection.progress_since = std::max(Clock::now(), not_before);
+        connection.progress_bytes = 0;
         if (not_before > Clock::now()) {
             wait_until(connection, not_before);
         } else {
@@ -520,6 +527,7 @@ struct PackageServer::Impl {
                     part.offset += std::uint64_t(sent);
                     part.length -= std::uint64_t(sent);
                     connection.body_bytes_out += std::uint64_t(sent);
+                    connection.progress_bytes += std::uint64_t(sent);
                     connection.last_activity = Clock::now();
                     if (part.length == 0) connection.body.pop_front();
                     continue;
@@ -554,6 +562,7 @@ struct PackageServer::Impl {
                        connection.output.size() - connection.output_sent, flags);
             if (sent > 0) {
                 connection.output_sent += std::size_t(sent);
+                connection.progress_bytes += std::uint64_t(sent);
                 connection.last_activity = Clock::now();
             } else if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
                 return Progress::blocked;
@@ -721,21 +730,41 @@ struct PackageServer::Impl {
                             : options.idle_timeout_seconds);
         const auto head_limit = seconds(options.request_timeout_seconds);
         const auto write_limit = seconds(options.write_timeout_seconds);
-        std::erase_if(connections, [&](const auto& entry) {
-            const Connection& connection = entry.second;
+        // Slow readers are cut too; a slow emulated link is not.
+        const double rate_bytes = options.rate_bits_per_second / 8;
+        const auto min_progress =
+            rate_bytes > 0 ? std::min(min_progress_bytes,
+                                      std::uint64_t(rate_bytes * options.write_timeout_seconds / 2))
+                           : min_progress_bytes;
+        // True if the connection has overstayed; starts a new progress window.
+        const auto expired = [&](Connection& connection) {
             switch (connection.state) {
                 case Connection::State::reading:
                     return connection.input.empty() ? now - connection.last_activity > idle_limit
                                                     : now - connection.head_started > head_limit;
                 case Connection::State::writing:
-                    return now - connection.last_activity > write_limit;
+                    if (now - connection.progress_since <= write_limit) return false;
+                    if (connection.progress_bytes < min_progress) {
+                        // Reset rather than close: a closed socket would
+                        // keep trying to deliver its send buffer.
+                        const linger abort{1, 0};
+                        ::setsockopt(connection.socket.get(), SOL_SOCKET, SO_LINGER, &abort,
+                                     sizeof abort);
+                        return true;
+                    }
+                    connection.progress_since = now;
+                    connection.progress_bytes = 0;
+                    return false;
                 case Connection::State::draining:
                     return now > connection.drain_until;
                 case Connection::State::waiting:
                     return false;
             }
             return false;
-        });
+        };
+        for (auto it = connections.begin(); it != connections.end();) {
+            it = expired(it->second) ? connections.erase(it) : std::next(it);
+        }
         if (!accepting && connections.size() < connection_cap) set_accepting(true);
     }
 
