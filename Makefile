@@ -8,7 +8,8 @@ FUZZ_DIR ?= build-fuzz
 FUZZ_SECONDS ?= 60
 # Each fuzz target as NAME:CORPUS (tests/fuzz/fuzz_NAME.cpp, tests/fuzz/corpus/CORPUS).
 FUZZ_TARGETS = onnx_model:onnx idx:idx unit:unit manifest:manifest graph:onnx \
-    assembler:assembler options:options http_response:http_response
+    assembler:assembler options:options http_response:http_response \
+    http_request:http_request
 FUZZ_PROGRAMS = $(foreach target,$(FUZZ_TARGETS),fuzz_$(firstword $(subst :, ,$(target))))
 
 .PHONY: all deps build demo test test-sanitize fuzz models format clean

@@ -18,6 +18,8 @@ packages=(
     gnuplot-nox
     # tests and benchmarks
     libgtest-dev libgmock-dev libbenchmark-dev
+    # bench/server_under_attack.sh
+    curl python3
     # data
     dataset-fashion-mnist
 )

@@ -99,8 +99,11 @@ int run_serve(int argc, char** argv) {
     CommandLine command_line(
         "serve",
         "Serves a directory of packages over HTTP/1.1: GET and HEAD, byte ranges, ETag and\n"
-        "Cache-Control. --rate and --rtt emulate a link per response; --fault injects\n"
-        "faults for tests (repeatable):\n"
+        "Cache-Control; dotfiles are not served. One event loop serves every connection;\n"
+        "request heads are limited to 16 KiB (64 header lines of 8 KiB at most) and must\n"
+        "arrive within --request-timeout; idle connections are closed after --idle-timeout\n"
+        "or when the server is full. --rate and --rtt emulate a link per response; --fault\n"
+        "injects faults for tests (repeatable):\n"
         "  drop:FILE:BYTES[:TIMES]          close the connection after BYTES of a response\n"
         "  flip:FILE:OFFSET[:LENGTH[:TIMES]] invert bytes of FILE at OFFSET\n"
         "  delay:FILE:DURATION[:TIMES]      hold responses for DURATION\n"
@@ -114,7 +117,11 @@ int run_serve(int argc, char** argv) {
                             "link rate per response, e.g. 100Mbit (default unlimited)");
     command_line.add_option("rtt", "DURATION", "round-trip time added to each response, e.g. 20ms");
     command_line.add_option("fault", "RULE", "inject a fault (see above; repeatable)");
-    command_line.add_option("threads", "N", "connections served at once (default 64)");
+    command_line.add_option("max-connections", "N", "open connections at most (default 10000)");
+    command_line.add_option("request-timeout", "DURATION",
+                            "time allowed for a whole request head (default 10s)");
+    command_line.add_option("idle-timeout", "DURATION",
+                            "close keep-alive connections idle this long (default 60s)");
     command_line.add_option("log", "FILE", "append the access log to FILE (default stderr)");
     command_line.add_flag("quiet", "no access log");
     if (!command_line.parse(argc, argv)) return 0;
@@ -123,7 +130,17 @@ int run_serve(int argc, char** argv) {
     options.root = command_line.positional(0);
     options.host = command_line.value("host").value_or("127.0.0.1");
     options.port = int(command_line.integer("port", 8080, 0, 65535));
-    options.threads = int(command_line.integer("threads", 64, 1, 4096));
+    options.max_connections = int(command_line.integer("max-connections", 10000, 1, 1'000'000));
+    const auto positive_duration = [&](const char* name, double fallback) {
+        const auto text = command_line.value(name);
+        if (!text) return fallback;
+        const double seconds = parse_duration(*text);
+        if (seconds <= 0)
+            throw Error("--" + std::string(name) + " " + *text + ": must be positive");
+        return seconds;
+    };
+    options.request_timeout_seconds = positive_duration("request-timeout", 10);
+    options.idle_timeout_seconds = positive_duration("idle-timeout", 60);
     if (const auto rate = command_line.value("rate"))
         options.rate_bits_per_second = parse_rate(*rate);
     if (const auto rtt = command_line.value("rtt")) options.rtt_seconds = parse_duration(*rtt);

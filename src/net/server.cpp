@@ -1,18 +1,43 @@
-// The package server: static files over HTTP/1.1 (cpp-httplib), with byte
-// ranges checked here, link emulation and fault injection.
+// The package server: static files over HTTP/1.1 from one epoll thread with
+// non-blocking sockets, so that idle and slow connections cost a few hundred
+// bytes each instead of a thread. Link emulation and injected delays are
+// timers on the loop, never sleeps. Every per-connection buffer is bounded:
+// a request head by http::HeadLimits, a response by one file chunk (none at
+// all with sendfile, used unless a flip fault must change the bytes).
+#include <arpa/inet.h>
 #include <fcntl.h>
-#include <httplib.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
-#include <mutex>
+#include <cstring>
+#include <deque>
+#include <limits>
+#include <optional>
+#include <queue>
+#include <random>
 #include <thread>
+#include <unordered_map>
+#include <utility>
 
 #include "bitinc/error.hpp"
 #include "bitinc/net.hpp"
+#include "net/http_request.hpp"
 
 namespace bitinc {
 
@@ -21,34 +46,100 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-constexpr std::size_t max_ranges = 64;
-constexpr std::size_t write_size = 64 * 1024;
+constexpr int listen_backlog = 4096;           // the kernel caps it at net.core.somaxconn
+constexpr std::size_t read_size = 16 * 1024;   // one read of a request head
+constexpr std::size_t chunk_size = 64 * 1024;  // one read of a file body
+constexpr std::size_t accepts_per_turn = 256;  // then the other connections get a turn
+constexpr auto sweep_interval = std::chrono::milliseconds(100);
+constexpr auto drain_time = std::chrono::seconds(2);
+constexpr auto pacing_slack = std::chrono::milliseconds(2);
+constexpr double crowded_idle_timeout = 5;  // seconds, once 3/4 of the connections are taken
+constexpr int reserved_descriptors = 64;    // for files being served, logs, the loop itself
+constexpr std::uint64_t min_progress_bytes = 16 * 1024;  // per write timeout, against slow readers
 
-// An open file, closed when the last response using it is done.
-class OpenFile {
+Clock::duration seconds(double value) {
+    return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(value));
+}
+
+// Owns a file descriptor.
+class Descriptor {
   public:
-    explicit OpenFile(int descriptor) : descriptor_(descriptor) {}
-    ~OpenFile() {
-        if (descriptor_ >= 0) ::close(descriptor_);
+    Descriptor() = default;
+    explicit Descriptor(int descriptor) : descriptor_(descriptor) {}
+    Descriptor(Descriptor&& other) noexcept : descriptor_(std::exchange(other.descriptor_, -1)) {}
+    Descriptor& operator=(Descriptor&& other) noexcept {
+        if (this != &other) {
+            reset();
+            descriptor_ = std::exchange(other.descriptor_, -1);
+        }
+        return *this;
     }
-    OpenFile(const OpenFile&) = delete;
-    OpenFile& operator=(const OpenFile&) = delete;
+    ~Descriptor() { reset(); }
+    void reset() {
+        if (descriptor_ >= 0) ::close(descriptor_);
+        descriptor_ = -1;
+    }
     int get() const { return descriptor_; }
+    explicit operator bool() const { return descriptor_ >= 0; }
 
   private:
-    int descriptor_;
+    int descriptor_ = -1;
 };
 
 // The faults that hit one response, decided when its request comes in.
 struct ResponseFaults {
     bool drop = false;
     std::uint64_t drop_after = 0;
-    std::vector<std::pair<std::uint64_t, std::uint64_t>> flips;  // [first, last)
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> flips;  // file offsets [first, last)
+    double delay = 0;
+    bool fail = false;
+};
+
+// A piece of a response body: literal text (multipart headers), or a range
+// of the response's file when `text` is empty.
+struct BodyPart {
+    std::string text;
+    std::uint64_t offset = 0;
+    std::uint64_t length = 0;
+};
+
+struct Connection {
+    enum class State {
+        reading,   // waiting for (the rest of) a request head
+        waiting,   // a response held back by the link emulation or a fault
+        writing,   // sending a response
+        draining,  // response sent and write side shut: discarding input until the peer closes
+    };
+    Descriptor socket;
+    std::uint64_t key = 0;  // in PackageServer::Impl::connections and epoll
+    std::string peer;
+    State state = State::reading;
+    std::uint32_t interest = 0;  // the epoll events registered
+    bool dead = false;           // to be closed after the current event
+    Clock::time_point last_activity;
+    // A response must move min_progress_bytes every write timeout:
+    // bytes sent since `progress_since`.
+    Clock::time_point progress_since;
+    std::uint64_t progress_bytes = 0;
+    Clock::time_point head_started;  // when the first byte of the pending head came in
+    Clock::time_point wake_at;       // state waiting: when to go on writing
+    Clock::time_point drain_until;
+
+    std::string input;  // bytes received and not yet handled (bounded by the head limits)
+
+    // The response in progress.
+    std::string output;  // bytes ready to send: the head, multipart text, flipped chunks
+    std::size_t output_sent = 0;
+    std::deque<BodyPart> body;
+    Descriptor file;
+    ResponseFaults faults;
+    Clock::time_point paced_from;      // the first body byte's earliest departure
+    std::uint64_t body_bytes_out = 0;  // file bytes read into `output` so far
+    bool close_after = false;
 };
 
 std::string content_type_of(const fs::path& path) {
-    const std::string extension = path.extension().string();
-    return extension == ".json" ? "application/json" : "application/octet-stream";
+    return path.extension() == ".json" ? "application/json" : "application/octet-stream";
 }
 
 bool inside(const fs::path& root, const fs::path& candidate) {
@@ -57,21 +148,89 @@ bool inside(const fs::path& root, const fs::path& candidate) {
     return root_end == root.end();
 }
 
+const char* reason_of(int status) {
+    switch (status) {
+        case 200:
+            return "OK";
+        case 206:
+            return "Partial Content";
+        case 304:
+            return "Not Modified";
+        case 400:
+            return "Bad Request";
+        case 404:
+            return "Not Found";
+        case 405:
+            return "Method Not Allowed";
+        case 414:
+            return "URI Too Long";
+        case 416:
+            return "Range Not Satisfiable";
+        case 431:
+            return "Request Header Fields Too Large";
+        case 503:
+            return "Service Unavailable";
+        case 505:
+            return "HTTP Version Not Supported";
+        default:
+            return "Error";
+    }
+}
+
+std::string peer_name(const sockaddr_storage& address) {
+    char text[INET6_ADDRSTRLEN] = "?";
+    if (address.ss_family == AF_INET) {
+        const auto& ipv4 = reinterpret_cast<const sockaddr_in&>(address);
+        ::inet_ntop(AF_INET, &ipv4.sin_addr, text, sizeof text);
+    } else if (address.ss_family == AF_INET6) {
+        const auto& ipv6 = reinterpret_cast<const sockaddr_in6&>(address);
+        ::inet_ntop(AF_INET6, &ipv6.sin6_addr, text, sizeof text);
+    }
+    return text;
+}
+
+// Lets the process open as many sockets as it is allowed to; returns the
+// resulting soft limit.
+rlim_t raise_descriptor_limit() {
+    rlimit limit{};
+    if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return 1024;
+    if (limit.rlim_cur < limit.rlim_max) {
+        rlimit raised = limit;
+        raised.rlim_cur = limit.rlim_max;
+        if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
+    }
+    return limit.rlim_cur;
+}
+
 }  // namespace
 
 struct PackageServer::Impl {
     ServerOptions options;
     fs::path root;
-    httplib::Server server;
-    std::thread listener;
+    http::HeadLimits head_limits;
+    std::size_t connection_cap = 0;
+    Descriptor listener;
+    Descriptor epoll;
+    Descriptor wakeup;  // an eventfd that stop() writes to
+    std::thread loop_thread;
     int port = 0;
     std::atomic<bool> stopping{false};
-    std::mutex faults_mutex;
     std::vector<FaultRule> faults;  // times count down as faults fire
+    std::mt19937_64 boundary_generator{std::random_device{}()};
+
+    // The loop's state, touched by the loop thread only.
+    static constexpr std::uint64_t listener_key = 0;
+    static constexpr std::uint64_t wakeup_key = 1;
+    std::uint64_t next_key = 2;
+    std::unordered_map<std::uint64_t, Connection> connections;
+    using Wake = std::pair<Clock::time_point, std::uint64_t>;
+    std::priority_queue<Wake, std::vector<Wake>, std::greater<>> wakes;
+    bool accepting = true;
+
+    // ---- faults and files --------------------------------------------------
 
     // The faults that apply to this response of `file`, consuming their counts.
-    ResponseFaults take_faults(const std::string& file, double& delay, bool& fail) {
-        const std::lock_guard lock(faults_mutex);
+    ResponseFaults take_faults(const std::string& file) {
         ResponseFaults result;
         for (FaultRule& fault : faults) {
             if (fault.times == 0 || (fault.file != "*" && fault.file != file)) continue;
@@ -84,10 +243,10 @@ struct PackageServer::Impl {
                     result.flips.emplace_back(fault.offset, fault.offset + fault.length);
                     break;
                 case FaultRule::Kind::delay:
-                    delay += fault.seconds;
+                    result.delay += fault.seconds;
                     break;
                 case FaultRule::Kind::fail:
-                    fail = true;
+                    result.fail = true;
                     break;
             }
             if (fault.times > 0) --fault.times;
@@ -95,49 +254,114 @@ struct PackageServer::Impl {
         return result;
     }
 
-    // Resolves a request path to a regular file under the root, or nothing.
-    std::optional<fs::path> resolve(const std::string& request_path) const {
-        if (request_path.empty() || request_path.front() != '/' ||
-            request_path.find('\0') != std::string::npos) {
-            return std::nullopt;
+    // Resolves a decoded request path to a regular file under the root, or
+    // nothing. No component may start with '.': that refuses "..", "." and
+    // dotfiles alike, before and after symbolic links are resolved.
+    std::optional<fs::path> resolve(std::string_view request_path) const {
+        if (request_path.empty() || request_path.front() != '/') return std::nullopt;
+        const auto hidden = [](const fs::path& path) {
+            return std::any_of(path.begin(), path.end(), [](const fs::path& part) {
+                return !part.empty() && part.native().front() == '.';
+            });
+        };
+        fs::path relative;
+        std::string_view rest = request_path;
+        while (!rest.empty()) {
+            const std::size_t slash = rest.find('/');
+            const std::string_view part = rest.substr(0, slash);
+            if (!part.empty()) {
+                if (part.front() == '.') return std::nullopt;
+                relative /= part;
+            }
+            if (slash == std::string_view::npos) break;
+            rest.remove_prefix(slash + 1);
         }
-        const fs::path relative = fs::path(request_path.substr(1)).lexically_normal();
-        for (const auto& part : relative) {
-            if (part == "..") return std::nullopt;
-        }
+        if (relative.empty()) return std::nullopt;
         std::error_code error;
-        const fs::path resolved = fs::weakly_canonical(root / relative, error);
-        if (error || !inside(root, resolved) || !fs::is_regular_file(resolved, error)) {
+        const fs::path resolved = fs::canonical(root / relative, error);
+        if (error || !inside(root, resolved) || hidden(resolved.lexically_relative(root)) ||
+            !fs::is_regular_file(resolved, error)) {
             return std::nullopt;
         }
         return resolved;
     }
 
-    void handle(const httplib::Request& request, httplib::Response& response) {
-        const auto started = Clock::now();
-        const auto path = resolve(request.path);
-        if (!path) {
-            response.status = 404;
-            response.set_content("not found\n", "text/plain");
+    // ---- responses ----------------------------------------------------------
+
+    void log(const Connection& connection, const http::Request* request, int status,
+             std::uint64_t length) const {
+        if (!options.access_log) return;
+        std::string line = connection.peer;
+        if (request) {
+            line += " " + request->method + " " + request->path;
+            if (const auto range = request->header("Range"))
+                line += " [" + std::string(*range) + "]";
+        } else {
+            line += " - -";
+        }
+        line += " " + std::to_string(status) + " " + std::to_string(length);
+        options.access_log(line);
+    }
+
+    // Starts a response: `head_fields` are the header lines after the status
+    // line, `body` what follows (empty for HEAD and bodiless statuses).
+    void respond(Connection& connection, int status, const std::string& head_fields,
+                 std::deque<BodyPart> body, Clock::time_point not_before) {
+        std::string& head = connection.output;
+        head = "HTTP/1.1 " + std::to_string(status) + " " + reason_of(status) + "\r\n";
+        head += head_fields;
+        head += connection.close_after ? "Connection: close\r\n" : "Connection: keep-alive\r\n";
+        head += "\r\n";
+        connection.output_sent = 0;
+        connection.body = std::move(body);
+        connection.body_bytes_out = 0;
+        connection.paced_from = not_before;
+        connection.progress_since = std::max(Clock::now(), not_before);
+        connection.progress_bytes = 0;
+        if (not_before > Clock::now()) {
+            wait_until(connection, not_before);
+        } else {
+            connection.state = Connection::State::writing;
+        }
+    }
+
+    void respond_text(Connection& connection, int status, const std::string& text,
+                      const std::string& extra_fields, bool head_only,
+                      Clock::time_point not_before = {}) {
+        std::deque<BodyPart> body;
+        if (!head_only) body.push_back({text, 0, 0});
+        respond(connection, status,
+                "Content-Type: text/plain\r\nContent-Length: " + std::to_string(text.size()) +
+                    "\r\n" + extra_fields,
+                std::move(body), not_before);
+    }
+
+    void handle(Connection& connection, const http::Request& request) {
+        const auto now = Clock::now();
+        connection.close_after = !request.keep_alive || request.has_body;
+        const bool head_only = request.method == "HEAD";
+        if (request.method != "GET" && !head_only) {
+            connection.close_after = true;  // the body, if any, is not read
+            log(connection, &request, 405, 0);
+            respond_text(connection, 405, "method not allowed\n", "Allow: GET, HEAD\r\n", false);
             return;
         }
+        const auto path = resolve(request.path);
+        Descriptor file;
         struct stat status {};
-        const int descriptor = ::open(path->c_str(), O_RDONLY | O_CLOEXEC);
-        auto file = std::make_shared<OpenFile>(descriptor);
-        if (descriptor < 0 || ::fstat(descriptor, &status) != 0) {
-            response.status = 404;
-            response.set_content("not found\n", "text/plain");
+        if (path) file = Descriptor(::open(path->c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+        if (!file || ::fstat(file.get(), &status) != 0 || !S_ISREG(status.st_mode)) {
+            log(connection, &request, 404, 0);
+            respond_text(connection, 404, "not found\n", "", head_only);
             return;
         }
         const std::uint64_t size = std::uint64_t(status.st_size);
         const std::string name = path->filename().string();
-        double delay = options.rtt_seconds;
-        bool fail = false;
-        ResponseFaults faults = take_faults(name, delay, fail);
-        if (delay > 0) std::this_thread::sleep_for(std::chrono::duration<double>(delay));
-        if (fail) {
-            response.status = 503;
-            response.set_content("injected failure\n", "text/plain");
+        ResponseFaults faults = take_faults(name);
+        const Clock::time_point start = now + seconds(options.rtt_seconds + faults.delay);
+        if (faults.fail) {
+            log(connection, &request, 503, 0);
+            respond_text(connection, 503, "injected failure\n", "", head_only, start);
             return;
         }
 
@@ -145,84 +369,465 @@ struct PackageServer::Impl {
         std::snprintf(etag, sizeof etag, "\"%llx-%llx\"", static_cast<unsigned long long>(size),
                       static_cast<unsigned long long>(status.st_mtim.tv_sec) * 1'000'000'000ULL +
                           static_cast<unsigned long long>(status.st_mtim.tv_nsec));
-        response.set_header("ETag", etag);
-        response.set_header("Accept-Ranges", "bytes");
+        std::string fields = "ETag: " + std::string(etag) + "\r\nAccept-Ranges: bytes\r\n";
         // Package files never change; the manifest is the entry point and
         // is revalidated (cheaply, by ETag).
-        response.set_header("Cache-Control", name == manifest_file_name
-                                                 ? "no-cache"
-                                                 : "public, max-age=31536000, immutable");
-        if (request.get_header_value("If-None-Match") == etag) {
-            response.status = 304;
+        fields += name == manifest_file_name
+                      ? "Cache-Control: no-cache\r\n"
+                      : "Cache-Control: public, max-age=31536000, immutable\r\n";
+        if (const auto tags = request.header("If-None-Match");
+            tags && http::etag_matches(*tags, etag)) {
+            log(connection, &request, 304, 0);
+            respond(connection, 304, fields, {}, start);
             return;
         }
 
-        // Byte ranges: httplib 0.11 mishandles ranges that start past the
-        // end or run past it, so they are checked and clamped here first.
-        // The request object is not const where httplib made it.
-        auto& ranges = const_cast<httplib::Request&>(request).ranges;
-        if (!ranges.empty()) {
-            bool satisfiable = ranges.size() <= max_ranges && size > 0;
-            for (auto& [first, last] : ranges) {
-                if (first < 0) {  // suffix: the last `last` bytes
-                    if (last <= 0) satisfiable = false;
-                    first = std::max<ssize_t>(0, ssize_t(size) - last);
-                    last = ssize_t(size) - 1;
-                } else {
-                    if (std::uint64_t(first) >= size) satisfiable = false;
-                    if (last < 0 || std::uint64_t(last) >= size) last = ssize_t(size) - 1;
-                }
-                if (last < first) satisfiable = false;
-            }
-            if (!satisfiable) {
-                ranges.clear();
-                response.status = 416;
-                response.set_header("Content-Range", "bytes */" + std::to_string(size));
-                return;
-            }
+        http::RangeParse ranges;
+        if (const auto range = request.header("Range")) ranges = http::parse_range(*range, size);
+        if (ranges.outcome == http::RangeParse::Outcome::unsatisfiable) {
+            log(connection, &request, 416, 0);
+            respond_text(connection, 416, "range not satisfiable\n",
+                         fields + "Content-Range: bytes */" + std::to_string(size) + "\r\n",
+                         head_only, start);
+            return;
         }
 
+        const std::string type = content_type_of(*path);
+        const std::string size_text = std::to_string(size);
+        std::deque<BodyPart> body;
+        std::uint64_t length = 0;
+        int code = 200;
+        if (ranges.outcome == http::RangeParse::Outcome::whole) {
+            fields += "Content-Type: " + type + "\r\n";
+            body.push_back({{}, 0, size});
+            length = size;
+        } else if (ranges.ranges.size() == 1) {
+            const http::ByteRange& range = ranges.ranges.front();
+            code = 206;
+            fields += "Content-Type: " + type + "\r\nContent-Range: bytes " +
+                      std::to_string(range.first) + "-" + std::to_string(range.last) + "/" +
+                      size_text + "\r\n";
+            body.push_back({{}, range.first, range.length()});
+            length = range.length();
+        } else {
+            // Several disjoint ranges (at most http::max_range_count, each byte
+            // once): multipart/byteranges.
+            code = 206;
+            char boundary[24];
+            std::snprintf(boundary, sizeof boundary, "%016llx",
+                          static_cast<unsigned long long>(boundary_generator()));
+            for (const http::ByteRange& range : ranges.ranges) {
+                std::string part = std::string(body.empty() ? "" : "\r\n") + "--" + boundary +
+                                   "\r\nContent-Type: " + type + "\r\nContent-Range: bytes " +
+                                   std::to_string(range.first) + "-" + std::to_string(range.last) +
+                                   "/" + size_text + "\r\n\r\n";
+                length += part.size() + range.length();
+                body.push_back({std::move(part), 0, 0});
+                body.push_back({{}, range.first, range.length()});
+            }
+            std::string end = "\r\n--" + std::string(boundary) + "--\r\n";
+            length += end.size();
+            body.push_back({std::move(end), 0, 0});
+            fields +=
+                "Content-Type: multipart/byteranges; boundary=" + std::string(boundary) + "\r\n";
+        }
+        fields += "Content-Length: " + std::to_string(length) + "\r\n";
+        log(connection, &request, code, length);
+        connection.file = std::move(file);
+        connection.faults = std::move(faults);
+        respond(connection, code, fields, head_only ? std::deque<BodyPart>{} : std::move(body),
+                start);
+    }
+
+    // A request head that broke a limit or the grammar: answer and close.
+    void refuse(Connection& connection, int status) {
+        connection.close_after = true;
+        connection.input.clear();
+        log(connection, nullptr, status, 0);
+        respond_text(connection, status, std::string(reason_of(status)) + "\n", "", false);
+    }
+
+    // ---- the connection's state machine ---------------------------------------
+
+    void set_interest(Connection& connection, std::uint32_t events) {
+        if (connection.interest == events) return;
+        epoll_event event{};
+        event.events = events;
+        event.data.u64 = connection.key;
+        if (::epoll_ctl(epoll.get(), EPOLL_CTL_MOD, connection.socket.get(), &event) != 0) {
+            connection.dead = true;
+            return;
+        }
+        connection.interest = events;
+    }
+
+    void wait_until(Connection& connection, Clock::time_point when) {
+        connection.state = Connection::State::waiting;
+        connection.wake_at = when;
+        wakes.emplace(when, connection.key);  // stale wakes are ignored when they come
+    }
+
+    enum class Progress { blocked, done };
+
+    // Sends what the response has, pacing file bytes to the link rate.
+    Progress write_some(Connection& connection) {
         const double rate_bytes = options.rate_bits_per_second / 8;
-        // Per-response pacing: bytes may leave no earlier than sent / rate
-        // after the first byte (a token bucket with a 64 KiB burst).
-        struct Pacing {
-            Clock::time_point start;
-            std::uint64_t sent = 0;
-        };
-        auto pacing = std::make_shared<Pacing>();
-        pacing->start = started + std::chrono::duration_cast<Clock::duration>(
-                                      std::chrono::duration<double>(delay));
-        response.set_content_provider(
-            std::size_t(size), content_type_of(*path),
-            [this, file, pacing, faults, rate_bytes](std::size_t offset, std::size_t length,
-                                                     httplib::DataSink& sink) {
-                if (stopping) return false;
-                std::size_t chunk = std::min(length, write_size);
-                if (faults.drop) {
-                    if (pacing->sent >= faults.drop_after) return false;
-                    chunk = std::size_t(
-                        std::min<std::uint64_t>(chunk, faults.drop_after - pacing->sent));
+        while (true) {
+            if (connection.output_sent == connection.output.size()) {
+                connection.output.clear();
+                connection.output_sent = 0;
+                if (connection.body.empty()) return Progress::done;
+                BodyPart& part = connection.body.front();
+                if (part.text.empty() && part.length == 0) {  // an empty file
+                    connection.body.pop_front();
+                    continue;
                 }
-                std::string buffer(chunk, '\0');
-                const ssize_t got = ::pread(file->get(), buffer.data(), chunk, off_t(offset));
-                if (got <= 0) return false;
-                buffer.resize(std::size_t(got));
-                for (const auto& [first, last] : faults.flips) {
-                    for (std::uint64_t at = std::max<std::uint64_t>(first, offset);
-                         at < std::min<std::uint64_t>(last, offset + buffer.size()); ++at) {
-                        buffer[at - offset] = char(~buffer[at - offset]);
+                if (!part.text.empty()) {
+                    connection.output = std::move(part.text);
+                    connection.body.pop_front();
+                    continue;
+                }
+                std::uint64_t chunk = std::min<std::uint64_t>(part.length, chunk_size);
+                if (rate_bytes > 0) {
+                    // About 10 ms of the link at a time, so that pacing is smooth.
+                    chunk = std::min<std::uint64_t>(
+                        chunk, std::clamp<std::uint64_t>(std::uint64_t(rate_bytes / 100), 4096,
+                                                         chunk_size));
+                }
+                const ResponseFaults& faults = connection.faults;
+                if (faults.drop) {
+                    if (connection.body_bytes_out >= faults.drop_after) {
+                        connection.dead = true;  // the injected drop
+                        return Progress::blocked;
                     }
+                    chunk = std::min(chunk, faults.drop_after - connection.body_bytes_out);
                 }
                 if (rate_bytes > 0) {
                     const auto due =
-                        pacing->start +
-                        std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
-                            double(pacing->sent + buffer.size()) / rate_bytes));
-                    std::this_thread::sleep_until(due - std::chrono::milliseconds(5));
+                        connection.paced_from +
+                        seconds(double(connection.body_bytes_out + chunk) / rate_bytes) -
+                        pacing_slack;
+                    if (due > Clock::now()) {
+                        wait_until(connection, due);
+                        return Progress::blocked;
+                    }
                 }
-                pacing->sent += buffer.size();
-                return sink.write(buffer.data(), buffer.size());
-            });
+                if (faults.flips.empty()) {
+                    // Straight from the page cache: no user-space buffer at all.
+                    auto offset = off_t(part.offset);
+                    const ssize_t sent = ::sendfile(connection.socket.get(), connection.file.get(),
+                                                    &offset, std::size_t(chunk));
+                    if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+                        return Progress::blocked;
+                    }
+                    if (sent <= 0) {  // an error, or the file shrank under us
+                        connection.dead = true;
+                        return Progress::blocked;
+                    }
+                    part.offset += std::uint64_t(sent);
+                    part.length -= std::uint64_t(sent);
+                    connection.body_bytes_out += std::uint64_t(sent);
+                    connection.progress_bytes += std::uint64_t(sent);
+                    connection.last_activity = Clock::now();
+                    if (part.length == 0) connection.body.pop_front();
+                    continue;
+                }
+                connection.output.resize(std::size_t(chunk));
+                const ssize_t got = ::pread(connection.file.get(), connection.output.data(),
+                                            std::size_t(chunk), off_t(part.offset));
+                if (got <= 0) {  // the file shrank under us
+                    connection.dead = true;
+                    return Progress::blocked;
+                }
+                connection.output.resize(std::size_t(got));
+                for (const auto& [first, last] : faults.flips) {
+                    const std::uint64_t begin = std::max(first, part.offset);
+                    const std::uint64_t end = std::min(last, part.offset + std::uint64_t(got));
+                    for (std::uint64_t at = begin; at < end; ++at) {
+                        char& byte = connection.output[std::size_t(at - part.offset)];
+                        byte = char(~byte);
+                    }
+                }
+                part.offset += std::uint64_t(got);
+                part.length -= std::uint64_t(got);
+                connection.body_bytes_out += std::uint64_t(got);
+                if (part.length == 0) connection.body.pop_front();
+            }
+            // MSG_MORE: a head goes out in one segment with the body that
+            // follows, unless pacing holds the body back.
+            const bool more = !connection.body.empty() && rate_bytes == 0;
+            const int flags = MSG_NOSIGNAL | (more ? MSG_MORE : 0);
+            const ssize_t sent =
+                ::send(connection.socket.get(), connection.output.data() + connection.output_sent,
+                       connection.output.size() - connection.output_sent, flags);
+            if (sent > 0) {
+                connection.output_sent += std::size_t(sent);
+                connection.progress_bytes += std::uint64_t(sent);
+                connection.last_activity = Clock::now();
+            } else if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+                return Progress::blocked;
+            } else {
+                connection.dead = true;
+                return Progress::blocked;
+            }
+        }
+    }
+
+    void finish_response(Connection& connection) {
+        connection.file.reset();
+        connection.body.clear();
+        connection.faults = {};
+        std::string().swap(connection.output);  // the chunk buffer is not kept while idle
+        connection.output_sent = 0;
+        const auto now = Clock::now();
+        connection.last_activity = now;
+        if (connection.close_after) {
+            // Shut the write side and read until the peer closes, so that
+            // unread input does not make the kernel reset the connection
+            // before the client has read the response.
+            ::shutdown(connection.socket.get(), SHUT_WR);
+            std::string().swap(connection.input);
+            connection.state = Connection::State::draining;
+            connection.drain_until = now + drain_time;
+        } else {
+            connection.state = Connection::State::reading;
+            connection.head_started = now;  // for a pipelined request already in
+            if (connection.input.empty()) std::string().swap(connection.input);
+        }
+    }
+
+    // Moves a connection on as far as it can go without blocking.
+    void service(Connection& connection) {
+        while (!connection.dead) {
+            switch (connection.state) {
+                case Connection::State::reading: {
+                    set_interest(connection, EPOLLIN | EPOLLRDHUP);
+                    if (connection.input.empty()) return;
+                    const http::HeadParse parse =
+                        http::parse_request_head(connection.input, head_limits);
+                    if (parse.outcome == http::HeadParse::Outcome::incomplete) return;
+                    if (parse.outcome == http::HeadParse::Outcome::error) {
+                        refuse(connection, parse.status);
+                    } else {
+                        connection.input.erase(0, parse.head_bytes);
+                        handle(connection, parse.request);
+                    }
+                    break;
+                }
+                case Connection::State::writing:
+                    set_interest(connection, EPOLLOUT);
+                    if (write_some(connection) == Progress::blocked) return;
+                    finish_response(connection);
+                    break;
+                case Connection::State::waiting:
+                    set_interest(connection, 0);
+                    return;
+                case Connection::State::draining:
+                    set_interest(connection, EPOLLIN | EPOLLRDHUP);
+                    return;
+            }
+        }
+    }
+
+    void on_readable(Connection& connection) {
+        std::array<char, read_size> buffer;
+        const bool draining = connection.state == Connection::State::draining;
+        // At most one head's worth is buffered: more would be refused anyway.
+        const std::size_t room =
+            draining ? buffer.size()
+                     : std::min(buffer.size(),
+                                head_limits.max_head_bytes + 1 -
+                                    std::min(connection.input.size(), head_limits.max_head_bytes));
+        const ssize_t got = ::recv(connection.socket.get(), buffer.data(), room, 0);
+        if (got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            connection.dead = true;
+            return;
+        }
+        if (got < 0 || draining) return;
+        const auto now = Clock::now();
+        if (connection.input.empty()) connection.head_started = now;
+        connection.input.append(buffer.data(), std::size_t(got));
+        connection.last_activity = now;
+    }
+
+    // ---- accepting and shedding connections ---------------------------------
+
+    // Closes the connection that matters least: the longest idle, else the
+    // request head that has been trickling in longest. False if every
+    // connection is busy with a response.
+    bool evict_one() {
+        auto victim = connections.end();
+        const auto rank = [](const Connection& connection) {
+            // Draining and idle first, then slow heads; older before newer.
+            const bool idle =
+                connection.state == Connection::State::draining ||
+                (connection.state == Connection::State::reading && connection.input.empty());
+            return std::pair(idle ? 0 : 1,
+                             idle ? connection.last_activity : connection.head_started);
+        };
+        for (auto it = connections.begin(); it != connections.end(); ++it) {
+            const Connection& connection = it->second;
+            const bool evictable = connection.state == Connection::State::draining ||
+                                   connection.state == Connection::State::reading;
+            if (evictable &&
+                (victim == connections.end() || rank(connection) < rank(victim->second))) {
+                victim = it;
+            }
+        }
+        if (victim == connections.end()) return false;
+        connections.erase(victim);
+        return true;
+    }
+
+    void set_accepting(bool on) {
+        if (accepting == on) return;
+        epoll_event event{};
+        event.events = on ? std::uint32_t(EPOLLIN) : 0u;
+        event.data.u64 = listener_key;
+        ::epoll_ctl(epoll.get(), EPOLL_CTL_MOD, listener.get(), &event);
+        accepting = on;
+    }
+
+    void accept_connections() {
+        for (std::size_t accepted = 0; accepted < accepts_per_turn; ++accepted) {
+            sockaddr_storage address{};
+            socklen_t address_length = sizeof address;
+            Descriptor socket(::accept4(listener.get(), reinterpret_cast<sockaddr*>(&address),
+                                        &address_length, SOCK_NONBLOCK | SOCK_CLOEXEC));
+            if (!socket) {
+                if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+                if (errno == EMFILE || errno == ENFILE) {
+                    if (evict_one()) continue;
+                    set_accepting(false);  // every connection is busy: the sweep retries
+                    return;
+                }
+                continue;  // ECONNABORTED and the like: try the next one
+            }
+            const int one = 1;
+            ::setsockopt(socket.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            const std::uint64_t key = next_key++;
+            epoll_event event{};
+            event.events = EPOLLIN | EPOLLRDHUP;
+            event.data.u64 = key;
+            if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, socket.get(), &event) != 0) continue;
+            Connection& connection = connections[key];
+            connection.socket = std::move(socket);
+            connection.key = key;
+            connection.peer = peer_name(address);
+            connection.interest = event.events;
+            connection.last_activity = Clock::now();
+            // Over the cap: shed the least useful connection, the new one if
+            // all the others are busy sending.
+            if (connections.size() > connection_cap && !evict_one()) connections.erase(key);
+        }
+    }
+
+    // Closes connections past their deadlines.
+    void sweep(Clock::time_point now) {
+        const bool crowded = connections.size() * 4 > connection_cap * 3;
+        const auto idle_limit =
+            seconds(crowded ? std::min(options.idle_timeout_seconds, crowded_idle_timeout)
+                            : options.idle_timeout_seconds);
+        const auto head_limit = seconds(options.request_timeout_seconds);
+        const auto write_limit = seconds(options.write_timeout_seconds);
+        // Slow readers are cut too; a slow emulated link is not.
+        const double rate_bytes = options.rate_bits_per_second / 8;
+        const auto min_progress =
+            rate_bytes > 0 ? std::min(min_progress_bytes,
+                                      std::uint64_t(rate_bytes * options.write_timeout_seconds / 2))
+                           : min_progress_bytes;
+        // True if the connection has overstayed; starts a new progress window.
+        const auto expired = [&](Connection& connection) {
+            switch (connection.state) {
+                case Connection::State::reading:
+                    return connection.input.empty() ? now - connection.last_activity > idle_limit
+                                                    : now - connection.head_started > head_limit;
+                case Connection::State::writing:
+                    if (now - connection.progress_since <= write_limit) return false;
+                    if (connection.progress_bytes < min_progress) {
+                        // Reset rather than close: a closed socket would
+                        // keep trying to deliver its send buffer.
+                        const linger abort{1, 0};
+                        ::setsockopt(connection.socket.get(), SOL_SOCKET, SO_LINGER, &abort,
+                                     sizeof abort);
+                        return true;
+                    }
+                    connection.progress_since = now;
+                    connection.progress_bytes = 0;
+                    return false;
+                case Connection::State::draining:
+                    return now > connection.drain_until;
+                case Connection::State::waiting:
+                    return false;
+            }
+            return false;
+        };
+        for (auto it = connections.begin(); it != connections.end();) {
+            it = expired(it->second) ? connections.erase(it) : std::next(it);
+        }
+        if (!accepting && connections.size() < connection_cap) set_accepting(true);
+    }
+
+    void run() {
+        // sendfile to a reset connection raises SIGPIPE, which would end the
+        // process: blocked in this thread, it only makes the call fail (EPIPE).
+        sigset_t pipe_signal;
+        sigemptyset(&pipe_signal);
+        sigaddset(&pipe_signal, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &pipe_signal, nullptr);
+        std::array<epoll_event, 256> events;
+        auto next_sweep = Clock::now() + sweep_interval;
+        while (!stopping) {
+            auto next_timer = next_sweep;
+            if (!wakes.empty()) next_timer = std::min(next_timer, wakes.top().first);
+            const auto wait =
+                std::chrono::ceil<std::chrono::milliseconds>(next_timer - Clock::now());
+            const int count = ::epoll_wait(epoll.get(), events.data(), int(events.size()),
+                                           int(std::max<std::int64_t>(0, wait.count())));
+            for (int i = 0; i < count; ++i) {
+                const std::uint64_t key = events[std::size_t(i)].data.u64;
+                if (key == listener_key) {
+                    accept_connections();
+                    continue;
+                }
+                if (key == wakeup_key) continue;
+                const auto found = connections.find(key);
+                if (found == connections.end()) continue;  // closed earlier in this turn
+                Connection& connection = found->second;
+                const std::uint32_t ready = events[std::size_t(i)].events;
+                if (ready & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+                    if (connection.state == Connection::State::reading ||
+                        connection.state == Connection::State::draining) {
+                        on_readable(connection);
+                    } else if (ready & (EPOLLHUP | EPOLLERR)) {
+                        connection.dead = true;
+                    }
+                }
+                service(connection);
+                if (connection.dead) connections.erase(found);
+            }
+            const auto now = Clock::now();
+            while (!wakes.empty() && wakes.top().first <= now) {
+                const auto [when, key] = wakes.top();
+                wakes.pop();
+                const auto found = connections.find(key);
+                if (found == connections.end()) continue;
+                Connection& connection = found->second;
+                if (connection.state != Connection::State::waiting || connection.wake_at != when) {
+                    continue;  // a stale wake
+                }
+                connection.state = Connection::State::writing;
+                connection.last_activity = now;
+                service(connection);
+                if (connection.dead) connections.erase(found);
+            }
+            if (now >= next_sweep) {
+                sweep(now);
+                next_sweep = now + sweep_interval;
+            }
+        }
+        connections.clear();
+        wakes = {};
     }
 };
 
@@ -234,30 +839,6 @@ PackageServer::PackageServer(ServerOptions options) : impl_(std::make_unique<Imp
     if (error || !fs::is_directory(impl_->root)) {
         throw Error(impl_->options.root.string() + ": not a directory to serve");
     }
-    const int threads = std::max(1, impl_->options.threads);
-    // httplib owns the queue it asks for and deletes it.
-    impl_->server.new_task_queue = [threads] {
-        return new httplib::ThreadPool(std::size_t(threads));
-    };
-    impl_->server.set_tcp_nodelay(true);
-    impl_->server.set_read_timeout(30, 0);
-    impl_->server.set_write_timeout(30, 0);
-    impl_->server.Get(
-        ".*", [impl = impl_.get()](const httplib::Request& request, httplib::Response& response) {
-            impl->handle(request, response);
-        });
-    if (impl_->options.access_log) {
-        impl_->server.set_logger([impl = impl_.get()](const httplib::Request& request,
-                                                      const httplib::Response& response) {
-            std::string line = request.remote_addr + " " + request.method + " " + request.path;
-            const std::string range = request.get_header_value("Range");
-            if (!range.empty()) line += " [" + range + "]";
-            line += " " + std::to_string(response.status);
-            const std::string length = response.get_header_value("Content-Length");
-            if (!length.empty()) line += " " + length;
-            impl->options.access_log(line);
-        });
-    }
 }
 
 PackageServer::~PackageServer() {
@@ -265,27 +846,77 @@ PackageServer::~PackageServer() {
 }
 
 void PackageServer::start() {
-    if (impl_->listener.joinable()) return;
-    const std::string& host = impl_->options.host;
-    if (impl_->options.port == 0) {
-        impl_->port = impl_->server.bind_to_any_port(host.c_str());
-    } else if (impl_->server.bind_to_port(host.c_str(), impl_->options.port)) {
-        impl_->port = impl_->options.port;
-    } else {
-        impl_->port = -1;
+    Impl& impl = *impl_;
+    if (impl.loop_thread.joinable()) return;
+    const rlim_t descriptors = raise_descriptor_limit();
+    impl.connection_cap = std::size_t(std::clamp<long long>(
+        std::min<long long>(impl.options.max_connections,
+                            static_cast<long long>(descriptors) - reserved_descriptors),
+        1, std::numeric_limits<int>::max()));
+
+    const std::string& host = impl.options.host;
+    const std::string where = host + ":" + std::to_string(impl.options.port);
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    addrinfo* found = nullptr;
+    if (::getaddrinfo(host.c_str(), std::to_string(impl.options.port).c_str(), &hints, &found) !=
+        0) {
+        throw Error("cannot listen on " + where + ": unknown address");
     }
-    if (impl_->port <= 0) {
-        throw Error("cannot listen on " + host + ":" + std::to_string(impl_->options.port) +
-                    " (address in use, or not allowed)");
+    const std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> addresses(found, ::freeaddrinfo);
+    Descriptor listener;
+    for (const addrinfo* address = addresses.get(); address; address = address->ai_next) {
+        Descriptor candidate(::socket(address->ai_family,
+                                      address->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                                      address->ai_protocol));
+        if (!candidate) continue;
+        const int one = 1;
+        ::setsockopt(candidate.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (::bind(candidate.get(), address->ai_addr, address->ai_addrlen) == 0 &&
+            ::listen(candidate.get(), listen_backlog) == 0) {
+            listener = std::move(candidate);
+            break;
+        }
     }
-    impl_->listener = std::thread([impl = impl_.get()] { impl->server.listen_after_bind(); });
+    if (!listener) {
+        throw Error("cannot listen on " + where + " (address in use, or not allowed)");
+    }
+    sockaddr_storage bound{};
+    socklen_t bound_length = sizeof bound;
+    ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&bound), &bound_length);
+    impl.port =
+        ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<const sockaddr_in6&>(bound).sin6_port
+                                          : reinterpret_cast<const sockaddr_in&>(bound).sin_port);
+
+    Descriptor epoll(::epoll_create1(EPOLL_CLOEXEC));
+    Descriptor wakeup(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+    if (!epoll || !wakeup)
+        throw Error("cannot start the server: " + std::string(std::strerror(errno)));
+    epoll_event event{};
+    event.events = EPOLLIN;
+    event.data.u64 = Impl::listener_key;
+    ::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, listener.get(), &event);
+    event.data.u64 = Impl::wakeup_key;
+    ::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, wakeup.get(), &event);
+    impl.listener = std::move(listener);
+    impl.epoll = std::move(epoll);
+    impl.wakeup = std::move(wakeup);
+    impl.accepting = true;
+    impl.stopping = false;
+    impl.loop_thread = std::thread([&impl] { impl.run(); });
 }
 
 void PackageServer::stop() {
-    if (!impl_ || !impl_->listener.joinable()) return;
+    if (!impl_ || !impl_->loop_thread.joinable()) return;
     impl_->stopping = true;
-    impl_->server.stop();
-    impl_->listener.join();
+    const std::uint64_t one = 1;
+    [[maybe_unused]] const ssize_t written = ::write(impl_->wakeup.get(), &one, sizeof one);
+    impl_->loop_thread.join();
+    impl_->listener.reset();
+    impl_->epoll.reset();
+    impl_->wakeup.reset();
 }
 
 int PackageServer::port() const {
@@ -293,7 +924,9 @@ int PackageServer::port() const {
 }
 
 std::string PackageServer::url() const {
-    return "http://" + impl_->options.host + ":" + std::to_string(impl_->port);
+    const std::string& host = impl_->options.host;
+    const bool ipv6 = host.find(':') != std::string::npos;
+    return "http://" + (ipv6 ? "[" + host + "]" : host) + ":" + std::to_string(impl_->port);
 }
 
 }  // namespace bitinc
