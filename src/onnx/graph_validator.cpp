@@ -141,61 +141,53 @@ class GraphValidator {
 
     // ---- constant inputs -----------------------------------------------------
 
-    // The integer values of a constant input (initializer or Constant node),
-    // when it is one and small.
-    std::optional<std::vector<std::int64_t>> constant_ints(const std::string& name) const {
-        const auto found = initializers_.find(name);
-        const onnx::TensorProto* tensor = nullptr;
-        if (found != initializers_.end()) {
-            tensor = found->second;
-        } else if (const auto constant = constants_.find(name); constant != constants_.end()) {
-            tensor = constant->second;
+    // The tensor behind a constant input (an initializer or a Constant
+    // node's value), or nullptr.
+    const onnx::TensorProto* constant_tensor(const std::string& name) const {
+        if (const auto found = initializers_.find(name); found != initializers_.end()) {
+            return found->second;
         }
-        if (tensor == nullptr) return std::nullopt;
-        std::vector<std::int64_t> values;
-        if (tensor->data_type() == onnx::TensorProto::INT64) {
-            if (!tensor->raw_data().empty()) {
-                const std::string& raw = tensor->raw_data();
-                if (raw.size() % 8 != 0 || raw.size() > 8 * 4096) return std::nullopt;
-                values.resize(raw.size() / 8);
-                std::memcpy(values.data(), raw.data(), raw.size());
-            } else {
-                values.assign(tensor->int64_data().begin(), tensor->int64_data().end());
-            }
-        } else if (tensor->data_type() == onnx::TensorProto::INT32) {
-            if (!tensor->raw_data().empty()) {
-                const std::string& raw = tensor->raw_data();
-                if (raw.size() % 4 != 0 || raw.size() > 4 * 4096) return std::nullopt;
-                std::vector<std::int32_t> narrow(raw.size() / 4);
-                std::memcpy(narrow.data(), raw.data(), raw.size());
-                values.assign(narrow.begin(), narrow.end());
-            } else {
-                values.assign(tensor->int32_data().begin(), tensor->int32_data().end());
-            }
-        } else {
-            return std::nullopt;
-        }
+        const auto constant = constants_.find(name);
+        return constant == constants_.end() ? nullptr : constant->second;
+    }
+
+    // Raw little-endian values of type T, when there are at most 4096.
+    template <typename T>
+    static std::optional<std::vector<T>> raw_values(const std::string& raw) {
+        if (raw.size() % sizeof(T) != 0 || raw.size() > sizeof(T) * 4096) return std::nullopt;
+        std::vector<T> values(raw.size() / sizeof(T));
+        std::memcpy(values.data(), raw.data(), raw.size());
         return values;
     }
 
-    std::optional<std::vector<float>> constant_floats(const std::string& name) const {
-        const auto found = initializers_.find(name);
-        const onnx::TensorProto* tensor = nullptr;
-        if (found != initializers_.end()) {
-            tensor = found->second;
-        } else if (const auto constant = constants_.find(name); constant != constants_.end()) {
-            tensor = constant->second;
+    // The integer values of a constant input, when it is one and small.
+    std::optional<std::vector<std::int64_t>> constant_ints(const std::string& name) const {
+        const onnx::TensorProto* tensor = constant_tensor(name);
+        if (tensor == nullptr) return std::nullopt;
+        const bool raw = !tensor->raw_data().empty();
+        if (tensor->data_type() == onnx::TensorProto::INT64) {
+            if (raw) return raw_values<std::int64_t>(tensor->raw_data());
+            return std::vector<std::int64_t>(tensor->int64_data().begin(),
+                                             tensor->int64_data().end());
         }
+        if (tensor->data_type() == onnx::TensorProto::INT32) {
+            if (!raw) {
+                return std::vector<std::int64_t>(tensor->int32_data().begin(),
+                                                 tensor->int32_data().end());
+            }
+            const auto narrow = raw_values<std::int32_t>(tensor->raw_data());
+            if (!narrow) return std::nullopt;
+            return std::vector<std::int64_t>(narrow->begin(), narrow->end());
+        }
+        return std::nullopt;
+    }
+
+    std::optional<std::vector<float>> constant_floats(const std::string& name) const {
+        const onnx::TensorProto* tensor = constant_tensor(name);
         if (tensor == nullptr || tensor->data_type() != onnx::TensorProto::FLOAT) {
             return std::nullopt;
         }
-        if (!tensor->raw_data().empty()) {
-            const std::string& raw = tensor->raw_data();
-            if (raw.size() % 4 != 0 || raw.size() > 4 * 4096) return std::nullopt;
-            std::vector<float> values(raw.size() / 4);
-            std::memcpy(values.data(), raw.data(), raw.size());
-            return values;
-        }
+        if (!tensor->raw_data().empty()) return raw_values<float>(tensor->raw_data());
         return std::vector<float>(tensor->float_data().begin(), tensor->float_data().end());
     }
 
