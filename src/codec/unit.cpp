@@ -10,11 +10,14 @@
 #include "bitinc/error.hpp"
 #include "codec/level_coder.hpp"
 #include "codec/range_coder.hpp"
+#include "codec/rans.hpp"
 #include "core/crc32c.hpp"
 
 namespace bitinc {
 
 namespace {
+
+namespace rans = codec::rans;
 
 constexpr std::uint8_t magic[4] = {'B', 'I', 'T', 'U'};
 
@@ -132,6 +135,485 @@ std::span<const std::uint8_t> raw_part(const UnitHeader& header,
                         header.raw_bytes);
 }
 
+// ---------------------------------------------------------------------------
+// Payload coders. The coded payload of a levels or refinement unit starts
+// with a byte naming its coder (docs/format.md §3).
+
+// Chunks up to this size are also tried with the adaptive binary coder,
+// which needs no tables: it wins on small tensors.
+constexpr std::uint64_t adaptive_trial_elements = std::uint64_t{1} << 14;
+
+std::size_t payload_size(const Payload& payload) {
+    return payload.coded.size() + payload.raw.size();
+}
+
+// Levels tokens (§4.3): magnitudes below 16 are their own token; larger ones
+// keep their bit length and the two bits under the leading one, the rest
+// travel raw.
+constexpr int exact_tokens = 16;
+constexpr int token_top_bits = 2;
+
+struct TokenInfo {
+    std::uint32_t base = 0;  // smallest magnitude of the token
+    int raw_bits = 0;        // magnitude bits below the token's
+};
+
+int level_token(std::uint32_t magnitude) {
+    if (magnitude < exact_tokens) return int(magnitude);
+    const int n = std::bit_width(magnitude) - 1;  // >= 4
+    return exact_tokens + 4 * (n - 4) + int((magnitude >> (n - token_top_bits)) & 3u);
+}
+
+TokenInfo token_info(int token) {
+    if (token < exact_tokens) return {std::uint32_t(token), 0};
+    const int n = (token - exact_tokens) / 4 + 4;
+    const std::uint32_t top = std::uint32_t(token - exact_tokens) & 3u;
+    return {(4u | top) << (n - token_top_bits), n - token_top_bits};
+}
+
+constexpr int max_contexts = 4;
+
+// The level context of an element: its predecessor tokens' rounded mean,
+// cut by the unit's thresholds.
+inline int level_prediction(int previous, int before_previous) {
+    return (previous + before_previous + 1) >> 1;
+}
+
+// Chooses up to max_contexts contexts, as contiguous ranges of the
+// prediction, minimizing the coded size including tables (a small dynamic
+// programme over the joint histogram).
+std::vector<std::uint8_t> choose_thresholds(const std::vector<std::uint32_t>& joint, int alphabet) {
+    const auto a = std::size_t(alphabet);
+    // cost[i][j]: contexts covering predictions [i, j).
+    std::vector<double> cost((a + 1) * (a + 1), 0.0);
+    std::vector<std::uint32_t> counts(a);
+    for (std::size_t i = 0; i < a; ++i) {
+        std::fill(counts.begin(), counts.end(), 0u);
+        for (std::size_t j = i + 1; j <= a; ++j) {
+            for (std::size_t t = 0; t < a; ++t) counts[t] += joint[(j - 1) * a + t];
+            cost[i * (a + 1) + j] = rans::coded_bits(counts);
+        }
+    }
+    // best[c][j]: predictions [0, j) in c + 1 contexts.
+    constexpr double infinity = 1e300;
+    std::vector<std::vector<double>> best(max_contexts, std::vector<double>(a + 1, infinity));
+    std::vector<std::vector<std::size_t>> cut(max_contexts, std::vector<std::size_t>(a + 1, 0));
+    for (std::size_t j = 1; j <= a; ++j) best[0][j] = cost[j];
+    for (int c = 1; c < max_contexts; ++c) {
+        for (std::size_t j = std::size_t(c) + 1; j <= a; ++j) {
+            for (std::size_t i = std::size_t(c); i < j; ++i) {
+                const double total = best[std::size_t(c - 1)][i] + cost[i * (a + 1) + j] + 8;
+                if (total < best[std::size_t(c)][j]) {
+                    best[std::size_t(c)][j] = total;
+                    cut[std::size_t(c)][j] = i;
+                }
+            }
+        }
+    }
+    int contexts = 1;
+    for (int c = 1; c < max_contexts; ++c)
+        if (best[std::size_t(c)][a] < best[std::size_t(contexts - 1)][a]) contexts = c + 1;
+    std::vector<std::uint8_t> thresholds(std::size_t(contexts - 1));
+    std::size_t j = a;
+    for (int c = contexts - 1; c > 0; --c) {
+        j = cut[std::size_t(c)][j];
+        thresholds[std::size_t(c - 1)] = static_cast<std::uint8_t>(j);
+    }
+    return thresholds;
+}
+
+std::vector<std::uint8_t> concatenate(const std::vector<std::uint8_t>& a,
+                                      const std::vector<std::uint8_t>& b) {
+    std::vector<std::uint8_t> joined(a.size() + b.size());
+    std::copy(a.begin(), a.end(), joined.begin());
+    std::copy(b.begin(), b.end(), joined.begin() + std::ptrdiff_t(a.size()));
+    return joined;
+}
+
+Payload with_coder_byte(UnitCoder coder, const std::vector<std::uint8_t>& coded,
+                        std::vector<std::uint8_t> raw) {
+    return {concatenate({std::uint8_t(coder)}, coded), std::move(raw)};
+}
+
+// The part of a rANS payload before the stream: coder byte, context count,
+// thresholds, tables.
+std::vector<std::uint8_t> rans_preamble(std::span<const std::uint8_t> thresholds,
+                                        const std::vector<std::vector<std::uint16_t>>& tables) {
+    codec::BitWriter table_bits;
+    for (const auto& table : tables) rans::write_table(table_bits, table);
+    const auto packed = table_bits.finish();
+    std::vector<std::uint8_t> bytes(2 + thresholds.size() + packed.size());
+    bytes[0] = std::uint8_t(UnitCoder::rans);
+    bytes[1] = static_cast<std::uint8_t>(tables.size());
+    std::copy(thresholds.begin(), thresholds.end(), bytes.begin() + 2);
+    std::copy(packed.begin(), packed.end(), bytes.begin() + 2 + std::ptrdiff_t(thresholds.size()));
+    return bytes;
+}
+
+Payload encode_levels_rans(std::span<const std::int32_t> indices, std::uint32_t limit) {
+    const int alphabet = level_token(limit) + 1;
+    const auto a = std::size_t(alphabet);
+    std::vector<std::uint8_t> tokens(indices.size());
+    std::vector<std::uint32_t> joint(a * a, 0);
+    codec::BitWriter raw;
+    raw.reserve(indices.size() / 2 + 8);
+    int previous = 0, before_previous = 0;
+    for (std::size_t i = 0; i < indices.size(); ++i) {
+        const std::int32_t index = indices[i];
+        const auto magnitude = static_cast<std::uint32_t>(index < 0 ? -std::int64_t{index} : index);
+        const int token = level_token(magnitude);
+        tokens[i] = static_cast<std::uint8_t>(token);
+        ++joint[std::size_t(level_prediction(previous, before_previous)) * a + std::size_t(token)];
+        before_previous = previous;
+        previous = token;
+        const TokenInfo info = token_info(token);
+        // The bits under the token, then the sign of a non-zero index.
+        if (magnitude != 0) {
+            raw.write((std::uint64_t{magnitude - info.base}) |
+                          (std::uint64_t{index < 0} << info.raw_bits),
+                      info.raw_bits + 1);
+        }
+    }
+    const auto thresholds = choose_thresholds(joint, alphabet);
+    std::vector<std::uint8_t> context_of(a, 0);
+    for (std::size_t p = 0; p < a; ++p)
+        for (const std::uint8_t t : thresholds) context_of[p] += p >= t;
+    std::vector<std::vector<std::uint16_t>> tables;
+    for (std::size_t c = 0; c <= thresholds.size(); ++c) {
+        std::vector<std::uint32_t> counts(a, 0);
+        for (std::size_t p = 0; p < a; ++p) {
+            if (context_of[p] != c) continue;
+            for (std::size_t t = 0; t < a; ++t) counts[t] += joint[p * a + t];
+        }
+        tables.push_back(rans::normalize(counts));
+    }
+    std::vector<rans::EncodeTable> encode_tables;
+    for (const auto& table : tables) encode_tables.push_back(rans::make_encode_table(table));
+    rans::Encoder encoder;
+    encoder.reserve(indices.size() / 2 + 8);
+    for (std::size_t i = indices.size(); i-- > 0;) {
+        const int p = level_prediction(i >= 1 ? tokens[i - 1] : 0, i >= 2 ? tokens[i - 2] : 0);
+        const rans::EncodeTable& table = encode_tables[context_of[std::size_t(p)]];
+        encoder.put(i, table.frequency[tokens[i]], table.start[tokens[i]]);
+    }
+    return {concatenate(rans_preamble(thresholds, tables), encoder.finish()), raw.finish()};
+}
+
+Payload encode_levels_adaptive(std::span<const std::int32_t> indices, std::uint32_t limit,
+                               int split) {
+    codec::RangeEncoder coder;
+    codec::BitWriter raw;
+    codec::LevelModel model(codec::magnitude_class(coarse_limit(limit, split)));
+    if (split == 0) {
+        for (const std::int32_t index : indices) model.encode(index, coder, raw);
+    } else {
+        codec::ResidualModel residual_model(split);
+        for (const std::int32_t index : indices) {
+            const std::int64_t coarse = divide_rounding(index, split);
+            model.encode(static_cast<std::int32_t>(coarse), coder, raw);
+            residual_model.encode(static_cast<std::int32_t>(coarse),
+                                  static_cast<std::int32_t>(index - (coarse << split)), coder, raw);
+        }
+    }
+    return with_coder_byte(UnitCoder::adaptive, coder.finish(), raw.finish());
+}
+
+// Refinement symbols (§5): the residual's offset o = r + h (or h - r under a
+// negative coarse index) in [0, 2^k], as its top bits; the rest raw.
+constexpr int refinement_symbol_bits = 4;
+
+struct RefinementShape {
+    int k = 0;
+    int top_bits = 0;  // bits of o in the symbol
+    int raw_bits = 0;  // bits of o below them
+    int alphabet = 0;  // 2^top_bits + 1: the last symbol is o = 2^k exactly
+};
+RefinementShape refinement_shape(int k) {
+    const int top = std::min(k, refinement_symbol_bits);
+    return {k, top, k - top, (1 << top) + 1};
+}
+
+inline std::uint32_t refinement_context(std::int32_t parent, int contexts) {
+    const std::uint32_t magnitude =
+        static_cast<std::uint32_t>(parent < 0 ? -std::int64_t{parent} : parent);
+    return std::min<std::uint32_t>(magnitude, std::uint32_t(contexts - 1));
+}
+
+Payload encode_refinement_rans(std::span<const std::int32_t> coarse,
+                               std::span<const std::int32_t> fine, int k) {
+    const RefinementShape shape = refinement_shape(k);
+    const auto a = std::size_t(shape.alphabet);
+    const std::int64_t half = std::int64_t{1} << (k - 1);
+    std::vector<std::uint8_t> symbols(fine.size());
+    std::vector<std::uint32_t> counts(3 * a, 0);  // by min(|parent|, 2)
+    codec::BitWriter raw;
+    raw.reserve(fine.size() * std::size_t(shape.raw_bits) / 8 + 8);
+    for (std::size_t i = 0; i < fine.size(); ++i) {
+        const std::int64_t residual = std::int64_t{fine[i]} - (std::int64_t{coarse[i]} << k);
+        const auto offset =
+            static_cast<std::uint32_t>(coarse[i] < 0 ? half - residual : residual + half);
+        const std::uint32_t symbol = offset >> shape.raw_bits;
+        symbols[i] = static_cast<std::uint8_t>(symbol);
+        ++counts[refinement_context(coarse[i], 3) * a + symbol];
+        if (symbol + 1 < a && shape.raw_bits > 0) raw.write(offset, shape.raw_bits);
+    }
+    // One, two or three contexts, whichever codes smallest.
+    int contexts = 1;
+    double best = 1e300;
+    std::vector<std::vector<std::uint16_t>> tables;
+    for (int candidate = 1; candidate <= 3; ++candidate) {
+        double bits = 0;
+        std::vector<std::vector<std::uint16_t>> candidate_tables;
+        for (int c = 0; c < candidate; ++c) {
+            std::vector<std::uint32_t> merged(a, 0);
+            for (int from = 0; from < 3; ++from) {
+                if (std::min(from, candidate - 1) != c) continue;
+                for (std::size_t s = 0; s < a; ++s) merged[s] += counts[std::size_t(from) * a + s];
+            }
+            bits += rans::coded_bits(merged);
+            candidate_tables.push_back(rans::normalize(merged));
+        }
+        if (bits < best) {
+            best = bits;
+            contexts = candidate;
+            tables = std::move(candidate_tables);
+        }
+    }
+    std::vector<rans::EncodeTable> encode_tables;
+    for (const auto& table : tables) encode_tables.push_back(rans::make_encode_table(table));
+    rans::Encoder encoder;
+    encoder.reserve(fine.size() / 4 + 8);
+    for (std::size_t i = fine.size(); i-- > 0;) {
+        const rans::EncodeTable& table = encode_tables[refinement_context(coarse[i], contexts)];
+        encoder.put(i, table.frequency[symbols[i]], table.start[symbols[i]]);
+    }
+    return {concatenate(rans_preamble({}, tables), encoder.finish()), raw.finish()};
+}
+
+Payload encode_refinement_adaptive(std::span<const std::int32_t> coarse,
+                                   std::span<const std::int32_t> fine, int k) {
+    codec::RangeEncoder coder;
+    codec::BitWriter raw;
+    codec::ResidualModel model(k);
+    for (std::size_t i = 0; i < fine.size(); ++i) {
+        const std::int64_t residual = std::int64_t{fine[i]} - (std::int64_t{coarse[i]} << k);
+        model.encode(coarse[i], static_cast<std::int32_t>(residual), coder, raw);
+    }
+    return with_coder_byte(UnitCoder::adaptive, coder.finish(), raw.finish());
+}
+
+// A parsed rANS preamble: decode tables by context and where the stream starts.
+struct RansSetup {
+    int contexts = 0;
+    std::array<std::uint8_t, max_contexts - 1> thresholds{};
+    std::vector<rans::DecodeTable> tables;
+    std::span<const std::uint8_t> stream;
+};
+
+RansSetup read_rans_setup(const UnitHeader& header, std::span<const std::uint8_t> coded,
+                          int alphabet, int max_allowed_contexts) {
+    RansSetup setup;
+    if (coded.size() < 2) corrupt(header, "rANS payload too short");
+    setup.contexts = coded[1];
+    if (setup.contexts < 1 || setup.contexts > max_allowed_contexts)
+        corrupt(header, "bad rANS context count");
+    std::size_t at = 2;
+    if (max_allowed_contexts == max_contexts) {  // levels: thresholds follow
+        if (coded.size() < at + std::size_t(setup.contexts - 1))
+            corrupt(header, "rANS payload too short");
+        int previous = 0;
+        for (int c = 0; c < setup.contexts - 1; ++c) {
+            const int threshold = coded[at++];
+            if (threshold <= previous || threshold >= alphabet)
+                corrupt(header, "bad rANS context thresholds");
+            setup.thresholds[std::size_t(c)] = static_cast<std::uint8_t>(threshold);
+            previous = threshold;
+        }
+    }
+    rans::BitCursor table_bits(coded.subspan(at));
+    setup.tables.resize(std::size_t(setup.contexts));
+    std::array<std::uint16_t, rans::max_alphabet> frequencies{};
+    for (auto& table : setup.tables) {
+        if (!rans::read_table(table_bits, alphabet, frequencies.data()))
+            corrupt(header, "bad rANS frequency table");
+        rans::build_decode_table(std::span(frequencies).first(std::size_t(alphabet)), table);
+    }
+    at += table_bits.bytes_used();
+    if (coded.size() < at + rans::state_bytes) corrupt(header, "rANS stream too short");
+    setup.stream = coded.subspan(at);
+    return setup;
+}
+
+// Decodes one symbol per element of `out`, lane i mod 8, with the table
+// table_for(i) names; seen(symbol) hears each symbol as it is decoded. The
+// states live in locals, eight at a time.
+template <typename TableFor, typename Seen>
+void decode_symbols(rans::Decoder& decoder, std::span<std::int32_t> out, TableFor table_for,
+                    Seen seen) {
+    auto& lanes = decoder.states();
+    std::uint32_t x0 = lanes[0], x1 = lanes[1], x2 = lanes[2], x3 = lanes[3], x4 = lanes[4],
+                  x5 = lanes[5], x6 = lanes[6], x7 = lanes[7];
+    auto one = [&](std::uint32_t& x, std::size_t i) {
+        const std::uint32_t symbol = decoder.get(x, table_for(i));
+        seen(symbol);
+        return static_cast<std::int32_t>(symbol);
+    };
+    std::int32_t* at = out.data();
+    std::size_t i = 0;
+    const std::size_t blocks = out.size() / rans::lanes * rans::lanes;
+    for (; i < blocks; i += rans::lanes, at += rans::lanes) {
+        at[0] = one(x0, i);
+        at[1] = one(x1, i + 1);
+        at[2] = one(x2, i + 2);
+        at[3] = one(x3, i + 3);
+        at[4] = one(x4, i + 4);
+        at[5] = one(x5, i + 5);
+        at[6] = one(x6, i + 6);
+        at[7] = one(x7, i + 7);
+    }
+    lanes = {x0, x1, x2, x3, x4, x5, x6, x7};
+    for (; i < out.size(); ++i) out[i] = one(lanes[i % rans::lanes], i);
+}
+
+void decode_levels_rans(const UnitHeader& header, std::span<const std::uint8_t> unit,
+                        std::span<std::int32_t> out) {
+    const int alphabet = level_token(header.limit) + 1;
+    const RansSetup setup =
+        read_rans_setup(header, coded_part(header, unit), alphabet, max_contexts);
+    // Per prediction: its context's table; per token: base and raw bit count.
+    std::array<const rans::DecodeTable*, rans::max_alphabet> table_of{};
+    for (int p = 0; p < alphabet; ++p) {
+        int context = 0;
+        for (int c = 0; c < setup.contexts - 1; ++c)
+            context += p >= setup.thresholds[std::size_t(c)];
+        table_of[std::size_t(p)] = &setup.tables[std::size_t(context)];
+    }
+    std::array<std::uint32_t, rans::max_alphabet> base{};
+    std::array<std::uint8_t, rans::max_alphabet> raw_bits{};  // sign bit included
+    for (int t = 0; t < alphabet; ++t) {
+        const TokenInfo info = token_info(t);
+        base[std::size_t(t)] = info.base;
+        raw_bits[std::size_t(t)] = static_cast<std::uint8_t>(t == 0 ? 0 : info.raw_bits + 1);
+    }
+    rans::Decoder decoder(setup.stream);
+    // Pass 1: the tokens, into `out`. Pass 2: magnitudes and signs from the
+    // raw bits. Two light loops keep the states in registers.
+    if (setup.contexts == 1) {
+        decode_symbols(
+            decoder, out, [&](std::size_t) -> const rans::DecodeTable& { return setup.tables[0]; },
+            [](std::uint32_t) {});
+    } else {
+        std::uint32_t previous = 0, before_previous = 0;
+        decode_symbols(
+            decoder, out,
+            [&](std::size_t) -> const rans::DecodeTable& {
+                return *table_of[(previous + before_previous + 1) >> 1];
+            },
+            [&](std::uint32_t token) {
+                before_previous = previous;
+                previous = token;
+            });
+    }
+    rans::RawReader raw(raw_part(header, unit));
+    std::uint32_t largest = 0;
+    for (auto& value : out) {
+        const auto token = static_cast<std::uint32_t>(value);
+        const int count = raw_bits[token];
+        const std::uint32_t bits = raw.read(count);
+        // Bits under the token, then the sign (none for token 0).
+        const std::uint32_t below = bits & (((1u << count) >> 1) - 1u);
+        const std::uint32_t magnitude = base[token] + (count ? below : 0u);
+        const std::uint32_t negative = (bits >> (count - (count != 0))) & (count != 0);
+        largest = std::max(largest, magnitude);
+        value = static_cast<std::int32_t>((magnitude ^ (0u - negative)) + negative);
+    }
+    if (largest > header.limit) corrupt(header, "decoded index exceeds the unit's limit");
+    if (decoder.ended_badly()) corrupt(header, "rANS stream does not end cleanly");
+    if (raw.overran()) corrupt(header, "payload ended early");
+}
+
+void decode_levels_adaptive(const UnitHeader& header, std::span<const std::uint8_t> unit,
+                            std::span<std::int32_t> out) {
+    codec::RangeDecoder coder(coded_part(header, unit).subspan(1));
+    codec::BitReader raw(raw_part(header, unit));
+    const int split = header.split_bits;
+    codec::LevelModel model(codec::magnitude_class(coarse_limit(header.limit, split)));
+    const auto limit = static_cast<std::int64_t>(header.limit);
+    if (split == 0) {
+        for (auto& value : out) {
+            value = model.decode(coder, raw);
+            if (std::abs(std::int64_t{value}) > limit)
+                corrupt(header, "decoded index exceeds the unit's limit");
+        }
+    } else {
+        codec::ResidualModel residual_model(split);
+        for (auto& value : out) {
+            const std::int32_t coarse = model.decode(coder, raw);
+            const std::int64_t index =
+                (std::int64_t{coarse} << split) + residual_model.decode(coarse, coder, raw);
+            if (std::abs(index) > limit) corrupt(header, "decoded index exceeds the unit's limit");
+            value = static_cast<std::int32_t>(index);
+        }
+    }
+    if (coder.overran() || raw.overran()) corrupt(header, "payload ended early");
+}
+
+void decode_refinement_rans(const UnitHeader& header, std::span<const std::uint8_t> unit,
+                            std::span<const std::int32_t> coarse, std::span<std::int32_t> out) {
+    const int k = header.bits - header.parent_bits;
+    const RefinementShape shape = refinement_shape(k);
+    const RansSetup setup = read_rans_setup(header, coded_part(header, unit), shape.alphabet, 3);
+    const auto limit = static_cast<std::int64_t>((std::uint64_t{1} << (header.bits - 1)) - 1);
+    const std::int64_t half = std::int64_t{1} << (k - 1);
+    const std::uint32_t full = std::uint32_t(shape.alphabet - 1);
+    rans::Decoder decoder(setup.stream);
+    rans::RawReader raw(raw_part(header, unit));
+    // A local copy: stores to `out` (int32) could otherwise alias the states.
+    std::array<std::uint32_t, rans::lanes> states = decoder.states();
+    const int contexts = setup.contexts;
+    bool outside = false;
+    auto one = [&](std::uint32_t& x, std::int32_t parent) -> std::int32_t {
+        const std::uint32_t symbol =
+            decoder.get(x, setup.tables[refinement_context(parent, contexts)]);
+        // The last symbol is o = 2^k itself, with no raw bits under it.
+        const int count = symbol < full ? shape.raw_bits : 0;
+        const std::int64_t offset =
+            (std::int64_t{symbol} << shape.raw_bits) | std::int64_t{raw.read(count)};
+        const std::int64_t residual = parent < 0 ? half - offset : offset - half;
+        const std::int64_t fine = (std::int64_t{parent} << k) + residual;
+        outside |= (fine > limit) | (fine < -limit);
+        return static_cast<std::int32_t>(fine);
+    };
+    std::size_t i = 0;
+    const std::size_t blocks = out.size() / rans::lanes * rans::lanes;
+    for (; i < blocks; i += rans::lanes) {
+        for (int lane = 0; lane < rans::lanes; ++lane)
+            out[i + std::size_t(lane)] =
+                one(states[std::size_t(lane)], coarse[i + std::size_t(lane)]);
+    }
+    for (; i < out.size(); ++i) out[i] = one(states[i % rans::lanes], coarse[i]);
+    decoder.states() = states;
+    if (outside) corrupt(header, "refined index exceeds its bit depth");
+    if (decoder.ended_badly()) corrupt(header, "rANS stream does not end cleanly");
+    if (raw.overran()) corrupt(header, "payload ended early");
+}
+
+void decode_refinement_adaptive(const UnitHeader& header, std::span<const std::uint8_t> unit,
+                                std::span<const std::int32_t> coarse, std::span<std::int32_t> out) {
+    const int k = header.bits - header.parent_bits;
+    const std::int64_t limit = (std::int64_t{1} << (header.bits - 1)) - 1;
+    codec::RangeDecoder coder(coded_part(header, unit).subspan(1));
+    codec::BitReader raw(raw_part(header, unit));
+    codec::ResidualModel model(k);
+    for (std::size_t i = 0; i < out.size(); ++i) {
+        const std::int32_t parent = coarse[i];
+        const std::int64_t fine = (std::int64_t{parent} << k) + model.decode(parent, coder, raw);
+        if (fine < -limit || fine > limit) corrupt(header, "refined index exceeds its bit depth");
+        out[i] = static_cast<std::int32_t>(fine);
+    }
+    if (coder.overran() || raw.overran()) corrupt(header, "payload ended early");
+}
+
 }  // namespace
 
 std::vector<UnitTarget> plan_chunks(std::uint32_t tensor_index, std::uint64_t elements,
@@ -169,23 +651,15 @@ std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const Quan
     for (const std::int32_t index : indices) {
         limit = std::max(limit, static_cast<std::uint32_t>(std::abs(std::int64_t{index})));
     }
-    const int split = split_bits_for(limit);
-    codec::RangeEncoder coder;
-    codec::BitWriter raw;
-    raw.reserve(target.count * std::size_t(std::max(codec::magnitude_class(limit) - 3, 0)) / 8 + 8);
-    codec::LevelModel model(codec::magnitude_class(coarse_limit(limit, split)));
-    if (split == 0) {
-        for (const std::int32_t index : indices) model.encode(index, coder, raw);
-    } else {
-        codec::ResidualModel residual_model(split);
-        for (const std::int32_t index : indices) {
-            const std::int64_t coarse = divide_rounding(index, split);
-            model.encode(static_cast<std::int32_t>(coarse), coder, raw);
-            residual_model.encode(static_cast<std::int32_t>(coarse),
-                                  static_cast<std::int32_t>(index - (coarse << split)), coder, raw);
+    Payload payload = encode_levels_rans(indices, limit);
+    int split = 0;
+    if (target.count <= adaptive_trial_elements) {
+        Payload adaptive = encode_levels_adaptive(indices, limit, split_bits_for(limit));
+        if (payload_size(adaptive) < payload_size(payload)) {
+            payload = std::move(adaptive);
+            split = split_bits_for(limit);
         }
     }
-    Payload payload{coder.finish(), raw.finish()};
     return assemble(UnitType::levels, rung.bits, split, target, channel_size, limit,
                     std::span(rung.steps).subspan(channels.first, channels.count), payload);
 }
@@ -198,17 +672,23 @@ std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target,
     if (k <= 0 || coarse.indices.size() != fine.indices.size()) {
         throw Error("refinement: rungs do not match");
     }
-    codec::RangeEncoder coder;
-    codec::BitWriter raw;
-    raw.reserve(target.count * std::size_t(k - 1) / 8 + 8);
-    codec::ResidualModel model(k);
     // Only this chunk's residuals: r = q_fine - 2^k q_coarse.
-    for (std::uint64_t i = target.first; i < target.first + target.count; ++i) {
+    const std::span<const std::int32_t> coarse_chunk(coarse.indices.data() + target.first,
+                                                     target.count);
+    const std::span<const std::int32_t> fine_chunk(fine.indices.data() + target.first,
+                                                   target.count);
+    for (std::size_t i = 0; i < fine_chunk.size(); ++i) {
         const std::int64_t residual =
-            std::int64_t{fine.indices[i]} - (std::int64_t{coarse.indices[i]} << k);
-        model.encode(coarse.indices[i], static_cast<std::int32_t>(residual), coder, raw);
+            std::int64_t{fine_chunk[i]} - (std::int64_t{coarse_chunk[i]} << k);
+        const ResidualRange range = residual_range(coarse_chunk[i], k);
+        if (residual < range.low || residual > range.high)
+            throw Error("refinement: the rungs are not one ladder (residual out of range)");
     }
-    Payload payload{coder.finish(), raw.finish()};
+    Payload payload = encode_refinement_rans(coarse_chunk, fine_chunk, k);
+    if (target.count <= adaptive_trial_elements) {
+        Payload adaptive = encode_refinement_adaptive(coarse_chunk, fine_chunk, k);
+        if (payload_size(adaptive) < payload_size(payload)) payload = std::move(adaptive);
+    }
     return assemble(UnitType::refinement, fine.bits, coarse.bits, target, 0, 0, {}, payload);
 }
 
@@ -228,9 +708,15 @@ UnitHeader read_unit_header(std::span<const std::uint8_t> unit, std::string_view
         fail("truncated unit (" + std::to_string(unit.size()) + " bytes)");
     const std::uint8_t* at = unit.data();
     if (std::memcmp(at, magic, 4) != 0) fail("not a bitinc unit (bad magic)");
+    if (at[4] < unit_format_version) {
+        fail("unit format " + std::to_string(at[4]) +
+             " is from an older bitinc; re-pack the model (this build reads unit format " +
+             std::to_string(unit_format_version) + ")");
+    }
     if (at[4] != unit_format_version) {
-        fail("unit format version " + std::to_string(at[4]) +
-             " is not supported (this build reads " + std::to_string(unit_format_version) + ")");
+        fail("unit format " + std::to_string(at[4]) +
+             " is from a newer bitinc; update bitinc (this build reads unit format " +
+             std::to_string(unit_format_version) + ")");
     }
     UnitHeader header;
     header.unit_bytes = get_u32(at + 8);
@@ -279,8 +765,16 @@ UnitHeader read_unit_header(std::span<const std::uint8_t> unit, std::string_view
             if (header.limit > (std::uint64_t{1} << (header.bits - 1)) - 1) {
                 fail("levels unit's limit exceeds its bit depth");
             }
-            if (header.split_bits != split_bits_for(header.limit))
-                fail("levels unit has a bad split");
+            if (header.coded_bytes < 1) fail("levels unit has no coder byte");
+            header.coder = static_cast<UnitCoder>(at[unit_header_bytes + 2 * step_count]);
+            if (header.coder == UnitCoder::adaptive) {
+                if (header.split_bits != split_bits_for(header.limit))
+                    fail("levels unit has a bad split");
+            } else if (header.coder == UnitCoder::rans) {
+                if (header.split_bits != 0) fail("levels unit has a bad split");
+            } else {
+                fail("levels unit names an unknown coder");
+            }
             if (header.channel_size == 0 ||
                 (target.tensor_elements > 0 && header.channel_size > target.tensor_elements)) {
                 fail("levels unit has a bad channel size");
@@ -292,9 +786,12 @@ UnitHeader read_unit_header(std::span<const std::uint8_t> unit, std::string_view
         case UnitType::refinement:
             if (header.bits > max_ladder_bits || header.parent_bits < min_ladder_bits ||
                 header.parent_bits >= header.bits || step_count != 0 || header.channel_size != 0 ||
-                header.limit != 0) {
+                header.limit != 0 || header.coded_bytes < 1) {
                 fail("malformed refinement unit");
             }
+            header.coder = static_cast<UnitCoder>(at[unit_header_bytes]);
+            if (header.coder != UnitCoder::adaptive && header.coder != UnitCoder::rans)
+                fail("refinement unit names an unknown coder");
             break;
         default:
             fail("unknown unit type " + std::to_string(at[5]));
@@ -327,28 +824,11 @@ void decode_level_unit(const UnitHeader& header, std::span<const std::uint8_t> u
                        std::span<std::int32_t> out) {
     if (header.type != UnitType::levels || out.size() != header.target.count)
         corrupt(header, "not a levels unit of this size");
-    codec::RangeDecoder coder(coded_part(header, unit));
-    codec::BitReader raw(raw_part(header, unit));
-    const int split = header.split_bits;
-    codec::LevelModel model(codec::magnitude_class(coarse_limit(header.limit, split)));
-    const auto limit = static_cast<std::int64_t>(header.limit);
-    if (split == 0) {
-        for (auto& value : out) {
-            value = model.decode(coder, raw);
-            if (std::abs(std::int64_t{value}) > limit)
-                corrupt(header, "decoded index exceeds the unit's limit");
-        }
+    if (header.coder == UnitCoder::rans) {
+        decode_levels_rans(header, unit, out);
     } else {
-        codec::ResidualModel residual_model(split);
-        for (auto& value : out) {
-            const std::int32_t coarse = model.decode(coder, raw);
-            const std::int64_t index =
-                (std::int64_t{coarse} << split) + residual_model.decode(coarse, coder, raw);
-            if (std::abs(index) > limit) corrupt(header, "decoded index exceeds the unit's limit");
-            value = static_cast<std::int32_t>(index);
-        }
+        decode_levels_adaptive(header, unit, out);
     }
-    if (coder.overran() || raw.overran()) corrupt(header, "payload ended early");
 }
 
 void decode_refinement_unit(const UnitHeader& header, std::span<const std::uint8_t> unit,
@@ -357,18 +837,11 @@ void decode_refinement_unit(const UnitHeader& header, std::span<const std::uint8
         coarse.size() != out.size()) {
         corrupt(header, "not a refinement unit of this size");
     }
-    const int k = header.bits - header.parent_bits;
-    const std::int64_t limit = (std::int64_t{1} << (header.bits - 1)) - 1;
-    codec::RangeDecoder coder(coded_part(header, unit));
-    codec::BitReader raw(raw_part(header, unit));
-    codec::ResidualModel model(k);
-    for (std::size_t i = 0; i < out.size(); ++i) {
-        const std::int32_t parent = coarse[i];
-        const std::int64_t fine = (std::int64_t{parent} << k) + model.decode(parent, coder, raw);
-        if (fine < -limit || fine > limit) corrupt(header, "refined index exceeds its bit depth");
-        out[i] = static_cast<std::int32_t>(fine);
+    if (header.coder == UnitCoder::rans) {
+        decode_refinement_rans(header, unit, coarse, out);
+    } else {
+        decode_refinement_adaptive(header, unit, coarse, out);
     }
-    if (coder.overran() || raw.overran()) corrupt(header, "payload ended early");
 }
 
 }  // namespace bitinc
