@@ -99,7 +99,7 @@ void build_decode_table(std::span<const std::uint16_t> frequencies, DecodeTable&
     for (std::size_t s = 0; s < frequencies.size(); ++s) {
         const std::uint32_t frequency = frequencies[s];
         for (std::uint32_t j = 0; j < frequency; ++j) {
-            table[slot + j] = std::uint32_t(s) | ((frequency - 1) << 8) | (j << 20);
+            table[slot + j] = std::uint32_t(s) | (frequency << 7) | (j << 20);
         }
         slot += frequency;
     }

@@ -92,6 +92,20 @@ class RawReader {
     }
     bool overran() const { return position_ > std::uint64_t(size_) * 8; }
 
+    // Whether `bits` more bits can be read without any bounds check: then
+    // read_unchecked() may be used for them.
+    bool can_read_unchecked(std::uint64_t bits) const {
+        return has_fast_ && position_ + bits <= fast_end_;
+    }
+    std::uint32_t read_unchecked(std::uint32_t count) {
+        std::uint64_t word;
+        __builtin_memcpy(&word, data_ + (position_ >> 3), 8);
+        if constexpr (std::endian::native == std::endian::big) word = __builtin_bswap64(word);
+        const std::uint64_t window = word >> (position_ & 7);
+        position_ += count;
+        return static_cast<std::uint32_t>(window & ((std::uint64_t{1} << count) - 1));
+    }
+
   private:
     std::uint64_t slow_window() const {
         std::uint64_t window = 0;
@@ -110,8 +124,8 @@ class RawReader {
 };
 
 // The decoder's view of a table: for each of the 2^12 slots, the symbol, its
-// frequency minus 1 and the slot's distance from the symbol's first slot,
-// packed as symbol | (frequency - 1) << 8 | distance << 20.
+// frequency and the slot's distance from the symbol's first slot, packed as
+// symbol | frequency << 7 | distance << 20.
 using DecodeTable = std::array<std::uint32_t, total>;
 void build_decode_table(std::span<const std::uint16_t> frequencies, DecodeTable& table);
 
@@ -154,18 +168,16 @@ class Decoder {
     // `stream` holds at least state_bytes bytes (checked by the caller).
     explicit Decoder(std::span<const std::uint8_t> stream);
 
-    // One symbol on `lane` from `table`.
+    // One symbol on state x from `table`.
     std::uint32_t get(std::uint32_t& x, const DecodeTable& table) {
-        const std::uint32_t entry = table[x & slot_mask];
-        x = (((entry >> 8) & slot_mask) + 1) * (x >> precision) + (entry >> 20);
-        // Branch-free renormalization: the load is always in bounds.
-        const std::size_t at = position_ < last_ ? position_ : last_;
-        const std::uint32_t word =
-            std::uint32_t(stream_[at]) | (std::uint32_t(stream_[at + 1]) << 8);
-        const bool refill = x < lower_bound;
-        x = refill ? (x << 16) | word : x;
-        position_ += refill ? 2 : 0;
-        return entry & 0xFFu;
+        // The load is always in bounds; reads past the end show in ended_badly().
+        return step(x, table, position_ < last_ ? position_ : last_);
+    }
+    // The same without the bounds clamp, allowed while at least 16 bytes
+    // remain: eight symbols read at most eight words.
+    bool can_get_eight_unchecked() const { return position_ + 16 <= stream_.size(); }
+    std::uint32_t get_unchecked(std::uint32_t& x, const DecodeTable& table) {
+        return step(x, table, position_);
     }
     std::array<std::uint32_t, lanes>& states() { return states_; }
     // True if the stream was not consumed exactly or a state did not end at
@@ -173,6 +185,20 @@ class Decoder {
     bool ended_badly() const;
 
   private:
+    std::uint32_t step(std::uint32_t& x, const DecodeTable& table, std::size_t at) {
+        const std::uint32_t entry = table[x & slot_mask];
+        x = ((entry >> 7) & 0x1FFFu) * (x >> precision) + (entry >> 20);
+        // Branch-free renormalization: whether a state refills is a coin
+        // toss, a branch would mispredict.
+        std::uint16_t word;
+        __builtin_memcpy(&word, stream_.data() + at, 2);
+        if constexpr (std::endian::native == std::endian::big) word = __builtin_bswap16(word);
+        const std::uint32_t refill = x < lower_bound;
+        x = (x << (refill << 4)) | (word & (0u - refill));
+        position_ += refill << 1;
+        return entry & 0x7Fu;
+    }
+
     std::span<const std::uint8_t> stream_;
     std::size_t position_ = state_bytes;
     std::size_t last_ = 0;  // last position a word can start at

@@ -172,6 +172,8 @@ TokenInfo token_info(int token) {
 }
 
 constexpr int max_contexts = 4;
+// Levels use more than one context only if that codes at least 1 % smaller.
+constexpr double context_gain_needed = 0.01;
 
 // The level context of an element: its predecessor tokens' rounded mean,
 // cut by the unit's thresholds.
@@ -210,9 +212,15 @@ std::vector<std::uint8_t> choose_thresholds(const std::vector<std::uint32_t>& jo
             }
         }
     }
+    // Contexts chain each symbol's table to the previous symbols, which
+    // halves decoding speed: worth it only for a clear gain.
     int contexts = 1;
-    for (int c = 1; c < max_contexts; ++c)
-        if (best[std::size_t(c)][a] < best[std::size_t(contexts - 1)][a]) contexts = c + 1;
+    for (int c = 1; c < max_contexts; ++c) {
+        if (best[std::size_t(c)][a] < best[std::size_t(contexts - 1)][a] &&
+            best[std::size_t(c)][a] < best[0][a] * (1 - context_gain_needed)) {
+            contexts = c + 1;
+        }
+    }
     std::vector<std::uint8_t> thresholds(std::size_t(contexts - 1));
     std::size_t j = a;
     for (int c = contexts - 1; c > 0; --c) {
@@ -267,10 +275,9 @@ Payload encode_levels_rans(std::span<const std::int32_t> indices, std::uint32_t 
         before_previous = previous;
         previous = token;
         const TokenInfo info = token_info(token);
-        // The bits under the token, then the sign of a non-zero index.
+        // The sign of a non-zero index, then the bits under its token.
         if (magnitude != 0) {
-            raw.write((std::uint64_t{magnitude - info.base}) |
-                          (std::uint64_t{index < 0} << info.raw_bits),
+            raw.write(std::uint64_t{index < 0} | (std::uint64_t{magnitude - info.base} << 1),
                       info.raw_bits + 1);
         }
     }
@@ -454,6 +461,11 @@ void decode_symbols(rans::Decoder& decoder, std::span<std::int32_t> out, TableFo
     std::uint32_t x0 = lanes[0], x1 = lanes[1], x2 = lanes[2], x3 = lanes[3], x4 = lanes[4],
                   x5 = lanes[5], x6 = lanes[6], x7 = lanes[7];
     auto one = [&](std::uint32_t& x, std::size_t i) {
+        const std::uint32_t symbol = decoder.get_unchecked(x, table_for(i));
+        seen(symbol);
+        return static_cast<std::int32_t>(symbol);
+    };
+    auto checked = [&](std::uint32_t& x, std::size_t i) {
         const std::uint32_t symbol = decoder.get(x, table_for(i));
         seen(symbol);
         return static_cast<std::int32_t>(symbol);
@@ -461,7 +473,7 @@ void decode_symbols(rans::Decoder& decoder, std::span<std::int32_t> out, TableFo
     std::int32_t* at = out.data();
     std::size_t i = 0;
     const std::size_t blocks = out.size() / rans::lanes * rans::lanes;
-    for (; i < blocks; i += rans::lanes, at += rans::lanes) {
+    for (; i < blocks && decoder.can_get_eight_unchecked(); i += rans::lanes, at += rans::lanes) {
         at[0] = one(x0, i);
         at[1] = one(x1, i + 1);
         at[2] = one(x2, i + 2);
@@ -472,7 +484,7 @@ void decode_symbols(rans::Decoder& decoder, std::span<std::int32_t> out, TableFo
         at[7] = one(x7, i + 7);
     }
     lanes = {x0, x1, x2, x3, x4, x5, x6, x7};
-    for (; i < out.size(); ++i) out[i] = one(lanes[i % rans::lanes], i);
+    for (; i < out.size(); ++i) out[i] = checked(lanes[i % rans::lanes], i);
 }
 
 void decode_levels_rans(const UnitHeader& header, std::span<const std::uint8_t> unit,
@@ -516,17 +528,21 @@ void decode_levels_rans(const UnitHeader& header, std::span<const std::uint8_t> 
     }
     rans::RawReader raw(raw_part(header, unit));
     std::uint32_t largest = 0;
-    for (auto& value : out) {
-        const auto token = static_cast<std::uint32_t>(value);
-        const int count = raw_bits[token];
-        const std::uint32_t bits = raw.read(count);
-        // Bits under the token, then the sign (none for token 0).
-        const std::uint32_t below = bits & (((1u << count) >> 1) - 1u);
-        const std::uint32_t magnitude = base[token] + (count ? below : 0u);
-        const std::uint32_t negative = (bits >> (count - (count != 0))) & (count != 0);
+    auto one = [&](std::int32_t& value, std::uint32_t bits) {
+        // The sign first (none for token 0, whose count is 0), then the bits
+        // under the token.
+        const std::uint32_t negative = bits & 1u;
+        const std::uint32_t magnitude = base[std::size_t(value)] + (bits >> 1);
         largest = std::max(largest, magnitude);
         value = static_cast<std::int32_t>((magnitude ^ (0u - negative)) + negative);
+    };
+    std::size_t i = 0;
+    // Eight reads take at most 8 * 32 bits: check the bounds once for them.
+    for (; i + 8 <= out.size() && raw.can_read_unchecked(8 * 32); i += 8) {
+        for (std::size_t j = i; j < i + 8; ++j)
+            one(out[j], raw.read_unchecked(raw_bits[std::size_t(out[j])]));
     }
+    for (; i < out.size(); ++i) one(out[i], raw.read(raw_bits[std::size_t(out[i])]));
     if (largest > header.limit) corrupt(header, "decoded index exceeds the unit's limit");
     if (decoder.ended_badly()) corrupt(header, "rANS stream does not end cleanly");
     if (raw.overran()) corrupt(header, "payload ended early");
@@ -568,32 +584,50 @@ void decode_refinement_rans(const UnitHeader& header, std::span<const std::uint8
     const std::uint32_t full = std::uint32_t(shape.alphabet - 1);
     rans::Decoder decoder(setup.stream);
     rans::RawReader raw(raw_part(header, unit));
-    // A local copy: stores to `out` (int32) could otherwise alias the states.
-    std::array<std::uint32_t, rans::lanes> states = decoder.states();
+    std::array<std::uint32_t, rans::max_alphabet> raw_count{};
+    // The last symbol is o = 2^k itself, with no raw bits under it.
+    for (std::uint32_t t = 0; t < full; ++t) raw_count[t] = std::uint32_t(shape.raw_bits);
     const int contexts = setup.contexts;
-    bool outside = false;
-    auto one = [&](std::uint32_t& x, std::int32_t parent) -> std::int32_t {
-        const std::uint32_t symbol =
-            decoder.get(x, setup.tables[refinement_context(parent, contexts)]);
-        // The last symbol is o = 2^k itself, with no raw bits under it.
-        const int count = symbol < full ? shape.raw_bits : 0;
-        const std::int64_t offset =
-            (std::int64_t{symbol} << shape.raw_bits) | std::int64_t{raw.read(count)};
-        const std::int64_t residual = parent < 0 ? half - offset : offset - half;
-        const std::int64_t fine = (std::int64_t{parent} << k) + residual;
-        outside |= (fine > limit) | (fine < -limit);
-        return static_cast<std::int32_t>(fine);
+    std::int64_t lowest = 0, highest = 0;
+    auto one = [&](std::size_t i, std::uint32_t symbol, std::uint32_t bits) {
+        const std::int64_t parent = coarse[i];
+        const std::int64_t offset = (std::int64_t{symbol} << shape.raw_bits) | bits;
+        // r = o - h, negated under a negative parent (branch-free).
+        const std::int64_t flip = parent >> 63;
+        const std::int64_t fine =
+            parent * (std::int64_t{1} << k) + (((offset - half) ^ flip) - flip);
+        lowest = std::min(lowest, fine);
+        highest = std::max(highest, fine);
+        out[i] = static_cast<std::int32_t>(fine);
     };
-    std::size_t i = 0;
-    const std::size_t blocks = out.size() / rans::lanes * rans::lanes;
-    for (; i < blocks; i += rans::lanes) {
-        for (int lane = 0; lane < rans::lanes; ++lane)
-            out[i + std::size_t(lane)] =
-                one(states[std::size_t(lane)], coarse[i + std::size_t(lane)]);
+    // Blocks: symbols into a small buffer first (out may alias coarse), then
+    // the raw bits. A block is a multiple of 8 long, so lanes stay aligned.
+    constexpr std::size_t block = 2048;
+    std::array<std::int32_t, block> symbols;
+    for (std::size_t first = 0; first < out.size(); first += block) {
+        const std::size_t length = std::min(block, out.size() - first);
+        decode_symbols(
+            decoder, std::span(symbols).first(length),
+            [&](std::size_t j) -> const rans::DecodeTable& {
+                return setup.tables[refinement_context(coarse[first + j], contexts)];
+            },
+            [](std::uint32_t) {});
+        std::size_t j = 0;
+        if (shape.raw_bits == 0) {  // every bit of the offset is in the symbol
+            for (; j < length; ++j) one(first + j, std::uint32_t(symbols[j]), 0);
+        }
+        for (; j + 8 <= length && raw.can_read_unchecked(8 * 32); j += 8) {
+            for (std::size_t u = j; u < j + 8; ++u) {
+                const auto symbol = std::uint32_t(symbols[u]);
+                one(first + u, symbol, raw.read_unchecked(raw_count[symbol]));
+            }
+        }
+        for (; j < length; ++j) {
+            const auto symbol = std::uint32_t(symbols[j]);
+            one(first + j, symbol, raw.read(int(raw_count[symbol])));
+        }
     }
-    for (; i < out.size(); ++i) out[i] = one(states[i % rans::lanes], coarse[i]);
-    decoder.states() = states;
-    if (outside) corrupt(header, "refined index exceeds its bit depth");
+    if (lowest < -limit || highest > limit) corrupt(header, "refined index exceeds its bit depth");
     if (decoder.ended_badly()) corrupt(header, "rANS stream does not end cleanly");
     if (raw.overran()) corrupt(header, "payload ended early");
 }
