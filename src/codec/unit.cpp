@@ -139,9 +139,20 @@ std::span<const std::uint8_t> raw_part(const UnitHeader& header,
 // Payload coders. The coded payload of a levels or refinement unit starts
 // with a byte naming its coder (docs/format.md §3).
 
-// Chunks up to this size are also tried with the adaptive binary coder,
-// which needs no tables: it wins on small tensors.
-constexpr std::uint64_t adaptive_trial_elements = std::uint64_t{1} << 14;
+// Chunks up to 2^17 elements are also tried with the adaptive binary coder,
+// which needs no tables and follows local statistics (runs of signs, rows of
+// different scale): it wins on small tensors. Up to 2^14 elements it is
+// taken whenever smaller; above, only if it saves enough to be worth its
+// slower decoding (a device spends little time on small chunks, but the
+// rANS coder decodes 5-10 times faster).
+constexpr std::uint64_t adaptive_trial_elements = std::uint64_t{1} << 17;
+constexpr std::uint64_t adaptive_any_gain_elements = std::uint64_t{1} << 14;
+constexpr double adaptive_gain_needed = 0.005;
+
+bool adaptive_pays(std::uint64_t count, std::size_t adaptive_bytes, std::size_t rans_bytes) {
+    if (count <= adaptive_any_gain_elements) return adaptive_bytes < rans_bytes;
+    return double(adaptive_bytes) < double(rans_bytes) * (1 - adaptive_gain_needed);
+}
 
 std::size_t payload_size(const Payload& payload) {
     return payload.coded.size() + payload.raw.size();
@@ -689,7 +700,7 @@ std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const Quan
     int split = 0;
     if (target.count <= adaptive_trial_elements) {
         Payload adaptive = encode_levels_adaptive(indices, limit, split_bits_for(limit));
-        if (payload_size(adaptive) < payload_size(payload)) {
+        if (adaptive_pays(target.count, payload_size(adaptive), payload_size(payload))) {
             payload = std::move(adaptive);
             split = split_bits_for(limit);
         }
@@ -721,7 +732,8 @@ std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target,
     Payload payload = encode_refinement_rans(coarse_chunk, fine_chunk, k);
     if (target.count <= adaptive_trial_elements) {
         Payload adaptive = encode_refinement_adaptive(coarse_chunk, fine_chunk, k);
-        if (payload_size(adaptive) < payload_size(payload)) payload = std::move(adaptive);
+        if (adaptive_pays(target.count, payload_size(adaptive), payload_size(payload)))
+            payload = std::move(adaptive);
     }
     return assemble(UnitType::refinement, fine.bits, coarse.bits, target, 0, 0, {}, payload);
 }
