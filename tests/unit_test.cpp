@@ -166,6 +166,95 @@ TEST(Unit, GarbledPayloadDecodesToAnErrorOrInRangeValues) {
     }
 }
 
+// Rows of different scale and runs of signs, large enough for the rANS coder.
+Tensor large_tensor(std::size_t rows, std::size_t columns, unsigned seed) {
+    std::mt19937 generator(seed);
+    std::student_t_distribution<float> heavy_tailed(4.0f);
+    Tensor tensor;
+    tensor.name = "large";
+    tensor.shape = {std::int64_t(rows), std::int64_t(columns)};
+    tensor.values.resize(rows * columns);
+    for (std::size_t i = 0; i < tensor.values.size(); ++i)
+        tensor.values[i] = 0.01f * float(1 + (i / columns) % 9) * heavy_tailed(generator);
+    return tensor;
+}
+
+TEST(Unit, LargeChunksUseTheRansCoderAndReproduceEveryRung) {
+    const Tensor tensor = large_tensor(96, 4000, 1);  // 384,000 weights
+    for (const bool per_channel : {false, true}) {
+        for (const char* text : {"4,8,16", "8,16", "2,32", "3,4", "16"}) {
+            SCOPED_TRACE(std::string(text) + (per_channel ? " per-channel" : ""));
+            LadderPlan plan = LadderPlan::parse(text);
+            plan.per_channel = per_channel;
+            const auto rungs = quantize_ladder(tensor, plan);
+            // One chunk that does not start on a lane or channel boundary.
+            const auto chunks = plan_chunks(0, tensor.element_count(), 300'001);
+            std::vector<std::vector<std::vector<std::uint8_t>>> units(rungs.size());
+            for (const UnitTarget& chunk : chunks) {
+                units[0].push_back(encode_level_unit(chunk, rungs[0]));
+                for (std::size_t r = 1; r < rungs.size(); ++r)
+                    units[r].push_back(encode_refinement_unit(chunk, rungs[r - 1], rungs[r]));
+            }
+            for (const auto& rung : units)
+                EXPECT_EQ(read_unit_header(rung.front(), "large").coder, UnitCoder::rans);
+            EXPECT_EQ(decode_ladder(units, tensor.element_count()), rungs.back().indices);
+        }
+    }
+}
+
+TEST(Unit, OlderUnitFormatsAreRefusedWithAHint) {
+    auto unit = sample_level_unit();
+    unit[4] = 1;
+    reseal(unit);
+    try {
+        read_unit_header(unit, "old");
+        FAIL() << "no error";
+    } catch (const Error& error) {
+        EXPECT_NE(std::string(error.what())
+                      .find("unit format 1 is from an older bitinc; re-pack "
+                            "the model"),
+                  std::string::npos)
+            << error.what();
+    }
+}
+
+TEST(Unit, GarbledRansPayloadsAreErrorsOrInRange) {
+    const Tensor tensor = large_tensor(40, 4000, 2);
+    const auto rungs = quantize_ladder(tensor, LadderPlan::parse("8,16"));
+    const UnitTarget whole = plan_chunks(0, tensor.element_count(), 1 << 20).front();
+    const auto levels = encode_level_unit(whole, rungs[0]);
+    const auto refinement = encode_refinement_unit(whole, rungs[0], rungs[1]);
+    std::mt19937 generator(4);
+    int caught = 0;
+    for (int trial = 0; trial < 200; ++trial) {
+        const bool is_levels = trial % 2 == 0;
+        auto unit = is_levels ? levels : refinement;
+        const UnitHeader header = read_unit_header(unit, "good");
+        ASSERT_EQ(header.coder, UnitCoder::rans);
+        // Garble a few bytes of the payload (coder byte excluded), keep the CRC valid.
+        const std::size_t payload = unit_header_bytes + 2 * header.steps.size() + 1;
+        for (int flips = 0; flips < 1 + trial % 4; ++flips)
+            unit[payload + generator() % (unit.size() - 4 - payload)] ^=
+                std::uint8_t(1 + generator() % 255);
+        reseal(unit);
+        const UnitHeader garbled = read_unit_header(unit, "garbled");
+        std::vector<std::int32_t> out(garbled.target.count);
+        try {
+            if (is_levels) {
+                decode_level_unit(garbled, unit, out);
+                for (const std::int32_t value : out)
+                    ASSERT_LE(std::abs(value), std::int32_t(garbled.limit));
+            } else {
+                decode_refinement_unit(garbled, unit, rungs[0].indices, out);
+                for (const std::int32_t value : out) ASSERT_LE(std::abs(value), 32767);
+            }
+        } catch (const Error&) {
+            ++caught;
+        }
+    }
+    EXPECT_GT(caught, 150);  // the end-of-stream state check catches nearly all
+}
+
 }  // namespace
 }  // namespace bitinc
 
