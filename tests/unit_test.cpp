@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <random>
 
 #include "bitinc/codec.hpp"
@@ -253,6 +255,49 @@ TEST(Unit, GarbledRansPayloadsAreErrorsOrInRange) {
         }
     }
     EXPECT_GT(caught, 150);  // the end-of-stream state check catches nearly all
+}
+
+TEST(Unit, BothCodersRoundTripEveryChunkSize) {
+    const Tensor tensor = large_tensor(4, 300, 3);
+    const auto rungs = quantize_ladder(tensor, LadderPlan::parse("3,8,16"));
+    for (const UnitCoder coder : {UnitCoder::rans, UnitCoder::adaptive}) {
+        for (const std::uint64_t size : {1, 2, 7, 8, 9, 17, 255, 1200}) {
+            SCOPED_TRACE(std::to_string(int(coder)) + " chunk " + std::to_string(size));
+            std::vector<std::vector<std::vector<std::uint8_t>>> units(rungs.size());
+            for (const UnitTarget& chunk : plan_chunks(0, tensor.element_count(), size)) {
+                units[0].push_back(encode_level_unit(chunk, rungs[0], coder));
+                for (std::size_t r = 1; r < rungs.size(); ++r)
+                    units[r].push_back(
+                        encode_refinement_unit(chunk, rungs[r - 1], rungs[r], coder));
+            }
+            EXPECT_EQ(read_unit_header(units[1][0], "forced").coder, coder);
+            EXPECT_EQ(decode_ladder(units, tensor.element_count()), rungs.back().indices);
+        }
+    }
+}
+
+// Writes the unit fuzz corpus (tests/fuzz/corpus/unit) when
+// BITINC_WRITE_UNIT_CORPUS names a directory; otherwise does nothing.
+TEST(Unit, WritesTheFuzzCorpusWhenAsked) {
+    const char* directory = std::getenv("BITINC_WRITE_UNIT_CORPUS");
+    if (directory == nullptr) GTEST_SKIP() << "set BITINC_WRITE_UNIT_CORPUS=DIR to write it";
+    const Tensor tensor = large_tensor(3, 16, 5);
+    const auto rungs = quantize_ladder(tensor, LadderPlan::parse("4,8,16"));
+    const UnitTarget chunk{0, tensor.element_count(), 5, 37};
+    auto write = [&](const std::string& name, const std::vector<std::uint8_t>& unit) {
+        testing::spit(std::filesystem::path(directory) / name,
+                      std::string(unit.begin(), unit.end()));
+    };
+    write("exact.bin", encode_exact_unit(chunk, tensor.values));
+    for (const auto& [coder, tag] :
+         {std::pair{UnitCoder::rans, "rans"}, std::pair{UnitCoder::adaptive, "adaptive"}}) {
+        write(std::string("levels4-") + tag + ".bin", encode_level_unit(chunk, rungs[0], coder));
+        write(std::string("levels16-") + tag + ".bin", encode_level_unit(chunk, rungs[2], coder));
+        write(std::string("refine8-") + tag + ".bin",
+              encode_refinement_unit(chunk, rungs[0], rungs[1], coder));
+        write(std::string("refine16-") + tag + ".bin",
+              encode_refinement_unit(chunk, rungs[1], rungs[2], coder));
+    }
 }
 
 }  // namespace

@@ -67,10 +67,14 @@ std::vector<UnitTarget> plan_chunks(std::uint32_t tensor_index, std::uint64_t el
 std::vector<std::uint8_t> encode_exact_unit(const UnitTarget& target,
                                             std::span<const float> values);
 // `rung` holds the whole tensor; the unit carries target's chunk of it.
-std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const QuantizedTensor& rung);
+// `coder` none lets the encoder choose (rANS, or the adaptive coder where it
+// is clearly smaller); tests and benchmarks may force one.
+std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const QuantizedTensor& rung,
+                                            UnitCoder coder = UnitCoder::none);
 std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target,
                                                  const QuantizedTensor& coarse,
-                                                 const QuantizedTensor& fine);
+                                                 const QuantizedTensor& fine,
+                                                 UnitCoder coder = UnitCoder::none);
 
 // The total length of the unit that starts `bytes`, read from its header, or
 // 0 if fewer than 12 bytes are there yet or the magic is wrong. Lets a reader

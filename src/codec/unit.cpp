@@ -687,7 +687,8 @@ std::vector<std::uint8_t> encode_exact_unit(const UnitTarget& target,
     return assemble(UnitType::exact, 32, 0, target, 0, 0, {}, payload);
 }
 
-std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const QuantizedTensor& rung) {
+std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const QuantizedTensor& rung,
+                                            UnitCoder coder) {
     check_target(target, rung.indices.size());
     const std::uint64_t channel_size = std::max<std::uint64_t>(rung.channel_size, 1);
     const ChannelSpan channels = channels_of(target, channel_size);
@@ -696,22 +697,23 @@ std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const Quan
     for (const std::int32_t index : indices) {
         limit = std::max(limit, static_cast<std::uint32_t>(std::abs(std::int64_t{index})));
     }
-    Payload payload = encode_levels_rans(indices, limit);
-    int split = 0;
-    if (target.count <= adaptive_trial_elements) {
-        Payload adaptive = encode_levels_adaptive(indices, limit, split_bits_for(limit));
-        if (adaptive_pays(target.count, payload_size(adaptive), payload_size(payload))) {
-            payload = std::move(adaptive);
-            split = split_bits_for(limit);
-        }
+    const int split = split_bits_for(limit);
+    Payload payload;
+    bool adaptive = coder == UnitCoder::adaptive;
+    if (coder != UnitCoder::adaptive) payload = encode_levels_rans(indices, limit);
+    if (adaptive || (coder == UnitCoder::none && target.count <= adaptive_trial_elements)) {
+        Payload candidate = encode_levels_adaptive(indices, limit, split);
+        adaptive =
+            adaptive || adaptive_pays(target.count, payload_size(candidate), payload_size(payload));
+        if (adaptive) payload = std::move(candidate);
     }
-    return assemble(UnitType::levels, rung.bits, split, target, channel_size, limit,
+    return assemble(UnitType::levels, rung.bits, adaptive ? split : 0, target, channel_size, limit,
                     std::span(rung.steps).subspan(channels.first, channels.count), payload);
 }
 
 std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target,
                                                  const QuantizedTensor& coarse,
-                                                 const QuantizedTensor& fine) {
+                                                 const QuantizedTensor& fine, UnitCoder coder) {
     check_target(target, fine.indices.size());
     const int k = fine.bits - coarse.bits;
     if (k <= 0 || coarse.indices.size() != fine.indices.size()) {
@@ -729,11 +731,14 @@ std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target,
         if (residual < range.low || residual > range.high)
             throw Error("refinement: the rungs are not one ladder (residual out of range)");
     }
-    Payload payload = encode_refinement_rans(coarse_chunk, fine_chunk, k);
-    if (target.count <= adaptive_trial_elements) {
-        Payload adaptive = encode_refinement_adaptive(coarse_chunk, fine_chunk, k);
-        if (adaptive_pays(target.count, payload_size(adaptive), payload_size(payload)))
-            payload = std::move(adaptive);
+    Payload payload;
+    if (coder != UnitCoder::adaptive) payload = encode_refinement_rans(coarse_chunk, fine_chunk, k);
+    if (coder == UnitCoder::adaptive ||
+        (coder == UnitCoder::none && target.count <= adaptive_trial_elements)) {
+        Payload candidate = encode_refinement_adaptive(coarse_chunk, fine_chunk, k);
+        if (coder == UnitCoder::adaptive ||
+            adaptive_pays(target.count, payload_size(candidate), payload_size(payload)))
+            payload = std::move(candidate);
     }
     return assemble(UnitType::refinement, fine.bits, coarse.bits, target, 0, 0, {}, payload);
 }
