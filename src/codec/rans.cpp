@@ -67,6 +67,16 @@ double coded_bits(std::span<const std::uint32_t> counts) {
     return bits;
 }
 
+double estimated_bits(std::span<const std::uint32_t> counts) {
+    double sum = 0, bits = 0;
+    for (const std::uint32_t count : counts) {
+        sum += count;
+        // A zero frequency takes 1 bit in the table, others about 12.
+        bits += count ? 12 - double(count) * std::log2(double(count)) : 1;
+    }
+    return sum > 0 ? bits + sum * std::log2(sum) : bits;
+}
+
 void write_table(BitWriter& out, std::span<const std::uint16_t> frequencies) {
     for (const std::uint16_t frequency : frequencies) {
         const std::uint32_t value = frequency + 1u;

@@ -59,6 +59,9 @@ class BitCursor {
     bool overran_ = false;
 };
 
+// The same, estimated fast from the ideal code length (no normalization).
+double estimated_bits(std::span<const std::uint32_t> counts);
+
 // A table's frequencies in the table bit stream: each as an Elias-gamma
 // code of f + 1 (docs/format.md §4.2).
 void write_table(BitWriter& out, std::span<const std::uint16_t> frequencies);

@@ -149,6 +149,32 @@ constexpr std::uint64_t adaptive_trial_elements = std::uint64_t{1} << 17;
 constexpr std::uint64_t adaptive_any_gain_elements = std::uint64_t{1} << 14;
 constexpr double adaptive_gain_needed = 0.005;
 
+// Bits per sign of non-zero indices given the previous sign: below 1 where
+// signs come in runs, which the adaptive coder exploits and rANS does not.
+double sign_entropy(std::span<const std::int32_t> indices) {
+    double counts[3][2] = {};
+    int previous = 0;
+    for (const std::int32_t index : indices) {
+        if (index == 0) continue;
+        counts[previous][index < 0] += 1;
+        previous = index < 0 ? 2 : 1;
+    }
+    double bits = 0, total = 0;
+    for (const auto& row : counts) {
+        const double n = row[0] + row[1];
+        for (const double c : row)
+            if (c > 0) bits -= c * std::log2(c / n);
+        total += n;
+    }
+    return total > 0 ? bits / total : 1.0;
+}
+
+// Whether to try the adaptive coder at all (it encodes 5x slower).
+bool adaptive_worth_trying(std::span<const std::int32_t> indices) {
+    if (indices.size() <= adaptive_any_gain_elements) return true;
+    return indices.size() <= adaptive_trial_elements && sign_entropy(indices) < 0.95;
+}
+
 bool adaptive_pays(std::uint64_t count, std::size_t adaptive_bytes, std::size_t rans_bytes) {
     if (count <= adaptive_any_gain_elements) return adaptive_bytes < rans_bytes;
     return double(adaptive_bytes) < double(rans_bytes) * (1 - adaptive_gain_needed);
@@ -193,50 +219,73 @@ inline int level_prediction(int previous, int before_previous) {
 }
 
 // Chooses up to max_contexts contexts, as contiguous ranges of the
-// prediction, minimizing the coded size including tables (a small dynamic
-// programme over the joint histogram).
+// prediction, minimizing the estimated coded size including tables: a small
+// dynamic programme over the joint histogram, cutting only at (up to 16)
+// quantiles of the prediction so that it stays cheap.
 std::vector<std::uint8_t> choose_thresholds(const std::vector<std::uint32_t>& joint, int alphabet) {
     const auto a = std::size_t(alphabet);
-    // cost[i][j]: contexts covering predictions [i, j).
-    std::vector<double> cost((a + 1) * (a + 1), 0.0);
-    std::vector<std::uint32_t> counts(a);
-    for (std::size_t i = 0; i < a; ++i) {
-        std::fill(counts.begin(), counts.end(), 0u);
-        for (std::size_t j = i + 1; j <= a; ++j) {
-            for (std::size_t t = 0; t < a; ++t) counts[t] += joint[(j - 1) * a + t];
-            cost[i * (a + 1) + j] = rans::coded_bits(counts);
+    std::vector<std::uint64_t> row_mass(a, 0);
+    std::uint64_t total = 0;
+    for (std::size_t p = 0; p < a; ++p) {
+        for (std::size_t t = 0; t < a; ++t) row_mass[p] += joint[p * a + t];
+        total += row_mass[p];
+    }
+    // Candidate cuts: 0, the predictions where the cumulative mass crosses
+    // q/16, and a.
+    constexpr std::uint64_t quantiles = 16;
+    std::vector<std::size_t> cuts = {0};
+    std::uint64_t below = 0;
+    for (std::size_t p = 0; p + 1 < a; ++p) {
+        below += row_mass[p];
+        if (below * quantiles / std::max<std::uint64_t>(total, 1) >
+                (below - row_mass[p]) * quantiles / std::max<std::uint64_t>(total, 1) &&
+            below < total) {
+            cuts.push_back(p + 1);
         }
     }
-    // best[c][j]: predictions [0, j) in c + 1 contexts.
+    cuts.push_back(a);
+    const std::size_t m = cuts.size();
+    // cost[i][j]: one context covering predictions [cuts[i], cuts[j]).
+    std::vector<double> cost(m * m, 0.0);
+    std::vector<std::uint32_t> counts(a);
+    for (std::size_t i = 0; i + 1 < m; ++i) {
+        std::fill(counts.begin(), counts.end(), 0u);
+        for (std::size_t j = i + 1; j < m; ++j) {
+            for (std::size_t p = cuts[j - 1]; p < cuts[j]; ++p)
+                for (std::size_t t = 0; t < a; ++t) counts[t] += joint[p * a + t];
+            cost[i * m + j] = rans::estimated_bits(counts);
+        }
+    }
+    // best[c][j]: predictions [0, cuts[j]) in c + 1 contexts.
     constexpr double infinity = 1e300;
-    std::vector<std::vector<double>> best(max_contexts, std::vector<double>(a + 1, infinity));
-    std::vector<std::vector<std::size_t>> cut(max_contexts, std::vector<std::size_t>(a + 1, 0));
-    for (std::size_t j = 1; j <= a; ++j) best[0][j] = cost[j];
-    for (int c = 1; c < max_contexts; ++c) {
-        for (std::size_t j = std::size_t(c) + 1; j <= a; ++j) {
-            for (std::size_t i = std::size_t(c); i < j; ++i) {
-                const double total = best[std::size_t(c - 1)][i] + cost[i * (a + 1) + j] + 8;
-                if (total < best[std::size_t(c)][j]) {
-                    best[std::size_t(c)][j] = total;
-                    cut[std::size_t(c)][j] = i;
+    std::vector<std::vector<double>> best(max_contexts, std::vector<double>(m, infinity));
+    std::vector<std::vector<std::size_t>> from(max_contexts, std::vector<std::size_t>(m, 0));
+    for (std::size_t j = 1; j < m; ++j) best[0][j] = cost[j];
+    for (std::size_t c = 1; c < std::size_t(max_contexts); ++c) {
+        for (std::size_t j = c + 1; j < m; ++j) {
+            for (std::size_t i = c; i < j; ++i) {
+                const double bits = best[c - 1][i] + cost[i * m + j] + 8;
+                if (bits < best[c][j]) {
+                    best[c][j] = bits;
+                    from[c][j] = i;
                 }
             }
         }
     }
     // Contexts chain each symbol's table to the previous symbols, which
     // halves decoding speed: worth it only for a clear gain.
-    int contexts = 1;
-    for (int c = 1; c < max_contexts; ++c) {
-        if (best[std::size_t(c)][a] < best[std::size_t(contexts - 1)][a] &&
-            best[std::size_t(c)][a] < best[0][a] * (1 - context_gain_needed)) {
+    std::size_t contexts = 1;
+    for (std::size_t c = 1; c < std::size_t(max_contexts); ++c) {
+        if (best[c][m - 1] < best[contexts - 1][m - 1] &&
+            best[c][m - 1] < best[0][m - 1] * (1 - context_gain_needed)) {
             contexts = c + 1;
         }
     }
-    std::vector<std::uint8_t> thresholds(std::size_t(contexts - 1));
-    std::size_t j = a;
-    for (int c = contexts - 1; c > 0; --c) {
-        j = cut[std::size_t(c)][j];
-        thresholds[std::size_t(c - 1)] = static_cast<std::uint8_t>(j);
+    std::vector<std::uint8_t> thresholds(contexts - 1);
+    std::size_t j = m - 1;
+    for (std::size_t c = contexts - 1; c > 0; --c) {
+        j = from[c][j];
+        thresholds[c - 1] = static_cast<std::uint8_t>(cuts[j]);
     }
     return thresholds;
 }
@@ -701,7 +750,7 @@ std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const Quan
     Payload payload;
     bool adaptive = coder == UnitCoder::adaptive;
     if (coder != UnitCoder::adaptive) payload = encode_levels_rans(indices, limit);
-    if (adaptive || (coder == UnitCoder::none && target.count <= adaptive_trial_elements)) {
+    if (adaptive || (coder == UnitCoder::none && adaptive_worth_trying(indices))) {
         Payload candidate = encode_levels_adaptive(indices, limit, split);
         adaptive =
             adaptive || adaptive_pays(target.count, payload_size(candidate), payload_size(payload));
@@ -734,7 +783,7 @@ std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target,
     Payload payload;
     if (coder != UnitCoder::adaptive) payload = encode_refinement_rans(coarse_chunk, fine_chunk, k);
     if (coder == UnitCoder::adaptive ||
-        (coder == UnitCoder::none && target.count <= adaptive_trial_elements)) {
+        (coder == UnitCoder::none && target.count <= adaptive_any_gain_elements)) {
         Payload candidate = encode_refinement_adaptive(coarse_chunk, fine_chunk, k);
         if (coder == UnitCoder::adaptive ||
             adaptive_pays(target.count, payload_size(candidate), payload_size(payload)))
