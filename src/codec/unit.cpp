@@ -214,8 +214,11 @@ constexpr double context_gain_needed = 0.01;
 
 // The level context of an element: its predecessor tokens' rounded mean,
 // cut by the unit's thresholds.
-inline int level_prediction(int previous, int before_previous) {
-    return (previous + before_previous + 1) >> 1;
+// From the tokens three and four places back, not the previous ones: the
+// decoder then runs three independent chains of table lookups instead of
+// one, as fast as without contexts, for 0.02 % more bytes.
+inline int level_prediction(int third_last, int fourth_last) {
+    return (third_last + fourth_last + 1) >> 1;
 }
 
 // Chooses up to max_contexts contexts, as contiguous ranges of the
@@ -325,15 +328,13 @@ Payload encode_levels_rans(std::span<const std::int32_t> indices, std::uint32_t 
     std::vector<std::uint32_t> joint(a * a, 0);
     codec::BitWriter raw;
     raw.reserve(indices.size() / 2 + 8);
-    int previous = 0, before_previous = 0;
     for (std::size_t i = 0; i < indices.size(); ++i) {
         const std::int32_t index = indices[i];
         const auto magnitude = static_cast<std::uint32_t>(index < 0 ? -std::int64_t{index} : index);
         const int token = level_token(magnitude);
         tokens[i] = static_cast<std::uint8_t>(token);
-        ++joint[std::size_t(level_prediction(previous, before_previous)) * a + std::size_t(token)];
-        before_previous = previous;
-        previous = token;
+        const int p = level_prediction(i >= 3 ? tokens[i - 3] : 0, i >= 4 ? tokens[i - 4] : 0);
+        ++joint[std::size_t(p) * a + std::size_t(token)];
         const TokenInfo info = token_info(token);
         // The sign of a non-zero index, then the bits under its token.
         if (magnitude != 0) {
@@ -359,7 +360,7 @@ Payload encode_levels_rans(std::span<const std::int32_t> indices, std::uint32_t 
     rans::Encoder encoder;
     encoder.reserve(indices.size() / 2 + 8);
     for (std::size_t i = indices.size(); i-- > 0;) {
-        const int p = level_prediction(i >= 1 ? tokens[i - 1] : 0, i >= 2 ? tokens[i - 2] : 0);
+        const int p = level_prediction(i >= 3 ? tokens[i - 3] : 0, i >= 4 ? tokens[i - 4] : 0);
         const rans::EncodeTable& table = encode_tables[context_of[std::size_t(p)]];
         encoder.put(i, table.frequency[tokens[i]], table.start[tokens[i]]);
     }
@@ -575,15 +576,17 @@ void decode_levels_rans(const UnitHeader& header, std::span<const std::uint8_t> 
             decoder, out, [&](std::size_t) -> const rans::DecodeTable& { return setup.tables[0]; },
             [](std::uint32_t) {});
     } else {
-        std::uint32_t previous = 0, before_previous = 0;
+        std::uint32_t last = 0, second_last = 0, third_last = 0, fourth_last = 0;
         decode_symbols(
             decoder, out,
             [&](std::size_t) -> const rans::DecodeTable& {
-                return *table_of[(previous + before_previous + 1) >> 1];
+                return *table_of[(third_last + fourth_last + 1) >> 1];
             },
             [&](std::uint32_t token) {
-                before_previous = previous;
-                previous = token;
+                fourth_last = third_last;
+                third_last = second_last;
+                second_last = last;
+                last = token;
             });
     }
     rans::RawReader raw(raw_part(header, unit));
