@@ -7,7 +7,7 @@
 #
 # Runs `bitinc bench --threads 1 --repeats REPEATS` (default 3, the best
 # pass counts) pinned to CPU CORE (default 0) on ladders 4/8/16 (direct
-# rungs), 8,16 and 4,8,16, writes the JSON to OUT (default out/linkspeed) and
+# rungs), 8,16, 4,16 and 4,8,16, writes the JSON to OUT (default out/linkspeed) and
 # prints one table row per model and binary (bench/linkspeed_table.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +29,7 @@ for model in "${models[@]}"; do
         "$binary" bench --help 2>&1 | grep -q -- --repeats && repeats=(--repeats "${REPEATS:-3}")
         echo "bench $name ($label)" >&2
         taskset -c "${CORE:-0}" "$binary" bench "$model" --coders bitinc --threads 1 "${repeats[@]}" \
-            --ladders 4/8/16/8,16/4,8,16 --json > "$out/$name-$label.json"
+            --ladders 4/8/16/8,16/4,16/4,8,16 --json > "$out/$name-$label.json"
     done
 done
 /usr/bin/python3 bench/linkspeed_table.py "$out"

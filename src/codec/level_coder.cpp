@@ -109,8 +109,10 @@ void ResidualModel::encode(std::int32_t parent, std::int32_t residual, RangeEnco
     const std::size_t context = std::min<std::uint32_t>(parent_magnitude, 4) - 1;
     // The far end, o = 2^k, is shared with the neighbouring coarse index.
     const bool far_end = offset == (std::uint32_t{1} << k_);
-    coder.encode(far_end, far_end_[context]);
-    if (far_end) return;
+    if (far_end_possible_) {
+        coder.encode(far_end, far_end_[context]);
+        if (far_end) return;
+    }
     coder.encode((offset >> (k_ - 1)) & 1u, top_bit_[context]);
     if (k_ > 1) raw.write(offset, k_ - 1);
 }
@@ -122,7 +124,7 @@ std::int32_t ResidualModel::decode(std::int32_t parent, RangeDecoder& coder, Bit
         static_cast<std::uint32_t>(std::abs(std::int64_t{parent}));
     const std::size_t context = std::min<std::uint32_t>(parent_magnitude, 4) - 1;
     std::uint32_t offset = 0;
-    if (coder.decode(far_end_[context])) {
+    if (far_end_possible_ && coder.decode(far_end_[context])) {
         offset = std::uint32_t{1} << k_;
     } else {
         offset = std::uint32_t(coder.decode(top_bit_[context])) << (k_ - 1);

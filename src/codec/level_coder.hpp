@@ -58,13 +58,18 @@ class LevelModel {
 // coarse indices they refine.
 class ResidualModel {
   public:
-    explicit ResidualModel(int k) : k_(k), zero_parent_(k) {}
+    // far_end: residuals may reach the far end of their range, offset 2^k
+    // (ladder refinements); not so for the split parts of a levels unit,
+    // which round by integer division.
+    explicit ResidualModel(int k, bool far_end = true)
+        : k_(k), far_end_possible_(far_end), zero_parent_(far_end ? k : k - 1) {}
 
     void encode(std::int32_t parent, std::int32_t residual, RangeEncoder& coder, BitWriter& raw);
     std::int32_t decode(std::int32_t parent, RangeDecoder& coder, BitReader& raw);
 
   private:
     int k_;
+    bool far_end_possible_;
     LevelModel zero_parent_;
     std::array<AdaptiveBit, 4> far_end_{};  // by min(|parent|, 4)
     std::array<AdaptiveBit, 4> top_bit_{};
