@@ -121,6 +121,8 @@ EncodeTable make_encode_table(std::span<const std::uint16_t> frequencies) {
     for (std::size_t s = 0; s < frequencies.size(); ++s) {
         table.frequency[s] = frequencies[s];
         table.start[s] = static_cast<std::uint16_t>(start);
+        if (frequencies[s] != 0)
+            table.reciprocal[s] = ((std::uint64_t{1} << 44) + frequencies[s] - 1) / frequencies[s];
         start += frequencies[s];
     }
     return table;

@@ -136,6 +136,10 @@ void build_decode_table(std::span<const std::uint16_t> frequencies, DecodeTable&
 struct EncodeTable {
     std::array<std::uint16_t, max_alphabet> frequency{};
     std::array<std::uint16_t, max_alphabet> start{};
+    // ceil(2^44 / frequency): x / f = (x * reciprocal) >> 44 exactly for
+    // x < 2^32 and f <= 2^12 (the error, below 2^-12, never reaches the
+    // next multiple of 1/f), a multiply instead of a division.
+    std::array<std::uint64_t, max_alphabet> reciprocal{};
 };
 EncodeTable make_encode_table(std::span<const std::uint16_t> frequencies);
 
@@ -147,14 +151,17 @@ class Encoder {
     Encoder() { states_.fill(lower_bound); }
     void reserve(std::size_t words) { words_.reserve(words); }
     // Symbol `index` (its position in the unit) with this frequency and start.
-    void put(std::size_t index, std::uint32_t frequency, std::uint32_t start) {
+    void put(std::size_t index, const EncodeTable& table, std::uint32_t symbol) {
         std::uint32_t& x = states_[index % lanes];
+        const std::uint32_t frequency = table.frequency[symbol];
         // Keep x below frequency * 2^20 so that the result stays below 2^32.
         if (std::uint64_t{x} >= (std::uint64_t{frequency} << (32 - precision))) {
             words_.push_back(static_cast<std::uint16_t>(x));
             x >>= 16;
         }
-        x = ((x / frequency) << precision) + (x % frequency) + start;
+        const auto quotient = static_cast<std::uint32_t>(
+            (static_cast<unsigned __int128>(x) * table.reciprocal[symbol]) >> 44);
+        x = (quotient << precision) + (x - quotient * frequency) + table.start[symbol];
     }
     std::vector<std::uint8_t> finish() const;
 

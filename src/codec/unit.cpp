@@ -362,7 +362,7 @@ Payload encode_levels_rans(std::span<const std::int32_t> indices, std::uint32_t 
     for (std::size_t i = indices.size(); i-- > 0;) {
         const int p = level_prediction(i >= 3 ? tokens[i - 3] : 0, i >= 4 ? tokens[i - 4] : 0);
         const rans::EncodeTable& table = encode_tables[context_of[std::size_t(p)]];
-        encoder.put(i, table.frequency[tokens[i]], table.start[tokens[i]]);
+        encoder.put(i, table, tokens[i]);
     }
     return {concatenate(rans_preamble(thresholds, tables), encoder.finish()), raw.finish()};
 }
@@ -453,7 +453,7 @@ Payload encode_refinement_rans(std::span<const std::int32_t> coarse,
     encoder.reserve(fine.size() / 4 + 8);
     for (std::size_t i = fine.size(); i-- > 0;) {
         const rans::EncodeTable& table = encode_tables[refinement_context(coarse[i], contexts)];
-        encoder.put(i, table.frequency[symbols[i]], table.start[symbols[i]]);
+        encoder.put(i, table, symbols[i]);
     }
     return {concatenate(rans_preamble({}, tables), encoder.finish()), raw.finish()};
 }
