@@ -141,12 +141,12 @@ std::span<const std::uint8_t> raw_part(const UnitHeader& header,
 
 // Chunks up to 2^17 elements are also tried with the adaptive binary coder,
 // which needs no tables and follows local statistics (runs of signs, rows of
-// different scale): it wins on small tensors. Up to 2^14 elements it is
+// different scale): it wins on small tensors. Up to 2^11 elements it is
 // taken whenever smaller; above, only if it saves enough to be worth its
 // slower decoding (a device spends little time on small chunks, but the
 // rANS coder decodes 5-10 times faster).
 constexpr std::uint64_t adaptive_trial_elements = std::uint64_t{1} << 17;
-constexpr std::uint64_t adaptive_any_gain_elements = std::uint64_t{1} << 14;
+constexpr std::uint64_t adaptive_any_gain_elements = std::uint64_t{1} << 11;
 constexpr double adaptive_gain_needed = 0.005;
 
 // Bits per sign of non-zero indices given the previous sign: below 1 where
