@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -168,38 +169,54 @@ TEST(Unit, GarbledPayloadDecodesToAnErrorOrInRangeValues) {
     }
 }
 
-// Rows of different scale and runs of signs, large enough for the rANS coder.
-Tensor large_tensor(std::size_t rows, std::size_t columns, unsigned seed) {
+// Rows of different scale, large enough for the rANS coder; with
+// `sign_runs`, signs flip rarely (as in some trained layers), so that the
+// rANS coder codes them.
+Tensor large_tensor(std::size_t rows, std::size_t columns, unsigned seed, bool sign_runs = false) {
     std::mt19937 generator(seed);
     std::student_t_distribution<float> heavy_tailed(4.0f);
     Tensor tensor;
     tensor.name = "large";
     tensor.shape = {std::int64_t(rows), std::int64_t(columns)};
     tensor.values.resize(rows * columns);
-    for (std::size_t i = 0; i < tensor.values.size(); ++i)
-        tensor.values[i] = 0.01f * float(1 + (i / columns) % 9) * heavy_tailed(generator);
+    float sign = 1.0f;
+    for (std::size_t i = 0; i < tensor.values.size(); ++i) {
+        const float value = 0.01f * float(1 + (i / columns) % 9) * heavy_tailed(generator);
+        if (generator() % 16 == 0) sign = -sign;
+        tensor.values[i] = sign_runs ? sign * std::fabs(value) : value;
+    }
     return tensor;
 }
 
 TEST(Unit, LargeChunksUseTheRansCoderAndReproduceEveryRung) {
-    const Tensor tensor = large_tensor(96, 4000, 1);  // 384,000 weights
-    for (const bool per_channel : {false, true}) {
-        for (const char* text : {"4,8,16", "8,16", "2,32", "3,4", "16"}) {
-            SCOPED_TRACE(std::string(text) + (per_channel ? " per-channel" : ""));
-            LadderPlan plan = LadderPlan::parse(text);
-            plan.per_channel = per_channel;
-            const auto rungs = quantize_ladder(tensor, plan);
-            // One chunk that does not start on a lane or channel boundary.
-            const auto chunks = plan_chunks(0, tensor.element_count(), 300'001);
-            std::vector<std::vector<std::vector<std::uint8_t>>> units(rungs.size());
-            for (const UnitTarget& chunk : chunks) {
-                units[0].push_back(encode_level_unit(chunk, rungs[0]));
-                for (std::size_t r = 1; r < rungs.size(); ++r)
-                    units[r].push_back(encode_refinement_unit(chunk, rungs[r - 1], rungs[r]));
+    for (const bool sign_runs : {false, true}) {
+        const Tensor tensor = large_tensor(96, 4000, 1, sign_runs);  // 384,000 weights
+        for (const bool per_channel : {false, true}) {
+            for (const char* text : {"4,8,16", "8,16", "2,32", "3,4", "16"}) {
+                SCOPED_TRACE(std::string(text) + (per_channel ? " per-channel" : ""));
+                LadderPlan plan = LadderPlan::parse(text);
+                plan.per_channel = per_channel;
+                const auto rungs = quantize_ladder(tensor, plan);
+                // One chunk that does not start on a lane or channel boundary.
+                const auto chunks = plan_chunks(0, tensor.element_count(), 300'001);
+                std::vector<std::vector<std::vector<std::uint8_t>>> units(rungs.size());
+                for (const UnitTarget& chunk : chunks) {
+                    units[0].push_back(encode_level_unit(chunk, rungs[0]));
+                    for (std::size_t r = 1; r < rungs.size(); ++r)
+                        units[r].push_back(encode_refinement_unit(chunk, rungs[r - 1], rungs[r]));
+                }
+                for (const auto& rung : units)
+                    EXPECT_EQ(read_unit_header(rung.front(), "large").coder, UnitCoder::rans);
+                EXPECT_EQ(decode_ladder(units, tensor.element_count()), rungs.back().indices);
+                // With sign runs the signs are coded: the unit is smaller than
+                // one raw bit per non-zero sign would make it.
+                if (sign_runs && std::string(text) == "8,16") {
+                    const auto unsigned_tensor = large_tensor(96, 4000, 1, false);
+                    const auto plain = encode_level_unit(
+                        chunks[0], quantize_ladder(unsigned_tensor, plan)[0], UnitCoder::rans);
+                    EXPECT_LT(units[0][0].size(), plain.size() - chunks[0].count / 32) << "signs";
+                }
             }
-            for (const auto& rung : units)
-                EXPECT_EQ(read_unit_header(rung.front(), "large").coder, UnitCoder::rans);
-            EXPECT_EQ(decode_ladder(units, tensor.element_count()), rungs.back().indices);
         }
     }
 }
@@ -221,7 +238,7 @@ TEST(Unit, OlderUnitFormatsAreRefusedWithAHint) {
 }
 
 TEST(Unit, GarbledRansPayloadsAreErrorsOrInRange) {
-    const Tensor tensor = large_tensor(40, 4000, 2);
+    const Tensor tensor = large_tensor(40, 4000, 2, /*sign_runs=*/true);
     const auto rungs = quantize_ladder(tensor, LadderPlan::parse("8,16"));
     const UnitTarget whole = plan_chunks(0, tensor.element_count(), 1 << 20).front();
     const auto levels = encode_level_unit(whole, rungs[0]);
@@ -289,6 +306,10 @@ TEST(Unit, WritesTheFuzzCorpusWhenAsked) {
                       std::string(unit.begin(), unit.end()));
     };
     write("exact.bin", encode_exact_unit(chunk, tensor.values));
+    const Tensor runs = large_tensor(3, 200, 5, /*sign_runs=*/true);
+    write("levels8-rans-signs.bin",
+          encode_level_unit({0, runs.element_count(), 0, 600},
+                            quantize_ladder(runs, LadderPlan::parse("8"))[0], UnitCoder::rans));
     for (const auto& [coder, tag] :
          {std::pair{UnitCoder::rans, "rans"}, std::pair{UnitCoder::adaptive, "adaptive"}}) {
         write(std::string("levels4-") + tag + ".bin", encode_level_unit(chunk, rungs[0], coder));

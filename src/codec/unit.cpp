@@ -309,16 +309,47 @@ Payload with_coder_byte(UnitCoder coder, const std::vector<std::uint8_t>& coded,
 // The part of a rANS payload before the stream: coder byte, context count,
 // thresholds, tables.
 std::vector<std::uint8_t> rans_preamble(std::span<const std::uint8_t> thresholds,
-                                        const std::vector<std::vector<std::uint16_t>>& tables) {
+                                        const std::vector<std::vector<std::uint16_t>>& tables,
+                                        std::size_t contexts, bool levels,
+                                        std::uint32_t sign_stream_bytes) {
     codec::BitWriter table_bits;
     for (const auto& table : tables) rans::write_table(table_bits, table);
     const auto packed = table_bits.finish();
-    std::vector<std::uint8_t> bytes(2 + thresholds.size() + packed.size());
-    bytes[0] = std::uint8_t(UnitCoder::rans);
-    bytes[1] = static_cast<std::uint8_t>(tables.size());
-    std::copy(thresholds.begin(), thresholds.end(), bytes.begin() + 2);
-    std::copy(packed.begin(), packed.end(), bytes.begin() + 2 + std::ptrdiff_t(thresholds.size()));
+    std::vector<std::uint8_t> bytes = {std::uint8_t(UnitCoder::rans),
+                                       static_cast<std::uint8_t>(contexts)};
+    bytes.reserve(8 + thresholds.size() + packed.size());
+    for (const std::uint8_t threshold : thresholds) bytes.push_back(threshold);
+    if (levels) {  // the sign mode, and the sign stream's length if coded
+        bytes.push_back(sign_stream_bytes > 0);
+        if (sign_stream_bytes > 0)
+            for (int b = 0; b < 4; ++b)
+                bytes.push_back(static_cast<std::uint8_t>(sign_stream_bytes >> (8 * b)));
+    }
+    for (const std::uint8_t byte : packed) bytes.push_back(byte);
     return bytes;
+}
+
+// Signs are worth coding where they come in runs: each context is the
+// previous non-zero index's sign.
+struct SignPlan {
+    bool coded = false;
+    std::uint32_t counts[2][2] = {};
+};
+SignPlan plan_signs(std::span<const std::int32_t> indices) {
+    SignPlan plan;
+    std::uint32_t previous = 0;
+    std::uint64_t nonzero = 0;
+    for (const std::int32_t index : indices) {
+        if (index == 0) continue;
+        const std::uint32_t negative = index < 0;
+        ++plan.counts[previous][negative];
+        previous = negative;
+        ++nonzero;
+    }
+    double bits = 8.0 * (rans::state_bytes + 4);
+    for (const auto& row : plan.counts) bits += rans::estimated_bits(row);
+    plan.coded = nonzero > 0 && bits < 0.99 * double(nonzero);
+    return plan;
 }
 
 Payload encode_levels_rans(std::span<const std::int32_t> indices, std::uint32_t limit) {
@@ -326,6 +357,8 @@ Payload encode_levels_rans(std::span<const std::int32_t> indices, std::uint32_t 
     const auto a = std::size_t(alphabet);
     std::vector<std::uint8_t> tokens(indices.size());
     std::vector<std::uint32_t> joint(a * a, 0);
+    const SignPlan signs = plan_signs(indices);
+    const std::uint32_t sign_bit = signs.coded ? 0 : 1;  // in the raw stream
     codec::BitWriter raw;
     raw.reserve(indices.size() / 2 + 8);
     for (std::size_t i = 0; i < indices.size(); ++i) {
@@ -336,10 +369,12 @@ Payload encode_levels_rans(std::span<const std::int32_t> indices, std::uint32_t 
         const int p = level_prediction(i >= 3 ? tokens[i - 3] : 0, i >= 4 ? tokens[i - 4] : 0);
         ++joint[std::size_t(p) * a + std::size_t(token)];
         const TokenInfo info = token_info(token);
-        // The sign of a non-zero index, then the bits under its token.
+        // The sign of a non-zero index (unless signs are coded), then the
+        // bits under its token.
         if (magnitude != 0) {
-            raw.write(std::uint64_t{index < 0} | (std::uint64_t{magnitude - info.base} << 1),
-                      info.raw_bits + 1);
+            raw.write((std::uint64_t{index < 0} & sign_bit) |
+                          (std::uint64_t{magnitude - info.base} << sign_bit),
+                      info.raw_bits + int(sign_bit));
         }
     }
     const auto thresholds = choose_thresholds(joint, alphabet);
@@ -364,7 +399,25 @@ Payload encode_levels_rans(std::span<const std::int32_t> indices, std::uint32_t 
         const rans::EncodeTable& table = encode_tables[context_of[std::size_t(p)]];
         encoder.put(i, table, tokens[i]);
     }
-    return {concatenate(rans_preamble(thresholds, tables), encoder.finish()), raw.finish()};
+    const std::size_t contexts = tables.size();
+    std::vector<std::uint8_t> sign_stream;
+    if (signs.coded) {
+        for (const auto& row : signs.counts) tables.push_back(rans::normalize(row));
+        const rans::EncodeTable sign_tables[2] = {rans::make_encode_table(tables[contexts]),
+                                                  rans::make_encode_table(tables[contexts + 1])};
+        // Non-zero indices only, each on state (its rank among them) mod 8.
+        std::vector<std::uint8_t> negative;
+        for (const std::int32_t index : indices)
+            if (index != 0) negative.push_back(index < 0);
+        rans::Encoder sign_encoder;
+        for (std::size_t j = negative.size(); j-- > 0;)
+            sign_encoder.put(j, sign_tables[j > 0 ? negative[j - 1] : 0], negative[j]);
+        sign_stream = sign_encoder.finish();
+    }
+    auto coded = concatenate(
+        rans_preamble(thresholds, tables, contexts, true, std::uint32_t(sign_stream.size())),
+        sign_stream);
+    return {concatenate(coded, encoder.finish()), raw.finish()};
 }
 
 Payload encode_levels_adaptive(std::span<const std::int32_t> indices, std::uint32_t limit,
@@ -455,7 +508,8 @@ Payload encode_refinement_rans(std::span<const std::int32_t> coarse,
         const rans::EncodeTable& table = encode_tables[refinement_context(coarse[i], contexts)];
         encoder.put(i, table, symbols[i]);
     }
-    return {concatenate(rans_preamble({}, tables), encoder.finish()), raw.finish()};
+    return {concatenate(rans_preamble({}, tables, tables.size(), false, 0), encoder.finish()),
+            raw.finish()};
 }
 
 Payload encode_refinement_adaptive(std::span<const std::int32_t> coarse,
@@ -473,6 +527,9 @@ Payload encode_refinement_adaptive(std::span<const std::int32_t> coarse,
 // A parsed rANS preamble: decode tables by context and where the stream starts.
 struct RansSetup {
     int contexts = 0;
+    bool signs = false;  // levels: signs coded in their own stream
+    std::vector<rans::DecodeTable> sign_tables;
+    std::span<const std::uint8_t> sign_stream;
     std::array<std::uint8_t, max_contexts - 1> thresholds{};
     std::vector<rans::DecodeTable> tables;
     std::span<const std::uint8_t> stream;
@@ -498,6 +555,19 @@ RansSetup read_rans_setup(const UnitHeader& header, std::span<const std::uint8_t
             previous = threshold;
         }
     }
+    std::uint32_t sign_stream_bytes = 0;
+    if (max_allowed_contexts == max_contexts) {  // levels: the sign mode
+        if (coded.size() < at + 1) corrupt(header, "rANS payload too short");
+        const std::uint8_t mode = coded[at++];
+        if (mode > 1) corrupt(header, "bad rANS sign mode");
+        setup.signs = mode == 1;
+        if (setup.signs) {
+            if (coded.size() < at + 4) corrupt(header, "rANS payload too short");
+            sign_stream_bytes = get_u32(coded.data() + at);
+            at += 4;
+            if (sign_stream_bytes < rans::state_bytes) corrupt(header, "bad rANS sign stream");
+        }
+    }
     rans::BitCursor table_bits(coded.subspan(at));
     setup.tables.resize(std::size_t(setup.contexts));
     std::array<std::uint16_t, rans::max_alphabet> frequencies{};
@@ -506,7 +576,21 @@ RansSetup read_rans_setup(const UnitHeader& header, std::span<const std::uint8_t
             corrupt(header, "bad rANS frequency table");
         rans::build_decode_table(std::span(frequencies).first(std::size_t(alphabet)), table);
     }
+    if (setup.signs) {
+        setup.sign_tables.resize(2);
+        for (auto& table : setup.sign_tables) {
+            if (!rans::read_table(table_bits, 2, frequencies.data()))
+                corrupt(header, "bad rANS sign table");
+            rans::build_decode_table(std::span(frequencies).first(2), table);
+        }
+    }
     at += table_bits.bytes_used();
+    if (setup.signs) {
+        if (coded.size() < at || coded.size() - at < sign_stream_bytes)
+            corrupt(header, "rANS sign stream too short");
+        setup.sign_stream = coded.subspan(at, sign_stream_bytes);
+        at += sign_stream_bytes;
+    }
     if (coded.size() < at + rans::state_bytes) corrupt(header, "rANS stream too short");
     setup.stream = coded.subspan(at);
     return setup;
@@ -591,21 +675,52 @@ void decode_levels_rans(const UnitHeader& header, std::span<const std::uint8_t> 
     }
     rans::RawReader raw(raw_part(header, unit));
     std::uint32_t largest = 0;
-    auto one = [&](std::int32_t& value, std::uint32_t bits) {
+    auto one = [&](std::int32_t& value, std::uint32_t token, std::uint32_t bits) {
         // The sign first (none for token 0, whose count is 0), then the bits
         // under the token.
         const std::uint32_t negative = bits & 1u;
-        const std::uint32_t magnitude = base[std::size_t(value)] + (bits >> 1);
+        const std::uint32_t magnitude = base[token] + (bits >> 1);
         largest = std::max(largest, magnitude);
         value = static_cast<std::int32_t>((magnitude ^ (0u - negative)) + negative);
     };
     std::size_t i = 0;
-    // Eight reads take at most 8 * 32 bits: check the bounds once for them.
-    for (; i + 8 <= out.size() && raw.can_read_unchecked(8 * 32); i += 8) {
-        for (std::size_t j = i; j < i + 8; ++j)
-            one(out[j], raw.read_unchecked(raw_bits[std::size_t(out[j])]));
+    if (!setup.signs) {
+        // Eight reads take at most 8 * 32 bits: check the bounds once for them.
+        for (; i + 8 <= out.size() && raw.can_read_unchecked(8 * 32); i += 8) {
+            for (std::size_t j = i; j < i + 8; ++j) {
+                const auto token = std::uint32_t(out[j]);
+                one(out[j], token, raw.read_unchecked(raw_bits[token]));
+            }
+        }
+        for (; i < out.size(); ++i) {
+            const auto token = std::uint32_t(out[i]);
+            one(out[i], token, raw.read(raw_bits[token]));
+        }
+    } else {
+        // Pass 1b: the signs of the non-zero tokens, into bit 8.
+        rans::Decoder signs(setup.sign_stream);
+        auto& lanes = signs.states();
+        std::uint32_t previous = 0;
+        std::size_t rank = 0;
+        for (auto& value : out) {
+            if (value == 0) continue;
+            previous = signs.get(lanes[rank++ % rans::lanes], setup.sign_tables[previous]);
+            value |= static_cast<std::int32_t>(previous << 8);
+        }
+        if (signs.ended_badly()) corrupt(header, "rANS sign stream does not end cleanly");
+        // The raw bits now hold magnitudes only: one bit less per non-zero.
+        auto read_one = [&](std::int32_t& value, auto read) {
+            const auto token = std::uint32_t(value) & 0xFFu;
+            const std::uint32_t count = raw_bits[token] - (token != 0);
+            one(value, token, (read(count) << 1) | (std::uint32_t(value) >> 8));
+        };
+        for (; i + 8 <= out.size() && raw.can_read_unchecked(8 * 32); i += 8) {
+            for (std::size_t j = i; j < i + 8; ++j)
+                read_one(out[j], [&](std::uint32_t n) { return raw.read_unchecked(n); });
+        }
+        for (; i < out.size(); ++i)
+            read_one(out[i], [&](std::uint32_t n) { return raw.read(int(n)); });
     }
-    for (; i < out.size(); ++i) one(out[i], raw.read(raw_bits[std::size_t(out[i])]));
     if (largest > header.limit) corrupt(header, "decoded index exceeds the unit's limit");
     if (decoder.ended_badly()) corrupt(header, "rANS stream does not end cleanly");
     if (raw.overran()) corrupt(header, "payload ended early");
