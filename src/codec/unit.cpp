@@ -315,16 +315,15 @@ std::vector<std::uint8_t> rans_preamble(std::span<const std::uint8_t> thresholds
     codec::BitWriter table_bits;
     for (const auto& table : tables) rans::write_table(table_bits, table);
     const auto packed = table_bits.finish();
+    // Bit 7 of the context count: levels whose signs are coded.
+    const bool signs = levels && sign_stream_bytes > 0;
     std::vector<std::uint8_t> bytes = {std::uint8_t(UnitCoder::rans),
-                                       static_cast<std::uint8_t>(contexts)};
+                                       static_cast<std::uint8_t>(contexts | (signs ? 0x80u : 0u))};
     bytes.reserve(8 + thresholds.size() + packed.size());
     for (const std::uint8_t threshold : thresholds) bytes.push_back(threshold);
-    if (levels) {  // the sign mode, and the sign stream's length if coded
-        bytes.push_back(sign_stream_bytes > 0);
-        if (sign_stream_bytes > 0)
-            for (int b = 0; b < 4; ++b)
-                bytes.push_back(static_cast<std::uint8_t>(sign_stream_bytes >> (8 * b)));
-    }
+    if (signs)  // the sign stream's length
+        for (int b = 0; b < 4; ++b)
+            bytes.push_back(static_cast<std::uint8_t>(sign_stream_bytes >> (8 * b)));
     for (const std::uint8_t byte : packed) bytes.push_back(byte);
     return bytes;
 }
@@ -539,9 +538,12 @@ RansSetup read_rans_setup(const UnitHeader& header, std::span<const std::uint8_t
                           int alphabet, int max_allowed_contexts) {
     RansSetup setup;
     if (coded.size() < 2) corrupt(header, "rANS payload too short");
-    setup.contexts = coded[1];
+    setup.contexts = coded[1] & 0x7F;
+    setup.signs = (coded[1] & 0x80) != 0;
     if (setup.contexts < 1 || setup.contexts > max_allowed_contexts)
         corrupt(header, "bad rANS context count");
+    if (setup.signs && max_allowed_contexts != max_contexts)
+        corrupt(header, "refinement unit with coded signs");
     std::size_t at = 2;
     if (max_allowed_contexts == max_contexts) {  // levels: thresholds follow
         if (coded.size() < at + std::size_t(setup.contexts - 1))
@@ -556,17 +558,11 @@ RansSetup read_rans_setup(const UnitHeader& header, std::span<const std::uint8_t
         }
     }
     std::uint32_t sign_stream_bytes = 0;
-    if (max_allowed_contexts == max_contexts) {  // levels: the sign mode
-        if (coded.size() < at + 1) corrupt(header, "rANS payload too short");
-        const std::uint8_t mode = coded[at++];
-        if (mode > 1) corrupt(header, "bad rANS sign mode");
-        setup.signs = mode == 1;
-        if (setup.signs) {
-            if (coded.size() < at + 4) corrupt(header, "rANS payload too short");
-            sign_stream_bytes = get_u32(coded.data() + at);
-            at += 4;
-            if (sign_stream_bytes < rans::state_bytes) corrupt(header, "bad rANS sign stream");
-        }
+    if (setup.signs) {
+        if (coded.size() < at + 4) corrupt(header, "rANS payload too short");
+        sign_stream_bytes = get_u32(coded.data() + at);
+        at += 4;
+        if (sign_stream_bytes < rans::state_bytes) corrupt(header, "bad rANS sign stream");
     }
     rans::BitCursor table_bits(coded.subspan(at));
     setup.tables.resize(std::size_t(setup.contexts));
