@@ -139,18 +139,21 @@ std::span<const std::uint8_t> raw_part(const UnitHeader& header,
 // Payload coders. The coded payload of a levels or refinement unit starts
 // with a byte naming its coder (docs/format.md §3).
 
-// Chunks up to 2^17 elements are also tried with the adaptive binary coder,
-// which needs no tables and follows local statistics (runs of signs, rows of
-// different scale): it wins on small tensors. Up to 2^11 elements it is
-// taken whenever smaller; above, only if it saves enough to be worth its
-// slower decoding (a device spends little time on small chunks, but the
-// rANS coder decodes 5-10 times faster).
+// Chunks up to 2^11 elements, and up to 2^17 elements whose signs come in
+// runs, are also tried with the adaptive binary coder, which needs no tables
+// and follows local statistics (runs of signs, rows of different scale); it
+// is taken where it is smaller. Larger chunks, and those without sign runs,
+// where it seldom wins, do not pay for encoding twice; and the rANS coder
+// decodes 5-10 times faster.
 constexpr std::uint64_t adaptive_trial_elements = std::uint64_t{1} << 17;
-constexpr std::uint64_t adaptive_any_gain_elements = std::uint64_t{1} << 11;
-constexpr double adaptive_gain_needed = 0.005;
+constexpr std::uint64_t adaptive_always_tried_elements = std::uint64_t{1} << 11;
+
+bool adaptive_pays(std::size_t adaptive_bytes, std::size_t rans_bytes) {
+    return adaptive_bytes < rans_bytes;
+}
 
 // Bits per sign of non-zero indices given the previous sign: below 1 where
-// signs come in runs, which the adaptive coder exploits and rANS does not.
+// signs come in runs, which the adaptive coder exploits better than rANS.
 double sign_entropy(std::span<const std::int32_t> indices) {
     double counts[3][2] = {};
     int previous = 0;
@@ -171,20 +174,15 @@ double sign_entropy(std::span<const std::int32_t> indices) {
 
 // Whether to try the adaptive coder at all (it encodes 5x slower).
 bool adaptive_worth_trying(std::span<const std::int32_t> indices) {
-    if (indices.size() <= adaptive_any_gain_elements) return true;
+    if (indices.size() <= adaptive_always_tried_elements) return true;
     return indices.size() <= adaptive_trial_elements && sign_entropy(indices) < 0.99;
-}
-
-bool adaptive_pays(std::uint64_t count, std::size_t adaptive_bytes, std::size_t rans_bytes) {
-    if (count <= adaptive_any_gain_elements) return adaptive_bytes < rans_bytes;
-    return double(adaptive_bytes) < double(rans_bytes) * (1 - adaptive_gain_needed);
 }
 
 std::size_t payload_size(const Payload& payload) {
     return payload.coded.size() + payload.raw.size();
 }
 
-// Levels tokens (§4.3): magnitudes below 16 are their own token; larger ones
+// Levels tokens (§4.1): magnitudes below 16 are their own token; larger ones
 // keep their bit length and the two bits under the leading one, the rest
 // travel raw.
 constexpr int exact_tokens = 16;
@@ -866,8 +864,7 @@ std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const Quan
     if (coder != UnitCoder::adaptive) payload = encode_levels_rans(indices, limit);
     if (adaptive || (coder == UnitCoder::none && adaptive_worth_trying(indices))) {
         Payload candidate = encode_levels_adaptive(indices, limit, split);
-        adaptive =
-            adaptive || adaptive_pays(target.count, payload_size(candidate), payload_size(payload));
+        adaptive = adaptive || adaptive_pays(payload_size(candidate), payload_size(payload));
         if (adaptive) payload = std::move(candidate);
     }
     return assemble(UnitType::levels, rung.bits, adaptive ? split : 0, target, channel_size, limit,
@@ -897,10 +894,10 @@ std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target,
     Payload payload;
     if (coder != UnitCoder::adaptive) payload = encode_refinement_rans(coarse_chunk, fine_chunk, k);
     if (coder == UnitCoder::adaptive ||
-        (coder == UnitCoder::none && target.count <= adaptive_any_gain_elements)) {
+        (coder == UnitCoder::none && target.count <= adaptive_always_tried_elements)) {
         Payload candidate = encode_refinement_adaptive(coarse_chunk, fine_chunk, k);
         if (coder == UnitCoder::adaptive ||
-            adaptive_pays(target.count, payload_size(candidate), payload_size(payload)))
+            adaptive_pays(payload_size(candidate), payload_size(payload)))
             payload = std::move(candidate);
     }
     return assemble(UnitType::refinement, fine.bits, coarse.bits, target, 0, 0, {}, payload);
