@@ -129,7 +129,7 @@ EncodeTable make_encode_table(std::span<const std::uint16_t> frequencies) {
 }
 
 std::vector<std::uint8_t> Encoder::finish() const {
-    std::vector<std::uint8_t> bytes(state_bytes + 2 * words_.size());
+    std::vector<std::uint8_t> bytes(state_bytes + 2 * count_);
     for (int lane = 0; lane < lanes; ++lane) {
         for (int b = 0; b < 4; ++b)
             bytes[std::size_t(4 * lane + b)] =
@@ -137,9 +137,9 @@ std::vector<std::uint8_t> Encoder::finish() const {
     }
     // The decoder consumes words in the reverse of the order they were made.
     std::size_t at = state_bytes;
-    for (auto word = words_.rbegin(); word != words_.rend(); ++word) {
-        bytes[at++] = static_cast<std::uint8_t>(*word);
-        bytes[at++] = static_cast<std::uint8_t>(*word >> 8);
+    for (std::size_t word = count_; word-- > 0;) {
+        bytes[at++] = static_cast<std::uint8_t>(words_[word]);
+        bytes[at++] = static_cast<std::uint8_t>(words_[word] >> 8);
     }
     return bytes;
 }

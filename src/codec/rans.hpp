@@ -148,17 +148,19 @@ EncodeTable make_encode_table(std::span<const std::uint16_t> frequencies);
 // 16-bit words.
 class Encoder {
   public:
-    Encoder() { states_.fill(lower_bound); }
-    void reserve(std::size_t words) { words_.reserve(words); }
-    // Symbol `index` (its position in the unit) with this frequency and start.
+    // At most `symbols` symbols will be put: each emits at most one word.
+    explicit Encoder(std::size_t symbols) : words_(symbols + 1) { states_.fill(lower_bound); }
+    // Symbol `index` (its position in the unit) from `table`.
     void put(std::size_t index, const EncodeTable& table, std::uint32_t symbol) {
         std::uint32_t& x = states_[index % lanes];
         const std::uint32_t frequency = table.frequency[symbol];
-        // Keep x below frequency * 2^20 so that the result stays below 2^32.
-        if (std::uint64_t{x} >= (std::uint64_t{frequency} << (32 - precision))) {
-            words_.push_back(static_cast<std::uint16_t>(x));
-            x >>= 16;
-        }
+        // Keep x below frequency * 2^20 so that the result stays below 2^32;
+        // branch-free, as whether a word goes out is a coin toss.
+        const std::uint32_t emit =
+            std::uint64_t{x} >= (std::uint64_t{frequency} << (32 - precision));
+        words_[count_] = static_cast<std::uint16_t>(x);
+        count_ += emit;
+        x >>= emit << 4;
         const auto quotient = static_cast<std::uint32_t>(
             (static_cast<unsigned __int128>(x) * table.reciprocal[symbol]) >> 44);
         x = (quotient << precision) + (x - quotient * frequency) + table.start[symbol];
@@ -168,6 +170,7 @@ class Encoder {
   private:
     std::array<std::uint32_t, lanes> states_{};
     std::vector<std::uint16_t> words_;
+    std::size_t count_ = 0;
 };
 
 // The decoder's input: the states and the 16-bit words after them. Reads

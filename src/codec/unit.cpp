@@ -353,7 +353,11 @@ Payload encode_levels_rans(std::span<const std::int32_t> indices, std::uint32_t 
     const int alphabet = level_token(limit) + 1;
     const auto a = std::size_t(alphabet);
     std::vector<std::uint8_t> tokens(indices.size());
-    std::vector<std::uint32_t> joint(a * a, 0);
+    // The joint histogram of (prediction, token), in four interleaved copies
+    // on large chunks: a run of equal tokens would otherwise wait on its own
+    // increments.
+    const std::size_t copies = indices.size() >= 65536 && a <= 64 ? 4 : 1;
+    std::vector<std::uint32_t> joint_copies(copies * a * a, 0);
     const SignPlan signs = plan_signs(indices);
     const std::uint32_t sign_bit = signs.coded ? 0 : 1;  // in the raw stream
     codec::BitWriter raw;
@@ -364,7 +368,7 @@ Payload encode_levels_rans(std::span<const std::int32_t> indices, std::uint32_t 
         const int token = level_token(magnitude);
         tokens[i] = static_cast<std::uint8_t>(token);
         const int p = level_prediction(i >= 3 ? tokens[i - 3] : 0, i >= 4 ? tokens[i - 4] : 0);
-        ++joint[std::size_t(p) * a + std::size_t(token)];
+        ++joint_copies[(i % copies) * a * a + std::size_t(p) * a + std::size_t(token)];
         const TokenInfo info = token_info(token);
         // The sign of a non-zero index (unless signs are coded), then the
         // bits under its token.
@@ -374,6 +378,10 @@ Payload encode_levels_rans(std::span<const std::int32_t> indices, std::uint32_t 
                       info.raw_bits + int(sign_bit));
         }
     }
+    std::vector<std::uint32_t> joint(joint_copies.begin(),
+                                     joint_copies.begin() + std::ptrdiff_t(a * a));
+    for (std::size_t copy = 1; copy < copies; ++copy)
+        for (std::size_t j = 0; j < a * a; ++j) joint[j] += joint_copies[copy * a * a + j];
     const auto thresholds = choose_thresholds(joint, alphabet);
     std::vector<std::uint8_t> context_of(a, 0);
     for (std::size_t p = 0; p < a; ++p)
@@ -389,8 +397,7 @@ Payload encode_levels_rans(std::span<const std::int32_t> indices, std::uint32_t 
     }
     std::vector<rans::EncodeTable> encode_tables;
     for (const auto& table : tables) encode_tables.push_back(rans::make_encode_table(table));
-    rans::Encoder encoder;
-    encoder.reserve(indices.size() / 2 + 8);
+    rans::Encoder encoder(indices.size());
     for (std::size_t i = indices.size(); i-- > 0;) {
         const int p = level_prediction(i >= 3 ? tokens[i - 3] : 0, i >= 4 ? tokens[i - 4] : 0);
         const rans::EncodeTable& table = encode_tables[context_of[std::size_t(p)]];
@@ -406,7 +413,7 @@ Payload encode_levels_rans(std::span<const std::int32_t> indices, std::uint32_t 
         std::vector<std::uint8_t> negative;
         for (const std::int32_t index : indices)
             if (index != 0) negative.push_back(index < 0);
-        rans::Encoder sign_encoder;
+        rans::Encoder sign_encoder(negative.size());
         for (std::size_t j = negative.size(); j-- > 0;)
             sign_encoder.put(j, sign_tables[j > 0 ? negative[j - 1] : 0], negative[j]);
         sign_stream = sign_encoder.finish();
@@ -499,8 +506,7 @@ Payload encode_refinement_rans(std::span<const std::int32_t> coarse,
     }
     std::vector<rans::EncodeTable> encode_tables;
     for (const auto& table : tables) encode_tables.push_back(rans::make_encode_table(table));
-    rans::Encoder encoder;
-    encoder.reserve(fine.size() / 4 + 8);
+    rans::Encoder encoder(fine.size());
     for (std::size_t i = fine.size(); i-- > 0;) {
         const rans::EncodeTable& table = encode_tables[refinement_context(coarse[i], contexts)];
         encoder.put(i, table, symbols[i]);
