@@ -274,6 +274,44 @@ TEST(Unit, GarbledRansPayloadsAreErrorsOrInRange) {
     EXPECT_GT(caught, 150);  // the end-of-stream state check catches nearly all
 }
 
+TEST(Unit, MalformedRansPreamblesAreErrors) {
+    const Tensor tensor = large_tensor(4, 3000, 6, /*sign_runs=*/true);
+    const auto rungs = quantize_ladder(tensor, LadderPlan::parse("8,16"));
+    const UnitTarget whole = plan_chunks(0, tensor.element_count()).front();
+    const auto levels = encode_level_unit(whole, rungs[0], UnitCoder::rans);
+    const auto refinement = encode_refinement_unit(whole, rungs[0], rungs[1], UnitCoder::rans);
+    const std::size_t levels_coded = unit_header_bytes + 2;  // one step
+    ASSERT_EQ(levels[levels_coded], std::uint8_t(UnitCoder::rans));
+    ASSERT_NE(levels[levels_coded + 1] & 0x80, 0) << "signs should be coded";
+    struct Tamper {
+        bool is_levels;
+        std::size_t offset;  // from the coder byte
+        std::uint8_t value;
+        const char* what;
+    };
+    for (const Tamper& tamper :
+         {Tamper{true, 1, 0x80, "no contexts"}, Tamper{true, 1, 0x85, "five contexts"},
+          Tamper{true, 1, 0x7F, "127 contexts"}, Tamper{false, 1, 4, "four refinement contexts"},
+          Tamper{false, 1, 0x81, "refinement with coded signs"},
+          Tamper{true, 2, 0xFF, "sign stream length"}, Tamper{true, 5, 0xFF, "sign stream length"},
+          Tamper{false, 2, 0x00, "table bits"}}) {
+        auto bad = tamper.is_levels ? levels : refinement;
+        const std::size_t coded = tamper.is_levels ? levels_coded : unit_header_bytes;
+        // Value 0 flips every bit of the byte instead.
+        bad[coded + tamper.offset] =
+            tamper.value ? tamper.value : std::uint8_t(~bad[coded + tamper.offset]);
+        reseal(bad);
+        const UnitHeader header = read_unit_header(bad, "tampered");
+        std::vector<std::int32_t> out(header.target.count);
+        if (tamper.is_levels) {
+            EXPECT_THROW(decode_level_unit(header, bad, out), Error) << tamper.what;
+        } else {
+            EXPECT_THROW(decode_refinement_unit(header, bad, rungs[0].indices, out), Error)
+                << tamper.what;
+        }
+    }
+}
+
 TEST(Unit, BothCodersRoundTripEveryChunkSize) {
     const Tensor tensor = large_tensor(4, 300, 3);
     const auto rungs = quantize_ladder(tensor, LadderPlan::parse("3,8,16"));
