@@ -784,12 +784,21 @@ void decode_refinement_rans(const UnitHeader& header, std::span<const std::uint8
     std::array<std::int32_t, block> symbols;
     for (std::size_t first = 0; first < out.size(); first += block) {
         const std::size_t length = std::min(block, out.size() - first);
-        decode_symbols(
-            decoder, std::span(symbols).first(length),
-            [&](std::size_t j) -> const rans::DecodeTable& {
-                return setup.tables[refinement_context(coarse[first + j], contexts)];
-            },
-            [](std::uint32_t) {});
+        const auto block_symbols = std::span(symbols).first(length);
+        if (contexts == 1) {  // no need to look at the coarse indices
+            const rans::DecodeTable& only = setup.tables[0];
+            decode_symbols(
+                decoder, block_symbols,
+                [&](std::size_t) -> const rans::DecodeTable& { return only; },
+                [](std::uint32_t) {});
+        } else {
+            decode_symbols(
+                decoder, block_symbols,
+                [&](std::size_t j) -> const rans::DecodeTable& {
+                    return setup.tables[refinement_context(coarse[first + j], contexts)];
+                },
+                [](std::uint32_t) {});
+        }
         std::size_t j = 0;
         if (shape.raw_bits == 0) {  // every bit of the offset is in the symbol
             for (; j < length; ++j) one(first + j, std::uint32_t(symbols[j]), 0);
