@@ -1,5 +1,7 @@
 // Speed of the codec's inner loops on a synthetic trained-like tensor
-// (heavy-tailed, 1 M weights): weights per second, one thread.
+// (heavy-tailed, 1 M weights): weights per second, one thread. The second
+// argument picks the unit coder: 2 rANS (what encoders use on large chunks),
+// 1 the adaptive binary coder (unit format 1's coder, kept for small chunks).
 //
 //   build/bench/bitinc_codec_bench [benchmark flags]
 #include <benchmark/benchmark.h>
@@ -24,14 +26,18 @@ bitinc::Tensor synthetic_tensor() {
 }
 
 const std::vector<bitinc::QuantizedTensor>& rungs() {
-    static const auto ladder = bitinc::quantize_ladder(synthetic_tensor(), bitinc::LadderPlan::parse("4,8,16"));
+    static const auto ladder =
+        bitinc::quantize_ladder(synthetic_tensor(), bitinc::LadderPlan::parse("4,8,16"));
     return ladder;
 }
 
-bitinc::UnitTarget whole() { return bitinc::plan_chunks(0, rungs()[0].indices.size(), 1 << 20).front(); }
+bitinc::UnitTarget whole() {
+    return bitinc::plan_chunks(0, rungs()[0].indices.size(), 1 << 20).front();
+}
 
 void set_rate(benchmark::State& state) {
-    state.SetItemsProcessed(std::int64_t(state.iterations()) * std::int64_t(rungs()[0].indices.size()));
+    state.SetItemsProcessed(std::int64_t(state.iterations()) *
+                            std::int64_t(rungs()[0].indices.size()));
 }
 
 void quantize(benchmark::State& state) {
@@ -41,28 +47,37 @@ void quantize(benchmark::State& state) {
     set_rate(state);
 }
 
+bitinc::UnitCoder coder(const benchmark::State& state) {
+    return static_cast<bitinc::UnitCoder>(state.range(1));
+}
+
 void encode_levels(benchmark::State& state) {
     const auto& rung = rungs()[std::size_t(state.range(0))];
-    for (auto _ : state) benchmark::DoNotOptimize(bitinc::encode_level_unit(whole(), rung));
+    for (auto _ : state)
+        benchmark::DoNotOptimize(bitinc::encode_level_unit(whole(), rung, coder(state)));
     set_rate(state);
 }
 
 void decode_levels(benchmark::State& state) {
     const auto& rung = rungs()[std::size_t(state.range(0))];
-    const auto unit = bitinc::encode_level_unit(whole(), rung);
+    const auto unit = bitinc::encode_level_unit(whole(), rung, coder(state));
     const auto header = bitinc::read_unit_header(unit, "bench");
     std::vector<std::int32_t> out(rung.indices.size());
     for (auto _ : state) bitinc::decode_level_unit(header, unit, out);
     set_rate(state);
+    state.counters["bytes"] = double(unit.size());
 }
 
 void decode_refinement(benchmark::State& state) {
     const auto fine = std::size_t(state.range(0));
-    const auto unit = bitinc::encode_refinement_unit(whole(), rungs()[fine - 1], rungs()[fine]);
+    const auto unit =
+        bitinc::encode_refinement_unit(whole(), rungs()[fine - 1], rungs()[fine], coder(state));
     const auto header = bitinc::read_unit_header(unit, "bench");
     std::vector<std::int32_t> out(rungs()[0].indices.size());
-    for (auto _ : state) bitinc::decode_refinement_unit(header, unit, rungs()[fine - 1].indices, out);
+    for (auto _ : state)
+        bitinc::decode_refinement_unit(header, unit, rungs()[fine - 1].indices, out);
     set_rate(state);
+    state.counters["bytes"] = double(unit.size());
 }
 
 void apply_refinement(benchmark::State& state) {
@@ -78,9 +93,9 @@ void reconstruct(benchmark::State& state) {
 
 // Rung index: 0 = 4 bit, 1 = 8 bit, 2 = 16 bit.
 BENCHMARK(quantize)->Unit(benchmark::kMillisecond);
-BENCHMARK(encode_levels)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
-BENCHMARK(decode_levels)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
-BENCHMARK(decode_refinement)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
+BENCHMARK(encode_levels)->ArgsProduct({{1, 2}, {2, 1}})->Unit(benchmark::kMillisecond);
+BENCHMARK(decode_levels)->ArgsProduct({{0, 1, 2}, {2, 1}})->Unit(benchmark::kMillisecond);
+BENCHMARK(decode_refinement)->ArgsProduct({{1, 2}, {2, 1}})->Unit(benchmark::kMillisecond);
 BENCHMARK(apply_refinement)->Unit(benchmark::kMillisecond);
 BENCHMARK(reconstruct)->Unit(benchmark::kMillisecond);
 

@@ -115,10 +115,79 @@ TEST(Ladder, ResidualsStayInTheirRanges) {
         const int k = rungs[rung].bits - rungs[rung - 1].bits;
         const auto residuals = refinement_residuals(rungs[rung - 1], rungs[rung]);
         for (std::size_t i = 0; i < residuals.size(); ++i) {
-            const ResidualRange range = residual_range(rungs[rung - 1].indices[i], k);
+            const ResidualRange range = residual_range(rungs[rung - 1].indices[i], k,
+                                                       largest_index(rungs[rung - 1].bits, 4));
             ASSERT_GE(residuals[i], range.low);
             ASSERT_LE(residuals[i], range.high);
         }
+    }
+}
+
+// Every rung is the weights rounded directly at its own step (half away from
+// zero), not derived from a finer rung: no double rounding.
+TEST(Ladder, EveryRungIsPlainRounding) {
+    for (const bool per_channel : {false, true}) {
+        for (const char* text : every_ladder) {
+            LadderPlan plan = LadderPlan::parse(text);
+            plan.per_channel = per_channel;
+            const Tensor tensor = random_tensor(8, 500, 11);
+            for (const QuantizedTensor& rung : quantize_ladder(tensor, plan)) {
+                const double limit = double(largest_index(rung.bits, plan.base_bits()));
+                for (std::size_t i = 0; i < rung.indices.size(); ++i) {
+                    const double step = rung.steps[i / rung.channel_size];
+                    const double expected =
+                        std::clamp(std::round(double(tensor.values[i]) / step), -limit, limit);
+                    ASSERT_EQ(rung.indices[i], std::int32_t(expected)) << text << " " << i;
+                }
+            }
+        }
+    }
+}
+
+// Weights exactly halfway between grid points of every rung, and at the
+// largest |w|: each rung rounds them away from zero by itself, and the
+// residual that takes a rung to the next is still in its range and exact.
+TEST(Ladder, TiesAtHalfAreExactAcrossRungs) {
+    for (const char* text : {"4,8,16", "2,3,4", "8,16", "2,32", "4,16"}) {
+        const LadderPlan plan = LadderPlan::parse(text);
+        // The step comes from the largest weight; place ties on every rung's grid.
+        const Tensor probe = make_tensor({1, 1}, {1.0f});
+        const float top_step = quantize_top(probe, plan).steps[0];
+        std::vector<float> values = {1.0f, -1.0f};
+        for (const int bits : plan.bits) {
+            const float step = std::ldexp(top_step, plan.top_bits() - bits);
+            for (int j = 0; j < 6; ++j) {
+                const float tie = (float(j) + 0.5f) * step;  // exact in binary32
+                if (tie < 1.0f) {
+                    values.push_back(tie);
+                    values.push_back(-tie);
+                }
+            }
+        }
+        values.push_back(0.0f);
+        const Tensor tensor = make_tensor({1, std::int64_t(values.size())}, values);
+        SCOPED_TRACE(text);
+        const auto rungs = quantize_ladder(tensor, plan);
+        for (std::size_t r = 0; r < rungs.size(); ++r) {
+            for (std::size_t i = 0; i < values.size(); ++i) {
+                const double scaled = double(values[i]) / double(rungs[r].steps[0]);
+                if (scaled == std::trunc(scaled) + 0.5) {
+                    EXPECT_EQ(rungs[r].indices[i], std::int32_t(scaled + 0.5)) << "tie " << i;
+                }
+            }
+            if (r > 0) {
+                const int k = rungs[r].bits - rungs[r - 1].bits;
+                const auto residuals = refinement_residuals(rungs[r - 1], rungs[r]);
+                for (std::size_t i = 0; i < residuals.size(); ++i) {
+                    const ResidualRange range =
+                        residual_range(rungs[r - 1].indices[i], k,
+                                       largest_index(rungs[r - 1].bits, plan.base_bits()));
+                    EXPECT_GE(residuals[i], range.low);
+                    EXPECT_LE(residuals[i], range.high);
+                }
+            }
+        }
+        expect_ladder_is_exact(tensor, plan);
     }
 }
 

@@ -1,6 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <random>
 
 #include "bitinc/codec.hpp"
@@ -163,6 +166,196 @@ TEST(Unit, GarbledPayloadDecodesToAnErrorOrInRangeValues) {
         for (const std::int32_t value : out)
             EXPECT_LE(std::abs(value), std::int32_t(garbled.limit));
     } catch (const Error&) {
+    }
+}
+
+// Rows of different scale, large enough for the rANS coder; with
+// `sign_runs`, signs flip rarely (as in some trained layers), so that the
+// rANS coder codes them.
+Tensor large_tensor(std::size_t rows, std::size_t columns, unsigned seed, bool sign_runs = false) {
+    std::mt19937 generator(seed);
+    std::student_t_distribution<float> heavy_tailed(4.0f);
+    Tensor tensor;
+    tensor.name = "large";
+    tensor.shape = {std::int64_t(rows), std::int64_t(columns)};
+    tensor.values.resize(rows * columns);
+    float sign = 1.0f;
+    for (std::size_t i = 0; i < tensor.values.size(); ++i) {
+        const float value = 0.01f * float(1 + (i / columns) % 9) * heavy_tailed(generator);
+        if (generator() % 16 == 0) sign = -sign;
+        tensor.values[i] = sign_runs ? sign * std::fabs(value) : value;
+    }
+    return tensor;
+}
+
+TEST(Unit, LargeChunksUseTheRansCoderAndReproduceEveryRung) {
+    for (const bool sign_runs : {false, true}) {
+        const Tensor tensor = large_tensor(96, 4000, 1, sign_runs);  // 384,000 weights
+        for (const bool per_channel : {false, true}) {
+            for (const char* text : {"4,8,16", "8,16", "2,32", "3,4", "16"}) {
+                SCOPED_TRACE(std::string(text) + (per_channel ? " per-channel" : ""));
+                LadderPlan plan = LadderPlan::parse(text);
+                plan.per_channel = per_channel;
+                const auto rungs = quantize_ladder(tensor, plan);
+                // One chunk that does not start on a lane or channel boundary.
+                const auto chunks = plan_chunks(0, tensor.element_count(), 300'001);
+                std::vector<std::vector<std::vector<std::uint8_t>>> units(rungs.size());
+                for (const UnitTarget& chunk : chunks) {
+                    units[0].push_back(encode_level_unit(chunk, rungs[0]));
+                    for (std::size_t r = 1; r < rungs.size(); ++r)
+                        units[r].push_back(encode_refinement_unit(chunk, rungs[r - 1], rungs[r]));
+                }
+                for (const auto& rung : units)
+                    EXPECT_EQ(read_unit_header(rung.front(), "large").coder, UnitCoder::rans);
+                EXPECT_EQ(decode_ladder(units, tensor.element_count()), rungs.back().indices);
+                // With sign runs the signs are coded: the unit is smaller than
+                // one raw bit per non-zero sign would make it.
+                if (sign_runs && std::string(text) == "8,16") {
+                    const auto unsigned_tensor = large_tensor(96, 4000, 1, false);
+                    const auto plain = encode_level_unit(
+                        chunks[0], quantize_ladder(unsigned_tensor, plan)[0], UnitCoder::rans);
+                    EXPECT_LT(units[0][0].size(), plain.size() - chunks[0].count / 32) << "signs";
+                }
+            }
+        }
+    }
+}
+
+TEST(Unit, OlderUnitFormatsAreRefusedWithAHint) {
+    auto unit = sample_level_unit();
+    unit[4] = 1;
+    reseal(unit);
+    try {
+        read_unit_header(unit, "old");
+        FAIL() << "no error";
+    } catch (const Error& error) {
+        EXPECT_NE(std::string(error.what())
+                      .find("unit format 1 is from an older bitinc; re-pack "
+                            "the model"),
+                  std::string::npos)
+            << error.what();
+    }
+}
+
+TEST(Unit, GarbledRansPayloadsAreErrorsOrInRange) {
+    const Tensor tensor = large_tensor(40, 4000, 2, /*sign_runs=*/true);
+    const auto rungs = quantize_ladder(tensor, LadderPlan::parse("8,16"));
+    const UnitTarget whole = plan_chunks(0, tensor.element_count(), 1 << 20).front();
+    const auto levels = encode_level_unit(whole, rungs[0]);
+    const auto refinement = encode_refinement_unit(whole, rungs[0], rungs[1]);
+    std::mt19937 generator(4);
+    int caught = 0;
+    for (int trial = 0; trial < 200; ++trial) {
+        const bool is_levels = trial % 2 == 0;
+        auto unit = is_levels ? levels : refinement;
+        const UnitHeader header = read_unit_header(unit, "good");
+        ASSERT_EQ(header.coder, UnitCoder::rans);
+        // Garble a few bytes of the payload (coder byte excluded), keep the CRC valid.
+        const std::size_t payload = unit_header_bytes + 2 * header.steps.size() + 1;
+        for (int flips = 0; flips < 1 + trial % 4; ++flips)
+            unit[payload + generator() % (unit.size() - 4 - payload)] ^=
+                std::uint8_t(1 + generator() % 255);
+        reseal(unit);
+        const UnitHeader garbled = read_unit_header(unit, "garbled");
+        std::vector<std::int32_t> out(garbled.target.count);
+        try {
+            if (is_levels) {
+                decode_level_unit(garbled, unit, out);
+                for (const std::int32_t value : out)
+                    ASSERT_LE(std::abs(value), std::int32_t(garbled.limit));
+            } else {
+                decode_refinement_unit(garbled, unit, rungs[0].indices, out);
+                for (const std::int32_t value : out) ASSERT_LE(std::abs(value), 32767);
+            }
+        } catch (const Error&) {
+            ++caught;
+        }
+    }
+    EXPECT_GT(caught, 150);  // the end-of-stream state check catches nearly all
+}
+
+TEST(Unit, MalformedRansPreamblesAreErrors) {
+    const Tensor tensor = large_tensor(4, 3000, 6, /*sign_runs=*/true);
+    const auto rungs = quantize_ladder(tensor, LadderPlan::parse("8,16"));
+    const UnitTarget whole = plan_chunks(0, tensor.element_count()).front();
+    const auto levels = encode_level_unit(whole, rungs[0], UnitCoder::rans);
+    const auto refinement = encode_refinement_unit(whole, rungs[0], rungs[1], UnitCoder::rans);
+    const std::size_t levels_coded = unit_header_bytes + 2;  // one step
+    ASSERT_EQ(levels[levels_coded], std::uint8_t(UnitCoder::rans));
+    ASSERT_NE(levels[levels_coded + 1] & 0x80, 0) << "signs should be coded";
+    struct Tamper {
+        bool is_levels;
+        std::size_t offset;  // from the coder byte
+        std::uint8_t value;
+        const char* what;
+    };
+    for (const Tamper& tamper :
+         {Tamper{true, 1, 0x80, "no contexts"}, Tamper{true, 1, 0x85, "five contexts"},
+          Tamper{true, 1, 0x7F, "127 contexts"}, Tamper{false, 1, 4, "four refinement contexts"},
+          Tamper{false, 1, 0x81, "refinement with coded signs"},
+          Tamper{true, 2, 0xFF, "sign stream length"}, Tamper{true, 5, 0xFF, "sign stream length"},
+          Tamper{false, 2, 0x00, "table bits"}}) {
+        auto bad = tamper.is_levels ? levels : refinement;
+        const std::size_t coded = tamper.is_levels ? levels_coded : unit_header_bytes;
+        // Value 0 flips every bit of the byte instead.
+        bad[coded + tamper.offset] =
+            tamper.value ? tamper.value : std::uint8_t(~bad[coded + tamper.offset]);
+        reseal(bad);
+        const UnitHeader header = read_unit_header(bad, "tampered");
+        std::vector<std::int32_t> out(header.target.count);
+        if (tamper.is_levels) {
+            EXPECT_THROW(decode_level_unit(header, bad, out), Error) << tamper.what;
+        } else {
+            EXPECT_THROW(decode_refinement_unit(header, bad, rungs[0].indices, out), Error)
+                << tamper.what;
+        }
+    }
+}
+
+TEST(Unit, BothCodersRoundTripEveryChunkSize) {
+    const Tensor tensor = large_tensor(4, 300, 3);
+    const auto rungs = quantize_ladder(tensor, LadderPlan::parse("3,8,16"));
+    for (const UnitCoder coder : {UnitCoder::rans, UnitCoder::adaptive}) {
+        for (const std::uint64_t size : {1, 2, 7, 8, 9, 17, 255, 1200}) {
+            SCOPED_TRACE(std::to_string(int(coder)) + " chunk " + std::to_string(size));
+            std::vector<std::vector<std::vector<std::uint8_t>>> units(rungs.size());
+            for (const UnitTarget& chunk : plan_chunks(0, tensor.element_count(), size)) {
+                units[0].push_back(encode_level_unit(chunk, rungs[0], coder));
+                for (std::size_t r = 1; r < rungs.size(); ++r)
+                    units[r].push_back(
+                        encode_refinement_unit(chunk, rungs[r - 1], rungs[r], coder));
+            }
+            EXPECT_EQ(read_unit_header(units[1][0], "forced").coder, coder);
+            EXPECT_EQ(decode_ladder(units, tensor.element_count()), rungs.back().indices);
+        }
+    }
+}
+
+// Writes the unit fuzz corpus (tests/fuzz/corpus/unit) when
+// BITINC_WRITE_UNIT_CORPUS names a directory; otherwise does nothing.
+TEST(Unit, WritesTheFuzzCorpusWhenAsked) {
+    const char* directory = std::getenv("BITINC_WRITE_UNIT_CORPUS");
+    if (directory == nullptr) GTEST_SKIP() << "set BITINC_WRITE_UNIT_CORPUS=DIR to write it";
+    const Tensor tensor = large_tensor(3, 16, 5);
+    const auto rungs = quantize_ladder(tensor, LadderPlan::parse("4,8,16"));
+    const UnitTarget chunk{0, tensor.element_count(), 5, 37};
+    auto write = [&](const std::string& name, const std::vector<std::uint8_t>& unit) {
+        testing::spit(std::filesystem::path(directory) / name,
+                      std::string(unit.begin(), unit.end()));
+    };
+    write("exact.bin", encode_exact_unit(chunk, tensor.values));
+    const Tensor runs = large_tensor(3, 200, 5, /*sign_runs=*/true);
+    write("levels8-rans-signs.bin",
+          encode_level_unit({0, runs.element_count(), 0, 600},
+                            quantize_ladder(runs, LadderPlan::parse("8"))[0], UnitCoder::rans));
+    for (const auto& [coder, tag] :
+         {std::pair{UnitCoder::rans, "rans"}, std::pair{UnitCoder::adaptive, "adaptive"}}) {
+        write(std::string("levels4-") + tag + ".bin", encode_level_unit(chunk, rungs[0], coder));
+        write(std::string("levels16-") + tag + ".bin", encode_level_unit(chunk, rungs[2], coder));
+        write(std::string("refine8-") + tag + ".bin",
+              encode_refinement_unit(chunk, rungs[0], rungs[1], coder));
+        write(std::string("refine16-") + tag + ".bin",
+              encode_refinement_unit(chunk, rungs[1], rungs[2], coder));
     }
 }
 

@@ -31,6 +31,7 @@ nlohmann::json benchmark_json(const CoderBenchmark& result) {
     nlohmann::json json = {{"ladder", result.ladder},
                            {"per_channel", result.per_channel},
                            {"threads", result.threads},
+                           {"repeats", result.repeats},
                            {"quantized_weights", result.quantized_weights},
                            {"exact_weights", result.exact_weights},
                            {"float32_bytes", result.float32_bytes},
@@ -108,6 +109,8 @@ int run_bench(int argc, char** argv) {
     command_line.add_flag("per-channel", "one step per output channel instead of per tensor");
     command_line.add_option("coders", "C,C", "coders to compare (default bitinc,raw,zstd)");
     command_line.add_option("threads", "T", "threads coding tensors in parallel (default 1)");
+    command_line.add_option("repeats", "N",
+                            "time each encode and decode N times, report the best (default 1)");
     command_line.add_flag("json", "print one JSON object instead of text");
     if (!command_line.parse(argc, argv)) return 0;
 
@@ -115,6 +118,7 @@ int run_bench(int argc, char** argv) {
     CoderBenchmarkOptions options;
     options.plan.per_channel = command_line.flag("per-channel");
     options.threads = static_cast<int>(command_line.integer("threads", 1, 1, 64));
+    options.repeats = static_cast<int>(command_line.integer("repeats", 1, 1, 100));
     if (const auto coders = command_line.value("coders")) {
         options.coders = split(*coders, ',');
         for (const auto& name : options.coders) make_coder(name);  // fail early on a bad name

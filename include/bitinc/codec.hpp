@@ -13,7 +13,7 @@
 
 namespace bitinc {
 
-inline constexpr std::uint8_t unit_format_version = 1;
+inline constexpr std::uint8_t unit_format_version = 2;
 inline constexpr std::size_t unit_header_bytes = 64;
 // No unit carries more elements; encoders split larger tensors into chunks.
 inline constexpr std::uint64_t max_unit_elements = std::uint64_t{1} << 26;
@@ -25,6 +25,14 @@ enum class UnitType : std::uint8_t {
     exact = 1,       // float32 values, bit for bit
     levels = 2,      // quantization indices of a rung, with their steps
     refinement = 3,  // residuals taking a coarser rung's indices to a finer rung
+};
+
+// How a levels or refinement unit's payload is coded: the first byte of its
+// coded payload (docs/format.md §3).
+enum class UnitCoder : std::uint8_t {
+    none = 0,      // exact units
+    adaptive = 1,  // adaptive binary range coder: compact, for small chunks
+    rans = 2,      // interleaved rANS with per-unit tables: fast
 };
 
 // Which elements of which tensor a unit carries: [first, first + count).
@@ -47,8 +55,9 @@ struct UnitHeader {
     std::uint64_t channel_size = 0;  // levels: elements per step
     std::uint32_t limit = 0;         // levels: no |index| in the unit exceeds it
     std::vector<float> steps;        // levels: steps of the channels the chunk touches
-    std::uint32_t coded_bytes = 0;   // arithmetic-coded part of the payload
-    std::uint32_t raw_bytes = 0;     // raw-bit part of the payload
+    UnitCoder coder = UnitCoder::none;
+    std::uint32_t coded_bytes = 0;  // entropy-coded part of the payload
+    std::uint32_t raw_bytes = 0;    // raw-bit part of the payload
 };
 
 // Splits a tensor of `elements` into chunks of at most `chunk_elements`.
@@ -58,10 +67,14 @@ std::vector<UnitTarget> plan_chunks(std::uint32_t tensor_index, std::uint64_t el
 std::vector<std::uint8_t> encode_exact_unit(const UnitTarget& target,
                                             std::span<const float> values);
 // `rung` holds the whole tensor; the unit carries target's chunk of it.
-std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const QuantizedTensor& rung);
+// `coder` none lets the encoder choose (rANS, or the adaptive coder where it
+// is clearly smaller); tests and benchmarks may force one.
+std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const QuantizedTensor& rung,
+                                            UnitCoder coder = UnitCoder::none);
 std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target,
                                                  const QuantizedTensor& coarse,
-                                                 const QuantizedTensor& fine);
+                                                 const QuantizedTensor& fine,
+                                                 UnitCoder coder = UnitCoder::none);
 
 // The total length of the unit that starts `bytes`, read from its header, or
 // 0 if fewer than 12 bytes are there yet or the magic is wrong. Lets a reader

@@ -16,6 +16,7 @@ struct CoderBenchmarkOptions {
     LadderPlan plan;
     std::vector<std::string> coders{"bitinc", "raw", "zstd"};
     int threads = 1;  // tensors are coded in parallel
+    int repeats = 1;  // encode/decode times: the best of this many passes
     // Called with a short description of the step being measured.
     std::function<void(const std::string&)> progress;
 };
@@ -25,8 +26,8 @@ struct RungFigures {
     int parent_bits = 0;  // 0: levels (base rung or direct)
     std::uint64_t bytes = 0;
     double bits_per_weight = 0;
-    double encode_seconds = 0;  // wall time with the given threads
-    double decode_seconds = 0;  // including applying refinements
+    double encode_seconds = 0;  // wall time with the given threads, best pass
+    double decode_seconds = 0;  // including applying refinements, best pass
 };
 
 struct CoderFigures {
@@ -41,6 +42,7 @@ struct CoderBenchmark {
     std::string ladder;  // e.g. "4,8,16"
     bool per_channel = false;
     int threads = 1;
+    int repeats = 1;
     std::uint64_t quantized_weights = 0;
     std::uint64_t exact_weights = 0;  // sent as float32
     std::uint64_t float32_bytes = 0;  // of the quantized weights

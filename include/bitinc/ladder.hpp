@@ -5,10 +5,12 @@
 //
 //     step_b = step_top * 2^(top - b)
 //
-// and every rung's indices derive from the top rung's by rounding integer
-// division, so a finer rung is a coarser one plus a small residual:
+// and every rung's indices are the weights rounded directly at its own step
+// (no double rounding, so a coarse rung is as small as plain rounding makes
+// it). A finer rung is then a coarser one plus a small residual:
 //
-//     q_fine = 2^k * q_coarse + r,   k = fine bits - coarse bits.
+//     q_fine = 2^k * q_coarse + r,   k = fine bits - coarse bits,
+//     r in [-2^(k-1), 2^(k-1)]       (2^k + 1 values)
 //
 // Sending the base rung and then the residuals therefore reproduces a direct
 // top-rung transmission bit for bit (docs/format.md gives the exact rules).
@@ -55,31 +57,30 @@ struct QuantizedTensor {
 
 // The largest |index| a `bits` rung can hold in a ladder whose base has
 // `base_bits`: (2^(base-1) - 1) * 2^(bits - base). The maximum |weight| maps
-// exactly onto it at every rung, and coarsening never leaves the rung's range.
+// exactly onto it at every rung.
 std::int64_t largest_index(int bits, int base_bits);
 
 // Quantizes to the plan's top rung. Throws Error naming the tensor if a
 // value is NaN or infinite.
 QuantizedTensor quantize_top(const Tensor& tensor, const LadderPlan& plan);
 
-// The same tensor on a coarser grid: each index divided by 2^(finer - bits)
-// with rounding half away from zero.
-QuantizedTensor coarsen(const QuantizedTensor& finer, int bits);
-
-// Every rung of the plan, base first, each derived from the next finer one.
+// Every rung of the plan, base first, each rounded directly from the weights
+// at its step (the top step times 2^(top - bits)).
 std::vector<QuantizedTensor> quantize_ladder(const Tensor& tensor, const LadderPlan& plan);
 
 // r = q_fine - 2^k q_coarse for every index.
 std::vector<std::int32_t> refinement_residuals(const QuantizedTensor& coarse,
                                                const QuantizedTensor& fine);
 
-// The inclusive range of a residual given its coarse index's sign, for a
-// refinement of k bits. A decoder rejects anything outside it.
+// The inclusive range of a residual given its coarse index, for a refinement
+// of k bits: [-2^(k-1), 2^(k-1)], narrowed to [-2^(k-1), 0] at the coarse
+// rung's largest index +coarse_limit (where the fine rung clamps) and to
+// [0, 2^(k-1)] at -coarse_limit. coarse_limit 0: not known, not narrowed.
 struct ResidualRange {
     std::int32_t low;
     std::int32_t high;
 };
-ResidualRange residual_range(std::int32_t coarse_index, int k);
+ResidualRange residual_range(std::int32_t coarse_index, int k, std::int64_t coarse_limit = 0);
 
 // Applies residuals to a coarse rung, giving the finer rung of `fine_bits`.
 // Throws Error if the sizes differ or a residual is out of its range.

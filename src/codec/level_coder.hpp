@@ -10,8 +10,9 @@
 //
 // A refinement residual r (docs/format.md) is coded by its parent: if the
 // coarse index is 0 the residual is a small level with its own contexts; if
-// not, r spans exactly 2^k values: the top bit, oriented towards zero, is
-// context-coded by |parent| and the other k-1 bits are raw.
+// not, r spans 2^k + 1 values: a bin tells the far end (offset 2^k) apart,
+// then the top bit, oriented towards zero, is context-coded by |parent| and
+// the other k-1 bits are raw.
 #pragma once
 
 #include <array>
@@ -57,15 +58,21 @@ class LevelModel {
 // coarse indices they refine.
 class ResidualModel {
   public:
-    explicit ResidualModel(int k) : k_(k), zero_parent_(k - 1) {}
+    // far_end: residuals may reach the far end of their range, offset 2^k
+    // (ladder refinements); not so for the split parts of a levels unit,
+    // which round by integer division.
+    explicit ResidualModel(int k, bool far_end = true)
+        : k_(k), far_end_possible_(far_end), zero_parent_(far_end ? k : k - 1) {}
 
     void encode(std::int32_t parent, std::int32_t residual, RangeEncoder& coder, BitWriter& raw);
     std::int32_t decode(std::int32_t parent, RangeDecoder& coder, BitReader& raw);
 
   private:
     int k_;
+    bool far_end_possible_;
     LevelModel zero_parent_;
-    std::array<AdaptiveBit, 4> top_bit_{};  // by min(|parent|, 4)
+    std::array<AdaptiveBit, 4> far_end_{};  // by min(|parent|, 4)
+    std::array<AdaptiveBit, 4> top_bit_{};
 };
 
 }  // namespace bitinc::codec

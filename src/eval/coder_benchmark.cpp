@@ -72,6 +72,7 @@ CoderBenchmark run_coder_benchmark(const Model& model, const CoderBenchmarkOptio
     result.ladder = ladder_text(plan);
     result.per_channel = plan.per_channel;
     result.threads = threads;
+    result.repeats = std::max(1, options.repeats);
 
     std::vector<const Tensor*> tensors;
     for (const Tensor& tensor : model.weights) {
@@ -131,42 +132,53 @@ CoderBenchmark run_coder_benchmark(const Model& model, const CoderBenchmarkOptio
     }
 
     const double weights = double(result.quantized_weights);
+    const int repeats = std::max(1, options.repeats);
     for (const std::string& name : options.coders) {
         CoderFigures figures;
         figures.coder = name;
         // One coder per tensor and thread: coders may keep state.
         auto coder_for = [&] { return make_coder(name); };
-        auto measure = [&](int parent_bits, int bits, auto encode, auto decode) {
+        // Times are the best of `repeats` passes; decoded indices are checked
+        // against the input after the timing.
+        auto measure = [&](int parent_bits, int bits, auto encode, auto decode, auto expected) {
             RungFigures rung;
             rung.bits = bits;
             rung.parent_bits = parent_bits;
             std::vector<std::vector<std::uint8_t>> encoded(rungs.size());
+            std::vector<std::vector<std::int32_t>> decoded(rungs.size());
             if (options.progress) {
                 options.progress(name +
                                  (parent_bits ? " refinement " + std::to_string(parent_bits) + "->"
                                               : " levels ") +
                                  std::to_string(bits));
             }
-            rung.encode_seconds = run_parallel(rungs.size(), threads, [&](std::size_t i) {
-                encoded[i] = encode(*coder_for(), i);
-            });
-            rung.decode_seconds = run_parallel(
-                rungs.size(), threads, [&](std::size_t i) { decode(*coder_for(), i, encoded[i]); });
+            for (int pass = 0; pass < repeats; ++pass) {
+                const double encode_seconds =
+                    run_parallel(rungs.size(), threads,
+                                 [&](std::size_t i) { encoded[i] = encode(*coder_for(), i); });
+                const double decode_seconds = run_parallel(
+                    rungs.size(), threads,
+                    [&](std::size_t i) { decoded[i] = decode(*coder_for(), i, encoded[i]); });
+                rung.encode_seconds =
+                    pass ? std::min(rung.encode_seconds, encode_seconds) : encode_seconds;
+                rung.decode_seconds =
+                    pass ? std::min(rung.decode_seconds, decode_seconds) : decode_seconds;
+            }
+            for (std::size_t i = 0; i < rungs.size(); ++i) {
+                if (decoded[i] != expected(i).indices)
+                    throw Error("coder " + name + " did not reproduce its input");
+            }
             for (const auto& bytes : encoded) rung.bytes += bytes.size();
             rung.bits_per_weight = 8.0 * double(rung.bytes) / weights;
             return rung;
-        };
-        auto check = [&](const std::vector<std::int32_t>& decoded,
-                         const QuantizedTensor& expected) {
-            if (decoded != expected.indices)
-                throw Error("coder " + name + " did not reproduce its input");
         };
         figures.ladder.push_back(measure(
             0, plan.bits[0],
             [&](WeightCoder& coder, std::size_t i) { return coder.encode_levels(rungs[i][0]); },
             [&](WeightCoder& coder, std::size_t i, const std::vector<std::uint8_t>& bytes) {
-                check(coder.decode_levels(bytes, rungs[i][0]), rungs[i][0]);
-            }));
+                return coder.decode_levels(bytes, rungs[i][0]);
+            },
+            [&](std::size_t i) -> const QuantizedTensor& { return rungs[i][0]; }));
         for (std::size_t r = 1; r < plan.bits.size(); ++r) {
             figures.ladder.push_back(measure(
                 plan.bits[r - 1], plan.bits[r],
@@ -174,16 +186,17 @@ CoderBenchmark run_coder_benchmark(const Model& model, const CoderBenchmarkOptio
                     return coder.encode_refinement(rungs[i][r - 1], rungs[i][r]);
                 },
                 [&](WeightCoder& coder, std::size_t i, const std::vector<std::uint8_t>& bytes) {
-                    check(coder.decode_refinement(bytes, rungs[i][r - 1], plan.bits[r]),
-                          rungs[i][r]);
-                }));
+                    return coder.decode_refinement(bytes, rungs[i][r - 1], plan.bits[r]);
+                },
+                [&](std::size_t i) -> const QuantizedTensor& { return rungs[i][r]; }));
         }
         figures.direct = measure(
             0, plan.top_bits(),
             [&](WeightCoder& coder, std::size_t i) { return coder.encode_levels(rungs[i].back()); },
             [&](WeightCoder& coder, std::size_t i, const std::vector<std::uint8_t>& bytes) {
-                check(coder.decode_levels(bytes, rungs[i].back()), rungs[i].back());
-            });
+                return coder.decode_levels(bytes, rungs[i].back());
+            },
+            [&](std::size_t i) -> const QuantizedTensor& { return rungs[i].back(); });
         for (const RungFigures& rung : figures.ladder) figures.ladder_bytes += rung.bytes;
         figures.ladder_over_direct = double(figures.ladder_bytes) / double(figures.direct.bytes);
         result.coders.push_back(std::move(figures));

@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <bit>
-#include <limits>
 #include <charconv>
 #include <cmath>
+#include <limits>
 #include <string>
 
 #include "bitinc/error.hpp"
@@ -12,14 +12,6 @@
 namespace bitinc {
 
 namespace {
-
-// Rounding integer division by 2^k, ties away from zero. Written on the
-// magnitude so that it is symmetric and never relies on how >> treats
-// negative numbers.
-std::int64_t divide_rounding(std::int64_t value, int k) {
-    const std::int64_t half = std::int64_t{1} << (k - 1);
-    return value >= 0 ? (value + half) >> k : -((-value + half) >> k);
-}
 
 // Steps keep 8 significant bits (the top 16 bits of the float32 pattern), so
 // a unit stores each in 2 bytes. Rounding up keeps the largest weight on the
@@ -78,64 +70,77 @@ std::int64_t largest_index(int bits, int base_bits) {
     return ((std::int64_t{1} << (base_bits - 1)) - 1) << (bits - base_bits);
 }
 
-QuantizedTensor quantize_top(const Tensor& tensor, const LadderPlan& plan) {
-    const int top = plan.top_bits();
-    const std::int64_t limit = largest_index(top, plan.base_bits());
-    const std::size_t channels = channel_count(tensor, plan);
-    QuantizedTensor result;
-    result.bits = top;
-    result.channel_size = tensor.element_count() / channels;
-    result.steps.resize(channels);
-    result.indices.resize(tensor.element_count());
+namespace {
+
+// The steps of the top rung: one per channel, from the channel's largest
+// |weight|. Throws Error on a NaN or infinite weight.
+std::vector<float> top_steps(const Tensor& tensor, const LadderPlan& plan, std::size_t channels,
+                             std::size_t channel_size) {
+    const std::int64_t limit = largest_index(plan.top_bits(), plan.base_bits());
+    std::vector<float> steps(channels);
     for (std::size_t channel = 0; channel < channels; ++channel) {
-        const float* values = tensor.values.data() + channel * result.channel_size;
+        const float* values = tensor.values.data() + channel * channel_size;
         float largest = 0.0f;
-        for (std::size_t i = 0; i < result.channel_size; ++i) {
+        for (std::size_t i = 0; i < channel_size; ++i) {
             if (!std::isfinite(values[i])) {
                 throw Error("tensor '" + tensor.name + "': element " +
-                            std::to_string(channel * result.channel_size + i) + " is " +
+                            std::to_string(channel * channel_size + i) + " is " +
                             (std::isnan(values[i]) ? "NaN" : "infinite") +
                             "; only finite weights can be quantized");
             }
             largest = std::max(largest, std::fabs(values[i]));
         }
-        const float step = compact_step(static_cast<float>(double(largest) / double(limit)), limit);
-        result.steps[channel] = step;
-        std::int32_t* indices = result.indices.data() + channel * result.channel_size;
-        if (step == 0.0f) {  // all zeros, or so tiny that the step is not a normal float
-            std::fill(indices, indices + result.channel_size, 0);
+        steps[channel] = compact_step(static_cast<float>(double(largest) / double(limit)), limit);
+    }
+    return steps;
+}
+
+// Direct rounding of every weight at one rung's step: no rung derives from
+// another, so a coarse rung is as small as plain rounding makes it.
+QuantizedTensor quantize_rung(const Tensor& tensor, const LadderPlan& plan,
+                              std::span<const float> top, std::size_t channel_size, int bits) {
+    const int shift = plan.top_bits() - bits;
+    const double limit = double(largest_index(bits, plan.base_bits()));
+    QuantizedTensor result;
+    result.bits = bits;
+    result.channel_size = channel_size;
+    result.steps.reserve(top.size());
+    for (const float step : top) result.steps.push_back(std::ldexp(step, shift));  // exact
+    result.indices.resize(tensor.element_count());
+    for (std::size_t channel = 0; channel < top.size(); ++channel) {
+        const double step = result.steps[channel];
+        const float* values = tensor.values.data() + channel * channel_size;
+        std::int32_t* indices = result.indices.data() + channel * channel_size;
+        if (step == 0.0) {  // all zeros, or so tiny that the step is not a normal float
+            std::fill(indices, indices + channel_size, 0);
             continue;
         }
-        for (std::size_t i = 0; i < result.channel_size; ++i) {
-            const double scaled = std::round(double(values[i]) / double(step));
-            indices[i] =
-                static_cast<std::int32_t>(std::clamp(scaled, -double(limit), double(limit)));
+        for (std::size_t i = 0; i < channel_size; ++i) {
+            // std::round rounds halves away from zero, as the format says.
+            const double scaled = std::round(double(values[i]) / step);
+            indices[i] = static_cast<std::int32_t>(std::clamp(scaled, -limit, limit));
         }
     }
     return result;
 }
 
-QuantizedTensor coarsen(const QuantizedTensor& finer, int bits) {
-    const int k = finer.bits - bits;
-    if (k <= 0 || bits < min_ladder_bits) throw Error("coarsen: the target rung must be coarser");
-    QuantizedTensor result;
-    result.bits = bits;
-    result.channel_size = finer.channel_size;
-    result.steps.reserve(finer.steps.size());
-    for (const float step : finer.steps) result.steps.push_back(std::ldexp(step, k));
-    result.indices.resize(finer.indices.size());
-    for (std::size_t i = 0; i < finer.indices.size(); ++i) {
-        result.indices[i] = static_cast<std::int32_t>(divide_rounding(finer.indices[i], k));
-    }
-    return result;
+}  // namespace
+
+QuantizedTensor quantize_top(const Tensor& tensor, const LadderPlan& plan) {
+    const std::size_t channels = channel_count(tensor, plan);
+    const std::size_t channel_size = tensor.element_count() / channels;
+    const auto steps = top_steps(tensor, plan, channels, channel_size);
+    return quantize_rung(tensor, plan, steps, channel_size, plan.top_bits());
 }
 
 std::vector<QuantizedTensor> quantize_ladder(const Tensor& tensor, const LadderPlan& plan) {
-    std::vector<QuantizedTensor> rungs(plan.bits.size());
-    rungs.back() = quantize_top(tensor, plan);
-    for (std::size_t i = plan.bits.size() - 1; i-- > 0;) {
-        rungs[i] = coarsen(rungs[i + 1], plan.bits[i]);
-    }
+    const std::size_t channels = channel_count(tensor, plan);
+    const std::size_t channel_size = tensor.element_count() / channels;
+    const auto steps = top_steps(tensor, plan, channels, channel_size);
+    std::vector<QuantizedTensor> rungs;
+    rungs.reserve(plan.bits.size());
+    for (const int bits : plan.bits)
+        rungs.push_back(quantize_rung(tensor, plan, steps, channel_size, bits));
     return rungs;
 }
 
@@ -153,11 +158,12 @@ std::vector<std::int32_t> refinement_residuals(const QuantizedTensor& coarse,
     return residuals;
 }
 
-ResidualRange residual_range(std::int32_t coarse_index, int k) {
+ResidualRange residual_range(std::int32_t coarse_index, int k, std::int64_t coarse_limit) {
     const std::int32_t half = std::int32_t{1} << (k - 1);
-    if (coarse_index > 0) return {-half, half - 1};
-    if (coarse_index < 0) return {-(half - 1), half};
-    return {-(half - 1), half - 1};
+    // The fine rung clamps at 2^k times the coarse limit: nothing lies beyond.
+    if (coarse_limit > 0 && coarse_index >= coarse_limit) return {-half, 0};
+    if (coarse_limit > 0 && coarse_index <= -coarse_limit) return {0, half};
+    return {-half, half};
 }
 
 QuantizedTensor refine(const QuantizedTensor& coarse, std::span<const std::int32_t> residuals,
