@@ -219,6 +219,16 @@ inline int level_prediction(int third_last, int fourth_last) {
     return (third_last + fourth_last + 1) >> 1;
 }
 
+// The context of each prediction: how many of the unit's thresholds it
+// reaches. Encoder and decoder both use this one rule.
+std::array<std::uint8_t, rans::max_alphabet> context_by_prediction(
+    std::span<const std::uint8_t> thresholds, int alphabet) {
+    std::array<std::uint8_t, rans::max_alphabet> context{};
+    for (int p = 0; p < alphabet; ++p)
+        for (const std::uint8_t threshold : thresholds) context[std::size_t(p)] += p >= threshold;
+    return context;
+}
+
 // Chooses up to max_contexts contexts, as contiguous ranges of the
 // prediction, minimizing the estimated coded size including tables: a small
 // dynamic programme over the joint histogram, cutting only at (up to 16)
@@ -308,13 +318,13 @@ Payload with_coder_byte(UnitCoder coder, const std::vector<std::uint8_t>& coded,
 // thresholds, tables.
 std::vector<std::uint8_t> rans_preamble(std::span<const std::uint8_t> thresholds,
                                         const std::vector<std::vector<std::uint16_t>>& tables,
-                                        std::size_t contexts, bool levels,
-                                        std::uint32_t sign_stream_bytes) {
+                                        std::size_t contexts, std::uint32_t sign_stream_bytes) {
     codec::BitWriter table_bits;
     for (const auto& table : tables) rans::write_table(table_bits, table);
     const auto packed = table_bits.finish();
-    // Bit 7 of the context count: levels whose signs are coded.
-    const bool signs = levels && sign_stream_bytes > 0;
+    // Bit 7 of the context count: levels whose signs are coded (only levels
+    // have a sign stream).
+    const bool signs = sign_stream_bytes > 0;
     std::vector<std::uint8_t> bytes = {std::uint8_t(UnitCoder::rans),
                                        static_cast<std::uint8_t>(contexts | (signs ? 0x80u : 0u))};
     bytes.reserve(8 + thresholds.size() + packed.size());
@@ -383,9 +393,7 @@ Payload encode_levels_rans(std::span<const std::int32_t> indices, std::uint32_t 
     for (std::size_t copy = 1; copy < copies; ++copy)
         for (std::size_t j = 0; j < a * a; ++j) joint[j] += joint_copies[copy * a * a + j];
     const auto thresholds = choose_thresholds(joint, alphabet);
-    std::vector<std::uint8_t> context_of(a, 0);
-    for (std::size_t p = 0; p < a; ++p)
-        for (const std::uint8_t t : thresholds) context_of[p] += p >= t;
+    const auto context_of = context_by_prediction(thresholds, alphabet);
     std::vector<std::vector<std::uint16_t>> tables;
     for (std::size_t c = 0; c <= thresholds.size(); ++c) {
         std::vector<std::uint32_t> counts(a, 0);
@@ -418,9 +426,9 @@ Payload encode_levels_rans(std::span<const std::int32_t> indices, std::uint32_t 
             sign_encoder.put(j, sign_tables[j > 0 ? negative[j - 1] : 0], negative[j]);
         sign_stream = sign_encoder.finish();
     }
-    auto coded = concatenate(
-        rans_preamble(thresholds, tables, contexts, true, std::uint32_t(sign_stream.size())),
-        sign_stream);
+    auto coded =
+        concatenate(rans_preamble(thresholds, tables, contexts, std::uint32_t(sign_stream.size())),
+                    sign_stream);
     return {concatenate(coded, encoder.finish()), raw.finish()};
 }
 
@@ -458,6 +466,9 @@ RefinementShape refinement_shape(int k) {
     return {k, top, k - top, (1 << top) + 1};
 }
 
+// Refinements have up to three contexts, by min(|parent index|, 2).
+constexpr int max_refinement_contexts = 3;
+
 inline std::uint32_t refinement_context(std::int32_t parent, int contexts) {
     const std::uint32_t magnitude =
         static_cast<std::uint32_t>(parent < 0 ? -std::int64_t{parent} : parent);
@@ -470,7 +481,7 @@ Payload encode_refinement_rans(std::span<const std::int32_t> coarse,
     const auto a = std::size_t(shape.alphabet);
     const std::int64_t half = std::int64_t{1} << (k - 1);
     std::vector<std::uint8_t> symbols(fine.size());
-    std::vector<std::uint32_t> counts(3 * a, 0);  // by min(|parent|, 2)
+    std::vector<std::uint32_t> counts(max_refinement_contexts * a, 0);
     codec::BitWriter raw;
     raw.reserve(fine.size() * std::size_t(shape.raw_bits) / 8 + 8);
     for (std::size_t i = 0; i < fine.size(); ++i) {
@@ -479,19 +490,19 @@ Payload encode_refinement_rans(std::span<const std::int32_t> coarse,
             static_cast<std::uint32_t>(coarse[i] < 0 ? half - residual : residual + half);
         const std::uint32_t symbol = offset >> shape.raw_bits;
         symbols[i] = static_cast<std::uint8_t>(symbol);
-        ++counts[refinement_context(coarse[i], 3) * a + symbol];
+        ++counts[refinement_context(coarse[i], max_refinement_contexts) * a + symbol];
         if (symbol + 1 < a && shape.raw_bits > 0) raw.write(offset, shape.raw_bits);
     }
     // One, two or three contexts, whichever codes smallest.
     int contexts = 1;
     double best = 1e300;
     std::vector<std::vector<std::uint16_t>> tables;
-    for (int candidate = 1; candidate <= 3; ++candidate) {
+    for (int candidate = 1; candidate <= max_refinement_contexts; ++candidate) {
         double bits = 0;
         std::vector<std::vector<std::uint16_t>> candidate_tables;
         for (int c = 0; c < candidate; ++c) {
             std::vector<std::uint32_t> merged(a, 0);
-            for (int from = 0; from < 3; ++from) {
+            for (int from = 0; from < max_refinement_contexts; ++from) {
                 if (std::min(from, candidate - 1) != c) continue;
                 for (std::size_t s = 0; s < a; ++s) merged[s] += counts[std::size_t(from) * a + s];
             }
@@ -511,7 +522,7 @@ Payload encode_refinement_rans(std::span<const std::int32_t> coarse,
         const rans::EncodeTable& table = encode_tables[refinement_context(coarse[i], contexts)];
         encoder.put(i, table, symbols[i]);
     }
-    return {concatenate(rans_preamble({}, tables, tables.size(), false, 0), encoder.finish()),
+    return {concatenate(rans_preamble({}, tables, tables.size(), 0), encoder.finish()),
             raw.finish()};
 }
 
@@ -539,17 +550,17 @@ struct RansSetup {
 };
 
 RansSetup read_rans_setup(const UnitHeader& header, std::span<const std::uint8_t> coded,
-                          int alphabet, int max_allowed_contexts) {
+                          int alphabet, bool levels) {
+    const int max_allowed_contexts = levels ? max_contexts : max_refinement_contexts;
     RansSetup setup;
     if (coded.size() < 2) corrupt(header, "rANS payload too short");
     setup.contexts = coded[1] & 0x7F;
     setup.signs = (coded[1] & 0x80) != 0;
     if (setup.contexts < 1 || setup.contexts > max_allowed_contexts)
         corrupt(header, "bad rANS context count");
-    if (setup.signs && max_allowed_contexts != max_contexts)
-        corrupt(header, "refinement unit with coded signs");
+    if (setup.signs && !levels) corrupt(header, "refinement unit with coded signs");
     std::size_t at = 2;
-    if (max_allowed_contexts == max_contexts) {  // levels: thresholds follow
+    if (levels) {  // thresholds follow
         if (coded.size() < at + std::size_t(setup.contexts - 1))
             corrupt(header, "rANS payload too short");
         int previous = 0;
@@ -635,16 +646,13 @@ void decode_symbols(rans::Decoder& decoder, std::span<std::int32_t> out, TableFo
 void decode_levels_rans(const UnitHeader& header, std::span<const std::uint8_t> unit,
                         std::span<std::int32_t> out) {
     const int alphabet = level_token(header.limit) + 1;
-    const RansSetup setup =
-        read_rans_setup(header, coded_part(header, unit), alphabet, max_contexts);
+    const RansSetup setup = read_rans_setup(header, coded_part(header, unit), alphabet, true);
     // Per prediction: its context's table; per token: base and raw bit count.
+    const auto context_of = context_by_prediction(
+        std::span(setup.thresholds).first(std::size_t(setup.contexts - 1)), alphabet);
     std::array<const rans::DecodeTable*, rans::max_alphabet> table_of{};
-    for (int p = 0; p < alphabet; ++p) {
-        int context = 0;
-        for (int c = 0; c < setup.contexts - 1; ++c)
-            context += p >= setup.thresholds[std::size_t(c)];
-        table_of[std::size_t(p)] = &setup.tables[std::size_t(context)];
-    }
+    for (int p = 0; p < alphabet; ++p)
+        table_of[std::size_t(p)] = &setup.tables[context_of[std::size_t(p)]];
     std::array<std::uint32_t, rans::max_alphabet> base{};
     std::array<std::uint8_t, rans::max_alphabet> raw_bits{};  // sign bit included
     for (int t = 0; t < alphabet; ++t) {
@@ -664,7 +672,7 @@ void decode_levels_rans(const UnitHeader& header, std::span<const std::uint8_t> 
         decode_symbols(
             decoder, out,
             [&](std::size_t) -> const rans::DecodeTable& {
-                return *table_of[(third_last + fourth_last + 1) >> 1];
+                return *table_of[std::size_t(level_prediction(int(third_last), int(fourth_last)))];
             },
             [&](std::uint32_t token) {
                 fourth_last = third_last;
@@ -756,7 +764,8 @@ void decode_refinement_rans(const UnitHeader& header, std::span<const std::uint8
                             std::span<const std::int32_t> coarse, std::span<std::int32_t> out) {
     const int k = header.bits - header.parent_bits;
     const RefinementShape shape = refinement_shape(k);
-    const RansSetup setup = read_rans_setup(header, coded_part(header, unit), shape.alphabet, 3);
+    const RansSetup setup =
+        read_rans_setup(header, coded_part(header, unit), shape.alphabet, false);
     const auto limit = static_cast<std::int64_t>((std::uint64_t{1} << (header.bits - 1)) - 1);
     const std::int64_t half = std::int64_t{1} << (k - 1);
     const std::uint32_t full = std::uint32_t(shape.alphabet - 1);
@@ -835,6 +844,24 @@ void decode_refinement_adaptive(const UnitHeader& header, std::span<const std::u
     if (coder.overran() || raw.overran()) corrupt(header, "payload ended early");
 }
 
+// The payload a unit is coded with, and whether it is the adaptive coder's:
+// the adaptive coder when asked for; otherwise rANS, unless the choice is
+// free (UnitCoder::none), the adaptive coder is worth trying for this chunk
+// and it codes smaller.
+template <typename WorthTrying, typename Rans, typename Adaptive>
+std::pair<Payload, bool> choose_payload(UnitCoder coder, WorthTrying worth_trying, Rans rans,
+                                        Adaptive adaptive) {
+    if (coder == UnitCoder::adaptive) return {adaptive(), true};
+    Payload payload = rans();
+    if (coder == UnitCoder::none && worth_trying()) {
+        Payload candidate = adaptive();
+        if (adaptive_pays(payload_size(candidate), payload_size(payload))) {
+            return {std::move(candidate), true};
+        }
+    }
+    return {std::move(payload), false};
+}
+
 }  // namespace
 
 std::vector<UnitTarget> plan_chunks(std::uint32_t tensor_index, std::uint64_t elements,
@@ -874,14 +901,10 @@ std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const Quan
         limit = std::max(limit, static_cast<std::uint32_t>(std::abs(std::int64_t{index})));
     }
     const int split = split_bits_for(limit);
-    Payload payload;
-    bool adaptive = coder == UnitCoder::adaptive;
-    if (coder != UnitCoder::adaptive) payload = encode_levels_rans(indices, limit);
-    if (adaptive || (coder == UnitCoder::none && adaptive_worth_trying(indices))) {
-        Payload candidate = encode_levels_adaptive(indices, limit, split);
-        adaptive = adaptive || adaptive_pays(payload_size(candidate), payload_size(payload));
-        if (adaptive) payload = std::move(candidate);
-    }
+    const auto [payload, adaptive] = choose_payload(
+        coder, [&] { return adaptive_worth_trying(indices); },
+        [&] { return encode_levels_rans(indices, limit); },
+        [&] { return encode_levels_adaptive(indices, limit, split); });
     return assemble(UnitType::levels, rung.bits, adaptive ? split : 0, target, channel_size, limit,
                     std::span(rung.steps).subspan(channels.first, channels.count), payload);
 }
@@ -906,15 +929,12 @@ std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target,
         if (residual < range.low || residual > range.high)
             throw Error("refinement: the rungs are not one ladder (residual out of range)");
     }
-    Payload payload;
-    if (coder != UnitCoder::adaptive) payload = encode_refinement_rans(coarse_chunk, fine_chunk, k);
-    if (coder == UnitCoder::adaptive ||
-        (coder == UnitCoder::none && target.count <= adaptive_always_tried_elements)) {
-        Payload candidate = encode_refinement_adaptive(coarse_chunk, fine_chunk, k);
-        if (coder == UnitCoder::adaptive ||
-            adaptive_pays(payload_size(candidate), payload_size(payload)))
-            payload = std::move(candidate);
-    }
+    const Payload payload =
+        choose_payload(
+            coder, [&] { return target.count <= adaptive_always_tried_elements; },
+            [&] { return encode_refinement_rans(coarse_chunk, fine_chunk, k); },
+            [&] { return encode_refinement_adaptive(coarse_chunk, fine_chunk, k); })
+            .first;
     return assemble(UnitType::refinement, fine.bits, coarse.bits, target, 0, 0, {}, payload);
 }
 

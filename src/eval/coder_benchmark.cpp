@@ -132,7 +132,7 @@ CoderBenchmark run_coder_benchmark(const Model& model, const CoderBenchmarkOptio
     }
 
     const double weights = double(result.quantized_weights);
-    const int repeats = std::max(1, options.repeats);
+    const int repeats = result.repeats;
     for (const std::string& name : options.coders) {
         CoderFigures figures;
         figures.coder = name;
