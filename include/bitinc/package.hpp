@@ -155,7 +155,8 @@ class ModelAssembler {
 
     const Manifest& manifest() const { return manifest_; }
 
-    // Checks `unit` against its manifest entry (length, CRC32C, header) and
+    // Checks `unit` against its manifest entry (length, SHA-256 — the check a
+    // forger cannot pass —, CRC32C, header) and
     // decodes it into the model. A refinement unit needs its chunk at the
     // parent rung. Throws Error naming `source` on any fault, leaving the
     // model unchanged.

@@ -625,10 +625,6 @@ class UnitDecoder {
                 if (rung.kind == RungKind::refinement &&
                     assembler_.chunk_bits(job.rung, job.unit) != rung.parent_bits) {
                     skipped = true;
-                } else if (unit_sha256(job.bytes) != rung.units[job.unit].sha256) {
-                    // Like a failed CRC: the unit is fetched again.
-                    failure = job.source + ": unit " + std::to_string(job.unit) +
-                              ": SHA-256 differs from the manifest's";
                 } else {
                     assembler_.apply_unit(job.rung, job.unit, job.bytes, job.source);
                     ++applied_;
@@ -903,10 +899,6 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
                     rung->data.bytes, [&](const std::string& bytes) {
                         const std::span unit_span(
                             reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
-                        if (unit_sha256(unit_span) != unit.sha256) {
-                            return where + ": unit " + std::to_string(unit_index) +
-                                   ": SHA-256 differs from the manifest's";
-                        }
                         try {
                             assembler.apply_unit(rung_index, unit_index, unit_span, where);
                             return std::string();

@@ -100,6 +100,12 @@ void ModelAssembler::apply_unit(std::size_t rung_index, std::size_t unit_index,
         throw Error(where + " has " + std::to_string(unit.size()) + " bytes, the manifest says " +
                     std::to_string(entry.length));
     }
+    // The SHA-256 first: forged bytes (a CRC is easy to recompute) never
+    // reach a parser.
+    if (unit_sha256(unit) != entry.sha256) {
+        throw Error(std::string(source) + ": unit " + std::to_string(unit_index) +
+                    ": SHA-256 differs from the manifest's (tensor '" + tensor.name + "')");
+    }
     const UnitHeader header = read_unit_header(unit, where);
     if (unit_crc32c(unit) != entry.crc32c)
         throw Error(where + ": CRC32C differs from the manifest's");

@@ -14,24 +14,12 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Checks a unit's bytes against the SHA-256 its manifest entry carries,
-// then decodes it into the model.
-void apply_checked_unit(ModelAssembler& assembler, std::size_t rung_index, std::size_t unit_index,
-                        std::span<const std::uint8_t> unit, const fs::path& path) {
-    const UnitEntry& entry = assembler.manifest().rungs[rung_index].units[unit_index];
-    if (unit_sha256(unit) != entry.sha256) {
-        throw Error(path.string() + ": unit " + std::to_string(unit_index) +
-                    ": SHA-256 differs from the manifest's");
-    }
-    assembler.apply_unit(rung_index, unit_index, unit, path.string());
-}
-
 // Applies every unit of `rung` (its file already read), in parallel.
 void apply_rung(ModelAssembler& assembler, const Manifest& manifest, std::size_t rung_index,
                 const std::string& file, const fs::path& path) {
     const RungEntry& rung = manifest.rungs[rung_index];
     core::run_parallel(rung.units.size(), core::resolve_threads(0), [&](std::size_t u) {
-        apply_checked_unit(assembler, rung_index, u, unit_bytes(file, rung.units[u]), path);
+        assembler.apply_unit(rung_index, u, unit_bytes(file, rung.units[u]), path.string());
     });
 }
 
@@ -140,8 +128,8 @@ VerifyReport verify_package(const fs::path& directory,
         bool sound = file.has_value();
         for (std::size_t u = 0; file && u < rung.units.size(); ++u) {
             try {
-                apply_checked_unit(assembler, r, u, unit_bytes(*file, rung.units[u]),
-                                   directory / rung.data.file);
+                assembler.apply_unit(r, u, unit_bytes(*file, rung.units[u]),
+                                     (directory / rung.data.file).string());
             } catch (const Error& error) {
                 report.problems.push_back(error.what());
                 sound = false;

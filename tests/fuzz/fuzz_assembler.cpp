@@ -111,7 +111,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         if (step.action == 2) {
             put_crc(step.bytes);
             // The manifest entry must agree, as a forged manifest would.
-            manifest.rungs[step.rung].units[step.unit].crc32c = bitinc::unit_crc32c(step.bytes);
+            bitinc::UnitEntry& forged = manifest.rungs[step.rung].units[step.unit];
+            forged.crc32c = bitinc::unit_crc32c(step.bytes);
+            forged.sha256 = bitinc::unit_sha256(step.bytes);
         }
         if (step.action == 3) step.bytes.resize(step.offset % step.bytes.size());
         steps.push_back(std::move(step));
