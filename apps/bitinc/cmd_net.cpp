@@ -65,6 +65,10 @@ void check_output_directory(const std::string& output) {
 }  // namespace
 
 void add_transfer_options(CommandLine& command_line) {
+    command_line.add_option(
+        "retries", "N", "failed tries of a file without new bytes before giving up (default 8)");
+    command_line.add_option("timeout", "SECONDS",
+                            "connect timeout and longest wait for a byte (default 30)");
     command_line.add_option("deadline", "DURATION",
                             "give up the whole download after this long, e.g. 30s (default never)");
     command_line.add_option(
@@ -74,6 +78,8 @@ void add_transfer_options(CommandLine& command_line) {
 }
 
 void read_transfer_options(const CommandLine& command_line, FetchOptions& options) {
+    options.max_attempts = int(command_line.integer("retries", 8, 1, 1000));
+    options.timeout_seconds = command_line.real("timeout", 30, 0.001, 1e6);
     if (const auto deadline = command_line.value("deadline")) {
         options.deadline_seconds = parse_duration(*deadline);
         if (options.deadline_seconds <= 0) throw UsageError("--deadline must be longer than 0");
@@ -204,10 +210,6 @@ int run_fetch(int argc, char** argv) {
     command_line.add_option("o", "OUT.onnx", "output model (required)");
     command_line.add_option("parts", "DIR",
                             "where partial downloads are kept (default OUT.onnx.parts)");
-    command_line.add_option(
-        "retries", "N", "failed tries of a file without new bytes before giving up (default 8)");
-    command_line.add_option("timeout", "SECONDS",
-                            "connect timeout and longest wait for a byte (default 30)");
     add_transfer_options(command_line);
     command_line.add_option("decode-threads", "N", "threads decoding units (default 2)");
     command_line.add_flag("strict", "a refinement that cannot be had is an error");
@@ -230,8 +232,6 @@ int run_fetch(int argc, char** argv) {
     }
     options.until_bits = int(command_line.integer("until", 0, 2, 32));
     options.part_directory = command_line.value("parts").value_or(*output + ".parts");
-    options.max_attempts = int(command_line.integer("retries", 8, 1, 1000));
-    options.timeout_seconds = command_line.real("timeout", 30, 0.001, 1e6);
     options.decode_threads = int(command_line.integer("decode-threads", 2, 1, 64));
     options.strict = command_line.flag("strict");
     read_transfer_options(command_line, options);

@@ -170,10 +170,6 @@ int run_run(int argc, char** argv) {
                             "inference engine threads (default 1, leaving a core to the download)");
     command_line.add_option("decode-threads", "N", "threads decoding units (default 1)");
     command_line.add_option("window", "SECONDS", "accuracy window (default 1)");
-    command_line.add_option(
-        "retries", "N", "failed tries of a file without new bytes before giving up (default 8)");
-    command_line.add_option("timeout", "SECONDS",
-                            "connect timeout and longest wait for a byte (default 30)");
     add_transfer_options(command_line);
     command_line.add_option("timeline", "PREFIX", "write PREFIX.csv and PREFIX.json");
     command_line.add_option("data-dir", "DIR",
@@ -187,8 +183,6 @@ int run_run(int argc, char** argv) {
         throw UsageError("--mode is incremental or direct");
     options.fetch.mode = mode == "direct" ? FetchMode::direct : FetchMode::incremental;
     options.fetch.decode_threads = int(command_line.integer("decode-threads", 1, 1, 64));
-    options.fetch.max_attempts = int(command_line.integer("retries", 8, 1, 1000));
-    options.fetch.timeout_seconds = command_line.real("timeout", 30, 0.001, 1e6);
     read_transfer_options(command_line, options.fetch);
     options.engine.threads = int(command_line.integer("threads", 1, 1, 256));
     options.swap_every_units = std::size_t(command_line.integer("swap-every", 0, 1, 1'000'000));

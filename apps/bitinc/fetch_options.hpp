@@ -1,5 +1,5 @@
-// Download options shared by `fetch` and `run`: --deadline, --min-rate and
-// --min-rate-window (defined in cmd_net.cpp).
+// Download options shared by `fetch` and `run`: --retries, --timeout,
+// --deadline, --min-rate and --min-rate-window (defined in cmd_net.cpp).
 #pragma once
 
 #include <bitinc/net.hpp>

@@ -77,9 +77,6 @@ struct ServerOptions {
     double request_timeout_seconds = 10;
     double idle_timeout_seconds = 60;
     double write_timeout_seconds = 30;
-    // Unused: the server runs one event loop thread whatever the load. Kept
-    // so that code setting it still compiles.
-    int threads = 1;
     // One line per request: client, method, path, [range], status, bytes.
     // Called on the server's thread.
     std::function<void(const std::string&)> access_log;

@@ -3,6 +3,8 @@
 // input it is given.
 #include "net/http_request.hpp"
 
+#include "net/http_text.hpp"
+
 #include <algorithm>
 #include <limits>
 
@@ -10,29 +12,12 @@ namespace bitinc::http {
 
 namespace {
 
-bool is_token_char(char c) {
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
-    return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-}
+using http_text::equals_ignoring_case;
+using http_text::is_token_char;
+using http_text::trim;
 
 bool is_token(std::string_view text) {
     return !text.empty() && std::all_of(text.begin(), text.end(), is_token_char);
-}
-
-char lower(char c) {
-    return c >= 'A' && c <= 'Z' ? char(c - 'A' + 'a') : c;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(),
-                                              [](char x, char y) { return lower(x) == lower(y); });
-}
-
-std::string_view trim(std::string_view text) {
-    const auto space = [](char c) { return c == ' ' || c == '\t'; };
-    while (!text.empty() && space(text.front())) text.remove_prefix(1);
-    while (!text.empty() && space(text.back())) text.remove_suffix(1);
-    return text;
 }
 
 // Calls `each` with every trimmed, non-empty element of a comma-separated list.
@@ -49,7 +34,7 @@ void for_each_element(std::string_view list, Each&& each) {
 
 int hex_value(char c) {
     if (c >= '0' && c <= '9') return c - '0';
-    c = lower(c);
+    c = http_text::ascii_lower(c);
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;
     return -1;
 }
@@ -80,8 +65,8 @@ std::optional<std::string> target_path(std::string_view target) {
     if (target.front() != '/') {
         const std::size_t scheme_end = target.find("://");
         if (scheme_end == std::string_view::npos ||
-            !(iequals(target.substr(0, scheme_end), "http") ||
-              iequals(target.substr(0, scheme_end), "https"))) {
+            !(equals_ignoring_case(target.substr(0, scheme_end), "http") ||
+              equals_ignoring_case(target.substr(0, scheme_end), "https"))) {
             return std::nullopt;
         }
         const std::size_t path_start = target.find('/', scheme_end + 3);
@@ -116,7 +101,7 @@ std::optional<std::uint64_t> parse_decimal(std::string_view text) {
 
 std::optional<std::string_view> Request::header(std::string_view name) const {
     for (const auto& [key, value] : headers) {
-        if (iequals(key, name)) return std::string_view(value);
+        if (equals_ignoring_case(key, name)) return std::string_view(value);
     }
     return std::nullopt;
 }
@@ -191,18 +176,18 @@ HeadParse parse_request_head(std::string_view bytes, const HeadLimits& limits) {
     std::optional<std::uint64_t> content_length;
     bool has_host = false;
     for (const auto& [name, value] : request.headers) {
-        if (iequals(name, "Connection")) {
+        if (equals_ignoring_case(name, "Connection")) {
             for_each_element(value, [&](std::string_view option) {
-                if (iequals(option, "close")) request.keep_alive = false;
-                if (iequals(option, "keep-alive")) request.keep_alive = true;
+                if (equals_ignoring_case(option, "close")) request.keep_alive = false;
+                if (equals_ignoring_case(option, "keep-alive")) request.keep_alive = true;
             });
-        } else if (iequals(name, "Content-Length")) {
+        } else if (equals_ignoring_case(name, "Content-Length")) {
             const auto length = parse_decimal(value);
             if (!length || (content_length && *content_length != *length)) return error(400);
             content_length = length;
-        } else if (iequals(name, "Transfer-Encoding")) {
+        } else if (equals_ignoring_case(name, "Transfer-Encoding")) {
             request.has_body = true;
-        } else if (iequals(name, "Host")) {
+        } else if (equals_ignoring_case(name, "Host")) {
             if (has_host) return error(400);
             has_host = true;
         }
@@ -218,7 +203,8 @@ RangeParse parse_range(std::string_view value, std::uint64_t size, std::size_t m
     RangeParse result;  // whole file unless the header is valid
     value = trim(value);
     const std::size_t equals = value.find('=');
-    if (equals == std::string_view::npos || !iequals(trim(value.substr(0, equals)), "bytes")) {
+    if (equals == std::string_view::npos ||
+        !equals_ignoring_case(trim(value.substr(0, equals)), "bytes")) {
         return result;
     }
     std::vector<ByteRange> satisfiable;

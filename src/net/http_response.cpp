@@ -1,5 +1,7 @@
 #include "net/http_response.hpp"
 
+#include "net/http_text.hpp"
+
 #include <algorithm>
 #include <limits>
 
@@ -7,23 +9,12 @@ namespace bitinc::net {
 
 namespace {
 
-bool equals_ignoring_case(std::string_view a, std::string_view b) {
-    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-               const auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? char(c + 32) : c; };
-               return lower(x) == lower(y);
-           });
-}
+using http_text::equals_ignoring_case;
+using http_text::is_token_char;
 
+// Response lines reach the parser with their CR LF.
 std::string_view trim(std::string_view text) {
-    const auto space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
-    while (!text.empty() && space(text.front())) text.remove_prefix(1);
-    while (!text.empty() && space(text.back())) text.remove_suffix(1);
-    return text;
-}
-
-bool is_token_char(char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+    return http_text::trim(text, " \t\r\n");
 }
 
 // "HTTP/1.1 206 Partial Content" -> 206; 0 if it is no status line.

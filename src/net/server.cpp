@@ -279,8 +279,8 @@ struct PackageServer::Impl {
         if (relative.empty()) return std::nullopt;
         std::error_code error;
         const fs::path resolved = fs::canonical(root / relative, error);
-        if (error || !inside(root, resolved) || hidden(resolved.lexically_relative(root)) ||
-            !fs::is_regular_file(resolved, error)) {
+        // Whether it is a regular file is checked on the open descriptor.
+        if (error || !inside(root, resolved) || hidden(resolved.lexically_relative(root))) {
             return std::nullopt;
         }
         return resolved;
@@ -349,7 +349,12 @@ struct PackageServer::Impl {
         const auto path = resolve(request.path);
         Descriptor file;
         struct stat status {};
-        if (path) file = Descriptor(::open(path->c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+        // O_NONBLOCK: opening a FIFO must not stall the loop (regular files
+        // ignore it); fstat then refuses anything but a regular file.
+        if (path) {
+            file =
+                Descriptor(::open(path->c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+        }
         if (!file || ::fstat(file.get(), &status) != 0 || !S_ISREG(status.st_mode)) {
             log(connection, &request, 404, 0);
             respond_text(connection, 404, "not found\n", "", head_only);
@@ -655,7 +660,9 @@ struct PackageServer::Impl {
     // Closes the connection that matters least: the longest idle, else the
     // request head that has been trickling in longest. False if every
     // connection is busy with a response.
-    bool evict_one() {
+    // Closes the least useful connection other than `spare` (a connection
+    // just accepted); false if none may go.
+    bool evict_one(std::optional<std::uint64_t> spare = std::nullopt) {
         auto victim = connections.end();
         const auto rank = [](const Connection& connection) {
             // Draining and idle first, then slow heads; older before newer.
@@ -667,8 +674,9 @@ struct PackageServer::Impl {
         };
         for (auto it = connections.begin(); it != connections.end(); ++it) {
             const Connection& connection = it->second;
-            const bool evictable = connection.state == Connection::State::draining ||
-                                   connection.state == Connection::State::reading;
+            const bool evictable =
+                it->first != spare && (connection.state == Connection::State::draining ||
+                                       connection.state == Connection::State::reading);
             if (evictable &&
                 (victim == connections.end() || rank(connection) < rank(victim->second))) {
                 victim = it;
@@ -716,9 +724,10 @@ struct PackageServer::Impl {
             connection.peer = peer_name(address);
             connection.interest = event.events;
             connection.last_activity = Clock::now();
-            // Over the cap: shed the least useful connection, the new one if
+            // Over the cap: shed the least useful other connection (the
+            // longest idle, else the oldest trickling head), the new one if
             // all the others are busy sending.
-            if (connections.size() > connection_cap && !evict_one()) connections.erase(key);
+            if (connections.size() > connection_cap && !evict_one(key)) connections.erase(key);
         }
     }
 
