@@ -126,6 +126,10 @@ struct Connection {
     Clock::time_point drain_until;
 
     std::string input;  // bytes received and not yet handled (bounded by the head limits)
+    // input.size() when the parser last found the head incomplete (0: not
+    // since input last lost bytes): a byte-a-second client is not re-parsed
+    // for every byte.
+    std::size_t parsed_incomplete = 0;
 
     // The response in progress.
     std::string output;  // bytes ready to send: the head, multipart text, flipped chunks
@@ -448,6 +452,7 @@ struct PackageServer::Impl {
     void refuse(Connection& connection, int status) {
         connection.close_after = true;
         connection.input.clear();
+        connection.parsed_incomplete = 0;
         log(connection, nullptr, status, 0);
         respond_text(connection, status, std::string(reason_of(status)) + "\n", "", false);
     }
@@ -601,20 +606,39 @@ struct PackageServer::Impl {
         }
     }
 
+    // Whether the bytes appended since the parser last found the head
+    // incomplete can change that: the complete lines before are the same, so
+    // only a new line end or the unfinished line or head passing its limit
+    // can (the limits parse_request_head applies to partial input).
+    bool head_may_have_changed(const Connection& connection) const {
+        const std::string_view input = connection.input;
+        if (connection.parsed_incomplete == 0) return true;
+        if (input.find('\n', connection.parsed_incomplete) != std::string_view::npos) return true;
+        const std::size_t last_newline = input.rfind('\n');
+        const std::size_t line_start =
+            last_newline == std::string_view::npos ? 0 : last_newline + 1;
+        return input.size() - line_start > head_limits.max_line_bytes + 1 ||
+               input.size() > head_limits.max_head_bytes;
+    }
+
     // Moves a connection on as far as it can go without blocking.
     void service(Connection& connection) {
         while (!connection.dead) {
             switch (connection.state) {
                 case Connection::State::reading: {
                     set_interest(connection, EPOLLIN | EPOLLRDHUP);
-                    if (connection.input.empty()) return;
+                    if (connection.input.empty() || !head_may_have_changed(connection)) return;
                     const http::HeadParse parse =
                         http::parse_request_head(connection.input, head_limits);
-                    if (parse.outcome == http::HeadParse::Outcome::incomplete) return;
+                    if (parse.outcome == http::HeadParse::Outcome::incomplete) {
+                        connection.parsed_incomplete = connection.input.size();
+                        return;
+                    }
                     if (parse.outcome == http::HeadParse::Outcome::error) {
                         refuse(connection, parse.status);
                     } else {
                         connection.input.erase(0, parse.head_bytes);
+                        connection.parsed_incomplete = 0;
                         handle(connection, parse.request);
                     }
                     break;
