@@ -328,11 +328,12 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// A hostile HTTP server on a loopback socket: it reads a request, lets
+// A hostile HTTP server on a loopback socket: it reads a request head, lets
 // `respond` write whatever it likes, and closes; one connection per try.
 class RawServer {
   public:
-    using Responder = std::function<void(int fd, const std::atomic<bool>& stopping)>;
+    using Responder =
+        std::function<void(int fd, const std::string& request, const std::atomic<bool>& stopping)>;
     explicit RawServer(Responder respond) : respond_(std::move(respond)) {
         listen_fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
         sockaddr_in address{};
@@ -385,7 +386,7 @@ class RawServer {
                 if (got <= 0) break;
                 request.append(buffer, std::size_t(got));
             }
-            respond_(fd, stopping_);
+            respond_(fd, request, stopping_);
             ::close(fd);
         }
     }
@@ -432,7 +433,7 @@ TEST_F(Delivery, RungCutShortEveryTimeResumesToTheEnd) {
 
 TEST_F(Delivery, ResponsesShorterThanTheirContentLengthAreRetriedAFixedNumberOfTimes) {
     for (const std::string length : {"100000", "-5"}) {
-        RawServer server([&](int fd, const std::atomic<bool>&) {
+        RawServer server([&](int fd, const std::string&, const std::atomic<bool>&) {
             RawServer::send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: " + length +
                                         "\r\n\r\n{\"format\":\"bitinc-package\"");
         });
@@ -443,8 +444,31 @@ TEST_F(Delivery, ResponsesShorterThanTheirContentLengthAreRetriedAFixedNumberOfT
     }
 }
 
+// A server that ignores Range answers a unit's refetch with the whole file
+// (200): the fetcher takes the unit's bytes out of it.
+TEST_F(Delivery, UnitRefetchFromAServerThatIgnoresRange) {
+    const RungEntry& base = manifest_.rungs[0];
+    const UnitEntry& damaged = base.units[1];
+    std::atomic<int> base_responses{0};
+    RawServer server([&](int fd, const std::string& request, const std::atomic<bool>&) {
+        const std::size_t path_start = request.find(" /model/");
+        const std::size_t path_end = request.find(' ', path_start + 1);
+        if (path_start == std::string::npos || path_end == std::string::npos) return;
+        const std::string name = request.substr(path_start + 8, path_end - path_start - 8);
+        std::string body = slurp(root_ / "model" / name);
+        // The first whole base rung arrives with one unit damaged.
+        if (name == base.data.file && base_responses++ == 0) body[damaged.offset + 70] ^= 0x10;
+        RawServer::send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: " +
+                                    std::to_string(body.size()) + "\r\n\r\n" + body);
+    });
+    const FetchResult result = fetch_package(server.url(), quick_options());
+    EXPECT_EQ(serialize_onnx(result.model), expected_top_);
+    EXPECT_EQ(result.rungs[0].units_refetched, 1u);
+    EXPECT_TRUE(result.degraded_tensors.empty());
+}
+
 TEST_F(Delivery, EndlessResponseHeadersFailTheTry) {
-    RawServer server([](int fd, const std::atomic<bool>& stopping) {
+    RawServer server([](int fd, const std::string&, const std::atomic<bool>& stopping) {
         if (!RawServer::send_all(fd, "HTTP/1.1 200 OK\r\n")) return;
         const std::string junk = "X-Junk: " + std::string(200, 'a') + "\r\n";
         // Up to 200 MB: far more than any client should keep.
@@ -467,7 +491,7 @@ TEST_F(Delivery, EndlessResponseHeadersFailTheTry) {
 // One byte every 100 ms: the per-read timeout never fires, the deadline and
 // the minimum rate do.
 TEST_F(Delivery, DripFeedingServerIsStoppedByDeadlineAndMinimumRate) {
-    RawServer server([](int fd, const std::atomic<bool>& stopping) {
+    RawServer server([](int fd, const std::string&, const std::atomic<bool>& stopping) {
         if (!RawServer::send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")) return;
         while (!stopping && RawServer::send_all(fd, " "))
             std::this_thread::sleep_for(std::chrono::milliseconds(100));

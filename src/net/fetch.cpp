@@ -311,7 +311,6 @@ class PackageSource {
         const std::function<bool(const char*, std::size_t)>* receive = nullptr;
         net::ResponseHeadParser headers;
         std::optional<net::ResponseVerdict> verdict;
-        std::uint64_t body_seen = 0;  // including skipped bytes
         std::uint64_t skip = 0;
         Outcome outcome;
         Abort abort = Abort::none;
@@ -339,12 +338,6 @@ class PackageSource {
             transfer.skip = transfer.verdict->skip;
         }
         if (!transfer.verdict->accept) return 0;
-        transfer.body_seen += length;
-        if (transfer.body_seen > transfer.limit + transfer.verdict->skip) {
-            transfer.outcome.retryable = false;
-            transfer.outcome.problem = "larger than " + std::to_string(transfer.limit) + " bytes";
-            return 0;
-        }
         transfer.last_byte = Clock::now();
         if (transfer.skip > 0) {
             const std::size_t dropped = std::size_t(std::min<std::uint64_t>(transfer.skip, length));
@@ -359,6 +352,13 @@ class PackageSource {
                 length = std::size_t(wanted);
                 more = false;
             }
+        }
+        // Only the bytes kept count against the limit: a server that ignores
+        // Range sends the whole file, of which the range is cut out.
+        if (transfer.outcome.received + length > transfer.limit) {
+            transfer.outcome.retryable = false;
+            transfer.outcome.problem = "larger than " + std::to_string(transfer.limit) + " bytes";
+            return 0;
         }
         if (length > 0) {
             transfer.outcome.received += length;
@@ -423,8 +423,8 @@ class PackageSource {
                 : std::string();
         curl_easy_setopt(curl, CURLOPT_URL, target.c_str());
         curl_easy_setopt(curl, CURLOPT_RANGE, range.empty() ? nullptr : range.c_str());
-        // A 200 to a range request carries the file from its start.
-        const std::uint64_t most = to > 0 ? to : limit;
+        // A 200 to a range request carries the whole file, from its start.
+        const std::uint64_t most = to > 0 ? std::max(to, file_size) : limit;
         curl_easy_setopt(curl, CURLOPT_MAXFILESIZE_LARGE,
                          curl_off_t(std::min<std::uint64_t>(most, std::uint64_t{1} << 62)));
         // libcurl's own timer ends the request right at the deadline; the
