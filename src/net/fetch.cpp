@@ -284,7 +284,8 @@ class PackageSource {
         if (cancelled()) throw Cancelled();
         if (past_deadline()) {
             throw Stopped(where(file) + ": deadline of " + seconds_text(options_.deadline_seconds) +
-                          " passed after " + amount(bytes_downloaded + try_received_));
+                          " passed after " +
+                          amount(bytes_downloaded + (transfer_ ? transfer_->outcome.received : 0)));
         }
     }
 
@@ -362,7 +363,6 @@ class PackageSource {
         }
         if (length > 0) {
             transfer.outcome.received += length;
-            self.try_received_ += length;
             if (!(*transfer.receive)(data, length)) {
                 transfer.abort = Abort::receiver;
                 return 0;
@@ -413,7 +413,6 @@ class PackageSource {
         transfer.started = transfer.last_byte = Clock::now();
         transfer.samples.emplace_back(transfer.started, 0);
         transfer_ = &transfer;
-        try_received_ = 0;
 
         CURL* const curl = curl_.get();
         const std::string target = url_.origin + url_.path + file;
@@ -441,7 +440,6 @@ class PackageSource {
         error_text_[0] = '\0';
         const CURLcode code = curl_easy_perform(curl);
         transfer_ = nullptr;
-        try_received_ = 0;
         Outcome& outcome = transfer.outcome;
         if (transfer.abort == Abort::cancel) throw Cancelled();
         if (transfer.abort == Abort::deadline ||
@@ -532,8 +530,7 @@ class PackageSource {
     std::function<void(const FetchEvent&)> emit_;
     std::unique_ptr<CURL, CurlFree> curl_;
     char error_text_[CURL_ERROR_SIZE] = {};
-    Transfer* transfer_ = nullptr;    // during curl_easy_perform
-    std::uint64_t try_received_ = 0;  // bytes of the request under way
+    Transfer* transfer_ = nullptr;  // during curl_easy_perform
 };
 
 // Applies units on worker threads while the download goes on.
