@@ -83,6 +83,27 @@ std::string delivery_table(const EvaluationResult& result) {
     return text;
 }
 
+// Where each first result's time went (StartupBreakdown), in ms, beside the
+// line time of the bytes it needed: the physical limit at that rate.
+std::string startup_table(const EvaluationResult& result) {
+    std::string text =
+        "| link | UE | first result | requests | bytes | line time | waiting for first bytes | "
+        "moving bytes | decoding after the last byte | copying weights out | engine build | "
+        "first inference | other |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    for (const UeRun& run : result.runs) {
+        const StartupBreakdown& parts = run.startup;
+        text += format(
+            "| %s | %s | %.1f | %d | %.3f MB | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | "
+            "%.1f |\n",
+            rate_label(run.rate_bits_per_second).c_str(), run.ue.c_str(), parts.total * 1e3,
+            parts.requests, double(parts.bytes) / 1e6,
+            double(parts.bytes) * 8 / run.rate_bits_per_second * 1e3, parts.waiting * 1e3,
+            parts.transfer * 1e3, parts.decode_not_hidden * 1e3, parts.snapshot * 1e3,
+            parts.engine_build * 1e3, parts.first_inference * 1e3, parts.other * 1e3);
+    }
+    return text;
+}
+
 void write_text(const fs::path& path, const std::string& text) {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
     out << text;
@@ -203,6 +224,10 @@ std::string report_markdown(const EvaluationResult& result, bool plots) {
         "base "
         "rung, UE2 the high-precision model), and to the engine of the top rung serving.\n\n";
     text += delivery_table(result);
+    text +=
+        "\nWhere the time to the first result went, in ms (docs/evaluation.md): the line time is "
+        "what the link needs for the bytes alone.\n\n";
+    text += startup_table(result);
     if (plots) {
         text += "\n![start-up latency](startup-latency.png)\n\n";
         for (std::size_t i = 0; i + 1 < result.runs.size(); i += 2) {
@@ -307,9 +332,10 @@ int run_eval(int argc, char** argv) {
     std::error_code ignored;
     fs::remove_all(options.work_directory, ignored);
 
-    std::printf("%s on %s: original float32 %.2f (%s)\n\n%s\n%s\n", result.model_name.c_str(),
+    std::printf("%s on %s: original float32 %.2f (%s)\n\n%s\n%s\n%s\n", result.model_name.c_str(),
                 result.dataset_name.c_str(), result.original.value, result.metric_name.c_str(),
-                results_table(result).c_str(), delivery_table(result).c_str());
+                results_table(result).c_str(), delivery_table(result).c_str(),
+                startup_table(result).c_str());
     if (!plots)
         std::fprintf(stderr,
                      "bitinc eval: warning: gnuplot failed; no plots (see %s/gnuplot.log)\n",

@@ -179,7 +179,10 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
     }
 
     const int threads = core::resolve_threads(options.threads);
-    std::vector<std::string> files(manifest.rungs.size());
+    // The rungs a device starts from begin with the topology (format 3).
+    std::vector<std::string> files;
+    for (const RungEntry& rung : manifest.rungs)
+        files.push_back(starts_with_topology(rung.kind) ? model.topology : std::string());
     std::vector<double> encode_seconds(manifest.rungs.size(), 0.0);
     std::size_t done = 0;
     for (std::size_t t = 0; t < model.weights.size(); ++t) {

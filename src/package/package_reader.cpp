@@ -126,6 +126,10 @@ VerifyReport verify_package(const fs::path& directory,
         }
         ModelAssembler& assembler = direct ? *direct : *ladder;
         bool sound = file.has_value();
+        if (file && starts_with_topology(rung.kind) &&
+            std::string_view(*file).substr(0, topology->size()) != *topology) {
+            report.problems.push_back(rung.data.file + ": does not begin with the topology");
+        }
         for (std::size_t u = 0; file && u < rung.units.size(); ++u) {
             try {
                 assembler.apply_unit(r, u, unit_bytes(*file, rung.units[u]),
