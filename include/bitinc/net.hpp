@@ -77,7 +77,7 @@ struct ServerOptions {
     double request_timeout_seconds = 10;
     double idle_timeout_seconds = 60;
     double write_timeout_seconds = 30;
-    // One line per request: client, method, path, [range], status, bytes.
+    // One line per request: client, method, path, [range], status, body bytes.
     // Called on the server's thread.
     std::function<void(const std::string&)> access_log;
 };
