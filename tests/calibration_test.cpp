@@ -56,6 +56,35 @@ TEST_F(Calibration, RefiningTheMostSensitiveTensorRecoversMoreLoss) {
     EXPECT_LT(all_coarse_but(most->tensor), all_coarse_but(least->tensor));
 }
 
+// The accuracy point is measured, within the tolerance of the top rung, and
+// needs no more than every tensor; the order covers each quantized tensor once.
+TEST_F(Calibration, AccuracyPointIsAsGoodAsTheTopWithinTheTolerance) {
+    const LadderPlan plan = LadderPlan::parse("3,16");
+    const std::vector<TensorSensitivity> sensitivity =
+        measure_sensitivity(model_, plan, 3, images_, options_);
+    std::vector<std::uint64_t> bytes(model_.weights.size(), 0);
+    for (const TensorSensitivity& entry : sensitivity) bytes[entry.tensor] = entry.elements;
+    const RefinementPlan refinement =
+        plan_refinement(model_, plan, 3, sensitivity, bytes, images_, options_, 0.5);
+    ASSERT_EQ(refinement.order.size(), sensitivity.size());
+    std::vector<std::size_t> sorted = refinement.order;
+    std::sort(sorted.begin(), sorted.end());
+    EXPECT_EQ(std::adjacent_find(sorted.begin(), sorted.end()), sorted.end());
+    EXPECT_LE(refinement.accuracy_prefix, refinement.order.size());
+    EXPECT_GE(refinement.point_top1, refinement.top_top1 - 0.5);
+    // 3-bit small-cnn is far from its top: some refinement is needed.
+    EXPECT_LT(refinement.from_top1, refinement.top_top1 - 0.5);
+    EXPECT_GT(refinement.accuracy_prefix, 0u);
+    // The reported point is what that model measures.
+    Model point = model_;
+    for (std::size_t i = 0; i < refinement.order.size(); ++i) {
+        point = with_tensor_at_rung(point, refinement.order[i], plan,
+                                    i < refinement.accuracy_prefix ? 16 : 3);
+    }
+    EXPECT_DOUBLE_EQ(calibration_loss(point, images_, options_).top1_percent,
+                     refinement.point_top1);
+}
+
 TEST_F(Calibration, ARungOutsideTheLadderIsAnError) {
     EXPECT_THROW(with_tensor_at_rung(model_, 0, LadderPlan::parse("8,16"), 4), Error);
 }

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <string>
 
 #include "bitinc/accuracy.hpp"
@@ -56,15 +57,22 @@ CalibrationLoss calibration_loss(const Model& model, const ImageSet& images,
     return {cross_entropy / double(total), 100.0 * double(correct) / double(total)};
 }
 
-Model with_tensor_at_rung(Model model, std::size_t tensor, const LadderPlan& plan, int bits) {
+namespace {
+
+// The float32 weights of `tensor` at its `bits` rung of `plan`.
+std::vector<float> rung_values(const Tensor& tensor, const LadderPlan& plan, int bits) {
     const auto rung = std::find(plan.bits.begin(), plan.bits.end(), bits);
     if (rung == plan.bits.end()) {
         throw Error("calibration: " + std::to_string(bits) + " bits is not a rung of the ladder");
     }
+    return reconstruct(quantize_ladder(tensor, plan)[std::size_t(rung - plan.bits.begin())]);
+}
+
+}  // namespace
+
+Model with_tensor_at_rung(Model model, std::size_t tensor, const LadderPlan& plan, int bits) {
     if (tensor >= model.weights.size()) throw Error("calibration: no such tensor");
-    Tensor& weights = model.weights[tensor];
-    const std::vector<QuantizedTensor> rungs = quantize_ladder(weights, plan);
-    weights.values = reconstruct(rungs[std::size_t(rung - plan.bits.begin())]);
+    model.weights[tensor].values = rung_values(model.weights[tensor], plan, bits);
     return model;
 }
 
@@ -91,6 +99,55 @@ std::vector<TensorSensitivity> measure_sensitivity(const Model& model, const Lad
         result.push_back(std::move(entry));
         if (options.progress) options.progress(result.size() + 1, total);
     }
+    return result;
+}
+
+RefinementPlan plan_refinement(const Model& model, const LadderPlan& plan, int from_bits,
+                               const std::vector<TensorSensitivity>& sensitivity,
+                               const std::vector<std::uint64_t>& refinement_bytes,
+                               const ImageSet& calibration, const CalibrationOptions& options,
+                               double tolerance_points) {
+    const auto value = [&](const TensorSensitivity& entry) {
+        const std::uint64_t bytes =
+            entry.tensor < refinement_bytes.size() ? refinement_bytes[entry.tensor] : 0;
+        return entry.loss_increase / double(std::max<std::uint64_t>(bytes, 1));
+    };
+    std::vector<TensorSensitivity> ranked = sensitivity;
+    std::stable_sort(ranked.begin(), ranked.end(),
+                     [&](const auto& a, const auto& b) { return value(a) > value(b); });
+    RefinementPlan result;
+    for (const TensorSensitivity& entry : ranked) result.order.push_back(entry.tensor);
+
+    // The model with the first `prefix` tensors of the order at the top rung
+    // and the others at `from_bits`; its calibration top-1, measured once.
+    Model top = model;
+    for (const std::size_t t : result.order)
+        top.weights[t].values = rung_values(model.weights[t], plan, plan.top_bits());
+    std::vector<std::optional<double>> measured(result.order.size() + 1);
+    const auto top1_at = [&](std::size_t prefix) {
+        if (!measured[prefix]) {
+            Model mixed = top;
+            for (std::size_t i = prefix; i < result.order.size(); ++i)
+                mixed.weights[result.order[i]].values =
+                    rung_values(model.weights[result.order[i]], plan, from_bits);
+            measured[prefix] = calibration_loss(mixed, calibration, options).top1_percent;
+        }
+        return *measured[prefix];
+    };
+    result.top_top1 = top1_at(result.order.size());
+    result.from_top1 = top1_at(0);
+    const double needed = result.top_top1 - tolerance_points;
+    std::size_t low = 0, high = result.order.size();  // top1_at(high) meets `needed`
+    while (low < high) {
+        const std::size_t middle = low + (high - low) / 2;
+        if (top1_at(middle) >= needed) {
+            high = middle;
+        } else {
+            low = middle + 1;
+        }
+    }
+    result.accuracy_prefix = high;
+    result.point_top1 = top1_at(high);
     return result;
 }
 
