@@ -251,8 +251,7 @@ EvaluationResult run_evaluation(const fs::path& model_path, Scenario& scenario,
         SweepPoint point;
         point.base_bits = base_bits;
         point.per_channel = per_channel;
-        point.bytes =
-            sweep_packed.manifest.rungs.front().data.bytes + sweep_packed.manifest.topology.bytes;
+        point.bytes = sweep_packed.manifest.rungs.front().data.bytes;  // topology included
         point.value = scenario.performance(model, "test").value;
         result.sweep.push_back(point);
         std::error_code ignored;
