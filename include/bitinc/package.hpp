@@ -83,6 +83,22 @@ struct TensorEntry {
     std::uint64_t element_count() const;
 };
 
+// Where the model is as good as the top rung, on the packer's calibration
+// data, before every refinement has arrived: the first `units` units of the
+// refinement rung `rung` (an index into Manifest::rungs), after every rung
+// before it. Refinement units come in order of value (accuracy per byte),
+// so a device that stops there gets most of the accuracy for part of the
+// bytes.
+struct AccuracyPoint {
+    std::size_t rung = 0;
+    std::size_t units = 0;
+    std::string metric;                    // e.g. "top1_percent"
+    std::uint64_t calibration_images = 0;  // training images the point was measured on
+    double value = 0;                      // the metric at the point
+    double top_value = 0;                  // the metric at the top rung
+    double tolerance = 0;                  // how far below top_value the point may be
+};
+
 struct Manifest {
     int format_version = package_format_version;
     std::string generator;  // "bitinc VERSION"
@@ -98,6 +114,9 @@ struct Manifest {
     // The ladder's rungs in order (base, then each refinement), then the
     // direct rungs.
     std::vector<RungEntry> rungs;
+    std::optional<AccuracyPoint> accuracy_point;
+    // Bytes of the accuracy point's rung file up to the end of its last unit.
+    std::uint64_t accuracy_point_bytes() const;
 
     // The rung of `kind` at `bits`, or nullptr.
     const RungEntry* find_rung(RungKind kind, int bits) const;
