@@ -104,31 +104,41 @@ TEST(LevelModel, RoundTripsEveryClass) {
     }
 }
 
+// Residuals anywhere in their range, for both kinds of range (ladder
+// refinements and the split parts of levels units).
 TEST(ResidualModel, RoundTripsEveryParent) {
-    for (const int k : {1, 2, 4, 8, 16}) {
-        std::mt19937 generator{static_cast<unsigned>(k)};
-        const std::int32_t half = 1 << (k - 1);
-        std::vector<std::pair<std::int32_t, std::int32_t>> pairs;
-        for (int i = 0; i < 20000; ++i) {
-            const std::int32_t parent = std::int32_t(generator() % 7) - 3;
-            const std::int32_t low = parent > 0 ? -half : -(half - 1);
-            const std::int32_t high = parent < 0 ? half : half - 1;
-            const std::int32_t residual =
-                low + std::int32_t(generator() % std::uint32_t(high - low + 1));
-            pairs.emplace_back(parent, residual);
-        }
-        RangeEncoder encoder;
-        BitWriter raw;
-        ResidualModel model(k);
-        for (const auto& [parent, residual] : pairs) model.encode(parent, residual, encoder, raw);
-        const auto coded = encoder.finish();
-        const auto raw_bytes = raw.finish();
-        RangeDecoder decoder(coded);
-        BitReader raw_reader(raw_bytes);
-        ResidualModel decoding(k);
-        for (std::size_t i = 0; i < pairs.size(); ++i) {
-            ASSERT_EQ(decoding.decode(pairs[i].first, decoder, raw_reader), pairs[i].second)
-                << "k " << k << " at " << i;
+    for (const ResidualRanges ranges : {ResidualRanges::ladder, ResidualRanges::split}) {
+        for (const int k : {1, 2, 4, 8, 16}) {
+            std::mt19937 generator{static_cast<unsigned>(k)};
+            const std::int32_t half = 1 << (k - 1);
+            const bool ladder = ranges == ResidualRanges::ladder;
+            std::vector<std::pair<std::int32_t, std::int32_t>> pairs;
+            for (int i = 0; i < 20000; ++i) {
+                const std::int32_t parent = std::int32_t(generator() % 7) - 3;
+                std::int32_t low = parent > 0 ? -half : -(half - 1);
+                std::int32_t high = parent < 0 ? half : half - 1;
+                if (ladder) {  // the mirror image, and the zero cell has both ends
+                    low = parent > 0 ? -(half - 1) : -half;
+                    high = parent < 0 ? half - 1 : half;
+                }
+                const std::int32_t residual =
+                    low + std::int32_t(generator() % std::uint32_t(high - low + 1));
+                pairs.emplace_back(parent, residual);
+            }
+            RangeEncoder encoder;
+            BitWriter raw;
+            ResidualModel model(k, ranges);
+            for (const auto& [parent, residual] : pairs)
+                model.encode(parent, residual, encoder, raw);
+            const auto coded = encoder.finish();
+            const auto raw_bytes = raw.finish();
+            RangeDecoder decoder(coded);
+            BitReader raw_reader(raw_bytes);
+            ResidualModel decoding(k, ranges);
+            for (std::size_t i = 0; i < pairs.size(); ++i) {
+                ASSERT_EQ(decoding.decode(pairs[i].first, decoder, raw_reader), pairs[i].second)
+                    << "k " << k << (ladder ? " ladder" : " split") << " at " << i;
+            }
         }
     }
 }

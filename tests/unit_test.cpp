@@ -221,19 +221,23 @@ TEST(Unit, LargeChunksUseTheRansCoderAndReproduceEveryRung) {
     }
 }
 
+// Format 1 used another ladder and coder, format 2 rounded every rung
+// directly (another ladder): both are refused, with advice.
 TEST(Unit, OlderUnitFormatsAreRefusedWithAHint) {
-    auto unit = sample_level_unit();
-    unit[4] = 1;
-    reseal(unit);
-    try {
-        read_unit_header(unit, "old");
-        FAIL() << "no error";
-    } catch (const Error& error) {
-        EXPECT_NE(std::string(error.what())
-                      .find("unit format 1 is from an older bitinc; re-pack "
-                            "the model"),
-                  std::string::npos)
-            << error.what();
+    for (const std::uint8_t version : {1, 2}) {
+        auto unit = sample_level_unit();
+        unit[4] = version;
+        reseal(unit);
+        try {
+            read_unit_header(unit, "old");
+            FAIL() << "no error";
+        } catch (const Error& error) {
+            EXPECT_NE(std::string(error.what())
+                          .find("unit format " + std::to_string(version) +
+                                " is from an older bitinc; re-pack the model"),
+                      std::string::npos)
+                << error.what();
+        }
     }
 }
 
@@ -294,7 +298,9 @@ TEST(Unit, MalformedRansPreamblesAreErrors) {
           Tamper{true, 1, 0x7F, "127 contexts"}, Tamper{false, 1, 4, "four refinement contexts"},
           Tamper{false, 1, 0x81, "refinement with coded signs"},
           Tamper{true, 2, 0xFF, "sign stream length"}, Tamper{true, 5, 0xFF, "sign stream length"},
-          Tamper{false, 2, 0x00, "table bits"}}) {
+          Tamper{false, 2, 0x01, "raw context 0"},
+          Tamper{false, 2, 0x08, "raw context beyond the count"},
+          Tamper{false, 3, 0x00, "table bits"}}) {
         auto bad = tamper.is_levels ? levels : refinement;
         const std::size_t coded = tamper.is_levels ? levels_coded : unit_header_bytes;
         // Value 0 flips every bit of the byte instead.
@@ -308,6 +314,28 @@ TEST(Unit, MalformedRansPreamblesAreErrors) {
         } else {
             EXPECT_THROW(decode_refinement_unit(header, bad, rungs[0].indices, out), Error)
                 << tamper.what;
+        }
+    }
+}
+
+// An 8→16 refinement of near-uniform cells sends its non-zero cells raw
+// (no rANS symbol: §5.1), a 4→8 one codes them; both reproduce the top rung,
+// also when a unit's coded elements do not fill whole blocks of 8.
+TEST(Unit, RefinementsWithRawContextsRoundTrip) {
+    for (const std::size_t per_row : {std::size_t{3000}, std::size_t{2999}}) {
+        const Tensor tensor = large_tensor(4, per_row, 6, /*sign_runs=*/false);
+        const auto rungs = quantize_ladder(tensor, LadderPlan::parse("4,8,16"));
+        const UnitTarget whole = plan_chunks(0, tensor.element_count()).front();
+        for (std::size_t r = 1; r < rungs.size(); ++r) {
+            const auto unit = encode_refinement_unit(whole, rungs[r - 1], rungs[r], UnitCoder::rans);
+            const UnitHeader header = read_unit_header(unit, "refinement");
+            const std::uint8_t raw_mask = unit[unit_header_bytes + 2];
+            if (rungs[r].bits == 16) {
+                EXPECT_NE(raw_mask, 0) << "8→16 should send non-zero cells raw";
+            }
+            std::vector<std::int32_t> out(header.target.count);
+            decode_refinement_unit(header, unit, rungs[r - 1].indices, out);
+            EXPECT_EQ(out, rungs[r].indices) << rungs[r].bits << " bits, rows of " << per_row;
         }
     }
 }

@@ -95,8 +95,7 @@ std::vector<float> top_steps(const Tensor& tensor, const LadderPlan& plan, std::
     return steps;
 }
 
-// Direct rounding of every weight at one rung's step: no rung derives from
-// another, so a coarse rung is as small as plain rounding makes it.
+// Direct rounding of every weight at the top rung's step.
 QuantizedTensor quantize_rung(const Tensor& tensor, const LadderPlan& plan,
                               std::span<const float> top, std::size_t channel_size, int bits) {
     const int shift = plan.top_bits() - bits;
@@ -124,7 +123,29 @@ QuantizedTensor quantize_rung(const Tensor& tensor, const LadderPlan& plan,
     return result;
 }
 
+// The next coarser rung, k bits below `fine`: every index divided by 2^k,
+// halves rounded toward zero, so that the coarse index is a function of the
+// fine one (docs/format.md §1).
+QuantizedTensor coarser_rung(const QuantizedTensor& fine, int k) {
+    QuantizedTensor result;
+    result.bits = fine.bits - k;
+    result.channel_size = fine.channel_size;
+    result.steps.reserve(fine.steps.size());
+    for (const float step : fine.steps) result.steps.push_back(std::ldexp(step, k));  // exact
+    result.indices.resize(fine.indices.size());
+    for (std::size_t i = 0; i < fine.indices.size(); ++i)
+        result.indices[i] = divide_toward_zero_on_ties(fine.indices[i], k);
+    return result;
+}
+
 }  // namespace
+
+std::int32_t divide_toward_zero_on_ties(std::int32_t fine_index, int k) {
+    const std::int64_t bias = (std::int64_t{1} << (k - 1)) - 1;
+    const std::int64_t magnitude = std::abs(std::int64_t{fine_index});
+    const auto quotient = static_cast<std::int32_t>((magnitude + bias) >> k);
+    return fine_index < 0 ? -quotient : quotient;
+}
 
 QuantizedTensor quantize_top(const Tensor& tensor, const LadderPlan& plan) {
     const std::size_t channels = channel_count(tensor, plan);
@@ -134,13 +155,10 @@ QuantizedTensor quantize_top(const Tensor& tensor, const LadderPlan& plan) {
 }
 
 std::vector<QuantizedTensor> quantize_ladder(const Tensor& tensor, const LadderPlan& plan) {
-    const std::size_t channels = channel_count(tensor, plan);
-    const std::size_t channel_size = tensor.element_count() / channels;
-    const auto steps = top_steps(tensor, plan, channels, channel_size);
-    std::vector<QuantizedTensor> rungs;
-    rungs.reserve(plan.bits.size());
-    for (const int bits : plan.bits)
-        rungs.push_back(quantize_rung(tensor, plan, steps, channel_size, bits));
+    std::vector<QuantizedTensor> rungs(plan.bits.size());
+    rungs.back() = quantize_top(tensor, plan);
+    for (std::size_t rung = rungs.size() - 1; rung-- > 0;)
+        rungs[rung] = coarser_rung(rungs[rung + 1], plan.bits[rung + 1] - plan.bits[rung]);
     return rungs;
 }
 
@@ -158,11 +176,12 @@ std::vector<std::int32_t> refinement_residuals(const QuantizedTensor& coarse,
     return residuals;
 }
 
-ResidualRange residual_range(std::int32_t coarse_index, int k, std::int64_t coarse_limit) {
+ResidualRange residual_range(std::int32_t coarse_index, int k) {
     const std::int32_t half = std::int32_t{1} << (k - 1);
-    // The fine rung clamps at 2^k times the coarse limit: nothing lies beyond.
-    if (coarse_limit > 0 && coarse_index >= coarse_limit) return {-half, 0};
-    if (coarse_limit > 0 && coarse_index <= -coarse_limit) return {0, half};
+    // Ties went toward zero: a cell reaches half a coarse step outwards and
+    // stops short of it inwards, except the zero cell, which has both ends.
+    if (coarse_index > 0) return {-half + 1, half};
+    if (coarse_index < 0) return {-half, half - 1};
     return {-half, half};
 }
 
