@@ -323,7 +323,14 @@ TEST(Unit, MalformedRansPreamblesAreErrors) {
 // also when a unit's coded elements do not fill whole blocks of 8.
 TEST(Unit, RefinementsWithRawContextsRoundTrip) {
     for (const std::size_t per_row : {std::size_t{3000}, std::size_t{2999}}) {
-        const Tensor tensor = large_tensor(4, per_row, 6, /*sign_runs=*/false);
+        // Uniform weights: flat in every cell.
+        std::mt19937 generator(per_row);
+        std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+        Tensor tensor;
+        tensor.name = "uniform";
+        tensor.shape = {4, std::int64_t(per_row)};
+        tensor.values.resize(4 * per_row);
+        for (float& value : tensor.values) value = uniform(generator);
         const auto rungs = quantize_ladder(tensor, LadderPlan::parse("4,8,16"));
         const UnitTarget whole = plan_chunks(0, tensor.element_count()).front();
         for (std::size_t r = 1; r < rungs.size(); ++r) {

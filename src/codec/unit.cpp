@@ -4,9 +4,6 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
-#include <cstdlib>
-#include <cstdio>
-#include <numeric>
 #include <string>
 
 #include "bitinc/codec.hpp"
@@ -543,7 +540,6 @@ Payload encode_refinement_rans(std::span<const std::int32_t> coarse,
             contexts = candidate;
         }
     }
-    if (std::getenv("DEBUG_RAW")) fprintf(stderr, "k %d n %zu contexts %d mask %d bits %.0f counts0 %u\n", k, residuals.size(), contexts, best.raw_mask, best.bits, std::accumulate(counts.begin(), counts.begin() + std::ptrdiff_t(a), 0u));
     std::vector<rans::EncodeTable> encode_tables;  // by context; raw ones stay empty
     std::size_t next_table = 0;
     for (int c = 0; c < contexts; ++c) {

@@ -200,15 +200,31 @@ QuantizedTensor refine(const QuantizedTensor& coarse, std::span<const std::int32
     for (const float step : coarse.steps) result.steps.push_back(std::ldexp(step, -k));
     result.indices.resize(coarse.indices.size());
     const std::int64_t limit = (std::int64_t{1} << (fine_bits - 1)) - 1;
+    const std::int64_t half = std::int64_t{1} << (k - 1);
+    // Branch-free, checked once at the end: the residual's offset from the
+    // inner end of its range, r + h - 1 (mirrored below zero; r + h at zero),
+    // lies in [0, 2^k - 1], or [0, 2^k] at zero.
+    bool bad = false;
     for (std::size_t i = 0; i < residuals.size(); ++i) {
-        const ResidualRange range = residual_range(coarse.indices[i], k);
-        const std::int64_t fine = (std::int64_t{coarse.indices[i]} << k) + residuals[i];
-        if (residuals[i] < range.low || residuals[i] > range.high || fine < -limit ||
-            fine > limit) {
-            throw Error("refinement: residual " + std::to_string(residuals[i]) + " at weight " +
-                        std::to_string(i) + " is out of range");
-        }
+        const std::int64_t parent = coarse.indices[i];
+        const std::int64_t nonzero = parent != 0;
+        const std::int64_t toward = parent < 0 ? -std::int64_t{residuals[i]} : residuals[i];
+        const auto offset = static_cast<std::uint64_t>(toward + half - nonzero);
+        const std::int64_t fine = parent * (std::int64_t{1} << k) + residuals[i];
+        bad |= (offset > static_cast<std::uint64_t>((half << 1) - nonzero)) |
+               (fine < -limit) | (fine > limit);
         result.indices[i] = static_cast<std::int32_t>(fine);
+    }
+    if (bad) {
+        for (std::size_t i = 0; i < residuals.size(); ++i) {
+            const ResidualRange range = residual_range(coarse.indices[i], k);
+            const std::int64_t fine = (std::int64_t{coarse.indices[i]} << k) + residuals[i];
+            if (residuals[i] < range.low || residuals[i] > range.high || fine < -limit ||
+                fine > limit) {
+                throw Error("refinement: residual " + std::to_string(residuals[i]) +
+                            " at weight " + std::to_string(i) + " is out of range");
+            }
+        }
     }
     return result;
 }
