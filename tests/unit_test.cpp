@@ -392,6 +392,18 @@ TEST(Unit, WritesTheFuzzCorpusWhenAsked) {
         write(std::string("refine16-") + tag + ".bin",
               encode_refinement_unit(chunk, rungs[1], rungs[2], coder));
     }
+    // A refinement whose non-zero cells travel raw (§5.1), its coded
+    // elements not a multiple of 8.
+    Tensor uniform = large_tensor(3, 200, 7);
+    std::mt19937 generator(7);
+    std::uniform_real_distribution<float> spread(-1.0f, 1.0f);
+    for (float& value : uniform.values) value = spread(generator);
+    const auto uniform_rungs = quantize_ladder(uniform, LadderPlan::parse("8,16"));
+    const auto raw_contexts = encode_refinement_unit({0, uniform.element_count(), 0, 597},
+                                                     uniform_rungs[0], uniform_rungs[1],
+                                                     UnitCoder::rans);
+    ASSERT_NE(raw_contexts[unit_header_bytes + 2], 0) << "expected raw contexts";
+    write("refine16-rans-raw-contexts.bin", raw_contexts);
 }
 
 }  // namespace
