@@ -152,30 +152,43 @@ bool adaptive_pays(std::size_t adaptive_bytes, std::size_t rans_bytes) {
     return adaptive_bytes < rans_bytes;
 }
 
-// Bits per sign of non-zero indices given the previous sign: below 1 where
-// signs come in runs, which the adaptive coder exploits better than rANS.
-double sign_entropy(std::span<const std::int32_t> indices) {
-    double counts[3][2] = {};
-    int previous = 0;
+// The signs of a chunk's non-zero indices, counted once for both coders.
+// Signs are worth coding where they come in runs: each context is the
+// previous non-zero index's sign (positive for the first).
+struct SignPlan {
+    bool coded = false;
+    std::uint32_t counts[2][2] = {};
+    double bits_per_sign = 1.0;  // given the previous sign; below 1 in runs
+};
+SignPlan plan_signs(std::span<const std::int32_t> indices) {
+    SignPlan plan;
+    std::uint32_t previous = 0;
+    std::uint64_t nonzero = 0;
     for (const std::int32_t index : indices) {
         if (index == 0) continue;
-        counts[previous][index < 0] += 1;
-        previous = index < 0 ? 2 : 1;
+        const std::uint32_t negative = index < 0;
+        ++plan.counts[previous][negative];
+        previous = negative;
+        ++nonzero;
     }
-    double bits = 0, total = 0;
-    for (const auto& row : counts) {
-        const double n = row[0] + row[1];
-        for (const double c : row)
-            if (c > 0) bits -= c * std::log2(c / n);
-        total += n;
+    double ideal = 0;
+    for (const auto& row : plan.counts) {
+        const double n = double(row[0]) + double(row[1]);
+        for (const std::uint32_t c : row)
+            if (c > 0) ideal -= double(c) * std::log2(double(c) / n);
     }
-    return total > 0 ? bits / total : 1.0;
+    if (nonzero > 0) plan.bits_per_sign = ideal / double(nonzero);
+    double bits = 8.0 * (rans::state_bytes + 4);
+    for (const auto& row : plan.counts) bits += rans::estimated_bits(row);
+    plan.coded = nonzero > 0 && bits < 0.99 * double(nonzero);
+    return plan;
 }
 
-// Whether to try the adaptive coder at all (it encodes 5x slower).
-bool adaptive_worth_trying(std::span<const std::int32_t> indices) {
-    if (indices.size() <= adaptive_always_tried_elements) return true;
-    return indices.size() <= adaptive_trial_elements && sign_entropy(indices) < 0.99;
+// Whether to try the adaptive coder at all (it encodes 5x slower): on small
+// chunks, and where signs come in runs, which it follows better than rANS.
+bool adaptive_worth_trying(std::size_t elements, const SignPlan& signs) {
+    if (elements <= adaptive_always_tried_elements) return true;
+    return elements <= adaptive_trial_elements && signs.bits_per_sign < 0.99;
 }
 
 std::size_t payload_size(const Payload& payload) {
@@ -336,30 +349,8 @@ std::vector<std::uint8_t> rans_preamble(std::span<const std::uint8_t> thresholds
     return bytes;
 }
 
-// Signs are worth coding where they come in runs: each context is the
-// previous non-zero index's sign.
-struct SignPlan {
-    bool coded = false;
-    std::uint32_t counts[2][2] = {};
-};
-SignPlan plan_signs(std::span<const std::int32_t> indices) {
-    SignPlan plan;
-    std::uint32_t previous = 0;
-    std::uint64_t nonzero = 0;
-    for (const std::int32_t index : indices) {
-        if (index == 0) continue;
-        const std::uint32_t negative = index < 0;
-        ++plan.counts[previous][negative];
-        previous = negative;
-        ++nonzero;
-    }
-    double bits = 8.0 * (rans::state_bytes + 4);
-    for (const auto& row : plan.counts) bits += rans::estimated_bits(row);
-    plan.coded = nonzero > 0 && bits < 0.99 * double(nonzero);
-    return plan;
-}
-
-Payload encode_levels_rans(std::span<const std::int32_t> indices, std::uint32_t limit) {
+Payload encode_levels_rans(std::span<const std::int32_t> indices, std::uint32_t limit,
+                           const SignPlan& signs) {
     const int alphabet = level_token(limit) + 1;
     const auto a = std::size_t(alphabet);
     std::vector<std::uint8_t> tokens(indices.size());
@@ -368,7 +359,6 @@ Payload encode_levels_rans(std::span<const std::int32_t> indices, std::uint32_t 
     // increments.
     const std::size_t copies = indices.size() >= 65536 && a <= 64 ? 4 : 1;
     std::vector<std::uint32_t> joint_copies(copies * a * a, 0);
-    const SignPlan signs = plan_signs(indices);
     const std::uint32_t sign_bit = signs.coded ? 0 : 1;  // in the raw stream
     codec::BitWriter raw;
     raw.reserve(indices.size() / 2 + 8);
@@ -631,7 +621,7 @@ RansSetup read_rans_setup(const UnitHeader& header, std::span<const std::uint8_t
         at += 4;
         if (sign_stream_bytes < rans::state_bytes) corrupt(header, "bad rANS sign stream");
     }
-    rans::BitCursor table_bits(coded.subspan(at));
+    codec::BitReader table_bits(coded.subspan(at));
     setup.tables.resize(std::size_t(setup.contexts));
     std::array<std::uint16_t, rans::max_alphabet> frequencies{};
     for (int c = 0; c < setup.contexts; ++c) {
@@ -1012,9 +1002,10 @@ std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const Quan
         limit = std::max(limit, static_cast<std::uint32_t>(std::abs(std::int64_t{index})));
     }
     const int split = split_bits_for(limit);
+    const SignPlan signs = plan_signs(indices);
     const auto [payload, adaptive] = choose_payload(
-        coder, [&] { return adaptive_worth_trying(indices); },
-        [&] { return encode_levels_rans(indices, limit); },
+        coder, [&] { return adaptive_worth_trying(indices.size(), signs); },
+        [&] { return encode_levels_rans(indices, limit, signs); },
         [&] { return encode_levels_adaptive(indices, limit, split); });
     return assemble(UnitType::levels, rung.bits, adaptive ? split : 0, target, channel_size, limit,
                     std::span(rung.steps).subspan(channels.first, channels.count), payload);
