@@ -932,8 +932,12 @@ void decode_refinement_adaptive(const UnitHeader& header, std::span<const std::u
     codec::RangeDecoder coder(coded_part(header, unit).subspan(1));
     codec::BitReader raw(raw_part(header, unit));
     codec::ResidualModel model(k, codec::ResidualRanges::ladder);
+    const std::int32_t coarse_limit =
+        std::int32_t((std::uint32_t{1} << (header.parent_bits - 1)) - 1);
     for (std::size_t i = 0; i < out.size(); ++i) {
         const std::int32_t parent = coarse[i];
+        if (parent < -coarse_limit || parent > coarse_limit)
+            corrupt(header, "a coarse index exceeds the parent rung's bit depth");
         const std::int32_t residual = model.decode(parent, coder, raw);
         const ResidualRange range = residual_range(parent, k);
         if (residual < range.low || residual > range.high)
