@@ -350,6 +350,28 @@ TEST(Ladder, RefineRejectsResidualsOutOfRange) {
     auto residuals = refinement_residuals(rungs[0], rungs[1]);
     residuals[3] = 100;  // |r| <= 8 for k = 4
     EXPECT_THROW(refine(rungs[0], residuals, 8), Error);
+    // Each end of a non-zero cell's range, and one past it.
+    residuals = refinement_residuals(rungs[0], rungs[1]);
+    QuantizedTensor coarse = rungs[0];
+    coarse.indices[3] = 2;
+    for (const auto& [residual, valid] : {std::pair{-7, true}, std::pair{8, true},
+                                          std::pair{-8, false}, std::pair{9, false}}) {
+        residuals[3] = residual;
+        if (valid) {
+            EXPECT_EQ(refine(coarse, residuals, 8).indices[3], 32 + residual);
+        } else {
+            EXPECT_THROW(refine(coarse, residuals, 8), Error) << residual;
+        }
+    }
+    coarse.indices[3] = -2;  // mirrored
+    residuals[3] = 8;
+    EXPECT_THROW(refine(coarse, residuals, 8), Error);
+    residuals[3] = -8;
+    EXPECT_EQ(refine(coarse, residuals, 8).indices[3], -40);
+    // A coarse index beyond the 4-bit rung's depth.
+    coarse.indices[3] = 8;
+    residuals[3] = 0;
+    EXPECT_THROW(refine(coarse, residuals, 8), Error);
     residuals.pop_back();
     EXPECT_THROW(refine(rungs[0], residuals, 8), Error);
 }

@@ -334,7 +334,8 @@ TEST(Unit, RefinementsWithRawContextsRoundTrip) {
         const auto rungs = quantize_ladder(tensor, LadderPlan::parse("4,8,16"));
         const UnitTarget whole = plan_chunks(0, tensor.element_count()).front();
         for (std::size_t r = 1; r < rungs.size(); ++r) {
-            const auto unit = encode_refinement_unit(whole, rungs[r - 1], rungs[r], UnitCoder::rans);
+            const auto unit =
+                encode_refinement_unit(whole, rungs[r - 1], rungs[r], UnitCoder::rans);
             const UnitHeader header = read_unit_header(unit, "refinement");
             const std::uint8_t raw_mask = unit[unit_header_bytes + 2];
             if (rungs[r].bits == 16) {
@@ -399,9 +400,8 @@ TEST(Unit, WritesTheFuzzCorpusWhenAsked) {
     std::uniform_real_distribution<float> spread(-1.0f, 1.0f);
     for (float& value : uniform.values) value = spread(generator);
     const auto uniform_rungs = quantize_ladder(uniform, LadderPlan::parse("8,16"));
-    const auto raw_contexts = encode_refinement_unit({0, uniform.element_count(), 0, 597},
-                                                     uniform_rungs[0], uniform_rungs[1],
-                                                     UnitCoder::rans);
+    const auto raw_contexts = encode_refinement_unit(
+        {0, uniform.element_count(), 0, 597}, uniform_rungs[0], uniform_rungs[1], UnitCoder::rans);
     ASSERT_NE(raw_contexts[unit_header_bytes + 2], 0) << "expected raw contexts";
     write("refine16-rans-raw-contexts.bin", raw_contexts);
 }

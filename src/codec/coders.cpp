@@ -216,7 +216,8 @@ std::unique_ptr<WeightCoder> make_coder(std::string_view name) {
         return std::make_unique<BitincCoder>("bitinc-adaptive", UnitCoder::adaptive);
     if (name == "raw") return std::make_unique<RawCoder>();
     if (name == "zstd") return std::make_unique<ZstdCoder>();
-    throw Error("unknown coder '" + std::string(name) + "' (bitinc, bitinc-rans, bitinc-adaptive, raw or zstd)");
+    throw Error("unknown coder '" + std::string(name) +
+                "' (bitinc, bitinc-rans, bitinc-adaptive, raw or zstd)");
 }
 
 std::vector<std::string_view> coder_names() {

@@ -580,7 +580,7 @@ struct RansSetup {
     std::vector<rans::DecodeTable> sign_tables;
     std::span<const std::uint8_t> sign_stream;
     std::array<std::uint8_t, max_contexts - 1> thresholds{};
-    std::uint8_t raw_mask = 0;  // refinements: bit c set if context c travels raw
+    std::uint8_t raw_mask = 0;              // refinements: bit c set if context c travels raw
     std::vector<rans::DecodeTable> tables;  // by context (a raw context's unused)
     std::span<const std::uint8_t> stream;
 };
@@ -813,7 +813,8 @@ void decode_refinement_rans(const UnitHeader& header, std::span<const std::uint8
     // Coarse indices within the parent's bit depth keep every refined index
     // within 2^(bits-1) - 1 once its offset is in range: 32-bit arithmetic
     // suffices and needs no check of its own.
-    const std::int32_t coarse_limit = std::int32_t((std::uint32_t{1} << (header.parent_bits - 1)) - 1);
+    const std::int32_t coarse_limit =
+        std::int32_t((std::uint32_t{1} << (header.parent_bits - 1)) - 1);
     const std::uint32_t half = std::uint32_t{1} << (k - 1);
     // The zero cell's offsets reach 2^k, the others' 2^k - 1.
     const std::uint32_t zero_cell_end = std::uint32_t{1} << k;

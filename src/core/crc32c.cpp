@@ -31,8 +31,7 @@ constexpr auto tables = make_tables();
 // this is part of the decoding rate. Chosen at run time (the build targets
 // plain x86-64).
 __attribute__((target("sse4.2"))) std::uint32_t crc32c_sse42(const std::uint8_t* data,
-                                                              std::size_t size,
-                                                              std::uint32_t crc) {
+                                                             std::size_t size, std::uint32_t crc) {
     std::uint64_t wide = crc;
     for (; size >= 8; data += 8, size -= 8) {
         std::uint64_t word;

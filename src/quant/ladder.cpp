@@ -188,7 +188,8 @@ ResidualRange residual_range(std::int32_t coarse_index, int k) {
 QuantizedTensor refine(const QuantizedTensor& coarse, std::span<const std::int32_t> residuals,
                        int fine_bits) {
     const int k = fine_bits - coarse.bits;
-    if (k <= 0 || fine_bits > max_ladder_bits) throw Error("refinement: bad rung bit depths");
+    if (k <= 0 || coarse.bits < min_ladder_bits || fine_bits > max_ladder_bits)
+        throw Error("refinement: bad rung bit depths");
     if (residuals.size() != coarse.indices.size()) {
         throw Error("refinement: " + std::to_string(residuals.size()) + " residuals for " +
                     std::to_string(coarse.indices.size()) + " weights");
@@ -200,29 +201,39 @@ QuantizedTensor refine(const QuantizedTensor& coarse, std::span<const std::int32
     for (const float step : coarse.steps) result.steps.push_back(std::ldexp(step, -k));
     result.indices.resize(coarse.indices.size());
     const std::int64_t limit = (std::int64_t{1} << (fine_bits - 1)) - 1;
-    const std::int64_t half = std::int64_t{1} << (k - 1);
-    // Branch-free, checked once at the end: the residual's offset from the
-    // inner end of its range, r + h - 1 (mirrored below zero; r + h at zero),
-    // lies in [0, 2^k - 1], or [0, 2^k] at zero.
-    bool bad = false;
+    // Branch-free 32-bit arithmetic the compiler vectorizes, checked once at
+    // the end: coarse indices within their bit depth, and each residual's
+    // offset from the inner end of its range, r + h - 1 (mirrored below
+    // zero; r + h at zero), in [0, 2^k - 1] ([0, 2^k] at zero), keep the
+    // refined index within its bit depth.
+    const auto coarse_limit = static_cast<std::int32_t>((std::int64_t{1} << (coarse.bits - 1)) - 1);
+    const std::uint32_t half = std::uint32_t{1} << (k - 1);
+    std::uint32_t bad = 0;
+    std::int32_t lowest = 0, highest = 0;
     for (std::size_t i = 0; i < residuals.size(); ++i) {
-        const std::int64_t parent = coarse.indices[i];
-        const std::int64_t nonzero = parent != 0;
-        const std::int64_t toward = parent < 0 ? -std::int64_t{residuals[i]} : residuals[i];
-        const auto offset = static_cast<std::uint64_t>(toward + half - nonzero);
-        const std::int64_t fine = parent * (std::int64_t{1} << k) + residuals[i];
-        bad |= (offset > static_cast<std::uint64_t>((half << 1) - nonzero)) |
-               (fine < -limit) | (fine > limit);
-        result.indices[i] = static_cast<std::int32_t>(fine);
+        const std::int32_t parent = coarse.indices[i];
+        lowest = std::min(lowest, parent);
+        highest = std::max(highest, parent);
+        const std::uint32_t nonzero = parent != 0;
+        const auto flip = static_cast<std::uint32_t>(parent >> 31);
+        const std::uint32_t toward = (static_cast<std::uint32_t>(residuals[i]) ^ flip) - flip;
+        bad |= toward + half - nonzero > 2 * half - nonzero;
+        result.indices[i] = static_cast<std::int32_t>((static_cast<std::uint32_t>(parent) << k) +
+                                                      static_cast<std::uint32_t>(residuals[i]));
     }
+    bad |= lowest < -coarse_limit || highest > coarse_limit;
     if (bad) {
         for (std::size_t i = 0; i < residuals.size(); ++i) {
+            if (std::abs(std::int64_t{coarse.indices[i]}) > coarse_limit) {
+                throw Error("refinement: coarse index " + std::to_string(coarse.indices[i]) +
+                            " at weight " + std::to_string(i) + " exceeds its bit depth");
+            }
             const ResidualRange range = residual_range(coarse.indices[i], k);
             const std::int64_t fine = (std::int64_t{coarse.indices[i]} << k) + residuals[i];
             if (residuals[i] < range.low || residuals[i] > range.high || fine < -limit ||
                 fine > limit) {
-                throw Error("refinement: residual " + std::to_string(residuals[i]) +
-                            " at weight " + std::to_string(i) + " is out of range");
+                throw Error("refinement: residual " + std::to_string(residuals[i]) + " at weight " +
+                            std::to_string(i) + " is out of range");
             }
         }
     }
