@@ -354,8 +354,8 @@ TEST(Ladder, RefineRejectsResidualsOutOfRange) {
     residuals = refinement_residuals(rungs[0], rungs[1]);
     QuantizedTensor coarse = rungs[0];
     coarse.indices[3] = 2;
-    for (const auto& [residual, valid] : {std::pair{-7, true}, std::pair{8, true},
-                                          std::pair{-8, false}, std::pair{9, false}}) {
+    for (const auto& [residual, valid] :
+         {std::pair{-7, true}, std::pair{8, true}, std::pair{-8, false}, std::pair{9, false}}) {
         residuals[3] = residual;
         if (valid) {
             EXPECT_EQ(refine(coarse, residuals, 8).indices[3], 32 + residual);

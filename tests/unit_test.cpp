@@ -348,6 +348,32 @@ TEST(Unit, RefinementsWithRawContextsRoundTrip) {
     }
 }
 
+// Uniform weights plus a cluster inside the cells of |coarse index| 1: the
+// zero cell and those cells coded, the cells beyond raw (three contexts,
+// the coded elements' tables alternating).
+TEST(Unit, RefinementsWithCodedAndRawContextsMixedRoundTrip) {
+    std::mt19937 generator(3);
+    std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+    Tensor tensor;
+    tensor.name = "mixed";
+    tensor.shape = {2, 9001};
+    tensor.values.resize(2 * 9001);
+    for (std::size_t i = 0; i < tensor.values.size(); ++i) {
+        // Cell 1 of the 4-bit rung covers about 0.07-0.21 of the largest |w|.
+        tensor.values[i] = i % 3 == 0 ? 0.1f + 0.01f * uniform(generator) : uniform(generator);
+    }
+    tensor.values[0] = 1.0f;
+    const auto rungs = quantize_ladder(tensor, LadderPlan::parse("4,8"));
+    const UnitTarget whole = plan_chunks(0, tensor.element_count()).front();
+    const auto unit = encode_refinement_unit(whole, rungs[0], rungs[1], UnitCoder::rans);
+    ASSERT_EQ(unit[unit_header_bytes + 1], 3) << "three contexts";
+    ASSERT_EQ(unit[unit_header_bytes + 2], 4) << "only context 2 raw";
+    const UnitHeader header = read_unit_header(unit, "refinement");
+    std::vector<std::int32_t> out(header.target.count);
+    decode_refinement_unit(header, unit, rungs[0].indices, out);
+    EXPECT_EQ(out, rungs[1].indices);
+}
+
 TEST(Unit, BothCodersRoundTripEveryChunkSize) {
     const Tensor tensor = large_tensor(4, 300, 3);
     const auto rungs = quantize_ladder(tensor, LadderPlan::parse("3,8,16"));

@@ -820,6 +820,9 @@ void decode_refinement_rans(const UnitHeader& header, std::span<const std::uint8
     const std::uint32_t zero_cell_end = std::uint32_t{1} << k;
     const int contexts = setup.contexts;
     const std::uint32_t raw_mask = setup.raw_mask;
+    // Every context raw but context 0, which then holds the zero cell alone
+    // (the usual 8→16 refinement).
+    const bool only_zero_cell_coded = contexts > 1 && raw_mask == ((1u << contexts) - 2);
     const auto s = std::uint32_t(shape.raw_bits);
     rans::Decoder decoder(setup.stream);
     rans::RawReader raw(raw_part(header, unit));
@@ -875,20 +878,29 @@ void decode_refinement_rans(const UnitHeader& header, std::span<const std::uint8
         } else {
             // Some contexts raw: the symbols of the coded elements only.
             std::size_t coded = 0;
-            for (std::size_t u = 0; u < length; ++u) {
-                const std::uint32_t context = refinement_context(parents[u], contexts);
-                coded_contexts[coded] = static_cast<std::uint8_t>(context);
-                coded += ((raw_mask >> context) & 1u) ^ 1u;
-            }
             auto& lanes = decoder.states();
             const auto turn = std::ptrdiff_t(coded_so_far % rans::lanes);
             std::rotate(lanes.begin(), lanes.begin() + turn, lanes.end());
-            decode_symbols(
-                decoder, std::span(symbols).first(coded),
-                [&](std::size_t u) -> const rans::DecodeTable& {
-                    return table_of_context(coded_contexts[u]);
-                },
-                [](std::uint32_t) {});
+            if (only_zero_cell_coded) {  // one table: count them (vectorized)
+                for (std::size_t u = 0; u < length; ++u) coded += parents[u] == 0;
+                const rans::DecodeTable& zero_cell = setup.tables[0];
+                decode_symbols(
+                    decoder, std::span(symbols).first(coded),
+                    [&](std::size_t) -> const rans::DecodeTable& { return zero_cell; },
+                    [](std::uint32_t) {});
+            } else {
+                for (std::size_t u = 0; u < length; ++u) {
+                    const std::uint32_t context = refinement_context(parents[u], contexts);
+                    coded_contexts[coded] = static_cast<std::uint8_t>(context);
+                    coded += ((raw_mask >> context) & 1u) ^ 1u;
+                }
+                decode_symbols(
+                    decoder, std::span(symbols).first(coded),
+                    [&](std::size_t u) -> const rans::DecodeTable& {
+                        return table_of_context(coded_contexts[u]);
+                    },
+                    [](std::uint32_t) {});
+            }
             std::rotate(lanes.begin(), lanes.end() - turn, lanes.end());
             coded_so_far += coded;
             symbols[coded] = 0;
