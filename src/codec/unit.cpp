@@ -906,18 +906,26 @@ void decode_refinement_rans(const UnitHeader& header, std::span<const std::uint8
             symbols[coded] = 0;
             // A coded element takes its symbol and s raw bits, a raw one k raw bits.
             std::size_t next = 0;
-            auto mixed = [&](std::size_t u, auto read) {
-                const std::uint32_t is_coded =
-                    ((raw_mask >> refinement_context(parents[u], contexts)) & 1u) ^ 1u;
-                const std::uint32_t top = (std::uint32_t(symbols[next]) << s) & (0u - is_coded);
-                next += is_coded;
-                offsets[u] = top | read(is_coded ? s : std::uint32_t(k));
+            auto offsets_of = [&](auto coded_at) {
+                auto one = [&](std::size_t u, auto read) {
+                    const std::uint32_t is_coded = coded_at(u);
+                    const std::uint32_t top = (std::uint32_t(symbols[next]) << s) & (0u - is_coded);
+                    next += is_coded;
+                    offsets[u] = top | read(is_coded ? s : std::uint32_t(k));
+                };
+                for (; j + 8 <= length && raw.can_read_unchecked(8 * 32); j += 8) {
+                    for (std::size_t u = j; u < j + 8; ++u)
+                        one(u, [&](std::uint32_t n) { return raw.read_unchecked(n); });
+                }
+                for (; j < length; ++j) one(j, [&](std::uint32_t n) { return raw.read(int(n)); });
             };
-            for (; j + 8 <= length && raw.can_read_unchecked(8 * 32); j += 8) {
-                for (std::size_t u = j; u < j + 8; ++u)
-                    mixed(u, [&](std::uint32_t n) { return raw.read_unchecked(n); });
+            if (only_zero_cell_coded) {
+                offsets_of([&](std::size_t u) { return std::uint32_t(parents[u] == 0); });
+            } else {
+                offsets_of([&](std::size_t u) {
+                    return ((raw_mask >> refinement_context(parents[u], contexts)) & 1u) ^ 1u;
+                });
             }
-            for (; j < length; ++j) mixed(j, [&](std::uint32_t n) { return raw.read(int(n)); });
         }
         // r = o - h (+1 under a non-zero parent), mirrored below zero.
         std::int32_t* refined = out.data() + first;
