@@ -457,7 +457,8 @@ RefinementShape refinement_shape(int k) {
     return {k, top, k - top, (1 << top) + 1};
 }
 
-// The offset of residual r under coarse index p, and back.
+// The offset of residual r under coarse index p (the decoder inverts it in
+// decode_refinement_rans).
 inline std::uint32_t refinement_offset(std::int32_t parent, std::int64_t residual, int k) {
     const std::int64_t half = std::int64_t{1} << (k - 1);
     if (parent > 0) return static_cast<std::uint32_t>(residual + half - 1);
