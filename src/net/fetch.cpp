@@ -546,8 +546,11 @@ class PackageSource {
 // Applies units on worker threads while the download goes on.
 class UnitDecoder {
   public:
-    UnitDecoder(ModelAssembler& assembler, int threads, Clock::time_point start)
-        : assembler_(assembler), start_(start) {
+    // While *hold is true (if given), queued units wait: the device has
+    // something more urgent for its cores (its first engine build).
+    UnitDecoder(ModelAssembler& assembler, int threads, Clock::time_point start,
+                const std::atomic<bool>* hold = nullptr)
+        : assembler_(assembler), start_(start), hold_(hold) {
         for (int t = 0; t < std::max(1, threads); ++t) workers_.emplace_back([this] { work(); });
     }
     ~UnitDecoder() {
@@ -619,6 +622,10 @@ class UnitDecoder {
             {
                 std::unique_lock lock(mutex_);
                 wake_.wait(lock, [this] { return closing_ || !jobs_.empty(); });
+                // Held: look again every millisecond (the holder does not
+                // know this queue to wake it).
+                while (hold_ != nullptr && hold_->load() && !closing_)
+                    wake_.wait_for(lock, std::chrono::milliseconds(1));
                 if (jobs_.empty()) return;
                 job = std::move(jobs_.front());
                 jobs_.pop_front();
@@ -652,6 +659,7 @@ class UnitDecoder {
 
     ModelAssembler& assembler_;
     Clock::time_point start_;
+    const std::atomic<bool>* hold_;
     std::mutex mutex_;
     std::condition_variable wake_;
     std::condition_variable idle_;
@@ -869,7 +877,7 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
     std::optional<UnitDecoder> decoder;
     const auto take_topology = [&](std::string topology, const std::string& where) {
         assembler.emplace(manifest, std::move(topology), where + " (topology)");
-        decoder.emplace(*assembler, options.decode_threads, start);
+        decoder.emplace(*assembler, options.decode_threads, start, options.hold_decoding);
         result.topology_at = now();
         FetchEvent event;
         event.kind = FetchEvent::Kind::topology_ready;

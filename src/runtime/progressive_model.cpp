@@ -36,6 +36,9 @@ struct ProgressiveModel::State {
     ProgressiveOptions options;
     Clock::time_point start = Clock::now();
     std::atomic<bool> cancel{false};
+    // Set while the first engine is being built: the next rung's units wait
+    // undecoded, so the build has the cores to itself (start-up comes first).
+    std::atomic<bool> hold_decoding{false};
 
     mutable std::mutex mutex;
     std::condition_variable changed;
@@ -70,6 +73,7 @@ struct ProgressiveModel::State {
         BuildRequest request{assembler.model(), assembler.lowest_bits(), units_applied};
         {
             const std::lock_guard lock(mutex);
+            if (!current && !building) hold_decoding = true;
             pending = std::move(request);  // a newer snapshot replaces one not yet built
         }
         changed.notify_all();
@@ -134,6 +138,7 @@ struct ProgressiveModel::State {
     void fetch() {
         FetchOptions fetch_options = options.fetch;
         fetch_options.cancel = &cancel;
+        fetch_options.hold_decoding = &hold_decoding;
         fetch_options.on_event = [this](const FetchEvent& event) { on_fetch_event(event); };
         std::optional<std::string> problem;
         std::optional<FetchResult> fetched;
@@ -221,6 +226,7 @@ struct ProgressiveModel::State {
             {
                 const std::lock_guard lock(mutex);
                 building = false;
+                hold_decoding = false;  // built or failed: decoding goes on
                 if (engine) {
                     auto slot = std::make_shared<EngineSlot>();
                     slot->engine = std::move(engine);
@@ -264,6 +270,7 @@ ProgressiveModel::ProgressiveModel(std::string url, ProgressiveOptions options)
 
 ProgressiveModel::~ProgressiveModel() {
     state_->cancel = true;
+    state_->hold_decoding = false;
     if (state_->fetcher.joinable()) state_->fetcher.join();
     {
         const std::lock_guard lock(state_->mutex);
