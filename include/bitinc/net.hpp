@@ -156,6 +156,10 @@ struct FetchOptions {
     // A refinement that cannot be had fails the fetch instead of degrading.
     bool strict = false;
     const std::atomic<bool>* cancel = nullptr;  // set to stop the fetch (Error "cancelled")
+    // Fill FetchResult::model (a float copy of the whole model). A caller
+    // that only writes the model to a file leaves it off and streams from
+    // FetchResult::assembler (write_model_file) instead.
+    bool keep_model = true;
     std::function<void(const FetchEvent&)> on_event;
 };
 
@@ -180,7 +184,9 @@ struct RungTimeline {
 
 struct FetchResult {
     Manifest manifest;
-    Model model;
+    Model model;  // empty unless FetchOptions::keep_model
+    // The assembled model (indices and steps, no float copy).
+    std::shared_ptr<const ModelAssembler> assembler;
     int reached_bits = 0;  // of the lowest quantized chunk
     int target_bits = 0;   // the rung asked for; above reached_bits when degraded
     double manifest_at = 0;
