@@ -234,9 +234,10 @@ void ModelAssembler::read_values(std::size_t tensor_index, std::uint64_t first,
 void ModelAssembler::release_tensor(std::size_t tensor_index) {
     const std::lock_guard lock(mutex_);
     TensorState& state = tensors_.at(tensor_index);
-    state.values = {};
-    state.indices = {};
-    state.steps = {};
+    // Swapped with empty vectors: `= {}` would keep the capacity.
+    std::vector<float>().swap(state.values);
+    std::vector<std::int32_t>().swap(state.indices);
+    std::vector<float>().swap(state.steps);
     for (ChunkState& chunk : state.chunks) chunk.bits = 0;
 }
 

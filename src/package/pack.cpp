@@ -191,7 +191,7 @@ void pack_tensor(const Tensor& tensor, std::size_t tensor_index, bool quantized,
         manifest.rungs[job.rung].units.push_back(
             {std::uint32_t(tensor_index), job.target.first, job.target.count, offset,
              std::uint32_t(job.bytes.size()), unit_crc32c(job.bytes), std::move(job.sha256)});
-        job.bytes = {};  // freed as soon as written
+        std::vector<std::uint8_t>().swap(job.bytes);  // freed as soon as written
     }
 }
 
