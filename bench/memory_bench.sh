@@ -40,9 +40,10 @@ server=$!
 for _ in $(seq 100); do grep -q http "$out/serve.out" 2>/dev/null && break; sleep 0.1; done
 url=$(grep -o 'http://[0-9.:]*' "$out/serve.out")
 
-# peak_kb COMMAND...: runs it, prints its max RSS in KB; fails if it fails.
+# peak_kb COMMAND...: runs it, prints its max RSS in KB and its seconds;
+# fails if it fails.
 peak_kb() {
-    /usr/bin/time -f %M -o "$out/time.txt" "$@" >"$out/command.out" 2>&1 || {
+    /usr/bin/time -f '%M %e' -o "$out/time.txt" "$@" >"$out/command.out" 2>&1 || {
         echo "failed: $*" >&2
         cat "$out/command.out" >&2
         return 1
@@ -50,19 +51,19 @@ peak_kb() {
     tail -1 "$out/time.txt"
 }
 
-printf '%-6s %-8s %-14s %-14s %-10s %-8s %-14s %s\n' model binary command "float32 MB" "peak MB" "x f32" target met
-row() {  # model binary command float32_bytes peak_kb
-    local model=$1 binary=$2 command=$3 f32=$4 kb=$5
-    python3 - "$model" "$binary" "$command" "$f32" "$kb" <<'EOF'
+printf '%-6s %-7s %-15s %-11s %-8s %-7s %-10s %-4s %s\n' model binary command "float32 MB" "peak MB" "x f32" target met seconds
+row() {  # model binary command float32_bytes "peak_kb seconds"
+    local model=$1 binary=$2 command=$3 f32=$4 measured=$5
+    python3 - "$model" "$binary" "$command" "$f32" $measured <<'EOF'
 import sys
-model, binary, command, f32, kb = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+model, binary, command, f32, kb, seconds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
 peak = kb * 1024
 if command == "pack":
     limit, target = 2 * f32, "2x"
 else:
     limit, target = 1.3 * f32 + 64e6, "1.3x+64MB"
 met = "yes" if peak <= limit else "no"
-print(f"{model:<6} {binary:<8} {command:<14} {f32/1e6:<14.0f} {peak/1e6:<14.0f} {peak/f32:<10.2f} {target:<14} {met}")
+print(f"{model:<6} {binary:<7} {command:<15} {f32/1e6:<11.0f} {peak/1e6:<8.0f} {peak/f32:<7.2f} {target:<10} {met:<4} {seconds:.1f}")
 EOF
 }
 
@@ -81,13 +82,14 @@ for spec in $models; do
         row "$name" "$label" pack "$f32" \
             "$(peak_kb nice "$binary" pack "$dir/$name.onnx" --ladder "$ladder" -o "$package" --no-progress)"
         row "$name" "$label" verify "$f32" "$(peak_kb nice "$binary" verify "$package" --no-progress)"
-        row "$name" "$label" unpack "$f32" "$(peak_kb nice "$binary" unpack "$package" -o "$dir/unpacked.onnx")"
+        mkdir -p "$dir/unpacked" "$dir/fetched"
+        row "$name" "$label" unpack "$f32" \
+            "$(peak_kb nice "$binary" unpack "$package" -o "$dir/unpacked/model.onnx")"
         row "$name" "$label" fetch-loopback "$f32" \
-            "$(peak_kb nice "$binary" fetch "$url/$name-$label/" -o "$dir/fetched.onnx" --no-progress)"
+            "$(peak_kb nice "$binary" fetch "$url/$name-$label/" -o "$dir/fetched/model.onnx" --no-progress)"
         # What was fetched is what unpack rebuilt (the data file too, if any).
-        cmp "$dir/fetched.onnx" "$dir/unpacked.onnx"
-        if [[ -f $dir/fetched.onnx.data ]]; then cmp "$dir/fetched.onnx.data" "$dir/unpacked.onnx.data"; fi
-        rm -rf "$dir"/fetched.onnx* "$dir"/unpacked.onnx* "$package"
+        diff -r "$dir/fetched" "$dir/unpacked" >&2
+        rm -rf "$dir/fetched" "$dir/unpacked" "$package"
     done
     rm -rf "$dir"
 done

@@ -199,33 +199,28 @@ class StructureScanner {
     explicit StructureScanner(const ByteSource& source) : source_(source) {}
 
     std::string strip_model() {
-        std::string out;
-        WireCursor cursor(source_, 0, source_.size());
-        while (!cursor.at_end()) {
-            const WireCursor::Field field = cursor.next_field();
-            if (field.number == model_graph_field && field.wire_type == length_delimited) {
-                const std::string graph = strip_graph(field.payload_start, field.end);
-                append_length_delimited_header(out, model_graph_field, graph.size());
-                out += graph;
-            } else {
-                out += source_.read_string(field.start, field.end - field.start);
-            }
-        }
-        return out;
+        return copy_fields(0, source_.size(), model_graph_field, [this](auto begin, auto end) {
+            return copy_fields(begin, end, graph_initializer_field,
+                               [this](auto from, auto to) { return strip_tensor(from, to); });
+        });
     }
 
     std::vector<InitializerRecord> records;
 
   private:
-    std::string strip_graph(std::uint64_t begin, std::uint64_t end) {
+    // Copies the fields in [begin, end) of the source, each length-delimited
+    // field `number` with its payload replaced by rewrite(payload range).
+    template <typename Rewrite>
+    std::string copy_fields(std::uint64_t begin, std::uint64_t end, std::uint32_t number,
+                            const Rewrite& rewrite) {
         std::string out;
         WireCursor cursor(source_, begin, end);
         while (!cursor.at_end()) {
             const WireCursor::Field field = cursor.next_field();
-            if (field.number == graph_initializer_field && field.wire_type == length_delimited) {
-                const std::string tensor = strip_tensor(field.payload_start, field.end);
-                append_length_delimited_header(out, graph_initializer_field, tensor.size());
-                out += tensor;
+            if (field.number == number && field.wire_type == length_delimited) {
+                const std::string payload = rewrite(field.payload_start, field.end);
+                append_length_delimited_header(out, number, payload.size());
+                out += payload;
             } else {
                 out += source_.read_string(field.start, field.end - field.start);
             }
