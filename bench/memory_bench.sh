@@ -11,7 +11,7 @@
 # present) the same commands of that binary are measured on the models it
 # can read (inline data under 2 GiB), for the "before" figures.
 #
-#   bench/memory_bench.sh                    # 8 x 4096 (0.54 GB) and 48 x 4096 (3.2 GB)
+#   bench/memory_bench.sh     # 8 x 4096 (0.54 GB), 1 x 12000 (0.58 GB, one tensor), 48 x 4096 (3.2 GB)
 #   MODELS="small:4:1024" bench/memory_bench.sh
 #
 # Environment: BITINC (build/bitinc), MAKER (build/bench/bitinc_make_big_model),
@@ -25,7 +25,7 @@ before=${BEFORE-/work/main/build/bitinc}
 [[ -n $before && -x $before ]] || before=""
 out=${OUT:-$(mktemp -d /tmp/bitinc-memory-XXXXXX)}
 ladder=${LADDER:-8,16}
-models=${MODELS:-"mid:8:4096 big:48:4096:external"}
+models=${MODELS:-"mid:8:4096 wide:1:12000 big:48:4096:external"}
 mkdir -p "$out/www"
 
 server=""

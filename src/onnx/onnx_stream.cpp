@@ -327,7 +327,7 @@ struct OnnxWeightReader::Impl {
     struct Location {
         const ByteSource* file = nullptr;  // raw bytes at `offset`, or...
         std::uint64_t offset = 0;
-        std::string message;  // ...the whole TensorProto, parsed when loaded
+        std::uint64_t message_length = 0;  // ...the whole TensorProto there, parsed when loaded
     };
     std::vector<Location> locations;
     std::vector<std::uint64_t> element_counts;
@@ -469,14 +469,13 @@ struct OnnxWeightReader::Impl {
             } else {
                 // Values as float_data / int32_data (or none): parsed whole,
                 // as protobuf reads them, and checked now.
-                std::string message =
-                    source.read_string(record.message_offset, record.message_length);
                 TensorProto whole;
-                if (!whole.ParseFromString(message)) {
+                if (!whole.ParseFromString(
+                        source.read_string(record.message_offset, record.message_length))) {
                     throw Error(source_name + ": not an ONNX model, or the file is truncated");
                 }
                 onnx_io::extract_weight(whole, source_name);
-                locations.push_back({nullptr, 0, std::move(message)});
+                locations.push_back({nullptr, record.message_offset, record.message_length});
             }
             element_counts.push_back(count);
             topology.weights.push_back(std::move(weight));
@@ -489,7 +488,8 @@ struct OnnxWeightReader::Impl {
         const Tensor& weight = topology.weights[index];
         if (location.file == nullptr) {
             TensorProto whole;
-            if (!whole.ParseFromString(location.message)) {
+            if (!whole.ParseFromString(
+                    source.read_string(location.offset, location.message_length))) {
                 throw Error(source_name + ": initializer '" + weight.name + "' cannot be read");
             }
             return onnx_io::extract_weight(whole, source_name).values;

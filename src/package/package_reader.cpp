@@ -1,4 +1,5 @@
 // Reading packages from a local directory: unpack and verify.
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -218,48 +219,62 @@ VerifyReport verify_package(const fs::path& directory,
             files[r].reset();
         }
     }
-    // Decoded one tensor at a time: every rung of it, then the direct rungs
-    // compared with the ladder at the same bits; then the tensor is freed.
+    // Decoded one tensor at a time: each ladder rung of it and, right after
+    // the ladder reaches a direct rung's bits, that direct rung, compared
+    // with the ladder block by block and freed; then the ladder's tensor is
+    // freed. At most two copies of one tensor's indices are alive.
     std::vector<std::vector<std::string>> errors(manifest.rungs.size());
     std::vector<bool> differs(manifest.rungs.size(), false);
-    for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
+    std::vector<float> ladder_block;
+    std::vector<float> direct_block;
+    const auto apply = [&](ModelAssembler& assembler, std::size_t r, std::size_t t) {
+        std::vector<std::string> unit_errors = apply_tensor_units(assembler, r, *files[r], t);
+        report.units += files[r]->units_of(t).size();
+        if (progress) progress(report.units, total_units);
+        const bool sound = unit_errors.empty();
+        for (std::string& error : unit_errors) errors[r].push_back(std::move(error));
+        return sound;
+    };
+    const auto same_values = [&](const ModelAssembler& direct_assembler, std::size_t t) {
+        constexpr std::uint64_t block = std::uint64_t{1} << 20;
         const std::uint64_t elements = manifest.tensors[t].element_count();
-        std::map<int, std::vector<float>> ladder_values;  // by bits, where a direct rung needs it
+        for (std::uint64_t first = 0; first < elements; first += block) {
+            const std::size_t length = std::size_t(std::min(block, elements - first));
+            ladder_block.resize(length);
+            direct_block.resize(length);
+            ladder->read_values(t, first, ladder_block);
+            direct_assembler.read_values(t, first, direct_block);
+            if (std::memcmp(ladder_block.data(), direct_block.data(), length * sizeof(float))) {
+                return false;
+            }
+        }
+        return true;
+    };
+    for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
         bool ladder_sound = true;
-        for (std::size_t r = 0; r < manifest.rungs.size(); ++r) {
-            const RungEntry& rung = manifest.rungs[r];
-            if (!files[r]) {
-                ladder_sound &= rung.kind == RungKind::direct;
-                continue;
+        std::vector<bool> direct_done(manifest.rungs.size(), false);
+        for (std::size_t r = 0; r <= manifest.rungs.size(); ++r) {
+            // r == size: direct rungs whose bits the ladder never reached.
+            const bool past_ladder = r == manifest.rungs.size();
+            if (!past_ladder && manifest.rungs[r].kind == RungKind::direct) continue;
+            if (!past_ladder) {
+                ladder_sound &= files[r] && apply(*ladder, r, t);
             }
-            ModelAssembler& assembler = direct[r] ? *direct[r] : *ladder;
-            std::vector<std::string> unit_errors = apply_tensor_units(assembler, r, *files[r], t);
-            report.units += files[r]->units_of(t).size();
-            if (progress) progress(report.units, total_units);
-            const bool sound = unit_errors.empty();
-            for (std::string& error : unit_errors) errors[r].push_back(std::move(error));
-            try {
-                if (rung.kind != RungKind::direct) {
-                    ladder_sound &= sound;
-                    if (ladder_sound &&
-                        manifest.find_rung(RungKind::direct, rung.bits) != nullptr) {
-                        std::vector<float>& values = ladder_values[rung.bits];
-                        values.resize(elements);
-                        ladder->read_values(t, 0, values);
+            for (std::size_t d = 0; d < manifest.rungs.size(); ++d) {
+                const RungEntry& rung = manifest.rungs[d];
+                if (rung.kind != RungKind::direct || direct_done[d] || !files[d]) continue;
+                if (!past_ladder && rung.bits != manifest.rungs[r].bits) continue;
+                direct_done[d] = true;
+                try {
+                    if (apply(*direct[d], d, t) && ladder_sound && !past_ladder &&
+                        !same_values(*direct[d], t)) {
+                        differs[d] = true;
                     }
-                } else if (sound && ladder_values.count(rung.bits)) {
-                    std::vector<float> values(elements);
-                    direct[r]->read_values(t, 0, values);
-                    const std::vector<float>& expected = ladder_values[rung.bits];
-                    if (elements > 0 && std::memcmp(values.data(), expected.data(),
-                                                    elements * sizeof(float)) != 0) {
-                        differs[r] = true;
-                    }
+                } catch (const Error& error) {
+                    errors[d].push_back(error.what());
                 }
-            } catch (const Error& error) {
-                errors[r].push_back(error.what());
+                direct[d]->release_tensor(t);
             }
-            if (direct[r]) direct[r]->release_tensor(t);
         }
         ladder->release_tensor(t);
     }
