@@ -214,8 +214,7 @@ int run_fetch(int argc, char** argv) {
     command_line.add_option("decode-threads", "N", "threads decoding units (default 2)");
     command_line.add_flag("strict", "a refinement that cannot be had is an error");
     command_line.add_flag("external-data",
-                          "keep the weights in OUT.onnx.data beside the model (ONNX external\n"
-                          "data); automatic when the model would pass protobuf's 2 GiB");
+                          "weights in OUT.onnx.data (ONNX external data; automatic past 2 GiB)");
     command_line.add_flag("json", "print the timeline as JSON");
     command_line.add_flag("no-progress", "never draw a progress bar");
     if (!command_line.parse(argc, argv)) return 0;

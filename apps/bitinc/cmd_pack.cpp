@@ -118,8 +118,7 @@ int run_unpack(int argc, char** argv) {
     command_line.add_flag("direct", "rebuild from the direct rung instead of the ladder");
     command_line.add_option("o", "OUT.onnx", "output model (required)");
     command_line.add_flag("external-data",
-                          "keep the weights in OUT.onnx.data beside the model (ONNX external\n"
-                          "data); automatic when the model would pass protobuf's 2 GiB");
+                          "weights in OUT.onnx.data (ONNX external data; automatic past 2 GiB)");
     if (!command_line.parse(argc, argv)) return 0;
     const auto output = command_line.value("o");
     if (!output) throw UsageError("give the output model with -o OUT.onnx");
