@@ -404,7 +404,7 @@ TEST_F(Cli, ClaimedHugeRungAllocatesOnlyWhatArrives) {
     Manifest manifest = read_manifest(www / "m");
     RungEntry& base = manifest.rungs[0];
     ASSERT_GE(base.units.size(), 4u);
-    std::uint64_t offset = 0;
+    std::uint64_t offset = manifest.first_unit_offset(base);
     for (std::size_t u = 0; u < base.units.size(); ++u) {
         base.units[u].offset = offset;
         if (u < 4) base.units[u].length = 0x7FFF0000u;  // 2 GiB each, four of them

@@ -12,6 +12,7 @@
 #include <bitinc/net.hpp>
 #include <chrono>
 #include <fstream>
+#include <mutex>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -143,15 +144,38 @@ TEST_F(Delivery, EventsComeInOrderWithTheModelAtEachRung) {
     EXPECT_EQ(models[2], expected_top_);
 }
 
+// The topology travels at the head of the base and direct rungs' files.
 TEST_F(Delivery, CorruptedTopologyIsRefetched) {
-    const auto server = serve({"flip:topology.onnx:100:1:2"});  // damaged twice
-    const FetchResult result = fetch_package(url(*server), quick_options());
-    EXPECT_EQ(serialize_onnx(result.model), expected_top_);
-    EXPECT_EQ(result.retries, 2u);
+    for (const FetchMode mode : {FetchMode::incremental, FetchMode::direct}) {
+        const auto server = serve({"flip:base-4.bin:100:1:2", "flip:direct-16.bin:100:1:2"});
+        FetchOptions options = quick_options();
+        options.mode = mode;
+        const FetchResult result = fetch_package(url(*server), options);
+        EXPECT_EQ(serialize_onnx(result.model), expected_top_);
+        EXPECT_EQ(result.retries, 2u);
+    }
+}
+
+TEST_F(Delivery, FetchNeverAsksForTheTopologyFile) {
+    std::vector<std::string> requests;
+    std::mutex requests_mutex;
+    ServerOptions options;
+    options.root = root_;
+    options.access_log = [&](const std::string& line) {
+        const std::lock_guard lock(requests_mutex);
+        requests.push_back(line);
+    };
+    PackageServer server(options);
+    server.start();
+    fetch_package(url(server), quick_options());
+    server.stop();
+    ASSERT_EQ(requests.size(), 1u + manifest_.ladder.bits.size());  // manifest, then each rung
+    for (const std::string& line : requests)
+        EXPECT_EQ(line.find("topology.onnx"), std::string::npos) << line;
 }
 
 TEST_F(Delivery, TopologyThatNeverArrivesIntactIsAnError) {
-    const auto server = serve({"flip:topology.onnx:100:1:always"});
+    const auto server = serve({"flip:base-4.bin:100:1:always"});
     try {
         fetch_package(url(*server), quick_options());
         FAIL() << "a damaged topology was used";

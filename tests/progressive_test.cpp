@@ -209,5 +209,41 @@ TEST_F(Progressive, StreamCountsEveryFrameAndEveryRung) {
     EXPECT_LT(report.longest_latency, 1.0);
 }
 
+// The start-up breakdown adds up: two requests (manifest, then the base rung
+// with the topology at its head), each waiting at least one round trip, and
+// the base's bytes moving no faster than the link.
+TEST_F(Progressive, StartupBreakdownAddsUpToTheFirstResult) {
+    if (!testing::fashion_mnist_available())
+        GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+    ServerOptions options;
+    options.root = root_;
+    options.rate_bits_per_second = 8e6;
+    options.rtt_seconds = 0.05;
+    PackageServer server(options);
+    server.start();
+    const ImageSet images = load_fashion_mnist(default_fashion_mnist_dir, Split::test);
+    StreamOptions stream;
+    stream.tail_seconds = 0;
+    stream.max_seconds = 60;
+    const StreamReport report = run_stream(server.url() + "/small-cnn/", quick(), images, stream);
+    const StartupBreakdown parts = startup_breakdown(report);
+    ASSERT_TRUE(report.fetch.has_value());
+    EXPECT_EQ(parts.requests, 2);
+    EXPECT_EQ(parts.bytes, report.fetch->manifest_bytes + report.fetch->rungs.front().bytes);
+    EXPECT_GE(parts.waiting, 2 * options.rtt_seconds);
+    // The server paces each ~10 ms piece to leave when its last byte would,
+    // so a request's first byte waits for one piece: compare the sum.
+    EXPECT_GE(parts.waiting + parts.transfer + 0.005,
+              2 * options.rtt_seconds + double(parts.bytes) * 8 / options.rate_bits_per_second);
+    EXPECT_GT(parts.engine_build, 0);
+    for (const double part : {parts.waiting, parts.transfer, parts.decode_not_hidden,
+                              parts.snapshot, parts.engine_build, parts.first_inference}) {
+        EXPECT_GE(part, 0);
+    }
+    EXPECT_DOUBLE_EQ(parts.total, report.first_result_at);
+    // What no part explains stays small: the parts are the start-up.
+    EXPECT_LT(std::abs(parts.other), 0.05) << parts.other;
+}
+
 }  // namespace
 }  // namespace bitinc

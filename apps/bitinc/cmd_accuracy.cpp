@@ -1,5 +1,7 @@
 #include <bitinc/bitinc.hpp>
+#include <bitinc/calibration.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
@@ -84,6 +86,68 @@ int run_accuracy(int argc, char** argv) {
             std::printf("  PyTorch measured %s %% at export (all 10,000 test images)\n",
                         pytorch->second.c_str());
         }
+    }
+    return 0;
+}
+
+int run_sensitivity(int argc, char** argv) {
+    CommandLine command_line(
+        "sensitivity",
+        "Measures how much each quantized tensor matters: the loss (mean cross-entropy)\n"
+        "on Fashion-MNIST *training* images when that tensor alone is at a rung of the\n"
+        "ladder and every other weight stays float32. The test split is never read:\n"
+        "it judges what calibration decides.");
+    command_line.add_positional("MODEL.onnx", "the classifier to measure");
+    command_line.add_option("ladder", "BITS", "the ladder (default 8,16)");
+    command_line.add_option("bits", "B", "the rung each tensor is put at (default: the base)");
+    command_line.add_flag("per-channel", "one step per output channel");
+    command_line.add_option("images", "N", "calibration images, the first N (default 512)");
+    command_line.add_option("threads", "T", "engine threads (default: all cores)");
+    command_line.add_option("data-dir", "DIR",
+                            "Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist)");
+    command_line.add_flag("json", "print one JSON object instead of text");
+    command_line.add_flag("no-progress", "never draw a progress bar");
+    if (!command_line.parse(argc, argv)) return 0;
+
+    const std::string path = command_line.positional(0);
+    LadderPlan plan = LadderPlan::parse(command_line.value("ladder").value_or("8,16"));
+    plan.per_channel = command_line.flag("per-channel");
+    const int bits = static_cast<int>(
+        command_line.integer("bits", plan.base_bits(), min_ladder_bits, max_ladder_bits));
+    CalibrationOptions options;
+    options.images = static_cast<std::size_t>(command_line.integer("images", 512, 1, 60'000));
+    options.engine.threads = static_cast<int>(command_line.integer("threads", 0, 1, 256));
+    const Model model = read_onnx_file(path);
+    const ImageSet images = load_fashion_mnist(
+        command_line.value("data-dir").value_or(std::string(default_fashion_mnist_dir)),
+        Split::train);
+    ProgressBar progress("sensitivity", "models",
+                         !command_line.flag("no-progress") && ProgressBar::stderr_is_terminal());
+    options.progress = [&](std::size_t done, std::size_t total) { progress.update(done, total); };
+    std::vector<TensorSensitivity> result = measure_sensitivity(model, plan, bits, images, options);
+    progress.finish();
+    std::sort(result.begin(), result.end(),
+              [](const auto& a, const auto& b) { return a.loss_increase > b.loss_increase; });
+    if (command_line.flag("json")) {
+        nlohmann::json tensors = nlohmann::json::array();
+        for (const TensorSensitivity& entry : result) {
+            tensors.push_back({{"tensor", entry.name},
+                               {"elements", entry.elements},
+                               {"loss_increase", entry.loss_increase}});
+        }
+        std::printf("%s\n", json_text({{"model", path},
+                                       {"bits", bits},
+                                       {"images", options.images},
+                                       {"split", "train"},
+                                       {"tensors", tensors}})
+                                .c_str());
+        return 0;
+    }
+    std::printf("%s: loss increase with one tensor at %d bits (%zu training images)\n",
+                path.c_str(), bits, options.images);
+    for (const TensorSensitivity& entry : result) {
+        std::printf("  %+10.5f  %10zu  %s\n", entry.loss_increase, entry.elements,
+                    printable_text(entry.name).c_str());
     }
     return 0;
 }

@@ -20,9 +20,14 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// printf into a string of whatever length it takes (long paths in plot
+// scripts must never be cut).
 std::string format(const char* pattern, auto... values) {
-    char text[512];
-    std::snprintf(text, sizeof text, pattern, values...);
+    const int length = std::snprintf(nullptr, 0, pattern, values...);
+    if (length <= 0) return {};
+    std::string text(std::size_t(length) + 1, '\0');
+    std::snprintf(text.data(), text.size(), pattern, values...);
+    text.pop_back();
     return text;
 }
 
@@ -83,6 +88,27 @@ std::string delivery_table(const EvaluationResult& result) {
     return text;
 }
 
+// Where each first result's time went (StartupBreakdown), in ms, beside the
+// line time of the bytes it needed: the physical limit at that rate.
+std::string startup_table(const EvaluationResult& result) {
+    std::string text =
+        "| link | UE | first result | requests | bytes | line time | waiting for first bytes | "
+        "moving bytes | decoding after the last byte | copying weights out | engine build | "
+        "first inference | other |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    for (const UeRun& run : result.runs) {
+        const StartupBreakdown& parts = run.startup;
+        text += format(
+            "| %s | %s | %.1f | %d | %.3f MB | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | "
+            "%.1f |\n",
+            rate_label(run.rate_bits_per_second).c_str(), run.ue.c_str(), parts.total * 1e3,
+            parts.requests, double(parts.bytes) / 1e6,
+            double(parts.bytes) * 8 / run.rate_bits_per_second * 1e3, parts.waiting * 1e3,
+            parts.transfer * 1e3, parts.decode_not_hidden * 1e3, parts.snapshot * 1e3,
+            parts.engine_build * 1e3, parts.first_inference * 1e3, parts.other * 1e3);
+    }
+    return text;
+}
+
 void write_text(const fs::path& path, const std::string& text) {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
     out << text;
@@ -126,9 +152,10 @@ bool write_plots(const EvaluationResult& result, const fs::path& directory) {
         both_formats(
             "accuracy-over-time-" + slug,
             format(
-                "set title 'Accuracy over time, %s, RTT %.0f ms: %s'\nset xlabel 'seconds since "
-                "the "
-                "request'\nset ylabel '%s'\nset xrange [0:%.4f]\nset yrange [0:100]\n"
+                "set title \"Accuracy of the engine serving, %s, RTT %.0f ms: %s\\n(each rung's "
+                "test-set accuracy, measured offline, from its engine swap on)\"\nset xlabel "
+                "'seconds since the request'\nset ylabel '%s'\nset xrange [0:%.4f]\nset yrange "
+                "[0:100]\n"
                 "plot '%s' using 1:2 with steps lw 2 title 'UE1: base rung, then updates', "
                 "'%s' using 1:2 with steps lw 2 dt 2 title 'UE2: high-precision model directly', "
                 "%.4f with lines lc rgb 'gray' title 'original float32'\n",
@@ -166,8 +193,8 @@ bool write_plots(const EvaluationResult& result, const fs::path& directory) {
                    channel_points.empty() ? "nan nan 0\n" : channel_points);
         both_formats(
             "sweep",
-            format("set title 'Base rung size and accuracy: %s'\nset xlabel 'base rung + topology "
-                   "(MB)'\n"
+            format("set title 'One-rung packages (plain quantization at b bits): size and "
+                   "accuracy: %s'\nset xlabel 'rung + topology (MB)'\n"
                    "set ylabel '%s'\nset xrange [0:*]\nset yrange [*:*]\nset key bottom right\n"
                    "plot '%s' using 1:2 with linespoints pt 7 title 'per-tensor steps', "
                    "'' using 1:2:(sprintf('%%d bit', $3)) with labels offset 0,1 notitle, "
@@ -203,6 +230,10 @@ std::string report_markdown(const EvaluationResult& result, bool plots) {
         "base "
         "rung, UE2 the high-precision model), and to the engine of the top rung serving.\n\n";
     text += delivery_table(result);
+    text +=
+        "\nWhere the time to the first result went, in ms (docs/evaluation.md): the line time is "
+        "what the link needs for the bytes alone.\n\n";
+    text += startup_table(result);
     if (plots) {
         text += "\n![start-up latency](startup-latency.png)\n\n";
         for (std::size_t i = 0; i + 1 < result.runs.size(); i += 2) {
@@ -212,8 +243,11 @@ std::string report_markdown(const EvaluationResult& result, bool plots) {
         }
     }
     if (!result.sweep.empty()) {
-        text += "## Sweep: base rung size against accuracy\n\n| base bits | steps | MB | " +
-                result.metric_name + " |\n|---|---|---|---|\n";
+        text +=
+            "## Sweep: one-rung packages, size against accuracy\n\nEach point is a package of a "
+            "single rung: the model quantized directly at b bits (what a base rung of b bits "
+            "costs and scores), not a rung of the ladder above.\n\n| bits | steps | MB | " +
+            result.metric_name + " |\n|---|---|---|---|\n";
         for (const SweepPoint& point : result.sweep) {
             text += format("| %d | %s | %.4f | %.2f |\n", point.base_bits,
                            point.per_channel ? "per channel" : "per tensor",
@@ -243,7 +277,8 @@ int run_eval(int argc, char** argv) {
     command_line.add_option("rates", "LIST", "link rates (default 33.6Mbit,100Mbit,1100Mbit)");
     command_line.add_option("rtt", "DURATION", "round-trip time of every link (default 20ms)");
     command_line.add_flag("sweep",
-                          "also measure base rungs of 2-8 bits, per tensor and per channel");
+                          "also measure one-rung packages (plain quantization) of 2-8 bits, per "
+                          "tensor and per channel");
     command_line.add_option("limit", "N",
                             "evaluate accuracy on the first N test images (default all 10,000)");
     command_line.add_option("fps", "N", "camera frames per second of the UEs (default 30)");
@@ -307,9 +342,10 @@ int run_eval(int argc, char** argv) {
     std::error_code ignored;
     fs::remove_all(options.work_directory, ignored);
 
-    std::printf("%s on %s: original float32 %.2f (%s)\n\n%s\n%s\n", result.model_name.c_str(),
+    std::printf("%s on %s: original float32 %.2f (%s)\n\n%s\n%s\n%s\n", result.model_name.c_str(),
                 result.dataset_name.c_str(), result.original.value, result.metric_name.c_str(),
-                results_table(result).c_str(), delivery_table(result).c_str());
+                results_table(result).c_str(), delivery_table(result).c_str(),
+                startup_table(result).c_str());
     if (!plots)
         std::fprintf(stderr,
                      "bitinc eval: warning: gnuplot failed; no plots (see %s/gnuplot.log)\n",

@@ -27,6 +27,7 @@ nlohmann::json timeline_json(const FetchResult& result) {
                          {"parent_bits", rung.parent_bits},
                          {"bytes", rung.bytes},
                          {"requested_at", rung.requested_at},
+                         {"first_byte_at", rung.first_byte_at},
                          {"downloaded_at", rung.downloaded_at},
                          {"ready_at", rung.ready_at},
                          {"decode_seconds", rung.decode_seconds},
@@ -35,8 +36,14 @@ nlohmann::json timeline_json(const FetchResult& result) {
                          {"units_degraded", rung.units_degraded},
                          {"file_sha256_checked", rung.file_sha256_checked}});
     }
+    const auto download = [](const DownloadTimes& times) {
+        return nlohmann::json{{"requested_at", times.requested_at},
+                              {"first_byte_at", times.first_byte_at},
+                              {"downloaded_at", times.downloaded_at}};
+    };
     return {{"manifest_at", result.manifest_at},
             {"topology_at", result.topology_at},
+            {"manifest_download", download(result.manifest_download)},
             {"seconds", result.seconds},
             {"bytes_downloaded", result.bytes_downloaded},
             {"retries", result.retries},

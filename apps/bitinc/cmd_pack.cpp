@@ -36,14 +36,15 @@ void print_package(const Manifest& manifest) {
     std::printf("%s: %s weights, %s as float32, topology %s\n", manifest.model_name.c_str(),
                 with_commas(manifest.parameters).c_str(), megabytes(manifest.float32_bytes).c_str(),
                 megabytes(manifest.topology.bytes).c_str());
-    std::uint64_t cumulative = manifest.topology.bytes;
+    // What a device downloads up to each rung (base and direct files begin
+    // with the topology).
+    std::uint64_t cumulative = 0;
     std::printf("  %-10s %-7s %-22s %14s %14s %7s\n", "rung", "bits", "file", "bytes",
                 "with earlier", "ratio");
     for (const RungEntry& rung : manifest.rungs) {
         const std::string bits = rung_bits_label(rung.bits, rung.parent_bits);
-        const std::uint64_t total = rung.kind == RungKind::direct
-                                        ? manifest.topology.bytes + rung.data.bytes
-                                        : (cumulative += rung.data.bytes);
+        const std::uint64_t total =
+            rung.kind == RungKind::direct ? rung.data.bytes : (cumulative += rung.data.bytes);
         std::printf("  %-10s %-7s %-22s %14s %14s %6.1fx\n",
                     std::string(rung_kind_name(rung.kind)).c_str(), bits.c_str(),
                     rung.data.file.c_str(), with_commas(rung.data.bytes).c_str(),

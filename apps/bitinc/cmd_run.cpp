@@ -106,6 +106,17 @@ nlohmann::json report_json(const StreamReport& report) {
                            {"windows", windows}};
     if (report.failure) json["failure"] = *report.failure;
     json["degraded"] = ended_degraded(report);
+    const StartupBreakdown startup = startup_breakdown(report);
+    json["startup"] = {{"total", startup.total},
+                       {"requests", startup.requests},
+                       {"waiting", startup.waiting},
+                       {"transfer", startup.transfer},
+                       {"bytes", startup.bytes},
+                       {"decode_not_hidden", startup.decode_not_hidden},
+                       {"snapshot", startup.snapshot},
+                       {"engine_build", startup.engine_build},
+                       {"first_inference", startup.first_inference},
+                       {"other", startup.other}};
     if (report.fetch) {
         json["bytes_downloaded"] = report.fetch->bytes_downloaded;
         json["degraded_tensors"] = report.fetch->degraded_tensors;
@@ -234,6 +245,15 @@ int run_run(int argc, char** argv) {
                     printable_text(url).c_str(), report.first_result_at,
                     degraded ? "last engine (degraded)" : "top rung", report.top_rung_at,
                     report.frames_in, report.results_out);
+        if (const StartupBreakdown startup = startup_breakdown(report); startup.requests > 0) {
+            std::printf(
+                "  first result = %d requests waiting %.1f ms + moving %s %.1f ms + decoding "
+                "after the last byte %.1f ms + copying weights out %.1f ms + engine build "
+                "%.1f ms + first inference %.1f ms + other %.1f ms\n",
+                startup.requests, startup.waiting * 1e3, megabytes(startup.bytes).c_str(),
+                startup.transfer * 1e3, startup.decode_not_hidden * 1e3, startup.snapshot * 1e3,
+                startup.engine_build * 1e3, startup.first_inference * 1e3, startup.other * 1e3);
+        }
         if (report.fetch && degraded) {
             std::printf("  ended at %d of %d bits", report.fetch->reached_bits,
                         report.fetch->target_bits);

@@ -7,6 +7,7 @@ namespace bitinc::cli {
 
 int run_inspect(int argc, char** argv);
 int run_accuracy(int argc, char** argv);
+int run_sensitivity(int argc, char** argv);
 int run_bench(int argc, char** argv);
 int run_pack(int argc, char** argv);
 int run_unpack(int argc, char** argv);

@@ -22,6 +22,8 @@ constexpr Subcommand subcommands[] = {
      bitinc::cli::run_inspect},
     {"accuracy", "measure a classifier's top-1 accuracy on Fashion-MNIST",
      bitinc::cli::run_accuracy},
+    {"sensitivity", "rank a classifier's tensors by the loss their quantization costs",
+     bitinc::cli::run_sensitivity},
     {"bench", "measure coder sizes and speeds on a model's weights", bitinc::cli::run_bench},
     {"pack", "build a package: topology, base rung, refinements, direct rung",
      bitinc::cli::run_pack},

@@ -35,10 +35,11 @@ class Engine {
     virtual FloatArray run(const FloatArray& batch) = 0;
 };
 
-// Builds an OpenCV DNN engine from `model`, applying apply_engine_fixups to a
-// copy first. `model_name` names the model in error messages. Throws Error if
-// OpenCV cannot import the graph (e.g. an unsupported operator).
-std::unique_ptr<Engine> create_opencv_engine(const Model& model, std::string_view model_name,
+// Builds an OpenCV DNN engine from `model`, applying apply_engine_fixups to
+// it first (pass a model you no longer need with std::move: no copy of its
+// weights is made). `model_name` names the model in error messages. Throws
+// Error if OpenCV cannot import the graph (e.g. an unsupported operator).
+std::unique_ptr<Engine> create_opencv_engine(Model model, std::string_view model_name,
                                              const EngineOptions& options = {});
 
 // How raw image pixels become the model's input, read from the model's own

@@ -89,6 +89,7 @@ struct UeRun {
     double startup_latency_e2e = 0;  // request to the first inference result
     double top_rung_seconds = 0;     // request to the engine of the top rung serving
     std::uint64_t bytes = 0;
+    StartupBreakdown startup;  // where startup_latency_e2e went
     StreamReport stream;
     // (seconds, bits) of each engine swap, for accuracy over time.
     std::vector<std::pair<double, int>> swaps;

@@ -77,7 +77,7 @@ struct ServerOptions {
     double request_timeout_seconds = 10;
     double idle_timeout_seconds = 60;
     double write_timeout_seconds = 30;
-    // One line per request: client, method, path, [range], status, bytes.
+    // One line per request: client, method, path, [range], status, body bytes.
     // Called on the server's thread.
     std::function<void(const std::string&)> access_log;
 };
@@ -163,13 +163,19 @@ struct FetchOptions {
     std::function<void(const FetchEvent&)> on_event;
 };
 
-struct RungTimeline {
+// One file's download, in seconds since the fetch started. With retries,
+// first_byte_at is of the first try that brought any byte.
+struct DownloadTimes {
+    double requested_at = 0;
+    double first_byte_at = -1;  // -1: nothing came (resumed from disk, or empty)
+    double downloaded_at = 0;   // last byte in
+};
+
+struct RungTimeline : DownloadTimes {
     RungKind kind = RungKind::base;
     int bits = 0;
     int parent_bits = 0;
     std::uint64_t bytes = 0;
-    double requested_at = 0;    // seconds since the fetch started
-    double downloaded_at = 0;   // last byte in
     double ready_at = 0;        // last unit applied
     double decode_seconds = 0;  // time spent applying units (on all threads)
     // Decoding done before the last byte arrived: hidden behind the transfer.
@@ -187,10 +193,14 @@ struct FetchResult {
     Model model;  // empty unless FetchOptions::keep_model
     // The assembled model (indices and steps, no float copy).
     std::shared_ptr<const ModelAssembler> assembler;
-    int reached_bits = 0;  // of the lowest quantized chunk
-    int target_bits = 0;   // the rung asked for; above reached_bits when degraded
-    double manifest_at = 0;
+    int reached_bits = 0;    // of the lowest quantized chunk
+    int target_bits = 0;     // the rung asked for; above reached_bits when degraded
+    double manifest_at = 0;  // parsed and checked
+    // The topology, at the head of the first rung's file, verified and the
+    // assembler made from it.
     double topology_at = 0;
+    std::uint64_t manifest_bytes = 0;
+    DownloadTimes manifest_download;
     double seconds = 0;
     std::uint64_t bytes_downloaded = 0;
     std::size_t retries = 0;

@@ -21,7 +21,9 @@
 namespace bitinc {
 
 // 2: every unit entry carries the SHA-256 of the unit (docs/format.md).
-inline constexpr int package_format_version = 2;
+// 3: the base and direct rung files begin with the topology, so a device
+//    reaches its first model in two requests (manifest, rung file).
+inline constexpr int package_format_version = 3;
 inline constexpr std::string_view manifest_file_name = "manifest.json";
 // Readers refuse larger manifests before parsing them: a unit entry takes
 // about 110 bytes, so 16 MiB still holds some 150,000 units.
@@ -66,6 +68,12 @@ struct RungEntry {
     std::vector<UnitEntry> units;  // in file order, back to back from offset 0
 };
 
+// Whether a rung's file begins with a copy of the topology: the rungs a
+// device starts from (base and direct) do, refinements do not.
+inline bool starts_with_topology(RungKind kind) {
+    return kind != RungKind::refinement;
+}
+
 struct TensorEntry {
     std::string name;
     std::vector<std::int64_t> shape;
@@ -95,6 +103,11 @@ struct Manifest {
     const RungEntry* find_rung(RungKind kind, int bits) const;
     // The ladder's rungs (base and refinements) in order, up to `until_bits`.
     std::vector<const RungEntry*> ladder_rungs(int until_bits = max_ladder_bits) const;
+    // Where a rung's first unit starts in its file: after the topology when
+    // the file begins with it.
+    std::uint64_t first_unit_offset(const RungEntry& rung) const {
+        return starts_with_topology(rung.kind) ? topology.bytes : 0;
+    }
     // The position in `rungs` of a rung of this manifest.
     std::size_t rung_index(const RungEntry& rung) const {
         return std::size_t(&rung - rungs.data());

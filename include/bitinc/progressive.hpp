@@ -39,7 +39,8 @@ struct ProgressiveEvent {
 };
 
 // Builds an engine from a model; the default builds an OpenCV DNN engine.
-using EngineFactory = std::function<std::unique_ptr<Engine>(const Model&)>;
+// The model is the factory's to keep or move from.
+using EngineFactory = std::function<std::unique_ptr<Engine>(Model)>;
 
 struct ProgressiveOptions {
     // Download settings; the model sets on_event and cancel itself.

@@ -71,6 +71,27 @@ struct StreamReport {
     std::optional<std::string> failure;
 };
 
+// Where the time to the first result went, in seconds: the requests on the
+// way to the first engine (the manifest, then the first rung's file, which
+// begins with the topology) split into
+// waiting for their first byte (round trips and server) and moving their
+// bytes, then what the device adds. The parts sum to `total` with `other`
+// (set-up and parsing between requests, and clock skew).
+struct StartupBreakdown {
+    double total = 0;              // open to the first result (StreamReport::first_result_at)
+    int requests = 0;              // on the way to the first engine
+    double waiting = 0;            // request to first byte, summed over those requests
+    double transfer = 0;           // first to last byte, summed
+    std::uint64_t bytes = 0;       // the bytes those requests carried
+    double decode_not_hidden = 0;  // the first rung's decoding after its last byte
+    double snapshot = 0;           // rung ready to engine build starting (weights copied out)
+    double engine_build = 0;       // the first engine's build
+    double first_inference = 0;    // first engine serving to the first result
+    double other = 0;
+};
+// Needs report.fetch and the first `swapped` event; all zero without them.
+StartupBreakdown startup_breakdown(const StreamReport& report);
+
 // Opens `url` as a ProgressiveModel with `options`, waits for its first
 // engine, then streams `images` (cycling) at options.frames_per_second
 // until the model has finished arriving plus the tail. Preprocessing comes

@@ -104,6 +104,7 @@ UeRun run_ue(const std::string& ue, const std::string& url, FetchMode mode, doub
     run.bytes = fetch.bytes_downloaded;
     run.transfer_seconds = fetch.rungs.empty() ? 0 : fetch.rungs.back().downloaded_at;
     run.startup_latency_e2e = run.stream.first_result_at;
+    run.startup = startup_breakdown(run.stream);
     run.top_rung_seconds = run.stream.top_rung_at;
     for (const ProgressiveEvent& event : run.stream.events) {
         if (event.kind == ProgressiveEvent::Kind::swapped)
@@ -250,8 +251,7 @@ EvaluationResult run_evaluation(const fs::path& model_path, Scenario& scenario,
         SweepPoint point;
         point.base_bits = base_bits;
         point.per_channel = per_channel;
-        point.bytes =
-            sweep_packed.manifest.rungs.front().data.bytes + sweep_packed.manifest.topology.bytes;
+        point.bytes = sweep_packed.manifest.rungs.front().data.bytes;  // topology included
         point.value = scenario.performance(model, "test").value;
         result.sweep.push_back(point);
         std::error_code ignored;
@@ -359,20 +359,32 @@ void write_evaluation_results(const EvaluationResult& result, const fs::path& di
             windows.push_back(
                 {{"end", window.end}, {"results", window.results}, {"correct", window.correct}});
         }
-        json["runs"].push_back({{"ue", run.ue},
-                                {"rate_bits_per_second", run.rate_bits_per_second},
-                                {"rtt_seconds", run.rtt_seconds},
-                                {"bytes", run.bytes},
-                                {"transfer_seconds", run.transfer_seconds},
-                                {"startup_latency", run.startup_latency},
-                                {"startup_latency_e2e", run.startup_latency_e2e},
-                                {"top_rung_seconds", run.top_rung_seconds},
-                                {"frames_in", run.stream.frames_in},
-                                {"results_out", run.stream.results_out},
-                                {"longest_gap_at_swap_seconds", run.stream.longest_gap_at_swap},
-                                {"swaps", swaps},
-                                {"transfer", rungs},
-                                {"windows", windows}});
+        json["runs"].push_back(
+            {{"ue", run.ue},
+             {"rate_bits_per_second", run.rate_bits_per_second},
+             {"rtt_seconds", run.rtt_seconds},
+             {"bytes", run.bytes},
+             {"transfer_seconds", run.transfer_seconds},
+             {"startup_latency", run.startup_latency},
+             {"startup_latency_e2e", run.startup_latency_e2e},
+             {"top_rung_seconds", run.top_rung_seconds},
+             {"startup",
+              {{"requests", run.startup.requests},
+               {"bytes", run.startup.bytes},
+               {"line_seconds", double(run.startup.bytes) * 8 / run.rate_bits_per_second},
+               {"waiting", run.startup.waiting},
+               {"transfer", run.startup.transfer},
+               {"decode_not_hidden", run.startup.decode_not_hidden},
+               {"snapshot", run.startup.snapshot},
+               {"engine_build", run.startup.engine_build},
+               {"first_inference", run.startup.first_inference},
+               {"other", run.startup.other}}},
+             {"frames_in", run.stream.frames_in},
+             {"results_out", run.stream.results_out},
+             {"longest_gap_at_swap_seconds", run.stream.longest_gap_at_swap},
+             {"swaps", swaps},
+             {"transfer", rungs},
+             {"windows", windows}});
     }
     json["sweep"] = Json::array();
     for (const SweepPoint& point : result.sweep) {

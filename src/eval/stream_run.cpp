@@ -58,6 +58,36 @@ void summarize(StreamReport& report, double window_seconds) {
 
 }  // namespace
 
+StartupBreakdown startup_breakdown(const StreamReport& report) {
+    StartupBreakdown parts;
+    const auto swap = std::find_if(report.events.begin(), report.events.end(), [](const auto& e) {
+        return e.kind == ProgressiveEvent::Kind::swapped;
+    });
+    if (!report.fetch || report.fetch->rungs.empty() || swap == report.events.end() ||
+        report.first_result_at < 0) {
+        return parts;
+    }
+    const FetchResult& fetch = *report.fetch;
+    const RungTimeline& first = fetch.rungs.front();
+    const auto add = [&](const DownloadTimes& times, std::uint64_t bytes) {
+        ++parts.requests;
+        parts.bytes += bytes;
+        if (times.first_byte_at < 0) return;  // from disk
+        parts.waiting += times.first_byte_at - times.requested_at;
+        parts.transfer += times.downloaded_at - times.first_byte_at;
+    };
+    add(fetch.manifest_download, fetch.manifest_bytes);
+    add(first, first.bytes);
+    parts.decode_not_hidden = std::max(0.0, first.ready_at - first.downloaded_at);
+    parts.engine_build = swap->build_seconds;
+    parts.snapshot = std::max(0.0, swap->seconds - swap->build_seconds - first.ready_at);
+    parts.first_inference = std::max(0.0, report.first_result_at - swap->seconds);
+    parts.total = report.first_result_at;
+    parts.other = parts.total - parts.waiting - parts.transfer - parts.decode_not_hidden -
+                  parts.snapshot - parts.engine_build - parts.first_inference;
+    return parts;
+}
+
 StreamReport run_stream(const std::string& url, ProgressiveOptions options, const ImageSet& images,
                         const StreamOptions& stream_options) {
     if (images.count == 0) throw Error("run: no images to stream");

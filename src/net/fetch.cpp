@@ -199,8 +199,15 @@ class PackageSource {
                     std::uint64_t limit, std::uint64_t file_size,
                     const std::function<bool(const char*, std::size_t)>& receive) {
         check_stop(file);
-        Outcome outcome = url_.local ? read_local(file, from, to, file_size, receive)
-                                     : request_http(file, from, to, limit, file_size, receive);
+        // The first byte's arrival splits a request's time into waiting
+        // (round trip, server) and transfer, for the start-up breakdown.
+        const std::function<bool(const char*, std::size_t)> timed = [&](const char* data,
+                                                                        std::size_t length) {
+            if (first_byte_at < 0) first_byte_at = seconds_between(start_, Clock::now());
+            return receive(data, length);
+        };
+        Outcome outcome = url_.local ? read_local(file, from, to, file_size, timed)
+                                     : request_http(file, from, to, limit, file_size, timed);
         bytes_downloaded += outcome.received;
         outcome.reached = from + outcome.received;
         return outcome;
@@ -302,6 +309,9 @@ class PackageSource {
 
     std::size_t retries = 0;
     std::uint64_t bytes_downloaded = 0;
+    // Seconds since the fetch started when a body byte first came in since
+    // this was last set to -1.
+    double first_byte_at = -1;
 
   private:
     // The state of the request under way, for libcurl's callbacks.
@@ -691,11 +701,45 @@ class UnitSplitter {
         }
     }
     std::size_t next_unit() const { return next_; }
+    void start_over() {
+        next_ = 0;
+        pending_.clear();
+    }
 
   private:
     const RungEntry& rung_;
     std::size_t next_ = 0;
     std::vector<std::uint8_t> pending_;
+};
+
+// The topology at the head of a base or direct rung's file, gathered as the
+// bytes arrive and checked against the manifest's SHA-256 once whole.
+class TopologyPrefix {
+  public:
+    explicit TopologyPrefix(const FileEntry& topology) : expected_(topology) {}
+
+    // Takes the bytes of [data, data + length) that belong to the topology;
+    // returns how many.
+    std::size_t take(const char* data, std::size_t length) {
+        const std::size_t take =
+            std::size_t(std::min<std::uint64_t>(length, expected_.bytes - taken_));
+        bytes_.append(data, take);
+        taken_ += take;
+        return take;
+    }
+    bool complete() const { return taken_ == expected_.bytes; }
+    bool intact() const { return complete() && core::sha256_hex(bytes_) == expected_.sha256; }
+    // The bytes, once intact; the prefix stays complete.
+    std::string release() { return std::exchange(bytes_, {}); }
+    void start_over() {
+        bytes_.clear();
+        taken_ = 0;
+    }
+
+  private:
+    const FileEntry& expected_;
+    std::string bytes_;
+    std::uint64_t taken_ = 0;
 };
 
 // A partial download kept on disk: the first bytes of a rung file.
@@ -712,7 +756,7 @@ class PartFile {
     // Hands what an earlier run kept (at most `most` bytes) to `consume`
     // piece by piece; returns how many bytes that was.
     std::uint64_t restore(std::uint64_t most,
-                          const std::function<void(const char*, std::size_t)>& consume) {
+                          const std::function<bool(const char*, std::size_t)>& consume) {
         if (path_.empty()) return 0;
         std::ifstream in(path_, std::ios::binary);
         if (!in) return 0;
@@ -724,7 +768,7 @@ class PartFile {
             in.read(buffer.data(), std::streamsize(want));
             const std::size_t got = std::size_t(in.gcount());
             if (got == 0) break;
-            consume(buffer.data(), got);
+            if (!consume(buffer.data(), got)) return kept;
             kept += got;
         }
         return kept;
@@ -767,9 +811,13 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
     PackageSource source(url, options, start, emit);
     FetchResult result;
 
+    source.first_byte_at = -1;
     const std::string manifest_text =
         source.fetch_checked(std::string(manifest_file_name), 0, 0, max_manifest_bytes, 0,
                              [](const std::string&) { return std::string(); });
+    result.manifest_download.first_byte_at = source.first_byte_at;
+    result.manifest_download.downloaded_at = now();
+    result.manifest_bytes = manifest_text.size();
     result.manifest = parse_manifest(manifest_text, source.where(std::string(manifest_file_name)));
     const Manifest& manifest = result.manifest;
     result.manifest_at = now();
@@ -797,39 +845,35 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
         }
     }
 
-    // The topology first: it is never used unless its hash matches.
     result.target_bits = until;
-    std::string topology = source.fetch_checked(
-        manifest.topology.file, 0, 0, manifest.topology.bytes, manifest.topology.bytes,
-        [&](const std::string& bytes) {
-            const bool intact = bytes.size() == manifest.topology.bytes &&
-                                core::sha256_hex(bytes) == manifest.topology.sha256;
-            return intact ? std::string()
-                          : std::string("arrived damaged (SHA-256 differs from the manifest's)");
-        });
-    // Shared with the result, so that a caller can write the model from it.
-    const auto assembler_storage = std::make_shared<ModelAssembler>(
-        manifest, std::move(topology), source.where(manifest.topology.file));
-    ModelAssembler& assembler = *assembler_storage;
-    result.topology_at = now();
-    {
-        FetchEvent event;
-        event.kind = FetchEvent::Kind::topology_ready;
-        event.seconds = result.topology_at;
-        event.assembler = &assembler;
-        emit(event);
-    }
-
     std::uint64_t bytes_total = 0;
     for (const RungEntry* rung : rungs) bytes_total += rung->data.bytes;
     std::uint64_t bytes_done = 0;
     std::set<std::string> degraded;
     std::vector<PartFile> parts;
 
-    UnitDecoder decoder(assembler, options.decode_threads, start);
+    // Both come with the topology, at the head of the first rung's file: it
+    // is never used unless its hash matches the manifest's.
+    // Shared with the result, so that a caller can write the model from it.
+    std::shared_ptr<ModelAssembler> assembler;
+    std::optional<UnitDecoder> decoder;
+    const auto take_topology = [&](std::string topology, const std::string& where) {
+        assembler =
+            std::make_shared<ModelAssembler>(manifest, std::move(topology), where + " (topology)");
+        decoder.emplace(*assembler, options.decode_threads, start);
+        result.topology_at = now();
+        FetchEvent event;
+        event.kind = FetchEvent::Kind::topology_ready;
+        event.seconds = result.topology_at;
+        event.assembler = &*assembler;
+        emit(event);
+    };
     for (const RungEntry* rung : rungs) {
         const std::size_t rung_index = manifest.rung_index(*rung);
         const std::string where = source.where(rung->data.file);
+        if (!assembler && !starts_with_topology(rung->kind)) {
+            throw Error(where + ": a refinement cannot come before the topology");
+        }
         RungTimeline timeline;
         timeline.kind = rung->kind;
         timeline.bits = rung->bits;
@@ -844,31 +888,59 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
             event.bits = rung->bits;
             event.bytes_done = bytes_done;
             event.bytes_total = bytes_total;
-            event.units_applied = decoder.applied();
-            event.assembler = &assembler;
+            event.units_applied = decoder ? decoder->applied() : 0;
+            event.assembler = assembler ? &*assembler : nullptr;
             return event;
         };
 
         // If anything below throws, no worker goes on with this rung.
         struct AbandonOnExit {
-            UnitDecoder& decoder;
-            ~AbandonOnExit() { decoder.abandon(); }
+            std::optional<UnitDecoder>& decoder;
+            ~AbandonOnExit() {
+                if (decoder) decoder->abandon();
+            }
         } abandon_on_exit{decoder};
         PartFile& part = parts.emplace_back(options.part_directory, rung->data);
         UnitSplitter splitter(*rung);
+        std::optional<TopologyPrefix> prefix;
+        if (starts_with_topology(rung->kind)) prefix.emplace(manifest.topology);
         core::Sha256 file_hash;  // of the bytes as they arrive
         std::uint64_t received = 0;
+        bool topology_damaged = false;
+        // False when the topology at the file's head arrived damaged.
         const auto consume = [&](const char* data, std::size_t length) {
             file_hash.update(std::string_view(data, length));
             received += length;
+            if (prefix && !prefix->complete()) {
+                const std::size_t taken = prefix->take(data, length);
+                data += taken;
+                length -= taken;
+                if (!prefix->complete()) return true;
+                if (!prefix->intact()) {
+                    topology_damaged = true;
+                    return false;
+                }
+                if (!assembler) take_topology(prefix->release(), where);
+            }
             splitter.feed(data, length, [&](std::size_t unit, std::vector<std::uint8_t> bytes) {
-                decoder.push({rung_index, unit, std::move(bytes), where});
+                decoder->push({rung_index, unit, std::move(bytes), where});
             });
+            return true;
         };
-        received = 0;
+        // After a damaged topology: the file is fetched again from its start.
+        const auto start_over = [&] {
+            topology_damaged = false;
+            received = 0;
+            file_hash = core::Sha256();
+            prefix->start_over();
+            splitter.start_over();
+            part.open_for_append(0);
+        };
         part.restore(rung->data.bytes, consume);
-        part.open_for_append(received);
+        if (topology_damaged) start_over();  // a damaged part file is not resumed
         bytes_done += received;
+        part.open_for_append(received);
+        source.first_byte_at = -1;
         bool stream_failed = false;
         try {
             source.with_retries(rung->data.file, [&] {
@@ -876,13 +948,21 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
                 Outcome outcome =
                     source.request(rung->data.file, received, rung->data.bytes, rung->data.bytes,
                                    rung->data.bytes, [&](const char* data, std::size_t length) {
-                                       consume(data, length);
+                                       if (!consume(data, length)) return false;
                                        part.append(data, length);
                                        bytes_done += length;
                                        emit(rung_event(FetchEvent::Kind::progress));
                                        return true;
                                    });
                 part.flush();
+                if (topology_damaged) {
+                    bytes_done -= received;
+                    start_over();
+                    outcome = Outcome{};
+                    outcome.problem =
+                        "the topology at its head arrived damaged (SHA-256 differs from the "
+                        "manifest's)";
+                }
                 return outcome;
             });
         } catch (const Stopped&) {
@@ -895,13 +975,14 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
             emit(event);
         }
         const std::size_t next_unit = splitter.next_unit();
+        timeline.first_byte_at = source.first_byte_at;
         timeline.downloaded_at = now();
-        decoder.drain();
+        decoder->drain();
 
         // Units that failed their checks are fetched again on their own.
         std::vector<std::size_t> lost;
         for (std::size_t u = next_unit; u < rung->units.size(); ++u) lost.push_back(u);
-        for (const auto& failure : decoder.take_failures()) {
+        for (const auto& failure : decoder->take_failures()) {
             const std::size_t unit_index = failure.first;
             const UnitEntry& unit = rung->units[unit_index];
             ++timeline.units_refetched;
@@ -912,7 +993,7 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
                         const std::span unit_span(
                             reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
                         try {
-                            assembler.apply_unit(rung_index, unit_index, unit_span, where);
+                            assembler->apply_unit(rung_index, unit_index, unit_span, where);
                             return std::string();
                         } catch (const Error& error) {
                             return std::string(error.what());
@@ -927,7 +1008,7 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
                 lost.push_back(unit_index);
             }
         }
-        for (const std::size_t unit_index : decoder.take_skipped()) lost.push_back(unit_index);
+        for (const std::size_t unit_index : decoder->take_skipped()) lost.push_back(unit_index);
         // The file's own hash covers the bytes as they streamed in, so it
         // speaks for the file only when none had to be fetched again; every
         // unit was checked against its own SHA-256 before it was applied.
@@ -955,21 +1036,21 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
         }
         timeline.ready_at = now();
         std::tie(timeline.decode_seconds, timeline.decode_hidden_seconds) =
-            decoder.take_times(timeline.downloaded_at);
+            decoder->take_times(timeline.downloaded_at);
         result.rungs.push_back(timeline);
         FetchEvent event = rung_event(FetchEvent::Kind::rung_ready);
         event.seconds = timeline.ready_at;
         emit(event);
     }
 
-    if (options.keep_model) result.model = assembler.model();
-    result.reached_bits = assembler.lowest_bits();
+    if (options.keep_model) result.model = assembler->model();
+    result.reached_bits = assembler->lowest_bits();
     result.degraded_tensors.assign(degraded.begin(), degraded.end());
     result.bytes_downloaded = source.bytes_downloaded;
     result.retries = source.retries;
     result.seconds = now();
     for (PartFile& part : parts) part.remove();
-    result.assembler = assembler_storage;
+    result.assembler = assembler;
     return result;
 }
 

@@ -14,6 +14,8 @@ namespace {
 
 using http_text::equals_ignoring_case;
 using http_text::is_token_char;
+using http_text::Overflow;
+using http_text::parse_decimal;
 using http_text::trim;
 
 bool is_token(std::string_view text) {
@@ -81,20 +83,6 @@ HeadParse error(int status) {
     result.outcome = HeadParse::Outcome::error;
     result.status = status;
     return result;
-}
-
-// Decimal digits to a number, saturating at the largest uint64_t; nothing if
-// `text` is not all digits.
-std::optional<std::uint64_t> parse_decimal(std::string_view text) {
-    if (text.empty()) return std::nullopt;
-    std::uint64_t value = 0;
-    constexpr std::uint64_t most = std::numeric_limits<std::uint64_t>::max();
-    for (const char c : text) {
-        if (c < '0' || c > '9') return std::nullopt;
-        const auto digit = std::uint64_t(c - '0');
-        value = value > (most - digit) / 10 ? most : value * 10 + digit;
-    }
-    return value;
 }
 
 }  // namespace
@@ -182,7 +170,7 @@ HeadParse parse_request_head(std::string_view bytes, const HeadLimits& limits) {
                 if (equals_ignoring_case(option, "keep-alive")) request.keep_alive = true;
             });
         } else if (equals_ignoring_case(name, "Content-Length")) {
-            const auto length = parse_decimal(value);
+            const auto length = parse_decimal(value, Overflow::saturate);
             if (!length || (content_length && *content_length != *length)) return error(400);
             content_length = length;
         } else if (equals_ignoring_case(name, "Transfer-Encoding")) {
@@ -220,7 +208,7 @@ RangeParse parse_range(std::string_view value, std::uint64_t size, std::size_t m
         const std::string_view first_text = spec.substr(0, dash);
         const std::string_view last_text = spec.substr(dash + 1);
         if (first_text.empty()) {  // "-N": the last N bytes
-            const auto suffix = parse_decimal(last_text);
+            const auto suffix = parse_decimal(last_text, Overflow::saturate);
             if (!suffix) {
                 valid = false;
             } else if (*suffix > 0 && size > 0) {
@@ -228,11 +216,11 @@ RangeParse parse_range(std::string_view value, std::uint64_t size, std::size_t m
             }
             return;
         }
-        const auto first = parse_decimal(first_text);
+        const auto first = parse_decimal(first_text, Overflow::saturate);
         const auto last =
             last_text.empty()
                 ? std::optional<std::uint64_t>(std::numeric_limits<std::uint64_t>::max())
-                : parse_decimal(last_text);
+                : parse_decimal(last_text, Overflow::saturate);
         if (!first || !last || *last < *first) {
             valid = false;
         } else if (*first < size) {

@@ -11,6 +11,8 @@ namespace {
 
 using http_text::equals_ignoring_case;
 using http_text::is_token_char;
+using http_text::Overflow;
+using http_text::parse_decimal;
 
 // Response lines reach the parser with their CR LF.
 std::string_view trim(std::string_view text) {
@@ -24,24 +26,12 @@ int parse_status_line(std::string_view line) {
     if (space == std::string_view::npos || space == 5) return 0;
     const std::string_view rest = line.substr(space + 1);
     if (rest.size() < 3 || (rest.size() > 3 && rest[3] != ' ')) return 0;
-    const std::optional<std::uint64_t> status = parse_decimal(rest.substr(0, 3));
+    const std::optional<std::uint64_t> status = parse_decimal(rest.substr(0, 3), Overflow::refuse);
     if (!status || *status < 100 || *status > 599) return 0;
     return int(*status);
 }
 
 }  // namespace
-
-std::optional<std::uint64_t> parse_decimal(std::string_view text) {
-    if (text.empty() || text.size() > 20) return std::nullopt;
-    std::uint64_t value = 0;
-    for (const char c : text) {
-        if (c < '0' || c > '9') return std::nullopt;
-        const std::uint64_t digit = std::uint64_t(c - '0');
-        if (value > (std::numeric_limits<std::uint64_t>::max() - digit) / 10) return std::nullopt;
-        value = value * 10 + digit;
-    }
-    return value;
-}
 
 bool ResponseHeadParser::fail(std::string problem) {
     if (problem_.empty()) problem_ = std::move(problem);
@@ -86,7 +76,7 @@ bool ResponseHeadParser::add_line(std::string_view line) {
 
 bool ResponseHeadParser::add_field(std::string_view name, std::string_view value) {
     if (equals_ignoring_case(name, "Content-Length")) {
-        const std::optional<std::uint64_t> length = parse_decimal(value);
+        const std::optional<std::uint64_t> length = parse_decimal(value, Overflow::refuse);
         if (!length)
             return fail("an invalid Content-Length ('" + std::string(value.substr(0, 40)) + "')");
         if (head_.content_length && *head_.content_length != *length) {
@@ -105,7 +95,7 @@ bool ResponseHeadParser::add_field(std::string_view name, std::string_view value
         const std::string_view range = spec.substr(0, slash);
         const std::string_view total = spec.substr(slash + 1);
         if (total != "*") {
-            head_.range_total = parse_decimal(total);
+            head_.range_total = parse_decimal(total, Overflow::refuse);
             if (!head_.range_total) return invalid();
         }
         if (range == "*") {
@@ -114,8 +104,10 @@ bool ResponseHeadParser::add_field(std::string_view name, std::string_view value
         }
         const std::size_t dash = range.find('-');
         if (dash == std::string_view::npos) return invalid();
-        const std::optional<std::uint64_t> first = parse_decimal(range.substr(0, dash));
-        const std::optional<std::uint64_t> last = parse_decimal(range.substr(dash + 1));
+        const std::optional<std::uint64_t> first =
+            parse_decimal(range.substr(0, dash), Overflow::refuse);
+        const std::optional<std::uint64_t> last =
+            parse_decimal(range.substr(dash + 1), Overflow::refuse);
         if (!first || !last || *first > *last ||
             (head_.range_total && *last >= *head_.range_total)) {
             return invalid();

@@ -68,7 +68,4 @@ struct ResponseVerdict {
 ResponseVerdict judge_response(const ResponseHead& head, std::uint64_t from, std::uint64_t to,
                                std::uint64_t file_size);
 
-// A non-negative decimal number without sign or junk, or nothing.
-std::optional<std::uint64_t> parse_decimal(std::string_view text);
-
 }  // namespace bitinc::net

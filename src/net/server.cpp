@@ -309,8 +309,14 @@ struct PackageServer::Impl {
 
     // Starts a response: `head_fields` are the header lines after the status
     // line, `body` what follows (empty for HEAD and bodiless statuses).
-    void respond(Connection& connection, int status, const std::string& head_fields,
-                 std::deque<BodyPart> body, Clock::time_point not_before) {
+    // Answers `request` (nullptr: a head that could not be parsed) and logs
+    // it with the body bytes the response carries.
+    void respond(Connection& connection, const http::Request* request, int status,
+                 const std::string& head_fields, std::deque<BodyPart> body,
+                 Clock::time_point not_before) {
+        std::uint64_t body_bytes = 0;
+        for (const BodyPart& part : body) body_bytes += part.text.size() + part.length;
+        log(connection, request, status, body_bytes);
         std::string& head = connection.output;
         head = "HTTP/1.1 " + std::to_string(status) + " " + reason_of(status) + "\r\n";
         head += head_fields;
@@ -329,12 +335,12 @@ struct PackageServer::Impl {
         }
     }
 
-    void respond_text(Connection& connection, int status, const std::string& text,
-                      const std::string& extra_fields, bool head_only,
+    void respond_text(Connection& connection, const http::Request* request, int status,
+                      const std::string& text, const std::string& extra_fields, bool head_only,
                       Clock::time_point not_before = {}) {
         std::deque<BodyPart> body;
         if (!head_only) body.push_back({text, 0, 0});
-        respond(connection, status,
+        respond(connection, request, status,
                 "Content-Type: text/plain\r\nContent-Length: " + std::to_string(text.size()) +
                     "\r\n" + extra_fields,
                 std::move(body), not_before);
@@ -346,8 +352,8 @@ struct PackageServer::Impl {
         const bool head_only = request.method == "HEAD";
         if (request.method != "GET" && !head_only) {
             connection.close_after = true;  // the body, if any, is not read
-            log(connection, &request, 405, 0);
-            respond_text(connection, 405, "method not allowed\n", "Allow: GET, HEAD\r\n", false);
+            respond_text(connection, &request, 405, "method not allowed\n", "Allow: GET, HEAD\r\n",
+                         false);
             return;
         }
         const auto path = resolve(request.path);
@@ -360,8 +366,7 @@ struct PackageServer::Impl {
                 Descriptor(::open(path->c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
         }
         if (!file || ::fstat(file.get(), &status) != 0 || !S_ISREG(status.st_mode)) {
-            log(connection, &request, 404, 0);
-            respond_text(connection, 404, "not found\n", "", head_only);
+            respond_text(connection, &request, 404, "not found\n", "", head_only);
             return;
         }
         const std::uint64_t size = std::uint64_t(status.st_size);
@@ -369,8 +374,7 @@ struct PackageServer::Impl {
         ResponseFaults faults = take_faults(name);
         const Clock::time_point start = now + seconds(options.rtt_seconds + faults.delay);
         if (faults.fail) {
-            log(connection, &request, 503, 0);
-            respond_text(connection, 503, "injected failure\n", "", head_only, start);
+            respond_text(connection, &request, 503, "injected failure\n", "", head_only, start);
             return;
         }
 
@@ -386,16 +390,14 @@ struct PackageServer::Impl {
                       : "Cache-Control: public, max-age=31536000, immutable\r\n";
         if (const auto tags = request.header("If-None-Match");
             tags && http::etag_matches(*tags, etag)) {
-            log(connection, &request, 304, 0);
-            respond(connection, 304, fields, {}, start);
+            respond(connection, &request, 304, fields, {}, start);
             return;
         }
 
         http::RangeParse ranges;
         if (const auto range = request.header("Range")) ranges = http::parse_range(*range, size);
         if (ranges.outcome == http::RangeParse::Outcome::unsatisfiable) {
-            log(connection, &request, 416, 0);
-            respond_text(connection, 416, "range not satisfiable\n",
+            respond_text(connection, &request, 416, "range not satisfiable\n",
                          fields + "Content-Range: bytes */" + std::to_string(size) + "\r\n",
                          head_only, start);
             return;
@@ -441,11 +443,10 @@ struct PackageServer::Impl {
                 "Content-Type: multipart/byteranges; boundary=" + std::string(boundary) + "\r\n";
         }
         fields += "Content-Length: " + std::to_string(length) + "\r\n";
-        log(connection, &request, code, length);
         connection.file = std::move(file);
         connection.faults = std::move(faults);
-        respond(connection, code, fields, head_only ? std::deque<BodyPart>{} : std::move(body),
-                start);
+        respond(connection, &request, code, fields,
+                head_only ? std::deque<BodyPart>{} : std::move(body), start);
     }
 
     // A request head that broke a limit or the grammar: answer and close.
@@ -453,8 +454,7 @@ struct PackageServer::Impl {
         connection.close_after = true;
         connection.input.clear();
         connection.parsed_incomplete = 0;
-        log(connection, nullptr, status, 0);
-        respond_text(connection, status, std::string(reason_of(status)) + "\n", "", false);
+        respond_text(connection, nullptr, status, std::string(reason_of(status)) + "\n", "", false);
     }
 
     // ---- the connection's state machine ---------------------------------------

@@ -110,7 +110,9 @@ std::uint64_t element_count_of(const std::vector<std::int64_t>& shape) {
 // with the base rung's (a refinement unit refines exactly one earlier unit).
 void check_units(const ManifestReader& reader, const Manifest& manifest, const RungEntry& rung,
                  const RungEntry* base, const std::string& where) {
-    std::uint64_t offset = 0;
+    std::uint64_t offset = manifest.first_unit_offset(rung);
+    if (offset > rung.data.bytes)
+        reader.fail(where + " is shorter than the topology it begins with");
     std::vector<std::uint64_t> covered(manifest.tensors.size(), 0);
     for (std::size_t i = 0; i < rung.units.size(); ++i) {
         const UnitEntry& unit = rung.units[i];
@@ -239,6 +241,7 @@ Manifest parse_manifest(std::string_view text, std::string_view source) {
     manifest.float32_bytes = reader.number(model, "float32_bytes", "model", 4 * max_onnx_bytes);
     manifest.topology = reader.file(reader.field(json, "topology", "manifest"), "topology");
     if (manifest.topology.bytes > max_onnx_bytes) reader.fail("topology is too large");
+    if (manifest.topology.bytes == 0) reader.fail("topology is empty");
 
     const Json& ladder = reader.field(json, "ladder", "manifest");
     const Json& bits = reader.array(ladder, "bits", "ladder", max_ladder_bits);

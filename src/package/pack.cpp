@@ -129,12 +129,14 @@ class RungFileWriter {
   public:
     explicit RungFileWriter(const fs::path& path) : file_(path) {}
 
-    std::uint64_t append(std::span<const std::uint8_t> unit) {
+    std::uint64_t append(std::string_view bytes) {
         const std::uint64_t offset = file_.bytes_written();
-        const std::string_view bytes(reinterpret_cast<const char*>(unit.data()), unit.size());
         file_.write(bytes);
         hash_.update(bytes);
         return offset;
+    }
+    std::uint64_t append(std::span<const std::uint8_t> unit) {
+        return append(std::string_view(reinterpret_cast<const char*>(unit.data()), unit.size()));
     }
     // Closes the file; returns its size and SHA-256.
     std::pair<std::uint64_t, std::string> finish() {
@@ -274,7 +276,11 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
     try {
         write_plain_file(building / manifest.topology.file, model.topology);
         std::deque<RungFileWriter> files;
-        for (const RungEntry& rung : manifest.rungs) files.emplace_back(building / rung.data.file);
+        for (const RungEntry& rung : manifest.rungs) {
+            files.emplace_back(building / rung.data.file);
+            // The rungs a device starts from begin with the topology (format 3).
+            if (starts_with_topology(rung.kind)) files.back().append(model.topology);
+        }
         std::size_t done = 0;
         for (std::size_t t = 0; t < model.weights.size(); ++t) {
             if (reader.element_count(t) == 0) continue;  // nothing to send

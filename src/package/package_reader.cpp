@@ -41,6 +41,14 @@ class RungFile {
         return found == units_by_tensor_.end() ? none : found->second;
     }
 
+    // The first `length` bytes (a format-3 rung's topology), or fewer if
+    // the file is shorter.
+    std::string read_head(std::uint64_t length) const {
+        std::string bytes(std::size_t(std::min(length, file_.size())), '\0');
+        file_.read_at(0, bytes.data(), bytes.size());
+        return bytes;
+    }
+
     std::vector<std::uint8_t> read_unit(std::size_t unit_index) const {
         const UnitEntry& unit = rung_.units[unit_index];
         std::vector<std::uint8_t> bytes(unit.length);
@@ -210,6 +218,10 @@ VerifyReport verify_package(const fs::path& directory,
         if (!check_file(rung.data)) continue;
         try {
             files[r].emplace(directory, rung);
+            if (starts_with_topology(rung.kind) &&
+                files[r]->read_head(topology.size()) != topology) {
+                report.problems.push_back(rung.data.file + ": does not begin with the topology");
+            }
             if (rung.kind == RungKind::direct) {
                 direct[r].emplace(manifest, topology,
                                   (directory / manifest.topology.file).string());

@@ -115,16 +115,15 @@ std::vector<std::int64_t> warm_up_shape(const Model& model) {
 
 }  // namespace
 
-std::unique_ptr<Engine> create_opencv_engine(const Model& model, std::string_view model_name,
+std::unique_ptr<Engine> create_opencv_engine(Model model, std::string_view model_name,
                                              const EngineOptions& options) {
     silence_opencv_logging();
     if (options.threads > 0) cv::setNumThreads(options.threads);
     // OpenCV trusts the graph's attributes (it divides by a Conv's group, for
     // one): nothing reaches it unchecked.
     validate_graph(model, model_name);
-    Model fixed = model;
-    apply_engine_fixups(fixed);
-    const std::string bytes = serialize_onnx(fixed);
+    apply_engine_fixups(model);
+    const std::string bytes = serialize_onnx(model);
     const std::string name(model_name);
     cv::dnn::Net net;
     try {
@@ -139,7 +138,7 @@ std::unique_ptr<Engine> create_opencv_engine(const Model& model, std::string_vie
     auto engine = std::make_unique<OpenCvEngine>(std::move(net), name);
     // OpenCV sets a network up lazily on the first forward pass, where most
     // "cannot run" errors surface; do it now, off any inference path.
-    if (const auto shape = warm_up_shape(fixed); !shape.empty()) {
+    if (const auto shape = warm_up_shape(model); !shape.empty()) {
         FloatArray zeros;
         zeros.shape = shape;
         std::size_t count = 1;

@@ -189,10 +189,9 @@ struct ProgressiveModel::State {
 
     void build() {
         const EngineFactory factory =
-            options.engine_factory ? options.engine_factory
-                                   : EngineFactory([this](const Model& model) {
-                                         return create_opencv_engine(model, url, options.engine);
-                                     });
+            options.engine_factory ? options.engine_factory : EngineFactory([this](Model model) {
+                return create_opencv_engine(std::move(model), url, options.engine);
+            });
         for (;;) {
             BuildRequest request;
             {
@@ -207,7 +206,7 @@ struct ProgressiveModel::State {
             std::unique_ptr<Engine> engine;
             std::string problem;
             try {
-                engine = factory(request.model);
+                engine = factory(std::move(request.model));  // no copy of the weights
                 if (!engine) problem = "the engine factory returned nothing";
             } catch (const std::exception& error) {
                 problem = error.what();

@@ -1,0 +1,93 @@
+// Calibration: the loss of a model on training images, and which tensors
+// matter most when quantized.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <bitinc/bitinc.hpp>
+#include <bitinc/calibration.hpp>
+
+#include "test_support.hpp"
+
+namespace bitinc {
+namespace {
+
+class Calibration : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        if (!testing::fashion_mnist_available())
+            GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+        model_ = read_onnx_file(testing::source_dir() / "models" / "small-cnn.onnx");
+        images_ = load_fashion_mnist(default_fashion_mnist_dir, Split::train);
+        options_.images = 256;
+        options_.engine.threads = 1;
+    }
+
+    Model model_;
+    ImageSet images_;
+    CalibrationOptions options_;
+};
+
+TEST_F(Calibration, LossOfTheFloatModelIsThatOfATrainedClassifier) {
+    const CalibrationLoss loss = calibration_loss(model_, images_, options_);
+    EXPECT_GT(loss.cross_entropy, 0.0);
+    EXPECT_LT(loss.cross_entropy, 1.0);  // ln 10 = 2.3 for a guess
+    EXPECT_GT(loss.top1_percent, 80.0);
+}
+
+// The measure is worth ordering by: with every tensor at a coarse rung,
+// bringing back the tensor it ranks most sensitive recovers more of the loss
+// than bringing back the one it ranks least sensitive.
+TEST_F(Calibration, RefiningTheMostSensitiveTensorRecoversMoreLoss) {
+    const LadderPlan plan = LadderPlan::parse("3,16");
+    const std::vector<TensorSensitivity> sensitivity =
+        measure_sensitivity(model_, plan, 3, images_, options_);
+    ASSERT_GE(sensitivity.size(), 2u);
+    const auto [least, most] = std::minmax_element(
+        sensitivity.begin(), sensitivity.end(),
+        [](const auto& a, const auto& b) { return a.loss_increase < b.loss_increase; });
+    EXPECT_GT(most->loss_increase, 0.0);
+    const auto all_coarse_but = [&](std::size_t kept) {
+        Model model = model_;
+        for (const TensorSensitivity& entry : sensitivity) {
+            if (entry.tensor != kept) model = with_tensor_at_rung(model, entry.tensor, plan, 3);
+        }
+        return calibration_loss(model, images_, options_).cross_entropy;
+    };
+    EXPECT_LT(all_coarse_but(most->tensor), all_coarse_but(least->tensor));
+}
+
+// The accuracy point is measured, within the tolerance of the top rung, and
+// needs no more than every tensor; the order covers each quantized tensor once.
+TEST_F(Calibration, AccuracyPointIsAsGoodAsTheTopWithinTheTolerance) {
+    const LadderPlan plan = LadderPlan::parse("3,16");
+    const std::vector<TensorSensitivity> sensitivity =
+        measure_sensitivity(model_, plan, 3, images_, options_);
+    std::vector<std::uint64_t> bytes(model_.weights.size(), 0);
+    for (const TensorSensitivity& entry : sensitivity) bytes[entry.tensor] = entry.elements;
+    const RefinementPlan refinement =
+        plan_refinement(model_, plan, 3, sensitivity, bytes, images_, options_, 0.5);
+    ASSERT_EQ(refinement.order.size(), sensitivity.size());
+    std::vector<std::size_t> sorted = refinement.order;
+    std::sort(sorted.begin(), sorted.end());
+    EXPECT_EQ(std::adjacent_find(sorted.begin(), sorted.end()), sorted.end());
+    EXPECT_LE(refinement.accuracy_prefix, refinement.order.size());
+    EXPECT_GE(refinement.point_top1, refinement.top_top1 - 0.5);
+    // 3-bit small-cnn is far from its top: some refinement is needed.
+    EXPECT_LT(refinement.from_top1, refinement.top_top1 - 0.5);
+    EXPECT_GT(refinement.accuracy_prefix, 0u);
+    // The reported point is what that model measures.
+    Model point = model_;
+    for (std::size_t i = 0; i < refinement.order.size(); ++i) {
+        point = with_tensor_at_rung(point, refinement.order[i], plan,
+                                    i < refinement.accuracy_prefix ? 16 : 3);
+    }
+    EXPECT_DOUBLE_EQ(calibration_loss(point, images_, options_).top1_percent,
+                     refinement.point_top1);
+}
+
+TEST_F(Calibration, ARungOutsideTheLadderIsAnError) {
+    EXPECT_THROW(with_tensor_at_rung(model_, 0, LadderPlan::parse("8,16"), 4), Error);
+}
+
+}  // namespace
+}  // namespace bitinc
