@@ -67,6 +67,15 @@ print(f"{model:<6} {binary:<7} {command:<15} {f32/1e6:<11.0f} {peak/1e6:<8.0f} {
 EOF
 }
 
+# measure MODEL BINARY_LABEL COMMAND_NAME FLOAT32_BYTES COMMAND...: one row;
+# stops the script if the command fails.
+measure() {
+    local model=$1 label=$2 command=$3 f32=$4 measured
+    shift 4
+    measured=$(peak_kb nice "$@") || exit 1
+    row "$model" "$label" "$command" "$f32" "$measured"
+}
+
 for spec in $models; do
     IFS=: read -r name layers width external <<<"$spec"
     dir=$out/$name
@@ -79,14 +88,13 @@ for spec in $models; do
         label=${entry%%:*}
         binary=${entry#*:}
         package=$out/www/$name-$label
-        row "$name" "$label" pack "$f32" \
-            "$(peak_kb nice "$binary" pack "$dir/$name.onnx" --ladder "$ladder" -o "$package" --no-progress)"
-        row "$name" "$label" verify "$f32" "$(peak_kb nice "$binary" verify "$package" --no-progress)"
         mkdir -p "$dir/unpacked" "$dir/fetched"
-        row "$name" "$label" unpack "$f32" \
-            "$(peak_kb nice "$binary" unpack "$package" -o "$dir/unpacked/model.onnx")"
-        row "$name" "$label" fetch-loopback "$f32" \
-            "$(peak_kb nice "$binary" fetch "$url/$name-$label/" -o "$dir/fetched/model.onnx" --no-progress)"
+        measure "$name" "$label" pack "$f32" \
+            "$binary" pack "$dir/$name.onnx" --ladder "$ladder" -o "$package" --no-progress
+        measure "$name" "$label" verify "$f32" "$binary" verify "$package" --no-progress
+        measure "$name" "$label" unpack "$f32" "$binary" unpack "$package" -o "$dir/unpacked/model.onnx"
+        measure "$name" "$label" fetch-loopback "$f32" \
+            "$binary" fetch "$url/$name-$label/" -o "$dir/fetched/model.onnx" --no-progress
         # What was fetched is what unpack rebuilt (the data file too, if any).
         diff -r "$dir/fetched" "$dir/unpacked" >&2
         rm -rf "$dir/fetched" "$dir/unpacked" "$package"
