@@ -11,6 +11,9 @@
 namespace bitinc {
 namespace {
 
+namespace fs = std::filesystem;
+using testing::TemporaryDirectory;
+
 class Calibration : public ::testing::Test {
   protected:
     void SetUp() override {
@@ -64,16 +67,19 @@ TEST_F(Calibration, AccuracyPointIsAsGoodAsTheTopWithinTheTolerance) {
         measure_sensitivity(model_, plan, 3, images_, options_);
     std::vector<std::uint64_t> bytes(model_.weights.size(), 0);
     for (const TensorSensitivity& entry : sensitivity) bytes[entry.tensor] = entry.elements;
+    const double top = top1_at_rung(model_, plan, 16, images_, options_);
     const RefinementPlan refinement =
-        plan_refinement(model_, plan, 3, sensitivity, bytes, images_, options_, 0.5);
+        plan_refinement(model_, plan, 3, 16, sensitivity, bytes, images_, options_, top - 0.5);
     ASSERT_EQ(refinement.order.size(), sensitivity.size());
     std::vector<std::size_t> sorted = refinement.order;
     std::sort(sorted.begin(), sorted.end());
     EXPECT_EQ(std::adjacent_find(sorted.begin(), sorted.end()), sorted.end());
+    EXPECT_DOUBLE_EQ(refinement.to_top1, top);
+    ASSERT_TRUE(refinement.reaches);
     EXPECT_LE(refinement.accuracy_prefix, refinement.order.size());
-    EXPECT_GE(refinement.point_top1, refinement.top_top1 - 0.5);
+    EXPECT_GE(refinement.point_top1, top - 0.5);
     // 3-bit small-cnn is far from its top: some refinement is needed.
-    EXPECT_LT(refinement.from_top1, refinement.top_top1 - 0.5);
+    EXPECT_LT(refinement.from_top1, top - 0.5);
     EXPECT_GT(refinement.accuracy_prefix, 0u);
     // The reported point is what that model measures.
     Model point = model_;
@@ -83,6 +89,67 @@ TEST_F(Calibration, AccuracyPointIsAsGoodAsTheTopWithinTheTolerance) {
     }
     EXPECT_DOUBLE_EQ(calibration_loss(point, images_, options_).top1_percent,
                      refinement.point_top1);
+}
+
+// A calibrated package: refinement units in order of value, an accuracy
+// point short of the whole refinement, and the top still bit-exact.
+TEST_F(Calibration, CalibratedPackageStopsEarlyAndStaysExact) {
+    TemporaryDirectory directory;
+    const fs::path package = directory.path() / "package";
+    PackOptions options;
+    options.ladder = LadderPlan::parse("4,16");
+    options.ladder.per_channel = true;
+    options.threads = 1;
+    PackCalibration calibration;
+    calibration.images = 256;
+    calibration.tolerance_points = 1.0;
+    calibration.engine_threads = 1;
+    options.calibration = calibration;
+    const Manifest manifest =
+        pack_model(testing::source_dir() / "models" / "small-cnn.onnx", options, package).manifest;
+    ASSERT_TRUE(manifest.accuracy_point.has_value());
+    const AccuracyPoint& point = *manifest.accuracy_point;
+    EXPECT_EQ(point.rung, 1u);
+    EXPECT_LT(point.units, manifest.rungs[1].units.size());
+    EXPECT_GE(point.value, point.top_value - 1.0);
+    EXPECT_EQ(point.calibration_images, 256u);
+    const VerifyReport report = verify_package(package);
+    EXPECT_TRUE(report.problems.empty()) << report.problems.front();
+    EXPECT_EQ(serialize_onnx(unpack_package(package, 16, false)),
+              serialize_onnx(unpack_package(package, 16, true)));
+}
+
+// Calibration reads the training split and nothing else: a directory with
+// only the training files is enough, one with only the test files is not.
+TEST_F(Calibration, ReadsTheTrainingSplitOnly) {
+    TemporaryDirectory directory;
+    const fs::path train = directory.path() / "train-only";
+    const fs::path test = directory.path() / "test-only";
+    fs::create_directories(train);
+    fs::create_directories(test);
+    for (const char* name : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"})
+        fs::create_symlink(fs::path(default_fashion_mnist_dir) / name, train / name);
+    for (const char* name : {"t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"})
+        fs::create_symlink(fs::path(default_fashion_mnist_dir) / name, test / name);
+    PackOptions options;
+    options.ladder = LadderPlan::parse("8,16");
+    options.threads = 1;
+    PackCalibration calibration;
+    calibration.images = 64;
+    calibration.engine_threads = 1;
+    calibration.data_dir = train;
+    options.calibration = calibration;
+    const fs::path model = testing::source_dir() / "models" / "small-cnn.onnx";
+    EXPECT_NO_THROW(pack_model(model, options, directory.path() / "a"));
+    options.calibration->data_dir = test;
+    try {
+        pack_model(model, options, directory.path() / "b");
+        FAIL() << "calibration ran without the training split";
+    } catch (const Error& error) {
+        EXPECT_NE(std::string(error.what()).find("train-images"), std::string::npos)
+            << error.what();
+    }
+    EXPECT_FALSE(fs::exists(directory.path() / "b"));
 }
 
 TEST_F(Calibration, ARungOutsideTheLadderIsAnError) {

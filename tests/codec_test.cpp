@@ -23,6 +23,14 @@ TEST(Crc32c, KnownValues) {
     for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = std::uint8_t(i * 31 + 7);
     const std::span<const std::uint8_t> all(bytes);
     EXPECT_EQ(core::crc32c(all.subspan(300), core::crc32c(all.first(300))), core::crc32c(all));
+    // The instruction and the tables agree, on every length and alignment.
+    for (std::size_t start = 0; start < 9; ++start) {
+        for (std::size_t length = 0; length + start <= 40; ++length) {
+            ASSERT_EQ(core::crc32c(all.subspan(start, length), 0x1234u),
+                      core::crc32c_tables(all.subspan(start, length), 0x1234u));
+        }
+    }
+    EXPECT_EQ(core::crc32c_tables(zeros), 0x8A9136AAu);
 }
 
 TEST(RangeCoder, RoundTripsAndApproachesTheEntropy) {
@@ -104,31 +112,41 @@ TEST(LevelModel, RoundTripsEveryClass) {
     }
 }
 
+// Residuals anywhere in their range, for both kinds of range (ladder
+// refinements and the split parts of levels units).
 TEST(ResidualModel, RoundTripsEveryParent) {
-    for (const int k : {1, 2, 4, 8, 16}) {
-        std::mt19937 generator{static_cast<unsigned>(k)};
-        const std::int32_t half = 1 << (k - 1);
-        std::vector<std::pair<std::int32_t, std::int32_t>> pairs;
-        for (int i = 0; i < 20000; ++i) {
-            const std::int32_t parent = std::int32_t(generator() % 7) - 3;
-            const std::int32_t low = parent > 0 ? -half : -(half - 1);
-            const std::int32_t high = parent < 0 ? half : half - 1;
-            const std::int32_t residual =
-                low + std::int32_t(generator() % std::uint32_t(high - low + 1));
-            pairs.emplace_back(parent, residual);
-        }
-        RangeEncoder encoder;
-        BitWriter raw;
-        ResidualModel model(k);
-        for (const auto& [parent, residual] : pairs) model.encode(parent, residual, encoder, raw);
-        const auto coded = encoder.finish();
-        const auto raw_bytes = raw.finish();
-        RangeDecoder decoder(coded);
-        BitReader raw_reader(raw_bytes);
-        ResidualModel decoding(k);
-        for (std::size_t i = 0; i < pairs.size(); ++i) {
-            ASSERT_EQ(decoding.decode(pairs[i].first, decoder, raw_reader), pairs[i].second)
-                << "k " << k << " at " << i;
+    for (const ResidualRanges ranges : {ResidualRanges::ladder, ResidualRanges::split}) {
+        for (const int k : {1, 2, 4, 8, 16}) {
+            std::mt19937 generator{static_cast<unsigned>(k)};
+            const std::int32_t half = 1 << (k - 1);
+            const bool ladder = ranges == ResidualRanges::ladder;
+            std::vector<std::pair<std::int32_t, std::int32_t>> pairs;
+            for (int i = 0; i < 20000; ++i) {
+                const std::int32_t parent = std::int32_t(generator() % 7) - 3;
+                std::int32_t low = parent > 0 ? -half : -(half - 1);
+                std::int32_t high = parent < 0 ? half : half - 1;
+                if (ladder) {  // the mirror image, and the zero cell has both ends
+                    low = parent > 0 ? -(half - 1) : -half;
+                    high = parent < 0 ? half - 1 : half;
+                }
+                const std::int32_t residual =
+                    low + std::int32_t(generator() % std::uint32_t(high - low + 1));
+                pairs.emplace_back(parent, residual);
+            }
+            RangeEncoder encoder;
+            BitWriter raw;
+            ResidualModel model(k, ranges);
+            for (const auto& [parent, residual] : pairs)
+                model.encode(parent, residual, encoder, raw);
+            const auto coded = encoder.finish();
+            const auto raw_bytes = raw.finish();
+            RangeDecoder decoder(coded);
+            BitReader raw_reader(raw_bytes);
+            ResidualModel decoding(k, ranges);
+            for (std::size_t i = 0; i < pairs.size(); ++i) {
+                ASSERT_EQ(decoding.decode(pairs[i].first, decoder, raw_reader), pairs[i].second)
+                    << "k " << k << (ladder ? " ladder" : " split") << " at " << i;
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <random>
 
 #include "bitinc/error.hpp"
@@ -115,38 +116,93 @@ TEST(Ladder, ResidualsStayInTheirRanges) {
         const int k = rungs[rung].bits - rungs[rung - 1].bits;
         const auto residuals = refinement_residuals(rungs[rung - 1], rungs[rung]);
         for (std::size_t i = 0; i < residuals.size(); ++i) {
-            const ResidualRange range = residual_range(rungs[rung - 1].indices[i], k,
-                                                       largest_index(rungs[rung - 1].bits, 4));
+            const std::int32_t parent = rungs[rung - 1].indices[i];
+            const ResidualRange range = residual_range(parent, k);
             ASSERT_GE(residuals[i], range.low);
             ASSERT_LE(residuals[i], range.high);
+            // 2^k values under a non-zero coarse index, 2^k + 1 at zero.
+            ASSERT_EQ(range.high - range.low + 1, (1 << k) + (parent == 0 ? 1 : 0));
         }
     }
 }
 
-// Every rung is the weights rounded directly at its own step (half away from
-// zero), not derived from a finer rung: no double rounding.
-TEST(Ladder, EveryRungIsPlainRounding) {
+// The top rung is the weights rounded at its step (half away from zero);
+// each coarser rung is the next finer one divided by 2^k, ties toward zero.
+TEST(Ladder, TopRungRoundsAndCoarserRungsDivideIt) {
     for (const bool per_channel : {false, true}) {
         for (const char* text : every_ladder) {
             LadderPlan plan = LadderPlan::parse(text);
             plan.per_channel = per_channel;
             const Tensor tensor = random_tensor(8, 500, 11);
-            for (const QuantizedTensor& rung : quantize_ladder(tensor, plan)) {
-                const double limit = double(largest_index(rung.bits, plan.base_bits()));
-                for (std::size_t i = 0; i < rung.indices.size(); ++i) {
-                    const double step = rung.steps[i / rung.channel_size];
-                    const double expected =
-                        std::clamp(std::round(double(tensor.values[i]) / step), -limit, limit);
-                    ASSERT_EQ(rung.indices[i], std::int32_t(expected)) << text << " " << i;
+            const auto rungs = quantize_ladder(tensor, plan);
+            const QuantizedTensor& top = rungs.back();
+            const double limit = double(largest_index(top.bits, plan.base_bits()));
+            for (std::size_t i = 0; i < top.indices.size(); ++i) {
+                const double step = top.steps[i / top.channel_size];
+                const double expected =
+                    std::clamp(std::round(double(tensor.values[i]) / step), -limit, limit);
+                ASSERT_EQ(top.indices[i], std::int32_t(expected)) << text << " " << i;
+            }
+            for (std::size_t r = 0; r + 1 < rungs.size(); ++r) {
+                const int k = rungs[r + 1].bits - rungs[r].bits;
+                for (std::size_t i = 0; i < top.indices.size(); ++i) {
+                    const double scaled = std::ldexp(double(rungs[r + 1].indices[i]), -k);
+                    // ceil(x - 1/2) rounds halves down: toward zero for x >= 0.
+                    const double magnitude = std::ceil(std::fabs(scaled) - 0.5);
+                    ASSERT_EQ(rungs[r].indices[i],
+                              std::int32_t(scaled < 0 ? -magnitude : magnitude))
+                        << text << " rung " << rungs[r].bits << " " << i;
+                }
+                ASSERT_EQ(rungs[r].steps.size(), top.steps.size());
+                for (std::size_t c = 0; c < top.steps.size(); ++c) {
+                    ASSERT_EQ(rungs[r].steps[c],
+                              std::ldexp(top.steps[c], plan.top_bits() - rungs[r].bits));
                 }
             }
         }
     }
 }
 
+// Zeroth-order entropy in bits of a list of indices.
+double entropy_bits(std::span<const std::int32_t> indices) {
+    std::map<std::int32_t, double> counts;
+    for (const std::int32_t index : indices) counts[index] += 1;
+    double bits = 0;
+    for (const auto& [index, count] : counts)
+        bits -= count * std::log2(count / double(indices.size()));
+    return bits;
+}
+
+// The base of a trained model's ladder is no larger than plain rounding of
+// the weights at its step (its zero cell is a finer step wider), and no
+// index is more than one from plain rounding's.
+TEST(Ladder, BaseIsNoLargerThanPlainRounding) {
+    const Model model = read_onnx_file(testing::source_dir() / "models" / "small-cnn.onnx");
+    for (const char* text : {"4,8,16", "8,16", "2,3,4"}) {
+        const LadderPlan plan = LadderPlan::parse(text);
+        double ladder_bits = 0, plain_bits = 0;
+        for (const Tensor& tensor : model.weights) {
+            if (!plan.quantizes(tensor)) continue;
+            const QuantizedTensor base = quantize_ladder(tensor, plan).front();
+            const double limit = double(largest_index(base.bits, plan.base_bits()));
+            std::vector<std::int32_t> plain(base.indices.size());
+            for (std::size_t i = 0; i < plain.size(); ++i) {
+                const double step = base.steps[i / base.channel_size];
+                plain[i] = std::int32_t(
+                    std::clamp(std::round(double(tensor.values[i]) / step), -limit, limit));
+                ASSERT_LE(std::abs(plain[i] - base.indices[i]), 1) << text << " " << i;
+            }
+            ladder_bits += entropy_bits(base.indices);
+            plain_bits += entropy_bits(plain);
+        }
+        EXPECT_LE(ladder_bits, plain_bits) << text;
+    }
+}
+
 // Weights exactly halfway between grid points of every rung, and at the
-// largest |w|: each rung rounds them away from zero by itself, and the
-// residual that takes a rung to the next is still in its range and exact.
+// largest |w|: the top rung rounds them away from zero, each coarser rung
+// rounds a finer index that lies halfway toward zero, and the residual that
+// takes a rung to the next is in its range and exact.
 TEST(Ladder, TiesAtHalfAreExactAcrossRungs) {
     for (const char* text : {"4,8,16", "2,3,4", "8,16", "2,32", "4,16"}) {
         const LadderPlan plan = LadderPlan::parse(text);
@@ -168,33 +224,41 @@ TEST(Ladder, TiesAtHalfAreExactAcrossRungs) {
         const Tensor tensor = make_tensor({1, std::int64_t(values.size())}, values);
         SCOPED_TRACE(text);
         const auto rungs = quantize_ladder(tensor, plan);
-        for (std::size_t r = 0; r < rungs.size(); ++r) {
-            for (std::size_t i = 0; i < values.size(); ++i) {
-                const double scaled = double(values[i]) / double(rungs[r].steps[0]);
-                if (scaled == std::trunc(scaled) + 0.5) {
-                    EXPECT_EQ(rungs[r].indices[i], std::int32_t(scaled + 0.5)) << "tie " << i;
-                }
-            }
-            if (r > 0) {
-                const int k = rungs[r].bits - rungs[r - 1].bits;
-                const auto residuals = refinement_residuals(rungs[r - 1], rungs[r]);
-                for (std::size_t i = 0; i < residuals.size(); ++i) {
-                    const ResidualRange range =
-                        residual_range(rungs[r - 1].indices[i], k,
-                                       largest_index(rungs[r - 1].bits, plan.base_bits()));
-                    EXPECT_GE(residuals[i], range.low);
-                    EXPECT_LE(residuals[i], range.high);
-                }
+        const QuantizedTensor& top = rungs.back();
+        for (std::size_t i = 0; i < values.size(); ++i) {
+            const double scaled = double(values[i]) / double(top.steps[0]);
+            if (std::fabs(scaled) == std::trunc(std::fabs(scaled)) + 0.5) {
+                const double away = std::trunc(std::fabs(scaled)) + 1;
+                EXPECT_EQ(top.indices[i], std::int32_t(scaled < 0 ? -away : away)) << "tie " << i;
             }
         }
+        int ties = 0;
+        for (std::size_t r = 0; r + 1 < rungs.size(); ++r) {
+            const int k = rungs[r + 1].bits - rungs[r].bits;
+            const auto residuals = refinement_residuals(rungs[r], rungs[r + 1]);
+            for (std::size_t i = 0; i < values.size(); ++i) {
+                const std::int32_t fine = rungs[r + 1].indices[i];
+                const std::int32_t half = std::int32_t{1} << (k - 1);
+                if (std::abs(fine) % (2 * half) == half) {  // halfway: toward zero
+                    const std::int32_t toward = (std::abs(fine) - half) >> k;
+                    EXPECT_EQ(rungs[r].indices[i], fine < 0 ? -toward : toward) << "tie " << i;
+                    ++ties;
+                }
+                const ResidualRange range = residual_range(rungs[r].indices[i], k);
+                EXPECT_GE(residuals[i], range.low);
+                EXPECT_LE(residuals[i], range.high);
+            }
+        }
+        EXPECT_GT(ties, 0);
         expect_ladder_is_exact(tensor, plan);
     }
 }
 
 TEST(Ladder, QuantizationErrorIsBounded) {
     // The top rung is within half a top step of each weight. Each coarser
-    // rung rounds the next finer one's index, adding at most half its own
-    // step: the base of 4,8,16 is within (step4 + step8 + step16) / 2.
+    // rung divides the next finer one's index with rounding, adding at most
+    // half its own step: the base of 4,8,16 is within (step4 + step8 +
+    // step16) / 2 (docs/format.md §1).
     const Tensor tensor = random_tensor(8, 1000, 11);
     for (const bool per_channel : {false, true}) {
         LadderPlan plan = LadderPlan::parse("4,8,16");
@@ -286,6 +350,28 @@ TEST(Ladder, RefineRejectsResidualsOutOfRange) {
     auto residuals = refinement_residuals(rungs[0], rungs[1]);
     residuals[3] = 100;  // |r| <= 8 for k = 4
     EXPECT_THROW(refine(rungs[0], residuals, 8), Error);
+    // Each end of a non-zero cell's range, and one past it.
+    residuals = refinement_residuals(rungs[0], rungs[1]);
+    QuantizedTensor coarse = rungs[0];
+    coarse.indices[3] = 2;
+    for (const auto& [residual, valid] :
+         {std::pair{-7, true}, std::pair{8, true}, std::pair{-8, false}, std::pair{9, false}}) {
+        residuals[3] = residual;
+        if (valid) {
+            EXPECT_EQ(refine(coarse, residuals, 8).indices[3], 32 + residual);
+        } else {
+            EXPECT_THROW(refine(coarse, residuals, 8), Error) << residual;
+        }
+    }
+    coarse.indices[3] = -2;  // mirrored
+    residuals[3] = 8;
+    EXPECT_THROW(refine(coarse, residuals, 8), Error);
+    residuals[3] = -8;
+    EXPECT_EQ(refine(coarse, residuals, 8).indices[3], -40);
+    // A coarse index beyond the 4-bit rung's depth.
+    coarse.indices[3] = 8;
+    residuals[3] = 0;
+    EXPECT_THROW(refine(coarse, residuals, 8), Error);
     residuals.pop_back();
     EXPECT_THROW(refine(rungs[0], residuals, 8), Error);
 }

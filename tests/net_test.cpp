@@ -174,6 +174,64 @@ TEST_F(Delivery, FetchNeverAsksForTheTopologyFile) {
         EXPECT_EQ(line.find("topology.onnx"), std::string::npos) << line;
 }
 
+// A device that stops at the accuracy point fetches the rungs before it and
+// the first units of its rung, nothing more, and holds exactly the model
+// those units make.
+TEST_F(Delivery, UntilTheAccuracyPointFetchesOnlyItsPrefix) {
+    Manifest manifest = manifest_;
+    AccuracyPoint point;
+    point.rung = 1;
+    point.units = 2;
+    point.metric = "top1_percent";
+    point.calibration_images = 512;
+    point.value = 91.5;
+    point.top_value = 91.6;
+    point.tolerance = 0.1;
+    manifest.accuracy_point = point;
+    const std::string text = serialize_manifest(manifest);
+    spit(root_ / "model" / "manifest.json", text);
+    ASSERT_EQ(parse_manifest(text, "point").accuracy_point->units, 2u);
+
+    const auto server = serve();
+    FetchOptions options = quick_options();
+    options.until_accuracy_point = true;
+    const FetchResult result = fetch_package(url(*server), options);
+    EXPECT_TRUE(result.at_accuracy_point);
+    ASSERT_EQ(result.rungs.size(), 2u);
+    const std::uint64_t prefix = manifest.accuracy_point_bytes();
+    EXPECT_LT(prefix, manifest.rungs[1].data.bytes);
+    EXPECT_EQ(result.rungs[1].bytes, prefix);
+    EXPECT_EQ(result.bytes_downloaded, text.size() + manifest.rungs[0].data.bytes + prefix);
+    EXPECT_EQ(result.target_bits, 8);
+    EXPECT_EQ(result.reached_bits, 4);
+    EXPECT_TRUE(result.degraded_tensors.empty());
+
+    ModelAssembler expected(manifest, slurp(root_ / "model" / "topology.onnx"), "expected");
+    const std::string base = slurp(root_ / "model" / manifest.rungs[0].data.file);
+    for (std::size_t u = 0; u < manifest.rungs[0].units.size(); ++u)
+        expected.apply_unit(0, u, unit_bytes(base, manifest.rungs[0].units[u]), "base");
+    const std::string refinement = slurp(root_ / "model" / manifest.rungs[1].data.file);
+    for (std::size_t u = 0; u < point.units; ++u)
+        expected.apply_unit(1, u, unit_bytes(refinement, manifest.rungs[1].units[u]), "refine");
+    EXPECT_EQ(serialize_onnx(result.model), serialize_onnx(expected.model()));
+
+    options.mode = FetchMode::direct;
+    EXPECT_THROW(fetch_package(url(*server), options), Error);
+}
+
+TEST_F(Delivery, UntilAccuracyWithoutAPointIsAnError) {
+    const auto server = serve();
+    FetchOptions options = quick_options();
+    options.until_accuracy_point = true;
+    try {
+        fetch_package(url(*server), options);
+        FAIL() << "a package without an accuracy point was fetched to one";
+    } catch (const Error& error) {
+        EXPECT_NE(std::string(error.what()).find("no accuracy point"), std::string::npos)
+            << error.what();
+    }
+}
+
 TEST_F(Delivery, TopologyThatNeverArrivesIntactIsAnError) {
     const auto server = serve({"flip:base-4.bin:100:1:always"});
     try {
@@ -305,10 +363,10 @@ TEST_F(Delivery, InterruptedFetchResumesFromPartFiles) {
     const auto server = serve();
     const FetchResult result = fetch_package(url(*server), options);
     EXPECT_EQ(serialize_onnx(result.model), expected_top_);
-    // Only the manifest, the topology and the rest of the last rung came again.
+    // Only the manifest and the rest of the last rung came again (the
+    // topology is in the base rung's part file).
     const std::uint64_t manifest_bytes = slurp(root_ / "model" / "manifest.json").size();
-    EXPECT_LE(result.bytes_downloaded,
-              manifest_bytes + manifest_.topology.bytes + manifest_.rungs[2].data.bytes - 9000);
+    EXPECT_LE(result.bytes_downloaded, manifest_bytes + manifest_.rungs[2].data.bytes - 9000);
     EXPECT_TRUE(fs::is_empty(parts));
 }
 

@@ -375,6 +375,33 @@ TEST_F(Package, MalformedManifestsAreRefused) {
 }
 
 // A package of format 1 (no unit hashes) is refused with what to do about it.
+TEST_F(Package, AccuracyPointMustNameUnitsOfARefinement) {
+    const fs::path package = directory_.path() / "package";
+    pack_model(model_, options_for("4,8", false), package);
+    Manifest manifest = read_manifest(package);
+    EXPECT_FALSE(manifest.accuracy_point.has_value());
+    AccuracyPoint point;
+    point.rung = 1;
+    point.units = manifest.rungs[1].units.size();
+    point.metric = "top1_percent";
+    point.value = 90.25;
+    point.top_value = 90.5;
+    point.tolerance = 0.5;
+    manifest.accuracy_point = point;
+    const Manifest again = parse_manifest(serialize_manifest(manifest), "round trip");
+    ASSERT_TRUE(again.accuracy_point.has_value());
+    EXPECT_EQ(again.accuracy_point->units, point.units);
+    EXPECT_EQ(again.accuracy_point->value, 90.25);
+    EXPECT_EQ(again.accuracy_point_bytes(), manifest.rungs[1].data.bytes);
+    for (const auto& [rung, units] : std::vector<std::pair<std::size_t, std::size_t>>{
+             {0, 1}, {1, manifest.rungs[1].units.size() + 1}, {9, 1}}) {
+        manifest.accuracy_point->rung = rung;
+        manifest.accuracy_point->units = units;
+        EXPECT_THROW(parse_manifest(serialize_manifest(manifest), "bad point"), Error)
+            << rung << " " << units;
+    }
+}
+
 TEST_F(Package, OlderFormatIsRefusedWithAHint) {
     const fs::path package = directory_.path() / "package";
     pack_model(model_, options_for("4,8", false), package);

@@ -221,19 +221,23 @@ TEST(Unit, LargeChunksUseTheRansCoderAndReproduceEveryRung) {
     }
 }
 
+// Format 1 used another ladder and coder, format 2 rounded every rung
+// directly (another ladder): both are refused, with advice.
 TEST(Unit, OlderUnitFormatsAreRefusedWithAHint) {
-    auto unit = sample_level_unit();
-    unit[4] = 1;
-    reseal(unit);
-    try {
-        read_unit_header(unit, "old");
-        FAIL() << "no error";
-    } catch (const Error& error) {
-        EXPECT_NE(std::string(error.what())
-                      .find("unit format 1 is from an older bitinc; re-pack "
-                            "the model"),
-                  std::string::npos)
-            << error.what();
+    for (const std::uint8_t version : {1, 2}) {
+        auto unit = sample_level_unit();
+        unit[4] = version;
+        reseal(unit);
+        try {
+            read_unit_header(unit, "old");
+            FAIL() << "no error";
+        } catch (const Error& error) {
+            EXPECT_NE(std::string(error.what())
+                          .find("unit format " + std::to_string(version) +
+                                " is from an older bitinc; re-pack the model"),
+                      std::string::npos)
+                << error.what();
+        }
     }
 }
 
@@ -294,7 +298,9 @@ TEST(Unit, MalformedRansPreamblesAreErrors) {
           Tamper{true, 1, 0x7F, "127 contexts"}, Tamper{false, 1, 4, "four refinement contexts"},
           Tamper{false, 1, 0x81, "refinement with coded signs"},
           Tamper{true, 2, 0xFF, "sign stream length"}, Tamper{true, 5, 0xFF, "sign stream length"},
-          Tamper{false, 2, 0x00, "table bits"}}) {
+          Tamper{false, 2, 0x01, "raw context 0"},
+          Tamper{false, 2, 0x08, "raw context beyond the count"},
+          Tamper{false, 3, 0x00, "table bits"}}) {
         auto bad = tamper.is_levels ? levels : refinement;
         const std::size_t coded = tamper.is_levels ? levels_coded : unit_header_bytes;
         // Value 0 flips every bit of the byte instead.
@@ -310,6 +316,62 @@ TEST(Unit, MalformedRansPreamblesAreErrors) {
                 << tamper.what;
         }
     }
+}
+
+// An 8→16 refinement of near-uniform cells sends its non-zero cells raw
+// (no rANS symbol: §5.1), a 4→8 one codes them; both reproduce the top rung,
+// also when a unit's coded elements do not fill whole blocks of 8.
+TEST(Unit, RefinementsWithRawContextsRoundTrip) {
+    for (const std::size_t per_row : {std::size_t{3000}, std::size_t{2999}}) {
+        // Uniform weights: flat in every cell.
+        std::mt19937 generator(per_row);
+        std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+        Tensor tensor;
+        tensor.name = "uniform";
+        tensor.shape = {4, std::int64_t(per_row)};
+        tensor.values.resize(4 * per_row);
+        for (float& value : tensor.values) value = uniform(generator);
+        const auto rungs = quantize_ladder(tensor, LadderPlan::parse("4,8,16"));
+        const UnitTarget whole = plan_chunks(0, tensor.element_count()).front();
+        for (std::size_t r = 1; r < rungs.size(); ++r) {
+            const auto unit =
+                encode_refinement_unit(whole, rungs[r - 1], rungs[r], UnitCoder::rans);
+            const UnitHeader header = read_unit_header(unit, "refinement");
+            const std::uint8_t raw_mask = unit[unit_header_bytes + 2];
+            if (rungs[r].bits == 16) {
+                EXPECT_NE(raw_mask, 0) << "8→16 should send non-zero cells raw";
+            }
+            std::vector<std::int32_t> out(header.target.count);
+            decode_refinement_unit(header, unit, rungs[r - 1].indices, out);
+            EXPECT_EQ(out, rungs[r].indices) << rungs[r].bits << " bits, rows of " << per_row;
+        }
+    }
+}
+
+// Uniform weights plus a cluster inside the cells of |coarse index| 1: the
+// zero cell and those cells coded, the cells beyond raw (three contexts,
+// the coded elements' tables alternating).
+TEST(Unit, RefinementsWithCodedAndRawContextsMixedRoundTrip) {
+    std::mt19937 generator(3);
+    std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+    Tensor tensor;
+    tensor.name = "mixed";
+    tensor.shape = {2, 9001};
+    tensor.values.resize(2 * 9001);
+    for (std::size_t i = 0; i < tensor.values.size(); ++i) {
+        // Cell 1 of the 4-bit rung covers about 0.07-0.21 of the largest |w|.
+        tensor.values[i] = i % 3 == 0 ? 0.1f + 0.01f * uniform(generator) : uniform(generator);
+    }
+    tensor.values[0] = 1.0f;
+    const auto rungs = quantize_ladder(tensor, LadderPlan::parse("4,8"));
+    const UnitTarget whole = plan_chunks(0, tensor.element_count()).front();
+    const auto unit = encode_refinement_unit(whole, rungs[0], rungs[1], UnitCoder::rans);
+    ASSERT_EQ(unit[unit_header_bytes + 1], 3) << "three contexts";
+    ASSERT_EQ(unit[unit_header_bytes + 2], 4) << "only context 2 raw";
+    const UnitHeader header = read_unit_header(unit, "refinement");
+    std::vector<std::int32_t> out(header.target.count);
+    decode_refinement_unit(header, unit, rungs[0].indices, out);
+    EXPECT_EQ(out, rungs[1].indices);
 }
 
 TEST(Unit, BothCodersRoundTripEveryChunkSize) {
@@ -357,6 +419,17 @@ TEST(Unit, WritesTheFuzzCorpusWhenAsked) {
         write(std::string("refine16-") + tag + ".bin",
               encode_refinement_unit(chunk, rungs[1], rungs[2], coder));
     }
+    // A refinement whose non-zero cells travel raw (§5.1), its coded
+    // elements not a multiple of 8.
+    Tensor uniform = large_tensor(3, 200, 7);
+    std::mt19937 generator(7);
+    std::uniform_real_distribution<float> spread(-1.0f, 1.0f);
+    for (float& value : uniform.values) value = spread(generator);
+    const auto uniform_rungs = quantize_ladder(uniform, LadderPlan::parse("8,16"));
+    const auto raw_contexts = encode_refinement_unit(
+        {0, uniform.element_count(), 0, 597}, uniform_rungs[0], uniform_rungs[1], UnitCoder::rans);
+    ASSERT_NE(raw_contexts[unit_header_bytes + 2], 0) << "expected raw contexts";
+    write("refine16-rans-raw-contexts.bin", raw_contexts);
 }
 
 }  // namespace

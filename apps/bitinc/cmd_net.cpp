@@ -49,6 +49,7 @@ nlohmann::json timeline_json(const FetchResult& result) {
             {"retries", result.retries},
             {"reached_bits", result.reached_bits},
             {"target_bits", result.target_bits},
+            {"at_accuracy_point", result.at_accuracy_point},
             {"degraded_tensors", result.degraded_tensors},
             {"rungs", rungs}};
 }
@@ -72,6 +73,9 @@ void check_output_directory(const std::string& output) {
 }  // namespace
 
 void add_transfer_options(CommandLine& command_line) {
+    command_line.add_option("until", "WHERE",
+                            "exact (default: the top rung), accuracy (the package's accuracy "
+                            "point) or a rung's bits");
     command_line.add_option(
         "retries", "N", "failed tries of a file without new bytes before giving up (default 8)");
     command_line.add_option("timeout", "SECONDS",
@@ -85,6 +89,10 @@ void add_transfer_options(CommandLine& command_line) {
 }
 
 void read_transfer_options(const CommandLine& command_line, FetchOptions& options) {
+    if (const auto until = command_line.value("until"); until && *until == "accuracy") {
+        options.until_accuracy_point = true;
+    } else if (until && *until != "exact") {
+    }
     options.max_attempts = int(command_line.integer("retries", 8, 1, 1000));
     options.timeout_seconds = command_line.real("timeout", 30, 0.001, 1e6);
     if (const auto deadline = command_line.value("deadline")) {
@@ -102,7 +110,10 @@ void read_transfer_options(const CommandLine& command_line, FetchOptions& option
 }
 
 nlohmann::json transfer_options_json(const FetchOptions& options) {
-    return {{"deadline_seconds", options.deadline_seconds},
+    return {{"until", options.until_accuracy_point ? nlohmann::json("accuracy")
+                      : options.until_bits > 0     ? nlohmann::json(options.until_bits)
+                                                   : nlohmann::json("exact")},
+            {"deadline_seconds", options.deadline_seconds},
             {"min_rate_bytes_per_second", options.min_rate_bytes_per_second},
             {"min_rate_window_seconds", options.min_rate_window_seconds},
             {"retries", options.max_attempts}};
@@ -213,7 +224,6 @@ int run_fetch(int argc, char** argv) {
     command_line.add_positional(
         "URL", "the package, e.g. http://host:8080/small-cnn/, or a package directory");
     command_line.add_option("mode", "MODE", "incremental (default) or direct");
-    command_line.add_option("until", "BITS", "stop at this rung (default: the top)");
     command_line.add_option("o", "OUT.onnx", "output model (required)");
     command_line.add_option("parts", "DIR",
                             "where partial downloads are kept (default OUT.onnx.parts)");
@@ -239,7 +249,6 @@ int run_fetch(int argc, char** argv) {
     } else {
         throw UsageError("--mode is incremental or direct");
     }
-    options.until_bits = int(command_line.integer("until", 0, 2, 32));
     options.part_directory = command_line.value("parts").value_or(*output + ".parts");
     options.decode_threads = int(command_line.integer("decode-threads", 2, 1, 64));
     options.strict = command_line.flag("strict");
@@ -295,9 +304,13 @@ int run_fetch(int argc, char** argv) {
                 rung.decode_seconds > 0 ? 100 * rung.decode_hidden_seconds / rung.decode_seconds
                                         : 100.0);
         }
+        const std::string model_name = result.at_accuracy_point
+                                           ? "model at the accuracy point (" +
+                                                 std::to_string(result.reached_bits) + "-" +
+                                                 std::to_string(result.target_bits) + " bits)"
+                                           : std::to_string(result.reached_bits) + "-bit model";
         std::printf(
-            "%d-bit model%s written to %s (%s downloaded, %zu retries, %.3f s)\n",
-            result.reached_bits,
+            "%s%s written to %s (%s downloaded, %zu retries, %.3f s)\n", model_name.c_str(),
             result.degraded_tensors.empty()
                 ? ""
                 : (" (degraded: " + std::to_string(result.target_bits) + " bits asked)").c_str(),

@@ -72,6 +72,15 @@ int run_pack(int argc, char** argv) {
     command_line.add_option("threads", "T", "coding threads (default: all cores)");
     command_line.add_option("o", "DIR", "output directory (required; new or empty)");
     command_line.add_flag("force", "replace a package already in DIR (nothing else is replaced)");
+    command_line.add_flag("calibrate",
+                          "order refinements by accuracy per byte and name the accuracy point, "
+                          "measured on Fashion-MNIST training images");
+    command_line.add_option("calibration-images", "N",
+                            "training images calibration runs on (default 1000)");
+    command_line.add_option("tolerance", "POINTS",
+                            "top-1 the accuracy point may lose to the top rung (default 0.1)");
+    command_line.add_option("data-dir", "DIR",
+                            "Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist)");
     command_line.add_flag("json", "print a JSON summary instead of text");
     command_line.add_flag("no-progress", "never draw a progress bar");
     if (!command_line.parse(argc, argv)) return 0;
@@ -79,6 +88,14 @@ int run_pack(int argc, char** argv) {
     if (!output) throw UsageError("give the output directory with -o DIR");
 
     PackOptions options;
+    if (command_line.flag("calibrate")) {
+        PackCalibration calibration;
+        calibration.images =
+            std::size_t(command_line.integer("calibration-images", 1000, 1, 60'000));
+        calibration.tolerance_points = command_line.real("tolerance", 0.1, 0, 100);
+        if (const auto data = command_line.value("data-dir")) calibration.data_dir = *data;
+        options.calibration = calibration;
+    }
     options.ladder = LadderPlan::parse(command_line.value("ladder").value_or("8,16"));
     options.ladder.per_channel = command_line.flag("per-channel");
     options.ladder.min_quantized_elements =
@@ -104,6 +121,18 @@ int run_pack(int argc, char** argv) {
         std::printf("%s\n", json_text(json).c_str());
     } else {
         print_package(result.manifest);
+        if (const auto& point = result.manifest.accuracy_point) {
+            const RungEntry& rung = result.manifest.rungs[point->rung];
+            std::printf(
+                "  accuracy point: %zu of %zu units of %s (%s of %s), top-1 %.2f %% against %.2f "
+                "%% at the top on %llu training images\n",
+                point->units, rung.units.size(), rung.data.file.c_str(),
+                with_commas(result.manifest.accuracy_point_bytes()).c_str(),
+                with_commas(rung.data.bytes).c_str(), point->value, point->top_value,
+                static_cast<unsigned long long>(point->calibration_images));
+        } else if (options.calibration) {
+            std::printf("  no accuracy point before the top rung\n");
+        }
         std::printf("packed into %s in %.2f s\n", output->c_str(), result.seconds);
     }
     return 0;

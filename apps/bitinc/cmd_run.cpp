@@ -57,7 +57,8 @@ std::map<std::string, int> degraded_tensor_bits(const StreamReport& report) {
 // True when the download ended below the rung asked for, or failed.
 bool ended_degraded(const StreamReport& report) {
     return report.failure.has_value() || !report.fetch || !report.fetch->degraded_tensors.empty() ||
-           report.fetch->reached_bits < report.fetch->target_bits;
+           (report.fetch->reached_bits < report.fetch->target_bits &&
+            !report.fetch->at_accuracy_point);
 }
 
 nlohmann::json report_json(const StreamReport& report) {

@@ -58,26 +58,31 @@ std::vector<TensorSensitivity> measure_sensitivity(const Model& model, const Lad
 // (steps times indices, as a device rebuilds it).
 Model with_tensor_at_rung(Model model, std::size_t tensor, const LadderPlan& plan, int bits);
 
-// The order in which to refine tensors from one rung to the top, and the
-// point where the model is already as good as at the top.
+// The order in which to refine tensors from one rung to the next, and the
+// point where the model is good enough.
 struct RefinementPlan {
     std::vector<std::size_t> order;   // tensor indices, most loss per byte first
-    std::size_t accuracy_prefix = 0;  // how many of `order` the accuracy point refines
-    double from_top1 = 0;             // calibration top-1: every tensor at the lower rung
-    double point_top1 = 0;            // the first accuracy_prefix tensors at the top
-    double top_top1 = 0;              // every tensor at the top
+    bool reaches = false;             // every tensor at to_bits meets the target
+    std::size_t accuracy_prefix = 0;  // how many of `order` the point refines (if reaches)
+    double from_top1 = 0;             // calibration top-1: every tensor at from_bits
+    double point_top1 = 0;            // the first accuracy_prefix tensors at to_bits
+    double to_top1 = 0;               // every tensor at to_bits
 };
 
 // Orders the tensors of `sensitivity` by loss_increase / refinement_bytes
-// (bytes indexed by tensor: what refining each costs), then finds the
-// shortest prefix of that order whose model — those tensors at the top rung,
-// every other quantized tensor at `from_bits` — has a calibration top-1 no
-// more than `tolerance_points` below the top rung's. Searches by bisection,
-// measuring each candidate; the point it reports was measured.
+// (bytes indexed by tensor: what refining each costs), then, if every
+// tensor at `to_bits` reaches `target_top1` on the calibration images,
+// finds the shortest prefix of that order whose model — those tensors at
+// `to_bits`, every other quantized tensor at `from_bits` — does. Searches
+// by bisection, measuring each candidate; the point it reports was measured.
 RefinementPlan plan_refinement(const Model& model, const LadderPlan& plan, int from_bits,
-                               const std::vector<TensorSensitivity>& sensitivity,
+                               int to_bits, const std::vector<TensorSensitivity>& sensitivity,
                                const std::vector<std::uint64_t>& refinement_bytes,
                                const ImageSet& calibration, const CalibrationOptions& options,
-                               double tolerance_points = 0.1);
+                               double target_top1);
+
+// The calibration top-1 with every quantized tensor at `bits`.
+double top1_at_rung(const Model& model, const LadderPlan& plan, int bits,
+                    const ImageSet& calibration, const CalibrationOptions& options);
 
 }  // namespace bitinc

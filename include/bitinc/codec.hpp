@@ -13,7 +13,7 @@
 
 namespace bitinc {
 
-inline constexpr std::uint8_t unit_format_version = 2;
+inline constexpr std::uint8_t unit_format_version = 3;
 inline constexpr std::size_t unit_header_bytes = 64;
 // No unit carries more elements; encoders split larger tensors into chunks.
 inline constexpr std::uint64_t max_unit_elements = std::uint64_t{1} << 26;

@@ -5,15 +5,18 @@
 //
 //     step_b = step_top * 2^(top - b)
 //
-// and every rung's indices are the weights rounded directly at its own step
-// (no double rounding, so a coarse rung is as small as plain rounding makes
-// it). A finer rung is then a coarser one plus a small residual:
+// The top rung is the weights rounded at its step; each coarser rung is the
+// next finer one divided by 2^k (k = fine bits - coarse bits) with ties
+// rounded toward zero. A coarse index is thus a function of the fine one, so
+// base plus refinements costs what the top rung alone costs, and
 //
-//     q_fine = 2^k * q_coarse + r,   k = fine bits - coarse bits,
-//     r in [-2^(k-1), 2^(k-1)]       (2^k + 1 values)
+//     q_fine = 2^k * q_coarse + r,
+//     r in [-2^(k-1) + 1, 2^(k-1)] if q_coarse > 0 (2^k values), mirrored
+//     if q_coarse < 0, and [-2^(k-1), 2^(k-1)] if q_coarse = 0.
 //
 // Sending the base rung and then the residuals therefore reproduces a direct
-// top-rung transmission bit for bit (docs/format.md gives the exact rules).
+// top-rung transmission bit for bit (docs/format.md §1 gives the exact rules
+// and bounds the base's distance from plain rounding).
 #pragma once
 
 #include <cstddef>
@@ -64,23 +67,26 @@ std::int64_t largest_index(int bits, int base_bits);
 // value is NaN or infinite.
 QuantizedTensor quantize_top(const Tensor& tensor, const LadderPlan& plan);
 
-// Every rung of the plan, base first, each rounded directly from the weights
-// at its step (the top step times 2^(top - bits)).
+// Every rung of the plan, base first: the top rung, and each coarser rung
+// derived from the next finer one by divide_toward_zero_on_ties().
 std::vector<QuantizedTensor> quantize_ladder(const Tensor& tensor, const LadderPlan& plan);
 
 // r = q_fine - 2^k q_coarse for every index.
 std::vector<std::int32_t> refinement_residuals(const QuantizedTensor& coarse,
                                                const QuantizedTensor& fine);
 
+// fine_index / 2^k rounded to the nearest integer, ties toward zero: the
+// coarse index of a fine one (1 <= k <= 31).
+std::int32_t divide_toward_zero_on_ties(std::int32_t fine_index, int k);
+
 // The inclusive range of a residual given its coarse index, for a refinement
-// of k bits: [-2^(k-1), 2^(k-1)], narrowed to [-2^(k-1), 0] at the coarse
-// rung's largest index +coarse_limit (where the fine rung clamps) and to
-// [0, 2^(k-1)] at -coarse_limit. coarse_limit 0: not known, not narrowed.
+// of k bits: [-2^(k-1) + 1, 2^(k-1)] above zero, [-2^(k-1), 2^(k-1) - 1]
+// below, [-2^(k-1), 2^(k-1)] at zero.
 struct ResidualRange {
     std::int32_t low;
     std::int32_t high;
 };
-ResidualRange residual_range(std::int32_t coarse_index, int k, std::int64_t coarse_limit = 0);
+ResidualRange residual_range(std::int32_t coarse_index, int k);
 
 // Applies residuals to a coarse rung, giving the finer rung of `fine_bits`.
 // Throws Error if the sizes differ or a residual is out of its range.

@@ -136,6 +136,10 @@ struct FetchEvent {
 struct FetchOptions {
     FetchMode mode = FetchMode::incremental;
     int until_bits = 0;  // 0: the top rung
+    // Stop at the package's accuracy point (incremental only): the rungs
+    // before it, then the first units of its rung. An Error if the package
+    // names none.
+    bool until_accuracy_point = false;
     // Where partial downloads are kept for resuming (empty: not kept).
     std::filesystem::path part_directory;
     // Retries of a failing request: backoff from `backoff_initial` doubling
@@ -193,8 +197,11 @@ struct FetchResult {
     Model model;  // empty unless FetchOptions::keep_model
     // The assembled model (indices and steps, no float copy).
     std::shared_ptr<const ModelAssembler> assembler;
-    int reached_bits = 0;    // of the lowest quantized chunk
-    int target_bits = 0;     // the rung asked for; above reached_bits when degraded
+    int reached_bits = 0;  // of the lowest quantized chunk
+    int target_bits = 0;   // the rung asked for; above reached_bits when degraded
+    // Stopped, as asked, at the accuracy point: the chunks its units
+    // refined are at target_bits, the others below by design (not degraded).
+    bool at_accuracy_point = false;
     double manifest_at = 0;  // parsed and checked
     // The topology, at the head of the first rung's file, verified and the
     // assembler made from it.

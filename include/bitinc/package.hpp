@@ -83,6 +83,22 @@ struct TensorEntry {
     std::uint64_t element_count() const;
 };
 
+// Where the model is as good as the top rung, on the packer's calibration
+// data, before every refinement has arrived: the first `units` units of the
+// refinement rung `rung` (an index into Manifest::rungs), after every rung
+// before it. Refinement units come in order of value (accuracy per byte),
+// so a device that stops there gets most of the accuracy for part of the
+// bytes.
+struct AccuracyPoint {
+    std::size_t rung = 0;
+    std::size_t units = 0;
+    std::string metric;                    // e.g. "top1_percent"
+    std::uint64_t calibration_images = 0;  // training images the point was measured on
+    double value = 0;                      // the metric at the point
+    double top_value = 0;                  // the metric at the top rung
+    double tolerance = 0;                  // how far below top_value the point may be
+};
+
 struct Manifest {
     int format_version = package_format_version;
     std::string generator;  // "bitinc VERSION"
@@ -98,6 +114,9 @@ struct Manifest {
     // The ladder's rungs in order (base, then each refinement), then the
     // direct rungs.
     std::vector<RungEntry> rungs;
+    std::optional<AccuracyPoint> accuracy_point;
+    // Bytes of the accuracy point's rung file up to the end of its last unit.
+    std::uint64_t accuracy_point_bytes() const;
 
     // The rung of `kind` at `bits`, or nullptr.
     const RungEntry* find_rung(RungKind kind, int bits) const;
@@ -126,6 +145,17 @@ std::string serialize_manifest(const Manifest& manifest);
 
 // ---- building packages --------------------------------------------------
 
+// Calibration of a package (issue 12): refinements in order of value and an
+// accuracy point, measured on training images.
+struct PackCalibration {
+    // Fashion-MNIST IDX files; only the training split is read (the test
+    // split judges what calibration decides).
+    std::filesystem::path data_dir = "/usr/share/datasets/fashion-mnist";
+    std::size_t images = 1000;      // the first N training images
+    double tolerance_points = 0.1;  // top-1 the accuracy point may lose to the top rung
+    int engine_threads = 0;         // 0: all cores
+};
+
 struct PackOptions {
     LadderPlan ladder;
     // Rungs (bit depths of the ladder) also stored whole, for devices that
@@ -138,6 +168,9 @@ struct PackOptions {
     bool replace = false;
     // Called as units are coded: (units done, units in all).
     std::function<void(std::size_t, std::size_t)> progress;
+    // Order refinements by value and name an accuracy point (needs the
+    // model to run on the calibration images).
+    std::optional<PackCalibration> calibration;
 };
 
 struct PackResult {

@@ -13,15 +13,18 @@ namespace bitinc {
 
 namespace {
 
-// Units back to back, one per chunk.
+// Units back to back, one per chunk. "bitinc" lets the encoder choose each
+// unit's coder; "bitinc-rans" and "bitinc-adaptive" force one (to measure
+// what the choice buys).
 class BitincCoder final : public WeightCoder {
   public:
-    std::string_view name() const override { return "bitinc"; }
+    BitincCoder(std::string_view name, UnitCoder coder) : name_(name), coder_(coder) {}
+    std::string_view name() const override { return name_; }
 
     std::vector<std::uint8_t> encode_levels(const QuantizedTensor& rung) override {
         std::vector<std::uint8_t> bytes;
         for (const UnitTarget& chunk : plan_chunks(0, rung.indices.size())) {
-            const auto unit = encode_level_unit(chunk, rung);
+            const auto unit = encode_level_unit(chunk, rung, coder_);
             bytes.insert(bytes.end(), unit.begin(), unit.end());
         }
         return bytes;
@@ -38,7 +41,7 @@ class BitincCoder final : public WeightCoder {
                                                 const QuantizedTensor& fine) override {
         std::vector<std::uint8_t> bytes;
         for (const UnitTarget& chunk : plan_chunks(0, fine.indices.size())) {
-            const auto unit = encode_refinement_unit(chunk, coarse, fine);
+            const auto unit = encode_refinement_unit(chunk, coarse, fine, coder_);
             bytes.insert(bytes.end(), unit.begin(), unit.end());
         }
         return bytes;
@@ -54,6 +57,9 @@ class BitincCoder final : public WeightCoder {
     }
 
   private:
+    std::string_view name_;
+    UnitCoder coder_;
+
     template <typename Visit>
     static void for_each_unit(std::span<const std::uint8_t> bytes, Visit visit) {
         while (!bytes.empty()) {
@@ -204,14 +210,18 @@ class ZstdCoder final : public WeightCoder {
 }  // namespace
 
 std::unique_ptr<WeightCoder> make_coder(std::string_view name) {
-    if (name == "bitinc") return std::make_unique<BitincCoder>();
+    if (name == "bitinc") return std::make_unique<BitincCoder>("bitinc", UnitCoder::none);
+    if (name == "bitinc-rans") return std::make_unique<BitincCoder>("bitinc-rans", UnitCoder::rans);
+    if (name == "bitinc-adaptive")
+        return std::make_unique<BitincCoder>("bitinc-adaptive", UnitCoder::adaptive);
     if (name == "raw") return std::make_unique<RawCoder>();
     if (name == "zstd") return std::make_unique<ZstdCoder>();
-    throw Error("unknown coder '" + std::string(name) + "' (bitinc, raw or zstd)");
+    throw Error("unknown coder '" + std::string(name) +
+                "' (bitinc, bitinc-rans, bitinc-adaptive, raw or zstd)");
 }
 
 std::vector<std::string_view> coder_names() {
-    return {"bitinc", "raw", "zstd"};
+    return {"bitinc", "bitinc-rans", "bitinc-adaptive", "raw", "zstd"};
 }
 
 }  // namespace bitinc

@@ -101,35 +101,24 @@ void ResidualModel::encode(std::int32_t parent, std::int32_t residual, RangeEnco
         zero_parent_.encode(residual, coder, raw);
         return;
     }
-    const std::int64_t half = std::int64_t{1} << (k_ - 1);
+    const std::int64_t half = (std::int64_t{1} << (k_ - 1)) - inward_shift_;
     // Oriented so that small values lie towards zero, where weights are denser.
     const auto offset = static_cast<std::uint32_t>(parent > 0 ? residual + half : half - residual);
     const std::uint32_t parent_magnitude =
         static_cast<std::uint32_t>(std::abs(std::int64_t{parent}));
     const std::size_t context = std::min<std::uint32_t>(parent_magnitude, 4) - 1;
-    // The far end, o = 2^k, is shared with the neighbouring coarse index.
-    const bool far_end = offset == (std::uint32_t{1} << k_);
-    if (far_end_possible_) {
-        coder.encode(far_end, far_end_[context]);
-        if (far_end) return;
-    }
     coder.encode((offset >> (k_ - 1)) & 1u, top_bit_[context]);
     if (k_ > 1) raw.write(offset, k_ - 1);
 }
 
 std::int32_t ResidualModel::decode(std::int32_t parent, RangeDecoder& coder, BitReader& raw) {
     if (parent == 0) return zero_parent_.decode(coder, raw);
-    const std::int64_t half = std::int64_t{1} << (k_ - 1);
+    const std::int64_t half = (std::int64_t{1} << (k_ - 1)) - inward_shift_;
     const std::uint32_t parent_magnitude =
         static_cast<std::uint32_t>(std::abs(std::int64_t{parent}));
     const std::size_t context = std::min<std::uint32_t>(parent_magnitude, 4) - 1;
-    std::uint32_t offset = 0;
-    if (far_end_possible_ && coder.decode(far_end_[context])) {
-        offset = std::uint32_t{1} << k_;
-    } else {
-        offset = std::uint32_t(coder.decode(top_bit_[context])) << (k_ - 1);
-        if (k_ > 1) offset |= raw.read(k_ - 1);
-    }
+    std::uint32_t offset = std::uint32_t(coder.decode(top_bit_[context])) << (k_ - 1);
+    if (k_ > 1) offset |= raw.read(k_ - 1);
     return static_cast<std::int32_t>(parent > 0 ? std::int64_t{offset} - half
                                                 : half - std::int64_t{offset});
 }

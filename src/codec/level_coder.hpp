@@ -10,9 +10,8 @@
 //
 // A refinement residual r (docs/format.md) is coded by its parent: if the
 // coarse index is 0 the residual is a small level with its own contexts; if
-// not, r spans 2^k + 1 values: a bin tells the far end (offset 2^k) apart,
-// then the top bit, oriented towards zero, is context-coded by |parent| and
-// the other k-1 bits are raw.
+// not, r spans 2^k values: the top bit of its offset, oriented towards zero,
+// is context-coded by |parent| and the other k-1 bits are raw.
 #pragma once
 
 #include <array>
@@ -54,25 +53,35 @@ class LevelModel {
     std::array<std::array<AdaptiveBit, 3>, 32> mantissa_{};
 };
 
+// Where a residual's range lies, given its coarse index's sign (h = 2^(k-1)).
+enum class ResidualRanges {
+    // Ladder refinements (ties of the coarse rung toward zero): [-h+1, h]
+    // above zero, [-h, h-1] below, [-h, h] at zero.
+    ladder,
+    // The split parts of a levels unit (ties away from zero): [-h, h-1]
+    // above zero, [-h+1, h] below, [-h+1, h-1] at zero.
+    split,
+};
+
 // Codes the residuals of one refinement of k bits (1 <= k <= 31) given the
 // coarse indices they refine.
 class ResidualModel {
   public:
-    // far_end: residuals may reach the far end of their range, offset 2^k
-    // (ladder refinements); not so for the split parts of a levels unit,
-    // which round by integer division.
-    explicit ResidualModel(int k, bool far_end = true)
-        : k_(k), far_end_possible_(far_end), zero_parent_(far_end ? k : k - 1) {}
+    ResidualModel(int k, ResidualRanges ranges)
+        : k_(k),
+          inward_shift_(ranges == ResidualRanges::ladder ? 1 : 0),
+          zero_parent_(ranges == ResidualRanges::ladder ? k : k - 1) {}
 
     void encode(std::int32_t parent, std::int32_t residual, RangeEncoder& coder, BitWriter& raw);
     std::int32_t decode(std::int32_t parent, RangeDecoder& coder, BitReader& raw);
 
   private:
     int k_;
-    bool far_end_possible_;
+    // The offset of a residual under a non-zero parent is r + h - shift
+    // (mirrored below zero), in [0, 2^k - 1].
+    int inward_shift_;
     LevelModel zero_parent_;
-    std::array<AdaptiveBit, 4> far_end_{};  // by min(|parent|, 4)
-    std::array<AdaptiveBit, 4> top_bit_{};
+    std::array<AdaptiveBit, 4> top_bit_{};  // by min(|parent|, 4)
 };
 
 }  // namespace bitinc::codec

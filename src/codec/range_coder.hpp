@@ -156,6 +156,11 @@ class BitReader {
         return value;
     }
     bool overran() const { return overran_; }
+    // Whole bytes the bits read so far reach into (where what follows the
+    // bit stream starts).
+    std::size_t bytes_used() const {
+        return (8 * position_ - static_cast<std::size_t>(filled_) + 7) / 8;
+    }
 
   private:
     void refill(int count) {

@@ -87,7 +87,7 @@ void write_table(BitWriter& out, std::span<const std::uint16_t> frequencies) {
     }
 }
 
-bool read_table(BitCursor& in, int alphabet, std::uint16_t* frequencies) {
+bool read_table(BitReader& in, int alphabet, std::uint16_t* frequencies) {
     std::uint32_t sum = 0;
     for (int s = 0; s < alphabet; ++s) {
         int length = 1;

@@ -34,31 +34,6 @@ std::vector<std::uint16_t> normalize(std::span<const std::uint32_t> counts);
 // table's own size: what a context costs the unit.
 double coded_bits(std::span<const std::uint32_t> counts);
 
-// Reads bits least significant first, one at a time, and counts what it
-// used: for the small table section, whose end is where the states begin.
-class BitCursor {
-  public:
-    explicit BitCursor(std::span<const std::uint8_t> bytes) : bytes_(bytes) {}
-    std::uint32_t read(int count) {
-        std::uint32_t value = 0;
-        for (int i = 0; i < count; ++i, ++position_) {
-            if (position_ / 8 >= bytes_.size()) {
-                overran_ = true;
-                return 0;
-            }
-            value |= std::uint32_t((bytes_[position_ / 8] >> (position_ % 8)) & 1u) << i;
-        }
-        return value;
-    }
-    bool overran() const { return overran_; }
-    std::size_t bytes_used() const { return (position_ + 7) / 8; }
-
-  private:
-    std::span<const std::uint8_t> bytes_;
-    std::size_t position_ = 0;
-    bool overran_ = false;
-};
-
 // The same, estimated fast from the ideal code length (no normalization).
 double estimated_bits(std::span<const std::uint32_t> counts);
 
@@ -67,7 +42,7 @@ double estimated_bits(std::span<const std::uint32_t> counts);
 void write_table(BitWriter& out, std::span<const std::uint16_t> frequencies);
 // Reads a table of `alphabet` symbols; false if it does not total 2^12 or the
 // stream ended.
-bool read_table(BitCursor& in, int alphabet, std::uint16_t* frequencies);
+bool read_table(BitReader& in, int alphabet, std::uint16_t* frequencies);
 
 // The raw bit stream of a unit (docs/format.md §3.3), read with one unaligned
 // 8-byte load per read where at least 8 bytes remain. Reading past the end

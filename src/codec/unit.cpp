@@ -142,40 +142,63 @@ std::span<const std::uint8_t> raw_part(const UnitHeader& header,
 // Chunks up to 2^11 elements, and up to 2^17 elements whose signs come in
 // runs, are also tried with the adaptive binary coder, which needs no tables
 // and follows local statistics (runs of signs, rows of different scale); it
-// is taken where it is smaller. Larger chunks, and those without sign runs,
+// is taken where it is smaller (on chunks up to 2^11 elements, 2 % smaller).
+// Larger chunks, and those without sign runs,
 // where it seldom wins, do not pay for encoding twice; and the rANS coder
 // decodes 5-10 times faster.
 constexpr std::uint64_t adaptive_trial_elements = std::uint64_t{1} << 17;
 constexpr std::uint64_t adaptive_always_tried_elements = std::uint64_t{1} << 11;
 
-bool adaptive_pays(std::size_t adaptive_bytes, std::size_t rans_bytes) {
-    return adaptive_bytes < rans_bytes;
+// On chunks up to adaptive_always_tried_elements the adaptive coder must save
+// this share of the bytes: such a chunk decodes 5-10 times slower with it,
+// and mobilenetv2's many small depthwise tensors then cost 10 % of the
+// model's decoding time for 0.005 % of its bytes. Larger chunks, tried
+// only where signs come in runs, take it wherever it is smaller.
+constexpr double small_chunk_adaptive_gain_needed = 0.02;
+
+bool adaptive_pays(std::size_t adaptive_bytes, std::size_t rans_bytes, std::size_t elements) {
+    const double needed =
+        elements <= adaptive_always_tried_elements ? small_chunk_adaptive_gain_needed : 0.0;
+    return double(adaptive_bytes) < double(rans_bytes) * (1 - needed);
 }
 
-// Bits per sign of non-zero indices given the previous sign: below 1 where
-// signs come in runs, which the adaptive coder exploits better than rANS.
-double sign_entropy(std::span<const std::int32_t> indices) {
-    double counts[3][2] = {};
-    int previous = 0;
+// The signs of a chunk's non-zero indices, counted once for both coders.
+// Signs are worth coding where they come in runs: each context is the
+// previous non-zero index's sign (positive for the first).
+struct SignPlan {
+    bool coded = false;
+    std::uint32_t counts[2][2] = {};
+    double bits_per_sign = 1.0;  // given the previous sign; below 1 in runs
+};
+SignPlan plan_signs(std::span<const std::int32_t> indices) {
+    SignPlan plan;
+    std::uint32_t previous = 0;
+    std::uint64_t nonzero = 0;
     for (const std::int32_t index : indices) {
         if (index == 0) continue;
-        counts[previous][index < 0] += 1;
-        previous = index < 0 ? 2 : 1;
+        const std::uint32_t negative = index < 0;
+        ++plan.counts[previous][negative];
+        previous = negative;
+        ++nonzero;
     }
-    double bits = 0, total = 0;
-    for (const auto& row : counts) {
-        const double n = row[0] + row[1];
-        for (const double c : row)
-            if (c > 0) bits -= c * std::log2(c / n);
-        total += n;
+    double ideal = 0;
+    for (const auto& row : plan.counts) {
+        const double n = double(row[0]) + double(row[1]);
+        for (const std::uint32_t c : row)
+            if (c > 0) ideal -= double(c) * std::log2(double(c) / n);
     }
-    return total > 0 ? bits / total : 1.0;
+    if (nonzero > 0) plan.bits_per_sign = ideal / double(nonzero);
+    double bits = 8.0 * (rans::state_bytes + 4);
+    for (const auto& row : plan.counts) bits += rans::estimated_bits(row);
+    plan.coded = nonzero > 0 && bits < 0.99 * double(nonzero);
+    return plan;
 }
 
-// Whether to try the adaptive coder at all (it encodes 5x slower).
-bool adaptive_worth_trying(std::span<const std::int32_t> indices) {
-    if (indices.size() <= adaptive_always_tried_elements) return true;
-    return indices.size() <= adaptive_trial_elements && sign_entropy(indices) < 0.99;
+// Whether to try the adaptive coder at all (it encodes 5x slower): on small
+// chunks, and where signs come in runs, which it follows better than rANS.
+bool adaptive_worth_trying(std::size_t elements, const SignPlan& signs) {
+    if (elements <= adaptive_always_tried_elements) return true;
+    return elements <= adaptive_trial_elements && signs.bits_per_sign < 0.99;
 }
 
 std::size_t payload_size(const Payload& payload) {
@@ -336,30 +359,8 @@ std::vector<std::uint8_t> rans_preamble(std::span<const std::uint8_t> thresholds
     return bytes;
 }
 
-// Signs are worth coding where they come in runs: each context is the
-// previous non-zero index's sign.
-struct SignPlan {
-    bool coded = false;
-    std::uint32_t counts[2][2] = {};
-};
-SignPlan plan_signs(std::span<const std::int32_t> indices) {
-    SignPlan plan;
-    std::uint32_t previous = 0;
-    std::uint64_t nonzero = 0;
-    for (const std::int32_t index : indices) {
-        if (index == 0) continue;
-        const std::uint32_t negative = index < 0;
-        ++plan.counts[previous][negative];
-        previous = negative;
-        ++nonzero;
-    }
-    double bits = 8.0 * (rans::state_bytes + 4);
-    for (const auto& row : plan.counts) bits += rans::estimated_bits(row);
-    plan.coded = nonzero > 0 && bits < 0.99 * double(nonzero);
-    return plan;
-}
-
-Payload encode_levels_rans(std::span<const std::int32_t> indices, std::uint32_t limit) {
+Payload encode_levels_rans(std::span<const std::int32_t> indices, std::uint32_t limit,
+                           const SignPlan& signs) {
     const int alphabet = level_token(limit) + 1;
     const auto a = std::size_t(alphabet);
     std::vector<std::uint8_t> tokens(indices.size());
@@ -368,7 +369,6 @@ Payload encode_levels_rans(std::span<const std::int32_t> indices, std::uint32_t 
     // increments.
     const std::size_t copies = indices.size() >= 65536 && a <= 64 ? 4 : 1;
     std::vector<std::uint32_t> joint_copies(copies * a * a, 0);
-    const SignPlan signs = plan_signs(indices);
     const std::uint32_t sign_bit = signs.coded ? 0 : 1;  // in the raw stream
     codec::BitWriter raw;
     raw.reserve(indices.size() / 2 + 8);
@@ -440,7 +440,7 @@ Payload encode_levels_adaptive(std::span<const std::int32_t> indices, std::uint3
     if (split == 0) {
         for (const std::int32_t index : indices) model.encode(index, coder, raw);
     } else {
-        codec::ResidualModel residual_model(split, /*far_end=*/false);
+        codec::ResidualModel residual_model(split, codec::ResidualRanges::split);
         for (const std::int32_t index : indices) {
             const std::int64_t coarse = divide_rounding(index, split);
             model.encode(static_cast<std::int32_t>(coarse), coder, raw);
@@ -451,19 +451,29 @@ Payload encode_levels_adaptive(std::span<const std::int32_t> indices, std::uint3
     return with_coder_byte(UnitCoder::adaptive, coder.finish(), raw.finish());
 }
 
-// Refinement symbols (§5): the residual's offset o = r + h (or h - r under a
-// negative coarse index) in [0, 2^k], as its top bits; the rest raw.
+// Refinement symbols (§5.1): the residual's offset o (r + h - 1 above zero,
+// h - 1 - r below, r + h at zero; small offsets lie towards zero), as its
+// top bits; the rest raw.
 constexpr int refinement_symbol_bits = 4;
 
 struct RefinementShape {
     int k = 0;
     int top_bits = 0;  // bits of o in the symbol
     int raw_bits = 0;  // bits of o below them
-    int alphabet = 0;  // 2^top_bits + 1: the last symbol is o = 2^k exactly
+    int alphabet = 0;  // 2^top_bits + 1: the last symbol is o = 2^k, zero cell only
 };
 RefinementShape refinement_shape(int k) {
     const int top = std::min(k, refinement_symbol_bits);
     return {k, top, k - top, (1 << top) + 1};
+}
+
+// The offset of residual r under coarse index p (the decoder inverts it in
+// decode_refinement_rans).
+inline std::uint32_t refinement_offset(std::int32_t parent, std::int64_t residual, int k) {
+    const std::int64_t half = std::int64_t{1} << (k - 1);
+    if (parent > 0) return static_cast<std::uint32_t>(residual + half - 1);
+    if (parent < 0) return static_cast<std::uint32_t>(half - 1 - residual);
+    return static_cast<std::uint32_t>(residual + half);
 }
 
 // Refinements have up to three contexts, by min(|parent index|, 2).
@@ -475,66 +485,102 @@ inline std::uint32_t refinement_context(std::int32_t parent, int contexts) {
     return std::min<std::uint32_t>(magnitude, std::uint32_t(contexts - 1));
 }
 
+// A context whose symbols are near-uniform sends them raw (the whole offset,
+// k bits) if that costs at most this share of the context's bits more than
+// coding them: its elements then skip the rANS decoder, the slow part of a
+// refinement (8→16 refinements of trained weights are near-uniform in every
+// cell but the zero cell).
+constexpr double raw_context_tolerance = 0.002;
+
+// The residuals lie in their ranges (checked by the caller).
 Payload encode_refinement_rans(std::span<const std::int32_t> coarse,
-                               std::span<const std::int32_t> fine, int k) {
+                               std::span<const std::int32_t> residuals, int k) {
     const RefinementShape shape = refinement_shape(k);
     const auto a = std::size_t(shape.alphabet);
-    const std::int64_t half = std::int64_t{1} << (k - 1);
-    std::vector<std::uint8_t> symbols(fine.size());
+    std::vector<std::uint32_t> offsets(residuals.size());
     std::vector<std::uint32_t> counts(max_refinement_contexts * a, 0);
-    codec::BitWriter raw;
-    raw.reserve(fine.size() * std::size_t(shape.raw_bits) / 8 + 8);
-    for (std::size_t i = 0; i < fine.size(); ++i) {
-        const std::int64_t residual = std::int64_t{fine[i]} - (std::int64_t{coarse[i]} << k);
-        const auto offset =
-            static_cast<std::uint32_t>(coarse[i] < 0 ? half - residual : residual + half);
-        const std::uint32_t symbol = offset >> shape.raw_bits;
-        symbols[i] = static_cast<std::uint8_t>(symbol);
+    for (std::size_t i = 0; i < residuals.size(); ++i) {
+        offsets[i] = refinement_offset(coarse[i], residuals[i], k);
+        const std::uint32_t symbol = offsets[i] >> shape.raw_bits;
         ++counts[refinement_context(coarse[i], max_refinement_contexts) * a + symbol];
-        if (symbol + 1 < a && shape.raw_bits > 0) raw.write(offset, shape.raw_bits);
     }
-    // One, two or three contexts, whichever codes smallest.
+    // One, two or three contexts, each coded or raw (not context 0, which
+    // holds the zero cell's 2^k + 1 offsets), whichever codes smallest.
+    struct Choice {
+        double bits = 1e300;
+        std::vector<std::vector<std::uint16_t>> tables;  // of the coded contexts
+        std::uint8_t raw_mask = 0;
+    };
+    Choice best;
     int contexts = 1;
-    double best = 1e300;
-    std::vector<std::vector<std::uint16_t>> tables;
     for (int candidate = 1; candidate <= max_refinement_contexts; ++candidate) {
-        double bits = 0;
-        std::vector<std::vector<std::uint16_t>> candidate_tables;
+        Choice choice;
+        choice.bits = 0;
         for (int c = 0; c < candidate; ++c) {
             std::vector<std::uint32_t> merged(a, 0);
+            std::uint64_t elements = 0;
             for (int from = 0; from < max_refinement_contexts; ++from) {
                 if (std::min(from, candidate - 1) != c) continue;
-                for (std::size_t s = 0; s < a; ++s) merged[s] += counts[std::size_t(from) * a + s];
+                for (std::size_t s = 0; s < a; ++s) {
+                    merged[s] += counts[std::size_t(from) * a + s];
+                    elements += counts[std::size_t(from) * a + s];
+                }
             }
-            bits += rans::coded_bits(merged);
-            candidate_tables.push_back(rans::normalize(merged));
+            const double coded = rans::coded_bits(merged);
+            const double raw = double(elements) * shape.top_bits;
+            if (c > 0 && raw <= coded + raw_context_tolerance * double(elements) * k) {
+                choice.bits += raw;
+                choice.raw_mask |= std::uint8_t(1u << c);
+            } else {
+                choice.bits += coded;
+                choice.tables.push_back(rans::normalize(merged));
+            }
         }
-        if (bits < best) {
-            best = bits;
+        if (choice.bits < best.bits) {
+            best = std::move(choice);
             contexts = candidate;
-            tables = std::move(candidate_tables);
         }
     }
-    std::vector<rans::EncodeTable> encode_tables;
-    for (const auto& table : tables) encode_tables.push_back(rans::make_encode_table(table));
-    rans::Encoder encoder(fine.size());
-    for (std::size_t i = fine.size(); i-- > 0;) {
-        const rans::EncodeTable& table = encode_tables[refinement_context(coarse[i], contexts)];
-        encoder.put(i, table, symbols[i]);
+    std::vector<rans::EncodeTable> encode_tables;  // by context; raw ones stay empty
+    std::size_t next_table = 0;
+    for (int c = 0; c < contexts; ++c) {
+        encode_tables.push_back((best.raw_mask >> c) & 1u
+                                    ? rans::EncodeTable{}
+                                    : rans::make_encode_table(best.tables[next_table++]));
     }
-    return {concatenate(rans_preamble({}, tables, tables.size(), 0), encoder.finish()),
-            raw.finish()};
+    // The raw payload: s bits under a coded symbol, all k bits in a raw context.
+    codec::BitWriter raw;
+    raw.reserve(residuals.size() * std::size_t(k) / 8 + 8);
+    std::size_t coded_elements = 0;
+    for (std::size_t i = 0; i < residuals.size(); ++i) {
+        const bool raw_context = (best.raw_mask >> refinement_context(coarse[i], contexts)) & 1u;
+        coded_elements += !raw_context;
+        if (raw_context) {
+            raw.write(offsets[i], k);
+        } else if (shape.raw_bits > 0) {
+            raw.write(offsets[i], shape.raw_bits);
+        }
+    }
+    // Coded elements only, the j-th of them on state j mod 8.
+    rans::Encoder encoder(coded_elements);
+    std::size_t j = coded_elements;
+    for (std::size_t i = residuals.size(); i-- > 0;) {
+        const std::uint32_t context = refinement_context(coarse[i], contexts);
+        if ((best.raw_mask >> context) & 1u) continue;
+        encoder.put(--j, encode_tables[context], offsets[i] >> shape.raw_bits);
+    }
+    auto preamble = rans_preamble({}, best.tables, std::size_t(contexts), 0);
+    preamble.insert(preamble.begin() + 2, best.raw_mask);
+    return {concatenate(preamble, encoder.finish()), raw.finish()};
 }
 
 Payload encode_refinement_adaptive(std::span<const std::int32_t> coarse,
-                                   std::span<const std::int32_t> fine, int k) {
+                                   std::span<const std::int32_t> residuals, int k) {
     codec::RangeEncoder coder;
     codec::BitWriter raw;
-    codec::ResidualModel model(k);
-    for (std::size_t i = 0; i < fine.size(); ++i) {
-        const std::int64_t residual = std::int64_t{fine[i]} - (std::int64_t{coarse[i]} << k);
-        model.encode(coarse[i], static_cast<std::int32_t>(residual), coder, raw);
-    }
+    codec::ResidualModel model(k, codec::ResidualRanges::ladder);
+    for (std::size_t i = 0; i < residuals.size(); ++i)
+        model.encode(coarse[i], residuals[i], coder, raw);
     return with_coder_byte(UnitCoder::adaptive, coder.finish(), raw.finish());
 }
 
@@ -545,7 +591,8 @@ struct RansSetup {
     std::vector<rans::DecodeTable> sign_tables;
     std::span<const std::uint8_t> sign_stream;
     std::array<std::uint8_t, max_contexts - 1> thresholds{};
-    std::vector<rans::DecodeTable> tables;
+    std::uint8_t raw_mask = 0;              // refinements: bit c set if context c travels raw
+    std::vector<rans::DecodeTable> tables;  // by context (a raw context's unused)
     std::span<const std::uint8_t> stream;
 };
 
@@ -571,6 +618,12 @@ RansSetup read_rans_setup(const UnitHeader& header, std::span<const std::uint8_t
             setup.thresholds[std::size_t(c)] = static_cast<std::uint8_t>(threshold);
             previous = threshold;
         }
+    } else {  // the raw contexts follow
+        if (coded.size() < at + 1) corrupt(header, "rANS payload too short");
+        setup.raw_mask = coded[at++];
+        // Context 0 holds the zero cell (2^k + 1 offsets): never raw.
+        if ((setup.raw_mask & 1u) != 0 || (setup.raw_mask >> setup.contexts) != 0)
+            corrupt(header, "bad raw contexts");
     }
     std::uint32_t sign_stream_bytes = 0;
     if (setup.signs) {
@@ -579,10 +632,12 @@ RansSetup read_rans_setup(const UnitHeader& header, std::span<const std::uint8_t
         at += 4;
         if (sign_stream_bytes < rans::state_bytes) corrupt(header, "bad rANS sign stream");
     }
-    rans::BitCursor table_bits(coded.subspan(at));
+    codec::BitReader table_bits(coded.subspan(at));
     setup.tables.resize(std::size_t(setup.contexts));
     std::array<std::uint16_t, rans::max_alphabet> frequencies{};
-    for (auto& table : setup.tables) {
+    for (int c = 0; c < setup.contexts; ++c) {
+        if ((setup.raw_mask >> c) & 1u) continue;
+        auto& table = setup.tables[std::size_t(c)];
         if (!rans::read_table(table_bits, alphabet, frequencies.data()))
             corrupt(header, "bad rANS frequency table");
         rans::build_decode_table(std::span(frequencies).first(std::size_t(alphabet)), table);
@@ -748,7 +803,7 @@ void decode_levels_adaptive(const UnitHeader& header, std::span<const std::uint8
                 corrupt(header, "decoded index exceeds the unit's limit");
         }
     } else {
-        codec::ResidualModel residual_model(split, /*far_end=*/false);
+        codec::ResidualModel residual_model(split, codec::ResidualRanges::split);
         for (auto& value : out) {
             const std::int32_t coarse = model.decode(coder, raw);
             const std::int64_t index =
@@ -766,64 +821,138 @@ void decode_refinement_rans(const UnitHeader& header, std::span<const std::uint8
     const RefinementShape shape = refinement_shape(k);
     const RansSetup setup =
         read_rans_setup(header, coded_part(header, unit), shape.alphabet, false);
-    const auto limit = static_cast<std::int64_t>((std::uint64_t{1} << (header.bits - 1)) - 1);
-    const std::int64_t half = std::int64_t{1} << (k - 1);
-    const std::uint32_t full = std::uint32_t(shape.alphabet - 1);
+    // Coarse indices within the parent's bit depth keep every refined index
+    // within 2^(bits-1) - 1 once its offset is in range: 32-bit arithmetic
+    // suffices and needs no check of its own.
+    const std::int32_t coarse_limit =
+        std::int32_t((std::uint32_t{1} << (header.parent_bits - 1)) - 1);
+    const std::uint32_t half = std::uint32_t{1} << (k - 1);
+    // The zero cell's offsets reach 2^k, the others' 2^k - 1.
+    const std::uint32_t zero_cell_end = std::uint32_t{1} << k;
+    const int contexts = setup.contexts;
+    const std::uint32_t raw_mask = setup.raw_mask;
+    // Every context raw but context 0, which then holds the zero cell alone
+    // (the usual 8→16 refinement).
+    const bool only_zero_cell_coded = contexts > 1 && raw_mask == ((1u << contexts) - 2);
+    const auto s = std::uint32_t(shape.raw_bits);
     rans::Decoder decoder(setup.stream);
     rans::RawReader raw(raw_part(header, unit));
-    std::array<std::uint32_t, rans::max_alphabet> raw_count{};
-    // The last symbol is o = 2^k itself, with no raw bits under it.
-    for (std::uint32_t t = 0; t < full; ++t) raw_count[t] = std::uint32_t(shape.raw_bits);
-    const int contexts = setup.contexts;
-    std::int64_t lowest = 0, highest = 0;
-    auto one = [&](std::size_t i, std::uint32_t symbol, std::uint32_t bits) {
-        const std::int64_t parent = coarse[i];
-        const std::int64_t offset = (std::int64_t{symbol} << shape.raw_bits) | bits;
-        // r = o - h, negated under a negative parent (branch-free).
-        const std::int64_t flip = parent >> 63;
-        const std::int64_t fine =
-            parent * (std::int64_t{1} << k) + (((offset - half) ^ flip) - flip);
-        lowest = std::min(lowest, fine);
-        highest = std::max(highest, fine);
-        out[i] = static_cast<std::int32_t>(fine);
+    std::uint32_t bad_offset = 0;
+    std::int32_t lowest_parent = 0, highest_parent = 0;
+    auto table_of_context = [&](std::uint32_t context) -> const rans::DecodeTable& {
+        return setup.tables[context];
     };
-    // Blocks: symbols into a small buffer first (out may alias coarse), then
-    // the raw bits. A block is a multiple of 8 long, so lanes stay aligned.
+    // Blocks, each in light passes: the coarse indices into a local copy (out
+    // may alias coarse), the symbols, the offsets (symbol and raw bits), then
+    // the refined indices, a branch-free loop the compiler vectorizes. A
+    // block is a multiple of 8 long; when raw contexts thin out the symbols,
+    // the states are rotated so that coded element j stays on state j mod 8.
     constexpr std::size_t block = 2048;
-    std::array<std::int32_t, block> symbols;
+    std::array<std::int32_t, block> parents;
+    std::array<std::int32_t, block + 1> symbols{};  // + 1: read past the last, unused
+    std::array<std::uint32_t, block> offsets;
+    std::array<std::uint8_t, block> coded_contexts{};
+    std::size_t coded_so_far = 0;
     for (std::size_t first = 0; first < out.size(); first += block) {
         const std::size_t length = std::min(block, out.size() - first);
-        const auto block_symbols = std::span(symbols).first(length);
-        if (contexts == 1) {  // no need to look at the coarse indices
-            const rans::DecodeTable& only = setup.tables[0];
-            decode_symbols(
-                decoder, block_symbols,
-                [&](std::size_t) -> const rans::DecodeTable& { return only; },
-                [](std::uint32_t) {});
-        } else {
-            decode_symbols(
-                decoder, block_symbols,
-                [&](std::size_t j) -> const rans::DecodeTable& {
-                    return setup.tables[refinement_context(coarse[first + j], contexts)];
-                },
-                [](std::uint32_t) {});
+        for (std::size_t u = 0; u < length; ++u) {
+            parents[u] = coarse[first + u];
+            lowest_parent = std::min(lowest_parent, parents[u]);
+            highest_parent = std::max(highest_parent, parents[u]);
         }
         std::size_t j = 0;
-        if (shape.raw_bits == 0) {  // every bit of the offset is in the symbol
-            for (; j < length; ++j) one(first + j, std::uint32_t(symbols[j]), 0);
-        }
-        for (; j + 8 <= length && raw.can_read_unchecked(8 * 32); j += 8) {
-            for (std::size_t u = j; u < j + 8; ++u) {
-                const auto symbol = std::uint32_t(symbols[u]);
-                one(first + u, symbol, raw.read_unchecked(raw_count[symbol]));
+        if (raw_mask == 0) {  // every element has a symbol, then s raw bits
+            const auto block_symbols = std::span(symbols).first(length);
+            if (contexts == 1) {  // no need to look at the coarse indices
+                const rans::DecodeTable& only = setup.tables[0];
+                decode_symbols(
+                    decoder, block_symbols,
+                    [&](std::size_t) -> const rans::DecodeTable& { return only; },
+                    [](std::uint32_t) {});
+            } else {
+                decode_symbols(
+                    decoder, block_symbols,
+                    [&](std::size_t u) -> const rans::DecodeTable& {
+                        return table_of_context(refinement_context(parents[u], contexts));
+                    },
+                    [](std::uint32_t) {});
+            }
+            if (s == 0) {  // every bit of the offset is in the symbol
+                for (; j < length; ++j) offsets[j] = std::uint32_t(symbols[j]);
+            }
+            for (; j + 8 <= length && raw.can_read_unchecked(8 * 32); j += 8) {
+                for (std::size_t u = j; u < j + 8; ++u)
+                    offsets[u] = (std::uint32_t(symbols[u]) << s) | raw.read_unchecked(s);
+            }
+            for (; j < length; ++j)
+                offsets[j] = (std::uint32_t(symbols[j]) << s) | raw.read(int(s));
+        } else {
+            // Some contexts raw: the symbols of the coded elements only.
+            std::size_t coded = 0;
+            auto& lanes = decoder.states();
+            const auto turn = std::ptrdiff_t(coded_so_far % rans::lanes);
+            std::rotate(lanes.begin(), lanes.begin() + turn, lanes.end());
+            if (only_zero_cell_coded) {  // one table: count them (vectorized)
+                for (std::size_t u = 0; u < length; ++u) coded += parents[u] == 0;
+                const rans::DecodeTable& zero_cell = setup.tables[0];
+                decode_symbols(
+                    decoder, std::span(symbols).first(coded),
+                    [&](std::size_t) -> const rans::DecodeTable& { return zero_cell; },
+                    [](std::uint32_t) {});
+            } else {
+                for (std::size_t u = 0; u < length; ++u) {
+                    const std::uint32_t context = refinement_context(parents[u], contexts);
+                    coded_contexts[coded] = static_cast<std::uint8_t>(context);
+                    coded += ((raw_mask >> context) & 1u) ^ 1u;
+                }
+                decode_symbols(
+                    decoder, std::span(symbols).first(coded),
+                    [&](std::size_t u) -> const rans::DecodeTable& {
+                        return table_of_context(coded_contexts[u]);
+                    },
+                    [](std::uint32_t) {});
+            }
+            std::rotate(lanes.begin(), lanes.end() - turn, lanes.end());
+            coded_so_far += coded;
+            symbols[coded] = 0;
+            // A coded element takes its symbol and s raw bits, a raw one k raw bits.
+            std::size_t next = 0;
+            auto offsets_of = [&](auto coded_at) {
+                auto one = [&](std::size_t u, auto read) {
+                    const std::uint32_t is_coded = coded_at(u);
+                    const std::uint32_t top = (std::uint32_t(symbols[next]) << s) & (0u - is_coded);
+                    next += is_coded;
+                    offsets[u] = top | read(is_coded ? s : std::uint32_t(k));
+                };
+                for (; j + 8 <= length && raw.can_read_unchecked(8 * 32); j += 8) {
+                    for (std::size_t u = j; u < j + 8; ++u)
+                        one(u, [&](std::uint32_t n) { return raw.read_unchecked(n); });
+                }
+                for (; j < length; ++j) one(j, [&](std::uint32_t n) { return raw.read(int(n)); });
+            };
+            if (only_zero_cell_coded) {
+                offsets_of([&](std::size_t u) { return std::uint32_t(parents[u] == 0); });
+            } else {
+                offsets_of([&](std::size_t u) {
+                    return ((raw_mask >> refinement_context(parents[u], contexts)) & 1u) ^ 1u;
+                });
             }
         }
-        for (; j < length; ++j) {
-            const auto symbol = std::uint32_t(symbols[j]);
-            one(first + j, symbol, raw.read(int(raw_count[symbol])));
+        // r = o - h (+1 under a non-zero parent), mirrored below zero.
+        std::int32_t* refined = out.data() + first;
+        for (std::size_t u = 0; u < length; ++u) {
+            const std::int32_t parent = parents[u];
+            const std::uint32_t nonzero = parent != 0;
+            bad_offset |= offsets[u] > zero_cell_end - nonzero;
+            const std::uint32_t toward = offsets[u] - half + nonzero;
+            const auto flip = static_cast<std::uint32_t>(parent >> 31);
+            refined[u] = static_cast<std::int32_t>((static_cast<std::uint32_t>(parent) << k) +
+                                                   ((toward ^ flip) - flip));
         }
     }
-    if (lowest < -limit || highest > limit) corrupt(header, "refined index exceeds its bit depth");
+    if (lowest_parent < -coarse_limit || highest_parent > coarse_limit)
+        corrupt(header, "a coarse index exceeds the parent rung's bit depth");
+    if (bad_offset) corrupt(header, "refinement residual out of its range");
     if (decoder.ended_badly()) corrupt(header, "rANS stream does not end cleanly");
     if (raw.overran()) corrupt(header, "payload ended early");
 }
@@ -834,10 +963,18 @@ void decode_refinement_adaptive(const UnitHeader& header, std::span<const std::u
     const std::int64_t limit = (std::int64_t{1} << (header.bits - 1)) - 1;
     codec::RangeDecoder coder(coded_part(header, unit).subspan(1));
     codec::BitReader raw(raw_part(header, unit));
-    codec::ResidualModel model(k);
+    codec::ResidualModel model(k, codec::ResidualRanges::ladder);
+    const std::int32_t coarse_limit =
+        std::int32_t((std::uint32_t{1} << (header.parent_bits - 1)) - 1);
     for (std::size_t i = 0; i < out.size(); ++i) {
         const std::int32_t parent = coarse[i];
-        const std::int64_t fine = (std::int64_t{parent} << k) + model.decode(parent, coder, raw);
+        if (parent < -coarse_limit || parent > coarse_limit)
+            corrupt(header, "a coarse index exceeds the parent rung's bit depth");
+        const std::int32_t residual = model.decode(parent, coder, raw);
+        const ResidualRange range = residual_range(parent, k);
+        if (residual < range.low || residual > range.high)
+            corrupt(header, "refinement residual out of its range");
+        const std::int64_t fine = (std::int64_t{parent} << k) + residual;
         if (fine < -limit || fine > limit) corrupt(header, "refined index exceeds its bit depth");
         out[i] = static_cast<std::int32_t>(fine);
     }
@@ -849,13 +986,13 @@ void decode_refinement_adaptive(const UnitHeader& header, std::span<const std::u
 // free (UnitCoder::none), the adaptive coder is worth trying for this chunk
 // and it codes smaller.
 template <typename WorthTrying, typename Rans, typename Adaptive>
-std::pair<Payload, bool> choose_payload(UnitCoder coder, WorthTrying worth_trying, Rans rans,
-                                        Adaptive adaptive) {
+std::pair<Payload, bool> choose_payload(UnitCoder coder, std::size_t elements,
+                                        WorthTrying worth_trying, Rans rans, Adaptive adaptive) {
     if (coder == UnitCoder::adaptive) return {adaptive(), true};
     Payload payload = rans();
     if (coder == UnitCoder::none && worth_trying()) {
         Payload candidate = adaptive();
-        if (adaptive_pays(payload_size(candidate), payload_size(payload))) {
+        if (adaptive_pays(payload_size(candidate), payload_size(payload), elements)) {
             return {std::move(candidate), true};
         }
     }
@@ -901,9 +1038,10 @@ std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const Quan
         limit = std::max(limit, static_cast<std::uint32_t>(std::abs(std::int64_t{index})));
     }
     const int split = split_bits_for(limit);
+    const SignPlan signs = plan_signs(indices);
     const auto [payload, adaptive] = choose_payload(
-        coder, [&] { return adaptive_worth_trying(indices); },
-        [&] { return encode_levels_rans(indices, limit); },
+        coder, indices.size(), [&] { return adaptive_worth_trying(indices.size(), signs); },
+        [&] { return encode_levels_rans(indices, limit, signs); },
         [&] { return encode_levels_adaptive(indices, limit, split); });
     return assemble(UnitType::levels, rung.bits, adaptive ? split : 0, target, channel_size, limit,
                     std::span(rung.steps).subspan(channels.first, channels.count), payload);
@@ -922,18 +1060,21 @@ std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target,
                                                      target.count);
     const std::span<const std::int32_t> fine_chunk(fine.indices.data() + target.first,
                                                    target.count);
+    // Computed and checked once for whichever coders are tried.
+    std::vector<std::int32_t> residuals(fine_chunk.size());
     for (std::size_t i = 0; i < fine_chunk.size(); ++i) {
         const std::int64_t residual =
             std::int64_t{fine_chunk[i]} - (std::int64_t{coarse_chunk[i]} << k);
         const ResidualRange range = residual_range(coarse_chunk[i], k);
         if (residual < range.low || residual > range.high)
             throw Error("refinement: the rungs are not one ladder (residual out of range)");
+        residuals[i] = static_cast<std::int32_t>(residual);
     }
     const Payload payload =
         choose_payload(
-            coder, [&] { return target.count <= adaptive_always_tried_elements; },
-            [&] { return encode_refinement_rans(coarse_chunk, fine_chunk, k); },
-            [&] { return encode_refinement_adaptive(coarse_chunk, fine_chunk, k); })
+            coder, residuals.size(), [&] { return target.count <= adaptive_always_tried_elements; },
+            [&] { return encode_refinement_rans(coarse_chunk, residuals, k); },
+            [&] { return encode_refinement_adaptive(coarse_chunk, residuals, k); })
             .first;
     return assemble(UnitType::refinement, fine.bits, coarse.bits, target, 0, 0, {}, payload);
 }

@@ -25,9 +25,39 @@ constexpr std::array<std::array<std::uint32_t, 256>, 8> make_tables() {
 
 constexpr auto tables = make_tables();
 
+#if defined(__x86_64__) && defined(__GNUC__)
+// SSE4.2's crc32 instruction computes CRC-32C 8 bytes at a time, 4-5 times
+// faster than the tables; every unit is checked before it is decoded, so
+// this is part of the decoding rate. Chosen at run time (the build targets
+// plain x86-64).
+__attribute__((target("sse4.2"))) std::uint32_t crc32c_sse42(const std::uint8_t* data,
+                                                             std::size_t size, std::uint32_t crc) {
+    std::uint64_t wide = crc;
+    for (; size >= 8; data += 8, size -= 8) {
+        std::uint64_t word;
+        __builtin_memcpy(&word, data, 8);  // x86 is little-endian
+        wide = __builtin_ia32_crc32di(wide, word);
+    }
+    crc = static_cast<std::uint32_t>(wide);
+    for (; size > 0; --size) crc = __builtin_ia32_crc32qi(crc, *data++);
+    return crc;
+}
+const bool has_sse42 = [] {
+    __builtin_cpu_init();  // may run before the CPU model's own initializer
+    return __builtin_cpu_supports("sse4.2") != 0;
+}();
+#endif
+
 }  // namespace
 
 std::uint32_t crc32c(std::span<const std::uint8_t> bytes, std::uint32_t previous) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (has_sse42) return ~crc32c_sse42(bytes.data(), bytes.size(), ~previous);
+#endif
+    return crc32c_tables(bytes, previous);
+}
+
+std::uint32_t crc32c_tables(std::span<const std::uint8_t> bytes, std::uint32_t previous) {
     std::uint32_t crc = ~previous;
     const std::uint8_t* data = bytes.data();
     std::size_t size = bytes.size();

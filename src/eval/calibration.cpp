@@ -102,11 +102,21 @@ std::vector<TensorSensitivity> measure_sensitivity(const Model& model, const Lad
     return result;
 }
 
+double top1_at_rung(const Model& model, const LadderPlan& plan, int bits,
+                    const ImageSet& calibration, const CalibrationOptions& options) {
+    Model at_rung = model;
+    for (std::size_t t = 0; t < model.weights.size(); ++t) {
+        if (plan.quantizes(model.weights[t]))
+            at_rung.weights[t].values = rung_values(model.weights[t], plan, bits);
+    }
+    return calibration_loss(at_rung, calibration, options).top1_percent;
+}
+
 RefinementPlan plan_refinement(const Model& model, const LadderPlan& plan, int from_bits,
-                               const std::vector<TensorSensitivity>& sensitivity,
+                               int to_bits, const std::vector<TensorSensitivity>& sensitivity,
                                const std::vector<std::uint64_t>& refinement_bytes,
                                const ImageSet& calibration, const CalibrationOptions& options,
-                               double tolerance_points) {
+                               double target_top1) {
     const auto value = [&](const TensorSensitivity& entry) {
         const std::uint64_t bytes =
             entry.tensor < refinement_bytes.size() ? refinement_bytes[entry.tensor] : 0;
@@ -118,15 +128,18 @@ RefinementPlan plan_refinement(const Model& model, const LadderPlan& plan, int f
     RefinementPlan result;
     for (const TensorSensitivity& entry : ranked) result.order.push_back(entry.tensor);
 
-    // The model with the first `prefix` tensors of the order at the top rung
-    // and the others at `from_bits`; its calibration top-1, measured once.
-    Model top = model;
-    for (const std::size_t t : result.order)
-        top.weights[t].values = rung_values(model.weights[t], plan, plan.top_bits());
+    // The model with the first `prefix` tensors of the order at to_bits and
+    // the others at from_bits (tensors outside the order at to_bits too: a
+    // caller orders every quantized tensor); its top-1, measured once.
+    Model refined = model;
+    for (std::size_t t = 0; t < model.weights.size(); ++t) {
+        if (plan.quantizes(model.weights[t]))
+            refined.weights[t].values = rung_values(model.weights[t], plan, to_bits);
+    }
     std::vector<std::optional<double>> measured(result.order.size() + 1);
     const auto top1_at = [&](std::size_t prefix) {
         if (!measured[prefix]) {
-            Model mixed = top;
+            Model mixed = refined;
             for (std::size_t i = prefix; i < result.order.size(); ++i)
                 mixed.weights[result.order[i]].values =
                     rung_values(model.weights[result.order[i]], plan, from_bits);
@@ -134,13 +147,14 @@ RefinementPlan plan_refinement(const Model& model, const LadderPlan& plan, int f
         }
         return *measured[prefix];
     };
-    result.top_top1 = top1_at(result.order.size());
+    result.to_top1 = top1_at(result.order.size());
     result.from_top1 = top1_at(0);
-    const double needed = result.top_top1 - tolerance_points;
-    std::size_t low = 0, high = result.order.size();  // top1_at(high) meets `needed`
+    result.reaches = result.to_top1 >= target_top1;
+    if (!result.reaches) return result;
+    std::size_t low = 0, high = result.order.size();  // top1_at(high) meets the target
     while (low < high) {
         const std::size_t middle = low + (high - low) / 2;
-        if (top1_at(middle) >= needed) {
+        if (top1_at(middle) >= target_top1) {
             high = middle;
         } else {
             low = middle + 1;

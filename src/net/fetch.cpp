@@ -829,7 +829,20 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
     }
 
     std::vector<const RungEntry*> rungs;
-    const int until = options.until_bits > 0 ? options.until_bits : manifest.ladder.top_bits();
+    const AccuracyPoint* point = nullptr;
+    if (options.until_accuracy_point) {
+        if (options.mode != FetchMode::incremental) {
+            throw Error("the accuracy point is a place in the ladder: fetch it incrementally");
+        }
+        if (!manifest.accuracy_point) {
+            throw Error(source.where(std::string(manifest_file_name)) +
+                        ": the package names no accuracy point (pack it with calibration)");
+        }
+        point = &*manifest.accuracy_point;
+    }
+    const int until = point                    ? manifest.rungs[point->rung].bits
+                      : options.until_bits > 0 ? options.until_bits
+                                               : manifest.ladder.top_bits();
     if (options.mode == FetchMode::direct) {
         const RungEntry* rung = manifest.find_rung(RungKind::direct, until);
         if (rung == nullptr) {
@@ -846,8 +859,18 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
     }
 
     result.target_bits = until;
+    result.at_accuracy_point = point != nullptr;
+    // The bytes and units wanted of a rung's file: all, or up to the
+    // accuracy point's last unit.
+    const auto wanted_bytes = [&](const RungEntry& rung) {
+        return point && manifest.rung_index(rung) == point->rung ? manifest.accuracy_point_bytes()
+                                                                 : rung.data.bytes;
+    };
+    const auto wanted_units = [&](const RungEntry& rung) {
+        return point && manifest.rung_index(rung) == point->rung ? point->units : rung.units.size();
+    };
     std::uint64_t bytes_total = 0;
-    for (const RungEntry* rung : rungs) bytes_total += rung->data.bytes;
+    for (const RungEntry* rung : rungs) bytes_total += wanted_bytes(*rung);
     std::uint64_t bytes_done = 0;
     std::set<std::string> degraded;
     std::vector<PartFile> parts;
@@ -878,7 +901,8 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
         timeline.kind = rung->kind;
         timeline.bits = rung->bits;
         timeline.parent_bits = rung->parent_bits;
-        timeline.bytes = rung->data.bytes;
+        const std::uint64_t wanted = wanted_bytes(*rung);
+        timeline.bytes = wanted;
         timeline.requested_at = now();
         // An event about this rung, with the download's progress so far.
         const auto rung_event = [&](FetchEvent::Kind kind) {
@@ -936,7 +960,7 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
             splitter.start_over();
             part.open_for_append(0);
         };
-        part.restore(rung->data.bytes, consume);
+        part.restore(wanted, consume);
         if (topology_damaged) start_over();  // a damaged part file is not resumed
         bytes_done += received;
         part.open_for_append(received);
@@ -944,9 +968,9 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
         bool stream_failed = false;
         try {
             source.with_retries(rung->data.file, [&] {
-                if (received == rung->data.bytes) return Outcome{0, received, true, true, {}};
+                if (received == wanted) return Outcome{0, received, true, true, {}};
                 Outcome outcome =
-                    source.request(rung->data.file, received, rung->data.bytes, rung->data.bytes,
+                    source.request(rung->data.file, received, wanted, rung->data.bytes,
                                    rung->data.bytes, [&](const char* data, std::size_t length) {
                                        if (!consume(data, length)) return false;
                                        part.append(data, length);
@@ -981,7 +1005,7 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
 
         // Units that failed their checks are fetched again on their own.
         std::vector<std::size_t> lost;
-        for (std::size_t u = next_unit; u < rung->units.size(); ++u) lost.push_back(u);
+        for (std::size_t u = next_unit; u < wanted_units(*rung); ++u) lost.push_back(u);
         for (const auto& failure : decoder->take_failures()) {
             const std::size_t unit_index = failure.first;
             const UnitEntry& unit = rung->units[unit_index];
@@ -1012,8 +1036,8 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
         // The file's own hash covers the bytes as they streamed in, so it
         // speaks for the file only when none had to be fetched again; every
         // unit was checked against its own SHA-256 before it was applied.
-        if (!stream_failed && received == rung->data.bytes && timeline.units_refetched == 0 &&
-            lost.empty()) {
+        if (!stream_failed && received == rung->data.bytes && wanted == rung->data.bytes &&
+            timeline.units_refetched == 0 && lost.empty()) {
             if (file_hash.finish_hex() != rung->data.sha256) {
                 throw Error(where +
                             ": SHA-256 differs from the manifest's (the manifest's unit "

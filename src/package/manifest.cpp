@@ -1,5 +1,6 @@
 // manifest.json: reading with every field checked, and deterministic writing.
 #include <algorithm>
+#include <cmath>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -45,6 +46,15 @@ class ManifestReader {
         const std::uint64_t result = value.get<std::uint64_t>();
         if (result > max) fail(where + "." + name + " is out of range");
         return result;
+    }
+
+    // A finite JSON number (integer or not).
+    double real(const Json& object, const char* name, const std::string& where) const {
+        const Json& value = field(object, name, where);
+        if (!value.is_number() || !std::isfinite(value.get<double>())) {
+            fail(where + "." + name + " is not a finite number");
+        }
+        return value.get<double>();
     }
 
     std::string text(const Json& object, const char* name, const std::string& where) const {
@@ -372,7 +382,36 @@ Manifest parse_manifest(std::string_view text, std::string_view source) {
         files.push_back(rung.data.file);
         check_units(reader, manifest, rung, i == 0 ? nullptr : &manifest.rungs[0], where);
     }
+    if (json.contains("accuracy_point")) {
+        const Json& point = json["accuracy_point"];
+        const std::string where = "accuracy_point";
+        AccuracyPoint parsed;
+        parsed.rung = std::size_t(reader.number(point, "rung", where, max_rungs));
+        parsed.units = std::size_t(reader.number(point, "units", where, max_tensor_elements));
+        parsed.metric = reader.text(point, "metric", where);
+        parsed.calibration_images =
+            reader.number(point, "calibration_images", where, max_tensor_elements);
+        parsed.value = reader.real(point, "value", where);
+        parsed.top_value = reader.real(point, "top_value", where);
+        parsed.tolerance = reader.real(point, "tolerance", where);
+        if (parsed.rung >= manifest.rungs.size() ||
+            manifest.rungs[parsed.rung].kind != RungKind::refinement) {
+            reader.fail("accuracy_point.rung is not a refinement rung");
+        }
+        if (parsed.units > manifest.rungs[parsed.rung].units.size()) {
+            reader.fail("accuracy_point.units is not a count of that rung's units");
+        }
+        manifest.accuracy_point = std::move(parsed);
+    }
     return manifest;
+}
+
+std::uint64_t Manifest::accuracy_point_bytes() const {
+    if (!accuracy_point) return 0;
+    const RungEntry& rung = rungs.at(accuracy_point->rung);
+    if (accuracy_point->units == 0) return first_unit_offset(rung);
+    const UnitEntry& last = rung.units.at(accuracy_point->units - 1);
+    return last.offset + last.length;
 }
 
 std::string serialize_manifest(const Manifest& manifest) {
@@ -417,6 +456,13 @@ std::string serialize_manifest(const Manifest& manifest) {
         rungs.push_back(std::move(item));
     }
     json["rungs"] = std::move(rungs);
+    if (const auto& point = manifest.accuracy_point) {
+        json["accuracy_point"] =
+            Json{{"rung", point->rung},          {"units", point->units},
+                 {"metric", point->metric},      {"calibration_images", point->calibration_images},
+                 {"value", point->value},        {"top_value", point->top_value},
+                 {"tolerance", point->tolerance}};
+    }
     return json.dump() + "\n";
 }
 

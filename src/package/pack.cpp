@@ -19,6 +19,7 @@
 #include "core/file_io.hpp"
 #include "core/parallel.hpp"
 #include "core/sha256.hpp"
+#include "package/refinement_order.hpp"
 
 namespace bitinc {
 
@@ -296,6 +297,10 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
         for (std::size_t r = 0; r < manifest.rungs.size(); ++r) {
             std::tie(manifest.rungs[r].data.bytes, manifest.rungs[r].data.sha256) =
                 files[r].finish();
+        }
+        // Reorders refinement units in the finished rung files (issue 12).
+        if (options.calibration) {
+            calibrate_refinements(building, manifest, model_path, *options.calibration);
         }
         const std::string manifest_text = serialize_manifest(manifest);
         // What we wrote must read back: the writer and the reader agree.

@@ -95,8 +95,7 @@ std::vector<float> top_steps(const Tensor& tensor, const LadderPlan& plan, std::
     return steps;
 }
 
-// Direct rounding of every weight at one rung's step: no rung derives from
-// another, so a coarse rung is as small as plain rounding makes it.
+// Direct rounding of every weight at the top rung's step.
 QuantizedTensor quantize_rung(const Tensor& tensor, const LadderPlan& plan,
                               std::span<const float> top, std::size_t channel_size, int bits) {
     const int shift = plan.top_bits() - bits;
@@ -124,7 +123,29 @@ QuantizedTensor quantize_rung(const Tensor& tensor, const LadderPlan& plan,
     return result;
 }
 
+// The next coarser rung, k bits below `fine`: every index divided by 2^k,
+// halves rounded toward zero, so that the coarse index is a function of the
+// fine one (docs/format.md §1).
+QuantizedTensor coarser_rung(const QuantizedTensor& fine, int k) {
+    QuantizedTensor result;
+    result.bits = fine.bits - k;
+    result.channel_size = fine.channel_size;
+    result.steps.reserve(fine.steps.size());
+    for (const float step : fine.steps) result.steps.push_back(std::ldexp(step, k));  // exact
+    result.indices.resize(fine.indices.size());
+    for (std::size_t i = 0; i < fine.indices.size(); ++i)
+        result.indices[i] = divide_toward_zero_on_ties(fine.indices[i], k);
+    return result;
+}
+
 }  // namespace
+
+std::int32_t divide_toward_zero_on_ties(std::int32_t fine_index, int k) {
+    const std::int64_t bias = (std::int64_t{1} << (k - 1)) - 1;
+    const std::int64_t magnitude = std::abs(std::int64_t{fine_index});
+    const auto quotient = static_cast<std::int32_t>((magnitude + bias) >> k);
+    return fine_index < 0 ? -quotient : quotient;
+}
 
 QuantizedTensor quantize_top(const Tensor& tensor, const LadderPlan& plan) {
     const std::size_t channels = channel_count(tensor, plan);
@@ -134,13 +155,10 @@ QuantizedTensor quantize_top(const Tensor& tensor, const LadderPlan& plan) {
 }
 
 std::vector<QuantizedTensor> quantize_ladder(const Tensor& tensor, const LadderPlan& plan) {
-    const std::size_t channels = channel_count(tensor, plan);
-    const std::size_t channel_size = tensor.element_count() / channels;
-    const auto steps = top_steps(tensor, plan, channels, channel_size);
-    std::vector<QuantizedTensor> rungs;
-    rungs.reserve(plan.bits.size());
-    for (const int bits : plan.bits)
-        rungs.push_back(quantize_rung(tensor, plan, steps, channel_size, bits));
+    std::vector<QuantizedTensor> rungs(plan.bits.size());
+    rungs.back() = quantize_top(tensor, plan);
+    for (std::size_t rung = rungs.size() - 1; rung-- > 0;)
+        rungs[rung] = coarser_rung(rungs[rung + 1], plan.bits[rung + 1] - plan.bits[rung]);
     return rungs;
 }
 
@@ -158,18 +176,20 @@ std::vector<std::int32_t> refinement_residuals(const QuantizedTensor& coarse,
     return residuals;
 }
 
-ResidualRange residual_range(std::int32_t coarse_index, int k, std::int64_t coarse_limit) {
+ResidualRange residual_range(std::int32_t coarse_index, int k) {
     const std::int32_t half = std::int32_t{1} << (k - 1);
-    // The fine rung clamps at 2^k times the coarse limit: nothing lies beyond.
-    if (coarse_limit > 0 && coarse_index >= coarse_limit) return {-half, 0};
-    if (coarse_limit > 0 && coarse_index <= -coarse_limit) return {0, half};
+    // Ties went toward zero: a cell reaches half a coarse step outwards and
+    // stops short of it inwards, except the zero cell, which has both ends.
+    if (coarse_index > 0) return {-half + 1, half};
+    if (coarse_index < 0) return {-half, half - 1};
     return {-half, half};
 }
 
 QuantizedTensor refine(const QuantizedTensor& coarse, std::span<const std::int32_t> residuals,
                        int fine_bits) {
     const int k = fine_bits - coarse.bits;
-    if (k <= 0 || fine_bits > max_ladder_bits) throw Error("refinement: bad rung bit depths");
+    if (k <= 0 || coarse.bits < min_ladder_bits || fine_bits > max_ladder_bits)
+        throw Error("refinement: bad rung bit depths");
     if (residuals.size() != coarse.indices.size()) {
         throw Error("refinement: " + std::to_string(residuals.size()) + " residuals for " +
                     std::to_string(coarse.indices.size()) + " weights");
@@ -181,15 +201,41 @@ QuantizedTensor refine(const QuantizedTensor& coarse, std::span<const std::int32
     for (const float step : coarse.steps) result.steps.push_back(std::ldexp(step, -k));
     result.indices.resize(coarse.indices.size());
     const std::int64_t limit = (std::int64_t{1} << (fine_bits - 1)) - 1;
+    // Branch-free 32-bit arithmetic the compiler vectorizes, checked once at
+    // the end: coarse indices within their bit depth, and each residual's
+    // offset from the inner end of its range, r + h - 1 (mirrored below
+    // zero; r + h at zero), in [0, 2^k - 1] ([0, 2^k] at zero), keep the
+    // refined index within its bit depth.
+    const auto coarse_limit = static_cast<std::int32_t>((std::int64_t{1} << (coarse.bits - 1)) - 1);
+    const std::uint32_t half = std::uint32_t{1} << (k - 1);
+    std::uint32_t bad = 0;
+    std::int32_t lowest = 0, highest = 0;
     for (std::size_t i = 0; i < residuals.size(); ++i) {
-        const ResidualRange range = residual_range(coarse.indices[i], k);
-        const std::int64_t fine = (std::int64_t{coarse.indices[i]} << k) + residuals[i];
-        if (residuals[i] < range.low || residuals[i] > range.high || fine < -limit ||
-            fine > limit) {
-            throw Error("refinement: residual " + std::to_string(residuals[i]) + " at weight " +
-                        std::to_string(i) + " is out of range");
+        const std::int32_t parent = coarse.indices[i];
+        lowest = std::min(lowest, parent);
+        highest = std::max(highest, parent);
+        const std::uint32_t nonzero = parent != 0;
+        const auto flip = static_cast<std::uint32_t>(parent >> 31);
+        const std::uint32_t toward = (static_cast<std::uint32_t>(residuals[i]) ^ flip) - flip;
+        bad |= toward + half - nonzero > 2 * half - nonzero;
+        result.indices[i] = static_cast<std::int32_t>((static_cast<std::uint32_t>(parent) << k) +
+                                                      static_cast<std::uint32_t>(residuals[i]));
+    }
+    bad |= lowest < -coarse_limit || highest > coarse_limit;
+    if (bad) {
+        for (std::size_t i = 0; i < residuals.size(); ++i) {
+            if (std::abs(std::int64_t{coarse.indices[i]}) > coarse_limit) {
+                throw Error("refinement: coarse index " + std::to_string(coarse.indices[i]) +
+                            " at weight " + std::to_string(i) + " exceeds its bit depth");
+            }
+            const ResidualRange range = residual_range(coarse.indices[i], k);
+            const std::int64_t fine = (std::int64_t{coarse.indices[i]} << k) + residuals[i];
+            if (residuals[i] < range.low || residuals[i] > range.high || fine < -limit ||
+                fine > limit) {
+                throw Error("refinement: residual " + std::to_string(residuals[i]) + " at weight " +
+                            std::to_string(i) + " is out of range");
+            }
         }
-        result.indices[i] = static_cast<std::int32_t>(fine);
     }
     return result;
 }
