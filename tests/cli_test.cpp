@@ -57,6 +57,35 @@ std::string small_cnn() {
     return (testing::source_dir() / "models" / "small-cnn.onnx").string();
 }
 
+// unpack and fetch write ONNX external data when asked: the model reads
+// back to the same weights, and its inline form is the same bytes.
+TEST_F(Cli, UnpackAndFetchWriteExternalData) {
+    const auto package = directory_.path() / "package";
+    ASSERT_EQ(run("pack " + small_cnn() + " --ladder 4,8 -o " + package.string()).status, 0);
+    const auto inline_model = directory_.path() / "inline.onnx";
+    ASSERT_EQ(run("unpack " + package.string() + " -o " + inline_model.string()).status, 0);
+    const Model expected = read_onnx_file(inline_model);
+    EXPECT_FALSE(std::filesystem::exists(external_data_path(inline_model)));
+    for (const std::string& command :
+         {"unpack " + package.string(), "fetch " + package.string() + " --no-progress"}) {
+        const auto output = directory_.path() / "external.onnx";
+        const CommandResult result = run(command + " --external-data -o " + output.string());
+        ASSERT_EQ(result.status, 0) << result.err;
+        ASSERT_TRUE(std::filesystem::exists(external_data_path(output))) << command;
+        EXPECT_LT(std::filesystem::file_size(output), std::filesystem::file_size(inline_model));
+        const Model read = read_onnx_file(output);
+        ASSERT_EQ(read.weights.size(), expected.weights.size());
+        EXPECT_EQ(read.topology, expected.topology);
+        for (std::size_t t = 0; t < read.weights.size(); ++t) {
+            EXPECT_EQ(read.weights[t].values, expected.weights[t].values) << command;
+        }
+        // Written back inline, it is the unpacked file byte for byte.
+        EXPECT_EQ(serialize_onnx(read), slurp(inline_model));
+        std::filesystem::remove(output);
+        std::filesystem::remove(external_data_path(output));
+    }
+}
+
 TEST_F(Cli, HelpListsTheCommands) {
     const CommandResult result = run("--help");
     EXPECT_EQ(result.status, 0);

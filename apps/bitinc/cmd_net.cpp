@@ -230,6 +230,8 @@ int run_fetch(int argc, char** argv) {
     add_transfer_options(command_line);
     command_line.add_option("decode-threads", "N", "threads decoding units (default 2)");
     command_line.add_flag("strict", "a refinement that cannot be had is an error");
+    command_line.add_flag("external-data",
+                          "weights in OUT.onnx.data (ONNX external data; automatic past 2 GiB)");
     command_line.add_flag("json", "print the timeline as JSON");
     command_line.add_flag("no-progress", "never draw a progress bar");
     if (!command_line.parse(argc, argv)) return 0;
@@ -272,9 +274,11 @@ int run_fetch(int argc, char** argv) {
                 break;
         }
     };
+    // The model is written from the assembler block by block: no float copy.
+    options.keep_model = false;
     const FetchResult result = fetch_package(command_line.positional(0), options);
     progress.finish();
-    write_onnx_file(result.model, *output);
+    write_model_file(*result.assembler, *output, command_line.flag("external-data"));
     std::error_code ignored;
     std::filesystem::remove(options.part_directory, ignored);  // only if empty
 

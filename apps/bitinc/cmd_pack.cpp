@@ -147,14 +147,16 @@ int run_unpack(int argc, char** argv) {
     command_line.add_option("rung", "BITS", "bit depth to rebuild (default: the top rung)");
     command_line.add_flag("direct", "rebuild from the direct rung instead of the ladder");
     command_line.add_option("o", "OUT.onnx", "output model (required)");
+    command_line.add_flag("external-data",
+                          "weights in OUT.onnx.data (ONNX external data; automatic past 2 GiB)");
     if (!command_line.parse(argc, argv)) return 0;
     const auto output = command_line.value("o");
     if (!output) throw UsageError("give the output model with -o OUT.onnx");
     const std::string directory = command_line.positional(0);
     const Manifest manifest = read_manifest(directory);
     const int bits = int(command_line.integer("rung", manifest.ladder.top_bits(), 2, 32));
-    const Model model = unpack_package(directory, bits, command_line.flag("direct"));
-    write_onnx_file(model, *output);
+    unpack_package_to_file(directory, bits, command_line.flag("direct"), *output,
+                           command_line.flag("external-data"));
     std::printf("%s: %d-bit model (%s) written to %s\n", directory.c_str(), bits,
                 command_line.flag("direct") ? "direct rung" : "base + refinements",
                 output->c_str());

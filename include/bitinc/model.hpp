@@ -5,7 +5,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
+#include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -45,9 +48,45 @@ struct Model {
 // Largest ONNX file accepted: protobuf cannot address more than 2 GiB.
 inline constexpr std::uint64_t max_onnx_bytes = (std::uint64_t{1} << 31) - 1;
 
-// Reads and validates an ONNX model. Throws Error naming `path` on a missing,
-// unreadable, truncated or malformed file, external data or a file over 2 GiB.
+// Reads and validates an ONNX model, its weights kept inline or as external
+// data (OnnxWeightReader). Throws Error naming `path` on a missing,
+// unreadable, truncated or malformed file, a bad external reference or an
+// .onnx file over 2 GiB.
 Model read_onnx_file(const std::filesystem::path& path);
+
+// An ONNX file read one weight at a time, so that a model larger than
+// memory can be packed. Opening parses the protobuf structure once, without
+// copying weight data: `topology()` is the Model with every weight named,
+// shaped and typed but empty (as parse_topology gives it), and
+// read_values(i) loads weight i with positioned reads, from the .onnx file
+// itself or from the external-data file its initializer names.
+//
+// External data (TensorProto.data_location = EXTERNAL, external_data keys
+// `location`, `offset`, `length`; `checksum` is not checked) must lie in a
+// regular file inside the model's directory: an absolute location, a `..`
+// component, a symbolic link leading out of the directory, a range past the
+// file's end or a length that does not match the dims is refused with an
+// Error naming the tensor.
+class OnnxWeightReader {
+  public:
+    explicit OnnxWeightReader(const std::filesystem::path& path);
+    // The same over bytes in memory (external data is refused: no directory).
+    OnnxWeightReader(std::string_view bytes, std::string_view source_name);
+    ~OnnxWeightReader();
+    OnnxWeightReader(OnnxWeightReader&&) noexcept;
+    OnnxWeightReader& operator=(OnnxWeightReader&&) noexcept;
+
+    const Model& topology() const;
+    // Elements of weight `index` (its shape's product).
+    std::uint64_t element_count(std::size_t index) const;
+    std::vector<float> read_values(std::size_t index) const;
+    // True if any weight keeps its data in an external file.
+    bool has_external_data() const;
+
+  private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
 
 // Same as read_onnx_file for bytes already in memory; `source_name` is used
 // in error messages.
@@ -63,9 +102,32 @@ Model parse_topology(std::string_view topology, std::string_view source_name);
 // Output is deterministic: the same Model always gives the same bytes.
 std::string serialize_onnx(const Model& model);
 
-// Writes serialize_onnx(model) to `path` atomically: a temporary file in the
-// same directory is renamed over `path` only once it is complete.
-void write_onnx_file(const Model& model, const std::filesystem::path& path);
+// Fills `out` with the values of weight `tensor` (in the topology's
+// initializer order) from element `first` on. A writer calls it in tensor
+// order and, within a tensor, for consecutive blocks from 0.
+using WeightValueSource =
+    std::function<void(std::size_t tensor, std::uint64_t first, std::span<float> out)>;
+
+// The external-data file write_onnx_file puts beside `model_path`:
+// "<model file name>.data", e.g. model.onnx.data.
+std::filesystem::path external_data_path(const std::filesystem::path& model_path);
+
+// Writes the model of `topology` (Model::topology) with weight values from
+// `values` to `path`, streaming: no more than a block of values is held at a
+// time. Without external data the bytes are exactly serialize_onnx's. With
+// `external_data`, or when the model would pass protobuf's 2 GiB, every
+// weight goes to external_data_path(path) instead (raw little-endian, back
+// to back, the location relative to the model's directory). Each file is
+// written to a temporary name and renamed into place only once both are
+// complete, so a failure never leaves a half-written output. Returns true
+// when it wrote external data.
+bool write_onnx_file(std::string_view topology, const WeightValueSource& values,
+                     const std::filesystem::path& path, bool external_data = false);
+
+// Writes `model` to `path` the same way (serialize_onnx's bytes unless
+// external data is asked for or needed).
+void write_onnx_file(const Model& model, const std::filesystem::path& path,
+                     bool external_data = false);
 
 // Checks what inference engines trust in a graph without checking it
 // themselves: every node input defined before use, no name defined twice,

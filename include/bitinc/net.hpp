@@ -164,6 +164,10 @@ struct FetchOptions {
     // a ProgressiveModel holds them while it builds its first engine, which
     // would otherwise share the cores with the next rung's decoding.
     const std::atomic<bool>* hold_decoding = nullptr;
+    // Fill FetchResult::model (a float copy of the whole model). A caller
+    // that only writes the model to a file leaves it off and streams from
+    // FetchResult::assembler (write_model_file) instead.
+    bool keep_model = true;
     std::function<void(const FetchEvent&)> on_event;
 };
 
@@ -194,7 +198,9 @@ struct RungTimeline : DownloadTimes {
 
 struct FetchResult {
     Manifest manifest;
-    Model model;
+    Model model;  // empty unless FetchOptions::keep_model
+    // The assembled model (indices and steps, no float copy).
+    std::shared_ptr<const ModelAssembler> assembler;
     int reached_bits = 0;  // of the lowest quantized chunk
     int target_bits = 0;   // the rung asked for; above reached_bits when degraded
     // Stopped, as asked, at the accuracy point: the chunks its units

@@ -218,7 +218,14 @@ class ModelAssembler {
     int lowest_bits() const;
 
     // The model as it stands; throws Error if a chunk has not arrived.
+    // A whole float copy: write_model_file streams instead.
     Model model() const;
+    // Values of tensor `tensor` from element `first` on, as model() would
+    // give them; throws Error if a chunk of that range has not arrived.
+    void read_values(std::size_t tensor, std::uint64_t first, std::span<float> out) const;
+    // Frees a tensor's storage and forgets its units, for readers that
+    // assemble one tensor at a time (unpack, verify).
+    void release_tensor(std::size_t tensor);
     // The graph and metadata, with weight tensors named and shaped but empty.
     const Model& topology() const { return model_; }
 
@@ -248,6 +255,11 @@ class ModelAssembler {
     std::vector<TensorState> tensors_;
 };
 
+// Writes the assembler's model to `path` as write_onnx_file does, one block
+// of values at a time (no float copy of the model).
+bool write_model_file(const ModelAssembler& assembler, const std::filesystem::path& path,
+                      bool external_data = false);
+
 // ---- reading packages from a directory ------------------------------------
 
 // Reads `directory`/manifest.json.
@@ -260,6 +272,12 @@ std::string read_package_file(const std::filesystem::path& directory, const File
 // Rebuilds the model of a package at `bits`: through the ladder (base plus
 // refinements) by default, or from the direct rung at `bits` when `direct`.
 Model unpack_package(const std::filesystem::path& directory, int bits, bool direct);
+
+// The same, written to `output` (write_onnx_file's rules) one tensor at a
+// time: memory holds one tensor, never the model. Returns true when it wrote
+// external data.
+bool unpack_package_to_file(const std::filesystem::path& directory, int bits, bool direct,
+                            const std::filesystem::path& output, bool external_data = false);
 
 struct VerifyReport {
     std::size_t files = 0;

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <deque>
 #include <fstream>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -571,9 +572,13 @@ class UnitDecoder {
 
     std::size_t applied() const { return applied_.load(); }
 
+    // Waits while the queued units hold more than max_queued_bytes, so that
+    // a link faster than decoding cannot fill memory with a rung's units.
     void push(Job job) {
         {
-            const std::lock_guard lock(mutex_);
+            std::unique_lock lock(mutex_);
+            room_.wait(lock, [this] { return queued_bytes_ < max_queued_bytes; });
+            queued_bytes_ += job.bytes.size();
             jobs_.push_back(std::move(job));
             ++pending_;
         }
@@ -585,6 +590,8 @@ class UnitDecoder {
         std::unique_lock lock(mutex_);
         pending_ -= jobs_.size();
         jobs_.clear();
+        queued_bytes_ = 0;
+        room_.notify_all();
         idle_.wait(lock, [this] { return pending_ == 0; });
     }
 
@@ -629,7 +636,9 @@ class UnitDecoder {
                 if (jobs_.empty()) return;
                 job = std::move(jobs_.front());
                 jobs_.pop_front();
+                queued_bytes_ -= job.bytes.size();
             }
+            room_.notify_all();
             const RungEntry& rung = assembler_.manifest().rungs[job.rung];
             const double from = seconds_between(start_, Clock::now());
             std::string failure;
@@ -665,6 +674,9 @@ class UnitDecoder {
     std::condition_variable idle_;
     std::deque<Job> jobs_;
     std::size_t pending_ = 0;
+    static constexpr std::size_t max_queued_bytes = std::size_t{32} << 20;
+    std::size_t queued_bytes_ = 0;
+    std::condition_variable room_;
     bool closing_ = false;
     std::vector<std::pair<std::size_t, std::string>> failures_;
     std::vector<std::size_t> skipped_;
@@ -873,10 +885,12 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
 
     // Both come with the topology, at the head of the first rung's file: it
     // is never used unless its hash matches the manifest's.
-    std::optional<ModelAssembler> assembler;
+    // Shared with the result, so that a caller can write the model from it.
+    std::shared_ptr<ModelAssembler> assembler;
     std::optional<UnitDecoder> decoder;
     const auto take_topology = [&](std::string topology, const std::string& where) {
-        assembler.emplace(manifest, std::move(topology), where + " (topology)");
+        assembler =
+            std::make_shared<ModelAssembler>(manifest, std::move(topology), where + " (topology)");
         decoder.emplace(*assembler, options.decode_threads, start, options.hold_decoding);
         result.topology_at = now();
         FetchEvent event;
@@ -1061,13 +1075,14 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
         emit(event);
     }
 
-    result.model = assembler->model();
+    if (options.keep_model) result.model = assembler->model();
     result.reached_bits = assembler->lowest_bits();
     result.degraded_tensors.assign(degraded.begin(), degraded.end());
     result.bytes_downloaded = source.bytes_downloaded;
     result.retries = source.retries;
     result.seconds = now();
     for (PartFile& part : parts) part.remove();
+    result.assembler = assembler;
     return result;
 }
 

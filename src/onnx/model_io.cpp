@@ -51,10 +51,6 @@ std::string serialize_deterministically(const onnx::ModelProto& proto) {
     return bytes;
 }
 
-}  // namespace onnx_io
-
-namespace {
-
 using onnx::TensorProto;
 
 bool is_weight_initializer(const TensorProto& tensor) {
@@ -94,8 +90,8 @@ std::size_t checked_element_count(const TensorProto& tensor, std::string_view so
 Tensor extract_weight(const TensorProto& proto, std::string_view source) {
     if (proto.data_location() == TensorProto::EXTERNAL || proto.external_data_size() > 0) {
         throw Error(std::string(source) + ": initializer '" + proto.name() +
-                    "' keeps its data in an external file; bitinc needs a self-contained model "
-                    "(re-save it with onnx.save(..., save_as_external_data=False))");
+                    "' keeps its data in an external file, which only a model read from a "
+                    "file can have");
     }
     if (proto.has_segment()) {
         throw Error(std::string(source) + ": initializer '" + proto.name() +
@@ -144,22 +140,6 @@ Tensor extract_weight(const TensorProto& proto, std::string_view source) {
     return tensor;
 }
 
-void store_weight(const Tensor& tensor, TensorProto& proto) {
-    proto.clear_float_data();
-    proto.clear_int32_data();
-    std::string& raw = *proto.mutable_raw_data();
-    if (tensor.stored_as == StoredType::float32) {
-        raw.resize(tensor.values.size() * sizeof(float));
-        if (!raw.empty()) std::memcpy(raw.data(), tensor.values.data(), raw.size());
-    } else {
-        raw.resize(tensor.values.size() * 2);
-        for (std::size_t i = 0; i < tensor.values.size(); ++i) {
-            const std::uint16_t half = core::float_to_half(tensor.values[i]);
-            std::memcpy(raw.data() + 2 * i, &half, 2);
-        }
-    }
-}
-
 // Structural checks that catch a file cut at a protobuf field boundary (which
 // protobuf itself accepts) and things that are not models at all.
 void validate_structure(const onnx::ModelProto& proto, std::string_view source) {
@@ -196,6 +176,32 @@ void validate_structure(const onnx::ModelProto& proto, std::string_view source) 
     }
 }
 
+}  // namespace onnx_io
+
+namespace {
+
+using onnx::TensorProto;
+using onnx_io::checked_element_count;
+using onnx_io::extract_weight;
+using onnx_io::is_weight_initializer;
+using onnx_io::validate_structure;
+
+void store_weight(const Tensor& tensor, TensorProto& proto) {
+    proto.clear_float_data();
+    proto.clear_int32_data();
+    std::string& raw = *proto.mutable_raw_data();
+    if (tensor.stored_as == StoredType::float32) {
+        raw.resize(tensor.values.size() * sizeof(float));
+        if (!raw.empty()) std::memcpy(raw.data(), tensor.values.data(), raw.size());
+    } else {
+        raw.resize(tensor.values.size() * 2);
+        for (std::size_t i = 0; i < tensor.values.size(); ++i) {
+            const std::uint16_t half = core::float_to_half(tensor.values[i]);
+            std::memcpy(raw.data() + 2 * i, &half, 2);
+        }
+    }
+}
+
 }  // namespace
 
 std::string_view stored_type_name(StoredType type) {
@@ -210,27 +216,6 @@ std::size_t Model::parameter_count() const {
 
 std::size_t Model::float32_bytes() const {
     return parameter_count() * sizeof(float);
-}
-
-Model parse_onnx(std::string_view bytes, std::string_view source_name) {
-    onnx::ModelProto proto = onnx_io::parse_model_proto(bytes, source_name);
-    validate_structure(proto, source_name);
-    Model model;
-    for (const auto& entry : proto.metadata_props()) model.metadata[entry.key()] = entry.value();
-    std::set<std::string> names;
-    for (TensorProto& initializer : *proto.mutable_graph()->mutable_initializer()) {
-        if (!is_weight_initializer(initializer)) continue;
-        if (!names.insert(initializer.name()).second) {
-            throw Error(std::string(source_name) + ": two initializers are named '" +
-                        initializer.name() + "'");
-        }
-        model.weights.push_back(extract_weight(initializer, source_name));
-        initializer.clear_raw_data();
-        initializer.clear_float_data();
-        initializer.clear_int32_data();
-    }
-    model.topology = onnx_io::serialize_deterministically(proto);
-    return model;
 }
 
 Model parse_topology(std::string_view topology, std::string_view source_name) {
@@ -255,11 +240,6 @@ Model parse_topology(std::string_view topology, std::string_view source_name) {
     }
     model.topology = std::string(topology);
     return model;
-}
-
-Model read_onnx_file(const std::filesystem::path& path) {
-    const std::string bytes = core::read_file(path, max_onnx_bytes);
-    return parse_onnx(bytes, path.string());
 }
 
 std::string serialize_onnx(const Model& model) {
@@ -290,10 +270,6 @@ std::string serialize_onnx(const Model& model) {
         throw Error("model has weights that no initializer of its topology names");
     }
     return onnx_io::serialize_deterministically(proto);
-}
-
-void write_onnx_file(const Model& model, const std::filesystem::path& path) {
-    core::write_file_atomically(path, serialize_onnx(model));
 }
 
 TopologySummary summarize_topology(const Model& model) {

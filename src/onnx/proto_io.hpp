@@ -3,8 +3,11 @@
 
 #include <onnx/onnx_pb.h>
 
+#include <cstddef>
 #include <string>
 #include <string_view>
+
+#include "bitinc/model.hpp"
 
 namespace bitinc::onnx_io {
 
@@ -14,5 +17,22 @@ onnx::ModelProto parse_model_proto(std::string_view bytes, std::string_view sour
 // Serializes with protobuf's deterministic option, so equal messages give
 // equal bytes. Throws Error if the result would exceed 2 GiB.
 std::string serialize_deterministically(const onnx::ModelProto& proto);
+
+// float32 and float16 initializers are the weights bitinc codes.
+bool is_weight_initializer(const onnx::TensorProto& tensor);
+
+// Element count of `tensor`, each dimension checked so that a hostile file
+// cannot make a reader allocate more than the file could hold.
+std::size_t checked_element_count(const onnx::TensorProto& tensor, std::string_view source);
+
+[[noreturn]] void throw_bad_size(const onnx::TensorProto& tensor, std::string_view source,
+                                 std::size_t found, std::size_t expected);
+
+// The values of a weight initializer that carries its data inline (raw_data,
+// float_data or int32_data). Throws Error naming `source` and the tensor.
+Tensor extract_weight(const onnx::TensorProto& proto, std::string_view source);
+
+// Structural checks that catch a truncated file or one that is no model.
+void validate_structure(const onnx::ModelProto& proto, std::string_view source);
 
 }  // namespace bitinc::onnx_io

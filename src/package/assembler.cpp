@@ -193,35 +193,72 @@ int ModelAssembler::lowest_bits() const {
     return lowest;
 }
 
-Model ModelAssembler::model() const {
+void ModelAssembler::read_values(std::size_t tensor_index, std::uint64_t first,
+                                 std::span<float> out) const {
     const std::lock_guard lock(mutex_);
-    Model model = model_;
+    const TensorState& state = tensors_.at(tensor_index);
+    const std::string& name = manifest_.tensors[tensor_index].name;
+    const std::uint64_t end = first + out.size();
     const int top = manifest_.ladder.top_bits();
-    for (std::size_t t = 0; t < tensors_.size(); ++t) {
-        const TensorState& state = tensors_[t];
-        Tensor& tensor = model.weights[t];
-        if (!manifest_.tensors[t].quantized) {
-            for (const ChunkState& chunk : state.chunks) {
-                if (chunk.bits == 0) throw Error("tensor '" + tensor.name + "' has not arrived");
-            }
-            tensor.values = state.values;
-            continue;
-        }
-        tensor.values.resize(state.indices.size());
-        for (const ChunkState& chunk : state.chunks) {
-            if (chunk.bits == 0) throw Error("tensor '" + tensor.name + "' has not arrived");
-            // value = step * index with the chunk's rung step, exactly as
-            // reconstruct() computes it.
-            for (std::uint64_t i = chunk.first; i < chunk.first + chunk.count;) {
-                const std::uint64_t channel = i / state.channel_size;
-                const std::uint64_t end =
-                    std::min(chunk.first + chunk.count, (channel + 1) * state.channel_size);
-                const float step = std::ldexp(state.steps[channel], top - chunk.bits);
-                for (; i < end; ++i) tensor.values[i] = step * static_cast<float>(state.indices[i]);
-            }
+    for (const ChunkState& chunk : state.chunks) {
+        if (chunk.first + chunk.count <= first || chunk.first >= end) continue;
+        if (chunk.bits == 0) throw Error("tensor '" + name + "' has not arrived");
+    }
+    if (out.empty()) return;
+    if (!manifest_.tensors[tensor_index].quantized) {
+        if (end > state.values.size()) throw Error("tensor '" + name + "' has not arrived");
+        std::copy_n(state.values.begin() + std::ptrdiff_t(first), out.size(), out.begin());
+        return;
+    }
+    if (end > state.indices.size()) throw Error("tensor '" + name + "' has not arrived");
+    const auto chunk_at = [&](std::uint64_t i) {
+        return std::upper_bound(
+                   state.chunks.begin(), state.chunks.end(), i,
+                   [](std::uint64_t at, const ChunkState& c) { return at < c.first; }) -
+               1;
+    };
+    for (std::uint64_t i = first; i < end;) {
+        const ChunkState& chunk = *chunk_at(i);
+        const std::uint64_t channel = i / state.channel_size;
+        const std::uint64_t stop =
+            std::min({end, chunk.first + chunk.count, (channel + 1) * state.channel_size});
+        // value = step * index with the chunk's rung step, exactly as
+        // reconstruct() computes it.
+        const float step = std::ldexp(state.steps[channel], top - chunk.bits);
+        for (; i < stop; ++i) {
+            out[i - first] = step * static_cast<float>(state.indices[i]);
         }
     }
+}
+
+void ModelAssembler::release_tensor(std::size_t tensor_index) {
+    const std::lock_guard lock(mutex_);
+    TensorState& state = tensors_.at(tensor_index);
+    // Swapped with empty vectors: `= {}` would keep the capacity.
+    std::vector<float>().swap(state.values);
+    std::vector<std::int32_t>().swap(state.indices);
+    std::vector<float>().swap(state.steps);
+    for (ChunkState& chunk : state.chunks) chunk.bits = 0;
+}
+
+Model ModelAssembler::model() const {
+    Model model = model_;
+    for (std::size_t t = 0; t < tensors_.size(); ++t) {
+        Tensor& tensor = model.weights[t];
+        tensor.values.resize(manifest_.tensors[t].element_count());
+        read_values(t, 0, tensor.values);
+    }
     return model;
+}
+
+bool write_model_file(const ModelAssembler& assembler, const std::filesystem::path& path,
+                      bool external_data) {
+    return write_onnx_file(
+        assembler.topology().topology,
+        [&](std::size_t tensor, std::uint64_t first, std::span<float> out) {
+            assembler.read_values(tensor, first, out);
+        },
+        path, external_data);
 }
 
 }  // namespace bitinc

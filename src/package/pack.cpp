@@ -6,9 +6,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <mutex>
 #include <string>
+#include <tuple>
 
 #include "bitinc/codec.hpp"
 #include "bitinc/error.hpp"
@@ -122,6 +124,85 @@ void write_plain_file(const fs::path& path, std::string_view bytes) {
     if (!stream) throw Error("cannot write " + path.string() + " (disk full?)");
 }
 
+// A rung file written as its units are coded: appended to disk and hashed on
+// the way, so that pack holds one tensor's units at a time.
+class RungFileWriter {
+  public:
+    explicit RungFileWriter(const fs::path& path) : file_(path) {}
+
+    std::uint64_t append(std::string_view bytes) {
+        const std::uint64_t offset = file_.bytes_written();
+        file_.write(bytes);
+        hash_.update(bytes);
+        return offset;
+    }
+    std::uint64_t append(std::span<const std::uint8_t> unit) {
+        return append(std::string_view(reinterpret_cast<const char*>(unit.data()), unit.size()));
+    }
+    // Closes the file; returns its size and SHA-256.
+    std::pair<std::uint64_t, std::string> finish() {
+        file_.commit();
+        return {file_.bytes_written(), hash_.finish_hex()};
+    }
+
+  private:
+    core::AtomicFileWriter file_;
+    core::Sha256 hash_;
+};
+
+// Codes `tensor` (index `tensor_index`) into every rung it travels in, its
+// units in parallel, and appends them to the rung files.
+void pack_tensor(const Tensor& tensor, std::size_t tensor_index, bool quantized,
+                 const PackOptions& options, int threads, Manifest& manifest,
+                 std::deque<RungFileWriter>& files, std::vector<double>& encode_seconds,
+                 std::size_t& done, std::size_t total_units) {
+    const LadderPlan& plan = manifest.ladder;
+    const auto ladder_position = [&](int bits) {
+        return std::size_t(std::find(plan.bits.begin(), plan.bits.end(), bits) - plan.bits.begin());
+    };
+    const std::vector<UnitTarget> chunks =
+        plan_chunks(std::uint32_t(tensor_index), tensor.element_count(), manifest.chunk_elements);
+    std::vector<QuantizedTensor> rungs;
+    if (quantized) rungs = quantize_ladder(tensor, plan);
+
+    std::vector<UnitJob> jobs;
+    for (std::size_t r = 0; r < manifest.rungs.size(); ++r) {
+        if (!quantized && manifest.rungs[r].kind == RungKind::refinement) continue;
+        for (const UnitTarget& chunk : chunks) jobs.push_back({r, chunk, {}, {}});
+    }
+    std::mutex progress_mutex;
+    core::run_parallel(jobs.size(), threads, [&](std::size_t j) {
+        const auto job_start = std::chrono::steady_clock::now();
+        UnitJob& job = jobs[j];
+        const RungEntry& rung = manifest.rungs[job.rung];
+        if (!quantized) {
+            job.bytes = encode_exact_unit(job.target, tensor.values);
+        } else if (rung.kind == RungKind::refinement) {
+            job.bytes = encode_refinement_unit(job.target, rungs[job.rung - 1], rungs[job.rung]);
+        } else {
+            job.bytes = encode_level_unit(job.target, rungs[ladder_position(rung.bits)]);
+        }
+        job.sha256 = unit_sha256(job.bytes);  // in parallel: hashing is not free
+        const double job_seconds =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - job_start).count();
+        const std::lock_guard lock(progress_mutex);
+        encode_seconds[job.rung] += job_seconds;
+        if (options.progress) options.progress(++done, total_units);
+    });
+    for (UnitJob& job : jobs) {
+        const std::uint64_t offset = files[job.rung].append(job.bytes);
+        manifest.rungs[job.rung].units.push_back(
+            {std::uint32_t(tensor_index), job.target.first, job.target.count, offset,
+             std::uint32_t(job.bytes.size()), unit_crc32c(job.bytes), std::move(job.sha256)});
+        std::vector<std::uint8_t>().swap(job.bytes);  // freed as soon as written
+    }
+}
+
+// LadderPlan::quantizes on a weight's shape, before its values are loaded.
+bool quantizes_shape(const LadderPlan& plan, const Tensor& shell, std::uint64_t elements) {
+    return shell.shape.size() >= 2 && elements >= plan.min_quantized_elements;
+}
+
 }  // namespace
 
 PackResult pack_model(const fs::path& model_path, const PackOptions& options,
@@ -129,24 +210,31 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
     const auto start = std::chrono::steady_clock::now();
     const std::vector<int> direct_bits = checked_direct_bits(options);
     const LadderPlan& plan = options.ladder;
-    const std::string source = core::read_file(model_path, max_onnx_bytes);
-    const Model model = parse_onnx(source, model_path.string());
+    // The structure only: weights are loaded one at a time below.
+    const OnnxWeightReader reader(model_path);
+    const Model& model = reader.topology();
     validate_graph(model, model_path.string());
 
     Manifest manifest;
     manifest.generator = "bitinc " + std::string(version());
     manifest.model_name = model_path.stem().string();
-    manifest.source_sha256 = core::sha256_hex(source);
-    manifest.source_bytes = source.size();
-    manifest.parameters = model.parameter_count();
-    manifest.float32_bytes = model.float32_bytes();
+    {
+        const core::ReadableFile source(model_path);
+        manifest.source_sha256 = core::file_sha256_hex(source);
+        manifest.source_bytes = source.size();
+    }
+    for (std::size_t t = 0; t < model.weights.size(); ++t) {
+        manifest.parameters += reader.element_count(t);
+    }
+    manifest.float32_bytes = manifest.parameters * sizeof(float);
     manifest.topology = {"topology.onnx", model.topology.size(), core::sha256_hex(model.topology)};
     manifest.ladder = plan;
     manifest.chunk_elements =
         std::clamp<std::uint64_t>(options.chunk_elements, 1, max_unit_elements);
-    for (const Tensor& tensor : model.weights) {
-        manifest.tensors.push_back(
-            {tensor.name, tensor.shape, tensor.stored_as, plan.quantizes(tensor)});
+    for (std::size_t t = 0; t < model.weights.size(); ++t) {
+        const Tensor& tensor = model.weights[t];
+        manifest.tensors.push_back({tensor.name, tensor.shape, tensor.stored_as,
+                                    quantizes_shape(plan, tensor, reader.element_count(t))});
     }
     for (std::size_t i = 0; i < plan.bits.size(); ++i) {
         RungEntry rung;
@@ -165,13 +253,10 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
         rung.data.file = "direct-" + std::to_string(bits) + ".bin";
         manifest.rungs.push_back(std::move(rung));
     }
-    const auto ladder_position = [&](int bits) {
-        return std::size_t(std::find(plan.bits.begin(), plan.bits.end(), bits) - plan.bits.begin());
-    };
 
     std::size_t total_units = 0;
     for (std::size_t t = 0; t < model.weights.size(); ++t) {
-        const std::uint64_t elements = model.weights[t].element_count();
+        const std::uint64_t elements = reader.element_count(t);
         if (elements == 0) continue;
         const std::size_t chunks = plan_chunks(0, elements, manifest.chunk_elements).size();
         const std::size_t rungs =
@@ -179,60 +264,6 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
         total_units += chunks * rungs;
     }
 
-    const int threads = core::resolve_threads(options.threads);
-    // The rungs a device starts from begin with the topology (format 3).
-    std::vector<std::string> files;
-    for (const RungEntry& rung : manifest.rungs)
-        files.push_back(starts_with_topology(rung.kind) ? model.topology : std::string());
-    std::vector<double> encode_seconds(manifest.rungs.size(), 0.0);
-    std::size_t done = 0;
-    for (std::size_t t = 0; t < model.weights.size(); ++t) {
-        const Tensor& tensor = model.weights[t];
-        if (tensor.element_count() == 0) continue;  // nothing to send
-        const std::vector<UnitTarget> chunks =
-            plan_chunks(std::uint32_t(t), tensor.element_count(), manifest.chunk_elements);
-        const bool quantized = manifest.tensors[t].quantized;
-        std::vector<QuantizedTensor> rungs;
-        if (quantized) rungs = quantize_ladder(tensor, plan);
-
-        std::vector<UnitJob> jobs;
-        for (std::size_t r = 0; r < manifest.rungs.size(); ++r) {
-            if (!quantized && manifest.rungs[r].kind == RungKind::refinement) continue;
-            for (const UnitTarget& chunk : chunks) jobs.push_back({r, chunk, {}, {}});
-        }
-        std::mutex progress_mutex;
-        core::run_parallel(jobs.size(), threads, [&](std::size_t j) {
-            const auto job_start = std::chrono::steady_clock::now();
-            UnitJob& job = jobs[j];
-            const RungEntry& rung = manifest.rungs[job.rung];
-            if (!quantized) {
-                job.bytes = encode_exact_unit(job.target, tensor.values);
-            } else if (rung.kind == RungKind::refinement) {
-                job.bytes =
-                    encode_refinement_unit(job.target, rungs[job.rung - 1], rungs[job.rung]);
-            } else {
-                job.bytes = encode_level_unit(job.target, rungs[ladder_position(rung.bits)]);
-            }
-            job.sha256 = unit_sha256(job.bytes);  // in parallel: hashing is not free
-            const double job_seconds =
-                std::chrono::duration<double>(std::chrono::steady_clock::now() - job_start).count();
-            const std::lock_guard lock(progress_mutex);
-            encode_seconds[job.rung] += job_seconds;
-            if (options.progress) options.progress(++done, total_units);
-        });
-        for (UnitJob& job : jobs) {
-            RungEntry& rung = manifest.rungs[job.rung];
-            std::string& file = files[job.rung];
-            rung.units.push_back({std::uint32_t(t), job.target.first, job.target.count, file.size(),
-                                  std::uint32_t(job.bytes.size()), unit_crc32c(job.bytes),
-                                  std::move(job.sha256)});
-            file.append(reinterpret_cast<const char*>(job.bytes.data()), job.bytes.size());
-        }
-    }
-    for (std::size_t r = 0; r < manifest.rungs.size(); ++r) {
-        manifest.rungs[r].data.bytes = files[r].size();
-        manifest.rungs[r].data.sha256 = core::sha256_hex(files[r]);
-    }
     const fs::path absolute = fs::absolute(output).lexically_normal();
     const fs::path target = absolute.has_filename() ? absolute : absolute.parent_path();
     const fs::path building = target.string() + ".partial-" + std::to_string(::getpid());
@@ -241,12 +272,33 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
     if (!fs::create_directories(building, error) || error) {
         throw Error("cannot create " + building.string() + ": " + error.message());
     }
+    const int threads = core::resolve_threads(options.threads);
+    std::vector<double> encode_seconds(manifest.rungs.size(), 0.0);
     try {
         write_plain_file(building / manifest.topology.file, model.topology);
-        for (std::size_t r = 0; r < files.size(); ++r) {
-            write_plain_file(building / manifest.rungs[r].data.file, files[r]);
+        std::deque<RungFileWriter> files;
+        for (const RungEntry& rung : manifest.rungs) {
+            files.emplace_back(building / rung.data.file);
+            // The rungs a device starts from begin with the topology (format 3).
+            if (starts_with_topology(rung.kind)) files.back().append(model.topology);
         }
-        files.clear();
+        std::size_t done = 0;
+        for (std::size_t t = 0; t < model.weights.size(); ++t) {
+            if (reader.element_count(t) == 0) continue;  // nothing to send
+            Tensor tensor = model.weights[t];
+            tensor.values = reader.read_values(t);
+            if (plan.quantizes(tensor) != manifest.tensors[t].quantized) {
+                throw Error("pack: internal error: tensor '" + tensor.name +
+                            "' quantized by shape and by values differently");
+            }
+            pack_tensor(tensor, t, manifest.tensors[t].quantized, options, threads, manifest, files,
+                        encode_seconds, done, total_units);
+        }
+        for (std::size_t r = 0; r < manifest.rungs.size(); ++r) {
+            std::tie(manifest.rungs[r].data.bytes, manifest.rungs[r].data.sha256) =
+                files[r].finish();
+        }
+        // Reorders refinement units in the finished rung files (issue 12).
         if (options.calibration) {
             calibrate_refinements(building, manifest, model_path, *options.calibration);
         }

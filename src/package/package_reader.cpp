@@ -1,5 +1,7 @@
 // Reading packages from a local directory: unpack and verify.
+#include <algorithm>
 #include <cstring>
+#include <map>
 #include <optional>
 
 #include "bitinc/error.hpp"
@@ -14,27 +16,114 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Applies every unit of `rung` (its file already read), in parallel.
-void apply_rung(ModelAssembler& assembler, const Manifest& manifest, std::size_t rung_index,
-                const std::string& file, const fs::path& path) {
-    const RungEntry& rung = manifest.rungs[rung_index];
-    core::run_parallel(rung.units.size(), core::resolve_threads(0), [&](std::size_t u) {
-        assembler.apply_unit(rung_index, u, unit_bytes(file, rung.units[u]), path.string());
-    });
-}
-
-bool same_weights(const Model& a, const Model& b) {
-    if (a.weights.size() != b.weights.size()) return false;
-    for (std::size_t t = 0; t < a.weights.size(); ++t) {
-        const auto& x = a.weights[t].values;
-        const auto& y = b.weights[t].values;
-        if (x.size() != y.size() ||
-            (!x.empty() && std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) != 0)) {
-            return false;
+// A rung file read one tensor's units at a time (positioned reads), so that
+// no whole rung sits in memory.
+class RungFile {
+  public:
+    RungFile(const fs::path& directory, const RungEntry& rung)
+        : path_(directory / rung.data.file), rung_(rung), file_(path_) {
+        if (file_.size() != rung.data.bytes) {
+            throw Error(path_.string() + ": " + std::to_string(file_.size()) +
+                        " bytes, the manifest says " + std::to_string(rung.data.bytes) +
+                        " (truncated?)");
+        }
+        for (std::size_t u = 0; u < rung.units.size(); ++u) {
+            units_by_tensor_[rung.units[u].tensor].push_back(u);
         }
     }
-    return true;
+
+    const fs::path& path() const { return path_; }
+
+    // The unit indices of `tensor` in this rung, in file order.
+    const std::vector<std::size_t>& units_of(std::size_t tensor) const {
+        static const std::vector<std::size_t> none;
+        const auto found = units_by_tensor_.find(tensor);
+        return found == units_by_tensor_.end() ? none : found->second;
+    }
+
+    // The first `length` bytes (a format-3 rung's topology), or fewer if
+    // the file is shorter.
+    std::string read_head(std::uint64_t length) const {
+        std::string bytes(std::size_t(std::min(length, file_.size())), '\0');
+        file_.read_at(0, bytes.data(), bytes.size());
+        return bytes;
+    }
+
+    std::vector<std::uint8_t> read_unit(std::size_t unit_index) const {
+        const UnitEntry& unit = rung_.units[unit_index];
+        std::vector<std::uint8_t> bytes(unit.length);
+        file_.read_at(unit.offset, bytes.data(), bytes.size());
+        return bytes;
+    }
+
+  private:
+    fs::path path_;
+    const RungEntry& rung_;
+    core::ReadableFile file_;
+    std::map<std::size_t, std::vector<std::size_t>> units_by_tensor_;
+};
+
+// Applies the units of `tensor` in `file` (of rung `rung_index`), in
+// parallel; each unit is read as a worker takes it. Returns the errors, one
+// line each, in unit order.
+std::vector<std::string> apply_tensor_units(ModelAssembler& assembler, std::size_t rung_index,
+                                            const RungFile& file, std::size_t tensor) {
+    const std::vector<std::size_t>& units = file.units_of(tensor);
+    std::vector<std::string> errors(units.size());
+    core::run_parallel(units.size(), core::resolve_threads(0), [&](std::size_t i) {
+        try {
+            assembler.apply_unit(rung_index, units[i], file.read_unit(units[i]),
+                                 file.path().string());
+        } catch (const Error& error) {
+            errors[i] = error.what();
+        }
+    });
+    std::erase(errors, std::string());
+    return errors;
 }
+
+std::vector<const RungEntry*> rungs_to_unpack(const fs::path& directory, const Manifest& manifest,
+                                              int bits, bool direct) {
+    if (direct) {
+        const RungEntry* rung = manifest.find_rung(RungKind::direct, bits);
+        if (rung == nullptr) {
+            throw Error(directory.string() + ": the package has no direct rung of " +
+                        std::to_string(bits) + " bits");
+        }
+        return {rung};
+    }
+    std::vector<const RungEntry*> rungs = manifest.ladder_rungs(bits);
+    if (rungs.empty() || rungs.back()->bits != bits) {
+        throw Error(directory.string() + ": the package's ladder has no rung of " +
+                    std::to_string(bits) + " bits");
+    }
+    return rungs;
+}
+
+// A package opened for unpacking: its assembler and the rung files needed.
+struct Unpacker {
+    Manifest manifest;
+    ModelAssembler assembler;
+    std::vector<std::pair<std::size_t, RungFile>> files;  // (rung index, file)
+
+    Unpacker(const fs::path& directory, int bits, bool direct)
+        : manifest(read_manifest(directory)),
+          assembler(manifest, read_package_file(directory, manifest.topology),
+                    (directory / manifest.topology.file).string()) {
+        for (const RungEntry* rung : rungs_to_unpack(directory, manifest, bits, direct)) {
+            files.emplace_back(manifest.rung_index(*rung), RungFile(directory, *rung));
+        }
+    }
+
+    // Brings `tensor` to the rung asked for; throws the first unit's error.
+    void assemble(std::size_t tensor) {
+        for (const auto& [rung_index, file] : files) {
+            const std::vector<std::string> errors =
+                apply_tensor_units(assembler, rung_index, file, tensor);
+            if (!errors.empty()) throw Error(errors.front());
+        }
+    }
+};
 
 }  // namespace
 
@@ -59,30 +148,28 @@ Manifest read_manifest(const fs::path& directory) {
 }
 
 Model unpack_package(const fs::path& directory, int bits, bool direct) {
-    const Manifest manifest = read_manifest(directory);
-    std::vector<const RungEntry*> rungs;
-    if (direct) {
-        const RungEntry* rung = manifest.find_rung(RungKind::direct, bits);
-        if (rung == nullptr) {
-            throw Error(directory.string() + ": the package has no direct rung of " +
-                        std::to_string(bits) + " bits");
-        }
-        rungs.push_back(rung);
-    } else {
-        rungs = manifest.ladder_rungs(bits);
-        if (rungs.empty() || rungs.back()->bits != bits) {
-            throw Error(directory.string() + ": the package's ladder has no rung of " +
-                        std::to_string(bits) + " bits");
-        }
-    }
-    ModelAssembler assembler(manifest, read_package_file(directory, manifest.topology),
-                             (directory / manifest.topology.file).string());
-    for (const RungEntry* rung : rungs) {
-        const std::string file = read_package_file(directory, rung->data);
-        apply_rung(assembler, manifest, manifest.rung_index(*rung), file,
-                   directory / rung->data.file);
-    }
-    return assembler.model();
+    Unpacker unpacker(directory, bits, direct);
+    for (std::size_t t = 0; t < unpacker.manifest.tensors.size(); ++t) unpacker.assemble(t);
+    return unpacker.assembler.model();
+}
+
+bool unpack_package_to_file(const fs::path& directory, int bits, bool direct,
+                            const fs::path& output, bool external_data) {
+    Unpacker unpacker(directory, bits, direct);
+    std::optional<std::size_t> current;
+    // The writer asks for tensors in order: each is assembled when first
+    // asked for and freed when the next is.
+    return write_onnx_file(
+        unpacker.assembler.topology().topology,
+        [&](std::size_t tensor, std::uint64_t first, std::span<float> out) {
+            if (current != tensor) {
+                if (current) unpacker.assembler.release_tensor(*current);
+                unpacker.assemble(tensor);
+                current = tensor;
+            }
+            unpacker.assembler.read_values(tensor, first, out);
+        },
+        output, external_data);
 }
 
 VerifyReport verify_package(const fs::path& directory,
@@ -92,73 +179,123 @@ VerifyReport verify_package(const fs::path& directory,
     std::size_t total_units = 0;
     for (const RungEntry& rung : manifest.rungs) total_units += rung.units.size();
 
-    const auto check_file = [&](const FileEntry& entry) -> std::optional<std::string> {
+    // Every file's size and SHA-256, streamed.
+    const auto check_file = [&](const FileEntry& entry) -> bool {
         ++report.files;
         try {
-            std::string bytes = read_package_file(directory, entry);
-            report.bytes += bytes.size();
-            if (core::sha256_hex(bytes) != entry.sha256) {
+            const core::ReadableFile file(directory / entry.file);
+            if (file.size() != entry.bytes) {
+                throw Error((directory / entry.file).string() + ": " + std::to_string(file.size()) +
+                            " bytes, the manifest says " + std::to_string(entry.bytes) +
+                            " (truncated?)");
+            }
+            report.bytes += file.size();
+            if (core::file_sha256_hex(file) != entry.sha256) {
                 report.problems.push_back(entry.file + ": SHA-256 differs from the manifest's");
             }
-            return bytes;
+            return true;
         } catch (const Error& error) {
             report.problems.push_back(error.what());
-            return std::nullopt;
+            return false;
         }
     };
-    const std::optional<std::string> topology = check_file(manifest.topology);
-    if (!topology) return report;
+    if (!check_file(manifest.topology)) return report;
+    std::string topology;
     std::optional<ModelAssembler> ladder;
     try {
-        ladder.emplace(manifest, *topology, (directory / manifest.topology.file).string());
+        topology = read_package_file(directory, manifest.topology);
+        ladder.emplace(manifest, topology, (directory / manifest.topology.file).string());
     } catch (const Error& error) {
         report.problems.push_back(error.what());
         return report;
     }
-    // Ladder models after each rung, kept where a direct rung must match.
-    std::vector<std::pair<int, Model>> ladder_models;
+    // Each rung's file (when its size is right) and, for direct rungs, an
+    // assembler of its own.
+    std::vector<std::optional<RungFile>> files(manifest.rungs.size());
+    std::vector<std::optional<ModelAssembler>> direct(manifest.rungs.size());
     for (std::size_t r = 0; r < manifest.rungs.size(); ++r) {
         const RungEntry& rung = manifest.rungs[r];
-        const std::optional<std::string> file = check_file(rung.data);
-        std::optional<ModelAssembler> direct;
-        if (rung.kind == RungKind::direct) {
-            direct.emplace(manifest, *topology, (directory / manifest.topology.file).string());
-        }
-        ModelAssembler& assembler = direct ? *direct : *ladder;
-        bool sound = file.has_value();
-        if (file && starts_with_topology(rung.kind) &&
-            std::string_view(*file).substr(0, topology->size()) != *topology) {
-            report.problems.push_back(rung.data.file + ": does not begin with the topology");
-        }
-        for (std::size_t u = 0; file && u < rung.units.size(); ++u) {
-            try {
-                assembler.apply_unit(r, u, unit_bytes(*file, rung.units[u]),
-                                     (directory / rung.data.file).string());
-            } catch (const Error& error) {
-                report.problems.push_back(error.what());
-                sound = false;
-            }
-            ++report.units;
-            if (progress) progress(report.units, total_units);
-        }
-        if (!sound) continue;
+        if (!check_file(rung.data)) continue;
         try {
-            if (rung.kind != RungKind::direct) {
-                const bool needed = manifest.find_rung(RungKind::direct, rung.bits) != nullptr;
-                if (needed) ladder_models.emplace_back(rung.bits, ladder->model());
-            } else {
-                const Model model = direct->model();
-                for (const auto& [bits, ladder_model] : ladder_models) {
-                    if (bits == rung.bits && !same_weights(model, ladder_model)) {
-                        report.problems.push_back(
-                            rung.data.file +
-                            ": the direct rung differs from the ladder's rung of "
-                            "the same bits");
-                    }
-                }
+            files[r].emplace(directory, rung);
+            if (starts_with_topology(rung.kind) &&
+                files[r]->read_head(topology.size()) != topology) {
+                report.problems.push_back(rung.data.file + ": does not begin with the topology");
+            }
+            if (rung.kind == RungKind::direct) {
+                direct[r].emplace(manifest, topology,
+                                  (directory / manifest.topology.file).string());
             }
         } catch (const Error& error) {
             report.problems.push_back(error.what());
+            files[r].reset();
+        }
+    }
+    // Decoded one tensor at a time: each ladder rung of it and, right after
+    // the ladder reaches a direct rung's bits, that direct rung, compared
+    // with the ladder block by block and freed; then the ladder's tensor is
+    // freed. At most two copies of one tensor's indices are alive.
+    std::vector<std::vector<std::string>> errors(manifest.rungs.size());
+    std::vector<bool> differs(manifest.rungs.size(), false);
+    std::vector<float> ladder_block;
+    std::vector<float> direct_block;
+    const auto apply = [&](ModelAssembler& assembler, std::size_t r, std::size_t t) {
+        std::vector<std::string> unit_errors = apply_tensor_units(assembler, r, *files[r], t);
+        report.units += files[r]->units_of(t).size();
+        if (progress) progress(report.units, total_units);
+        const bool sound = unit_errors.empty();
+        for (std::string& error : unit_errors) errors[r].push_back(std::move(error));
+        return sound;
+    };
+    const auto same_values = [&](const ModelAssembler& direct_assembler, std::size_t t) {
+        constexpr std::uint64_t block = std::uint64_t{1} << 20;
+        const std::uint64_t elements = manifest.tensors[t].element_count();
+        for (std::uint64_t first = 0; first < elements; first += block) {
+            const std::size_t length = std::size_t(std::min(block, elements - first));
+            ladder_block.resize(length);
+            direct_block.resize(length);
+            ladder->read_values(t, first, ladder_block);
+            direct_assembler.read_values(t, first, direct_block);
+            if (std::memcmp(ladder_block.data(), direct_block.data(), length * sizeof(float))) {
+                return false;
+            }
+        }
+        return true;
+    };
+    for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
+        bool ladder_sound = true;
+        std::vector<bool> direct_done(manifest.rungs.size(), false);
+        for (std::size_t r = 0; r <= manifest.rungs.size(); ++r) {
+            // r == size: direct rungs whose bits the ladder never reached.
+            const bool past_ladder = r == manifest.rungs.size();
+            if (!past_ladder && manifest.rungs[r].kind == RungKind::direct) continue;
+            if (!past_ladder) {
+                ladder_sound &= files[r] && apply(*ladder, r, t);
+            }
+            for (std::size_t d = 0; d < manifest.rungs.size(); ++d) {
+                const RungEntry& rung = manifest.rungs[d];
+                if (rung.kind != RungKind::direct || direct_done[d] || !files[d]) continue;
+                if (!past_ladder && rung.bits != manifest.rungs[r].bits) continue;
+                direct_done[d] = true;
+                try {
+                    if (apply(*direct[d], d, t) && ladder_sound && !past_ladder &&
+                        !same_values(*direct[d], t)) {
+                        differs[d] = true;
+                    }
+                } catch (const Error& error) {
+                    errors[d].push_back(error.what());
+                }
+                direct[d]->release_tensor(t);
+            }
+        }
+        ladder->release_tensor(t);
+    }
+    for (std::size_t r = 0; r < manifest.rungs.size(); ++r) {
+        for (std::string& error : errors[r]) report.problems.push_back(std::move(error));
+        if (differs[r]) {
+            report.problems.push_back(manifest.rungs[r].data.file +
+                                      ": the direct rung differs from the ladder's rung of the "
+                                      "same bits");
         }
     }
     return report;

@@ -1,0 +1,778 @@
+// Reading and writing ONNX files one weight at a time, so that no whole
+// copy of a model's weights is ever needed: the reader walks the protobuf
+// wire format itself to find where each weight's bytes are (in the file or
+// in an external-data file) and hands protobuf only the small rest; the
+// writer splices each weight's bytes into the deterministic serialization
+// of the topology as they are produced.
+#include <google/protobuf/io/coded_stream.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <optional>
+#include <set>
+#include <unordered_map>
+#include <variant>
+
+#include "bitinc/error.hpp"
+#include "bitinc/model.hpp"
+#include "core/file_io.hpp"
+#include "core/half_float.hpp"
+#include "onnx/proto_io.hpp"
+
+namespace bitinc {
+
+namespace {
+
+namespace fs = std::filesystem;
+using onnx::TensorProto;
+
+// ---- the protobuf wire format ---------------------------------------------
+
+enum WireType : std::uint32_t { varint = 0, fixed64 = 1, length_delimited = 2, fixed32 = 5 };
+
+// Field numbers bitinc's reader and writer look at.
+constexpr std::uint32_t model_graph_field = 7;
+constexpr std::uint32_t graph_initializer_field = 5;
+constexpr std::uint32_t tensor_data_type_field = 2;
+constexpr std::uint32_t tensor_float_data_field = 4;
+constexpr std::uint32_t tensor_int32_data_field = 5;
+constexpr std::uint32_t tensor_raw_data_field = 9;
+
+// Bytes to read from somewhere: a file (positioned reads) or memory.
+class ByteSource {
+  public:
+    explicit ByteSource(std::string_view memory) : memory_(memory), size_(memory.size()) {}
+    explicit ByteSource(core::ReadableFile file) : file_(std::move(file)), size_(file_->size()) {}
+
+    std::uint64_t size() const { return size_; }
+    void read(std::uint64_t offset, void* out, std::size_t length) const {
+        if (file_) {
+            file_->read_at(offset, out, length);
+        } else if (length > 0) {
+            std::memcpy(out, memory_.data() + offset, length);
+        }
+    }
+    std::string read_string(std::uint64_t offset, std::uint64_t length) const {
+        std::string bytes(static_cast<std::size_t>(length), '\0');
+        read(offset, bytes.data(), bytes.size());
+        return bytes;
+    }
+
+  private:
+    std::string_view memory_;
+    std::optional<core::ReadableFile> file_;
+    std::uint64_t size_ = 0;
+};
+
+// Thrown inside the scanner; turned into one Error naming the file.
+struct Malformed {};
+
+// Reads varints and field headers from a ByteSource through a small window,
+// so that walking a large file costs a few reads per field, not per byte.
+class WireCursor {
+  public:
+    WireCursor(const ByteSource& source, std::uint64_t begin, std::uint64_t end)
+        : source_(source), position_(begin), end_(end) {}
+
+    bool at_end() const { return position_ >= end_; }
+    std::uint64_t position() const { return position_; }
+
+    std::uint64_t read_varint() {
+        std::uint64_t value = 0;
+        for (int shift = 0; shift < 64; shift += 7) {
+            if (position_ >= end_) throw Malformed{};
+            const std::uint8_t byte = byte_at(position_++);
+            value |= std::uint64_t(byte & 0x7F) << shift;
+            if ((byte & 0x80) == 0) return value;
+        }
+        throw Malformed{};
+    }
+
+    struct Field {
+        std::uint32_t number = 0;
+        std::uint32_t wire_type = 0;
+        std::uint64_t start = 0;          // of the tag
+        std::uint64_t end = 0;            // one past the field
+        std::uint64_t payload_start = 0;  // length-delimited: the bytes after the length
+        std::uint64_t value = 0;          // varint fields
+    };
+
+    Field next_field() {
+        Field field;
+        field.start = position_;
+        const std::uint64_t tag = read_varint();
+        field.number = static_cast<std::uint32_t>(tag >> 3);
+        field.wire_type = static_cast<std::uint32_t>(tag & 7);
+        if (field.number == 0 || (tag >> 3) > 0x1FFFFFFF) throw Malformed{};
+        switch (field.wire_type) {
+            case varint:
+                field.value = read_varint();
+                break;
+            case fixed64:
+                skip(8);
+                break;
+            case fixed32:
+                skip(4);
+                break;
+            case length_delimited: {
+                const std::uint64_t length = read_varint();
+                field.payload_start = position_;
+                skip(length);
+                break;
+            }
+            default:
+                throw Malformed{};  // groups: no ONNX message has them
+        }
+        field.end = position_;
+        return field;
+    }
+
+  private:
+    void skip(std::uint64_t length) {
+        if (length > end_ - position_) throw Malformed{};
+        position_ += length;
+    }
+    std::uint8_t byte_at(std::uint64_t offset) {
+        if (offset < window_start_ || offset >= window_start_ + window_.size()) {
+            const std::uint64_t length = std::min<std::uint64_t>(window_capacity, end_ - offset);
+            window_.resize(static_cast<std::size_t>(length));
+            source_.read(offset, window_.data(), window_.size());
+            window_start_ = offset;
+        }
+        return window_[static_cast<std::size_t>(offset - window_start_)];
+    }
+
+    static constexpr std::uint64_t window_capacity = 4096;
+    const ByteSource& source_;
+    std::uint64_t position_;
+    std::uint64_t end_;
+    std::string window_;
+    std::uint64_t window_start_ = 0;
+};
+
+void append_varint(std::string& out, std::uint64_t value) {
+    while (value >= 0x80) {
+        out.push_back(static_cast<char>((value & 0x7F) | 0x80));
+        value >>= 7;
+    }
+    out.push_back(static_cast<char>(value));
+}
+
+std::size_t varint_size(std::uint64_t value) {
+    std::size_t size = 1;
+    while (value >= 0x80) {
+        value >>= 7;
+        ++size;
+    }
+    return size;
+}
+
+void append_length_delimited_header(std::string& out, std::uint32_t number, std::uint64_t length) {
+    append_varint(out, (std::uint64_t{number} << 3) | length_delimited);
+    append_varint(out, length);
+}
+
+// ---- where a weight's bytes are -----------------------------------------------
+
+// One initializer as the scanner found it, in file order.
+struct InitializerRecord {
+    bool weight = false;
+    // Raw little-endian bytes at [raw_offset, raw_offset + raw_length) of the
+    // source: the common case, read without protobuf.
+    bool raw_only = false;
+    bool inline_data = false;  // any raw_data, float_data or int32_data field
+    std::uint64_t raw_offset = 0;
+    std::uint64_t raw_length = 0;
+    // Otherwise the whole TensorProto, parsed on its own when loaded.
+    std::uint64_t message_offset = 0;
+    std::uint64_t message_length = 0;
+};
+
+// Walks ModelProto → GraphProto → TensorProto and builds the model's bytes
+// without the weights' data fields (raw_data, float_data, int32_data), which
+// protobuf then parses: small, whatever the size of the weights.
+class StructureScanner {
+  public:
+    explicit StructureScanner(const ByteSource& source) : source_(source) {}
+
+    std::string strip_model() {
+        return copy_fields(0, source_.size(), model_graph_field, [this](auto begin, auto end) {
+            return copy_fields(begin, end, graph_initializer_field,
+                               [this](auto from, auto to) { return strip_tensor(from, to); });
+        });
+    }
+
+    std::vector<InitializerRecord> records;
+
+  private:
+    // Copies the fields in [begin, end) of the source, each length-delimited
+    // field `number` with its payload replaced by rewrite(payload range).
+    template <typename Rewrite>
+    std::string copy_fields(std::uint64_t begin, std::uint64_t end, std::uint32_t number,
+                            const Rewrite& rewrite) {
+        std::string out;
+        WireCursor cursor(source_, begin, end);
+        while (!cursor.at_end()) {
+            const WireCursor::Field field = cursor.next_field();
+            if (field.number == number && field.wire_type == length_delimited) {
+                const std::string payload = rewrite(field.payload_start, field.end);
+                append_length_delimited_header(out, number, payload.size());
+                out += payload;
+            } else {
+                out += source_.read_string(field.start, field.end - field.start);
+            }
+        }
+        return out;
+    }
+
+    static bool is_data_field(const WireCursor::Field& field) {
+        switch (field.number) {
+            case tensor_raw_data_field:
+                return field.wire_type == length_delimited;
+            case tensor_float_data_field:
+                return field.wire_type == fixed32 || field.wire_type == length_delimited;
+            case tensor_int32_data_field:
+                return field.wire_type == varint || field.wire_type == length_delimited;
+            default:
+                return false;
+        }
+    }
+
+    std::string strip_tensor(std::uint64_t begin, std::uint64_t end) {
+        InitializerRecord record;
+        record.message_offset = begin;
+        record.message_length = end - begin;
+        // First pass: the element type (the last value wins, as in protobuf)
+        // and where the data fields are.
+        std::int32_t data_type = 0;
+        std::size_t raw_fields = 0;
+        std::size_t other_data_fields = 0;
+        {
+            WireCursor cursor(source_, begin, end);
+            while (!cursor.at_end()) {
+                const WireCursor::Field field = cursor.next_field();
+                if (field.number == tensor_data_type_field && field.wire_type == varint) {
+                    data_type = static_cast<std::int32_t>(field.value);
+                } else if (is_data_field(field)) {
+                    if (field.number == tensor_raw_data_field) {
+                        ++raw_fields;
+                        record.raw_offset = field.payload_start;
+                        record.raw_length = field.end - field.payload_start;
+                    } else {
+                        ++other_data_fields;
+                    }
+                }
+            }
+        }
+        record.weight = data_type == TensorProto::FLOAT || data_type == TensorProto::FLOAT16;
+        record.raw_only = raw_fields > 0 && other_data_fields == 0;
+        record.inline_data = raw_fields + other_data_fields > 0;
+        records.push_back(record);
+        if (!record.weight) return source_.read_string(begin, end - begin);
+        std::string out;
+        WireCursor cursor(source_, begin, end);
+        while (!cursor.at_end()) {
+            const WireCursor::Field field = cursor.next_field();
+            if (!is_data_field(field))
+                out += source_.read_string(field.start, field.end - field.start);
+        }
+        return out;
+    }
+
+    const ByteSource& source_;
+};
+
+std::size_t element_bytes(StoredType type) {
+    return type == StoredType::float16 ? 2 : sizeof(float);
+}
+
+// Reads `count` stored elements at `offset` of `source` as float32.
+void read_stored_values(const ByteSource& source, std::uint64_t offset, StoredType type,
+                        std::span<float> out) {
+    if (type == StoredType::float32) {
+        source.read(offset, out.data(), out.size_bytes());
+        return;
+    }
+    constexpr std::size_t block = std::size_t{1} << 16;
+    std::vector<std::uint16_t> halves(std::min(block, out.size()));
+    for (std::size_t done = 0; done < out.size();) {
+        const std::size_t count = std::min(block, out.size() - done);
+        source.read(offset + 2 * done, halves.data(), 2 * count);
+        for (std::size_t i = 0; i < count; ++i) out[done + i] = core::half_to_float(halves[i]);
+        done += count;
+    }
+}
+
+std::optional<std::uint64_t> parse_decimal(std::string_view text) {
+    std::uint64_t value = 0;
+    const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (error != std::errc() || end != text.data() + text.size() || text.empty()) {
+        return std::nullopt;
+    }
+    return value;
+}
+
+}  // namespace
+
+// ---- the reader ------------------------------------------------------------------
+
+struct OnnxWeightReader::Impl {
+    std::string source_name;
+    fs::path directory;  // empty: bytes in memory, external data refused
+    ByteSource source;
+    Model topology;
+    struct Location {
+        const ByteSource* file = nullptr;  // raw bytes at `offset`, or...
+        std::uint64_t offset = 0;
+        std::uint64_t message_length = 0;  // ...the whole TensorProto there, parsed when loaded
+    };
+    std::vector<Location> locations;
+    std::vector<std::uint64_t> element_counts;
+    std::map<std::string, ByteSource> external_files;  // by location
+    bool external = false;
+
+    Impl(std::string_view name, fs::path model_directory, ByteSource bytes)
+        : source_name(name), directory(std::move(model_directory)), source(std::move(bytes)) {}
+
+    [[noreturn]] void refuse(const TensorProto& tensor, const std::string& why) const {
+        throw Error(source_name + ": initializer '" + tensor.name() + "' " + why);
+    }
+
+    const ByteSource& external_file(const TensorProto& tensor, const std::string& location) {
+        if (directory.empty()) {
+            refuse(tensor,
+                   "keeps its data in an external file, which only a model read from a "
+                   "file can have");
+        }
+        const fs::path relative(location);
+        if (location.empty() || relative.is_absolute() ||
+            location.find('\0') != std::string::npos) {
+            refuse(tensor, "names external data at '" + location +
+                               "'; the location must be a path relative to the model's directory");
+        }
+        for (const fs::path& part : relative) {
+            if (part == "..") {
+                refuse(tensor, "names external data at '" + location +
+                                   "', which leaves the model's directory (..)");
+            }
+        }
+        const auto found = external_files.find(location);
+        if (found != external_files.end()) return found->second;
+        std::error_code error;
+        const fs::path base = fs::canonical(directory, error);
+        const fs::path resolved = error ? fs::path() : fs::canonical(directory / relative, error);
+        if (error) refuse(tensor, "names external data '" + location + "', which does not exist");
+        const fs::path inside = resolved.lexically_relative(base);
+        if (inside.empty() || *inside.begin() == "..") {
+            refuse(tensor, "names external data '" + location +
+                               "', a link that leads out of the model's directory");
+        }
+        if (!fs::is_regular_file(resolved, error)) {
+            refuse(tensor, "names external data '" + location + "', which is not a regular file");
+        }
+        return external_files.emplace(location, ByteSource(core::ReadableFile(resolved)))
+            .first->second;
+    }
+
+    Location locate_external(TensorProto& tensor, std::uint64_t expected_bytes) {
+        std::optional<std::string> location;
+        std::uint64_t offset = 0;
+        std::optional<std::uint64_t> length;
+        for (const auto& entry : tensor.external_data()) {
+            if (entry.key() == "location") {
+                location = entry.value();
+            } else if (entry.key() == "offset" || entry.key() == "length") {
+                const auto value = parse_decimal(entry.value());
+                if (!value) {
+                    refuse(tensor, "has an external-data " + entry.key() + " '" + entry.value() +
+                                       "' that is not a number");
+                }
+                (entry.key() == "offset" ? offset : length.emplace()) = *value;
+            }
+        }
+        if (tensor.data_location() != TensorProto::EXTERNAL) {
+            refuse(tensor, "has external_data entries but its data_location is not EXTERNAL");
+        }
+        if (!location) refuse(tensor, "keeps its data externally but names no location");
+        const ByteSource& file = external_file(tensor, *location);
+        const std::uint64_t bytes = length.value_or(expected_bytes);
+        if (bytes != expected_bytes) {
+            refuse(tensor, "has " + std::to_string(bytes) +
+                               " bytes of external data where its shape " + "needs " +
+                               std::to_string(expected_bytes));
+        }
+        if (offset > file.size() || bytes > file.size() - offset) {
+            refuse(tensor, "reads bytes " + std::to_string(offset) + " to " +
+                               std::to_string(offset + bytes) + " of '" + *location +
+                               "', which has only " + std::to_string(file.size()));
+        }
+        external = true;
+        tensor.clear_external_data();
+        tensor.clear_data_location();
+        return {&file, offset, {}};
+    }
+
+    void open() {
+        if (source.size() > max_onnx_bytes) {
+            throw Error(source_name + ": larger than 2 GiB, which ONNX protobuf files cannot be");
+        }
+        StructureScanner scanner(source);
+        std::string stripped;
+        try {
+            stripped = scanner.strip_model();
+        } catch (const Malformed&) {
+            throw Error(source_name + ": not an ONNX model, or the file is truncated");
+        }
+        onnx::ModelProto proto = onnx_io::parse_model_proto(stripped, source_name);
+        stripped = std::string();
+        onnx_io::validate_structure(proto, source_name);
+        auto& initializers = *proto.mutable_graph()->mutable_initializer();
+        if (std::size_t(initializers.size()) != scanner.records.size()) {
+            throw Error(source_name + ": not an ONNX model, or the file is truncated");
+        }
+        for (const auto& entry : proto.metadata_props()) {
+            topology.metadata[entry.key()] = entry.value();
+        }
+        std::set<std::string> names;
+        for (int i = 0; i < initializers.size(); ++i) {
+            TensorProto& tensor = initializers[i];
+            const InitializerRecord& record = scanner.records[std::size_t(i)];
+            if (!onnx_io::is_weight_initializer(tensor)) continue;
+            if (!record.weight) {
+                throw Error(source_name + ": not an ONNX model, or the file is truncated");
+            }
+            if (!names.insert(tensor.name()).second) {
+                throw Error(source_name + ": two initializers are named '" + tensor.name() + "'");
+            }
+            if (tensor.has_segment()) refuse(tensor, "is segmented, which bitinc does not support");
+            Tensor weight;
+            weight.name = tensor.name();
+            weight.shape.assign(tensor.dims().begin(), tensor.dims().end());
+            weight.stored_as = tensor.data_type() == TensorProto::FLOAT ? StoredType::float32
+                                                                        : StoredType::float16;
+            const std::size_t count = onnx_io::checked_element_count(tensor, source_name);
+            const std::uint64_t bytes = std::uint64_t(count) * element_bytes(weight.stored_as);
+            if (tensor.data_location() == TensorProto::EXTERNAL ||
+                tensor.external_data_size() > 0) {
+                if (record.inline_data) refuse(tensor, "has both external and inline data");
+                locations.push_back(locate_external(tensor, bytes));
+            } else if (record.raw_only && record.raw_length > 0) {
+                if (record.raw_length != bytes) {
+                    onnx_io::throw_bad_size(
+                        tensor, source_name,
+                        std::size_t(record.raw_length / element_bytes(weight.stored_as)), count);
+                }
+                locations.push_back({&source, record.raw_offset, {}});
+            } else {
+                // Values as float_data / int32_data (or none): parsed whole,
+                // as protobuf reads them, and checked now.
+                TensorProto whole;
+                if (!whole.ParseFromString(
+                        source.read_string(record.message_offset, record.message_length))) {
+                    throw Error(source_name + ": not an ONNX model, or the file is truncated");
+                }
+                onnx_io::extract_weight(whole, source_name);
+                locations.push_back({nullptr, record.message_offset, record.message_length});
+            }
+            element_counts.push_back(count);
+            topology.weights.push_back(std::move(weight));
+        }
+        topology.topology = onnx_io::serialize_deterministically(proto);
+    }
+
+    std::vector<float> read_values(std::size_t index) const {
+        const Location& location = locations.at(index);
+        const Tensor& weight = topology.weights[index];
+        if (location.file == nullptr) {
+            TensorProto whole;
+            if (!whole.ParseFromString(
+                    source.read_string(location.offset, location.message_length))) {
+                throw Error(source_name + ": initializer '" + weight.name + "' cannot be read");
+            }
+            return onnx_io::extract_weight(whole, source_name).values;
+        }
+        std::vector<float> values(static_cast<std::size_t>(element_counts[index]));
+        read_stored_values(*location.file, location.offset, weight.stored_as, values);
+        return values;
+    }
+};
+
+OnnxWeightReader::OnnxWeightReader(const fs::path& path) {
+    const fs::path directory = path.has_parent_path() ? path.parent_path() : fs::path(".");
+    impl_ = std::make_unique<Impl>(path.string(), directory, ByteSource(core::ReadableFile(path)));
+    impl_->open();
+}
+
+OnnxWeightReader::OnnxWeightReader(std::string_view bytes, std::string_view source_name)
+    : impl_(std::make_unique<Impl>(source_name, fs::path(), ByteSource(bytes))) {
+    impl_->open();
+}
+
+OnnxWeightReader::~OnnxWeightReader() = default;
+OnnxWeightReader::OnnxWeightReader(OnnxWeightReader&&) noexcept = default;
+OnnxWeightReader& OnnxWeightReader::operator=(OnnxWeightReader&&) noexcept = default;
+
+const Model& OnnxWeightReader::topology() const {
+    return impl_->topology;
+}
+
+std::uint64_t OnnxWeightReader::element_count(std::size_t index) const {
+    return impl_->element_counts.at(index);
+}
+
+std::vector<float> OnnxWeightReader::read_values(std::size_t index) const {
+    return impl_->read_values(index);
+}
+
+bool OnnxWeightReader::has_external_data() const {
+    return impl_->external;
+}
+
+namespace {
+
+Model read_whole(const OnnxWeightReader& reader) {
+    Model model = reader.topology();
+    for (std::size_t i = 0; i < model.weights.size(); ++i) {
+        model.weights[i].values = reader.read_values(i);
+    }
+    return model;
+}
+
+}  // namespace
+
+Model parse_onnx(std::string_view bytes, std::string_view source_name) {
+    return read_whole(OnnxWeightReader(bytes, source_name));
+}
+
+Model read_onnx_file(const fs::path& path) {
+    return read_whole(OnnxWeightReader(path));
+}
+
+// ---- the writer -----------------------------------------------------------------
+
+namespace {
+
+// Values are converted and written this many at a time.
+constexpr std::size_t write_block_elements = std::size_t{1} << 20;
+
+// Writes weight `index`'s values from `values` as stored bytes.
+void write_weight(core::AtomicFileWriter& out, const WeightValueSource& values, std::size_t index,
+                  std::uint64_t count, StoredType type) {
+    std::vector<float> block(
+        static_cast<std::size_t>(std::min<std::uint64_t>(count, write_block_elements)));
+    std::vector<std::uint16_t> halves;
+    for (std::uint64_t first = 0; first < count;) {
+        const std::size_t length =
+            static_cast<std::size_t>(std::min<std::uint64_t>(count - first, write_block_elements));
+        const std::span<float> part(block.data(), length);
+        values(index, first, part);
+        if (type == StoredType::float32) {
+            out.write(std::as_bytes(part));
+        } else {
+            halves.resize(length);
+            for (std::size_t i = 0; i < length; ++i) halves[i] = core::float_to_half(part[i]);
+            out.write(std::as_bytes(std::span(halves)));
+        }
+        first += length;
+    }
+}
+
+struct WeightShape {
+    std::uint64_t count = 0;
+    StoredType type = StoredType::float32;
+    std::uint64_t bytes() const { return count * element_bytes(type); }
+};
+
+std::vector<WeightShape> weight_shapes(const onnx::ModelProto& proto) {
+    std::vector<WeightShape> shapes;
+    for (const TensorProto& tensor : proto.graph().initializer()) {
+        if (!onnx_io::is_weight_initializer(tensor)) continue;
+        shapes.push_back(
+            {onnx_io::checked_element_count(tensor, "model topology"),
+             tensor.data_type() == TensorProto::FLOAT ? StoredType::float32 : StoredType::float16});
+    }
+    return shapes;
+}
+
+// The pieces of an inline-data ONNX file: bytes of the topology's
+// deterministic serialization, with each weight's raw_data payload between
+// them.
+struct SplicedModel {
+    std::vector<std::string> literals;  // literals[i] comes before weight i; the last after all
+    std::uint64_t total_bytes = 0;
+};
+
+// `marked` is the deterministic serialization of the topology in which
+// every weight initializer has an empty raw_data field: exactly where
+// serialize_onnx puts the data. Each empty field gets the weight's length,
+// and the lengths of the graph and initializers that hold it grow to match.
+SplicedModel splice_weights(const std::string& marked,
+                            const std::vector<bool>& initializer_is_weight,
+                            const std::vector<WeightShape>& shapes) {
+    const ByteSource source(marked);
+    SplicedModel spliced;
+    spliced.literals.emplace_back();
+    std::size_t weight = 0;
+    std::size_t initializer = 0;  // of the one being copied, plus one
+    bool in_weight = false;
+    // Copies [begin, end) of `marked` with the weights' raw_data grown;
+    // returns the bytes that length-delimited fields around it gain.
+    std::function<std::uint64_t(std::uint64_t, std::uint64_t, int)> copy;
+    copy = [&](std::uint64_t begin, std::uint64_t end, int depth) -> std::uint64_t {
+        std::uint64_t grown = 0;
+        WireCursor cursor(source, begin, end);
+        while (!cursor.at_end()) {
+            const WireCursor::Field field = cursor.next_field();
+            const bool descend = field.wire_type == length_delimited &&
+                                 ((depth == 0 && field.number == model_graph_field) ||
+                                  (depth == 1 && field.number == graph_initializer_field));
+            const bool raw_marker =
+                depth == 2 && in_weight && field.wire_type == length_delimited &&
+                field.number == tensor_raw_data_field && field.end == field.payload_start;
+            if (raw_marker) {
+                if (weight >= shapes.size()) throw Malformed{};
+                const std::uint64_t bytes = shapes[weight].bytes();
+                append_length_delimited_header(spliced.literals.back(), tensor_raw_data_field,
+                                               bytes);
+                spliced.literals.emplace_back();
+                ++weight;
+                grown += varint_size(bytes) - 1 + bytes;
+            } else if (descend) {
+                // The length depends on what the inside grows by: copy the
+                // inside aside first.
+                if (depth == 1) {
+                    if (initializer >= initializer_is_weight.size()) throw Malformed{};
+                    in_weight = initializer_is_weight[initializer++];
+                }
+                SplicedModel outer = std::move(spliced);
+                spliced = SplicedModel();
+                spliced.literals.emplace_back();
+                const std::uint64_t inner_grown = copy(field.payload_start, field.end, depth + 1);
+                const std::uint64_t length = field.end - field.payload_start + inner_grown;
+                append_length_delimited_header(outer.literals.back(), field.number, length);
+                outer.literals.back() += spliced.literals.front();
+                for (std::size_t i = 1; i < spliced.literals.size(); ++i) {
+                    outer.literals.push_back(std::move(spliced.literals[i]));
+                }
+                spliced = std::move(outer);
+                grown += inner_grown + varint_size(length) - varint_size(length - inner_grown);
+            } else {
+                spliced.literals.back() += marked.substr(field.start, field.end - field.start);
+            }
+        }
+        return grown;
+    };
+    try {
+        copy(0, marked.size(), 0);
+    } catch (const Malformed&) {
+        throw Error("model topology: cannot lay out its weights");
+    }
+    if (weight != shapes.size()) throw Error("model topology: cannot lay out its weights");
+    for (const std::string& literal : spliced.literals) spliced.total_bytes += literal.size();
+    for (const WeightShape& shape : shapes) spliced.total_bytes += shape.bytes();
+    return spliced;
+}
+
+}  // namespace
+
+fs::path external_data_path(const fs::path& model_path) {
+    fs::path path = model_path;
+    path += ".data";
+    return path;
+}
+
+bool write_onnx_file(std::string_view topology, const WeightValueSource& values,
+                     const fs::path& path, bool external_data) {
+    onnx::ModelProto proto = onnx_io::parse_model_proto(topology, "model topology");
+    const std::vector<WeightShape> shapes = weight_shapes(proto);
+    if (!external_data) {
+        onnx::ModelProto marked = proto;
+        std::vector<bool> initializer_is_weight;
+        for (TensorProto& tensor : *marked.mutable_graph()->mutable_initializer()) {
+            initializer_is_weight.push_back(onnx_io::is_weight_initializer(tensor));
+            if (initializer_is_weight.back()) tensor.set_raw_data(std::string());
+        }
+        const SplicedModel spliced = splice_weights(onnx_io::serialize_deterministically(marked),
+                                                    initializer_is_weight, shapes);
+        if (spliced.total_bytes <= max_onnx_bytes) {
+            core::AtomicFileWriter out(path);
+            for (std::size_t i = 0; i < shapes.size(); ++i) {
+                out.write(spliced.literals[i]);
+                write_weight(out, values, i, shapes[i].count, shapes[i].type);
+            }
+            out.write(spliced.literals.back());
+            out.commit();
+            return false;
+        }
+    }
+    // External data: the weights back to back in one side file.
+    const fs::path data_path = external_data_path(path);
+    const std::string location = data_path.filename().string();
+    core::AtomicFileWriter data(data_path);
+    std::size_t index = 0;
+    for (TensorProto& tensor : *proto.mutable_graph()->mutable_initializer()) {
+        if (!onnx_io::is_weight_initializer(tensor)) continue;
+        const std::uint64_t offset = data.bytes_written();
+        write_weight(data, values, index, shapes[index].count, shapes[index].type);
+        tensor.clear_raw_data();
+        tensor.clear_external_data();
+        tensor.set_data_location(TensorProto::EXTERNAL);
+        const std::pair<const char*, std::string> entries[] = {
+            {"location", location},
+            {"offset", std::to_string(offset)},
+            {"length", std::to_string(shapes[index].bytes())}};
+        for (const auto& [key, value] : entries) {
+            auto* entry = tensor.add_external_data();
+            entry->set_key(key);
+            entry->set_value(value);
+        }
+        ++index;
+    }
+    core::AtomicFileWriter model(path);
+    model.write(onnx_io::serialize_deterministically(proto));
+    data.finish();
+    model.finish();
+    data.rename();
+    model.rename();
+    return true;
+}
+
+void write_onnx_file(const Model& model, const fs::path& path, bool external_data) {
+    std::unordered_map<std::string_view, const Tensor*> by_name;
+    for (const Tensor& tensor : model.weights) by_name.emplace(tensor.name, &tensor);
+    const onnx::ModelProto proto = onnx_io::parse_model_proto(model.topology, "model topology");
+    std::vector<const Tensor*> ordered;
+    for (const TensorProto& initializer : proto.graph().initializer()) {
+        if (!onnx_io::is_weight_initializer(initializer)) continue;
+        const auto found = by_name.find(initializer.name());
+        if (found == by_name.end()) {
+            throw Error("model has no weight for initializer '" + initializer.name() + "'");
+        }
+        const Tensor& tensor = *found->second;
+        std::uint64_t expected = 1;
+        for (const std::int64_t dim : tensor.shape) expected *= static_cast<std::uint64_t>(dim);
+        if (!std::equal(tensor.shape.begin(), tensor.shape.end(), initializer.dims().begin(),
+                        initializer.dims().end()) ||
+            expected != tensor.values.size() ||
+            static_cast<int>(tensor.stored_as) != initializer.data_type()) {
+            throw Error("weight '" + tensor.name +
+                        "' does not match its initializer's shape or type");
+        }
+        ordered.push_back(&tensor);
+    }
+    if (ordered.size() != model.weights.size()) {
+        throw Error("model has weights that no initializer of its topology names");
+    }
+    write_onnx_file(
+        model.topology,
+        [&](std::size_t index, std::uint64_t first, std::span<float> out) {
+            std::copy_n(ordered[index]->values.begin() + std::ptrdiff_t(first), out.size(),
+                        out.begin());
+        },
+        path, external_data);
+}
+
+}  // namespace bitinc
