@@ -108,6 +108,12 @@ std::string serialize_onnx(const Model& model);
 using WeightValueSource =
     std::function<void(std::size_t tensor, std::uint64_t first, std::span<float> out)>;
 
+// The model of `topology` with weight values from `values`, as the bytes of
+// one ONNX file with inline data (the same bytes serialize_onnx gives a
+// Model): one pass, each weight converted and appended block by block.
+// Throws Error if that would pass protobuf's 2 GiB.
+std::string serialize_onnx(std::string_view topology, const WeightValueSource& values);
+
 // The external-data file write_onnx_file puts beside `model_path`:
 // "<model file name>.data", e.g. model.onnx.data.
 std::filesystem::path external_data_path(const std::filesystem::path& model_path);

@@ -242,7 +242,9 @@ Model parse_topology(std::string_view topology, std::string_view source_name) {
     return model;
 }
 
-std::string serialize_onnx(const Model& model) {
+// The reference encoding (protobuf puts every weight into its message):
+// serialize_onnx's splicing must give the same bytes, and tests check it.
+std::string onnx_io::serialize_with_protobuf(const Model& model) {
     onnx::ModelProto proto = onnx_io::parse_model_proto(model.topology, "model topology");
     std::unordered_map<std::string_view, const Tensor*> by_name;
     for (const Tensor& tensor : model.weights) by_name.emplace(tensor.name, &tensor);

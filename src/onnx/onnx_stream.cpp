@@ -558,8 +558,19 @@ namespace {
 // Values are converted and written this many at a time.
 constexpr std::size_t write_block_elements = std::size_t{1} << 20;
 
+// Bytes appended to a string, for serialize_onnx (the file writer has the
+// same two calls).
+struct StringSink {
+    std::string& out;
+    void write(std::string_view bytes) { out.append(bytes); }
+    void write(std::span<const std::byte> bytes) {
+        out.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    }
+};
+
 // Writes weight `index`'s values from `values` as stored bytes.
-void write_weight(core::AtomicFileWriter& out, const WeightValueSource& values, std::size_t index,
+template <typename Sink>
+void write_weight(Sink& out, const WeightValueSource& values, std::size_t index,
                   std::uint64_t count, StoredType type) {
     std::vector<float> block(
         static_cast<std::size_t>(std::min<std::uint64_t>(count, write_block_elements)));
@@ -684,26 +695,56 @@ fs::path external_data_path(const fs::path& model_path) {
     return path;
 }
 
+namespace {
+
+// The inline layout of `proto`'s model: its deterministic serialization
+// with each weight's raw_data spliced in.
+SplicedModel inline_layout(const onnx::ModelProto& proto, const std::vector<WeightShape>& shapes) {
+    onnx::ModelProto marked = proto;
+    std::vector<bool> initializer_is_weight;
+    for (TensorProto& tensor : *marked.mutable_graph()->mutable_initializer()) {
+        initializer_is_weight.push_back(onnx_io::is_weight_initializer(tensor));
+        if (initializer_is_weight.back()) tensor.set_raw_data(std::string());
+    }
+    return splice_weights(onnx_io::serialize_deterministically(marked), initializer_is_weight,
+                          shapes);
+}
+
+template <typename Sink>
+void write_inline(Sink& out, const SplicedModel& spliced, const std::vector<WeightShape>& shapes,
+                  const WeightValueSource& values) {
+    for (std::size_t i = 0; i < shapes.size(); ++i) {
+        out.write(spliced.literals[i]);
+        write_weight(out, values, i, shapes[i].count, shapes[i].type);
+    }
+    out.write(spliced.literals.back());
+}
+
+}  // namespace
+
+std::string serialize_onnx(std::string_view topology, const WeightValueSource& values) {
+    const onnx::ModelProto proto = onnx_io::parse_model_proto(topology, "model topology");
+    const std::vector<WeightShape> shapes = weight_shapes(proto);
+    const SplicedModel spliced = inline_layout(proto, shapes);
+    if (spliced.total_bytes > max_onnx_bytes) {
+        throw Error("the model is larger than an ONNX file without external data can be (2 GiB)");
+    }
+    std::string bytes;
+    bytes.reserve(std::size_t(spliced.total_bytes));
+    StringSink sink{bytes};
+    write_inline(sink, spliced, shapes, values);
+    return bytes;
+}
+
 bool write_onnx_file(std::string_view topology, const WeightValueSource& values,
                      const fs::path& path, bool external_data) {
     onnx::ModelProto proto = onnx_io::parse_model_proto(topology, "model topology");
     const std::vector<WeightShape> shapes = weight_shapes(proto);
     if (!external_data) {
-        onnx::ModelProto marked = proto;
-        std::vector<bool> initializer_is_weight;
-        for (TensorProto& tensor : *marked.mutable_graph()->mutable_initializer()) {
-            initializer_is_weight.push_back(onnx_io::is_weight_initializer(tensor));
-            if (initializer_is_weight.back()) tensor.set_raw_data(std::string());
-        }
-        const SplicedModel spliced = splice_weights(onnx_io::serialize_deterministically(marked),
-                                                    initializer_is_weight, shapes);
+        const SplicedModel spliced = inline_layout(proto, shapes);
         if (spliced.total_bytes <= max_onnx_bytes) {
             core::AtomicFileWriter out(path);
-            for (std::size_t i = 0; i < shapes.size(); ++i) {
-                out.write(spliced.literals[i]);
-                write_weight(out, values, i, shapes[i].count, shapes[i].type);
-            }
-            out.write(spliced.literals.back());
+            write_inline(out, spliced, shapes, values);
             out.commit();
             return false;
         }
@@ -740,7 +781,11 @@ bool write_onnx_file(std::string_view topology, const WeightValueSource& values,
     return true;
 }
 
-void write_onnx_file(const Model& model, const fs::path& path, bool external_data) {
+namespace {
+
+// The model's weights in the order of its topology's weight initializers,
+// each checked against its initializer's shape and type.
+std::vector<const Tensor*> weights_in_topology_order(const Model& model) {
     std::unordered_map<std::string_view, const Tensor*> by_name;
     for (const Tensor& tensor : model.weights) by_name.emplace(tensor.name, &tensor);
     const onnx::ModelProto proto = onnx_io::parse_model_proto(model.topology, "model topology");
@@ -766,13 +811,26 @@ void write_onnx_file(const Model& model, const fs::path& path, bool external_dat
     if (ordered.size() != model.weights.size()) {
         throw Error("model has weights that no initializer of its topology names");
     }
-    write_onnx_file(
-        model.topology,
-        [&](std::size_t index, std::uint64_t first, std::span<float> out) {
-            std::copy_n(ordered[index]->values.begin() + std::ptrdiff_t(first), out.size(),
-                        out.begin());
-        },
-        path, external_data);
+    return ordered;
+}
+
+WeightValueSource values_of(const std::vector<const Tensor*>& ordered) {
+    return [&ordered](std::size_t index, std::uint64_t first, std::span<float> out) {
+        std::copy_n(ordered[index]->values.begin() + std::ptrdiff_t(first), out.size(),
+                    out.begin());
+    };
+}
+
+}  // namespace
+
+void write_onnx_file(const Model& model, const fs::path& path, bool external_data) {
+    const std::vector<const Tensor*> ordered = weights_in_topology_order(model);
+    write_onnx_file(model.topology, values_of(ordered), path, external_data);
+}
+
+std::string serialize_onnx(const Model& model) {
+    const std::vector<const Tensor*> ordered = weights_in_topology_order(model);
+    return serialize_onnx(model.topology, values_of(ordered));
 }
 
 }  // namespace bitinc

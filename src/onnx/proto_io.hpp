@@ -18,6 +18,10 @@ onnx::ModelProto parse_model_proto(std::string_view bytes, std::string_view sour
 // equal bytes. Throws Error if the result would exceed 2 GiB.
 std::string serialize_deterministically(const onnx::ModelProto& proto);
 
+// serialize_onnx the slow way, through protobuf messages holding every
+// weight: the reference the spliced writer is tested against.
+std::string serialize_with_protobuf(const Model& model);
+
 // float32 and float16 initializers are the weights bitinc codes.
 bool is_weight_initializer(const onnx::TensorProto& tensor);
 
