@@ -29,8 +29,7 @@ int run_accuracy(int argc, char** argv) {
     command_line.add_option("limit", "N", "evaluate only the first N test images");
     command_line.add_option("threads", "T", "engine threads (default: all cores)");
     command_line.add_option("batch", "B", "images per forward pass (default 100)");
-    command_line.add_option("data-dir", "DIR",
-                            "Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist)");
+    add_data_dir_option(command_line);
     command_line.add_flag("json", "print one JSON object instead of text");
     command_line.add_flag("no-progress", "never draw a progress bar");
     if (!command_line.parse(argc, argv)) return 0;
@@ -41,12 +40,10 @@ int run_accuracy(int argc, char** argv) {
     options.batch_size = static_cast<std::size_t>(command_line.integer("batch", 100, 1, 10'000));
     EngineOptions engine_options;
     engine_options.threads = static_cast<int>(command_line.integer("threads", 0, 1, 256));
-    const std::string data_dir =
-        command_line.value("data-dir").value_or(std::string(default_fashion_mnist_dir));
 
     const Model model = read_onnx_file(path);
     const InputSpec spec = read_input_spec(model, path);
-    const ImageSet images = load_fashion_mnist(data_dir, Split::test);
+    const ImageSet images = load_fashion_mnist(data_dir(command_line), Split::test);
     check_model_fits_images(spec, images, "fashion-mnist", fashion_mnist_classes, path);
     const auto engine = create_opencv_engine(model, path, engine_options);
     if (!spec.from_metadata) {
@@ -103,8 +100,7 @@ int run_sensitivity(int argc, char** argv) {
     command_line.add_flag("per-channel", "one step per output channel");
     command_line.add_option("images", "N", "calibration images, the first N (default 512)");
     command_line.add_option("threads", "T", "engine threads (default: all cores)");
-    command_line.add_option("data-dir", "DIR",
-                            "Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist)");
+    add_data_dir_option(command_line);
     command_line.add_flag("json", "print one JSON object instead of text");
     command_line.add_flag("no-progress", "never draw a progress bar");
     if (!command_line.parse(argc, argv)) return 0;
@@ -118,9 +114,7 @@ int run_sensitivity(int argc, char** argv) {
     options.images = static_cast<std::size_t>(command_line.integer("images", 512, 1, 60'000));
     options.engine.threads = static_cast<int>(command_line.integer("threads", 0, 1, 256));
     const Model model = read_onnx_file(path);
-    const ImageSet images = load_fashion_mnist(
-        command_line.value("data-dir").value_or(std::string(default_fashion_mnist_dir)),
-        Split::train);
+    const ImageSet images = load_fashion_mnist(data_dir(command_line), Split::train);
     ProgressBar progress("sensitivity", "models",
                          !command_line.flag("no-progress") && ProgressBar::stderr_is_terminal());
     options.progress = [&](std::size_t done, std::size_t total) { progress.update(done, total); };

@@ -289,8 +289,7 @@ int run_eval(int argc, char** argv) {
     command_line.add_option("threads", "T", "engine threads of the UEs' streams (default 1)");
     command_line.add_option("eval-threads", "T",
                             "engine threads when measuring accuracy (default: all cores)");
-    command_line.add_option("data-dir", "DIR",
-                            "Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist)");
+    add_data_dir_option(command_line);
     command_line.add_option("o", "DIR", "results directory (required)");
     command_line.add_flag("quiet", "no progress lines");
     if (!command_line.parse(argc, argv)) return 0;
@@ -324,8 +323,7 @@ int run_eval(int argc, char** argv) {
         };
     }
     const auto scenario = make_fashion_mnist_scenario(
-        command_line.value("data-dir").value_or(std::string(default_fashion_mnist_dir)),
-        std::size_t(command_line.integer("limit", 0, 1, 10'000'000)),
+        data_dir(command_line), std::size_t(command_line.integer("limit", 0, 1, 10'000'000)),
         int(command_line.integer("eval-threads", 0, 1, 256)));
 
     EvaluationResult result;

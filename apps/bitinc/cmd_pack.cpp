@@ -79,8 +79,7 @@ int run_pack(int argc, char** argv) {
                             "training images calibration runs on (default 1000)");
     command_line.add_option("tolerance", "POINTS",
                             "top-1 the accuracy point may lose to the top rung (default 0.1)");
-    command_line.add_option("data-dir", "DIR",
-                            "Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist)");
+    add_data_dir_option(command_line);
     command_line.add_flag("json", "print a JSON summary instead of text");
     command_line.add_flag("no-progress", "never draw a progress bar");
     if (!command_line.parse(argc, argv)) return 0;
@@ -93,7 +92,7 @@ int run_pack(int argc, char** argv) {
         calibration.images =
             std::size_t(command_line.integer("calibration-images", 1000, 1, 60'000));
         calibration.tolerance_points = command_line.real("tolerance", 0.1, 0, 100);
-        if (const auto data = command_line.value("data-dir")) calibration.data_dir = *data;
+        calibration.data_dir = data_dir(command_line);
         options.calibration = calibration;
     }
     options.ladder = LadderPlan::parse(command_line.value("ladder").value_or("8,16"));

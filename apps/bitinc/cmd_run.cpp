@@ -184,8 +184,7 @@ int run_run(int argc, char** argv) {
     command_line.add_option("window", "SECONDS", "accuracy window (default 1)");
     add_transfer_options(command_line);
     command_line.add_option("timeline", "PREFIX", "write PREFIX.csv and PREFIX.json");
-    command_line.add_option("data-dir", "DIR",
-                            "Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist)");
+    add_data_dir_option(command_line);
     command_line.add_flag("json", "print the report as JSON instead of text");
     command_line.add_flag("quiet", "no live line");
     if (!command_line.parse(argc, argv)) return 0;
@@ -223,9 +222,7 @@ int run_run(int argc, char** argv) {
             }
         };
     }
-    const ImageSet images = load_fashion_mnist(
-        command_line.value("data-dir").value_or(std::string(default_fashion_mnist_dir)),
-        Split::test);
+    const ImageSet images = load_fashion_mnist(data_dir(command_line), Split::test);
     const std::string url = command_line.positional(0);
     const StreamReport report = run_stream(url, options, images, stream);
     if (live) std::fprintf(stderr, "\r%70s\r", "");

@@ -1,5 +1,7 @@
 #include "format.hpp"
 
+#include <bitinc/dataset.hpp>
+
 #include <cstdio>
 #include <string>
 
@@ -46,6 +48,16 @@ std::vector<std::string> split(const std::string& text, char separator) {
 std::string rung_bits_label(int bits, int parent_bits) {
     return parent_bits > 0 ? std::to_string(parent_bits) + "->" + std::to_string(bits)
                            : std::to_string(bits);
+}
+
+void add_data_dir_option(CommandLine& command_line) {
+    command_line.add_option(
+        "data-dir", "DIR",
+        "Fashion-MNIST IDX files (default " + std::string(default_fashion_mnist_dir) + ")");
+}
+
+std::string data_dir(const CommandLine& command_line) {
+    return command_line.value("data-dir").value_or(std::string(default_fashion_mnist_dir));
 }
 
 std::string megabytes(std::uint64_t bytes) {

@@ -3,8 +3,10 @@
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
+
 #include <string>
 #include <vector>
+#include "command_line.hpp"
 
 namespace bitinc::cli {
 
@@ -21,6 +23,11 @@ std::string rung_bits_label(int bits, int parent_bits);
 // JSON for stdout: names that are not valid UTF-8 (they come from models and
 // servers) are replaced with U+FFFD instead of failing the whole output.
 std::string json_text(const nlohmann::json& json, int indent = 2);
+// --data-dir: where the Fashion-MNIST IDX files are (every command that
+// reads images takes it), and its value or the default.
+void add_data_dir_option(CommandLine& command_line);
+std::string data_dir(const CommandLine& command_line);
+
 // "12.5 MB" style: decimal megabytes with three significant decimals.
 std::string megabytes(std::uint64_t bytes);
 

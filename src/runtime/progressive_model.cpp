@@ -70,10 +70,14 @@ struct ProgressiveModel::State {
     }
 
     void request_build(const ModelAssembler& assembler, std::size_t units_applied) {
+        {
+            // The first engine, snapshot included, comes before decoding.
+            const std::lock_guard lock(mutex);
+            if (!current && !building) hold_decoding = true;
+        }
         BuildRequest request{assembler.model(), assembler.lowest_bits(), units_applied};
         {
             const std::lock_guard lock(mutex);
-            if (!current && !building) hold_decoding = true;
             pending = std::move(request);  // a newer snapshot replaces one not yet built
         }
         changed.notify_all();
