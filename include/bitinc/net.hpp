@@ -160,9 +160,10 @@ struct FetchOptions {
     // A refinement that cannot be had fails the fetch instead of degrading.
     bool strict = false;
     const std::atomic<bool>* cancel = nullptr;  // set to stop the fetch (Error "cancelled")
-    // While set, units that arrive wait undecoded (the download goes on):
-    // a ProgressiveModel holds them while it builds its first engine, which
-    // would otherwise share the cores with the next rung's decoding.
+    // While set, units that arrive wait undecoded and the next rung is not
+    // requested yet: a ProgressiveModel holds them while it builds its
+    // first engine, which would otherwise share the cores with the next
+    // rung's transfer and decoding.
     const std::atomic<bool>* hold_decoding = nullptr;
     // Fill FetchResult::model (a float copy of the whole model). A caller
     // that only writes the model to a file leaves it off and streams from

@@ -911,6 +911,13 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
         timeline.parent_bits = rung->parent_bits;
         const std::uint64_t wanted = wanted_bytes(*rung);
         timeline.bytes = wanted;
+        // The next rung waits while the caller holds decoding (its first
+        // engine is being built): its bytes would only queue, and taking
+        // them in costs the cores the build needs.
+        while (options.hold_decoding != nullptr && options.hold_decoding->load()) {
+            source.check_stop(rung->data.file);
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
         timeline.requested_at = now();
         // An event about this rung, with the download's progress so far.
         const auto rung_event = [&](FetchEvent::Kind kind) {
