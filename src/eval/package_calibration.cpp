@@ -8,11 +8,14 @@
 
 namespace bitinc {
 
+ImageSet load_calibration_images(const PackCalibration& calibration) {
+    return load_fashion_mnist(calibration.data_dir, Split::train);
+}
+
 void calibrate_refinements(const std::filesystem::path& directory, Manifest& manifest,
                            const std::filesystem::path& model_path,
-                           const PackCalibration& calibration) {
+                           const PackCalibration& calibration, const ImageSet& images) {
     const Model model = read_onnx_file(model_path);
-    const ImageSet images = load_fashion_mnist(calibration.data_dir, Split::train);
     CalibrationOptions options;
     options.images = calibration.images;
     options.engine.threads = calibration.engine_threads;

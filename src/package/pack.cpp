@@ -9,6 +9,7 @@
 #include <deque>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <tuple>
 
@@ -214,6 +215,10 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
     const OnnxWeightReader reader(model_path);
     const Model& model = reader.topology();
     validate_graph(model, model_path.string());
+    // Calibration data is read first: a wrong directory fails before any
+    // unit is coded.
+    std::optional<ImageSet> calibration_images;
+    if (options.calibration) calibration_images = load_calibration_images(*options.calibration);
 
     Manifest manifest;
     manifest.generator = "bitinc " + std::string(version());
@@ -300,7 +305,8 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
         }
         // Reorders refinement units in the finished rung files (issue 12).
         if (options.calibration) {
-            calibrate_refinements(building, manifest, model_path, *options.calibration);
+            calibrate_refinements(building, manifest, model_path, *options.calibration,
+                                  *calibration_images);
         }
         const std::string manifest_text = serialize_manifest(manifest);
         // What we wrote must read back: the writer and the reader agree.

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "bitinc/dataset.hpp"
 #include "bitinc/package.hpp"
 
 namespace bitinc {
@@ -25,6 +26,10 @@ void reorder_refinement_units(const std::filesystem::path& directory, Manifest& 
 // accuracy point if only the top rung gets there.
 void calibrate_refinements(const std::filesystem::path& directory, Manifest& manifest,
                            const std::filesystem::path& model_path,
-                           const PackCalibration& calibration);
+                           const PackCalibration& calibration, const ImageSet& images);
+
+// The calibration images (the training split of calibration.data_dir),
+// read before any unit is coded so that a bad directory fails at once.
+ImageSet load_calibration_images(const PackCalibration& calibration);
 
 }  // namespace bitinc
