@@ -3,10 +3,9 @@
 #pragma once
 
 #include <algorithm>
-#include <cstdint>
-#include <limits>
-#include <optional>
 #include <string_view>
+
+#include "core/decimal.hpp"
 
 namespace bitinc::http_text {
 
@@ -35,28 +34,7 @@ inline std::string_view trim(std::string_view text, std::string_view characters 
     return text.substr(first, text.find_last_not_of(characters) - first + 1);
 }
 
-// What a number too large for 64 bits becomes.
-enum class Overflow { refuse, saturate };
-
-// Decimal digits to a number; nothing if `text` is empty or not all digits,
-// or (Overflow::refuse) if the number does not fit in 64 bits. A byte range
-// may name positions past any file (saturate: it is then cut to the file);
-// a length or status may not.
-inline std::optional<std::uint64_t> parse_decimal(std::string_view text, Overflow overflow) {
-    if (text.empty()) return std::nullopt;
-    constexpr std::uint64_t most = std::numeric_limits<std::uint64_t>::max();
-    std::uint64_t value = 0;
-    for (const char c : text) {
-        if (c < '0' || c > '9') return std::nullopt;
-        const auto digit = std::uint64_t(c - '0');
-        if (value > (most - digit) / 10) {
-            if (overflow == Overflow::refuse) return std::nullopt;
-            value = most;
-        } else {
-            value = value * 10 + digit;
-        }
-    }
-    return value;
-}
+using core::Overflow;
+using core::parse_decimal;
 
 }  // namespace bitinc::http_text

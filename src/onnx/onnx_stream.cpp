@@ -7,7 +7,6 @@
 #include <google/protobuf/io/coded_stream.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -18,6 +17,7 @@
 
 #include "bitinc/error.hpp"
 #include "bitinc/model.hpp"
+#include "core/decimal.hpp"
 #include "core/file_io.hpp"
 #include "core/half_float.hpp"
 #include "onnx/proto_io.hpp"
@@ -306,15 +306,6 @@ void read_stored_values(const ByteSource& source, std::uint64_t offset, StoredTy
     }
 }
 
-std::optional<std::uint64_t> parse_decimal(std::string_view text) {
-    std::uint64_t value = 0;
-    const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (error != std::errc() || end != text.data() + text.size() || text.empty()) {
-        return std::nullopt;
-    }
-    return value;
-}
-
 }  // namespace
 
 // ---- the reader ------------------------------------------------------------------
@@ -385,7 +376,7 @@ struct OnnxWeightReader::Impl {
             if (entry.key() == "location") {
                 location = entry.value();
             } else if (entry.key() == "offset" || entry.key() == "length") {
-                const auto value = parse_decimal(entry.value());
+                const auto value = core::parse_decimal(entry.value(), core::Overflow::refuse);
                 if (!value) {
                     refuse(tensor, "has an external-data " + entry.key() + " '" + entry.value() +
                                        "' that is not a number");

@@ -220,7 +220,6 @@ struct ProgressiveModel::State {
             } catch (const std::exception& error) {
                 problem = error.what();
             }
-            request.model = Model();  // the engine holds what it needs
             const double build_seconds = now() - started;
             ProgressiveEvent out;
             out.bits = request.bits;
