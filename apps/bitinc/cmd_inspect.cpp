@@ -97,6 +97,78 @@ void print_inspect_text(const std::string& path, std::uintmax_t file_bytes, cons
     }
 }
 
+// A package directory: its ladder and each tensor's bit depth at every rung
+// (mixed precision gives tensors bits of their own).
+int inspect_package(const std::string& directory, bool json_output) {
+    const Manifest manifest = read_manifest(directory);
+    const auto bits_of = [&](std::size_t t) {
+        std::vector<int> bits;
+        for (std::size_t i = 0; i < manifest.ladder.bits.size(); ++i)
+            bits.push_back(manifest.tensor_bits(t, i));
+        return bits;
+    };
+    if (json_output) {
+        nlohmann::json json;
+        json["package"] = directory;
+        json["format_version"] = manifest.format_version;
+        json["ladder"] = manifest.ladder.bits;
+        json["per_channel"] = manifest.ladder.per_channel;
+        json["mixed"] = manifest.mixed();
+        json["tensors"] = nlohmann::json::array();
+        for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
+            const TensorEntry& tensor = manifest.tensors[t];
+            nlohmann::json entry = {{"name", tensor.name},
+                                    {"shape", tensor.shape},
+                                    {"parameters", tensor.element_count()},
+                                    {"quantized", tensor.quantized}};
+            if (tensor.quantized) entry["bits"] = bits_of(t);
+            json["tensors"].push_back(std::move(entry));
+        }
+        nlohmann::json rungs = nlohmann::json::array();
+        for (const RungEntry& rung : manifest.rungs) {
+            rungs.push_back({{"kind", rung_kind_name(rung.kind)},
+                             {"bits", rung.bits},
+                             {"file", rung.data.file},
+                             {"bytes", rung.data.bytes},
+                             {"units", rung.units.size()}});
+        }
+        json["rungs"] = std::move(rungs);
+        std::printf("%s\n", json_text(json).c_str());
+        return 0;
+    }
+    std::string ladder;
+    for (const int bits : manifest.ladder.bits)
+        ladder += (ladder.empty() ? "" : ",") + std::to_string(bits);
+    std::printf("%s: package format %d, model %s, ladder %s%s%s\n",
+                printable_text(directory).c_str(), manifest.format_version,
+                printable_text(manifest.model_name).c_str(), ladder.c_str(),
+                manifest.ladder.per_channel ? ", per channel" : "",
+                manifest.mixed() ? ", mixed precision" : "");
+    for (const RungEntry& rung : manifest.rungs) {
+        std::printf("  %-10s %-6d %-22s %14s bytes %6zu units\n",
+                    std::string(rung_kind_name(rung.kind)).c_str(), rung.bits,
+                    printable_text(rung.data.file).c_str(), with_commas(rung.data.bytes).c_str(),
+                    rung.units.size());
+    }
+    std::size_t name_width = 4;
+    for (const TensorEntry& tensor : manifest.tensors)
+        name_width = std::max(name_width, printable_text(tensor.name).size());
+    std::printf("\n  %4s  %-*s  %-18s %12s  %s\n", "#", int(name_width), "name", "shape",
+                "parameters", "bits at each rung");
+    for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
+        const TensorEntry& tensor = manifest.tensors[t];
+        std::string bits = "exact (float32)";
+        if (tensor.quantized) {
+            bits.clear();
+            for (const int b : bits_of(t)) bits += (bits.empty() ? "" : " ") + std::to_string(b);
+        }
+        std::printf("  %4zu  %-*s  %-18s %12s  %s\n", t, int(name_width),
+                    printable_text(tensor.name).c_str(), dims_text(tensor.shape).c_str(),
+                    with_commas(tensor.element_count()).c_str(), bits.c_str());
+    }
+    return 0;
+}
+
 }  // namespace
 
 int run_inspect(int argc, char** argv) {
@@ -104,12 +176,15 @@ int run_inspect(int argc, char** argv) {
         "inspect",
         "Shows an ONNX model's producer, opset, inputs and outputs, operator\n"
         "counts, bitinc metadata, and every float weight tensor with its shape\n"
-        "and parameter count.");
-    command_line.add_positional("MODEL.onnx", "the model to inspect");
+        "and parameter count. Given a package directory, shows its rungs and each\n"
+        "tensor's bit depth at every rung (mixed precision).");
+    command_line.add_positional("MODEL.onnx", "the model (or package directory) to inspect");
     command_line.add_flag("json", "print one JSON object instead of text");
     if (!command_line.parse(argc, argv)) return 0;
 
     const std::string path = command_line.positional(0);
+    if (std::filesystem::is_directory(path))
+        return inspect_package(path, command_line.flag("json"));
     const Model model = read_onnx_file(path);
     const TopologySummary summary = summarize_topology(model);
     const std::uintmax_t file_bytes = std::filesystem::file_size(path);

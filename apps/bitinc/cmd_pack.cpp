@@ -2,6 +2,7 @@
 #include <bitinc/bitinc.hpp>
 
 #include <cstdio>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "command_line.hpp"
@@ -52,6 +53,28 @@ void print_package(const Manifest& manifest) {
     }
 }
 
+void print_allocation(const BitAllocation& allocation) {
+    const double reference = double(allocation.reference_bytes);
+    std::printf(
+        "  budget: base rung %s bytes of %s allowed (%.3fx the uniform ladder's direct top rung "
+        "of %s bytes; its uniform base: %.3fx)\n",
+        with_commas(allocation.base_bytes).c_str(), with_commas(allocation.budget_bytes).c_str(),
+        double(allocation.base_bytes) / reference, with_commas(allocation.reference_bytes).c_str(),
+        double(allocation.uniform_base_bytes) / reference);
+    std::map<int, int> tensors_at;
+    for (const int bits : allocation.base_bits) {
+        if (bits > 0) ++tensors_at[bits];
+    }
+    std::string counts;
+    for (const auto& [bits, count] : tensors_at)
+        counts +=
+            (counts.empty() ? "" : ", ") + std::to_string(count) + " at " + std::to_string(bits);
+    std::printf(
+        "  base bits by tensor: %s (summed loss increase %.4f on training images; "
+        "'bitinc inspect DIR' lists them)\n",
+        counts.c_str(), allocation.loss_increase);
+}
+
 }  // namespace
 
 int run_pack(int argc, char** argv) {
@@ -75,8 +98,15 @@ int run_pack(int argc, char** argv) {
     command_line.add_flag("calibrate",
                           "order refinements by accuracy per byte and name the accuracy point, "
                           "measured on Fashion-MNIST training images");
+    command_line.add_option("budget", "SIZE",
+                            "mixed precision: the base rung at most SIZE, as bytes (800000, "
+                            "800kB) or a ratio of the direct top rung (0.2x); each tensor's base "
+                            "bits chosen by measured loss per byte on training images");
+    command_line.add_option("base-bits", "BITS",
+                            "the base bit depths --budget may give a tensor (default "
+                            "2,3,4,5,6,7,8)");
     command_line.add_option("calibration-images", "N",
-                            "training images calibration runs on (default 1000)");
+                            "training images calibration and --budget run on (default 1000)");
     command_line.add_option("tolerance", "POINTS",
                             "top-1 the accuracy point may lose to the top rung (default 0.1)");
     add_data_dir_option(command_line);
@@ -95,6 +125,17 @@ int run_pack(int argc, char** argv) {
         calibration.data_dir = data_dir(command_line);
         options.calibration = calibration;
     }
+    if (const auto budget_text = command_line.value("budget")) {
+        PackBudget budget = parse_pack_budget(*budget_text);
+        if (const auto bits = command_line.value("base-bits"))
+            budget.candidate_bits = LadderPlan::parse(*bits).bits;
+        budget.calibration.images =
+            std::size_t(command_line.integer("calibration-images", 1000, 1, 60'000));
+        budget.calibration.data_dir = data_dir(command_line);
+        options.budget = budget;
+    } else if (command_line.value("base-bits")) {
+        throw UsageError("--base-bits goes with --budget");
+    }
     options.ladder = LadderPlan::parse(command_line.value("ladder").value_or("8,16"));
     options.ladder.per_channel = command_line.flag("per-channel");
     options.ladder.min_quantized_elements =
@@ -107,9 +148,19 @@ int run_pack(int argc, char** argv) {
     options.chunk_elements = std::uint64_t(command_line.integer("chunk", 1 << 20, 1, 1LL << 26));
     options.threads = int(command_line.integer("threads", 0, 1, 256));
     options.replace = command_line.flag("force");
-    ProgressBar progress("pack", "units",
-                         !command_line.flag("no-progress") && ProgressBar::stderr_is_terminal());
-    options.progress = [&](std::size_t done, std::size_t total) { progress.update(done, total); };
+    const bool draw = !command_line.flag("no-progress") && ProgressBar::stderr_is_terminal();
+    ProgressBar budget_progress("budget", "bit depths measured",
+                                draw && options.budget.has_value());
+    if (options.budget) {
+        options.budget->progress = [&](std::size_t done, std::size_t total) {
+            budget_progress.update(done, total);
+        };
+    }
+    ProgressBar progress("pack", "units", draw);
+    options.progress = [&](std::size_t done, std::size_t total) {
+        budget_progress.finish();
+        progress.update(done, total);
+    };
     const PackResult result = pack_model(command_line.positional(0), options, *output);
     progress.finish();
 
@@ -117,9 +168,18 @@ int run_pack(int argc, char** argv) {
         nlohmann::json json = package_json(result.manifest);
         json["directory"] = *output;
         json["seconds"] = result.seconds;
+        if (const auto& allocation = result.allocation) {
+            json["budget"] = {{"budget_bytes", allocation->budget_bytes},
+                              {"base_bytes", allocation->base_bytes},
+                              {"reference_bytes", allocation->reference_bytes},
+                              {"uniform_base_bytes", allocation->uniform_base_bytes},
+                              {"loss_increase", allocation->loss_increase},
+                              {"base_bits", allocation->base_bits}};
+        }
         std::printf("%s\n", json_text(json).c_str());
     } else {
         print_package(result.manifest);
+        if (const auto& allocation = result.allocation) print_allocation(*allocation);
         if (const auto& point = result.manifest.accuracy_point) {
             const RungEntry& rung = result.manifest.rungs[point->rung];
             std::printf(

@@ -85,4 +85,48 @@ RefinementPlan plan_refinement(const Model& model, const LadderPlan& plan, int f
 double top1_at_rung(const Model& model, const LadderPlan& plan, int bits,
                     const ImageSet& calibration, const CalibrationOptions& options);
 
+// ---- mixed precision: each tensor on its own ladder, at its own bits ------
+//
+// `ladders` and `bits` are indexed by tensor (Model::weights); a tensor with
+// bits 0 (or past the end of `bits`) stays float32.
+
+// `model` with every tensor t of bits[t] > 0 at its bits[t] rung of ladders[t].
+Model with_tensors_at(Model model, const std::vector<LadderPlan>& ladders,
+                      const std::vector<int>& bits);
+
+// For every tensor t with bits[t] > 0: the loss increase with t alone at
+// its bits[t] rung of ladders[t].
+std::vector<TensorSensitivity> measure_sensitivity(const Model& model,
+                                                   const std::vector<LadderPlan>& ladders,
+                                                   const std::vector<int>& bits,
+                                                   const ImageSet& calibration,
+                                                   const CalibrationOptions& options);
+
+// plan_refinement with each tensor's own from and to bits: the tensors of
+// `sensitivity` go from from_bits[t] to to_bits[t], every other tensor
+// stays at to_bits[t].
+RefinementPlan plan_refinement(const Model& model, const std::vector<LadderPlan>& ladders,
+                               const std::vector<int>& from_bits, const std::vector<int>& to_bits,
+                               const std::vector<TensorSensitivity>& sensitivity,
+                               const std::vector<std::uint64_t>& refinement_bytes,
+                               const ImageSet& calibration, const CalibrationOptions& options,
+                               double target_top1);
+
+// One way a tensor may be quantized for a budget: at `bits`, costing
+// `bytes`, raising the calibration loss by `loss_increase`.
+struct BitChoice {
+    int bits = 0;
+    std::uint64_t bytes = 0;
+    double loss_increase = 0;
+};
+
+// Picks one choice per tensor so that the bytes total at most
+// `budget_bytes` with the least summed loss increase: greedy upgrades along
+// each tensor's lower convex hull of (bytes, loss), best loss decrease per
+// byte first, then any single change that still fits and lowers the loss.
+// Returns the index of the chosen choice for each tensor. Throws Error when
+// even the smallest choices exceed the budget.
+std::vector<std::size_t> allocate_bits(const std::vector<std::vector<BitChoice>>& choices,
+                                       std::uint64_t budget_bytes);
+
 }  // namespace bitinc

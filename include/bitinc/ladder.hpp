@@ -45,6 +45,12 @@ struct LadderPlan {
     // "4,8,16" -> {4, 8, 16}. Throws Error on anything else.
     static LadderPlan parse(std::string_view text);
 
+    // Mixed precision: the bit depth at each rung of a tensor whose base
+    // has `base` bits, max(base, the rung's bits) (base first), and the
+    // ladder such a tensor follows (those bit depths, each once).
+    std::vector<int> rung_bits_with_base(int base) const;
+    LadderPlan with_base(int base) const;
+
     int base_bits() const { return bits.front(); }
     int top_bits() const { return bits.back(); }
     bool quantizes(const Tensor& tensor) const;

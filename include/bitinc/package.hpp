@@ -23,7 +23,11 @@ namespace bitinc {
 // 2: every unit entry carries the SHA-256 of the unit (docs/format.md).
 // 3: the base and direct rung files begin with the topology, so a device
 //    reaches its first model in two requests (manifest, rung file).
-inline constexpr int package_format_version = 3;
+// 4: mixed precision: a tensor may carry its own bit depth at each rung.
+// The packer writes the oldest version that describes the package (3 unless
+// some tensor has bits of its own), so older devices still read uniform ones.
+inline constexpr int package_format_version = 4;
+inline constexpr int oldest_package_format_version = 3;
 inline constexpr std::string_view manifest_file_name = "manifest.json";
 // Readers refuse larger manifests before parsing them: a unit entry takes
 // about 110 bytes, so 16 MiB still holds some 150,000 units.
@@ -79,6 +83,11 @@ struct TensorEntry {
     std::vector<std::int64_t> shape;
     StoredType stored_as = StoredType::float32;
     bool quantized = false;  // false: travels exactly (float32) in base and direct rungs
+    // Mixed precision (format 4): the tensor's bit depth at each rung of the
+    // ladder, non-decreasing and ending at the ladder's top; empty: the
+    // ladder's own bits. A refinement rung carries the tensor only where its
+    // bits rise.
+    std::vector<int> bits;
 
     std::uint64_t element_count() const;
 };
@@ -131,6 +140,24 @@ struct Manifest {
     std::size_t rung_index(const RungEntry& rung) const {
         return std::size_t(&rung - rungs.data());
     }
+
+    // Mixed precision. The bit depth of quantized tensor `tensor` after the
+    // ladder's rung `ladder_rung` (0: the base).
+    int tensor_bits(std::size_t tensor, std::size_t ladder_rung) const;
+    // The bit depth `rung` brings `tensor` to (a direct rung: that of the
+    // ladder rung of the same bits), and the bit depth a refinement rung
+    // takes it from (0 for base and direct rungs).
+    int unit_bits(const RungEntry& rung, std::size_t tensor) const;
+    int unit_parent_bits(const RungEntry& rung, std::size_t tensor) const;
+    // Whether refinement `rung` carries `tensor`: a quantized tensor whose
+    // bits rise there.
+    bool refines(const RungEntry& rung, std::size_t tensor) const;
+    // The tensor's own ladder: its distinct bit depths, base first (the
+    // ladder's when it has no bits of its own). Its base fixes its steps
+    // (docs/format.md §1).
+    LadderPlan tensor_ladder(std::size_t tensor) const;
+    // True when some tensor has bits of its own (format 4).
+    bool mixed() const;
 };
 
 // The bytes of `unit` within the contents of its rung file.
@@ -156,8 +183,45 @@ struct PackCalibration {
     int engine_threads = 0;         // 0: all cores
 };
 
+// Mixed precision (issue 12): a byte budget for the base rung, met by
+// giving each quantized tensor its own base bit depth, chosen by the loss
+// its quantization costs on training images against its coded bytes.
+struct PackBudget {
+    std::uint64_t bytes = 0;  // the base rung's file at most this; 0: `ratio` decides
+    // ... or at most this fraction of the direct top rung of the uniform
+    // ladder (every tensor at the ladder's base), e.g. 0.2.
+    double ratio = 0;
+    // The base bit depths a tensor may get, each below the ladder's top.
+    std::vector<int> candidate_bits{2, 3, 4, 5, 6, 7, 8};
+    // The training images the sensitivity is measured on (data_dir, images,
+    // engine_threads; the tolerance is unused).
+    PackCalibration calibration;
+    // Called after each candidate's sensitivity: (candidates done, in all).
+    std::function<void(std::size_t, std::size_t)> progress;
+};
+
+// "800000", "800kB", "1.5MB", "2MiB" (bytes; k, M, G are powers of 1000,
+// Ki, Mi, Gi of 1024) or "0.2x" (a ratio of the direct top rung) as a
+// budget. Throws Error, one line, on anything else or on zero.
+PackBudget parse_pack_budget(std::string_view text);
+
+// What a budget chose: each quantized tensor's base bits and what it costs.
+struct BitAllocation {
+    std::uint64_t budget_bytes = 0;        // the base rung's allowance
+    std::uint64_t reference_bytes = 0;     // the uniform ladder's direct top rung
+    std::uint64_t base_bytes = 0;          // the chosen base rung's file
+    std::uint64_t uniform_base_bytes = 0;  // the uniform ladder's base rung, for comparison
+    double loss_increase = 0;              // summed measured cross-entropy increases
+    std::vector<int> base_bits;            // by tensor index; 0: travels exactly
+};
+
 struct PackOptions {
     LadderPlan ladder;
+    // Mixed precision: each tensor's base bit depth, by tensor index (0, or
+    // an index past the end: the ladder's base); a tensor's later rungs are
+    // max(its base, the ladder's rung). Set by `budget` when given.
+    std::vector<int> base_bits;
+    std::optional<PackBudget> budget;
     // Rungs (bit depths of the ladder) also stored whole, for devices that
     // download one model directly. Empty: the top rung.
     std::vector<int> direct_bits;
@@ -178,6 +242,7 @@ struct PackResult {
     double seconds = 0;
     // Coding time of each rung's units (summed over threads), in manifest order.
     std::vector<double> rung_encode_seconds;
+    std::optional<BitAllocation> allocation;  // with PackOptions::budget
 };
 
 // Packs the ONNX file at `model_path` into the directory `output`. The

@@ -68,6 +68,22 @@ std::vector<float> rung_values(const Tensor& tensor, const LadderPlan& plan, int
     return reconstruct(quantize_ladder(tensor, plan)[std::size_t(rung - plan.bits.begin())]);
 }
 
+int bits_of(const std::vector<int>& bits, std::size_t tensor) {
+    return tensor < bits.size() ? bits[tensor] : 0;
+}
+
+// The uniform ladder as per-tensor ladders and bits: `plan` and `bits` for
+// each tensor it quantizes, float32 for the others.
+std::pair<std::vector<LadderPlan>, std::vector<int>> uniform(const Model& model,
+                                                             const LadderPlan& plan, int bits) {
+    std::vector<LadderPlan> ladders(model.weights.size(), plan);
+    std::vector<int> tensor_bits(model.weights.size(), 0);
+    for (std::size_t t = 0; t < model.weights.size(); ++t) {
+        if (plan.quantizes(model.weights[t])) tensor_bits[t] = bits;
+    }
+    return {std::move(ladders), std::move(tensor_bits)};
+}
+
 }  // namespace
 
 Model with_tensor_at_rung(Model model, std::size_t tensor, const LadderPlan& plan, int bits) {
@@ -76,44 +92,73 @@ Model with_tensor_at_rung(Model model, std::size_t tensor, const LadderPlan& pla
     return model;
 }
 
-std::vector<TensorSensitivity> measure_sensitivity(const Model& model, const LadderPlan& plan,
-                                                   int bits, const ImageSet& calibration,
-                                                   const CalibrationOptions& options) {
-    std::vector<std::size_t> quantized;
+Model with_tensors_at(Model model, const std::vector<LadderPlan>& ladders,
+                      const std::vector<int>& bits) {
     for (std::size_t t = 0; t < model.weights.size(); ++t) {
-        if (plan.quantizes(model.weights[t])) quantized.push_back(t);
+        if (bits_of(bits, t) == 0) continue;
+        if (t >= ladders.size()) throw Error("calibration: a tensor has no ladder");
+        model.weights[t].values = rung_values(model.weights[t], ladders[t], bits[t]);
     }
-    const std::size_t total = quantized.size() + 1;
+    return model;
+}
+
+std::vector<TensorSensitivity> measure_sensitivity(const Model& model,
+                                                   const std::vector<LadderPlan>& ladders,
+                                                   const std::vector<int>& bits,
+                                                   const ImageSet& calibration,
+                                                   const CalibrationOptions& options) {
+    std::vector<std::size_t> measured;
+    for (std::size_t t = 0; t < model.weights.size(); ++t) {
+        if (bits_of(bits, t) > 0) measured.push_back(t);
+    }
+    if (ladders.size() < model.weights.size()) throw Error("calibration: a tensor has no ladder");
+    const std::size_t total = measured.size() + 1;
     const double reference = calibration_loss(model, calibration, options).cross_entropy;
     if (options.progress) options.progress(1, total);
     std::vector<TensorSensitivity> result;
-    for (const std::size_t t : quantized) {
+    for (const std::size_t t : measured) {
         TensorSensitivity entry;
         entry.tensor = t;
         entry.name = model.weights[t].name;
         entry.elements = model.weights[t].element_count();
-        entry.loss_increase =
-            calibration_loss(with_tensor_at_rung(model, t, plan, bits), calibration, options)
-                .cross_entropy -
-            reference;
+        entry.loss_increase = calibration_loss(with_tensor_at_rung(model, t, ladders[t], bits[t]),
+                                               calibration, options)
+                                  .cross_entropy -
+                              reference;
         result.push_back(std::move(entry));
         if (options.progress) options.progress(result.size() + 1, total);
     }
     return result;
 }
 
+std::vector<TensorSensitivity> measure_sensitivity(const Model& model, const LadderPlan& plan,
+                                                   int bits, const ImageSet& calibration,
+                                                   const CalibrationOptions& options) {
+    const auto [ladders, tensor_bits] = uniform(model, plan, bits);
+    return measure_sensitivity(model, ladders, tensor_bits, calibration, options);
+}
+
 double top1_at_rung(const Model& model, const LadderPlan& plan, int bits,
                     const ImageSet& calibration, const CalibrationOptions& options) {
-    Model at_rung = model;
-    for (std::size_t t = 0; t < model.weights.size(); ++t) {
-        if (plan.quantizes(model.weights[t]))
-            at_rung.weights[t].values = rung_values(model.weights[t], plan, bits);
-    }
-    return calibration_loss(at_rung, calibration, options).top1_percent;
+    const auto [ladders, tensor_bits] = uniform(model, plan, bits);
+    return calibration_loss(with_tensors_at(model, ladders, tensor_bits), calibration, options)
+        .top1_percent;
 }
 
 RefinementPlan plan_refinement(const Model& model, const LadderPlan& plan, int from_bits,
                                int to_bits, const std::vector<TensorSensitivity>& sensitivity,
+                               const std::vector<std::uint64_t>& refinement_bytes,
+                               const ImageSet& calibration, const CalibrationOptions& options,
+                               double target_top1) {
+    const auto [ladders, from] = uniform(model, plan, from_bits);
+    const std::vector<int> to = uniform(model, plan, to_bits).second;
+    return plan_refinement(model, ladders, from, to, sensitivity, refinement_bytes, calibration,
+                           options, target_top1);
+}
+
+RefinementPlan plan_refinement(const Model& model, const std::vector<LadderPlan>& ladders,
+                               const std::vector<int>& from_bits, const std::vector<int>& to_bits,
+                               const std::vector<TensorSensitivity>& sensitivity,
                                const std::vector<std::uint64_t>& refinement_bytes,
                                const ImageSet& calibration, const CalibrationOptions& options,
                                double target_top1) {
@@ -130,19 +175,17 @@ RefinementPlan plan_refinement(const Model& model, const LadderPlan& plan, int f
 
     // The model with the first `prefix` tensors of the order at to_bits and
     // the others at from_bits (tensors outside the order at to_bits too: a
-    // caller orders every quantized tensor); its top-1, measured once.
-    Model refined = model;
-    for (std::size_t t = 0; t < model.weights.size(); ++t) {
-        if (plan.quantizes(model.weights[t]))
-            refined.weights[t].values = rung_values(model.weights[t], plan, to_bits);
-    }
+    // caller orders every tensor the step refines); its top-1, measured once.
+    const Model refined = with_tensors_at(model, ladders, to_bits);
     std::vector<std::optional<double>> measured(result.order.size() + 1);
     const auto top1_at = [&](std::size_t prefix) {
         if (!measured[prefix]) {
             Model mixed = refined;
-            for (std::size_t i = prefix; i < result.order.size(); ++i)
-                mixed.weights[result.order[i]].values =
-                    rung_values(model.weights[result.order[i]], plan, from_bits);
+            for (std::size_t i = prefix; i < result.order.size(); ++i) {
+                const std::size_t t = result.order[i];
+                mixed.weights[t].values =
+                    rung_values(model.weights[t], ladders.at(t), bits_of(from_bits, t));
+            }
             measured[prefix] = calibration_loss(mixed, calibration, options).top1_percent;
         }
         return *measured[prefix];
@@ -162,6 +205,119 @@ RefinementPlan plan_refinement(const Model& model, const LadderPlan& plan, int f
     }
     result.accuracy_prefix = high;
     result.point_top1 = top1_at(high);
+    return result;
+}
+
+std::vector<std::size_t> allocate_bits(const std::vector<std::vector<BitChoice>>& choices,
+                                       std::uint64_t budget_bytes) {
+    // Each tensor's choices in order of bytes, keeping only those that lower
+    // the loss (the Pareto front), then its lower convex hull: upgrades along
+    // the hull have falling loss decrease per byte, so taking the best one
+    // next is the classic greedy for the multiple-choice knapsack.
+    struct Front {
+        std::vector<std::size_t> pareto;  // indices into the tensor's choices
+        std::vector<std::size_t> hull;    // positions in `pareto`
+        std::size_t at = 0;               // position in `hull`
+    };
+    std::vector<Front> fronts(choices.size());
+    std::uint64_t spent = 0;
+    for (std::size_t t = 0; t < choices.size(); ++t) {
+        const std::vector<BitChoice>& options = choices[t];
+        if (options.empty()) throw Error("bit allocation: a tensor has no choices");
+        std::vector<std::size_t> order(options.size());
+        for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+        std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+            return options[a].bytes != options[b].bytes
+                       ? options[a].bytes < options[b].bytes
+                       : options[a].loss_increase < options[b].loss_increase;
+        });
+        Front& front = fronts[t];
+        for (const std::size_t i : order) {
+            if (front.pareto.empty() ||
+                options[i].loss_increase < options[front.pareto.back()].loss_increase)
+                front.pareto.push_back(i);
+        }
+        const auto point = [&](std::size_t p) { return options[front.pareto[p]]; };
+        for (std::size_t p = 0; p < front.pareto.size(); ++p) {
+            // Drop the last hull point while it lies on or above the segment
+            // from the one before it to p.
+            while (front.hull.size() >= 2) {
+                const BitChoice a = point(front.hull[front.hull.size() - 2]);
+                const BitChoice b = point(front.hull.back());
+                const BitChoice c = point(p);
+                const double slope_ab =
+                    (a.loss_increase - b.loss_increase) / double(b.bytes - a.bytes);
+                const double slope_bc =
+                    (b.loss_increase - c.loss_increase) / double(c.bytes - b.bytes);
+                if (slope_bc < slope_ab) break;
+                front.hull.pop_back();
+            }
+            front.hull.push_back(p);
+        }
+        spent += point(0).bytes;
+    }
+    if (spent > budget_bytes) {
+        throw Error("the budget of " + std::to_string(budget_bytes) +
+                    " bytes for quantized weights is below the smallest allocation (" +
+                    std::to_string(spent) + " bytes)");
+    }
+    const auto chosen = [&](std::size_t t) {
+        return choices[t][fronts[t].pareto[fronts[t].hull[fronts[t].at]]];
+    };
+    // Greedy along the hulls: the upgrade with the best loss decrease per
+    // byte; a tensor whose next upgrade does not fit is done (later hull
+    // points cost more still).
+    std::vector<bool> done(choices.size(), false);
+    while (true) {
+        std::optional<std::size_t> best;
+        double best_rate = 0;
+        for (std::size_t t = 0; t < choices.size(); ++t) {
+            const Front& front = fronts[t];
+            if (done[t] || front.at + 1 >= front.hull.size()) continue;
+            const BitChoice now = chosen(t);
+            const BitChoice next = choices[t][front.pareto[front.hull[front.at + 1]]];
+            const double rate =
+                (now.loss_increase - next.loss_increase) / double(next.bytes - now.bytes);
+            if (!best || rate > best_rate) {
+                best = t;
+                best_rate = rate;
+            }
+        }
+        if (!best) break;
+        const BitChoice now = chosen(*best);
+        const BitChoice next =
+            choices[*best][fronts[*best].pareto[fronts[*best].hull[fronts[*best].at + 1]]];
+        if (spent - now.bytes + next.bytes > budget_bytes) {
+            done[*best] = true;
+            continue;
+        }
+        spent = spent - now.bytes + next.bytes;
+        ++fronts[*best].at;
+    }
+    std::vector<std::size_t> result(choices.size());
+    for (std::size_t t = 0; t < choices.size(); ++t)
+        result[t] = fronts[t].pareto[fronts[t].hull[fronts[t].at]];
+    // What is left over may still buy a choice off the hull: take single
+    // changes that fit and lower the loss most, until none does.
+    while (true) {
+        std::optional<std::pair<std::size_t, std::size_t>> best;
+        double best_gain = 0;
+        for (std::size_t t = 0; t < choices.size(); ++t) {
+            const BitChoice now = choices[t][result[t]];
+            for (std::size_t i = 0; i < choices[t].size(); ++i) {
+                const BitChoice& other = choices[t][i];
+                const double gain = now.loss_increase - other.loss_increase;
+                if (gain > best_gain && spent - now.bytes + other.bytes <= budget_bytes) {
+                    best = {t, i};
+                    best_gain = gain;
+                }
+            }
+        }
+        if (!best) break;
+        spent = spent - choices[best->first][result[best->first]].bytes +
+                choices[best->first][best->second].bytes;
+        result[best->first] = best->second;
+    }
     return result;
 }
 

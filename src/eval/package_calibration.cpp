@@ -19,23 +19,44 @@ void calibrate_refinements(const std::filesystem::path& directory, Manifest& man
     CalibrationOptions options;
     options.images = calibration.images;
     options.engine.threads = calibration.engine_threads;
-    const LadderPlan& plan = manifest.ladder;
+    // Each tensor on its own ladder (mixed precision) at its bits after
+    // each ladder rung; exact tensors stay float32 (bits 0).
+    const std::size_t tensors = manifest.tensors.size();
+    std::vector<LadderPlan> ladders;
+    for (std::size_t t = 0; t < tensors; ++t) ladders.push_back(manifest.tensor_ladder(t));
+    const auto bits_after = [&](std::size_t ladder_rung) {
+        std::vector<int> bits(tensors, 0);
+        for (std::size_t t = 0; t < tensors; ++t) {
+            if (manifest.tensors[t].quantized) bits[t] = manifest.tensor_bits(t, ladder_rung);
+        }
+        return bits;
+    };
+    const std::size_t ladder_size = manifest.ladder.bits.size();
     const double target =
-        top1_at_rung(model, plan, plan.top_bits(), images, options) - calibration.tolerance_points;
+        calibration_loss(with_tensors_at(model, ladders, bits_after(ladder_size - 1)), images,
+                         options)
+            .top1_percent -
+        calibration.tolerance_points;
     manifest.accuracy_point.reset();
-    for (std::size_t r = 1; r < plan.bits.size(); ++r) {
+    for (std::size_t r = 1; r < ladder_size; ++r) {
         RungEntry& rung = manifest.rungs[r];
         // What refining each tensor through this rung costs.
-        std::vector<std::uint64_t> bytes(model.weights.size(), 0);
+        std::vector<std::uint64_t> bytes(tensors, 0);
         std::map<std::size_t, std::size_t> units_of;
         for (const UnitEntry& unit : rung.units) {
             bytes[unit.tensor] += unit.length;
             ++units_of[unit.tensor];
         }
+        if (units_of.empty()) continue;  // no tensor's bits rise here
+        const std::vector<int> from = bits_after(r - 1);
+        const std::vector<int> to = bits_after(r);
+        // Measured only for the tensors this rung refines.
+        std::vector<int> measured(tensors, 0);
+        for (const auto& [tensor, count] : units_of) measured[tensor] = from[tensor];
         const std::vector<TensorSensitivity> sensitivity =
-            measure_sensitivity(model, plan, rung.parent_bits, images, options);
-        const RefinementPlan order = plan_refinement(model, plan, rung.parent_bits, rung.bits,
-                                                     sensitivity, bytes, images, options, target);
+            measure_sensitivity(model, ladders, measured, images, options);
+        const RefinementPlan order =
+            plan_refinement(model, ladders, from, to, sensitivity, bytes, images, options, target);
         reorder_refinement_units(directory, manifest, r, order.order);
         if (manifest.accuracy_point || !order.reaches) continue;
         AccuracyPoint point;

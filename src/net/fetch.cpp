@@ -646,7 +646,8 @@ class UnitDecoder {
             try {
                 // A refinement whose chunk stayed behind (degraded) is skipped.
                 if (rung.kind == RungKind::refinement &&
-                    assembler_.chunk_bits(job.rung, job.unit) != rung.parent_bits) {
+                    assembler_.chunk_bits(job.rung, job.unit) !=
+                        assembler_.manifest().unit_parent_bits(rung, rung.units[job.unit].tensor)) {
                     skipped = true;
                 } else {
                     assembler_.apply_unit(job.rung, job.unit, job.bytes, job.source);

@@ -133,16 +133,19 @@ void ModelAssembler::apply_unit(std::size_t rung_index, std::size_t unit_index,
         std::copy(values.begin(), values.end(), state.values.begin() + std::ptrdiff_t(entry.first));
         chunk_of(entry).bits = exact_bits;
         return;
-    } else if (rung.kind == RungKind::refinement) {
-        if (header.type != UnitType::refinement || header.bits != rung.bits ||
-            header.parent_bits != rung.parent_bits) {
-            throw Error(where + ": expected a refinement unit from " +
-                        std::to_string(rung.parent_bits) + " to " + std::to_string(rung.bits) +
-                        " bits");
+    }
+    // The tensor's own bits at this rung (mixed precision; else the rung's).
+    const int bits = manifest_.unit_bits(rung, entry.tensor);
+    if (rung.kind == RungKind::refinement) {
+        const int from_bits = manifest_.unit_parent_bits(rung, entry.tensor);
+        if (header.type != UnitType::refinement || header.bits != bits ||
+            header.parent_bits != from_bits) {
+            throw Error(where + ": expected a refinement unit from " + std::to_string(from_bits) +
+                        " to " + std::to_string(bits) + " bits");
         }
-        if (parent_bits != rung.parent_bits) {
+        if (parent_bits != from_bits) {
             throw Error(where + ": its chunk is at " + std::to_string(parent_bits) +
-                        " bits, not at the parent rung's " + std::to_string(rung.parent_bits));
+                        " bits, not at the parent rung's " + std::to_string(from_bits));
         }
         std::vector<std::int32_t> fine(entry.count);
         const std::span<const std::int32_t> coarse =
@@ -150,12 +153,12 @@ void ModelAssembler::apply_unit(std::size_t rung_index, std::size_t unit_index,
         decode_refinement_unit(header, unit, coarse, fine);
         const std::lock_guard lock(mutex_);
         std::copy(fine.begin(), fine.end(), state.indices.begin() + std::ptrdiff_t(entry.first));
-        chunk_of(entry).bits = rung.bits;
+        chunk_of(entry).bits = bits;
         return;
     } else {
-        if (header.type != UnitType::levels || header.bits != rung.bits ||
+        if (header.type != UnitType::levels || header.bits != bits ||
             header.channel_size != state.channel_size) {
-            throw Error(where + ": expected a " + std::to_string(rung.bits) + "-bit levels unit");
+            throw Error(where + ": expected a " + std::to_string(bits) + "-bit levels unit");
         }
         std::vector<std::int32_t> indices(entry.count);
         decode_level_unit(header, unit, indices);
@@ -165,11 +168,11 @@ void ModelAssembler::apply_unit(std::size_t rung_index, std::size_t unit_index,
         const std::lock_guard lock(mutex_);
         for (std::size_t i = 0; i < header.steps.size(); ++i) {
             state.steps[first_channel + i] =
-                std::ldexp(header.steps[i], rung.bits - manifest_.ladder.top_bits());
+                std::ldexp(header.steps[i], bits - manifest_.ladder.top_bits());
         }
         std::copy(indices.begin(), indices.end(),
                   state.indices.begin() + std::ptrdiff_t(entry.first));
-        chunk_of(entry).bits = rung.bits;
+        chunk_of(entry).bits = bits;
     }
 }
 

@@ -129,9 +129,9 @@ void check_units(const ManifestReader& reader, const Manifest& manifest, const R
         const std::string unit_where = where + ".units[" + std::to_string(i) + "]";
         if (unit.tensor >= manifest.tensors.size()) reader.fail(unit_where + " names no tensor");
         const TensorEntry& tensor = manifest.tensors[unit.tensor];
-        if (rung.kind == RungKind::refinement && !tensor.quantized) {
-            reader.fail(unit_where + " refines tensor '" + tensor.name +
-                        "', which travels exactly");
+        if (rung.kind == RungKind::refinement && !manifest.refines(rung, unit.tensor)) {
+            reader.fail(unit_where + " refines tensor '" + tensor.name + "', which " +
+                        (tensor.quantized ? "keeps its bits at this rung" : "travels exactly"));
         }
         if (unit.offset != offset) reader.fail(unit_where + " does not follow the unit before it");
         if (unit.first != covered[unit.tensor] || unit.count == 0 ||
@@ -146,7 +146,7 @@ void check_units(const ManifestReader& reader, const Manifest& manifest, const R
     if (offset != rung.data.bytes) reader.fail(where + ": units do not fill the file");
     for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
         const TensorEntry& tensor = manifest.tensors[t];
-        const bool expected = rung.kind != RungKind::refinement || tensor.quantized;
+        const bool expected = rung.kind != RungKind::refinement || manifest.refines(rung, t);
         const std::uint64_t need = expected ? tensor.element_count() : 0;
         // An empty tensor still travels as no unit at all.
         if (covered[t] != need)
@@ -159,7 +159,7 @@ void check_units(const ManifestReader& reader, const Manifest& manifest, const R
     std::vector<std::vector<std::uint64_t>> firsts(manifest.tensors.size());
     for (const UnitEntry& unit : rung.units) firsts[unit.tensor].push_back(unit.first);
     for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
-        const bool carried = manifest.tensors[t].quantized || rung.kind != RungKind::refinement;
+        const bool carried = rung.kind != RungKind::refinement || manifest.refines(rung, t);
         if (carried && firsts[t] != base_firsts[t]) {
             reader.fail(where + ": chunks of tensor '" + manifest.tensors[t].name +
                         "' differ from the base rung's");
@@ -197,6 +197,53 @@ const RungEntry* Manifest::find_rung(RungKind kind, int bits) const {
     return nullptr;
 }
 
+int Manifest::tensor_bits(std::size_t tensor, std::size_t ladder_rung) const {
+    const std::vector<int>& own = tensors.at(tensor).bits;
+    return own.empty() ? ladder.bits.at(ladder_rung) : own.at(ladder_rung);
+}
+
+namespace {
+
+// The position in the ladder of a base or refinement rung, or of the ladder
+// rung a direct rung repeats.
+std::size_t ladder_position(const Manifest& manifest, const RungEntry& rung) {
+    const std::vector<int>& bits = manifest.ladder.bits;
+    return std::size_t(std::find(bits.begin(), bits.end(), rung.bits) - bits.begin());
+}
+
+}  // namespace
+
+int Manifest::unit_bits(const RungEntry& rung, std::size_t tensor) const {
+    return tensor_bits(tensor, ladder_position(*this, rung));
+}
+
+int Manifest::unit_parent_bits(const RungEntry& rung, std::size_t tensor) const {
+    if (rung.kind != RungKind::refinement) return 0;
+    return tensor_bits(tensor, ladder_position(*this, rung) - 1);
+}
+
+bool Manifest::refines(const RungEntry& rung, std::size_t tensor) const {
+    if (rung.kind != RungKind::refinement || !tensors.at(tensor).quantized) return false;
+    const std::size_t position = ladder_position(*this, rung);
+    return position > 0 && position < ladder.bits.size() &&
+           tensor_bits(tensor, position) > tensor_bits(tensor, position - 1);
+}
+
+LadderPlan Manifest::tensor_ladder(std::size_t tensor) const {
+    LadderPlan plan = ladder;
+    const std::vector<int>& own = tensors.at(tensor).bits;
+    if (!own.empty()) {
+        plan.bits = own;
+        plan.bits.erase(std::unique(plan.bits.begin(), plan.bits.end()), plan.bits.end());
+    }
+    return plan;
+}
+
+bool Manifest::mixed() const {
+    return std::any_of(tensors.begin(), tensors.end(),
+                       [](const TensorEntry& tensor) { return !tensor.bits.empty(); });
+}
+
 std::vector<const RungEntry*> Manifest::ladder_rungs(int until_bits) const {
     std::vector<const RungEntry*> result;
     for (const RungEntry& rung : rungs) {
@@ -232,14 +279,15 @@ Manifest parse_manifest(std::string_view text, std::string_view source) {
     }
     Manifest manifest;
     manifest.format_version = int(reader.number(json, "format_version", "manifest", 1'000'000));
-    if (manifest.format_version < package_format_version) {
+    if (manifest.format_version < oldest_package_format_version) {
         reader.fail("the package was made by an older bitinc (format " +
                     std::to_string(manifest.format_version) + "); re-pack it with this version");
     }
-    if (manifest.format_version != package_format_version) {
+    if (manifest.format_version > package_format_version) {
         reader.fail("package format version " + std::to_string(manifest.format_version) +
-                    " is not supported (this bitinc reads version " +
-                    std::to_string(package_format_version) + ")");
+                    " is not supported (this bitinc reads versions " +
+                    std::to_string(oldest_package_format_version) + " to " +
+                    std::to_string(package_format_version) + "); update bitinc");
     }
     manifest.generator = reader.text(json, "generator", "manifest");
 
@@ -296,6 +344,27 @@ Manifest parse_manifest(std::string_view text, std::string_view source) {
         const Json& quantized = reader.field(item, "quantized", where);
         if (!quantized.is_boolean()) reader.fail(where + ".quantized is not true or false");
         tensor.quantized = quantized.get<bool>();
+        if (item.is_object() && item.contains("bits")) {
+            // Mixed precision (format 4): the tensor's bits at each rung.
+            if (manifest.format_version < 4) {
+                reader.fail(where + ".bits: per-tensor bit depths need package format 4");
+            }
+            if (!tensor.quantized) reader.fail(where + ".bits: the tensor travels exactly");
+            const std::vector<int>& ladder_bits = manifest.ladder.bits;
+            for (const Json& value : reader.array(item, "bits", where, max_ladder_bits)) {
+                if (!value.is_number_integer() || value.get<long long>() < min_ladder_bits ||
+                    value.get<long long>() > max_ladder_bits ||
+                    (!tensor.bits.empty() && value.get<long long>() < tensor.bits.back())) {
+                    reader.fail(where + ".bits must be non-decreasing bit depths from 2 to 32");
+                }
+                tensor.bits.push_back(value.get<int>());
+            }
+            if (tensor.bits.size() != ladder_bits.size() ||
+                tensor.bits.back() != ladder_bits.back()) {
+                reader.fail(where + ".bits must give one bit depth per ladder rung, ending at " +
+                            std::to_string(ladder_bits.back()));
+            }
+        }
         parameters += tensor.element_count();
         if (parameters > max_onnx_bytes) reader.fail("the tensors hold too many weights");
         manifest.tensors.push_back(std::move(tensor));
@@ -434,10 +503,12 @@ std::string serialize_manifest(const Manifest& manifest) {
                           {"chunk_elements", manifest.chunk_elements}};
     Json tensors = Json::array();
     for (const TensorEntry& tensor : manifest.tensors) {
-        tensors.push_back(Json{{"name", tensor.name},
-                               {"shape", tensor.shape},
-                               {"stored_as", stored_type_name(tensor.stored_as)},
-                               {"quantized", tensor.quantized}});
+        Json entry{{"name", tensor.name},
+                   {"shape", tensor.shape},
+                   {"stored_as", stored_type_name(tensor.stored_as)},
+                   {"quantized", tensor.quantized}};
+        if (!tensor.bits.empty()) entry["bits"] = tensor.bits;
+        tensors.push_back(std::move(entry));
     }
     json["tensors"] = std::move(tensors);
     Json rungs = Json::array();

@@ -20,6 +20,7 @@
 #include "core/file_io.hpp"
 #include "core/parallel.hpp"
 #include "core/sha256.hpp"
+#include "package/bit_allocation.hpp"
 #include "package/refinement_order.hpp"
 
 namespace bitinc {
@@ -157,18 +158,21 @@ void pack_tensor(const Tensor& tensor, std::size_t tensor_index, bool quantized,
                  const PackOptions& options, int threads, Manifest& manifest,
                  std::deque<RungFileWriter>& files, std::vector<double>& encode_seconds,
                  std::size_t& done, std::size_t total_units) {
-    const LadderPlan& plan = manifest.ladder;
-    const auto ladder_position = [&](int bits) {
-        return std::size_t(std::find(plan.bits.begin(), plan.bits.end(), bits) - plan.bits.begin());
+    // The tensor's own ladder: the manifest's, or its mixed-precision bits.
+    const LadderPlan plan = manifest.tensor_ladder(tensor_index);
+    std::vector<QuantizedTensor> rungs;
+    if (quantized) rungs = quantize_ladder(tensor, plan);
+    const auto rung_at = [&](int bits) -> const QuantizedTensor& {
+        return rungs[std::size_t(std::find(plan.bits.begin(), plan.bits.end(), bits) -
+                                 plan.bits.begin())];
     };
     const std::vector<UnitTarget> chunks =
         plan_chunks(std::uint32_t(tensor_index), tensor.element_count(), manifest.chunk_elements);
-    std::vector<QuantizedTensor> rungs;
-    if (quantized) rungs = quantize_ladder(tensor, plan);
 
     std::vector<UnitJob> jobs;
     for (std::size_t r = 0; r < manifest.rungs.size(); ++r) {
-        if (!quantized && manifest.rungs[r].kind == RungKind::refinement) continue;
+        const RungEntry& rung = manifest.rungs[r];
+        if (rung.kind == RungKind::refinement && !manifest.refines(rung, tensor_index)) continue;
         for (const UnitTarget& chunk : chunks) jobs.push_back({r, chunk, {}, {}});
     }
     std::mutex progress_mutex;
@@ -179,9 +183,12 @@ void pack_tensor(const Tensor& tensor, std::size_t tensor_index, bool quantized,
         if (!quantized) {
             job.bytes = encode_exact_unit(job.target, tensor.values);
         } else if (rung.kind == RungKind::refinement) {
-            job.bytes = encode_refinement_unit(job.target, rungs[job.rung - 1], rungs[job.rung]);
+            job.bytes = encode_refinement_unit(
+                job.target, rung_at(manifest.unit_parent_bits(rung, tensor_index)),
+                rung_at(manifest.unit_bits(rung, tensor_index)));
         } else {
-            job.bytes = encode_level_unit(job.target, rungs[ladder_position(rung.bits)]);
+            job.bytes =
+                encode_level_unit(job.target, rung_at(manifest.unit_bits(rung, tensor_index)));
         }
         job.sha256 = unit_sha256(job.bytes);  // in parallel: hashing is not free
         const double job_seconds =
@@ -204,6 +211,34 @@ bool quantizes_shape(const LadderPlan& plan, const Tensor& shell, std::uint64_t 
     return shell.shape.size() >= 2 && elements >= plan.min_quantized_elements;
 }
 
+// Mixed precision: each quantized tensor's bits at every rung from its base
+// bits, max(base, the ladder's rung), so that each refinement lifts it from
+// where it is to the next rung. Leaves every tensor on the ladder's own bits
+// (a format-3 package) when no base differs from the ladder's.
+void assign_tensor_bits(Manifest& manifest, const std::vector<int>& base_bits) {
+    const LadderPlan& plan = manifest.ladder;
+    bool mixed = false;
+    for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
+        const int base = t < base_bits.size() ? base_bits[t] : 0;
+        if (base == 0 || !manifest.tensors[t].quantized) continue;
+        if (base < min_ladder_bits || base > plan.top_bits()) {
+            throw Error("pack: tensor '" + manifest.tensors[t].name + "': base of " +
+                        std::to_string(base) + " bits is not from 2 to the ladder's top (" +
+                        std::to_string(plan.top_bits()) + ")");
+        }
+        mixed |= base != plan.base_bits();
+    }
+    if (!mixed) return;
+    for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
+        TensorEntry& tensor = manifest.tensors[t];
+        if (!tensor.quantized) continue;
+        const int given = t < base_bits.size() ? base_bits[t] : 0;
+        const int base = given == 0 ? plan.base_bits() : given;
+        tensor.bits = plan.rung_bits_with_base(base);
+    }
+    manifest.format_version = package_format_version;
+}
+
 }  // namespace
 
 PackResult pack_model(const fs::path& model_path, const PackOptions& options,
@@ -219,8 +254,17 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
     // unit is coded.
     std::optional<ImageSet> calibration_images;
     if (options.calibration) calibration_images = load_calibration_images(*options.calibration);
+    std::optional<BitAllocation> allocation;
+    std::vector<int> base_bits = options.base_bits;
+    if (options.budget) {
+        const ImageSet budget_images = load_calibration_images(options.budget->calibration);
+        allocation = choose_base_bits(model_path, plan, options.chunk_elements, *options.budget,
+                                      budget_images, core::resolve_threads(options.threads));
+        base_bits = allocation->base_bits;
+    }
 
     Manifest manifest;
+    manifest.format_version = oldest_package_format_version;
     manifest.generator = "bitinc " + std::string(version());
     manifest.model_name = model_path.stem().string();
     {
@@ -238,9 +282,13 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
         std::clamp<std::uint64_t>(options.chunk_elements, 1, max_unit_elements);
     for (std::size_t t = 0; t < model.weights.size(); ++t) {
         const Tensor& tensor = model.weights[t];
-        manifest.tensors.push_back({tensor.name, tensor.shape, tensor.stored_as,
-                                    quantizes_shape(plan, tensor, reader.element_count(t))});
+        manifest.tensors.push_back({tensor.name,
+                                    tensor.shape,
+                                    tensor.stored_as,
+                                    quantizes_shape(plan, tensor, reader.element_count(t)),
+                                    {}});
     }
+    assign_tensor_bits(manifest, base_bits);
     for (std::size_t i = 0; i < plan.bits.size(); ++i) {
         RungEntry rung;
         rung.kind = i == 0 ? RungKind::base : RungKind::refinement;
@@ -264,8 +312,10 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
         const std::uint64_t elements = reader.element_count(t);
         if (elements == 0) continue;
         const std::size_t chunks = plan_chunks(0, elements, manifest.chunk_elements).size();
-        const std::size_t rungs =
-            manifest.tensors[t].quantized ? manifest.rungs.size() : 1 + direct_bits.size();
+        const std::size_t rungs = std::size_t(
+            std::count_if(manifest.rungs.begin(), manifest.rungs.end(), [&](const RungEntry& rung) {
+                return rung.kind != RungKind::refinement || manifest.refines(rung, t);
+            }));
         total_units += chunks * rungs;
     }
 
@@ -303,6 +353,14 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
             std::tie(manifest.rungs[r].data.bytes, manifest.rungs[r].data.sha256) =
                 files[r].finish();
         }
+        if (allocation) {
+            allocation->base_bytes = manifest.rungs.front().data.bytes;
+            // The allocation was planned on these very units' sizes.
+            if (allocation->base_bytes > allocation->budget_bytes) {
+                throw Error("pack: internal error: the base rung (" +
+                            std::to_string(allocation->base_bytes) + " bytes) exceeds its budget");
+            }
+        }
         // Reorders refinement units in the finished rung files (issue 12).
         if (options.calibration) {
             calibrate_refinements(building, manifest, model_path, *options.calibration,
@@ -320,6 +378,7 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
     PackResult result;
     result.manifest = std::move(manifest);
     result.rung_encode_seconds = std::move(encode_seconds);
+    result.allocation = std::move(allocation);
     result.seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return result;

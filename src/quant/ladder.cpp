@@ -62,6 +62,20 @@ LadderPlan LadderPlan::parse(std::string_view text) {
     return plan;
 }
 
+std::vector<int> LadderPlan::rung_bits_with_base(int base) const {
+    std::vector<int> result;
+    for (std::size_t i = 0; i < bits.size(); ++i)
+        result.push_back(i == 0 ? base : std::max(base, bits[i]));
+    return result;
+}
+
+LadderPlan LadderPlan::with_base(int base) const {
+    LadderPlan plan = *this;
+    plan.bits = rung_bits_with_base(base);
+    plan.bits.erase(std::unique(plan.bits.begin(), plan.bits.end()), plan.bits.end());
+    return plan;
+}
+
 bool LadderPlan::quantizes(const Tensor& tensor) const {
     return tensor.shape.size() >= 2 && tensor.element_count() >= min_quantized_elements;
 }

@@ -1,0 +1,23 @@
+// Mixed precision (issue 12): each quantized tensor's base bit depth,
+// chosen so that the base rung fits a byte budget with the least loss.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+
+#include "bitinc/dataset.hpp"
+#include "bitinc/package.hpp"
+
+namespace bitinc {
+
+// Codes every quantized tensor of the model at `model_path` at each of
+// budget.candidate_bits (as the base of plan.with_base(bits), cut in chunks
+// of `chunk_elements`), measures on `images` (training images) the loss each
+// choice costs with that tensor alone quantized, and picks the base bits of
+// each tensor with allocate_bits() so that the base rung file — topology,
+// exact units and levels — fits the budget. Throws Error if it cannot.
+BitAllocation choose_base_bits(const std::filesystem::path& model_path, const LadderPlan& plan,
+                               std::uint64_t chunk_elements, const PackBudget& budget,
+                               const ImageSet& images, int threads);
+
+}  // namespace bitinc
