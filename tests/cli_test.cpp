@@ -303,6 +303,48 @@ TEST_F(Cli, PackVerifyUnpackRoundTrip) {
     EXPECT_FALSE(std::filesystem::exists(directory_.path() / "c.onnx"));
 }
 
+// pack --budget: a bad budget is one line and no package; a good one gives
+// a mixed-precision package whose bits inspect lists and verify accepts.
+TEST_F(Cli, PackBudgetAndInspectPerTensorBits) {
+    const auto package = directory_.path() / "package";
+    for (const char* bad : {"abc", "0x", "1.5.5", "0", "12parsecs", "1e6"}) {
+        expect_one_line_error(run("pack " + small_cnn() + " --ladder 4,8,16 --budget " + bad +
+                                  " -o " + package.string()),
+                              std::string("budget '") + bad + "'");
+        EXPECT_FALSE(std::filesystem::exists(package));
+    }
+    expect_one_line_error(
+        run("pack " + small_cnn() + " --ladder 8 --budget 0.5x -o " + package.string()),
+        "at least two rungs");
+    EXPECT_EQ(run("pack " + small_cnn() + " --base-bits 2,4 -o " + package.string()).status, 2);
+    if (!testing::fashion_mnist_available())
+        GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+    CommandResult result = run("pack " + small_cnn() +
+                               " --ladder 4,8,16 --per-channel --budget 0.18x --base-bits 2,3,4,6 "
+                               "--calibration-images 32 --threads 1 --json -o " +
+                               package.string());
+    ASSERT_EQ(result.status, 0) << result.err;
+    const auto packed = nlohmann::json::parse(result.out);
+    EXPECT_LE(packed["budget"]["base_bytes"].get<std::uint64_t>(),
+              packed["budget"]["budget_bytes"].get<std::uint64_t>());
+    EXPECT_EQ(run("verify " + package.string()).status, 0);
+    result = run("inspect " + package.string() + " --json");
+    ASSERT_EQ(result.status, 0) << result.err;
+    const auto inspected = nlohmann::json::parse(result.out);
+    EXPECT_TRUE(inspected["mixed"].get<bool>());
+    const auto& base_bits = packed["budget"]["base_bits"];
+    for (std::size_t t = 0; t < inspected["tensors"].size(); ++t) {
+        const auto& tensor = inspected["tensors"][t];
+        if (!tensor["quantized"].get<bool>()) continue;
+        const int base = base_bits[t].get<int>();
+        EXPECT_EQ(tensor["bits"], nlohmann::json({base, std::max(base, 8), 16})) << t;
+    }
+    result = run("inspect " + package.string());
+    ASSERT_EQ(result.status, 0) << result.err;
+    EXPECT_NE(result.out.find("mixed precision"), std::string::npos) << result.out;
+    EXPECT_NE(result.out.find("bits at each rung"), std::string::npos) << result.out;
+}
+
 TEST_F(Cli, PackageCommandsRejectBadInput) {
     expect_one_line_error(
         run("pack /nonexistent/model.onnx -o " + (directory_.path() / "p").string()),

@@ -216,7 +216,8 @@ int run_unpack(int argc, char** argv) {
     const int bits = int(command_line.integer("rung", manifest.ladder.top_bits(), 2, 32));
     unpack_package_to_file(directory, bits, command_line.flag("direct"), *output,
                            command_line.flag("external-data"));
-    std::printf("%s: %d-bit model (%s) written to %s\n", directory.c_str(), bits,
+    std::printf("%s: %d-bit %smodel (%s) written to %s\n", directory.c_str(), bits,
+                manifest.mixed() ? "rung's mixed-precision " : "",
                 command_line.flag("direct") ? "direct rung" : "base + refinements",
                 output->c_str());
     return 0;

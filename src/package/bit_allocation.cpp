@@ -49,6 +49,13 @@ std::vector<int> checked_candidates(const PackBudget& budget, const LadderPlan& 
 
 }  // namespace
 
+void check_budget(const PackBudget& budget, const LadderPlan& plan) {
+    checked_candidates(budget, plan);
+    if (!(budget.bytes > 0 || (budget.ratio > 0 && std::isfinite(budget.ratio)))) {
+        throw Error("pack: the budget is neither a byte count nor a positive ratio");
+    }
+}
+
 PackBudget parse_pack_budget(std::string_view text) {
     const std::string quoted = "budget '" + std::string(text) + "'";
     const auto fail = [&]() -> PackBudget {
@@ -92,10 +99,8 @@ PackBudget parse_pack_budget(std::string_view text) {
 BitAllocation choose_base_bits(const std::filesystem::path& model_path, const LadderPlan& plan,
                                std::uint64_t chunk_elements, const PackBudget& budget,
                                const ImageSet& images, int threads) {
+    check_budget(budget, plan);
     const std::vector<int> candidates = checked_candidates(budget, plan);
-    if (!(budget.bytes > 0 || (budget.ratio > 0 && std::isfinite(budget.ratio)))) {
-        throw Error("pack: the budget is neither a byte count nor a positive ratio");
-    }
     const Model model = read_onnx_file(model_path);
     chunk_elements = std::clamp<std::uint64_t>(chunk_elements, 1, max_unit_elements);
 

@@ -10,6 +10,11 @@
 
 namespace bitinc {
 
+// Throws Error if `budget` cannot apply to `plan` (a one-rung ladder, base
+// bits outside 2 to below the top, neither bytes nor a ratio); pack checks
+// it before reading anything.
+void check_budget(const PackBudget& budget, const LadderPlan& plan);
+
 // Codes every quantized tensor of the model at `model_path` at each of
 // budget.candidate_bits (as the base of plan.with_base(bits), cut in chunks
 // of `chunk_elements`), measures on `images` (training images) the loss each

@@ -247,6 +247,7 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
     const std::vector<int> direct_bits = checked_direct_bits(options);
     const LadderPlan& plan = options.ladder;
     // The structure only: weights are loaded one at a time below.
+    if (options.budget) check_budget(*options.budget, plan);
     const OnnxWeightReader reader(model_path);
     const Model& model = reader.topology();
     validate_graph(model, model_path.string());

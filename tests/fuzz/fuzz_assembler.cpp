@@ -2,7 +2,7 @@
 // units in any order, repeated, truncated, with flipped bytes, and with
 // flipped bytes whose CRC32C (and manifest entry) were recomputed so that the
 // decoders see them. The package is the bundled small-cnn, packed once with
-// small chunks. Every fault must be an Error; nothing may crash or read out
+// small chunks and mixed precision. Every fault must be an Error; nothing may crash or read out
 // of bounds.
 #include <unistd.h>
 
@@ -51,6 +51,10 @@ Fixture make_fixture() {
     options.chunk_elements = 1024;
     options.threads = 1;
     options.replace = true;
+    // Mixed precision (package format 4): the quantized tensors' bases below,
+    // at, between and above the ladder's, so the decoders meet units whose
+    // bits are the tensor's own.
+    options.base_bits = {3, 0, 2, 0, 6, 0, 4, 0, 8, 0, 5, 0};
     bitinc::pack_model(fs::path(BITINC_SOURCE_DIR) / "models" / "small-cnn.onnx", options,
                        directory);
     Fixture fixture;
