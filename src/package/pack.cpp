@@ -354,13 +354,13 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
             std::tie(manifest.rungs[r].data.bytes, manifest.rungs[r].data.sha256) =
                 files[r].finish();
         }
-        if (allocation) {
-            allocation->base_bytes = manifest.rungs.front().data.bytes;
-            // The allocation was planned on these very units' sizes.
-            if (allocation->base_bytes > allocation->budget_bytes) {
-                throw Error("pack: internal error: the base rung (" +
-                            std::to_string(allocation->base_bytes) + " bytes) exceeds its budget");
-            }
+        // The allocation was planned on these very units' sizes: the base
+        // rung must come out exactly as planned, hence within its budget.
+        if (allocation && manifest.rungs.front().data.bytes != allocation->base_bytes) {
+            throw Error("pack: internal error: the base rung has " +
+                        std::to_string(manifest.rungs.front().data.bytes) +
+                        " bytes, its bit allocation planned " +
+                        std::to_string(allocation->base_bytes));
         }
         // Reorders refinement units in the finished rung files (issue 12).
         if (options.calibration) {
