@@ -85,6 +85,29 @@ TEST_F(Package, LadderReachesEveryDirectRungBitForBit) {
     }
 }
 
+// --compact may code units with the adaptive coder: the package is no
+// larger, and the ladder still reaches the direct rungs bit for bit.
+TEST_F(Package, CompactPackageIsNoLargerAndExact) {
+    const fs::path fast = directory_.path() / "fast";
+    const fs::path compact = directory_.path() / "compact";
+    PackOptions options = options_for("3,8", false);
+    options.chunk_elements = 300;  // small chunks, where the adaptive coder wins
+    const PackResult fast_result = pack_model(model_, options, fast);
+    options.coder_choice = CoderChoice::compact;
+    const PackResult compact_result = pack_model(model_, options, compact);
+    std::uint64_t fast_bytes = 0, compact_bytes = 0;
+    for (const RungEntry& rung : fast_result.manifest.rungs) fast_bytes += rung.data.bytes;
+    for (const RungEntry& rung : compact_result.manifest.rungs) compact_bytes += rung.data.bytes;
+    EXPECT_LT(compact_bytes, fast_bytes);
+    for (const int bits : options.ladder.bits) {
+        EXPECT_EQ(serialize_onnx(unpack_package(compact, bits, false)),
+                  serialize_onnx(unpack_package(fast, bits, true)))
+            << bits << " bits";
+    }
+    const VerifyReport report = verify_package(compact);
+    EXPECT_TRUE(report.problems.empty()) << report.problems.front();
+}
+
 TEST_F(Package, RungsMatchTheLadderQuantization) {
     const fs::path package = directory_.path() / "package";
     pack_model(model_, options_for("4,8", false), package);

@@ -139,21 +139,18 @@ std::span<const std::uint8_t> raw_part(const UnitHeader& header,
 // Payload coders. The coded payload of a levels or refinement unit starts
 // with a byte naming its coder (docs/format.md §3).
 
-// Chunks up to 2^11 elements, and up to 2^17 elements whose signs come in
-// runs, are also tried with the adaptive binary coder, which needs no tables
-// and follows local statistics (runs of signs, rows of different scale); it
-// is taken where it is smaller (on chunks up to 2^11 elements, 2 % smaller).
-// Larger chunks, and those without sign runs,
-// where it seldom wins, do not pay for encoding twice; and the rANS coder
-// decodes 5-10 times faster.
+// With CoderChoice::compact, chunks up to 2^11 elements, and up to 2^17
+// elements whose signs come in runs, are also tried with the adaptive binary
+// coder, which needs no tables and follows local statistics (runs of signs,
+// rows of different scale), and it is taken where it is smaller (on chunks
+// up to 2^11 elements, 2 % smaller). Larger chunks, and those without sign
+// runs, where it seldom wins, do not pay for encoding twice.
 constexpr std::uint64_t adaptive_trial_elements = std::uint64_t{1} << 17;
 constexpr std::uint64_t adaptive_always_tried_elements = std::uint64_t{1} << 11;
 
 // On chunks up to adaptive_always_tried_elements the adaptive coder must save
-// this share of the bytes: such a chunk decodes 5-10 times slower with it,
-// and mobilenetv2's many small depthwise tensors then cost 10 % of the
-// model's decoding time for 0.005 % of its bytes. Larger chunks, tried
-// only where signs come in runs, take it wherever it is smaller.
+// this share of the bytes: mobilenetv2's many small depthwise tensors
+// otherwise cost 10 % of the model's decoding time for 0.005 % of its bytes.
 constexpr double small_chunk_adaptive_gain_needed = 0.02;
 
 bool adaptive_pays(std::size_t adaptive_bytes, std::size_t rans_bytes, std::size_t elements) {
@@ -982,15 +979,14 @@ void decode_refinement_adaptive(const UnitHeader& header, std::span<const std::u
 }
 
 // The payload a unit is coded with, and whether it is the adaptive coder's:
-// the adaptive coder when asked for; otherwise rANS, unless the choice is
-// free (UnitCoder::none), the adaptive coder is worth trying for this chunk
-// and it codes smaller.
+// rANS unless the adaptive coder is forced, or the choice is compact, the
+// adaptive coder is worth trying for this chunk and it codes smaller.
 template <typename WorthTrying, typename Rans, typename Adaptive>
-std::pair<Payload, bool> choose_payload(UnitCoder coder, std::size_t elements,
+std::pair<Payload, bool> choose_payload(CoderChoice choice, std::size_t elements,
                                         WorthTrying worth_trying, Rans rans, Adaptive adaptive) {
-    if (coder == UnitCoder::adaptive) return {adaptive(), true};
+    if (choice == CoderChoice::adaptive) return {adaptive(), true};
     Payload payload = rans();
-    if (coder == UnitCoder::none && worth_trying()) {
+    if (choice == CoderChoice::compact && worth_trying()) {
         Payload candidate = adaptive();
         if (adaptive_pays(payload_size(candidate), payload_size(payload), elements)) {
             return {std::move(candidate), true};
@@ -1028,7 +1024,7 @@ std::vector<std::uint8_t> encode_exact_unit(const UnitTarget& target,
 }
 
 std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const QuantizedTensor& rung,
-                                            UnitCoder coder) {
+                                            CoderChoice choice) {
     check_target(target, rung.indices.size());
     const std::uint64_t channel_size = std::max<std::uint64_t>(rung.channel_size, 1);
     const ChannelSpan channels = channels_of(target, channel_size);
@@ -1040,7 +1036,7 @@ std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const Quan
     const int split = split_bits_for(limit);
     const SignPlan signs = plan_signs(indices);
     const auto [payload, adaptive] = choose_payload(
-        coder, indices.size(), [&] { return adaptive_worth_trying(indices.size(), signs); },
+        choice, indices.size(), [&] { return adaptive_worth_trying(indices.size(), signs); },
         [&] { return encode_levels_rans(indices, limit, signs); },
         [&] { return encode_levels_adaptive(indices, limit, split); });
     return assemble(UnitType::levels, rung.bits, adaptive ? split : 0, target, channel_size, limit,
@@ -1049,7 +1045,7 @@ std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const Quan
 
 std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target,
                                                  const QuantizedTensor& coarse,
-                                                 const QuantizedTensor& fine, UnitCoder coder) {
+                                                 const QuantizedTensor& fine, CoderChoice choice) {
     check_target(target, fine.indices.size());
     const int k = fine.bits - coarse.bits;
     if (k <= 0 || coarse.indices.size() != fine.indices.size()) {
@@ -1072,7 +1068,8 @@ std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target,
     }
     const Payload payload =
         choose_payload(
-            coder, residuals.size(), [&] { return target.count <= adaptive_always_tried_elements; },
+            choice, residuals.size(),
+            [&] { return target.count <= adaptive_always_tried_elements; },
             [&] { return encode_refinement_rans(coarse_chunk, residuals, k); },
             [&] { return encode_refinement_adaptive(coarse_chunk, residuals, k); })
             .first;

@@ -179,9 +179,11 @@ void pack_tensor(const Tensor& tensor, std::size_t tensor_index, bool quantized,
         if (!quantized) {
             job.bytes = encode_exact_unit(job.target, tensor.values);
         } else if (rung.kind == RungKind::refinement) {
-            job.bytes = encode_refinement_unit(job.target, rungs[job.rung - 1], rungs[job.rung]);
+            job.bytes = encode_refinement_unit(job.target, rungs[job.rung - 1], rungs[job.rung],
+                                               options.coder_choice);
         } else {
-            job.bytes = encode_level_unit(job.target, rungs[ladder_position(rung.bits)]);
+            job.bytes = encode_level_unit(job.target, rungs[ladder_position(rung.bits)],
+                                          options.coder_choice);
         }
         job.sha256 = unit_sha256(job.bytes);  // in parallel: hashing is not free
         const double job_seconds =
