@@ -84,6 +84,16 @@ class RawReader {
         return static_cast<std::uint32_t>(window & ((std::uint64_t{1} << count) - 1));
     }
 
+    // The same for up to 56 bits at once.
+    std::uint64_t read_wide_unchecked(std::uint32_t count) {
+        std::uint64_t word;
+        __builtin_memcpy(&word, data_ + (position_ >> 3), 8);
+        if constexpr (std::endian::native == std::endian::big) word = __builtin_bswap64(word);
+        const std::uint64_t window = word >> (position_ & 7);
+        position_ += count;
+        return window & ((std::uint64_t{1} << count) - 1);
+    }
+
   private:
     std::uint64_t slow_window() const {
         std::uint64_t window = 0;

@@ -845,6 +845,8 @@ void decode_refinement_rans(const UnitHeader& header, std::span<const std::uint8
     // block is a multiple of 8 long; when raw contexts thin out the symbols,
     // the states are rotated so that coded element j stays on state j mod 8.
     constexpr std::size_t block = 2048;
+    // Four fields of this many bits fit one wide read (56 bits at least).
+    constexpr std::uint32_t max_grouped_width = 14;
     std::array<std::int32_t, block> parents;
     std::array<std::int32_t, block + 1> symbols{};  // + 1: read past the last, unused
     std::array<std::uint32_t, block> offsets;
@@ -921,7 +923,24 @@ void decode_refinement_rans(const UnitHeader& header, std::span<const std::uint8
                     next += is_coded;
                     offsets[u] = top | read(is_coded ? s : std::uint32_t(k));
                 };
+                // Eight elements at a time; where none of them is coded (most
+                // groups: in 8->16 refinements only the zero cell is), their
+                // offsets are eight k-bit fields back to back, taken from two
+                // wide reads instead of eight reads each waiting for the last.
+                const auto width = std::uint32_t(k);
+                const std::uint64_t field_mask = (std::uint64_t{1} << width) - 1;
                 for (; j + 8 <= length && raw.can_read_unchecked(8 * 32); j += 8) {
+                    std::uint32_t any_coded = 0;
+                    for (std::size_t u = j; u < j + 8; ++u) any_coded |= coded_at(u);
+                    if (any_coded == 0 && width <= max_grouped_width) {
+                        for (std::size_t half = j; half < j + 8; half += 4) {
+                            const std::uint64_t fields = raw.read_wide_unchecked(4 * width);
+                            for (std::uint32_t f = 0; f < 4; ++f)
+                                offsets[half + f] = static_cast<std::uint32_t>(
+                                    (fields >> (f * width)) & field_mask);
+                        }
+                        continue;
+                    }
                     for (std::size_t u = j; u < j + 8; ++u)
                         one(u, [&](std::uint32_t n) { return raw.read_unchecked(n); });
                 }
