@@ -851,6 +851,7 @@ void decode_refinement_rans(const UnitHeader& header, std::span<const std::uint8
     std::array<std::int32_t, block + 1> symbols{};  // + 1: read past the last, unused
     std::array<std::uint32_t, block> offsets;
     std::array<std::uint8_t, block> coded_contexts{};
+    std::array<std::uint32_t, block> table_offsets;
     std::size_t coded_so_far = 0;
     for (std::size_t first = 0; first < out.size(); first += block) {
         const std::size_t length = std::min(block, out.size() - first);
@@ -869,12 +870,17 @@ void decode_refinement_rans(const UnitHeader& header, std::span<const std::uint8
                     [&](std::size_t) -> const rans::DecodeTable& { return only; },
                     [](std::uint32_t) {});
             } else {
+                // Each element's table, as an offset into the tables (which
+                // lie back to back), in a pass of its own that vectorizes:
+                // the symbol loop then only adds it.
+                for (std::size_t u = 0; u < length; ++u) {
+                    table_offsets[u] =
+                        refinement_context(parents[u], contexts) * std::uint32_t(rans::total);
+                }
+                const std::uint32_t* const tables = setup.tables.front().data();
                 decode_symbols(
                     decoder, block_symbols,
-                    [&](std::size_t u) -> const rans::DecodeTable& {
-                        return table_of_context(refinement_context(parents[u], contexts));
-                    },
-                    [](std::uint32_t) {});
+                    [&](std::size_t u) { return tables + table_offsets[u]; }, [](std::uint32_t) {});
             }
             if (s == 0) {  // every bit of the offset is in the symbol
                 for (; j < length; ++j) offsets[j] = std::uint32_t(symbols[j]);
