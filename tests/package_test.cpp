@@ -108,6 +108,38 @@ TEST_F(Package, CompactPackageIsNoLargerAndExact) {
     EXPECT_TRUE(report.problems.empty()) << report.problems.front();
 }
 
+// A model whose weights are Constant nodes (as some exporters write them)
+// packs, but pack says that nothing of it travels incrementally, and why;
+// a model of initializers gets no warning.
+TEST_F(Package, WarnsWhenMostWeightsAreInConstantNodes) {
+    OnnxBuilder builder;
+    builder.input("x", {-1, 300}).output("y", {-1, 64});
+    builder.initializer("bias", {64}, random_values(64, 0.1f, 2));
+    onnx::NodeProto& constant = builder.node("Constant", {}, {"weight"});
+    onnx::AttributeProto& value = *constant.add_attribute();
+    value.set_name("value");
+    value.set_type(onnx::AttributeProto::TENSOR);
+    onnx::TensorProto& tensor = *value.mutable_t();
+    tensor.set_data_type(onnx::TensorProto::FLOAT);
+    tensor.add_dims(64);
+    tensor.add_dims(300);
+    for (const float weight : random_values(64 * 300, 0.05f, 1)) tensor.add_float_data(weight);
+    builder.node("Gemm", {"x", "weight", "bias"}, {"y"});
+    const fs::path constant_model = directory_.path() / "constants.onnx";
+    spit(constant_model, builder.bytes());
+
+    const TopologySummary summary = summarize_topology(read_onnx_file(constant_model));
+    EXPECT_EQ(summary.constant_float_tensors, 1u);
+    EXPECT_EQ(summary.constant_float_elements, 64u * 300u);
+    const PackResult result =
+        pack_model(constant_model, options_for("4,8", false), directory_.path() / "p1");
+    ASSERT_EQ(result.warnings.size(), 1u);
+    EXPECT_NE(result.warnings[0].find("Constant"), std::string::npos) << result.warnings[0];
+    EXPECT_NE(result.warnings[0].find("0.0 %"), std::string::npos) << result.warnings[0];
+    EXPECT_TRUE(
+        pack_model(model_, options_for("4,8", false), directory_.path() / "p2").warnings.empty());
+}
+
 TEST_F(Package, RungsMatchTheLadderQuantization) {
     const fs::path package = directory_.path() / "package";
     pack_model(model_, options_for("4,8", false), package);

@@ -116,11 +116,14 @@ int run_pack(int argc, char** argv) {
     options.progress = [&](std::size_t done, std::size_t total) { progress.update(done, total); };
     const PackResult result = pack_model(command_line.positional(0), options, *output);
     progress.finish();
+    for (const std::string& warning : result.warnings)
+        std::fprintf(stderr, "warning: %s\n", warning.c_str());
 
     if (command_line.flag("json")) {
         nlohmann::json json = package_json(result.manifest);
         json["directory"] = *output;
         json["seconds"] = result.seconds;
+        json["warnings"] = result.warnings;
         std::printf("%s\n", json_text(json).c_str());
     } else {
         print_package(result.manifest);

@@ -182,6 +182,9 @@ struct PackResult {
     double seconds = 0;
     // Coding time of each rung's units (summed over threads), in manifest order.
     std::vector<double> rung_encode_seconds;
+    // What a user should know about the package, e.g. that most of the
+    // model's weights cannot travel incrementally, and why.
+    std::vector<std::string> warnings;
 };
 
 // Packs the ONNX file at `model_path` into the directory `output`. The

@@ -206,6 +206,44 @@ bool quantizes_shape(const LadderPlan& plan, const Tensor& shell, std::uint64_t 
     return shell.shape.size() >= 2 && elements >= plan.min_quantized_elements;
 }
 
+std::string percent_text(double share) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.1f %%", 100.0 * share);
+    return text;
+}
+
+// A warning when less than half of the model's float parameters go through
+// the ladder, naming where the rest are: a package whose rungs are (nearly)
+// empty "works" but delivers nothing incrementally.
+std::vector<std::string> incremental_share_warnings(const Model& model, const Manifest& manifest) {
+    std::uint64_t quantized = 0, exact = 0;
+    for (const TensorEntry& tensor : manifest.tensors)
+        (tensor.quantized ? quantized : exact) += tensor.element_count();
+    const TopologySummary summary = summarize_topology(model);
+    const std::uint64_t in_constants = summary.constant_float_elements;
+    const std::uint64_t all = quantized + exact + in_constants;
+    if (all == 0) {
+        return {"the model has no float weights: every rung is empty and nothing is sent "
+                "incrementally"};
+    }
+    if (2 * quantized >= all) return {};
+    std::string why = "only " + percent_text(double(quantized) / double(all)) +
+                      " of the model's float parameters go through the ladder:";
+    if (in_constants > 0) {
+        why += " " + std::to_string(in_constants) + " are in " +
+               std::to_string(summary.constant_float_tensors) +
+               " Constant nodes, which travel unquantized inside the topology (bitinc "
+               "quantizes initializers; export them as initializers, e.g. with constant "
+               "folding off)";
+        if (exact > 0) why += ";";
+    }
+    if (exact > 0) {
+        why += " " + std::to_string(exact) +
+               " are in tensors of rank below 2 or below --min-elements, which travel exactly";
+    }
+    return {why};
+}
+
 }  // namespace
 
 PackResult pack_model(const fs::path& model_path, const PackOptions& options,
@@ -320,6 +358,7 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
         throw;
     }
     PackResult result;
+    result.warnings = incremental_share_warnings(model, manifest);
     result.manifest = std::move(manifest);
     result.rung_encode_seconds = std::move(encode_seconds);
     result.seconds =
