@@ -83,10 +83,10 @@ void print_inspect_text(const std::string& path, std::uintmax_t file_bytes, cons
                 model.weights.size(), with_commas(model.parameter_count()).c_str(),
                 with_commas(model.float32_bytes()).c_str());
     if (summary.constant_float_tensors > 0) {
-        std::printf("  constants   %zu Constant nodes hold %s float parameters (in the topology: "
-                    "not quantized)\n",
-                    summary.constant_float_tensors,
-                    with_commas(summary.constant_float_elements).c_str());
+        std::printf(
+            "  constants   %zu Constant nodes hold %s float parameters (in the topology: "
+            "not quantized)\n",
+            summary.constant_float_tensors, with_commas(summary.constant_float_elements).c_str());
     }
     std::printf("  file        %s bytes, of which %s are the topology\n\n",
                 with_commas(file_bytes).c_str(), with_commas(summary.topology_bytes).c_str());

@@ -289,14 +289,14 @@ void count_constant_floats(const onnx::GraphProto& graph, TopologySummary& summa
     if (depth > deepest_counted) return;
     for (const auto& node : graph.node()) {
         for (const auto& attribute : node.attribute()) {
-            if (node.op_type() == "Constant" && attribute.name() == "value" &&
-                attribute.has_t() && is_float_type(attribute.t().data_type())) {
+            if (node.op_type() == "Constant" && attribute.name() == "value" && attribute.has_t() &&
+                is_float_type(attribute.t().data_type())) {
                 // Saturating: the dims are the file's word, and this is a count.
                 std::uint64_t elements = 1;
                 for (const std::int64_t dim : attribute.t().dims()) {
                     const auto size = std::uint64_t(std::max<std::int64_t>(dim, 0));
-                    elements = size != 0 && elements > UINT64_MAX / size ? UINT64_MAX
-                                                                          : elements * size;
+                    elements =
+                        size != 0 && elements > UINT64_MAX / size ? UINT64_MAX : elements * size;
                 }
                 ++summary.constant_float_tensors;
                 summary.constant_float_elements += elements;

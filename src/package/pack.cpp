@@ -223,8 +223,9 @@ std::vector<std::string> incremental_share_warnings(const Model& model, const Ma
     const std::uint64_t in_constants = summary.constant_float_elements;
     const std::uint64_t all = quantized + exact + in_constants;
     if (all == 0) {
-        return {"the model has no float weights: every rung is empty and nothing is sent "
-                "incrementally"};
+        return {
+            "the model has no float weights: every rung is empty and nothing is sent "
+            "incrementally"};
     }
     if (2 * quantized >= all) return {};
     std::string why = "only " + percent_text(double(quantized) / double(all)) +
