@@ -56,15 +56,8 @@ class RawReader {
           has_fast_(bytes.size() >= 8) {}
     // count <= 32.
     std::uint32_t read(int count) {
-        std::uint64_t window;
-        if (has_fast_ && position_ <= fast_end_) [[likely]] {
-            std::uint64_t word;
-            __builtin_memcpy(&word, data_ + (position_ >> 3), 8);
-            if constexpr (std::endian::native == std::endian::big) word = __builtin_bswap64(word);
-            window = word >> (position_ & 7);
-        } else {
-            window = slow_window();
-        }
+        const std::uint64_t window =
+            has_fast_ && position_ <= fast_end_ ? fast_window() : slow_window();
         position_ += std::uint64_t(count);
         return static_cast<std::uint32_t>(window & ((std::uint64_t{1} << count) - 1));
     }
@@ -76,25 +69,23 @@ class RawReader {
         return has_fast_ && position_ + bits <= fast_end_;
     }
     std::uint32_t read_unchecked(std::uint32_t count) {
-        std::uint64_t word;
-        __builtin_memcpy(&word, data_ + (position_ >> 3), 8);
-        if constexpr (std::endian::native == std::endian::big) word = __builtin_bswap64(word);
-        const std::uint64_t window = word >> (position_ & 7);
-        position_ += count;
-        return static_cast<std::uint32_t>(window & ((std::uint64_t{1} << count) - 1));
+        return static_cast<std::uint32_t>(read_wide_unchecked(count));
     }
-
     // The same for up to 56 bits at once.
     std::uint64_t read_wide_unchecked(std::uint32_t count) {
-        std::uint64_t word;
-        __builtin_memcpy(&word, data_ + (position_ >> 3), 8);
-        if constexpr (std::endian::native == std::endian::big) word = __builtin_bswap64(word);
-        const std::uint64_t window = word >> (position_ & 7);
+        const std::uint64_t window = fast_window();
         position_ += count;
         return window & ((std::uint64_t{1} << count) - 1);
     }
 
   private:
+    // The 57 or more bits from the position, with one unaligned load.
+    std::uint64_t fast_window() const {
+        std::uint64_t word;
+        __builtin_memcpy(&word, data_ + (position_ >> 3), 8);
+        if constexpr (std::endian::native == std::endian::big) word = __builtin_bswap64(word);
+        return word >> (position_ & 7);
+    }
     std::uint64_t slow_window() const {
         std::uint64_t window = 0;
         for (int b = 0; b < 8; ++b) {
