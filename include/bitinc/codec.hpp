@@ -87,6 +87,20 @@ std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target,
                                                  const QuantizedTensor& fine,
                                                  CoderChoice choice = CoderChoice::fast);
 
+// One chunk of one rung, for encoders that never hold a whole rung (see
+// quantize_chunk): the chunk's indices with the tensor's grid.
+struct RungChunk {
+    int bits = 0;
+    std::span<const float> steps;  // every channel's step, of the whole tensor
+    std::uint64_t channel_size = 0;
+    std::span<const std::int32_t> indices;  // the target's target.count indices
+};
+std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const RungChunk& rung,
+                                            CoderChoice choice = CoderChoice::fast);
+std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target, const RungChunk& coarse,
+                                                 const RungChunk& fine,
+                                                 CoderChoice choice = CoderChoice::fast);
+
 // The total length of the unit that starts `bytes`, read from its header, or
 // 0 if fewer than 12 bytes are there yet or the magic is wrong. Lets a reader
 // split a stream of units without parsing them.

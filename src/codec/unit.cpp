@@ -1048,12 +1048,43 @@ std::vector<std::uint8_t> encode_exact_unit(const UnitTarget& target,
     return assemble(UnitType::exact, 32, 0, target, 0, 0, {}, payload);
 }
 
+namespace {
+
+// The whole-tensor rung's chunk at `target`, which must fit it.
+RungChunk chunk_of_rung(const UnitTarget& target, const QuantizedTensor& rung) {
+    check_target(target, rung.indices.size());
+    return {rung.bits, rung.steps, rung.channel_size,
+            std::span(rung.indices).subspan(target.first, target.count)};
+}
+
+void check_chunk(const UnitTarget& target, const RungChunk& rung) {
+    check_target(target, target.tensor_elements);
+    if (rung.indices.size() != target.count) throw Error("unit chunk does not fit its target");
+}
+
+}  // namespace
+
 std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const QuantizedTensor& rung,
                                             CoderChoice choice) {
-    check_target(target, rung.indices.size());
+    return encode_level_unit(target, chunk_of_rung(target, rung), choice);
+}
+
+std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target,
+                                                 const QuantizedTensor& coarse,
+                                                 const QuantizedTensor& fine, CoderChoice choice) {
+    if (coarse.indices.size() != fine.indices.size()) throw Error("refinement: rungs do not match");
+    return encode_refinement_unit(target, chunk_of_rung(target, coarse),
+                                  chunk_of_rung(target, fine), choice);
+}
+
+std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const RungChunk& rung,
+                                            CoderChoice choice) {
+    check_chunk(target, rung);
     const std::uint64_t channel_size = std::max<std::uint64_t>(rung.channel_size, 1);
     const ChannelSpan channels = channels_of(target, channel_size);
-    const std::span<const std::int32_t> indices(rung.indices.data() + target.first, target.count);
+    if (channels.first + channels.count > rung.steps.size())
+        throw Error("unit chunk does not fit its steps");
+    const std::span<const std::int32_t> indices = rung.indices;
     std::uint32_t limit = 0;
     for (const std::int32_t index : indices) {
         limit = std::max(limit, static_cast<std::uint32_t>(std::abs(std::int64_t{index})));
@@ -1065,22 +1096,18 @@ std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const Quan
         [&] { return encode_levels_rans(indices, limit, signs); },
         [&] { return encode_levels_adaptive(indices, limit, split); });
     return assemble(UnitType::levels, rung.bits, adaptive ? split : 0, target, channel_size, limit,
-                    std::span(rung.steps).subspan(channels.first, channels.count), payload);
+                    rung.steps.subspan(channels.first, channels.count), payload);
 }
 
-std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target,
-                                                 const QuantizedTensor& coarse,
-                                                 const QuantizedTensor& fine, CoderChoice choice) {
-    check_target(target, fine.indices.size());
+std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target, const RungChunk& coarse,
+                                                 const RungChunk& fine, CoderChoice choice) {
+    check_chunk(target, fine);
+    check_chunk(target, coarse);
     const int k = fine.bits - coarse.bits;
-    if (k <= 0 || coarse.indices.size() != fine.indices.size()) {
-        throw Error("refinement: rungs do not match");
-    }
+    if (k <= 0) throw Error("refinement: rungs do not match");
     // Only this chunk's residuals: r = q_fine - 2^k q_coarse.
-    const std::span<const std::int32_t> coarse_chunk(coarse.indices.data() + target.first,
-                                                     target.count);
-    const std::span<const std::int32_t> fine_chunk(fine.indices.data() + target.first,
-                                                   target.count);
+    const std::span<const std::int32_t> coarse_chunk = coarse.indices;
+    const std::span<const std::int32_t> fine_chunk = fine.indices;
     // Computed and checked once for whichever coders are tried.
     std::vector<std::int32_t> residuals(fine_chunk.size());
     for (std::size_t i = 0; i < fine_chunk.size(); ++i) {
