@@ -27,6 +27,7 @@ struct BuildRequest {
     Model model;
     int bits = 0;
     std::size_t units_applied = 0;
+    bool at_accuracy_point = false;
 };
 
 }  // namespace
@@ -69,13 +70,15 @@ struct ProgressiveModel::State {
         options.on_event(event);
     }
 
-    void request_build(const ModelAssembler& assembler, std::size_t units_applied) {
+    void request_build(const ModelAssembler& assembler, std::size_t units_applied,
+                       bool at_accuracy_point = false) {
         {
             // The first engine, snapshot included, comes before decoding.
             const std::lock_guard lock(mutex);
             if (!current && !building) hold_decoding = true;
         }
-        BuildRequest request{assembler.model(), assembler.lowest_bits(), units_applied};
+        BuildRequest request{assembler.model(), assembler.lowest_bits(), units_applied,
+                             at_accuracy_point};
         {
             const std::lock_guard lock(mutex);
             pending = std::move(request);  // a newer snapshot replaces one not yet built
@@ -106,6 +109,17 @@ struct ProgressiveModel::State {
                 out.units_applied = event.units_applied;
                 emit(out);
                 request_build(*event.assembler, event.units_applied);
+                break;
+            }
+            case FetchEvent::Kind::accuracy_point_ready: {
+                // The accuracy-matched model is worth an engine of its own:
+                // it serves at the top rung's accuracy while the rest arrives.
+                ProgressiveEvent out;
+                out.kind = ProgressiveEvent::Kind::accuracy_point;
+                out.bits = event.assembler->lowest_bits();
+                out.units_applied = event.units_applied;
+                emit(out);
+                request_build(*event.assembler, event.units_applied, true);
                 break;
             }
             case FetchEvent::Kind::degraded: {
@@ -225,6 +239,7 @@ struct ProgressiveModel::State {
             out.bits = request.bits;
             out.build_seconds = build_seconds;
             out.units_applied = request.units_applied;
+            out.at_accuracy_point = request.at_accuracy_point;
             bool finishing = false;
             {
                 const std::lock_guard lock(mutex);
