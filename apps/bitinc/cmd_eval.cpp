@@ -447,6 +447,9 @@ int run_eval(int argc, char** argv) {
                           "accuracy per byte, an accuracy point, and both updates in the table");
     command_line.add_option("calibration-images", "N",
                             "training images calibration runs on (default 1000)");
+    command_line.add_option("sensitivity-images", "M",
+                            "rank tensors on the first M of them only (default: all; the "
+                            "accuracy point is searched on all)");
     command_line.add_option("tolerance", "POINTS",
                             "how far below the top rung the accuracy point may be (default 0.1)");
     command_line.add_option("curve-points", "N",
@@ -483,6 +486,8 @@ int run_eval(int argc, char** argv) {
         PackCalibration calibration;
         calibration.images =
             std::size_t(command_line.integer("calibration-images", 1000, 1, 60'000));
+        calibration.sensitivity_images =
+            std::size_t(command_line.integer("sensitivity-images", 0, 1, 60'000));
         calibration.tolerance_points = command_line.real("tolerance", 0.1, 0, 100);
         calibration.data_dir = data_dir(command_line);  // its training split only
         calibration.engine_threads = int(command_line.integer("eval-threads", 0, 1, 256));

@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "bitinc/accuracy.hpp"
@@ -150,10 +152,15 @@ UpdateEvaluation evaluate_accuracy_update(const fs::path& package, const Manifes
 // refinement rung's units applied in file order or in tensor order. Both
 // orders are measured at the same byte counts (a device holding that many
 // bytes has the units that fit), so the curves compare point by point.
+// Where a rung is complete in either order, the model is the ladder's at
+// that rung, already measured (`rung_values`, one per refinement rung); so
+// is the accuracy point's in file order (`point_value`, NaN if none): those are
+// reused, not measured again.
 std::vector<CurvePoint> measure_curve(const fs::path& package, const Manifest& manifest,
                                       const std::string& topology, bool in_tensor_order,
                                       const std::vector<std::vector<std::uint64_t>>& targets,
-                                      double base_value, Scenario& scenario) {
+                                      double base_value, const std::vector<double>& rung_values,
+                                      double point_value, Scenario& scenario) {
     ModelAssembler assembler(manifest, topology, (package / manifest.topology.file).string());
     apply_rung(assembler, package, 0);
     std::vector<CurvePoint> curve{{0, base_value}};
@@ -176,8 +183,13 @@ std::vector<CurvePoint> measure_curve(const fs::path& package, const Manifest& m
                 received += unit.length;
                 ++next;
             }
-            curve.push_back(
-                {rung_start + target, scenario.performance(assembler.model(), "test").value});
+            const bool at_point = !in_tensor_order && !std::isnan(point_value) &&
+                                  manifest.accuracy_point && manifest.accuracy_point->rung == r &&
+                                  next == manifest.accuracy_point->units;
+            const double value = next == order.size() ? rung_values[i]
+                                 : at_point           ? point_value
+                                            : scenario.performance(assembler.model(), "test").value;
+            curve.push_back({rung_start + target, value});
         }
         rung_start += rung.data.bytes;
     }
@@ -385,12 +397,19 @@ EvaluationResult run_evaluation(const fs::path& model_path, Scenario& scenario,
     if (options.calibration && options.curve_points_per_rung > 0) {
         const auto targets = curve_targets(manifest, options.curve_points_per_rung);
         const double base_value = result.ladder.front().performance.value;
+        std::vector<double> rung_values;
+        for (std::size_t i = 1; i < result.ladder.size(); ++i)
+            rung_values.push_back(result.ladder[i].performance.value);
+        // NaN: no point (GCC 12 warns falsely about an optional<double> here).
+        const double point_value = result.accuracy_update
+                                       ? result.accuracy_update->performance.value
+                                       : std::numeric_limits<double>::quiet_NaN();
         say("accuracy against bytes: calibrated order");
-        result.accuracy_first_curve =
-            measure_curve(package, manifest, topology, false, targets, base_value, scenario);
+        result.accuracy_first_curve = measure_curve(package, manifest, topology, false, targets,
+                                                    base_value, rung_values, point_value, scenario);
         say("accuracy against bytes: tensor order");
-        result.tensor_order_curve =
-            measure_curve(package, manifest, topology, true, targets, base_value, scenario);
+        result.tensor_order_curve = measure_curve(package, manifest, topology, true, targets,
+                                                  base_value, rung_values, point_value, scenario);
     }
 
     // Another coder's sizes and times for the same rungs (the models, and so

@@ -240,10 +240,8 @@ struct ProgressiveModel::State {
             out.build_seconds = build_seconds;
             out.units_applied = request.units_applied;
             out.at_accuracy_point = request.at_accuracy_point;
-            bool finishing = false;
             {
                 const std::lock_guard lock(mutex);
-                building = false;
                 hold_decoding = false;  // built or failed: decoding goes on
                 if (engine) {
                     auto slot = std::make_shared<EngineSlot>();
@@ -254,7 +252,6 @@ struct ProgressiveModel::State {
                     // In-flight inferences keep the old slot alive until they end.
                     current = std::move(slot);
                 }
-                finishing = fetch_done && !pending && !finished;
             }
             changed.notify_all();
             if (!problem.empty()) {
@@ -264,6 +261,15 @@ struct ProgressiveModel::State {
                 out.kind = ProgressiveEvent::Kind::swapped;
             }
             emit(out);
+            // Only now is the build over: a fetch ending meanwhile must not
+            // mark the model finished before this swap's event went out.
+            bool finishing = false;
+            {
+                const std::lock_guard lock(mutex);
+                building = false;
+                finishing = fetch_done && !pending && !finished;
+            }
+            changed.notify_all();
             if (finishing) {
                 if (!failure_now()) emit_complete();
                 mark_finished();
