@@ -4,6 +4,7 @@
 #include <bitinc/evaluation.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -181,6 +182,30 @@ std::string curve_summary(const EvaluationResult& result) {
     return text;
 }
 
+// What the run shows, per link, in a few words: how much sooner UE1
+// answers, and when it serves the accuracy-matched model.
+std::string headline(const EvaluationResult& result) {
+    std::string text;
+    const double direct = double(result.direct.bytes);
+    for (std::size_t i = 0; i + 1 < result.runs.size(); i += 2) {
+        const UeRun& ue1 = result.runs[i];
+        const UeRun& ue2 = result.runs[i + 1];
+        text += format("%s: UE1's first result after %.3f s, UE2's after %.3f s: UE1/UE2 = %.2f",
+                       rate_label(ue1.rate_bits_per_second).c_str(), ue1.startup_latency_e2e,
+                       ue2.startup_latency_e2e, ue1.startup_latency_e2e / ue2.startup_latency_e2e);
+        if (result.accuracy_update && ue1.accuracy_point_served_at >= 0) {
+            const UpdateEvaluation& update = *result.accuracy_update;
+            text +=
+                format("; UE1 serves the accuracy point (%.2f, %.3f x the direct bytes) at %.3f s",
+                       update.performance.value,
+                       (double(result.ladder.front().bytes) + double(update.bytes)) / direct,
+                       ue1.accuracy_point_served_at);
+        }
+        text += "\n";
+    }
+    return text;
+}
+
 void write_text(const fs::path& path, const std::string& text) {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
     out << text;
@@ -271,15 +296,15 @@ bool write_plots(const EvaluationResult& result, const fs::path& directory) {
                 : std::string();
         both_formats(
             "accuracy-vs-bytes",
-            mark + format("set title 'Accuracy against bytes received (UE1): %s\\n(test "
-                          "accuracy of the model the received units make, measured)'\n"
+            mark + format("set title \"Accuracy against bytes received: %s\\n(test accuracy "
+                          "of the model the received units make)\"\n"
                           "set xlabel 'MB received (base rung, then refinement units)'\n"
-                          "set ylabel '%s'\nset xrange [0:*]\nset yrange [*:*]\n"
+                          "set ylabel '%s'\nset xrange [%.4f:*]\nset yrange [*:*]\n"
                           "plot '%s' using 1:2 with linespoints pt 7 lw 2 title 'accuracy-first "
                           "order (calibrated)', '%s' using 1:2 with linespoints pt 5 dt 2 title "
                           "'tensor order', %.4f with lines lc rgb 'gray' title 'high-precision "
                           "model (%.3f MB sent directly)'\nunset arrow 2\nunset label 2\n",
-                          result.model_name.c_str(), result.metric_name.c_str(),
+                          result.model_name.c_str(), result.metric_name.c_str(), 0.95 * base_mb,
                           (data / "curve-accuracy-first.dat").c_str(),
                           (data / "curve-tensor-order.dat").c_str(),
                           result.direct.performance.value, double(result.direct.bytes) / 1e6));
@@ -496,8 +521,11 @@ int run_eval(int argc, char** argv) {
     options.curve_points_per_rung = std::size_t(command_line.integer("curve-points", 8, 0, 1000));
     options.work_directory = fs::path(*output) / "work";
     if (!command_line.flag("quiet")) {
-        options.progress = [](const std::string& line) {
-            std::fprintf(stderr, "bitinc eval: %s\n", line.c_str());
+        // Each stage with the time since the start: where a run's minutes go.
+        options.progress = [started = std::chrono::steady_clock::now()](const std::string& line) {
+            const double elapsed =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+            std::fprintf(stderr, "bitinc eval: [%6.1f s] %s\n", elapsed, line.c_str());
         };
     }
     const auto scenario = make_fashion_mnist_scenario(
@@ -527,7 +555,8 @@ int run_eval(int argc, char** argv) {
         std::fprintf(stderr,
                      "bitinc eval: warning: gnuplot failed; no plots (see %s/gnuplot.log)\n",
                      output->c_str());
-    std::printf("report: %s\n", (fs::path(*output) / "report.md").c_str());
+    std::printf("%s\nreport: %s\n", headline(result).c_str(),
+                (fs::path(*output) / "report.md").c_str());
     return 0;
 }
 

@@ -132,7 +132,7 @@ struct Dominance {
     double rate_bits_per_second = 0;
     double tolerance = 0;
     bool holds = false;
-    double worst_margin = 0;  // min over time of UE1's metric - UE2's
+    double worst_margin = 0;  // min of UE1's metric - UE2's, from UE2's first model on
     double worst_at = 0;      // seconds
 };
 

@@ -286,9 +286,14 @@ Dominance compare_served(const UeRun& ue1, const UeRun& ue2, double tolerance) {
         }
         return value;
     };
-    std::vector<double> instants{0.0};
+    // Before UE2 serves anything UE1 cannot be behind it: the check starts
+    // at UE2's first model (the margins there say the most).
+    const double from = ue2.served.empty() ? 0.0 : ue2.served.front().first;
+    std::vector<double> instants{from};
     for (const UeRun* run : {&ue1, &ue2}) {
-        for (const auto& step : run->served) instants.push_back(step.first);
+        for (const auto& step : run->served) {
+            if (step.first >= from) instants.push_back(step.first);
+        }
     }
     std::sort(instants.begin(), instants.end());
     bool first = true;
