@@ -80,6 +80,9 @@ int run_pack(int argc, char** argv) {
                           "measured on Fashion-MNIST training images");
     command_line.add_option("calibration-images", "N",
                             "training images calibration runs on (default 1000)");
+    command_line.add_option("sensitivity-images", "M",
+                            "rank tensors on the first M of them only (default: all; the "
+                            "accuracy point is searched on all)");
     command_line.add_option("tolerance", "POINTS",
                             "top-1 the accuracy point may lose to the top rung (default 0.1)");
     add_data_dir_option(command_line);
@@ -94,6 +97,8 @@ int run_pack(int argc, char** argv) {
         PackCalibration calibration;
         calibration.images =
             std::size_t(command_line.integer("calibration-images", 1000, 1, 60'000));
+        calibration.sensitivity_images =
+            std::size_t(command_line.integer("sensitivity-images", 0, 1, 60'000));
         calibration.tolerance_points = command_line.real("tolerance", 0.1, 0, 100);
         calibration.data_dir = data_dir(command_line);
         options.calibration = calibration;

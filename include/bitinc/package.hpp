@@ -152,7 +152,11 @@ struct PackCalibration {
     // Fashion-MNIST IDX files; only the training split is read (the test
     // split judges what calibration decides).
     std::filesystem::path data_dir = "/usr/share/datasets/fashion-mnist";
-    std::size_t images = 1000;      // the first N training images
+    std::size_t images = 1000;  // the first N training images
+    // Ranking tensors (one model per tensor) on the first M of them only
+    // (0: all N): an order needs less precision than the accuracy point,
+    // whose search keeps all N, and this is most of calibration's time.
+    std::size_t sensitivity_images = 0;
     double tolerance_points = 0.1;  // top-1 the accuracy point may lose to the top rung
     int engine_threads = 0;         // 0: all cores
 };
