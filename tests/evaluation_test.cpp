@@ -111,12 +111,136 @@ TEST_F(Evaluation, ShortRunWritesTheStudysColumnsAndAgrees) {
         ++rows;
         last_perf_by_role[fields[16]] = fields[5];
     }
-    EXPECT_EQ(rows, 3u + 1u);  // UE1: base and two updates; UE2: direct
+    EXPECT_EQ(rows, 3u + 1u + 1u);  // UE1: base, two rungs, the exact update; UE2: direct
+    EXPECT_EQ(last_perf_by_role["exact update"], last_perf_by_role["high-precision model"]);
+    EXPECT_EQ(last_perf_by_role.count("accuracy-matched update"), 0u);  // not calibrated
+    EXPECT_EQ(result.exact_update.bytes, result.ladder[1].bytes + result.ladder[2].bytes);
     // The accuracy after the last update equals the directly sent model's.
     EXPECT_EQ(last_perf_by_role["model update"], last_perf_by_role["high-precision model"]);
     EXPECT_NE(slurp(directory_.path() / "results" / "results.json")
                   .find("\"update_equals_direct\": true"),
               std::string::npos);
+}
+
+// Calibrated: the accuracy-matched update beside the exact one, consistent
+// in the result, the CSV and the timelines; calibration reads a directory
+// that holds only the training split (the scenario's holds only the test
+// split), so it cannot have opened the test files.
+TEST_F(Evaluation, CalibratedRunReportsBothUpdates) {
+    if (!testing::fashion_mnist_available())
+        GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+    const fs::path train = directory_.path() / "train-only";
+    const fs::path test = directory_.path() / "test-only";
+    fs::create_directories(train);
+    fs::create_directories(test);
+    for (const char* name : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"})
+        fs::create_symlink(fs::path(default_fashion_mnist_dir) / name, train / name);
+    for (const char* name : {"t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"})
+        fs::create_symlink(fs::path(default_fashion_mnist_dir) / name, test / name);
+    const auto scenario = make_fashion_mnist_scenario(test, 300, 1);
+    EvaluationOptions options = short_options();
+    options.sweep.clear();
+    options.rates_bits_per_second = {33.6e6};
+    options.curve_points_per_rung = 3;
+    PackCalibration calibration;
+    calibration.data_dir = train;
+    calibration.images = 128;
+    calibration.sensitivity_images = 64;
+    calibration.engine_threads = 1;
+    options.calibration = calibration;
+    const EvaluationResult result =
+        run_evaluation(testing::source_dir() / "models" / "small-cnn.onnx", *scenario, options);
+
+    ASSERT_TRUE(result.accuracy_point.has_value());
+    ASSERT_TRUE(result.accuracy_update.has_value());
+    const UpdateEvaluation& point = *result.accuracy_update;
+    const UpdateEvaluation& exact = result.exact_update;
+    EXPECT_LE(point.bytes, exact.bytes);
+    EXPECT_LE(point.units, exact.units);
+    EXPECT_GT(point.units, 0u);
+    EXPECT_EQ(point.parent_bits, 4);
+    EXPECT_EQ(exact.parent_bits, 4);
+    EXPECT_EQ(exact.bits, 16);
+    EXPECT_EQ(exact.performance.value, result.direct.performance.value);
+    EXPECT_EQ(result.accuracy_point->calibration_images, 128u);
+
+    // Both curves at the same byte counts, from the base to every refinement
+    // byte; where both hold every unit they agree with the top rung.
+    const auto& first = result.accuracy_first_curve;
+    const auto& tensor = result.tensor_order_curve;
+    ASSERT_EQ(first.size(), tensor.size());
+    ASSERT_GE(first.size(), 2u * 3u + 1u);
+    for (std::size_t i = 0; i < first.size(); ++i) EXPECT_EQ(first[i].bytes, tensor[i].bytes);
+    EXPECT_EQ(first.front().bytes, 0u);
+    EXPECT_EQ(first.front().value, result.ladder.front().performance.value);
+    EXPECT_EQ(first.back().bytes, exact.bytes);
+    EXPECT_EQ(first.back().value, result.direct.performance.value);
+    EXPECT_EQ(tensor.back().value, result.direct.performance.value);
+    // The point's own byte count is on the curve, with the point's accuracy.
+    const auto at_point = std::find_if(first.begin(), first.end(),
+                                       [&](const CurvePoint& p) { return p.bytes == point.bytes; });
+    ASSERT_NE(at_point, first.end());
+    EXPECT_EQ(at_point->value, point.performance.value);
+
+    ASSERT_EQ(result.runs.size(), 2u);
+    const UeRun& ue1 = result.runs[0];
+    const UeRun& ue2 = result.runs[1];
+    ASSERT_GE(ue1.accuracy_point_at, 0);
+    ASSERT_GE(ue1.accuracy_point_served_at, 0);
+    EXPECT_LE(ue1.accuracy_point_served_at, ue1.top_rung_seconds);
+    EXPECT_GE(ue1.accuracy_point_served_at, ue1.accuracy_point_at);
+    EXPECT_LT(ue2.accuracy_point_at, 0);
+    ASSERT_EQ(result.dominance.size(), 1u);
+    const Dominance recomputed = compare_served(ue1, ue2, result.accuracy_point->tolerance);
+    EXPECT_EQ(result.dominance[0].holds, recomputed.holds);
+    EXPECT_EQ(result.dominance[0].worst_margin, recomputed.worst_margin);
+
+    write_evaluation_results(result, directory_.path() / "results");
+    std::stringstream csv(slurp(directory_.path() / "results" / "results.csv"));
+    std::string line;
+    ASSERT_TRUE(std::getline(csv, line));
+    const std::vector<std::string> header = split_line(line);
+    const auto column = [&](const char* name) {
+        return std::size_t(std::find(header.begin(), header.end(), name) - header.begin());
+    };
+    std::map<std::string, std::vector<std::string>> by_role;
+    while (std::getline(csv, line)) {
+        const std::vector<std::string> fields = split_line(line);
+        ASSERT_EQ(fields.size(), header.size());
+        by_role[fields[column("model_role")]] = fields;
+    }
+    ASSERT_EQ(by_role.count("accuracy-matched update"), 1u);
+    ASSERT_EQ(by_role.count("exact update"), 1u);
+    const auto& point_row = by_role["accuracy-matched update"];
+    const auto& exact_row = by_role["exact update"];
+    EXPECT_EQ(std::stoull(point_row[column("rec_size")]), point.bytes);
+    EXPECT_LE(std::stoull(point_row[column("total_bytes")]),
+              std::stoull(exact_row[column("total_bytes")]));
+    EXPECT_EQ(std::stoull(exact_row[column("total_bytes")]),
+              result.ladder.front().bytes + exact.bytes);
+    EXPECT_LE(std::stod(point_row[column("served_at")]), std::stod(exact_row[column("served_at")]));
+    EXPECT_EQ(std::stoull(point_row[column("update_units")]), point.units);
+    const std::string json = slurp(directory_.path() / "results" / "results.json");
+    for (const char* key : {"\"accuracy_update\"", "\"exact_update\"", "\"accuracy_first_curve\"",
+                            "\"dominance\"", "\"accuracy_point_served_at\""})
+        EXPECT_NE(json.find(key), std::string::npos) << key;
+}
+
+// Dominance from two made-up timelines: the check and its margin.
+TEST(EvaluationDominance, ComparesServedMetricsAtEverySwap) {
+    UeRun ue1, ue2;
+    ue1.served = {{0.2, 80.0}, {0.4, 87.1}, {1.2, 87.2}};
+    ue2.served = {{1.0, 87.2}};
+    const Dominance within = compare_served(ue1, ue2, 0.1);
+    EXPECT_TRUE(within.holds);
+    EXPECT_NEAR(within.worst_margin, -0.1, 1e-9);
+    EXPECT_DOUBLE_EQ(within.worst_at, 1.0);
+    EXPECT_FALSE(compare_served(ue1, ue2, 0.05).holds);
+    ue1.served[1].first = 1.1;  // the update now comes after UE2's model
+    const Dominance late = compare_served(ue1, ue2, 0.1);
+    EXPECT_FALSE(late.holds);
+    EXPECT_NEAR(late.worst_margin, -7.2, 1e-9);
+    EXPECT_DOUBLE_EQ(late.worst_at, 1.0);
 }
 
 TEST_F(Evaluation, LadderNeedsTwoRungs) {

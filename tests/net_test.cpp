@@ -1,12 +1,14 @@
 // Loopback tests of the package server and the fetcher: exact models, and
 // recovery from every fault the server can inject.
 #include <gtest/gtest.h>
+
 #include <httplib.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <algorithm>
 
 #include <bitinc/bitinc.hpp>
 #include <bitinc/net.hpp>
@@ -217,6 +219,53 @@ TEST_F(Delivery, UntilTheAccuracyPointFetchesOnlyItsPrefix) {
 
     options.mode = FetchMode::direct;
     EXPECT_THROW(fetch_package(url(*server), options), Error);
+}
+
+// A device that goes on past the accuracy point is told when it holds
+// exactly the units up to it (the model `--until accuracy` would give), once,
+// and still ends at the top rung.
+TEST_F(Delivery, PassingTheAccuracyPointAnnouncesExactlyItsPrefix) {
+    Manifest manifest = manifest_;
+    AccuracyPoint point;
+    point.rung = 1;
+    point.units = 2;
+    point.metric = "top1_percent";
+    point.calibration_images = 512;
+    point.value = 91.5;
+    point.top_value = 91.6;
+    point.tolerance = 0.1;
+    manifest.accuracy_point = point;
+    spit(root_ / "model" / "manifest.json", serialize_manifest(manifest));
+
+    const auto server = serve();
+    FetchOptions options = quick_options();
+    std::vector<FetchEvent::Kind> kinds;
+    std::string at_point;
+    options.on_event = [&](const FetchEvent& event) {
+        if (event.kind == FetchEvent::Kind::progress) return;
+        kinds.push_back(event.kind);
+        if (event.kind == FetchEvent::Kind::accuracy_point_ready)
+            at_point = serialize_onnx(event.assembler->model());
+    };
+    const FetchResult full = fetch_package(url(*server), options);
+    EXPECT_EQ(serialize_onnx(full.model), expected_top_);
+    EXPECT_FALSE(full.at_accuracy_point);
+    EXPECT_GE(full.accuracy_point_at, full.rungs[0].ready_at);
+    EXPECT_LE(full.accuracy_point_at, full.rungs[1].ready_at);
+    using Kind = FetchEvent::Kind;
+    EXPECT_EQ(std::count(kinds.begin(), kinds.end(), Kind::accuracy_point_ready), 1);
+    // After the base rung is ready, before the point's rung is.
+    const auto announced = std::find(kinds.begin(), kinds.end(), Kind::accuracy_point_ready);
+    const auto first_ready = std::find(kinds.begin(), kinds.end(), Kind::rung_ready);
+    ASSERT_NE(announced, kinds.end());
+    EXPECT_LT(first_ready, announced);
+    EXPECT_NE(std::find(announced, kinds.end(), Kind::rung_ready), kinds.end());
+
+    FetchOptions until = quick_options();
+    until.until_accuracy_point = true;
+    const FetchResult stopped = fetch_package(url(*server), until);
+    EXPECT_EQ(at_point, serialize_onnx(stopped.model));
+    EXPECT_LT(stopped.accuracy_point_at, 0);  // it stopped there: nothing to pass
 }
 
 TEST_F(Delivery, UntilAccuracyWithoutAPointIsAnError) {

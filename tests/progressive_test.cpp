@@ -50,6 +50,46 @@ class Progressive : public ::testing::Test {
     Manifest manifest_;
 };
 
+// With an accuracy point in the package, the device serves an engine of
+// exactly that model while the rest of the ladder arrives.
+TEST_F(Progressive, ServesTheAccuracyPointOnTheWayToTheTop) {
+    Manifest manifest = manifest_;
+    AccuracyPoint point;
+    point.rung = 1;
+    point.units = 2;
+    point.metric = "top1_percent";
+    point.value = 90;
+    point.top_value = 90;
+    manifest.accuracy_point = point;
+    testing::spit(root_ / "small-cnn" / "manifest.json", serialize_manifest(manifest));
+    // Slow enough that the rest of the 8-bit rung (~70 kB) takes far longer
+    // than building the point's engine: no snapshot replaces it.
+    const auto server = serve(1e6);
+    ProgressiveOptions options = quick();
+    std::mutex mutex;
+    std::vector<ProgressiveEvent> events;
+    options.on_event = [&](const ProgressiveEvent& event) {
+        const std::lock_guard lock(mutex);
+        events.push_back(event);
+    };
+    ProgressiveModel model(server->url() + "/small-cnn/", options);
+    ASSERT_TRUE(model.wait_finished(std::chrono::seconds(60)));
+    EXPECT_FALSE(model.failure().has_value());
+    EXPECT_EQ(model.bits(), 16);
+    const std::lock_guard lock(mutex);
+    std::vector<std::pair<int, bool>> swaps;
+    std::size_t announced = 0;
+    for (const ProgressiveEvent& event : events) {
+        if (event.kind == ProgressiveEvent::Kind::accuracy_point) ++announced;
+        if (event.kind == ProgressiveEvent::Kind::swapped)
+            swaps.emplace_back(event.bits, event.at_accuracy_point);
+    }
+    EXPECT_EQ(announced, 1u);
+    // Base, the point (still 4-bit chunks among its tensors), 8, 16.
+    EXPECT_EQ(swaps,
+              (std::vector<std::pair<int, bool>>{{4, false}, {4, true}, {8, false}, {16, false}}));
+}
+
 TEST_F(Progressive, EachSwapServesExactlyThatRung) {
     const auto server = serve();
     ProgressiveOptions options = quick();

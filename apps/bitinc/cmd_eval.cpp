@@ -4,6 +4,7 @@
 #include <bitinc/evaluation.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -38,52 +39,75 @@ std::string rate_slug(double rate) {
     return format("%gMbit", rate / 1e6);
 }
 
-// The metric of the model each rung gives a UE.
-std::map<int, double> metric_by_bits(const EvaluationResult& result) {
-    std::map<int, double> values;
-    for (const RungEvaluation& rung : result.ladder) values[rung.bits] = rung.performance.value;
-    return values;
-}
-
 double seed_latency(const RungEvaluation& rung) {
     return rung.encode_seconds + rung.decode_seconds + rung.reconstruct_seconds;
 }
 
-// The table of the study's results clause: high-precision model, low-precision
-// model, model update.
+double update_latency(const UpdateEvaluation& update) {
+    return update.encode_seconds + update.decode_seconds + update.reconstruct_seconds;
+}
+
+// The table of the study's results clause: high-precision model,
+// low-precision model, and the two updates (to the accuracy point, to the
+// top), then the ladder's refinement rungs one by one.
 std::string results_table(const EvaluationResult& result) {
+    const double direct = double(result.direct.bytes);
+    const double base = double(result.ladder.front().bytes);
     std::string text = format(
-        "| | Dataset | Model | Precision | %s | Start-up latency (s) | Bitstream size (MB) |\n",
+        "| | Dataset | Model | Precision | %s | Start-up latency (s) | Bitstream size (MB) | "
+        "received / direct |\n",
         result.metric_name.c_str());
-    text += "|---|---|---|---|---|---|---|\n";
-    text += format("| High-precision model | %s | %s | %d | %.2f | %.4f | %.3f |\n",
+    text += "|---|---|---|---|---|---|---|---|\n";
+    text += format("| High-precision model | %s | %s | %d | %.2f | %.4f | %.3f | 1.000 |\n",
                    result.dataset_name.c_str(), result.model_name.c_str(), result.direct.bits,
-                   result.direct.performance.value, seed_latency(result.direct),
-                   double(result.direct.bytes) / 1e6);
-    for (const RungEvaluation& rung : result.ladder) {
-        text +=
-            format("| %s | | | %d | %.2f | %.4f | %.3f |\n",
-                   rung.kind == RungKind::base ? "Low-precision model" : "Model update", rung.bits,
-                   rung.performance.value, seed_latency(rung), double(rung.bytes) / 1e6);
+                   result.direct.performance.value, seed_latency(result.direct), direct / 1e6);
+    const RungEvaluation& low = result.ladder.front();
+    text += format("| Low-precision model | | | %d | %.2f | %.4f | %.3f | %.3f |\n", low.bits,
+                   low.performance.value, seed_latency(low), base / 1e6, base / direct);
+    if (result.accuracy_update) {
+        const UpdateEvaluation& update = *result.accuracy_update;
+        text += format(
+            "| Model update, accuracy-matched (base to the accuracy point: %zu units) | | | %d->%d "
+            "| %.2f | %.4f | %.3f | %.3f |\n",
+            update.units, update.parent_bits, update.bits, update.performance.value,
+            update_latency(update), double(update.bytes) / 1e6,
+            (base + double(update.bytes)) / direct);
+    }
+    const UpdateEvaluation& exact = result.exact_update;
+    text += format(
+        "| Model update, exact (base to top: %zu units) | | | %d->%d | %.2f | %.4f | %.3f "
+        "| %.3f |\n",
+        exact.units, exact.parent_bits, exact.bits, exact.performance.value, update_latency(exact),
+        double(exact.bytes) / 1e6, (base + double(exact.bytes)) / direct);
+    if (result.ladder.size() > 2) {
+        for (std::size_t i = 1; i < result.ladder.size(); ++i) {
+            const RungEvaluation& rung = result.ladder[i];
+            text += format("| (refinement rung %d->%d) | | | %d | %.2f | %.4f | %.3f | |\n",
+                           rung.parent_bits, rung.bits, rung.bits, rung.performance.value,
+                           seed_latency(rung), double(rung.bytes) / 1e6);
+        }
     }
     return text;
 }
 
 std::string delivery_table(const EvaluationResult& result) {
     std::string text =
-        "| link | UE1 first result (s) | UE2 first result (s) | UE1 / UE2 | UE1 top rung (s) | UE2 "
-        "top rung (s) | "
-        "UE1 MB | UE2 MB | longest gap at a swap (ms) |\n|---|---|---|---|---|---|---|---|---|\n";
+        "| link | UE1 first result (s) | UE2 first result (s) | UE1 / UE2 | UE1 accuracy point (s) "
+        "| UE1 top rung (s) | UE2 top rung (s) | UE1 MB | UE2 MB | longest gap at a swap (ms) "
+        "|\n|---|---|---|---|---|---|---|---|---|---|\n";
     for (std::size_t i = 0; i + 1 < result.runs.size(); i += 2) {
         const UeRun& ue1 = result.runs[i];
         const UeRun& ue2 = result.runs[i + 1];
-        text +=
-            format("| %s, RTT %.0f ms | %.3f | %.3f | %.2f | %.3f | %.3f | %.3f | %.3f | %.1f |\n",
-                   rate_label(ue1.rate_bits_per_second).c_str(), ue1.rtt_seconds * 1e3,
-                   ue1.startup_latency_e2e, ue2.startup_latency_e2e,
-                   ue1.startup_latency_e2e / ue2.startup_latency_e2e, ue1.top_rung_seconds,
-                   ue2.top_rung_seconds, double(ue1.bytes) / 1e6, double(ue2.bytes) / 1e6,
-                   1e3 * ue1.stream.longest_gap_at_swap);
+        const std::string point = ue1.accuracy_point_served_at >= 0
+                                      ? format("%.3f", ue1.accuracy_point_served_at)
+                                      : std::string("-");
+        text += format(
+            "| %s, RTT %.0f ms | %.3f | %.3f | %.2f | %s | %.3f | %.3f | %.3f | %.3f | %.1f |\n",
+            rate_label(ue1.rate_bits_per_second).c_str(), ue1.rtt_seconds * 1e3,
+            ue1.startup_latency_e2e, ue2.startup_latency_e2e,
+            ue1.startup_latency_e2e / ue2.startup_latency_e2e, point.c_str(), ue1.top_rung_seconds,
+            ue2.top_rung_seconds, double(ue1.bytes) / 1e6, double(ue2.bytes) / 1e6,
+            1e3 * ue1.stream.longest_gap_at_swap);
     }
     return text;
 }
@@ -109,6 +133,79 @@ std::string startup_table(const EvaluationResult& result) {
     return text;
 }
 
+// One line per rate, from the measured timelines: does UE1 serve at every
+// instant a model at least as accurate as UE2's?
+std::string dominance_lines(const EvaluationResult& result) {
+    std::string text;
+    for (const Dominance& entry : result.dominance) {
+        text += format(
+            "* %s: UE1 at least as accurate as UE2 at every instant (tolerance %.2f pt): **%s** "
+            "(smallest margin %+.2f pt, at %.3f s)\n",
+            rate_label(entry.rate_bits_per_second).c_str(), entry.tolerance,
+            entry.holds ? "yes" : "no", entry.worst_margin, entry.worst_at);
+    }
+    return text;
+}
+
+// The accuracy-first curve against the tensor-order one, point by point
+// (both are measured at the same byte counts).
+std::string curve_summary(const EvaluationResult& result) {
+    const auto& first = result.accuracy_first_curve;
+    const auto& tensor = result.tensor_order_curve;
+    if (first.empty() || first.size() != tensor.size()) return {};
+    std::size_t above = 0, equal = 0, below = 0;
+    double worst = 0;
+    std::uint64_t worst_bytes = 0;
+    for (std::size_t i = 1; i < first.size(); ++i) {  // 0 bytes: the base in both
+        const double difference = first[i].value - tensor[i].value;
+        if (difference > 0) {
+            ++above;
+        } else if (difference == 0) {
+            ++equal;
+        } else {
+            ++below;
+            if (difference < worst) {
+                worst = difference;
+                worst_bytes = first[i].bytes;
+            }
+        }
+    }
+    std::string text = format(
+        "Accuracy-first order against tensor order, at %zu byte counts past the base: above at "
+        "%zu, equal at %zu (the ends of rungs, where both hold the same units, are among them), "
+        "below at %zu",
+        first.size() - 1, above, equal, below);
+    if (below > 0)
+        text += format(" (by up to %.2f pt, at %.3f MB past the base)", -worst,
+                       double(worst_bytes) / 1e6);
+    text += format(". Target (never below): **%s**.\n", below == 0 ? "met" : "not met");
+    return text;
+}
+
+// What the run shows, per link, in a few words: how much sooner UE1
+// answers, and when it serves the accuracy-matched model.
+std::string headline(const EvaluationResult& result) {
+    std::string text;
+    const double direct = double(result.direct.bytes);
+    for (std::size_t i = 0; i + 1 < result.runs.size(); i += 2) {
+        const UeRun& ue1 = result.runs[i];
+        const UeRun& ue2 = result.runs[i + 1];
+        text += format("%s: UE1's first result after %.3f s, UE2's after %.3f s: UE1/UE2 = %.2f",
+                       rate_label(ue1.rate_bits_per_second).c_str(), ue1.startup_latency_e2e,
+                       ue2.startup_latency_e2e, ue1.startup_latency_e2e / ue2.startup_latency_e2e);
+        if (result.accuracy_update && ue1.accuracy_point_served_at >= 0) {
+            const UpdateEvaluation& update = *result.accuracy_update;
+            text +=
+                format("; UE1 serves the accuracy point (%.2f, %.3f x the direct bytes) at %.3f s",
+                       update.performance.value,
+                       (double(result.ladder.front().bytes) + double(update.bytes)) / direct,
+                       ue1.accuracy_point_served_at);
+        }
+        text += "\n";
+    }
+    return text;
+}
+
 void write_text(const fs::path& path, const std::string& text) {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
     out << text;
@@ -119,7 +216,6 @@ void write_text(const fs::path& path, const std::string& text) {
 bool write_plots(const EvaluationResult& result, const fs::path& directory) {
     const fs::path data = directory / "plot-data";
     fs::create_directories(data);
-    const std::map<int, double> metric = metric_by_bits(result);
     std::string script = "set datafile separator ' '\nset key bottom right\nset grid\n";
     const auto both_formats = [&](const std::string& name, const std::string& body) {
         for (const char* terminal :
@@ -133,36 +229,85 @@ bool write_plots(const EvaluationResult& result, const fs::path& directory) {
     double end_time = 0;
     for (const UeRun& run : result.runs) end_time = std::max(end_time, run.top_rung_seconds);
     end_time = end_time * 1.15 + 0.05;
+    // Zoom on the metrics served (the step up from nothing still shows).
+    double lowest = result.original.value;
+    for (const UeRun& run : result.runs) {
+        for (const auto& step : run.served) lowest = std::min(lowest, step.second);
+    }
+    const double y_low = std::max(0.0, lowest - 5);
     for (std::size_t i = 0; i + 1 < result.runs.size(); i += 2) {
         const std::string slug = rate_slug(result.runs[i].rate_bits_per_second);
         for (const std::size_t j : {i, i + 1}) {
             const UeRun& run = result.runs[j];
             std::string points = "0 0\n";
-            for (const auto& [seconds, bits] : run.swaps) {
-                points +=
-                    format("%.4f %.4f\n", seconds, metric.count(bits) ? metric.at(bits) : 0.0);
-            }
-            const double last = run.swaps.empty() ? 0.0
-                                : metric.count(run.swaps.back().second)
-                                    ? metric.at(run.swaps.back().second)
-                                    : 0.0;
+            for (const auto& [seconds, value] : run.served)
+                points += format("%.4f %.4f\n", seconds, value);
+            const double last = run.served.empty() ? 0.0 : run.served.back().second;
             points += format("%.4f %.4f\n", end_time, last);
             write_text(data / (run.ue + "-" + slug + ".dat"), points);
         }
+        const UeRun& ue1 = result.runs[i];
+        // A dotted line where UE1's accuracy-matched model starts serving.
+        const std::string mark =
+            ue1.accuracy_point_served_at < 0
+                ? std::string()
+                : format(
+                      "set arrow 1 from %.4f, graph 0 to %.4f, graph 1 nohead dt 3 lc rgb "
+                      "'dark-green'\nset label 1 'UE1: accuracy point' at %.4f, graph 0.06 "
+                      "offset 0.4,0 tc rgb 'dark-green'\n",
+                      ue1.accuracy_point_served_at, ue1.accuracy_point_served_at,
+                      ue1.accuracy_point_served_at);
         both_formats(
             "accuracy-over-time-" + slug,
-            format(
-                "set title \"Accuracy of the engine serving, %s, RTT %.0f ms: %s\\n(each rung's "
-                "test-set accuracy, measured offline, from its engine swap on)\"\nset xlabel "
-                "'seconds since the request'\nset ylabel '%s'\nset xrange [0:%.4f]\nset yrange "
-                "[0:100]\n"
-                "plot '%s' using 1:2 with steps lw 2 title 'UE1: base rung, then updates', "
-                "'%s' using 1:2 with steps lw 2 dt 2 title 'UE2: high-precision model directly', "
-                "%.4f with lines lc rgb 'gray' title 'original float32'\n",
-                rate_label(result.runs[i].rate_bits_per_second).c_str(),
-                result.runs[i].rtt_seconds * 1e3, result.model_name.c_str(),
-                result.metric_name.c_str(), end_time, (data / ("UE1-" + slug + ".dat")).c_str(),
-                (data / ("UE2-" + slug + ".dat")).c_str(), result.original.value));
+            mark +
+                format(
+                    "set title \"Accuracy of the model each UE serves, %s, RTT %.0f ms: %s\\n(each "
+                    "served model's test accuracy, measured offline, from its engine swap on)\"\n"
+                    "set xlabel 'seconds since the request'\nset ylabel '%s'\nset xrange "
+                    "[0:%.4f]\nset yrange [%.2f:100]\n"
+                    "plot '%s' using 1:2 with steps lw 2 title 'UE1: base rung, then updates', "
+                    "'%s' using 1:2 with steps lw 2 dt 2 title 'UE2: high-precision model "
+                    "directly', %.4f with lines lc rgb 'gray' title 'original float32'\n"
+                    "unset arrow 1\nunset label 1\n",
+                    rate_label(ue1.rate_bits_per_second).c_str(), ue1.rtt_seconds * 1e3,
+                    result.model_name.c_str(), result.metric_name.c_str(), end_time, y_low,
+                    (data / ("UE1-" + slug + ".dat")).c_str(),
+                    (data / ("UE2-" + slug + ".dat")).c_str(), result.original.value));
+    }
+    if (!result.accuracy_first_curve.empty()) {
+        const double base_mb = double(result.ladder.front().bytes) / 1e6;
+        const auto curve_data = [&](const std::vector<CurvePoint>& curve) {
+            std::string points;
+            for (const CurvePoint& point : curve)
+                points += format("%.6f %.4f\n", base_mb + double(point.bytes) / 1e6, point.value);
+            return points;
+        };
+        write_text(data / "curve-accuracy-first.dat", curve_data(result.accuracy_first_curve));
+        write_text(data / "curve-tensor-order.dat", curve_data(result.tensor_order_curve));
+        const std::string mark =
+            result.accuracy_update
+                ? format(
+                      "set arrow 2 from %.6f, graph 0 to %.6f, graph 1 nohead dt 3 lc rgb "
+                      "'dark-green'\nset label 2 'accuracy point' at %.6f, graph 0.06 offset "
+                      "0.4,0 tc rgb 'dark-green'\n",
+                      base_mb + double(result.accuracy_update->bytes) / 1e6,
+                      base_mb + double(result.accuracy_update->bytes) / 1e6,
+                      base_mb + double(result.accuracy_update->bytes) / 1e6)
+                : std::string();
+        both_formats(
+            "accuracy-vs-bytes",
+            mark + format("set title \"Accuracy against bytes received: %s\\n(test accuracy "
+                          "of the model the received units make)\"\n"
+                          "set xlabel 'MB received (base rung, then refinement units)'\n"
+                          "set ylabel '%s'\nset xrange [%.4f:*]\nset yrange [*:*]\n"
+                          "plot '%s' using 1:2 with linespoints pt 7 lw 2 title 'accuracy-first "
+                          "order (calibrated)', '%s' using 1:2 with linespoints pt 5 dt 2 title "
+                          "'tensor order', %.4f with lines lc rgb 'gray' title 'high-precision "
+                          "model (%.3f MB sent directly)'\nunset arrow 2\nunset label 2\n",
+                          result.model_name.c_str(), result.metric_name.c_str(), 0.95 * base_mb,
+                          (data / "curve-accuracy-first.dat").c_str(),
+                          (data / "curve-tensor-order.dat").c_str(),
+                          result.direct.performance.value, double(result.direct.bytes) / 1e6));
     }
     std::string bars = "link UE1 UE2\n";
     for (std::size_t i = 0; i + 1 < result.runs.size(); i += 2) {
@@ -224,12 +369,27 @@ std::string report_markdown(const EvaluationResult& result, bool plots) {
         "\nBase + update reproduces the directly sent high-precision model bit for bit: "
         "**%s**.\n\n",
         result.update_equals_direct ? "yes" : "NO");
+    if (result.accuracy_point) {
+        const AccuracyPoint& point = *result.accuracy_point;
+        text += format(
+            "The accuracy point was chosen on %llu training images (%.2f against the top rung's "
+            "%.2f, tolerance %.2f pt); the accuracies above are on the test split. The point's "
+            "encode time is its rungs' coding time shared out by bytes.\n\n",
+            static_cast<unsigned long long>(point.calibration_images), point.value, point.top_value,
+            point.tolerance);
+    }
     text += "## Delivery over emulated links\n\n";
     text +=
         "End to end: from the request for the manifest to the first inference result (UE1 runs the "
         "base "
         "rung, UE2 the high-precision model), and to the engine of the top rung serving.\n\n";
     text += delivery_table(result);
+    if (!result.dominance.empty()) {
+        text +=
+            "\nAccuracy over time, from the measured timelines (each served model's test "
+            "accuracy from its engine swap on; a UE serving nothing counts as 0):\n\n";
+        text += dominance_lines(result);
+    }
     text +=
         "\nWhere the time to the first result went, in ms (docs/evaluation.md): the line time is "
         "what the link needs for the bytes alone.\n\n";
@@ -241,6 +401,24 @@ std::string report_markdown(const EvaluationResult& result, bool plots) {
             text += "![accuracy over time at " + rate_label(result.runs[i].rate_bits_per_second) +
                     "](accuracy-over-time-" + slug + ".png)\n\n";
         }
+    }
+    if (!result.accuracy_first_curve.empty()) {
+        text +=
+            "## Accuracy against bytes received\n\nThe test accuracy of the model a device "
+            "holds after each number of refinement bytes, with the package's calibrated "
+            "order (accuracy per byte) and with the same units in tensor order (as packed "
+            "without calibration); both measured at the same byte counts.\n\n";
+        text += curve_summary(result);
+        text += "\n| MB received | accuracy-first | tensor order |\n|---|---|---|\n";
+        const double base_mb = double(result.ladder.front().bytes) / 1e6;
+        for (std::size_t i = 0;
+             i < result.accuracy_first_curve.size() && i < result.tensor_order_curve.size(); ++i) {
+            text +=
+                format("| %.4f | %.2f | %.2f |\n",
+                       base_mb + double(result.accuracy_first_curve[i].bytes) / 1e6,
+                       result.accuracy_first_curve[i].value, result.tensor_order_curve[i].value);
+        }
+        if (plots) text += "\n![accuracy against bytes](accuracy-vs-bytes.png)\n\n";
     }
     if (!result.sweep.empty()) {
         text +=
@@ -289,6 +467,19 @@ int run_eval(int argc, char** argv) {
     command_line.add_option("threads", "T", "engine threads of the UEs' streams (default 1)");
     command_line.add_option("eval-threads", "T",
                             "engine threads when measuring accuracy (default: all cores)");
+    command_line.add_flag("calibrate",
+                          "pack with calibration on training images: refinements in order of "
+                          "accuracy per byte, an accuracy point, and both updates in the table");
+    command_line.add_option("calibration-images", "N",
+                            "training images calibration runs on (default 1000)");
+    command_line.add_option("sensitivity-images", "M",
+                            "rank tensors on the first M of them only (default: all; the "
+                            "accuracy point is searched on all)");
+    command_line.add_option("tolerance", "POINTS",
+                            "how far below the top rung the accuracy point may be (default 0.1)");
+    command_line.add_option("curve-points", "N",
+                            "accuracy-against-bytes points per refinement rung, calibrated and "
+                            "tensor order (default 8; 0: none)");
     add_data_dir_option(command_line);
     command_line.add_option("o", "DIR", "results directory (required)");
     command_line.add_flag("quiet", "no progress lines");
@@ -316,10 +507,25 @@ int run_eval(int argc, char** argv) {
         options.sweep = {{2, false}, {3, false}, {4, false}, {6, false},
                          {8, false}, {4, true},  {8, true}};
     }
+    if (command_line.flag("calibrate")) {
+        PackCalibration calibration;
+        calibration.images =
+            std::size_t(command_line.integer("calibration-images", 1000, 1, 60'000));
+        calibration.sensitivity_images =
+            std::size_t(command_line.integer("sensitivity-images", 0, 1, 60'000));
+        calibration.tolerance_points = command_line.real("tolerance", 0.1, 0, 100);
+        calibration.data_dir = data_dir(command_line);  // its training split only
+        calibration.engine_threads = int(command_line.integer("eval-threads", 0, 1, 256));
+        options.calibration = calibration;
+    }
+    options.curve_points_per_rung = std::size_t(command_line.integer("curve-points", 8, 0, 1000));
     options.work_directory = fs::path(*output) / "work";
     if (!command_line.flag("quiet")) {
-        options.progress = [](const std::string& line) {
-            std::fprintf(stderr, "bitinc eval: %s\n", line.c_str());
+        // Each stage with the time since the start: where a run's minutes go.
+        options.progress = [started = std::chrono::steady_clock::now()](const std::string& line) {
+            const double elapsed =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+            std::fprintf(stderr, "bitinc eval: [%6.1f s] %s\n", elapsed, line.c_str());
         };
     }
     const auto scenario = make_fashion_mnist_scenario(
@@ -340,15 +546,17 @@ int run_eval(int argc, char** argv) {
     std::error_code ignored;
     fs::remove_all(options.work_directory, ignored);
 
-    std::printf("%s on %s: original float32 %.2f (%s)\n\n%s\n%s\n%s\n", result.model_name.c_str(),
-                result.dataset_name.c_str(), result.original.value, result.metric_name.c_str(),
-                results_table(result).c_str(), delivery_table(result).c_str(),
-                startup_table(result).c_str());
+    std::printf("%s on %s: original float32 %.2f (%s)\n\n%s\n%s\n%s\n%s\n%s\n",
+                result.model_name.c_str(), result.dataset_name.c_str(), result.original.value,
+                result.metric_name.c_str(), results_table(result).c_str(),
+                delivery_table(result).c_str(), dominance_lines(result).c_str(),
+                curve_summary(result).c_str(), startup_table(result).c_str());
     if (!plots)
         std::fprintf(stderr,
                      "bitinc eval: warning: gnuplot failed; no plots (see %s/gnuplot.log)\n",
                      output->c_str());
-    std::printf("report: %s\n", (fs::path(*output) / "report.md").c_str());
+    std::printf("%s\nreport: %s\n", headline(result).c_str(),
+                (fs::path(*output) / "report.md").c_str());
     return 0;
 }
 

@@ -32,6 +32,8 @@ std::string_view event_name(ProgressiveEvent::Kind kind) {
             return "complete";
         case ProgressiveEvent::Kind::failed:
             return "failed";
+        case ProgressiveEvent::Kind::accuracy_point:
+            return "accuracy_point";
     }
     return "unknown";
 }
@@ -70,6 +72,7 @@ nlohmann::json report_json(const StreamReport& report) {
             item["build_seconds"] = event.build_seconds;
             item["generation"] = event.generation;
             item["units_applied"] = event.units_applied;
+            item["at_accuracy_point"] = event.at_accuracy_point;
         }
         if (!event.reason.empty()) item["reason"] = event.reason;
         if (!event.tensors.empty()) item["tensors"] = event.tensors;
@@ -211,9 +214,10 @@ int run_run(int argc, char** argv) {
         };
         options.on_event = [](const ProgressiveEvent& event) {
             if (event.kind == ProgressiveEvent::Kind::swapped) {
-                std::fprintf(stderr, "\r%7.2f s  engine %llu: %d bit (built in %.3f s)%20s\n",
+                std::fprintf(stderr, "\r%7.2f s  engine %llu: %d bit%s (built in %.3f s)%20s\n",
                              event.seconds, static_cast<unsigned long long>(event.generation),
-                             event.bits, event.build_seconds, "");
+                             event.bits, event.at_accuracy_point ? ", accuracy point" : "",
+                             event.build_seconds, "");
             } else if (event.kind == ProgressiveEvent::Kind::degraded ||
                        event.kind == ProgressiveEvent::Kind::failed ||
                        event.kind == ProgressiveEvent::Kind::build_failed) {
@@ -275,9 +279,10 @@ int run_run(int argc, char** argv) {
         }
         for (const ProgressiveEvent& event : report.events) {
             if (event.kind == ProgressiveEvent::Kind::swapped) {
-                std::printf("  %7.3f s  swap to engine %llu (%d bit), built in %.3f s\n",
+                std::printf("  %7.3f s  swap to engine %llu (%d bit%s), built in %.3f s\n",
                             event.seconds, static_cast<unsigned long long>(event.generation),
-                            event.bits, event.build_seconds);
+                            event.bits, event.at_accuracy_point ? ", accuracy point" : "",
+                            event.build_seconds);
             }
         }
         if (report.failure) {

@@ -13,6 +13,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -62,6 +63,12 @@ struct EvaluationOptions {
     // Sweep: extra (base bits, per-channel) configurations measured for the
     // size-accuracy curve; empty: none.
     std::vector<std::pair<int, bool>> sweep;
+    // Pack with calibration (refinements in order of value, an accuracy
+    // point); it reads the training split of calibration->data_dir only.
+    std::optional<PackCalibration> calibration;
+    // Accuracy-versus-bytes curves of a calibrated package, against the same
+    // units in tensor order: points measured per refinement rung (0: none).
+    std::size_t curve_points_per_rung = 8;
     std::filesystem::path work_directory;              // packages go here
     std::function<void(const std::string&)> progress;  // one line per stage
 };
@@ -76,6 +83,25 @@ struct RungEvaluation {
     double decode_seconds = 0;       // decoding its units into the integer model
     double reconstruct_seconds = 0;  // integers to float32 weights and the ONNX model
     Performance performance;         // of the model after this rung
+};
+
+// An update as a device receives it: from the base rung to a model higher
+// up the ladder (the accuracy point, or the top rung).
+struct UpdateEvaluation {
+    int bits = 0;               // the rung it ends in
+    int parent_bits = 0;        // the base rung's
+    std::size_t units = 0;      // refinement units it carries
+    std::uint64_t bytes = 0;    // what it adds to the base
+    double encode_seconds = 0;  // of its units; a rung sent in part counts in proportion to bytes
+    double decode_seconds = 0;
+    double reconstruct_seconds = 0;
+    Performance performance;  // of the model after it
+};
+
+// Accuracy after a number of refinement bytes received past the base.
+struct CurvePoint {
+    std::uint64_t bytes = 0;
+    double value = 0;
 };
 
 // One UE over one link.
@@ -93,6 +119,21 @@ struct UeRun {
     StreamReport stream;
     // (seconds, bits) of each engine swap, for accuracy over time.
     std::vector<std::pair<double, int>> swaps;
+    // (seconds, metric) from each swap on: the test metric of the model the
+    // new engine holds (measured offline), so a step function of time.
+    std::vector<std::pair<double, double>> served;
+    double accuracy_point_at = -1;         // the units up to the point were in (-1: never)
+    double accuracy_point_served_at = -1;  // an engine holding them started serving
+};
+
+// Whether UE1 serves at every instant a model at least as good as UE2's
+// (UE2 serving nothing counts as 0), allowing `tolerance` below it.
+struct Dominance {
+    double rate_bits_per_second = 0;
+    double tolerance = 0;
+    bool holds = false;
+    double worst_margin = 0;  // min of UE1's metric - UE2's, from UE2's first model on
+    double worst_at = 0;      // seconds
 };
 
 struct SweepPoint {
@@ -116,9 +157,20 @@ struct EvaluationResult {
     RungEvaluation direct;               // the top rung sent whole
     // The ladder's top equals the direct rung: same bytes, same metric.
     bool update_equals_direct = false;
-    std::vector<UeRun> runs;  // UE1 and UE2 per rate
+    // Calibrated packages: the manifest's accuracy point, the update that
+    // reaches it, and the accuracy-versus-bytes curves (bytes past the base).
+    std::optional<AccuracyPoint> accuracy_point;
+    std::optional<UpdateEvaluation> accuracy_update;
+    UpdateEvaluation exact_update;  // base to the top rung: every refinement
+    std::vector<CurvePoint> accuracy_first_curve;
+    std::vector<CurvePoint> tensor_order_curve;
+    std::vector<UeRun> runs;           // UE1 and UE2 per rate
+    std::vector<Dominance> dominance;  // per rate
     std::vector<SweepPoint> sweep;
 };
+
+// UE1's served metric against UE2's over time (UeRun::served).
+Dominance compare_served(const UeRun& ue1, const UeRun& ue2, double tolerance);
 
 // Runs the whole evaluation for the ONNX model at `model_path`. Throws Error
 // on bad input, and if base + update does not reproduce the direct rung.

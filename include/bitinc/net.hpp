@@ -119,6 +119,10 @@ struct FetchEvent {
         degraded,    // `tensors` stay below `bits`: a refinement could not be had
         progress,    // bytes arrived
         retry,       // a request failed and will be repeated: `message` says why
+        // A fetch going past the package's accuracy point has applied every
+        // unit up to it (and none after): the assembler holds the
+        // accuracy-matched model.
+        accuracy_point_ready,
     };
     Kind kind = Kind::progress;
     double seconds = 0;  // since the fetch started
@@ -207,6 +211,9 @@ struct FetchResult {
     // Stopped, as asked, at the accuracy point: the chunks its units
     // refined are at target_bits, the others below by design (not degraded).
     bool at_accuracy_point = false;
+    // When a fetch that went past the accuracy point had applied the units
+    // up to it (accuracy_point_ready); -1 when it did not pass one.
+    double accuracy_point_at = -1;
     double manifest_at = 0;  // parsed and checked
     // The topology, at the head of the first rung's file, verified and the
     // assembler made from it.

@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "bitinc/codec.hpp"
 #include "bitinc/ladder.hpp"
 #include "bitinc/model.hpp"
 
@@ -178,7 +179,11 @@ struct PackCalibration {
     // Fashion-MNIST IDX files; only the training split is read (the test
     // split judges what calibration decides).
     std::filesystem::path data_dir = "/usr/share/datasets/fashion-mnist";
-    std::size_t images = 1000;      // the first N training images
+    std::size_t images = 1000;  // the first N training images
+    // Ranking tensors (one model per tensor) on the first M of them only
+    // (0: all N): an order needs less precision than the accuracy point,
+    // whose search keeps all N, and this is most of calibration's time.
+    std::size_t sensitivity_images = 0;
     double tolerance_points = 0.1;  // top-1 the accuracy point may lose to the top rung
     int engine_threads = 0;         // 0: all cores
 };
@@ -226,6 +231,9 @@ struct PackOptions {
     // download one model directly. Empty: the top rung.
     std::vector<int> direct_bits;
     std::uint64_t chunk_elements = std::uint64_t{1} << 20;
+    // fast (rANS for every unit) or compact (the adaptive coder where it
+    // codes smaller, slower to decode).
+    CoderChoice coder_choice = CoderChoice::fast;
     int threads = 0;  // 0: all cores
     // Replace a package already at the output directory (never a directory
     // holding anything else); false: refuse any non-empty output.
@@ -243,6 +251,9 @@ struct PackResult {
     // Coding time of each rung's units (summed over threads), in manifest order.
     std::vector<double> rung_encode_seconds;
     std::optional<BitAllocation> allocation;  // with PackOptions::budget
+    // What a user should know about the package, e.g. that most of the
+    // model's weights cannot travel incrementally, and why.
+    std::vector<std::string> warnings;
 };
 
 // Packs the ONNX file at `model_path` into the directory `output`. The

@@ -27,6 +27,9 @@ struct ProgressiveEvent {
         build_failed,    // an engine could not be built; the previous one keeps serving
         complete,        // the last rung is in and its engine serves
         failed,          // the download stopped (`reason`); the current engine keeps serving
+        // The units up to the package's accuracy point are in (an engine
+        // for that model follows, marked `at_accuracy_point`).
+        accuracy_point,
     };
     Kind kind = Kind::rung_ready;
     double seconds = 0;  // since the model was opened
@@ -34,6 +37,8 @@ struct ProgressiveEvent {
     double build_seconds = 0;
     std::size_t units_applied = 0;
     std::uint64_t generation = 0;  // of the engine (1 for the first)
+    // swapped: the engine holds exactly the units up to the accuracy point.
+    bool at_accuracy_point = false;
     std::vector<std::string> tensors;
     std::string reason;
 };

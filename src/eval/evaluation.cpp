@@ -2,9 +2,12 @@
 // deliver to UE1 (incremental) and UE2 (direct) over each emulated link.
 #include "bitinc/evaluation.hpp"
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "bitinc/accuracy.hpp"
@@ -82,6 +85,140 @@ RungApplied apply_rung(ModelAssembler& assembler, const fs::path& package, std::
     return applied;
 }
 
+// The refinement rungs of the ladder, as indices into manifest.rungs.
+std::vector<std::size_t> refinement_rungs(const Manifest& manifest) {
+    std::vector<std::size_t> indices;
+    for (const RungEntry* rung : manifest.ladder_rungs()) {
+        if (rung->kind == RungKind::refinement) indices.push_back(manifest.rung_index(*rung));
+    }
+    return indices;
+}
+
+// A rung's units in tensor order (tensor, then element): how a package
+// packed without calibration lays them out.
+std::vector<std::size_t> tensor_order(const RungEntry& rung) {
+    std::vector<std::size_t> order(rung.units.size());
+    for (std::size_t u = 0; u < order.size(); ++u) order[u] = u;
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+        const UnitEntry& x = rung.units[a];
+        const UnitEntry& y = rung.units[b];
+        return x.tensor != y.tensor ? x.tensor < y.tensor : x.first < y.first;
+    });
+    return order;
+}
+
+// The update from the base rung to the package's accuracy point: the
+// refinement rungs before the point's rung whole, then the first units of
+// it, each decoded (timed) into a copy of the base model as a device would,
+// then rebuilt (timed) and measured.
+UpdateEvaluation evaluate_accuracy_update(const fs::path& package, const Manifest& manifest,
+                                          const std::string& topology,
+                                          const std::vector<double>& rung_encode_seconds,
+                                          Scenario& scenario) {
+    const AccuracyPoint& point = *manifest.accuracy_point;
+    ModelAssembler assembler(manifest, topology, (package / manifest.topology.file).string());
+    apply_rung(assembler, package, 0);
+    UpdateEvaluation update;
+    update.parent_bits = manifest.rungs.front().bits;
+    update.bits = manifest.rungs[point.rung].bits;
+    for (std::size_t r = 1; r <= point.rung; ++r) {
+        const RungEntry& rung = manifest.rungs[r];
+        const std::size_t units = r == point.rung ? point.units : rung.units.size();
+        const std::string file = read_package_file(package, rung.data);
+        std::uint64_t bytes = 0;
+        const auto start = Clock::now();
+        for (std::size_t u = 0; u < units; ++u) {
+            assembler.apply_unit(r, u, unit_bytes(file, rung.units[u]),
+                                 (package / rung.data.file).string());
+            bytes += rung.units[u].length;
+        }
+        update.decode_seconds += seconds_since(start);
+        update.units += units;
+        update.bytes += bytes;
+        // Units are coded one by one; the rung's coding time is shared out
+        // by bytes, which is what the encoder's time follows.
+        update.encode_seconds +=
+            rung.data.bytes == 0 ? 0.0
+                                 : rung_encode_seconds[r] * double(bytes) / double(rung.data.bytes);
+    }
+    const auto start = Clock::now();
+    const Model model = assembler.model();
+    update.reconstruct_seconds = seconds_since(start);
+    update.performance = scenario.performance(model, "test");
+    return update;
+}
+
+// Accuracy against refinement bytes received past the base, with each
+// refinement rung's units applied in file order or in tensor order. Both
+// orders are measured at the same byte counts (a device holding that many
+// bytes has the units that fit), so the curves compare point by point.
+// Where a rung is complete in either order, the model is the ladder's at
+// that rung, already measured (`rung_values`, one per refinement rung); so
+// is the accuracy point's in file order (`point_value`, NaN if none): those are
+// reused, not measured again.
+std::vector<CurvePoint> measure_curve(const fs::path& package, const Manifest& manifest,
+                                      const std::string& topology, bool in_tensor_order,
+                                      const std::vector<std::vector<std::uint64_t>>& targets,
+                                      double base_value, const std::vector<double>& rung_values,
+                                      double point_value, Scenario& scenario) {
+    ModelAssembler assembler(manifest, topology, (package / manifest.topology.file).string());
+    apply_rung(assembler, package, 0);
+    std::vector<CurvePoint> curve{{0, base_value}};
+    std::uint64_t rung_start = 0;
+    const std::vector<std::size_t> rungs = refinement_rungs(manifest);
+    for (std::size_t i = 0; i < rungs.size(); ++i) {
+        const std::size_t r = rungs[i];
+        const RungEntry& rung = manifest.rungs[r];
+        const std::string file = read_package_file(package, rung.data);
+        std::vector<std::size_t> order(rung.units.size());
+        for (std::size_t u = 0; u < order.size(); ++u) order[u] = u;
+        if (in_tensor_order) order = tensor_order(rung);
+        std::size_t next = 0;
+        std::uint64_t received = 0;  // bytes of this rung's units applied
+        for (const std::uint64_t target : targets[i]) {
+            while (next < order.size() && received + rung.units[order[next]].length <= target) {
+                const UnitEntry& unit = rung.units[order[next]];
+                assembler.apply_unit(r, order[next], unit_bytes(file, unit),
+                                     (package / rung.data.file).string());
+                received += unit.length;
+                ++next;
+            }
+            const bool at_point = !in_tensor_order && !std::isnan(point_value) &&
+                                  manifest.accuracy_point && manifest.accuracy_point->rung == r &&
+                                  next == manifest.accuracy_point->units;
+            const double value = next == order.size() ? rung_values[i]
+                                 : at_point           ? point_value
+                                            : scenario.performance(assembler.model(), "test").value;
+            curve.push_back({rung_start + target, value});
+        }
+        rung_start += rung.data.bytes;
+    }
+    return curve;
+}
+
+// Where to measure the curves in each refinement rung: bytes into the rung,
+// denser at the start where accuracy moves most, ending at the whole rung;
+// the accuracy point's bytes among them.
+std::vector<std::vector<std::uint64_t>> curve_targets(const Manifest& manifest,
+                                                      std::size_t points_per_rung) {
+    std::vector<std::vector<std::uint64_t>> targets;
+    for (const std::size_t r : refinement_rungs(manifest)) {
+        const RungEntry& rung = manifest.rungs[r];
+        std::vector<std::uint64_t> rung_targets;
+        for (std::size_t k = 1; k <= points_per_rung; ++k) {
+            const double fraction = double(k * k) / double(points_per_rung * points_per_rung);
+            rung_targets.push_back(std::uint64_t(fraction * double(rung.data.bytes)));
+        }
+        if (manifest.accuracy_point && manifest.accuracy_point->rung == r)
+            rung_targets.push_back(manifest.accuracy_point_bytes());
+        std::sort(rung_targets.begin(), rung_targets.end());
+        rung_targets.erase(std::unique(rung_targets.begin(), rung_targets.end()),
+                           rung_targets.end());
+        targets.push_back(std::move(rung_targets));
+    }
+    return targets;
+}
+
 UeRun run_ue(const std::string& ue, const std::string& url, FetchMode mode, double rate,
              Scenario& scenario, const EvaluationOptions& options) {
     ProgressiveOptions progressive;
@@ -106,14 +243,72 @@ UeRun run_ue(const std::string& ue, const std::string& url, FetchMode mode, doub
     run.startup_latency_e2e = run.stream.first_result_at;
     run.startup = startup_breakdown(run.stream);
     run.top_rung_seconds = run.stream.top_rung_at;
+    run.accuracy_point_at = fetch.accuracy_point_at;
     for (const ProgressiveEvent& event : run.stream.events) {
-        if (event.kind == ProgressiveEvent::Kind::swapped)
-            run.swaps.emplace_back(event.seconds, event.bits);
+        if (event.kind != ProgressiveEvent::Kind::swapped) continue;
+        run.swaps.emplace_back(event.seconds, event.bits);
+        if (event.at_accuracy_point && run.accuracy_point_served_at < 0)
+            run.accuracy_point_served_at = event.seconds;
     }
     return run;
 }
 
+// The test metric of the model each engine swap of `run` put in service.
+void fill_served(UeRun& run, const EvaluationResult& result) {
+    for (const ProgressiveEvent& event : run.stream.events) {
+        if (event.kind != ProgressiveEvent::Kind::swapped) continue;
+        double value = 0;
+        if (run.ue == "UE2") {
+            value = result.direct.performance.value;
+        } else if (event.at_accuracy_point && result.accuracy_update) {
+            value = result.accuracy_update->performance.value;
+        } else {
+            for (const RungEvaluation& rung : result.ladder) {
+                if (rung.bits == event.bits) value = rung.performance.value;
+            }
+        }
+        run.served.emplace_back(event.seconds, value);
+    }
+}
+
 }  // namespace
+
+Dominance compare_served(const UeRun& ue1, const UeRun& ue2, double tolerance) {
+    Dominance result;
+    result.rate_bits_per_second = ue1.rate_bits_per_second;
+    result.tolerance = tolerance;
+    // Both are step functions (0 before the first engine): their difference
+    // only changes at a swap, so the swaps are the instants to check.
+    const auto at = [](const UeRun& run, double seconds) {
+        double value = 0;
+        for (const auto& [time, metric] : run.served) {
+            if (time <= seconds) value = metric;
+        }
+        return value;
+    };
+    // Before UE2 serves anything UE1 cannot be behind it: the check starts
+    // at UE2's first model (the margins there say the most).
+    const double from = ue2.served.empty() ? 0.0 : ue2.served.front().first;
+    std::vector<double> instants{from};
+    for (const UeRun* run : {&ue1, &ue2}) {
+        for (const auto& step : run->served) {
+            if (step.first >= from) instants.push_back(step.first);
+        }
+    }
+    std::sort(instants.begin(), instants.end());
+    bool first = true;
+    for (const double instant : instants) {
+        const double margin = at(ue1, instant) - at(ue2, instant);
+        if (first || margin < result.worst_margin) {
+            result.worst_margin = margin;
+            result.worst_at = instant;
+            first = false;
+        }
+    }
+    // A hair of slack for metrics printed and summed in floating point.
+    result.holds = result.worst_margin >= -tolerance - 1e-9;
+    return result;
+}
 
 std::unique_ptr<Scenario> make_fashion_mnist_scenario(const fs::path& data_dir, std::size_t limit,
                                                       int engine_threads) {
@@ -147,6 +342,9 @@ EvaluationResult run_evaluation(const fs::path& model_path, Scenario& scenario,
     pack.ladder = options.ladder;
     pack.threads = 1;     // encode times per core, as the study measures them
     pack.replace = true;  // the work directory is the evaluation's own
+    pack.calibration = options.calibration;
+    if (options.calibration)
+        say("calibrating on training images (refinement order, accuracy point)");
     const PackResult packed = pack_model(model_path, pack, package);
     result.pack_seconds = packed.seconds;
     const Manifest& manifest = packed.manifest;
@@ -191,6 +389,34 @@ EvaluationResult run_evaluation(const fs::path& model_path, Scenario& scenario,
         }
     }
 
+    // The accuracy-matched update, and how accuracy grows with the bytes in
+    // the calibrated order against tensor order.
+    result.accuracy_point = manifest.accuracy_point;
+    if (manifest.accuracy_point) {
+        say("measuring the accuracy point (" + std::to_string(manifest.accuracy_point->units) +
+            " units of the " + std::to_string(manifest.rungs[manifest.accuracy_point->rung].bits) +
+            "-bit refinement)");
+        result.accuracy_update = evaluate_accuracy_update(package, manifest, topology,
+                                                          packed.rung_encode_seconds, scenario);
+    }
+    if (options.calibration && options.curve_points_per_rung > 0) {
+        const auto targets = curve_targets(manifest, options.curve_points_per_rung);
+        const double base_value = result.ladder.front().performance.value;
+        std::vector<double> rung_values;
+        for (std::size_t i = 1; i < result.ladder.size(); ++i)
+            rung_values.push_back(result.ladder[i].performance.value);
+        // NaN: no point (GCC 12 warns falsely about an optional<double> here).
+        const double point_value = result.accuracy_update
+                                       ? result.accuracy_update->performance.value
+                                       : std::numeric_limits<double>::quiet_NaN();
+        say("accuracy against bytes: calibrated order");
+        result.accuracy_first_curve = measure_curve(package, manifest, topology, false, targets,
+                                                    base_value, rung_values, point_value, scenario);
+        say("accuracy against bytes: tensor order");
+        result.tensor_order_curve = measure_curve(package, manifest, topology, true, targets,
+                                                  base_value, rung_values, point_value, scenario);
+    }
+
     // Another coder's sizes and times for the same rungs (the models, and so
     // their metric, are the same: coding is lossless).
     if (options.coder != "bitinc") {
@@ -212,6 +438,20 @@ EvaluationResult run_evaluation(const fs::path& model_path, Scenario& scenario,
         result.coder_name = coder.coder;
     }
 
+    // The exact update: every refinement rung, base to top (in the table's
+    // coder's bytes and times).
+    result.exact_update.parent_bits = result.ladder.front().bits;
+    result.exact_update.bits = result.ladder.back().bits;
+    for (std::size_t i = 1; i < result.ladder.size(); ++i) {
+        const RungEvaluation& rung = result.ladder[i];
+        result.exact_update.bytes += rung.bytes;
+        result.exact_update.encode_seconds += rung.encode_seconds;
+        result.exact_update.decode_seconds += rung.decode_seconds;
+        result.exact_update.units += manifest.rungs[i].units.size();
+    }
+    result.exact_update.reconstruct_seconds = result.ladder.back().reconstruct_seconds;
+    result.exact_update.performance = result.ladder.back().performance;
+
     // The UEs, each over its own emulated link.
     for (const double rate : options.rates_bits_per_second) {
         ServerOptions server_options;
@@ -228,11 +468,17 @@ EvaluationResult run_evaluation(const fs::path& model_path, Scenario& scenario,
         ue1.startup_latency = result.ladder.front().encode_seconds +
                               result.ladder.front().decode_seconds +
                               result.ladder.front().reconstruct_seconds;
-        result.runs.push_back(std::move(ue1));
+        fill_served(ue1, result);
         say(std::string("UE2 (direct) at ") + label);
         UeRun ue2 = run_ue("UE2", url, FetchMode::direct, rate, scenario, options);
         ue2.startup_latency = result.direct.encode_seconds + result.direct.decode_seconds +
                               result.direct.reconstruct_seconds;
+        fill_served(ue2, result);
+        // The point's tolerance when there is one (UE1's accuracy-matched
+        // model may be that much below UE2's), none otherwise.
+        result.dominance.push_back(compare_served(
+            ue1, ue2, result.accuracy_point ? result.accuracy_point->tolerance : 0.0));
+        result.runs.push_back(std::move(ue1));
         result.runs.push_back(std::move(ue2));
     }
 
@@ -267,7 +513,7 @@ std::vector<std::string> evaluation_csv_columns() {
             "data_set_name", "model_name",    "unique_tag",      "ue",
             "model_role",    "rung_bits",     "parent_bits",     "rate_mbit",
             "rtt_ms",        "transfer_time", "startup_latency", "startup_latency_e2e",
-            "time_to_top"};
+            "time_to_top",   "update_units",  "total_bytes",     "served_at"};
 }
 
 void write_evaluation_results(const EvaluationResult& result, const fs::path& directory) {
@@ -279,32 +525,101 @@ void write_evaluation_results(const EvaluationResult& result, const fs::path& di
     for (const std::string& column : evaluation_csv_columns())
         csv += (csv.empty() ? "" : ",") + column;
     csv += "\n";
-    const auto row = [&](const UeRun& run, const RungEvaluation& rung, const std::string& role) {
-        char line[1024];
-        std::snprintf(line, sizeof line,
-                      "%llu,%llu,%.6f,%s,%.4f,%.4f,%.4f,%.4f,%.6f,%.6f,%s,%s,%s,%s,%s,%s,%s,%d,%d,%"
-                      ".3f,%.1f,%.4f,"
-                      "%.6f,%.4f,%.4f\n",
-                      static_cast<unsigned long long>(result.float32_bytes),
-                      static_cast<unsigned long long>(rung.bytes),
-                      double(rung.bytes) / double(result.float32_bytes), result.metric_name.c_str(),
-                      result.original.value, rung.performance.value, result.original.seconds,
-                      rung.performance.seconds, rung.encode_seconds, rung.decode_seconds,
-                      result.coder_name.c_str(), result.scenario_name.c_str(),
-                      result.dataset_name.c_str(), result.model_name.c_str(), result.tag.c_str(),
-                      run.ue.c_str(), role.c_str(), rung.bits, rung.parent_bits,
-                      run.rate_bits_per_second / 1e6, run.rtt_seconds * 1e3, run.transfer_seconds,
-                      run.startup_latency, run.startup_latency_e2e, run.top_rung_seconds);
+    // One model a UE receives: a rung, or an update spanning rungs.
+    struct Row {
+        std::string role;
+        int bits = 0;
+        int parent_bits = 0;
+        std::uint64_t bytes = 0;  // of the rung or update itself
+        double value = 0;
+        double eval_seconds = 0;
+        double encode_seconds = 0;
+        double decode_seconds = 0;
+        std::size_t units = 0;
+        std::uint64_t total_bytes = 0;  // everything the UE has received for this model
+        double served_at = -1;          // its engine started serving (-1: never)
+    };
+    const auto row = [&](const UeRun& run, const Row& figures) {
+        char line[1280];
+        std::snprintf(
+            line, sizeof line,
+            "%llu,%llu,%.6f,%s,%.4f,%.4f,%.4f,%.4f,%.6f,%.6f,%s,%s,%s,%s,%s,%s,%s,%d,%d,%"
+            ".3f,%.1f,%.4f,"
+            "%.6f,%.4f,%.4f,%zu,%llu,%.4f\n",
+            static_cast<unsigned long long>(result.float32_bytes),
+            static_cast<unsigned long long>(figures.bytes),
+            double(figures.bytes) / double(result.float32_bytes), result.metric_name.c_str(),
+            result.original.value, figures.value, result.original.seconds, figures.eval_seconds,
+            figures.encode_seconds, figures.decode_seconds, result.coder_name.c_str(),
+            result.scenario_name.c_str(), result.dataset_name.c_str(), result.model_name.c_str(),
+            result.tag.c_str(), run.ue.c_str(), figures.role.c_str(), figures.bits,
+            figures.parent_bits, run.rate_bits_per_second / 1e6, run.rtt_seconds * 1e3,
+            run.transfer_seconds, run.startup_latency, run.startup_latency_e2e,
+            run.top_rung_seconds, figures.units,
+            static_cast<unsigned long long>(figures.total_bytes), figures.served_at);
         csv += line;
+    };
+    // The first swap to an engine of `bits` that is not the accuracy point's.
+    const auto served_at = [](const UeRun& run, int bits) {
+        for (const ProgressiveEvent& event : run.stream.events) {
+            if (event.kind == ProgressiveEvent::Kind::swapped && event.bits == bits &&
+                !event.at_accuracy_point)
+                return event.seconds;
+        }
+        return -1.0;
+    };
+    const auto rung_row = [](const RungEvaluation& rung, std::string role) {
+        Row figures;
+        figures.role = std::move(role);
+        figures.bits = rung.bits;
+        figures.parent_bits = rung.parent_bits;
+        figures.bytes = rung.bytes;
+        figures.value = rung.performance.value;
+        figures.eval_seconds = rung.performance.seconds;
+        figures.encode_seconds = rung.encode_seconds;
+        figures.decode_seconds = rung.decode_seconds;
+        return figures;
+    };
+    const auto update_row = [](const UpdateEvaluation& update, std::string role) {
+        Row figures;
+        figures.role = std::move(role);
+        figures.bits = update.bits;
+        figures.parent_bits = update.parent_bits;
+        figures.bytes = update.bytes;
+        figures.value = update.performance.value;
+        figures.eval_seconds = update.performance.seconds;
+        figures.encode_seconds = update.encode_seconds;
+        figures.decode_seconds = update.decode_seconds;
+        figures.units = update.units;
+        return figures;
     };
     for (const UeRun& run : result.runs) {
         if (run.ue == "UE1") {
+            std::uint64_t received = 0;
             for (const RungEvaluation& rung : result.ladder) {
-                row(run, rung,
-                    rung.kind == RungKind::base ? "low-precision model" : "model update");
+                Row figures = rung_row(
+                    rung, rung.kind == RungKind::base ? "low-precision model" : "model update");
+                received += rung.bytes;
+                figures.total_bytes = received;
+                figures.served_at = served_at(run, rung.bits);
+                row(run, figures);
             }
+            const std::uint64_t base = result.ladder.front().bytes;
+            if (result.accuracy_update) {
+                Row figures = update_row(*result.accuracy_update, "accuracy-matched update");
+                figures.total_bytes = base + figures.bytes;
+                figures.served_at = run.accuracy_point_served_at;
+                row(run, figures);
+            }
+            Row figures = update_row(result.exact_update, "exact update");
+            figures.total_bytes = base + figures.bytes;
+            figures.served_at = run.top_rung_seconds;
+            row(run, figures);
         } else {
-            row(run, result.direct, "high-precision model");
+            Row figures = rung_row(result.direct, "high-precision model");
+            figures.total_bytes = result.direct.bytes;
+            figures.served_at = served_at(run, result.direct.bits);
+            row(run, figures);
         }
     }
     core::write_file_atomically(directory / "results.csv", csv);
@@ -336,6 +651,44 @@ void write_evaluation_results(const EvaluationResult& result, const fs::path& di
     for (const RungEvaluation& rung : result.ladder) json["ladder"].push_back(rung_json(rung));
     json["direct"] = rung_json(result.direct);
     json["update_equals_direct"] = result.update_equals_direct;
+    const auto update_json = [](const UpdateEvaluation& update) {
+        return Json{{"bits", update.bits},
+                    {"parent_bits", update.parent_bits},
+                    {"units", update.units},
+                    {"bytes", update.bytes},
+                    {"encode_seconds", update.encode_seconds},
+                    {"decode_seconds", update.decode_seconds},
+                    {"reconstruct_seconds", update.reconstruct_seconds},
+                    {"performance", update.performance.value},
+                    {"eval_seconds", update.performance.seconds}};
+    };
+    json["exact_update"] = update_json(result.exact_update);
+    if (result.accuracy_point && result.accuracy_update) {
+        const AccuracyPoint& point = *result.accuracy_point;
+        Json entry = update_json(*result.accuracy_update);
+        entry["calibration"] = {{"metric", point.metric},
+                                {"images", point.calibration_images},
+                                {"value", point.value},
+                                {"top_value", point.top_value},
+                                {"tolerance", point.tolerance}};
+        json["accuracy_update"] = entry;
+    }
+    const auto curve_json = [](const std::vector<CurvePoint>& curve) {
+        Json points = Json::array();
+        for (const CurvePoint& point : curve)
+            points.push_back({{"bytes", point.bytes}, {"performance", point.value}});
+        return points;
+    };
+    json["accuracy_first_curve"] = curve_json(result.accuracy_first_curve);
+    json["tensor_order_curve"] = curve_json(result.tensor_order_curve);
+    json["dominance"] = Json::array();
+    for (const Dominance& entry : result.dominance) {
+        json["dominance"].push_back({{"rate_bits_per_second", entry.rate_bits_per_second},
+                                     {"tolerance", entry.tolerance},
+                                     {"holds", entry.holds},
+                                     {"worst_margin", entry.worst_margin},
+                                     {"worst_at", entry.worst_at}});
+    }
     json["runs"] = Json::array();
     for (const UeRun& run : result.runs) {
         Json swaps = Json::array();
@@ -343,6 +696,7 @@ void write_evaluation_results(const EvaluationResult& result, const fs::path& di
             if (event.kind != ProgressiveEvent::Kind::swapped) continue;
             swaps.push_back({{"time", event.seconds},
                              {"bits", event.bits},
+                             {"at_accuracy_point", event.at_accuracy_point},
                              {"engine_build_seconds", event.build_seconds}});
         }
         Json rungs = Json::array();
@@ -354,6 +708,9 @@ void write_evaluation_results(const EvaluationResult& result, const fs::path& di
                              {"decode_seconds", rung.decode_seconds},
                              {"decode_hidden_seconds", rung.decode_hidden_seconds}});
         }
+        Json served = Json::array();
+        for (const auto& [seconds, value] : run.served)
+            served.push_back({{"time", seconds}, {"performance", value}});
         Json windows = Json::array();
         for (const StreamWindow& window : run.stream.windows) {
             windows.push_back(
@@ -368,6 +725,9 @@ void write_evaluation_results(const EvaluationResult& result, const fs::path& di
              {"startup_latency", run.startup_latency},
              {"startup_latency_e2e", run.startup_latency_e2e},
              {"top_rung_seconds", run.top_rung_seconds},
+             {"accuracy_point_at", run.accuracy_point_at},
+             {"accuracy_point_served_at", run.accuracy_point_served_at},
+             {"served", served},
              {"startup",
               {{"requests", run.startup.requests},
                {"bytes", run.startup.bytes},

@@ -1,5 +1,7 @@
 // The packer's calibration step (src/package/refinement_order.hpp): each
 // refinement rung in order of value, and the accuracy point.
+#include <algorithm>
+#include <limits>
 #include <map>
 
 #include "bitinc/calibration.hpp"
@@ -53,10 +55,17 @@ void calibrate_refinements(const std::filesystem::path& directory, Manifest& man
         // Measured only for the tensors this rung refines.
         std::vector<int> measured(tensors, 0);
         for (const auto& [tensor, count] : units_of) measured[tensor] = from[tensor];
+        CalibrationOptions ranking = options;
+        if (calibration.sensitivity_images > 0)
+            ranking.images = std::min(calibration.sensitivity_images, options.images);
         const std::vector<TensorSensitivity> sensitivity =
-            measure_sensitivity(model, ladders, measured, images, options);
-        const RefinementPlan order =
-            plan_refinement(model, ladders, from, to, sensitivity, bytes, images, options, target);
+            measure_sensitivity(model, ladders, measured, images, ranking);
+        // Past the rung holding the point only the order is wanted: an
+        // unreachable target skips the search for a second point.
+        const double rung_target =
+            manifest.accuracy_point ? std::numeric_limits<double>::infinity() : target;
+        const RefinementPlan order = plan_refinement(model, ladders, from, to, sensitivity, bytes,
+                                                     images, options, rung_target);
         reorder_refinement_units(directory, manifest, r, order.order);
         if (manifest.accuracy_point || !order.reaches) continue;
         AccuracyPoint point;

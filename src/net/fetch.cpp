@@ -571,6 +571,11 @@ class UnitDecoder {
     };
 
     std::size_t applied() const { return applied_.load(); }
+    // Units that failed their checks or were skipped so far (not yet taken).
+    bool troubled() const {
+        const std::lock_guard lock(mutex_);
+        return !failures_.empty() || !skipped_.empty();
+    }
 
     // Waits while the queued units hold more than max_queued_bytes, so that
     // a link faster than decoding cannot fill memory with a rung's units.
@@ -670,7 +675,7 @@ class UnitDecoder {
     ModelAssembler& assembler_;
     Clock::time_point start_;
     const std::atomic<bool>* hold_;
-    std::mutex mutex_;
+    mutable std::mutex mutex_;
     std::condition_variable wake_;
     std::condition_variable idle_;
     std::deque<Job> jobs_;
@@ -940,6 +945,21 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
                 if (decoder) decoder->abandon();
             }
         } abandon_on_exit{decoder};
+        // A fetch that goes on past the package's accuracy point says when
+        // it holds exactly the units up to it (a device can serve that model
+        // while the rest arrives). Units are pushed in file order, so once
+        // the point's last one is pushed, draining leaves exactly the prefix.
+        const bool passes_point =
+            point == nullptr && options.mode == FetchMode::incremental && manifest.accuracy_point &&
+            manifest.accuracy_point->rung == rung_index && manifest.accuracy_point->units > 0;
+        const auto announce_point = [&] {
+            decoder->drain();
+            if (decoder->troubled()) return;  // the prefix is not whole: no point to serve
+            result.accuracy_point_at = now();
+            FetchEvent event = rung_event(FetchEvent::Kind::accuracy_point_ready);
+            event.seconds = result.accuracy_point_at;
+            emit(event);
+        };
         PartFile& part = parts.emplace_back(options.part_directory, rung->data);
         UnitSplitter splitter(*rung);
         std::optional<TopologyPrefix> prefix;
@@ -964,6 +984,7 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
             }
             splitter.feed(data, length, [&](std::size_t unit, std::vector<std::uint8_t> bytes) {
                 decoder->push({rung_index, unit, std::move(bytes), where});
+                if (passes_point && unit + 1 == manifest.accuracy_point->units) announce_point();
             });
             return true;
         };

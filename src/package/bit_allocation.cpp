@@ -24,9 +24,10 @@ namespace {
 constexpr double negligible_loss_increase = 1e-4;
 
 // The bytes of `tensor`'s units, chunk by chunk, at `rung`.
-std::uint64_t level_bytes(const std::vector<UnitTarget>& chunks, const QuantizedTensor& rung) {
+std::uint64_t level_bytes(const std::vector<UnitTarget>& chunks, const QuantizedTensor& rung,
+                          CoderChoice coder) {
     std::uint64_t bytes = 0;
-    for (const UnitTarget& chunk : chunks) bytes += encode_level_unit(chunk, rung).size();
+    for (const UnitTarget& chunk : chunks) bytes += encode_level_unit(chunk, rung, coder).size();
     return bytes;
 }
 
@@ -98,7 +99,7 @@ PackBudget parse_pack_budget(std::string_view text) {
 
 BitAllocation choose_base_bits(const std::filesystem::path& model_path, const LadderPlan& plan,
                                std::uint64_t chunk_elements, const PackBudget& budget,
-                               const ImageSet& images, int threads) {
+                               const ImageSet& images, int threads, CoderChoice coder) {
     check_budget(budget, plan);
     const std::vector<int> candidates = checked_candidates(budget, plan);
     const Model model = read_onnx_file(model_path);
@@ -127,12 +128,12 @@ BitAllocation choose_base_bits(const std::filesystem::path& model_path, const La
         std::vector<std::uint64_t> bytes(candidates.size() + 2, 0);
         core::run_parallel(bytes.size(), threads, [&](std::size_t i) {
             if (i < candidates.size()) {
-                bytes[i] =
-                    level_bytes(chunks, quantize_ladder(tensor, plan.with_base(candidates[i]))[0]);
+                bytes[i] = level_bytes(
+                    chunks, quantize_ladder(tensor, plan.with_base(candidates[i]))[0], coder);
             } else {
                 const std::vector<QuantizedTensor> rungs = quantize_ladder(tensor, plan);
-                bytes[i] =
-                    level_bytes(chunks, i == candidates.size() ? rungs.front() : rungs.back());
+                bytes[i] = level_bytes(
+                    chunks, i == candidates.size() ? rungs.front() : rungs.back(), coder);
             }
         });
         uniform_levels += bytes[candidates.size()];

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 
+#include "bitinc/codec.hpp"
 #include "bitinc/dataset.hpp"
 #include "bitinc/package.hpp"
 
@@ -20,9 +21,10 @@ void check_budget(const PackBudget& budget, const LadderPlan& plan);
 // of `chunk_elements`), measures on `images` (training images) the loss each
 // choice costs with that tensor alone quantized, and picks the base bits of
 // each tensor with allocate_bits() so that the base rung file — topology,
-// exact units and levels — fits the budget. Throws Error if it cannot.
+// exact units and levels coded with `coder`, as pack codes them — fits the
+// budget. Throws Error if it cannot.
 BitAllocation choose_base_bits(const std::filesystem::path& model_path, const LadderPlan& plan,
                                std::uint64_t chunk_elements, const PackBudget& budget,
-                               const ImageSet& images, int threads);
+                               const ImageSet& images, int threads, CoderChoice coder);
 
 }  // namespace bitinc

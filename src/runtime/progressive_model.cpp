@@ -27,6 +27,7 @@ struct BuildRequest {
     Model model;
     int bits = 0;
     std::size_t units_applied = 0;
+    bool at_accuracy_point = false;
 };
 
 }  // namespace
@@ -69,13 +70,15 @@ struct ProgressiveModel::State {
         options.on_event(event);
     }
 
-    void request_build(const ModelAssembler& assembler, std::size_t units_applied) {
+    void request_build(const ModelAssembler& assembler, std::size_t units_applied,
+                       bool at_accuracy_point = false) {
         {
             // The first engine, snapshot included, comes before decoding.
             const std::lock_guard lock(mutex);
             if (!current && !building) hold_decoding = true;
         }
-        BuildRequest request{assembler.model(), assembler.lowest_bits(), units_applied};
+        BuildRequest request{assembler.model(), assembler.lowest_bits(), units_applied,
+                             at_accuracy_point};
         {
             const std::lock_guard lock(mutex);
             pending = std::move(request);  // a newer snapshot replaces one not yet built
@@ -106,6 +109,17 @@ struct ProgressiveModel::State {
                 out.units_applied = event.units_applied;
                 emit(out);
                 request_build(*event.assembler, event.units_applied);
+                break;
+            }
+            case FetchEvent::Kind::accuracy_point_ready: {
+                // The accuracy-matched model is worth an engine of its own:
+                // it serves at the top rung's accuracy while the rest arrives.
+                ProgressiveEvent out;
+                out.kind = ProgressiveEvent::Kind::accuracy_point;
+                out.bits = event.assembler->lowest_bits();
+                out.units_applied = event.units_applied;
+                emit(out);
+                request_build(*event.assembler, event.units_applied, true);
                 break;
             }
             case FetchEvent::Kind::degraded: {
@@ -225,10 +239,9 @@ struct ProgressiveModel::State {
             out.bits = request.bits;
             out.build_seconds = build_seconds;
             out.units_applied = request.units_applied;
-            bool finishing = false;
+            out.at_accuracy_point = request.at_accuracy_point;
             {
                 const std::lock_guard lock(mutex);
-                building = false;
                 hold_decoding = false;  // built or failed: decoding goes on
                 if (engine) {
                     auto slot = std::make_shared<EngineSlot>();
@@ -239,7 +252,6 @@ struct ProgressiveModel::State {
                     // In-flight inferences keep the old slot alive until they end.
                     current = std::move(slot);
                 }
-                finishing = fetch_done && !pending && !finished;
             }
             changed.notify_all();
             if (!problem.empty()) {
@@ -249,6 +261,15 @@ struct ProgressiveModel::State {
                 out.kind = ProgressiveEvent::Kind::swapped;
             }
             emit(out);
+            // Only now is the build over: a fetch ending meanwhile must not
+            // mark the model finished before this swap's event went out.
+            bool finishing = false;
+            {
+                const std::lock_guard lock(mutex);
+                building = false;
+                finishing = fetch_done && !pending && !finished;
+            }
+            changed.notify_all();
             if (finishing) {
                 if (!failure_now()) emit_complete();
                 mark_finished();
