@@ -1,7 +1,7 @@
 // Speed of the codec's inner loops on a synthetic trained-like tensor
 // (heavy-tailed, 1 M weights): weights per second, one thread. The second
-// argument picks the unit coder: 2 rANS (what encoders use on large chunks),
-// 1 the adaptive binary coder (unit format 1's coder, kept for small chunks).
+// argument picks the unit coder: 2 rANS (what pack uses), 1 the adaptive
+// binary coder (what `pack --compact` takes where it is smaller).
 //
 //   build/bench/bitinc_codec_bench [benchmark flags]
 #include <benchmark/benchmark.h>
@@ -47,8 +47,8 @@ void quantize(benchmark::State& state) {
     set_rate(state);
 }
 
-bitinc::UnitCoder coder(const benchmark::State& state) {
-    return static_cast<bitinc::UnitCoder>(state.range(1));
+bitinc::CoderChoice coder(const benchmark::State& state) {
+    return state.range(1) == 1 ? bitinc::CoderChoice::adaptive : bitinc::CoderChoice::fast;
 }
 
 void encode_levels(benchmark::State& state) {

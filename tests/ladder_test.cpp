@@ -91,6 +91,36 @@ TEST(Ladder, BasePlusRefinementsEqualsDirectForTrainedWeights) {
     }
 }
 
+// A chunk quantized on its own (pack's way) equals that chunk of the whole
+// ladder, at every rung, for chunks across channel boundaries.
+TEST(Ladder, ChunksQuantizeLikeTheWholeLadder) {
+    const Tensor tensor = random_tensor(7, 131, 3);
+    for (const char* text : {"4,8,16", "2,3,12,32", "8"}) {
+        for (const bool per_channel : {false, true}) {
+            SCOPED_TRACE(std::string(text) + (per_channel ? " per channel" : ""));
+            LadderPlan plan = LadderPlan::parse(text);
+            plan.per_channel = per_channel;
+            const auto rungs = quantize_ladder(tensor, plan);
+            const TopGrid grid = top_grid(tensor, plan);
+            for (std::size_t r = 0; r < rungs.size(); ++r) {
+                EXPECT_EQ(rung_steps(grid, plan, plan.bits[r]), rungs[r].steps);
+                for (const auto& [first, count] : {std::pair<std::size_t, std::size_t>{0, 917},
+                                                   {100, 200},
+                                                   {130, 1},
+                                                   {500, 417}}) {
+                    std::vector<std::int32_t> chunk(count);
+                    quantize_chunk(tensor, grid, plan, plan.bits[r], first, chunk);
+                    EXPECT_TRUE(std::equal(chunk.begin(), chunk.end(),
+                                           rungs[r].indices.begin() + std::ptrdiff_t(first)))
+                        << plan.bits[r] << " bits, chunk at " << first;
+                }
+            }
+            std::vector<std::int32_t> too_far(2);
+            EXPECT_THROW(quantize_chunk(tensor, grid, plan, plan.top_bits(), 916, too_far), Error);
+        }
+    }
+}
+
 TEST(Ladder, EveryRungStaysInItsBitDepth) {
     LadderPlan plan = LadderPlan::parse("2,4,8,16,32");
     const auto rungs = quantize_ladder(random_tensor(8, 1000, 7), plan);

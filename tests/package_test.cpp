@@ -85,6 +85,61 @@ TEST_F(Package, LadderReachesEveryDirectRungBitForBit) {
     }
 }
 
+// --compact may code units with the adaptive coder: the package is no
+// larger, and the ladder still reaches the direct rungs bit for bit.
+TEST_F(Package, CompactPackageIsNoLargerAndExact) {
+    const fs::path fast = directory_.path() / "fast";
+    const fs::path compact = directory_.path() / "compact";
+    PackOptions options = options_for("3,8", false);
+    options.chunk_elements = 300;  // small chunks, where the adaptive coder wins
+    const PackResult fast_result = pack_model(model_, options, fast);
+    options.coder_choice = CoderChoice::compact;
+    const PackResult compact_result = pack_model(model_, options, compact);
+    std::uint64_t fast_bytes = 0, compact_bytes = 0;
+    for (const RungEntry& rung : fast_result.manifest.rungs) fast_bytes += rung.data.bytes;
+    for (const RungEntry& rung : compact_result.manifest.rungs) compact_bytes += rung.data.bytes;
+    EXPECT_LT(compact_bytes, fast_bytes);
+    for (const int bits : options.ladder.bits) {
+        EXPECT_EQ(serialize_onnx(unpack_package(compact, bits, false)),
+                  serialize_onnx(unpack_package(fast, bits, true)))
+            << bits << " bits";
+    }
+    const VerifyReport report = verify_package(compact);
+    EXPECT_TRUE(report.problems.empty()) << report.problems.front();
+}
+
+// A model whose weights are Constant nodes (as some exporters write them)
+// packs, but pack says that nothing of it travels incrementally, and why;
+// a model of initializers gets no warning.
+TEST_F(Package, WarnsWhenMostWeightsAreInConstantNodes) {
+    OnnxBuilder builder;
+    builder.input("x", {-1, 300}).output("y", {-1, 64});
+    builder.initializer("bias", {64}, random_values(64, 0.1f, 2));
+    onnx::NodeProto& constant = builder.node("Constant", {}, {"weight"});
+    onnx::AttributeProto& value = *constant.add_attribute();
+    value.set_name("value");
+    value.set_type(onnx::AttributeProto::TENSOR);
+    onnx::TensorProto& tensor = *value.mutable_t();
+    tensor.set_data_type(onnx::TensorProto::FLOAT);
+    tensor.add_dims(64);
+    tensor.add_dims(300);
+    for (const float weight : random_values(64 * 300, 0.05f, 1)) tensor.add_float_data(weight);
+    builder.node("Gemm", {"x", "weight", "bias"}, {"y"});
+    const fs::path constant_model = directory_.path() / "constants.onnx";
+    spit(constant_model, builder.bytes());
+
+    const TopologySummary summary = summarize_topology(read_onnx_file(constant_model));
+    EXPECT_EQ(summary.constant_float_tensors, 1u);
+    EXPECT_EQ(summary.constant_float_elements, 64u * 300u);
+    const PackResult result =
+        pack_model(constant_model, options_for("4,8", false), directory_.path() / "p1");
+    ASSERT_EQ(result.warnings.size(), 1u);
+    EXPECT_NE(result.warnings[0].find("Constant"), std::string::npos) << result.warnings[0];
+    EXPECT_NE(result.warnings[0].find("0.0 %"), std::string::npos) << result.warnings[0];
+    EXPECT_TRUE(
+        pack_model(model_, options_for("4,8", false), directory_.path() / "p2").warnings.empty());
+}
+
 TEST_F(Package, RungsMatchTheLadderQuantization) {
     const fs::path package = directory_.path() / "package";
     pack_model(model_, options_for("4,8", false), package);

@@ -212,8 +212,8 @@ TEST(Unit, LargeChunksUseTheRansCoderAndReproduceEveryRung) {
                 // one raw bit per non-zero sign would make it.
                 if (sign_runs && std::string(text) == "8,16") {
                     const auto unsigned_tensor = large_tensor(96, 4000, 1, false);
-                    const auto plain = encode_level_unit(
-                        chunks[0], quantize_ladder(unsigned_tensor, plan)[0], UnitCoder::rans);
+                    const auto plain =
+                        encode_level_unit(chunks[0], quantize_ladder(unsigned_tensor, plan)[0]);
                     EXPECT_LT(units[0][0].size(), plain.size() - chunks[0].count / 32) << "signs";
                 }
             }
@@ -282,8 +282,8 @@ TEST(Unit, MalformedRansPreamblesAreErrors) {
     const Tensor tensor = large_tensor(4, 3000, 6, /*sign_runs=*/true);
     const auto rungs = quantize_ladder(tensor, LadderPlan::parse("8,16"));
     const UnitTarget whole = plan_chunks(0, tensor.element_count()).front();
-    const auto levels = encode_level_unit(whole, rungs[0], UnitCoder::rans);
-    const auto refinement = encode_refinement_unit(whole, rungs[0], rungs[1], UnitCoder::rans);
+    const auto levels = encode_level_unit(whole, rungs[0]);
+    const auto refinement = encode_refinement_unit(whole, rungs[0], rungs[1]);
     const std::size_t levels_coded = unit_header_bytes + 2;  // one step
     ASSERT_EQ(levels[levels_coded], std::uint8_t(UnitCoder::rans));
     ASSERT_NE(levels[levels_coded + 1] & 0x80, 0) << "signs should be coded";
@@ -334,8 +334,7 @@ TEST(Unit, RefinementsWithRawContextsRoundTrip) {
         const auto rungs = quantize_ladder(tensor, LadderPlan::parse("4,8,16"));
         const UnitTarget whole = plan_chunks(0, tensor.element_count()).front();
         for (std::size_t r = 1; r < rungs.size(); ++r) {
-            const auto unit =
-                encode_refinement_unit(whole, rungs[r - 1], rungs[r], UnitCoder::rans);
+            const auto unit = encode_refinement_unit(whole, rungs[r - 1], rungs[r]);
             const UnitHeader header = read_unit_header(unit, "refinement");
             const std::uint8_t raw_mask = unit[unit_header_bytes + 2];
             if (rungs[r].bits == 16) {
@@ -365,7 +364,7 @@ TEST(Unit, RefinementsWithCodedAndRawContextsMixedRoundTrip) {
     tensor.values[0] = 1.0f;
     const auto rungs = quantize_ladder(tensor, LadderPlan::parse("4,8"));
     const UnitTarget whole = plan_chunks(0, tensor.element_count()).front();
-    const auto unit = encode_refinement_unit(whole, rungs[0], rungs[1], UnitCoder::rans);
+    const auto unit = encode_refinement_unit(whole, rungs[0], rungs[1]);
     ASSERT_EQ(unit[unit_header_bytes + 1], 3) << "three contexts";
     ASSERT_EQ(unit[unit_header_bytes + 2], 4) << "only context 2 raw";
     const UnitHeader header = read_unit_header(unit, "refinement");
@@ -377,20 +376,43 @@ TEST(Unit, RefinementsWithCodedAndRawContextsMixedRoundTrip) {
 TEST(Unit, BothCodersRoundTripEveryChunkSize) {
     const Tensor tensor = large_tensor(4, 300, 3);
     const auto rungs = quantize_ladder(tensor, LadderPlan::parse("3,8,16"));
-    for (const UnitCoder coder : {UnitCoder::rans, UnitCoder::adaptive}) {
+    for (const auto& [choice, coder] : {std::pair{CoderChoice::fast, UnitCoder::rans},
+                                        std::pair{CoderChoice::adaptive, UnitCoder::adaptive}}) {
         for (const std::uint64_t size : {1, 2, 7, 8, 9, 17, 255, 1200}) {
             SCOPED_TRACE(std::to_string(int(coder)) + " chunk " + std::to_string(size));
             std::vector<std::vector<std::vector<std::uint8_t>>> units(rungs.size());
             for (const UnitTarget& chunk : plan_chunks(0, tensor.element_count(), size)) {
-                units[0].push_back(encode_level_unit(chunk, rungs[0], coder));
+                units[0].push_back(encode_level_unit(chunk, rungs[0], choice));
                 for (std::size_t r = 1; r < rungs.size(); ++r)
                     units[r].push_back(
-                        encode_refinement_unit(chunk, rungs[r - 1], rungs[r], coder));
+                        encode_refinement_unit(chunk, rungs[r - 1], rungs[r], choice));
             }
             EXPECT_EQ(read_unit_header(units[1][0], "forced").coder, coder);
             EXPECT_EQ(decode_ladder(units, tensor.element_count()), rungs.back().indices);
         }
     }
+}
+
+// The default codes every unit with rANS; compact takes the adaptive coder
+// where it is smaller, and is then never larger than the default.
+TEST(Unit, CompactChoiceTakesTheAdaptiveCoderOnlyWhereSmaller) {
+    const Tensor tensor = large_tensor(4, 300, 3);
+    const auto rungs = quantize_ladder(tensor, LadderPlan::parse("3,8"));
+    std::size_t adaptive_units = 0;
+    for (const UnitTarget& chunk : plan_chunks(0, tensor.element_count(), 200)) {
+        const auto fast = encode_level_unit(chunk, rungs[0]);
+        const auto compact = encode_level_unit(chunk, rungs[0], CoderChoice::compact);
+        EXPECT_EQ(read_unit_header(fast, "fast").coder, UnitCoder::rans);
+        EXPECT_LE(compact.size(), fast.size());
+        adaptive_units += read_unit_header(compact, "compact").coder == UnitCoder::adaptive;
+        const auto fast_refinement = encode_refinement_unit(chunk, rungs[0], rungs[1]);
+        EXPECT_EQ(read_unit_header(fast_refinement, "fast").coder, UnitCoder::rans);
+        EXPECT_LE(encode_refinement_unit(chunk, rungs[0], rungs[1], CoderChoice::compact).size(),
+                  fast_refinement.size());
+    }
+    // 200-element chunks: the tables of rANS cost more than the adaptive
+    // coder's learning.
+    EXPECT_GT(adaptive_units, 0u);
 }
 
 // Writes the unit fuzz corpus (tests/fuzz/corpus/unit) when
@@ -409,9 +431,9 @@ TEST(Unit, WritesTheFuzzCorpusWhenAsked) {
     const Tensor runs = large_tensor(3, 200, 5, /*sign_runs=*/true);
     write("levels8-rans-signs.bin",
           encode_level_unit({0, runs.element_count(), 0, 600},
-                            quantize_ladder(runs, LadderPlan::parse("8"))[0], UnitCoder::rans));
+                            quantize_ladder(runs, LadderPlan::parse("8"))[0]));
     for (const auto& [coder, tag] :
-         {std::pair{UnitCoder::rans, "rans"}, std::pair{UnitCoder::adaptive, "adaptive"}}) {
+         {std::pair{CoderChoice::fast, "rans"}, std::pair{CoderChoice::adaptive, "adaptive"}}) {
         write(std::string("levels4-") + tag + ".bin", encode_level_unit(chunk, rungs[0], coder));
         write(std::string("levels16-") + tag + ".bin", encode_level_unit(chunk, rungs[2], coder));
         write(std::string("refine8-") + tag + ".bin",
@@ -426,8 +448,8 @@ TEST(Unit, WritesTheFuzzCorpusWhenAsked) {
     std::uniform_real_distribution<float> spread(-1.0f, 1.0f);
     for (float& value : uniform.values) value = spread(generator);
     const auto uniform_rungs = quantize_ladder(uniform, LadderPlan::parse("8,16"));
-    const auto raw_contexts = encode_refinement_unit(
-        {0, uniform.element_count(), 0, 597}, uniform_rungs[0], uniform_rungs[1], UnitCoder::rans);
+    const auto raw_contexts = encode_refinement_unit({0, uniform.element_count(), 0, 597},
+                                                     uniform_rungs[0], uniform_rungs[1]);
     ASSERT_NE(raw_contexts[unit_header_bytes + 2], 0) << "expected raw contexts";
     write("refine16-rans-raw-contexts.bin", raw_contexts);
 }

@@ -108,8 +108,9 @@ int run_bench(int argc, char** argv) {
                             "ladders separated by '/' (default 8,16/4,16/4,8,16/16)");
     command_line.add_flag("per-channel", "one step per output channel instead of per tensor");
     command_line.add_option("coders", "C,C",
-                            "coders to compare (default bitinc,raw,zstd; also bitinc-rans and "
-                            "bitinc-adaptive, the bitinc units with one coder forced)");
+                            "coders to compare (default bitinc,raw,zstd; also bitinc-compact, "
+                            "units as pack --compact codes them, and bitinc-adaptive, the "
+                            "adaptive coder only)");
     command_line.add_option("threads", "T", "threads coding tensors in parallel (default 1)");
     command_line.add_option("repeats", "N",
                             "time each encode and decode N times, report the best (default 1)");

@@ -35,6 +35,19 @@ enum class UnitCoder : std::uint8_t {
     rans = 2,      // interleaved rANS with per-unit tables: fast
 };
 
+// How an encoder picks each unit's coder.
+enum class CoderChoice : std::uint8_t {
+    // rANS for every unit: the adaptive coder saves 0.02-2 % of the bytes
+    // but decodes 5-10 times slower, which costs more time than the bytes
+    // it saves take even on the study's slowest link (docs/performance.md).
+    fast,
+    // Also tries the adaptive coder on small chunks and on chunks whose
+    // signs come in runs, and keeps it where it codes smaller: for storage
+    // or links far slower than the device's decoder.
+    compact,
+    adaptive,  // every unit with the adaptive coder (tests, benchmarks)
+};
+
 // Which elements of which tensor a unit carries: [first, first + count).
 struct UnitTarget {
     std::uint32_t tensor_index = 0;
@@ -67,14 +80,26 @@ std::vector<UnitTarget> plan_chunks(std::uint32_t tensor_index, std::uint64_t el
 std::vector<std::uint8_t> encode_exact_unit(const UnitTarget& target,
                                             std::span<const float> values);
 // `rung` holds the whole tensor; the unit carries target's chunk of it.
-// `coder` none lets the encoder choose (rANS, or the adaptive coder where it
-// is clearly smaller); tests and benchmarks may force one.
 std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const QuantizedTensor& rung,
-                                            UnitCoder coder = UnitCoder::none);
+                                            CoderChoice choice = CoderChoice::fast);
 std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target,
                                                  const QuantizedTensor& coarse,
                                                  const QuantizedTensor& fine,
-                                                 UnitCoder coder = UnitCoder::none);
+                                                 CoderChoice choice = CoderChoice::fast);
+
+// One chunk of one rung, for encoders that never hold a whole rung (see
+// quantize_chunk): the chunk's indices with the tensor's grid.
+struct RungChunk {
+    int bits = 0;
+    std::span<const float> steps;  // every channel's step, of the whole tensor
+    std::uint64_t channel_size = 0;
+    std::span<const std::int32_t> indices;  // the target's target.count indices
+};
+std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const RungChunk& rung,
+                                            CoderChoice choice = CoderChoice::fast);
+std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target, const RungChunk& coarse,
+                                                 const RungChunk& fine,
+                                                 CoderChoice choice = CoderChoice::fast);
 
 // The total length of the unit that starts `bytes`, read from its header, or
 // 0 if fewer than 12 bytes are there yet or the magic is wrong. Lets a reader

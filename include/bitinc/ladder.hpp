@@ -71,6 +71,26 @@ QuantizedTensor quantize_top(const Tensor& tensor, const LadderPlan& plan);
 // derived from the next finer one by divide_toward_zero_on_ties().
 std::vector<QuantizedTensor> quantize_ladder(const Tensor& tensor, const LadderPlan& plan);
 
+// A tensor's grid without its indices: the top rung's steps (one per
+// channel) and the channel size, from one pass over the values. With it a
+// tensor is quantized a chunk at a time (quantize_chunk), so that pack holds
+// no whole rung of a large tensor. Throws Error naming the tensor if a value
+// is NaN or infinite.
+struct TopGrid {
+    std::vector<float> steps;
+    std::size_t channel_size = 0;
+};
+TopGrid top_grid(const Tensor& tensor, const LadderPlan& plan);
+
+// The steps of the plan's rung of `bits`: the top steps times 2^(top - bits).
+std::vector<float> rung_steps(const TopGrid& grid, const LadderPlan& plan, int bits);
+
+// The indices [first, first + out.size()) of the plan's rung of `bits`, the
+// same as quantize_ladder's: rounded at the top step, then divided down the
+// plan's rungs one by one.
+void quantize_chunk(const Tensor& tensor, const TopGrid& grid, const LadderPlan& plan, int bits,
+                    std::uint64_t first, std::span<std::int32_t> out);
+
 // r = q_fine - 2^k q_coarse for every index.
 std::vector<std::int32_t> refinement_residuals(const QuantizedTensor& coarse,
                                                const QuantizedTensor& fine);

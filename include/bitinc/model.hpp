@@ -163,6 +163,10 @@ struct TopologySummary {
     std::size_t node_count = 0;
     std::map<std::string, std::size_t> op_counts;
     std::size_t topology_bytes = 0;
+    // Float tensors held in Constant nodes (their `value` attribute), in the
+    // graph and its subgraphs: they travel inside the topology, unquantized.
+    std::size_t constant_float_tensors = 0;
+    std::uint64_t constant_float_elements = 0;
 };
 
 TopologySummary summarize_topology(const Model& model);

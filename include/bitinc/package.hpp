@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "bitinc/codec.hpp"
 #include "bitinc/ladder.hpp"
 #include "bitinc/model.hpp"
 
@@ -166,6 +167,9 @@ struct PackOptions {
     // download one model directly. Empty: the top rung.
     std::vector<int> direct_bits;
     std::uint64_t chunk_elements = std::uint64_t{1} << 20;
+    // fast (rANS for every unit) or compact (the adaptive coder where it
+    // codes smaller, slower to decode).
+    CoderChoice coder_choice = CoderChoice::fast;
     int threads = 0;  // 0: all cores
     // Replace a package already at the output directory (never a directory
     // holding anything else); false: refuse any non-empty output.
@@ -182,6 +186,9 @@ struct PackResult {
     double seconds = 0;
     // Coding time of each rung's units (summed over threads), in manifest order.
     std::vector<double> rung_encode_seconds;
+    // What a user should know about the package, e.g. that most of the
+    // model's weights cannot travel incrementally, and why.
+    std::vector<std::string> warnings;
 };
 
 // Packs the ONNX file at `model_path` into the directory `output`. The

@@ -13,18 +13,18 @@ namespace bitinc {
 
 namespace {
 
-// Units back to back, one per chunk. "bitinc" lets the encoder choose each
-// unit's coder; "bitinc-rans" and "bitinc-adaptive" force one (to measure
-// what the choice buys).
+// Units back to back, one per chunk: "bitinc" as pack codes them (rANS),
+// "bitinc-compact" as `pack --compact` does (the adaptive coder where it is
+// smaller), "bitinc-adaptive" with the adaptive coder only.
 class BitincCoder final : public WeightCoder {
   public:
-    BitincCoder(std::string_view name, UnitCoder coder) : name_(name), coder_(coder) {}
+    BitincCoder(std::string_view name, CoderChoice choice) : name_(name), choice_(choice) {}
     std::string_view name() const override { return name_; }
 
     std::vector<std::uint8_t> encode_levels(const QuantizedTensor& rung) override {
         std::vector<std::uint8_t> bytes;
         for (const UnitTarget& chunk : plan_chunks(0, rung.indices.size())) {
-            const auto unit = encode_level_unit(chunk, rung, coder_);
+            const auto unit = encode_level_unit(chunk, rung, choice_);
             bytes.insert(bytes.end(), unit.begin(), unit.end());
         }
         return bytes;
@@ -41,7 +41,7 @@ class BitincCoder final : public WeightCoder {
                                                 const QuantizedTensor& fine) override {
         std::vector<std::uint8_t> bytes;
         for (const UnitTarget& chunk : plan_chunks(0, fine.indices.size())) {
-            const auto unit = encode_refinement_unit(chunk, coarse, fine, coder_);
+            const auto unit = encode_refinement_unit(chunk, coarse, fine, choice_);
             bytes.insert(bytes.end(), unit.begin(), unit.end());
         }
         return bytes;
@@ -58,7 +58,7 @@ class BitincCoder final : public WeightCoder {
 
   private:
     std::string_view name_;
-    UnitCoder coder_;
+    CoderChoice choice_;
 
     template <typename Visit>
     static void for_each_unit(std::span<const std::uint8_t> bytes, Visit visit) {
@@ -210,18 +210,19 @@ class ZstdCoder final : public WeightCoder {
 }  // namespace
 
 std::unique_ptr<WeightCoder> make_coder(std::string_view name) {
-    if (name == "bitinc") return std::make_unique<BitincCoder>("bitinc", UnitCoder::none);
-    if (name == "bitinc-rans") return std::make_unique<BitincCoder>("bitinc-rans", UnitCoder::rans);
+    if (name == "bitinc") return std::make_unique<BitincCoder>("bitinc", CoderChoice::fast);
+    if (name == "bitinc-compact")
+        return std::make_unique<BitincCoder>("bitinc-compact", CoderChoice::compact);
     if (name == "bitinc-adaptive")
-        return std::make_unique<BitincCoder>("bitinc-adaptive", UnitCoder::adaptive);
+        return std::make_unique<BitincCoder>("bitinc-adaptive", CoderChoice::adaptive);
     if (name == "raw") return std::make_unique<RawCoder>();
     if (name == "zstd") return std::make_unique<ZstdCoder>();
     throw Error("unknown coder '" + std::string(name) +
-                "' (bitinc, bitinc-rans, bitinc-adaptive, raw or zstd)");
+                "' (bitinc, bitinc-compact, bitinc-adaptive, raw or zstd)");
 }
 
 std::vector<std::string_view> coder_names() {
-    return {"bitinc", "bitinc-rans", "bitinc-adaptive", "raw", "zstd"};
+    return {"bitinc", "bitinc-compact", "bitinc-adaptive", "raw", "zstd"};
 }
 
 }  // namespace bitinc

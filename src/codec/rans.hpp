@@ -56,15 +56,8 @@ class RawReader {
           has_fast_(bytes.size() >= 8) {}
     // count <= 32.
     std::uint32_t read(int count) {
-        std::uint64_t window;
-        if (has_fast_ && position_ <= fast_end_) [[likely]] {
-            std::uint64_t word;
-            __builtin_memcpy(&word, data_ + (position_ >> 3), 8);
-            if constexpr (std::endian::native == std::endian::big) word = __builtin_bswap64(word);
-            window = word >> (position_ & 7);
-        } else {
-            window = slow_window();
-        }
+        const std::uint64_t window =
+            has_fast_ && position_ <= fast_end_ ? fast_window() : slow_window();
         position_ += std::uint64_t(count);
         return static_cast<std::uint32_t>(window & ((std::uint64_t{1} << count) - 1));
     }
@@ -76,15 +69,23 @@ class RawReader {
         return has_fast_ && position_ + bits <= fast_end_;
     }
     std::uint32_t read_unchecked(std::uint32_t count) {
-        std::uint64_t word;
-        __builtin_memcpy(&word, data_ + (position_ >> 3), 8);
-        if constexpr (std::endian::native == std::endian::big) word = __builtin_bswap64(word);
-        const std::uint64_t window = word >> (position_ & 7);
+        return static_cast<std::uint32_t>(read_wide_unchecked(count));
+    }
+    // The same for up to 56 bits at once.
+    std::uint64_t read_wide_unchecked(std::uint32_t count) {
+        const std::uint64_t window = fast_window();
         position_ += count;
-        return static_cast<std::uint32_t>(window & ((std::uint64_t{1} << count) - 1));
+        return window & ((std::uint64_t{1} << count) - 1);
     }
 
   private:
+    // The 57 or more bits from the position, with one unaligned load.
+    std::uint64_t fast_window() const {
+        std::uint64_t word;
+        __builtin_memcpy(&word, data_ + (position_ >> 3), 8);
+        if constexpr (std::endian::native == std::endian::big) word = __builtin_bswap64(word);
+        return word >> (position_ & 7);
+    }
     std::uint64_t slow_window() const {
         std::uint64_t window = 0;
         for (int b = 0; b < 8; ++b) {
@@ -157,7 +158,9 @@ class Decoder {
     explicit Decoder(std::span<const std::uint8_t> stream);
 
     // One symbol on state x from `table`.
-    std::uint32_t get(std::uint32_t& x, const DecodeTable& table) {
+    std::uint32_t get(std::uint32_t& x, const DecodeTable& table) { return get(x, table.data()); }
+    // The same with the table given by its first entry.
+    std::uint32_t get(std::uint32_t& x, const std::uint32_t* table) {
         // The load is always in bounds; reads past the end show in ended_badly().
         return step(x, table, position_ < last_ ? position_ : last_);
     }
@@ -165,6 +168,9 @@ class Decoder {
     // remain: eight symbols read at most eight words.
     bool can_get_eight_unchecked() const { return position_ + 16 <= stream_.size(); }
     std::uint32_t get_unchecked(std::uint32_t& x, const DecodeTable& table) {
+        return step(x, table.data(), position_);
+    }
+    std::uint32_t get_unchecked(std::uint32_t& x, const std::uint32_t* table) {
         return step(x, table, position_);
     }
     std::array<std::uint32_t, lanes>& states() { return states_; }
@@ -173,7 +179,7 @@ class Decoder {
     bool ended_badly() const;
 
   private:
-    std::uint32_t step(std::uint32_t& x, const DecodeTable& table, std::size_t at) {
+    std::uint32_t step(std::uint32_t& x, const std::uint32_t* table, std::size_t at) {
         const std::uint32_t entry = table[x & slot_mask];
         x = ((entry >> 7) & 0x1FFFu) * (x >> precision) + (entry >> 20);
         // Branch-free renormalization: whether a state refills is a coin

@@ -139,21 +139,18 @@ std::span<const std::uint8_t> raw_part(const UnitHeader& header,
 // Payload coders. The coded payload of a levels or refinement unit starts
 // with a byte naming its coder (docs/format.md §3).
 
-// Chunks up to 2^11 elements, and up to 2^17 elements whose signs come in
-// runs, are also tried with the adaptive binary coder, which needs no tables
-// and follows local statistics (runs of signs, rows of different scale); it
-// is taken where it is smaller (on chunks up to 2^11 elements, 2 % smaller).
-// Larger chunks, and those without sign runs,
-// where it seldom wins, do not pay for encoding twice; and the rANS coder
-// decodes 5-10 times faster.
+// With CoderChoice::compact, chunks up to 2^11 elements, and up to 2^17
+// elements whose signs come in runs, are also tried with the adaptive binary
+// coder, which needs no tables and follows local statistics (runs of signs,
+// rows of different scale), and it is taken where it is smaller (on chunks
+// up to 2^11 elements, 2 % smaller). Larger chunks, and those without sign
+// runs, where it seldom wins, do not pay for encoding twice.
 constexpr std::uint64_t adaptive_trial_elements = std::uint64_t{1} << 17;
 constexpr std::uint64_t adaptive_always_tried_elements = std::uint64_t{1} << 11;
 
 // On chunks up to adaptive_always_tried_elements the adaptive coder must save
-// this share of the bytes: such a chunk decodes 5-10 times slower with it,
-// and mobilenetv2's many small depthwise tensors then cost 10 % of the
-// model's decoding time for 0.005 % of its bytes. Larger chunks, tried
-// only where signs come in runs, take it wherever it is smaller.
+// this share of the bytes: mobilenetv2's many small depthwise tensors
+// otherwise cost 10 % of the model's decoding time for 0.005 % of its bytes.
 constexpr double small_chunk_adaptive_gain_needed = 0.02;
 
 bool adaptive_pays(std::size_t adaptive_bytes, std::size_t rans_bytes, std::size_t elements) {
@@ -848,10 +845,13 @@ void decode_refinement_rans(const UnitHeader& header, std::span<const std::uint8
     // block is a multiple of 8 long; when raw contexts thin out the symbols,
     // the states are rotated so that coded element j stays on state j mod 8.
     constexpr std::size_t block = 2048;
+    // Four fields of this many bits fit one wide read (56 bits at least).
+    constexpr std::uint32_t max_grouped_width = 14;
     std::array<std::int32_t, block> parents;
     std::array<std::int32_t, block + 1> symbols{};  // + 1: read past the last, unused
     std::array<std::uint32_t, block> offsets;
     std::array<std::uint8_t, block> coded_contexts{};
+    std::array<std::uint32_t, block> table_offsets;
     std::size_t coded_so_far = 0;
     for (std::size_t first = 0; first < out.size(); first += block) {
         const std::size_t length = std::min(block, out.size() - first);
@@ -870,12 +870,17 @@ void decode_refinement_rans(const UnitHeader& header, std::span<const std::uint8
                     [&](std::size_t) -> const rans::DecodeTable& { return only; },
                     [](std::uint32_t) {});
             } else {
+                // Each element's table, as an offset into the tables (which
+                // lie back to back), in a pass of its own that vectorizes:
+                // the symbol loop then only adds it.
+                for (std::size_t u = 0; u < length; ++u) {
+                    table_offsets[u] =
+                        refinement_context(parents[u], contexts) * std::uint32_t(rans::total);
+                }
+                const std::uint32_t* const tables = setup.tables.front().data();
                 decode_symbols(
                     decoder, block_symbols,
-                    [&](std::size_t u) -> const rans::DecodeTable& {
-                        return table_of_context(refinement_context(parents[u], contexts));
-                    },
-                    [](std::uint32_t) {});
+                    [&](std::size_t u) { return tables + table_offsets[u]; }, [](std::uint32_t) {});
             }
             if (s == 0) {  // every bit of the offset is in the symbol
                 for (; j < length; ++j) offsets[j] = std::uint32_t(symbols[j]);
@@ -924,7 +929,24 @@ void decode_refinement_rans(const UnitHeader& header, std::span<const std::uint8
                     next += is_coded;
                     offsets[u] = top | read(is_coded ? s : std::uint32_t(k));
                 };
+                // Eight elements at a time; where none of them is coded (most
+                // groups: in 8->16 refinements only the zero cell is), their
+                // offsets are eight k-bit fields back to back, taken from two
+                // wide reads instead of eight reads each waiting for the last.
+                const auto width = std::uint32_t(k);
+                const std::uint64_t field_mask = (std::uint64_t{1} << width) - 1;
                 for (; j + 8 <= length && raw.can_read_unchecked(8 * 32); j += 8) {
+                    std::uint32_t any_coded = 0;
+                    for (std::size_t u = j; u < j + 8; ++u) any_coded |= coded_at(u);
+                    if (any_coded == 0 && width <= max_grouped_width) {
+                        for (std::size_t half = j; half < j + 8; half += 4) {
+                            const std::uint64_t fields = raw.read_wide_unchecked(4 * width);
+                            for (std::uint32_t f = 0; f < 4; ++f)
+                                offsets[half + f] = static_cast<std::uint32_t>(
+                                    (fields >> (f * width)) & field_mask);
+                        }
+                        continue;
+                    }
                     for (std::size_t u = j; u < j + 8; ++u)
                         one(u, [&](std::uint32_t n) { return raw.read_unchecked(n); });
                 }
@@ -982,15 +1004,14 @@ void decode_refinement_adaptive(const UnitHeader& header, std::span<const std::u
 }
 
 // The payload a unit is coded with, and whether it is the adaptive coder's:
-// the adaptive coder when asked for; otherwise rANS, unless the choice is
-// free (UnitCoder::none), the adaptive coder is worth trying for this chunk
-// and it codes smaller.
+// rANS unless the adaptive coder is forced, or the choice is compact, the
+// adaptive coder is worth trying for this chunk and it codes smaller.
 template <typename WorthTrying, typename Rans, typename Adaptive>
-std::pair<Payload, bool> choose_payload(UnitCoder coder, std::size_t elements,
+std::pair<Payload, bool> choose_payload(CoderChoice choice, std::size_t elements,
                                         WorthTrying worth_trying, Rans rans, Adaptive adaptive) {
-    if (coder == UnitCoder::adaptive) return {adaptive(), true};
+    if (choice == CoderChoice::adaptive) return {adaptive(), true};
     Payload payload = rans();
-    if (coder == UnitCoder::none && worth_trying()) {
+    if (choice == CoderChoice::compact && worth_trying()) {
         Payload candidate = adaptive();
         if (adaptive_pays(payload_size(candidate), payload_size(payload), elements)) {
             return {std::move(candidate), true};
@@ -1027,12 +1048,43 @@ std::vector<std::uint8_t> encode_exact_unit(const UnitTarget& target,
     return assemble(UnitType::exact, 32, 0, target, 0, 0, {}, payload);
 }
 
-std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const QuantizedTensor& rung,
-                                            UnitCoder coder) {
+namespace {
+
+// The whole-tensor rung's chunk at `target`, which must fit it.
+RungChunk chunk_of_rung(const UnitTarget& target, const QuantizedTensor& rung) {
     check_target(target, rung.indices.size());
+    return {rung.bits, rung.steps, rung.channel_size,
+            std::span(rung.indices).subspan(target.first, target.count)};
+}
+
+void check_chunk(const UnitTarget& target, const RungChunk& rung) {
+    check_target(target, target.tensor_elements);
+    if (rung.indices.size() != target.count) throw Error("unit chunk does not fit its target");
+}
+
+}  // namespace
+
+std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const QuantizedTensor& rung,
+                                            CoderChoice choice) {
+    return encode_level_unit(target, chunk_of_rung(target, rung), choice);
+}
+
+std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target,
+                                                 const QuantizedTensor& coarse,
+                                                 const QuantizedTensor& fine, CoderChoice choice) {
+    if (coarse.indices.size() != fine.indices.size()) throw Error("refinement: rungs do not match");
+    return encode_refinement_unit(target, chunk_of_rung(target, coarse),
+                                  chunk_of_rung(target, fine), choice);
+}
+
+std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const RungChunk& rung,
+                                            CoderChoice choice) {
+    check_chunk(target, rung);
     const std::uint64_t channel_size = std::max<std::uint64_t>(rung.channel_size, 1);
     const ChannelSpan channels = channels_of(target, channel_size);
-    const std::span<const std::int32_t> indices(rung.indices.data() + target.first, target.count);
+    if (channels.first + channels.count > rung.steps.size())
+        throw Error("unit chunk does not fit its steps");
+    const std::span<const std::int32_t> indices = rung.indices;
     std::uint32_t limit = 0;
     for (const std::int32_t index : indices) {
         limit = std::max(limit, static_cast<std::uint32_t>(std::abs(std::int64_t{index})));
@@ -1040,26 +1092,22 @@ std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const Quan
     const int split = split_bits_for(limit);
     const SignPlan signs = plan_signs(indices);
     const auto [payload, adaptive] = choose_payload(
-        coder, indices.size(), [&] { return adaptive_worth_trying(indices.size(), signs); },
+        choice, indices.size(), [&] { return adaptive_worth_trying(indices.size(), signs); },
         [&] { return encode_levels_rans(indices, limit, signs); },
         [&] { return encode_levels_adaptive(indices, limit, split); });
     return assemble(UnitType::levels, rung.bits, adaptive ? split : 0, target, channel_size, limit,
-                    std::span(rung.steps).subspan(channels.first, channels.count), payload);
+                    rung.steps.subspan(channels.first, channels.count), payload);
 }
 
-std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target,
-                                                 const QuantizedTensor& coarse,
-                                                 const QuantizedTensor& fine, UnitCoder coder) {
-    check_target(target, fine.indices.size());
+std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target, const RungChunk& coarse,
+                                                 const RungChunk& fine, CoderChoice choice) {
+    check_chunk(target, fine);
+    check_chunk(target, coarse);
     const int k = fine.bits - coarse.bits;
-    if (k <= 0 || coarse.indices.size() != fine.indices.size()) {
-        throw Error("refinement: rungs do not match");
-    }
+    if (k <= 0) throw Error("refinement: rungs do not match");
     // Only this chunk's residuals: r = q_fine - 2^k q_coarse.
-    const std::span<const std::int32_t> coarse_chunk(coarse.indices.data() + target.first,
-                                                     target.count);
-    const std::span<const std::int32_t> fine_chunk(fine.indices.data() + target.first,
-                                                   target.count);
+    const std::span<const std::int32_t> coarse_chunk = coarse.indices;
+    const std::span<const std::int32_t> fine_chunk = fine.indices;
     // Computed and checked once for whichever coders are tried.
     std::vector<std::int32_t> residuals(fine_chunk.size());
     for (std::size_t i = 0; i < fine_chunk.size(); ++i) {
@@ -1072,7 +1120,8 @@ std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target,
     }
     const Payload payload =
         choose_payload(
-            coder, residuals.size(), [&] { return target.count <= adaptive_always_tried_elements; },
+            choice, residuals.size(),
+            [&] { return target.count <= adaptive_always_tried_elements; },
             [&] { return encode_refinement_rans(coarse_chunk, residuals, k); },
             [&] { return encode_refinement_adaptive(coarse_chunk, residuals, k); })
             .first;

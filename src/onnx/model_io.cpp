@@ -274,6 +274,42 @@ std::string onnx_io::serialize_with_protobuf(const Model& model) {
     return onnx_io::serialize_deterministically(proto);
 }
 
+namespace {
+
+bool is_float_type(std::int32_t type) {
+    return type == TensorProto::FLOAT || type == TensorProto::FLOAT16 ||
+           type == TensorProto::BFLOAT16 || type == TensorProto::DOUBLE;
+}
+
+// Counts the float tensors of Constant nodes' `value` attributes in `graph`
+// and the graphs nested in its nodes' attributes.
+void count_constant_floats(const onnx::GraphProto& graph, TopologySummary& summary, int depth) {
+    // Protobuf's own nesting limit bounds this; a count is all that is lost.
+    constexpr int deepest_counted = 64;
+    if (depth > deepest_counted) return;
+    for (const auto& node : graph.node()) {
+        for (const auto& attribute : node.attribute()) {
+            if (node.op_type() == "Constant" && attribute.name() == "value" && attribute.has_t() &&
+                is_float_type(attribute.t().data_type())) {
+                // Saturating: the dims are the file's word, and this is a count.
+                std::uint64_t elements = 1;
+                for (const std::int64_t dim : attribute.t().dims()) {
+                    const auto size = std::uint64_t(std::max<std::int64_t>(dim, 0));
+                    elements =
+                        size != 0 && elements > UINT64_MAX / size ? UINT64_MAX : elements * size;
+                }
+                ++summary.constant_float_tensors;
+                summary.constant_float_elements += elements;
+            }
+            if (attribute.has_g()) count_constant_floats(attribute.g(), summary, depth + 1);
+            for (const auto& nested : attribute.graphs())
+                count_constant_floats(nested, summary, depth + 1);
+        }
+    }
+}
+
+}  // namespace
+
 TopologySummary summarize_topology(const Model& model) {
     const onnx::ModelProto proto = onnx_io::parse_model_proto(model.topology, "model topology");
     TopologySummary summary;
@@ -309,6 +345,7 @@ TopologySummary summarize_topology(const Model& model) {
     summary.node_count = static_cast<std::size_t>(proto.graph().node_size());
     for (const auto& node : proto.graph().node()) ++summary.op_counts[node.op_type()];
     summary.topology_bytes = model.topology.size();
+    count_constant_floats(proto.graph(), summary, 0);
     return summary;
 }
 

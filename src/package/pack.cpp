@@ -158,13 +158,26 @@ void pack_tensor(const Tensor& tensor, std::size_t tensor_index, bool quantized,
                  std::deque<RungFileWriter>& files, std::vector<double>& encode_seconds,
                  std::size_t& done, std::size_t total_units) {
     const LadderPlan& plan = manifest.ladder;
-    const auto ladder_position = [&](int bits) {
-        return std::size_t(std::find(plan.bits.begin(), plan.bits.end(), bits) - plan.bits.begin());
-    };
     const std::vector<UnitTarget> chunks =
         plan_chunks(std::uint32_t(tensor_index), tensor.element_count(), manifest.chunk_elements);
-    std::vector<QuantizedTensor> rungs;
-    if (quantized) rungs = quantize_ladder(tensor, plan);
+    // Each unit quantizes its own chunk from the top rung's grid: no whole
+    // rung of the tensor is ever held, so pack's peak stays near one copy of
+    // the largest tensor's values (docs/performance.md, "Memory").
+    TopGrid grid;
+    std::vector<std::vector<float>> steps_by_rung(plan.bits.size());
+    if (quantized) {
+        grid = top_grid(tensor, plan);
+        for (std::size_t r = 0; r < plan.bits.size(); ++r)
+            steps_by_rung[r] = rung_steps(grid, plan, plan.bits[r]);
+    }
+    const auto chunk_at = [&](int bits, const UnitTarget& target,
+                              std::vector<std::int32_t>& indices) {
+        indices.resize(target.count);
+        quantize_chunk(tensor, grid, plan, bits, target.first, indices);
+        const auto position =
+            std::size_t(std::find(plan.bits.begin(), plan.bits.end(), bits) - plan.bits.begin());
+        return RungChunk{bits, steps_by_rung.at(position), grid.channel_size, indices};
+    };
 
     std::vector<UnitJob> jobs;
     for (std::size_t r = 0; r < manifest.rungs.size(); ++r) {
@@ -172,16 +185,21 @@ void pack_tensor(const Tensor& tensor, std::size_t tensor_index, bool quantized,
         for (const UnitTarget& chunk : chunks) jobs.push_back({r, chunk, {}, {}});
     }
     std::mutex progress_mutex;
-    core::run_parallel(jobs.size(), threads, [&](std::size_t j) {
+    const auto code_job = [&](std::size_t j) {
         const auto job_start = std::chrono::steady_clock::now();
         UnitJob& job = jobs[j];
         const RungEntry& rung = manifest.rungs[job.rung];
         if (!quantized) {
             job.bytes = encode_exact_unit(job.target, tensor.values);
         } else if (rung.kind == RungKind::refinement) {
-            job.bytes = encode_refinement_unit(job.target, rungs[job.rung - 1], rungs[job.rung]);
+            std::vector<std::int32_t> coarse, fine;
+            job.bytes =
+                encode_refinement_unit(job.target, chunk_at(rung.parent_bits, job.target, coarse),
+                                       chunk_at(rung.bits, job.target, fine), options.coder_choice);
         } else {
-            job.bytes = encode_level_unit(job.target, rungs[ladder_position(rung.bits)]);
+            std::vector<std::int32_t> indices;
+            job.bytes = encode_level_unit(job.target, chunk_at(rung.bits, job.target, indices),
+                                          options.coder_choice);
         }
         job.sha256 = unit_sha256(job.bytes);  // in parallel: hashing is not free
         const double job_seconds =
@@ -189,19 +207,66 @@ void pack_tensor(const Tensor& tensor, std::size_t tensor_index, bool quantized,
         const std::lock_guard lock(progress_mutex);
         encode_seconds[job.rung] += job_seconds;
         if (options.progress) options.progress(++done, total_units);
-    });
-    for (UnitJob& job : jobs) {
-        const std::uint64_t offset = files[job.rung].append(job.bytes);
-        manifest.rungs[job.rung].units.push_back(
-            {std::uint32_t(tensor_index), job.target.first, job.target.count, offset,
-             std::uint32_t(job.bytes.size()), unit_crc32c(job.bytes), std::move(job.sha256)});
-        std::vector<std::uint8_t>().swap(job.bytes);  // freed as soon as written
+    };
+    // A few units per thread at a time, written in order as each batch ends,
+    // so that the coded bytes of a large tensor are not all held at once.
+    const std::size_t batch = 2 * std::size_t(std::max(threads, 1));
+    for (std::size_t first = 0; first < jobs.size(); first += batch) {
+        const std::size_t count = std::min(batch, jobs.size() - first);
+        core::run_parallel(count, threads, [&](std::size_t j) { code_job(first + j); });
+        for (std::size_t j = first; j < first + count; ++j) {
+            UnitJob& job = jobs[j];
+            const std::uint64_t offset = files[job.rung].append(job.bytes);
+            manifest.rungs[job.rung].units.push_back(
+                {std::uint32_t(tensor_index), job.target.first, job.target.count, offset,
+                 std::uint32_t(job.bytes.size()), unit_crc32c(job.bytes), std::move(job.sha256)});
+            std::vector<std::uint8_t>().swap(job.bytes);  // freed as soon as written
+        }
     }
 }
 
 // LadderPlan::quantizes on a weight's shape, before its values are loaded.
 bool quantizes_shape(const LadderPlan& plan, const Tensor& shell, std::uint64_t elements) {
     return shell.shape.size() >= 2 && elements >= plan.min_quantized_elements;
+}
+
+std::string percent_text(double share) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.1f %%", 100.0 * share);
+    return text;
+}
+
+// A warning when less than half of the model's float parameters go through
+// the ladder, naming where the rest are: a package whose rungs are (nearly)
+// empty "works" but delivers nothing incrementally.
+std::vector<std::string> incremental_share_warnings(const Model& model, const Manifest& manifest) {
+    std::uint64_t quantized = 0, exact = 0;
+    for (const TensorEntry& tensor : manifest.tensors)
+        (tensor.quantized ? quantized : exact) += tensor.element_count();
+    const TopologySummary summary = summarize_topology(model);
+    const std::uint64_t in_constants = summary.constant_float_elements;
+    const std::uint64_t all = quantized + exact + in_constants;
+    if (all == 0) {
+        return {
+            "the model has no float weights: every rung is empty and nothing is sent "
+            "incrementally"};
+    }
+    if (2 * quantized >= all) return {};
+    std::string why = "only " + percent_text(double(quantized) / double(all)) +
+                      " of the model's float parameters go through the ladder:";
+    if (in_constants > 0) {
+        why += " " + std::to_string(in_constants) + " are in " +
+               std::to_string(summary.constant_float_tensors) +
+               " Constant nodes, which travel unquantized inside the topology (bitinc "
+               "quantizes initializers; export them as initializers, e.g. with constant "
+               "folding off)";
+        if (exact > 0) why += ";";
+    }
+    if (exact > 0) {
+        why += " " + std::to_string(exact) +
+               " are in tensors of rank below 2 or below --min-elements, which travel exactly";
+    }
+    return {why};
 }
 
 }  // namespace
@@ -318,6 +383,7 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
         throw;
     }
     PackResult result;
+    result.warnings = incremental_share_warnings(model, manifest);
     result.manifest = std::move(manifest);
     result.rung_encode_seconds = std::move(encode_seconds);
     result.seconds =

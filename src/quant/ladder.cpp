@@ -95,6 +95,21 @@ std::vector<float> top_steps(const Tensor& tensor, const LadderPlan& plan, std::
     return steps;
 }
 
+// Rounds `count` values at `step` (halves away from zero, as the format
+// says), clamped to +-limit; a zero step (all zeros, or a step too small to
+// be a normal float) gives zeros.
+void round_at_step(const float* values, std::size_t count, double step, double limit,
+                   std::int32_t* indices) {
+    if (step == 0.0) {
+        std::fill(indices, indices + count, 0);
+        return;
+    }
+    for (std::size_t i = 0; i < count; ++i) {
+        const double scaled = std::round(double(values[i]) / step);
+        indices[i] = static_cast<std::int32_t>(std::clamp(scaled, -limit, limit));
+    }
+}
+
 // Direct rounding of every weight at the top rung's step.
 QuantizedTensor quantize_rung(const Tensor& tensor, const LadderPlan& plan,
                               std::span<const float> top, std::size_t channel_size, int bits) {
@@ -107,18 +122,8 @@ QuantizedTensor quantize_rung(const Tensor& tensor, const LadderPlan& plan,
     for (const float step : top) result.steps.push_back(std::ldexp(step, shift));  // exact
     result.indices.resize(tensor.element_count());
     for (std::size_t channel = 0; channel < top.size(); ++channel) {
-        const double step = result.steps[channel];
-        const float* values = tensor.values.data() + channel * channel_size;
-        std::int32_t* indices = result.indices.data() + channel * channel_size;
-        if (step == 0.0) {  // all zeros, or so tiny that the step is not a normal float
-            std::fill(indices, indices + channel_size, 0);
-            continue;
-        }
-        for (std::size_t i = 0; i < channel_size; ++i) {
-            // std::round rounds halves away from zero, as the format says.
-            const double scaled = std::round(double(values[i]) / step);
-            indices[i] = static_cast<std::int32_t>(std::clamp(scaled, -limit, limit));
-        }
+        round_at_step(tensor.values.data() + channel * channel_size, channel_size,
+                      result.steps[channel], limit, result.indices.data() + channel * channel_size);
     }
     return result;
 }
@@ -160,6 +165,47 @@ std::vector<QuantizedTensor> quantize_ladder(const Tensor& tensor, const LadderP
     for (std::size_t rung = rungs.size() - 1; rung-- > 0;)
         rungs[rung] = coarser_rung(rungs[rung + 1], plan.bits[rung + 1] - plan.bits[rung]);
     return rungs;
+}
+
+TopGrid top_grid(const Tensor& tensor, const LadderPlan& plan) {
+    TopGrid grid;
+    const std::size_t channels = channel_count(tensor, plan);
+    grid.channel_size = tensor.element_count() / channels;
+    grid.steps = top_steps(tensor, plan, channels, grid.channel_size);
+    return grid;
+}
+
+std::vector<float> rung_steps(const TopGrid& grid, const LadderPlan& plan, int bits) {
+    std::vector<float> steps;
+    steps.reserve(grid.steps.size());
+    for (const float step : grid.steps)
+        steps.push_back(std::ldexp(step, plan.top_bits() - bits));  // exact
+    return steps;
+}
+
+void quantize_chunk(const Tensor& tensor, const TopGrid& grid, const LadderPlan& plan, int bits,
+                    std::uint64_t first, std::span<std::int32_t> out) {
+    const auto rung = std::find(plan.bits.begin(), plan.bits.end(), bits);
+    if (rung == plan.bits.end() || grid.channel_size == 0 ||
+        first + out.size() > tensor.values.size()) {
+        throw Error("quantize_chunk: the chunk or the rung is not the tensor's");
+    }
+    const double limit = double(largest_index(plan.top_bits(), plan.base_bits()));
+    // The top rung, a channel's part at a time.
+    for (std::uint64_t at = first; at < first + out.size();) {
+        const std::uint64_t channel = at / grid.channel_size;
+        const std::uint64_t channel_end = (channel + 1) * grid.channel_size;
+        const std::size_t count =
+            std::size_t(std::min<std::uint64_t>(channel_end, first + out.size()) - at);
+        round_at_step(tensor.values.data() + at, count, grid.steps[channel], limit,
+                      out.data() + (at - first));
+        at += count;
+    }
+    // Down the plan's rungs to `bits`, as quantize_ladder does.
+    for (auto finer = plan.bits.end() - 1; finer != rung; --finer) {
+        const int k = *finer - *(finer - 1);
+        for (std::int32_t& index : out) index = divide_toward_zero_on_ties(index, k);
+    }
 }
 
 std::vector<std::int32_t> refinement_residuals(const QuantizedTensor& coarse,
