@@ -15,17 +15,10 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::OnnxBuilder;
+using testing::random_values;
 using testing::slurp;
 using testing::spit;
 using testing::TemporaryDirectory;
-
-std::vector<float> random_values(std::size_t count, float scale, unsigned seed) {
-    std::mt19937 generator(seed);
-    std::normal_distribution<float> normal(0.0f, scale);
-    std::vector<float> values(count);
-    for (float& value : values) value = normal(generator);
-    return values;
-}
 
 // Four quantized matrices (one cut in chunks that straddle channels) and a
 // bias that travels exactly.

@@ -181,14 +181,7 @@ TEST_F(Delivery, FetchNeverAsksForTheTopologyFile) {
 // those units make.
 TEST_F(Delivery, UntilTheAccuracyPointFetchesOnlyItsPrefix) {
     Manifest manifest = manifest_;
-    AccuracyPoint point;
-    point.rung = 1;
-    point.units = 2;
-    point.metric = "top1_percent";
-    point.calibration_images = 512;
-    point.value = 91.5;
-    point.top_value = 91.6;
-    point.tolerance = 0.1;
+    const AccuracyPoint point = testing::accuracy_point_after(1, 2);
     manifest.accuracy_point = point;
     const std::string text = serialize_manifest(manifest);
     spit(root_ / "model" / "manifest.json", text);
@@ -226,14 +219,7 @@ TEST_F(Delivery, UntilTheAccuracyPointFetchesOnlyItsPrefix) {
 // and still ends at the top rung.
 TEST_F(Delivery, PassingTheAccuracyPointAnnouncesExactlyItsPrefix) {
     Manifest manifest = manifest_;
-    AccuracyPoint point;
-    point.rung = 1;
-    point.units = 2;
-    point.metric = "top1_percent";
-    point.calibration_images = 512;
-    point.value = 91.5;
-    point.top_value = 91.6;
-    point.tolerance = 0.1;
+    const AccuracyPoint point = testing::accuracy_point_after(1, 2);
     manifest.accuracy_point = point;
     spit(root_ / "model" / "manifest.json", serialize_manifest(manifest));
 

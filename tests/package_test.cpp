@@ -19,17 +19,10 @@ namespace {
 namespace fs = std::filesystem;
 using testing::Encoding;
 using testing::OnnxBuilder;
+using testing::random_values;
 using testing::slurp;
 using testing::spit;
 using testing::TemporaryDirectory;
-
-std::vector<float> random_values(std::size_t count, float scale, unsigned seed) {
-    std::mt19937 generator(seed);
-    std::normal_distribution<float> normal(0.0f, scale);
-    std::vector<float> values(count);
-    for (float& value : values) value = normal(generator);
-    return values;
-}
 
 // A model with the tensors a packer meets: a large float32 matrix cut into
 // chunks that straddle channels, a float16 matrix, an all-zero and a

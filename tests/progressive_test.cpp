@@ -54,12 +54,7 @@ class Progressive : public ::testing::Test {
 // exactly that model while the rest of the ladder arrives.
 TEST_F(Progressive, ServesTheAccuracyPointOnTheWayToTheTop) {
     Manifest manifest = manifest_;
-    AccuracyPoint point;
-    point.rung = 1;
-    point.units = 2;
-    point.metric = "top1_percent";
-    point.value = 90;
-    point.top_value = 90;
+    const AccuracyPoint point = testing::accuracy_point_after(1, 2);
     manifest.accuracy_point = point;
     testing::spit(root_ / "small-cnn" / "manifest.json", serialize_manifest(manifest));
     // Slow enough that the rest of the 8-bit rung (~70 kB) takes far longer

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -40,6 +41,29 @@ class TemporaryDirectory {
 };
 
 // The source tree, for the bundled models; set by CMake.
+// `count` normally distributed values of standard deviation `scale`.
+inline std::vector<float> random_values(std::size_t count, float scale, unsigned seed) {
+    std::mt19937 generator(seed);
+    std::normal_distribution<float> normal(0.0f, scale);
+    std::vector<float> values(count);
+    for (float& value : values) value = normal(generator);
+    return values;
+}
+
+// An accuracy point after the first `units` units of refinement rung `rung`
+// (an index into Manifest::rungs), with plausible calibration figures.
+inline AccuracyPoint accuracy_point_after(std::size_t rung, std::size_t units) {
+    AccuracyPoint point;
+    point.rung = rung;
+    point.units = units;
+    point.metric = "top1_percent";
+    point.calibration_images = 512;
+    point.value = 91.5;
+    point.top_value = 91.6;
+    point.tolerance = 0.1;
+    return point;
+}
+
 inline std::filesystem::path source_dir() {
     return BITINC_SOURCE_DIR;
 }

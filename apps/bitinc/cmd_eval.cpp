@@ -470,13 +470,7 @@ int run_eval(int argc, char** argv) {
     command_line.add_flag("calibrate",
                           "pack with calibration on training images: refinements in order of "
                           "accuracy per byte, an accuracy point, and both updates in the table");
-    command_line.add_option("calibration-images", "N",
-                            "training images calibration runs on (default 1000)");
-    command_line.add_option("sensitivity-images", "M",
-                            "rank tensors on the first M of them only (default: all; the "
-                            "accuracy point is searched on all)");
-    command_line.add_option("tolerance", "POINTS",
-                            "how far below the top rung the accuracy point may be (default 0.1)");
+    add_calibration_options(command_line, "training images calibration runs on (default 1000)");
     command_line.add_option("curve-points", "N",
                             "accuracy-against-bytes points per refinement rung, calibrated and "
                             "tensor order (default 8; 0: none)");
@@ -508,13 +502,7 @@ int run_eval(int argc, char** argv) {
                          {8, false}, {4, true},  {8, true}};
     }
     if (command_line.flag("calibrate")) {
-        PackCalibration calibration;
-        calibration.images =
-            std::size_t(command_line.integer("calibration-images", 1000, 1, 60'000));
-        calibration.sensitivity_images =
-            std::size_t(command_line.integer("sensitivity-images", 0, 1, 60'000));
-        calibration.tolerance_points = command_line.real("tolerance", 0.1, 0, 100);
-        calibration.data_dir = data_dir(command_line);  // its training split only
+        PackCalibration calibration = calibration_options(command_line);
         calibration.engine_threads = int(command_line.integer("eval-threads", 0, 1, 256));
         options.calibration = calibration;
     }

@@ -108,13 +108,8 @@ int run_pack(int argc, char** argv) {
     command_line.add_option("base-bits", "BITS",
                             "the base bit depths --budget may give a tensor (default "
                             "2,3,4,5,6,7,8)");
-    command_line.add_option("calibration-images", "N",
+    add_calibration_options(command_line,
                             "training images calibration and --budget run on (default 1000)");
-    command_line.add_option("sensitivity-images", "M",
-                            "rank tensors on the first M of them only (default: all; the "
-                            "accuracy point is searched on all)");
-    command_line.add_option("tolerance", "POINTS",
-                            "top-1 the accuracy point may lose to the top rung (default 0.1)");
     add_data_dir_option(command_line);
     command_line.add_flag("json", "print a JSON summary instead of text");
     command_line.add_flag("no-progress", "never draw a progress bar");
@@ -124,14 +119,7 @@ int run_pack(int argc, char** argv) {
 
     PackOptions options;
     if (command_line.flag("calibrate")) {
-        PackCalibration calibration;
-        calibration.images =
-            std::size_t(command_line.integer("calibration-images", 1000, 1, 60'000));
-        calibration.sensitivity_images =
-            std::size_t(command_line.integer("sensitivity-images", 0, 1, 60'000));
-        calibration.tolerance_points = command_line.real("tolerance", 0.1, 0, 100);
-        calibration.data_dir = data_dir(command_line);
-        options.calibration = calibration;
+        options.calibration = calibration_options(command_line);
     }
     if (const auto budget_text = command_line.value("budget")) {
         PackBudget budget = parse_pack_budget(*budget_text);

@@ -60,6 +60,25 @@ std::string data_dir(const CommandLine& command_line) {
     return command_line.value("data-dir").value_or(std::string(default_fashion_mnist_dir));
 }
 
+void add_calibration_options(CommandLine& command_line, const std::string& images_help) {
+    command_line.add_option("calibration-images", "N", images_help);
+    command_line.add_option("sensitivity-images", "M",
+                            "rank tensors on the first M of them only (default: all; the "
+                            "accuracy point is searched on all)");
+    command_line.add_option("tolerance", "POINTS",
+                            "top-1 the accuracy point may lose to the top rung (default 0.1)");
+}
+
+PackCalibration calibration_options(const CommandLine& command_line) {
+    PackCalibration calibration;
+    calibration.images = std::size_t(command_line.integer("calibration-images", 1000, 1, 60'000));
+    calibration.sensitivity_images =
+        std::size_t(command_line.integer("sensitivity-images", 0, 1, 60'000));
+    calibration.tolerance_points = command_line.real("tolerance", 0.1, 0, 100);
+    calibration.data_dir = data_dir(command_line);  // its training split only
+    return calibration;
+}
+
 std::string megabytes(std::uint64_t bytes) {
     char text[32];
     std::snprintf(text, sizeof text, "%.3f MB", double(bytes) / 1e6);

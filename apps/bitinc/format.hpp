@@ -3,9 +3,9 @@
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
-
 #include <string>
 #include <vector>
+#include "bitinc/package.hpp"
 #include "command_line.hpp"
 
 namespace bitinc::cli {
@@ -27,6 +27,11 @@ std::string json_text(const nlohmann::json& json, int indent = 2);
 // reads images takes it), and its value or the default.
 void add_data_dir_option(CommandLine& command_line);
 std::string data_dir(const CommandLine& command_line);
+// The calibration options of pack and eval (--calibration-images,
+// --sensitivity-images, --tolerance, and --data-dir's training split), and
+// the calibration they ask for.
+void add_calibration_options(CommandLine& command_line, const std::string& images_help);
+PackCalibration calibration_options(const CommandLine& command_line);
 
 // "12.5 MB" style: decimal megabytes with three significant decimals.
 std::string megabytes(std::uint64_t bytes);

@@ -568,7 +568,8 @@ void write_evaluation_results(const EvaluationResult& result, const fs::path& di
         }
         return -1.0;
     };
-    const auto rung_row = [](const RungEvaluation& rung, std::string role) {
+    // A rung or an update: the same figures.
+    const auto rung_row = [](const auto& rung, std::string role) {
         Row figures;
         figures.role = std::move(role);
         figures.bits = rung.bits;
@@ -580,16 +581,8 @@ void write_evaluation_results(const EvaluationResult& result, const fs::path& di
         figures.decode_seconds = rung.decode_seconds;
         return figures;
     };
-    const auto update_row = [](const UpdateEvaluation& update, std::string role) {
-        Row figures;
-        figures.role = std::move(role);
-        figures.bits = update.bits;
-        figures.parent_bits = update.parent_bits;
-        figures.bytes = update.bytes;
-        figures.value = update.performance.value;
-        figures.eval_seconds = update.performance.seconds;
-        figures.encode_seconds = update.encode_seconds;
-        figures.decode_seconds = update.decode_seconds;
+    const auto update_row = [&](const UpdateEvaluation& update, std::string role) {
+        Row figures = rung_row(update, std::move(role));
         figures.units = update.units;
         return figures;
     };
