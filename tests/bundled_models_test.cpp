@@ -64,8 +64,8 @@ TEST_P(BundledModel, RoundTripKeepsEveryTensorByte) {
             EXPECT_EQ(a.SerializeAsString(), b.SerializeAsString()) << a.name();
         }
     }
-    // The other weights are Constant nodes' values (Clip bounds), which
-    // travel exactly: the graph comparison below covers their bytes.
+    // Any other weights are Constant nodes' values: the graph comparison
+    // below covers their bytes.
     EXPECT_EQ(float_tensors + summarize_topology(model).constant_weight_tensors,
               model.weights.size());
     // The graph apart from the weights is unchanged.

@@ -238,6 +238,7 @@ TEST_F(OnnxStream, ConstantNodeWeightsReadAndWriteLikeInitializers) {
     builder.constant("w", {3, 4}, {0.5f, -1, 0.25f, 2, 1, 1, -0.5f, 0, -2, 0.75f, 1.5f, -0.25f},
                      testing::Encoding::float_raw);
     builder.int64_constant("unused_shape", {3, 4});
+    builder.constant("unused_scalar", {}, {2.0f});  // not a weight: stays whole
     builder.initializer("b", {3}, {0.125f, -0.5f, 1.0f});
     testing::add_int_attribute(builder.node("Gemm", {"x", "w", "b"}, {"y"}), "transB", 1);
     const std::string bytes = builder.bytes();
@@ -264,10 +265,12 @@ TEST_F(OnnxStream, ConstantNodeWeightsReadAndWriteLikeInitializers) {
 
     onnx::ModelProto topology;
     ASSERT_TRUE(topology.ParseFromString(in_memory.topology));
-    ASSERT_EQ(topology.graph().node_size(), 3);
+    ASSERT_EQ(topology.graph().node_size(), 4);
     EXPECT_EQ(topology.graph().node(0).op_type(), "Constant");
     EXPECT_TRUE(topology.graph().node(0).attribute(0).t().raw_data().empty());
     EXPECT_EQ(topology.graph().node(1).attribute(0).t().int64_data_size(), 2);
+    EXPECT_EQ(topology.graph().node(2).attribute(0).t().float_data_size(), 1);
+    EXPECT_EQ(summarize_topology(in_memory).constant_float_tensors, 1u);
 
     const std::string written = serialize_onnx(in_memory);
     EXPECT_EQ(written, onnx_io::serialize_with_protobuf(in_memory));
@@ -280,8 +283,10 @@ TEST_F(OnnxStream, ConstantNodeWeightsReadAndWriteLikeInitializers) {
     ASSERT_TRUE(rebuilt.ParseFromString(written));
     EXPECT_EQ(rebuilt.graph().node(0).attribute(0).t().raw_data(),
               original.graph().node(0).attribute(0).t().raw_data());
-    EXPECT_EQ(rebuilt.graph().node(1).SerializeAsString(),
-              original.graph().node(1).SerializeAsString());
+    for (const int whole : {1, 2}) {
+        EXPECT_EQ(rebuilt.graph().node(whole).SerializeAsString(),
+                  original.graph().node(whole).SerializeAsString());
+    }
 }
 
 TEST_F(OnnxStream, DuplicateWeightNamesAreRefused) {

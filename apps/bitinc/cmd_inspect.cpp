@@ -91,7 +91,8 @@ void print_inspect_text(const std::string& path, std::uintmax_t file_bytes, cons
     }
     if (summary.constant_float_tensors > 0) {
         std::printf(
-            "  constants   %zu other Constant nodes (bfloat16/float64, or in subgraphs) hold %s "
+            "  constants   %zu other Constant nodes (scalars, bfloat16/float64, or in subgraphs) "
+            "hold %s "
             "float parameters (in the topology: not quantized)\n",
             summary.constant_float_tensors, with_commas(summary.constant_float_elements).c_str());
     }

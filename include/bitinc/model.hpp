@@ -35,7 +35,8 @@ struct Tensor {
 // The topology is a serialized ONNX ModelProto in which every weight has
 // kept its name, type and dims but lost its data; `weights` holds that data.
 // A weight is a float32/float16 initializer or the float32/float16 `value`
-// tensor of a top-level Constant node (named by the node's output). Order:
+// tensor of a top-level Constant node with more than one element (named by
+// the node's output). Order:
 // the Constant nodes' tensors in node order, then the initializers in
 // order, which is where protobuf serializes their data.
 struct Model {
@@ -168,8 +169,8 @@ struct TopologySummary {
     // Top-level Constant nodes whose float32/float16 `value` is a weight
     // (it goes through the ladder like an initializer).
     std::size_t constant_weight_tensors = 0;
-    // Other float tensors held in Constant nodes (bfloat16 or float64, or in
-    // subgraphs): they travel inside the topology, unquantized.
+    // Other float tensors held in Constant nodes (scalars, bfloat16 or
+    // float64, or in subgraphs): they travel inside the topology, unquantized.
     std::size_t constant_float_tensors = 0;
     std::uint64_t constant_float_elements = 0;
 };

@@ -65,10 +65,19 @@ int constant_weight_attribute(const onnx::NodeProto& node) {
     }
     for (int i = 0; i < node.attribute_size(); ++i) {
         const onnx::AttributeProto& attribute = node.attribute(i);
-        if (attribute.name() == "value" && attribute.has_t() &&
-            is_weight_initializer(attribute.t())) {
-            return i;
+        if (attribute.name() != "value" || !attribute.has_t() ||
+            !is_weight_initializer(attribute.t())) {
+            continue;
         }
+        // A scalar (Clip bounds, an exponent) is graph arithmetic, not a
+        // learned weight: it costs a few bytes in the topology and would
+        // cost a tensor entry and an exact unit per rung as a weight.
+        std::uint64_t elements = 1;
+        for (const std::int64_t dim : attribute.t().dims()) {
+            if (dim < 0) return -1;  // malformed: left as it is
+            elements = std::min<std::uint64_t>(elements * std::uint64_t(dim), 2);
+        }
+        return elements > 1 ? i : -1;
     }
     return -1;
 }

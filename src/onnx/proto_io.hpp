@@ -28,7 +28,8 @@ bool is_weight_initializer(const onnx::TensorProto& tensor);
 
 // The index of `node`'s attribute that holds a weight, or -1: a Constant
 // node (default domain, one output) whose `value` is a float32 or float16
-// tensor. Only top-level nodes are asked; subgraphs keep their constants.
+// tensor of more than one element. Only top-level nodes are asked;
+// subgraphs keep their constants, and so do scalars.
 int constant_weight_attribute(const onnx::NodeProto& node);
 
 // Where one weight lives in a ModelProto.
