@@ -289,6 +289,41 @@ TEST_F(OnnxStream, ConstantNodeWeightsReadAndWriteLikeInitializers) {
     }
 }
 
+// A Constant whose tensor keeps its data in an external file (as onnx's
+// external-data helpers may write it) is read from there, and a range past
+// the file's end is refused naming the Constant's output.
+TEST_F(OnnxStream, ConstantWithExternalDataIsRead) {
+    const std::vector<float> values{0.5f, -1, 0.25f, 2, 1, 1, -0.5f, 0, -2, 0.75f, 1.5f, -0.25f};
+    spit(directory_.path() / "constant.bin",
+         std::string(reinterpret_cast<const char*>(values.data()), values.size() * 4));
+    auto write_model = [&](const std::string& length) {
+        testing::OnnxBuilder builder;
+        builder.input("x", {-1, 4}).output("y", {-1, 3});
+        onnx::TensorProto& tensor =
+            *builder.constant("W", {3, 4}, {}).mutable_attribute(0)->mutable_t();
+        tensor.set_data_location(onnx::TensorProto::EXTERNAL);
+        for (const auto& [key, value] :
+             {std::pair<std::string, std::string>{"location", "constant.bin"},
+              {"length", length}}) {
+            auto* entry = tensor.add_external_data();
+            entry->set_key(key);
+            entry->set_value(value);
+        }
+        builder.initializer("b", {3}, {0.125f, -0.5f, 1.0f});
+        testing::add_int_attribute(builder.node("Gemm", {"x", "W", "b"}, {"y"}), "transB", 1);
+        const fs::path path = directory_.path() / "model.onnx";
+        spit(path, builder.bytes());
+        return path;
+    };
+    const Model model = read_onnx_file(write_model("48"));
+    ASSERT_EQ(model.weights.size(), 2u);
+    EXPECT_EQ(model.weights[0].values, values);
+    const Model again = parse_onnx(serialize_onnx(model), "inline");
+    EXPECT_EQ(again.weights[0].values, values);
+    EXPECT_EQ(again.topology, model.topology);
+    expect_refused(write_model("64"), "bytes of external data");
+}
+
 TEST_F(OnnxStream, DuplicateWeightNamesAreRefused) {
     testing::OnnxBuilder builder;
     builder.input("x", {-1, 4}).output("y", {-1, 4});
