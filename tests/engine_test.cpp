@@ -8,6 +8,7 @@ namespace bitinc {
 namespace {
 
 using testing::add_float_attribute;
+using testing::add_int_attribute;
 using testing::make_linear_model;
 using testing::OnnxBuilder;
 
@@ -51,6 +52,26 @@ TEST(OpenCvEngine, HalfPrecisionWeightsRunAsFloat) {
     const auto expected = linear_reference({1, 2, 3, 4});
     for (std::size_t i = 0; i < expected.size(); ++i)
         EXPECT_NEAR(output.values[i], expected[i], 1e-5);
+}
+
+// Weights held in a Constant node (as some exporters write them) run too,
+// from the parsed model and after a round trip through the topology.
+TEST(OpenCvEngine, RunsConstantNodeWeights) {
+    OnnxBuilder builder;
+    builder.input("x", {-1, 4}).output("y", {-1, 3});
+    builder.constant("W", {3, 4}, {0.5f, -1, 0.25f, 2, 1, 1, -0.5f, 0, -2, 0.75f, 1.5f, -0.25f});
+    builder.initializer("b", {3}, {0.125f, -0.5f, 1.0f});
+    add_int_attribute(builder.node("Gemm", {"x", "W", "b"}, {"y"}), "transB", 1);
+    const Model model = parse_onnx(builder.bytes(), "constant.onnx");
+    ASSERT_EQ(model.weights.size(), 2u);
+    for (const Model& candidate : {model, parse_onnx(serialize_onnx(model), "again.onnx")}) {
+        const auto engine = create_opencv_engine(candidate, "constant.onnx", {.threads = 1});
+        const FloatArray output = engine->run({{1, 4}, {1, 2, 3, 4}});
+        const auto expected = linear_reference({1, 2, 3, 4});
+        ASSERT_EQ(output.values.size(), expected.size());
+        for (std::size_t i = 0; i < expected.size(); ++i)
+            EXPECT_NEAR(output.values[i], expected[i], 1e-5);
+    }
 }
 
 TEST(OpenCvEngine, UnsupportedOperatorIsAOneLineError) {

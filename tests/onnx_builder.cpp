@@ -46,10 +46,10 @@ OnnxBuilder& OnnxBuilder::output(const std::string& name, std::vector<std::int64
     return *this;
 }
 
-OnnxBuilder& OnnxBuilder::initializer(const std::string& name, std::vector<std::int64_t> dims,
-                                      const std::vector<float>& values, Encoding encoding) {
-    auto* tensor = model_.mutable_graph()->add_initializer();
-    tensor->set_name(name);
+namespace {
+
+void fill_tensor(onnx::TensorProto* tensor, const std::vector<std::int64_t>& dims,
+                 const std::vector<float>& values, Encoding encoding) {
     for (const std::int64_t dim : dims) tensor->add_dims(dim);
     switch (encoding) {
         case Encoding::float_raw:
@@ -73,7 +73,39 @@ OnnxBuilder& OnnxBuilder::initializer(const std::string& name, std::vector<std::
             for (const float value : values) tensor->add_int32_data(core::float_to_half(value));
             break;
     }
+}
+
+}  // namespace
+
+OnnxBuilder& OnnxBuilder::initializer(const std::string& name, std::vector<std::int64_t> dims,
+                                      const std::vector<float>& values, Encoding encoding) {
+    auto* tensor = model_.mutable_graph()->add_initializer();
+    tensor->set_name(name);
+    fill_tensor(tensor, dims, values, encoding);
     return *this;
+}
+
+onnx::NodeProto& OnnxBuilder::constant(const std::string& output, std::vector<std::int64_t> dims,
+                                       const std::vector<float>& values, Encoding encoding) {
+    onnx::NodeProto& constant = node("Constant", {}, {output});
+    onnx::AttributeProto& value = *constant.add_attribute();
+    value.set_name("value");
+    value.set_type(onnx::AttributeProto::TENSOR);
+    fill_tensor(value.mutable_t(), dims, values, encoding);
+    return constant;
+}
+
+onnx::NodeProto& OnnxBuilder::int64_constant(const std::string& output,
+                                             const std::vector<std::int64_t>& values) {
+    onnx::NodeProto& constant = node("Constant", {}, {output});
+    onnx::AttributeProto& value = *constant.add_attribute();
+    value.set_name("value");
+    value.set_type(onnx::AttributeProto::TENSOR);
+    onnx::TensorProto& tensor = *value.mutable_t();
+    tensor.set_data_type(onnx::TensorProto::INT64);
+    tensor.add_dims(static_cast<std::int64_t>(values.size()));
+    for (const std::int64_t item : values) tensor.add_int64_data(item);
+    return constant;
 }
 
 OnnxBuilder& OnnxBuilder::int64_initializer(const std::string& name,

@@ -27,6 +27,13 @@ class OnnxBuilder {
                              Encoding encoding = Encoding::float_raw);
     OnnxBuilder& int64_initializer(const std::string& name,
                                    const std::vector<std::int64_t>& values);
+    // A Constant node whose `value` tensor (unnamed, as exporters write it)
+    // holds `values`, producing `output`.
+    onnx::NodeProto& constant(const std::string& output, std::vector<std::int64_t> dims,
+                              const std::vector<float>& values,
+                              Encoding encoding = Encoding::float_list);
+    onnx::NodeProto& int64_constant(const std::string& output,
+                                    const std::vector<std::int64_t>& values);
     onnx::NodeProto& node(const std::string& op_type, std::vector<std::string> inputs,
                           std::vector<std::string> outputs);
     OnnxBuilder& metadata(const std::string& key, const std::string& value);

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <random>
 
@@ -225,6 +226,116 @@ TEST_F(OnnxStream, PackageOfExternalDataModelUnpacksBitIdentically) {
         const fs::path unpacked_external = directory_.path() / "unpacked-external.onnx";
         unpack_package_to_file(directory_.path() / "p2", 16, direct, unpacked_external, true);
         EXPECT_TRUE(same_model(read_onnx_file(unpacked_external), expected));
+    }
+}
+
+// Constant-node weights: the streaming reader (file and memory) and the
+// protobuf reference agree, the topology keeps the Constant with its data
+// cleared, and serializing gives the same graph back.
+TEST_F(OnnxStream, ConstantNodeWeightsReadAndWriteLikeInitializers) {
+    testing::OnnxBuilder builder;
+    builder.input("x", {-1, 4}).output("y", {-1, 3});
+    builder.constant("w", {3, 4}, {0.5f, -1, 0.25f, 2, 1, 1, -0.5f, 0, -2, 0.75f, 1.5f, -0.25f},
+                     testing::Encoding::float_raw);
+    builder.int64_constant("unused_shape", {3, 4});
+    builder.constant("unused_scalar", {}, {2.0f});  // not a weight: stays whole
+    builder.initializer("b", {3}, {0.125f, -0.5f, 1.0f});
+    testing::add_int_attribute(builder.node("Gemm", {"x", "w", "b"}, {"y"}), "transB", 1);
+    const std::string bytes = builder.bytes();
+    const fs::path path = directory_.path() / "constant.onnx";
+    testing::spit(path, bytes);
+    // The fuzz corpus's seed (tests/fuzz/corpus/onnx/constant-weights.onnx).
+    if (const char* corpus = std::getenv("BITINC_WRITE_ONNX_CORPUS")) {
+        testing::spit(fs::path(corpus) / "constant-weights.onnx", bytes);
+    }
+
+    const Model in_memory = parse_onnx(bytes, "constant.onnx");
+    const OnnxWeightReader reader(path);
+    ASSERT_EQ(in_memory.weights.size(), 2u);
+    EXPECT_EQ(in_memory.weights[0].name, "w");
+    EXPECT_EQ(in_memory.weights[1].name, "b");
+    EXPECT_EQ(reader.topology().topology, in_memory.topology);
+    for (std::size_t i = 0; i < in_memory.weights.size(); ++i) {
+        EXPECT_EQ(reader.read_values(i), in_memory.weights[i].values);
+        EXPECT_EQ(reader.topology().weights[i].shape, in_memory.weights[i].shape);
+    }
+    const Model topology_only = parse_topology(in_memory.topology, "topology");
+    ASSERT_EQ(topology_only.weights.size(), 2u);
+    EXPECT_EQ(topology_only.weights[0].name, "w");
+
+    onnx::ModelProto topology;
+    ASSERT_TRUE(topology.ParseFromString(in_memory.topology));
+    ASSERT_EQ(topology.graph().node_size(), 4);
+    EXPECT_EQ(topology.graph().node(0).op_type(), "Constant");
+    EXPECT_TRUE(topology.graph().node(0).attribute(0).t().raw_data().empty());
+    EXPECT_EQ(topology.graph().node(1).attribute(0).t().int64_data_size(), 2);
+    EXPECT_EQ(topology.graph().node(2).attribute(0).t().float_data_size(), 1);
+    EXPECT_EQ(summarize_topology(in_memory).constant_float_tensors, 1u);
+
+    const std::string written = serialize_onnx(in_memory);
+    EXPECT_EQ(written, onnx_io::serialize_with_protobuf(in_memory));
+    const Model again = parse_onnx(written, "again");
+    EXPECT_EQ(again.topology, in_memory.topology);
+    EXPECT_EQ(again.weights[0].values, in_memory.weights[0].values);
+    onnx::ModelProto original;
+    onnx::ModelProto rebuilt;
+    ASSERT_TRUE(original.ParseFromString(bytes));
+    ASSERT_TRUE(rebuilt.ParseFromString(written));
+    EXPECT_EQ(rebuilt.graph().node(0).attribute(0).t().raw_data(),
+              original.graph().node(0).attribute(0).t().raw_data());
+    for (const int whole : {1, 2}) {
+        EXPECT_EQ(rebuilt.graph().node(whole).SerializeAsString(),
+                  original.graph().node(whole).SerializeAsString());
+    }
+}
+
+// A Constant whose tensor keeps its data in an external file (as onnx's
+// external-data helpers may write it) is read from there, and a range past
+// the file's end is refused naming the Constant's output.
+TEST_F(OnnxStream, ConstantWithExternalDataIsRead) {
+    const std::vector<float> values{0.5f, -1, 0.25f, 2, 1, 1, -0.5f, 0, -2, 0.75f, 1.5f, -0.25f};
+    spit(directory_.path() / "constant.bin",
+         std::string(reinterpret_cast<const char*>(values.data()), values.size() * 4));
+    auto write_model = [&](const std::string& length) {
+        testing::OnnxBuilder builder;
+        builder.input("x", {-1, 4}).output("y", {-1, 3});
+        onnx::TensorProto& tensor =
+            *builder.constant("W", {3, 4}, {}).mutable_attribute(0)->mutable_t();
+        tensor.set_data_location(onnx::TensorProto::EXTERNAL);
+        for (const auto& [key, value] :
+             {std::pair<std::string, std::string>{"location", "constant.bin"},
+              {"length", length}}) {
+            auto* entry = tensor.add_external_data();
+            entry->set_key(key);
+            entry->set_value(value);
+        }
+        builder.initializer("b", {3}, {0.125f, -0.5f, 1.0f});
+        testing::add_int_attribute(builder.node("Gemm", {"x", "W", "b"}, {"y"}), "transB", 1);
+        const fs::path path = directory_.path() / "model.onnx";
+        spit(path, builder.bytes());
+        return path;
+    };
+    const Model model = read_onnx_file(write_model("48"));
+    ASSERT_EQ(model.weights.size(), 2u);
+    EXPECT_EQ(model.weights[0].values, values);
+    const Model again = parse_onnx(serialize_onnx(model), "inline");
+    EXPECT_EQ(again.weights[0].values, values);
+    EXPECT_EQ(again.topology, model.topology);
+    expect_refused(write_model("64"), "bytes of external data");
+}
+
+TEST_F(OnnxStream, DuplicateWeightNamesAreRefused) {
+    testing::OnnxBuilder builder;
+    builder.input("x", {-1, 4}).output("y", {-1, 4});
+    builder.constant("w", {4}, {1, 2, 3, 4});
+    builder.initializer("w", {4}, {1, 2, 3, 4});
+    builder.node("Add", {"x", "w"}, {"y"});
+    try {
+        parse_onnx(builder.bytes(), "dup.onnx");
+        FAIL() << "a duplicate name was accepted";
+    } catch (const Error& error) {
+        EXPECT_NE(std::string(error.what()).find("two weights are named 'w'"), std::string::npos)
+            << error.what();
     }
 }
 

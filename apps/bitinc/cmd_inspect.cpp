@@ -34,6 +34,7 @@ nlohmann::json inspect_json(const std::string& path, std::uintmax_t file_bytes, 
     json["opset"] = summary.opset;
     json["topology_bytes"] = summary.topology_bytes;
     json["node_count"] = summary.node_count;
+    json["constant_weight_tensors"] = summary.constant_weight_tensors;
     json["constant_float_tensors"] = summary.constant_float_tensors;
     json["constant_float_elements"] = summary.constant_float_elements;
     json["op_counts"] = summary.op_counts;
@@ -82,10 +83,17 @@ void print_inspect_text(const std::string& path, std::uintmax_t file_bytes, cons
     std::printf("  weights     %zu tensors, %s parameters, %s bytes as float32\n",
                 model.weights.size(), with_commas(model.parameter_count()).c_str(),
                 with_commas(model.float32_bytes()).c_str());
+    if (summary.constant_weight_tensors > 0) {
+        std::printf(
+            "  constants   %zu of the weights are Constant nodes' values (quantized like "
+            "initializers)\n",
+            summary.constant_weight_tensors);
+    }
     if (summary.constant_float_tensors > 0) {
         std::printf(
-            "  constants   %zu Constant nodes hold %s float parameters (in the topology: "
-            "not quantized)\n",
+            "  constants   %zu other Constant nodes (scalars, bfloat16/float64, or in subgraphs) "
+            "hold %s "
+            "float parameters (in the topology: not quantized)\n",
             summary.constant_float_tensors, with_commas(summary.constant_float_elements).c_str());
     }
     std::printf("  file        %s bytes, of which %s are the topology\n\n",

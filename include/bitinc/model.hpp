@@ -32,9 +32,13 @@ struct Tensor {
     std::size_t element_count() const { return values.size(); }
 };
 
-// The topology is a serialized ONNX ModelProto in which every float
-// initializer has kept its name, type and dims but lost its data; `weights`
-// holds that data, in the order the initializers appear in the graph.
+// The topology is a serialized ONNX ModelProto in which every weight has
+// kept its name, type and dims but lost its data; `weights` holds that data.
+// A weight is a float32/float16 initializer or the float32/float16 `value`
+// tensor of a top-level Constant node with more than one element (named by
+// the node's output). Order:
+// the Constant nodes' tensors in node order, then the initializers in
+// order, which is where protobuf serializes their data.
 struct Model {
     std::string topology;
     std::vector<Tensor> weights;
@@ -102,9 +106,8 @@ Model parse_topology(std::string_view topology, std::string_view source_name);
 // Output is deterministic: the same Model always gives the same bytes.
 std::string serialize_onnx(const Model& model);
 
-// Fills `out` with the values of weight `tensor` (in the topology's
-// initializer order) from element `first` on. A writer calls it in tensor
-// order and, within a tensor, for consecutive blocks from 0.
+// Fills `out` with the values of weight `tensor` (in Model::weights order) from element `first` on.
+// A writer calls it in tensor order and, within a tensor, for consecutive blocks from 0.
 using WeightValueSource =
     std::function<void(std::size_t tensor, std::uint64_t first, std::span<float> out)>;
 
@@ -163,8 +166,11 @@ struct TopologySummary {
     std::size_t node_count = 0;
     std::map<std::string, std::size_t> op_counts;
     std::size_t topology_bytes = 0;
-    // Float tensors held in Constant nodes (their `value` attribute), in the
-    // graph and its subgraphs: they travel inside the topology, unquantized.
+    // Top-level Constant nodes whose float32/float16 `value` is a weight
+    // (it goes through the ladder like an initializer).
+    std::size_t constant_weight_tensors = 0;
+    // Other float tensors held in Constant nodes (scalars, bfloat16 or
+    // float64, or in subgraphs): they travel inside the topology, unquantized.
     std::size_t constant_float_tensors = 0;
     std::uint64_t constant_float_elements = 0;
 };

@@ -122,10 +122,10 @@ std::size_t rewrite_clip_nodes(const Model& model, onnx::GraphProto& graph) {
     return rewritten;
 }
 
-// float16 initializers -> float32 ones. Only valid where the graph computes
+// float16 weights -> float32 ones. Only valid where the graph computes
 // in float32 (weights stored as halves, e.g. behind a Cast), which is the
 // only kind of graph the float32 engine can run anyway.
-std::size_t widen_half_weights(Model& model, onnx::GraphProto& graph) {
+std::size_t widen_half_weights(Model& model, onnx::ModelProto& proto) {
     std::set<std::string> half_names;
     for (Tensor& weight : model.weights) {
         if (weight.stored_as == StoredType::float16) {
@@ -133,10 +133,8 @@ std::size_t widen_half_weights(Model& model, onnx::GraphProto& graph) {
             half_names.insert(weight.name);
         }
     }
-    for (auto& initializer : *graph.mutable_initializer()) {
-        if (half_names.count(initializer.name())) {
-            initializer.set_data_type(onnx::TensorProto::FLOAT);
-        }
+    for (const onnx_io::WeightSlot& slot : onnx_io::weight_slots(proto)) {
+        if (half_names.count(slot.name)) slot.tensor->set_data_type(onnx::TensorProto::FLOAT);
     }
     return half_names.size();
 }
@@ -148,7 +146,7 @@ FixupReport apply_engine_fixups(Model& model) {
     FixupReport report;
     report.identity_nodes_folded = fold_identity_nodes(*proto.mutable_graph());
     report.clip_nodes_rewritten = rewrite_clip_nodes(model, *proto.mutable_graph());
-    report.half_weights_widened = widen_half_weights(model, *proto.mutable_graph());
+    report.half_weights_widened = widen_half_weights(model, proto);
     if (report.changed()) model.topology = onnx_io::serialize_deterministically(proto);
     return report;
 }

@@ -183,6 +183,12 @@ class GraphValidator {
     }
 
     std::optional<std::vector<float>> constant_floats(const std::string& name) const {
+        // A weight's data is in the model, not in the topology.
+        for (const Tensor& weight : model_.weights) {
+            if (weight.name != name) continue;
+            if (weight.values.empty() || weight.values.size() > 4096) return std::nullopt;
+            return weight.values;
+        }
         const onnx::TensorProto* tensor = constant_tensor(name);
         if (tensor == nullptr || tensor->data_type() != onnx::TensorProto::FLOAT) {
             return std::nullopt;

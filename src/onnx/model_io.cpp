@@ -57,6 +57,47 @@ bool is_weight_initializer(const TensorProto& tensor) {
     return tensor.data_type() == TensorProto::FLOAT || tensor.data_type() == TensorProto::FLOAT16;
 }
 
+int constant_weight_attribute(const onnx::NodeProto& node) {
+    const bool default_domain = node.domain().empty() || node.domain() == "ai.onnx";
+    if (node.op_type() != "Constant" || !default_domain || node.output_size() != 1 ||
+        node.output(0).empty()) {
+        return -1;
+    }
+    for (int i = 0; i < node.attribute_size(); ++i) {
+        const onnx::AttributeProto& attribute = node.attribute(i);
+        if (attribute.name() != "value" || !attribute.has_t() ||
+            !is_weight_initializer(attribute.t())) {
+            continue;
+        }
+        // A scalar (Clip bounds, an exponent) is graph arithmetic, not a
+        // learned weight: it costs a few bytes in the topology and would
+        // cost a tensor entry and an exact unit per rung as a weight.
+        std::uint64_t elements = 1;
+        for (const std::int64_t dim : attribute.t().dims()) {
+            if (dim < 0) return -1;  // malformed: left as it is
+            elements = std::min<std::uint64_t>(elements * std::uint64_t(dim), 2);
+        }
+        return elements > 1 ? i : -1;
+    }
+    return -1;
+}
+
+std::vector<WeightSlot> weight_slots(onnx::ModelProto& proto) {
+    std::vector<WeightSlot> slots;
+    onnx::GraphProto& graph = *proto.mutable_graph();
+    for (onnx::NodeProto& node : *graph.mutable_node()) {
+        const int attribute = constant_weight_attribute(node);
+        if (attribute < 0) continue;
+        slots.push_back({node.mutable_attribute(attribute)->mutable_t(), node.output(0), true});
+    }
+    for (TensorProto& initializer : *graph.mutable_initializer()) {
+        if (is_weight_initializer(initializer)) {
+            slots.push_back({&initializer, initializer.name(), false});
+        }
+    }
+    return slots;
+}
+
 std::string shape_text(const TensorProto& tensor) {
     std::string text = "[";
     for (int i = 0; i < tensor.dims_size(); ++i) {
@@ -219,23 +260,24 @@ std::size_t Model::float32_bytes() const {
 }
 
 Model parse_topology(std::string_view topology, std::string_view source_name) {
-    const onnx::ModelProto proto = onnx_io::parse_model_proto(topology, source_name);
+    onnx::ModelProto proto = onnx_io::parse_model_proto(topology, source_name);
     validate_structure(proto, source_name);
     Model model;
     for (const auto& entry : proto.metadata_props()) model.metadata[entry.key()] = entry.value();
-    for (const TensorProto& initializer : proto.graph().initializer()) {
-        if (!is_weight_initializer(initializer)) continue;
-        if (!initializer.raw_data().empty() || initializer.float_data_size() > 0 ||
-            initializer.int32_data_size() > 0) {
-            throw Error(std::string(source_name) + ": initializer '" + initializer.name() +
+    for (const onnx_io::WeightSlot& slot : onnx_io::weight_slots(proto)) {
+        const TensorProto& stored = *slot.tensor;
+        if (!stored.raw_data().empty() || stored.float_data_size() > 0 ||
+            stored.int32_data_size() > 0) {
+            throw Error(std::string(source_name) + ": " +
+                        (slot.in_constant ? "Constant '" : "initializer '") + slot.name +
                         "' carries data; a topology has none");
         }
         Tensor tensor;
-        tensor.name = initializer.name();
-        tensor.shape.assign(initializer.dims().begin(), initializer.dims().end());
-        checked_element_count(initializer, source_name);
-        tensor.stored_as = initializer.data_type() == TensorProto::FLOAT ? StoredType::float32
-                                                                         : StoredType::float16;
+        tensor.name = slot.name;
+        tensor.shape.assign(stored.dims().begin(), stored.dims().end());
+        checked_element_count(stored, source_name);
+        tensor.stored_as =
+            stored.data_type() == TensorProto::FLOAT ? StoredType::float32 : StoredType::float16;
         model.weights.push_back(std::move(tensor));
     }
     model.topology = std::string(topology);
@@ -249,11 +291,11 @@ std::string onnx_io::serialize_with_protobuf(const Model& model) {
     std::unordered_map<std::string_view, const Tensor*> by_name;
     for (const Tensor& tensor : model.weights) by_name.emplace(tensor.name, &tensor);
     std::size_t stored = 0;
-    for (TensorProto& initializer : *proto.mutable_graph()->mutable_initializer()) {
-        if (!is_weight_initializer(initializer)) continue;
-        const auto found = by_name.find(initializer.name());
+    for (const onnx_io::WeightSlot& slot : onnx_io::weight_slots(proto)) {
+        const TensorProto& initializer = *slot.tensor;
+        const auto found = by_name.find(slot.name);
         if (found == by_name.end()) {
-            throw Error("model has no weight for initializer '" + initializer.name() + "'");
+            throw Error("model has no weight for initializer '" + slot.name + "'");
         }
         const Tensor& tensor = *found->second;
         const bool same_shape = std::equal(tensor.shape.begin(), tensor.shape.end(),
@@ -265,7 +307,7 @@ std::string onnx_io::serialize_with_protobuf(const Model& model) {
             throw Error("weight '" + tensor.name +
                         "' does not match its initializer's shape or type");
         }
-        store_weight(tensor, initializer);
+        store_weight(tensor, *slot.tensor);
         ++stored;
     }
     if (stored != model.weights.size()) {
@@ -288,8 +330,13 @@ void count_constant_floats(const onnx::GraphProto& graph, TopologySummary& summa
     constexpr int deepest_counted = 64;
     if (depth > deepest_counted) return;
     for (const auto& node : graph.node()) {
-        for (const auto& attribute : node.attribute()) {
-            if (node.op_type() == "Constant" && attribute.name() == "value" && attribute.has_t() &&
+        // Top-level float32/float16 Constants are weights: counted apart.
+        const int weight_attribute = depth == 0 ? onnx_io::constant_weight_attribute(node) : -1;
+        if (weight_attribute >= 0) ++summary.constant_weight_tensors;
+        for (int index = 0; index < node.attribute_size(); ++index) {
+            const auto& attribute = node.attribute(index);
+            if (index != weight_attribute && node.op_type() == "Constant" &&
+                attribute.name() == "value" && attribute.has_t() &&
                 is_float_type(attribute.t().data_type())) {
                 // Saturating: the dims are the file's word, and this is a count.
                 std::uint64_t elements = 1;

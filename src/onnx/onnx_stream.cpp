@@ -35,7 +35,10 @@ enum WireType : std::uint32_t { varint = 0, fixed64 = 1, length_delimited = 2, f
 
 // Field numbers bitinc's reader and writer look at.
 constexpr std::uint32_t model_graph_field = 7;
+constexpr std::uint32_t graph_node_field = 1;
 constexpr std::uint32_t graph_initializer_field = 5;
+constexpr std::uint32_t node_attribute_field = 5;
+constexpr std::uint32_t attribute_tensor_field = 5;
 constexpr std::uint32_t tensor_data_type_field = 2;
 constexpr std::uint32_t tensor_float_data_field = 4;
 constexpr std::uint32_t tensor_int32_data_field = 5;
@@ -319,6 +322,9 @@ struct OnnxWeightReader::Impl {
         const ByteSource* file = nullptr;  // raw bytes at `offset`, or...
         std::uint64_t offset = 0;
         std::uint64_t message_length = 0;  // ...the whole TensorProto there, parsed when loaded
+        // ...or, for a Constant node's inline tensor (which the scanner
+        // leaves to protobuf), the values themselves.
+        std::vector<float> held;
     };
     std::vector<Location> locations;
     std::vector<std::uint64_t> element_counts;
@@ -403,7 +409,7 @@ struct OnnxWeightReader::Impl {
         external = true;
         tensor.clear_external_data();
         tensor.clear_data_location();
-        return {&file, offset, {}};
+        return {&file, offset, {}, {}};
     }
 
     void open() {
@@ -428,6 +434,14 @@ struct OnnxWeightReader::Impl {
             topology.metadata[entry.key()] = entry.value();
         }
         std::set<std::string> names;
+        // Weights order: Constant nodes first (see weight_slots).
+        for (const onnx_io::WeightSlot& slot : onnx_io::weight_slots(proto)) {
+            if (!slot.in_constant) continue;
+            if (!names.insert(slot.name).second) {
+                throw Error(source_name + ": two weights are named '" + slot.name + "'");
+            }
+            open_constant(slot);
+        }
         for (int i = 0; i < initializers.size(); ++i) {
             TensorProto& tensor = initializers[i];
             const InitializerRecord& record = scanner.records[std::size_t(i)];
@@ -436,7 +450,7 @@ struct OnnxWeightReader::Impl {
                 throw Error(source_name + ": not an ONNX model, or the file is truncated");
             }
             if (!names.insert(tensor.name()).second) {
-                throw Error(source_name + ": two initializers are named '" + tensor.name() + "'");
+                throw Error(source_name + ": two weights are named '" + tensor.name() + "'");
             }
             if (tensor.has_segment()) refuse(tensor, "is segmented, which bitinc does not support");
             Tensor weight;
@@ -456,7 +470,7 @@ struct OnnxWeightReader::Impl {
                         tensor, source_name,
                         std::size_t(record.raw_length / element_bytes(weight.stored_as)), count);
                 }
-                locations.push_back({&source, record.raw_offset, {}});
+                locations.push_back({&source, record.raw_offset, {}, {}});
             } else {
                 // Values as float_data / int32_data (or none): parsed whole,
                 // as protobuf reads them, and checked now.
@@ -466,7 +480,7 @@ struct OnnxWeightReader::Impl {
                     throw Error(source_name + ": not an ONNX model, or the file is truncated");
                 }
                 onnx_io::extract_weight(whole, source_name);
-                locations.push_back({nullptr, record.message_offset, record.message_length});
+                locations.push_back({nullptr, record.message_offset, record.message_length, {}});
             }
             element_counts.push_back(count);
             topology.weights.push_back(std::move(weight));
@@ -474,8 +488,47 @@ struct OnnxWeightReader::Impl {
         topology.topology = onnx_io::serialize_deterministically(proto);
     }
 
+    // A Constant node's weight: its values taken now (protobuf parsed them
+    // with the topology) or located in external data, then cleared.
+    void open_constant(const onnx_io::WeightSlot& slot) {
+        TensorProto& tensor = *slot.tensor;
+        Tensor weight;
+        weight.name = slot.name;
+        weight.shape.assign(tensor.dims().begin(), tensor.dims().end());
+        weight.stored_as =
+            tensor.data_type() == TensorProto::FLOAT ? StoredType::float32 : StoredType::float16;
+        // Messages name the weight: a Constant's tensor usually has no name.
+        TensorProto named;
+        named.set_name(slot.name);
+        named.mutable_dims()->CopyFrom(tensor.dims());
+        const std::size_t count = onnx_io::checked_element_count(named, source_name);
+        if (tensor.data_location() == TensorProto::EXTERNAL || tensor.external_data_size() > 0) {
+            const bool inline_data = !tensor.raw_data().empty() || tensor.float_data_size() > 0 ||
+                                     tensor.int32_data_size() > 0;
+            named.mutable_external_data()->CopyFrom(tensor.external_data());
+            named.set_data_location(tensor.data_location());
+            if (inline_data) refuse(named, "has both external and inline data");
+            locations.push_back(
+                locate_external(named, std::uint64_t(count) * element_bytes(weight.stored_as)));
+            tensor.clear_external_data();
+            tensor.clear_data_location();
+        } else {
+            named = tensor;
+            named.set_name(slot.name);
+            Location location;
+            location.held = onnx_io::extract_weight(named, source_name).values;
+            locations.push_back(std::move(location));
+        }
+        tensor.clear_raw_data();
+        tensor.clear_float_data();
+        tensor.clear_int32_data();
+        element_counts.push_back(count);
+        topology.weights.push_back(std::move(weight));
+    }
+
     std::vector<float> read_values(std::size_t index) const {
         const Location& location = locations.at(index);
+        if (location.file == nullptr && location.message_length == 0) return location.held;
         const Tensor& weight = topology.weights[index];
         if (location.file == nullptr) {
             TensorProto whole;
@@ -588,10 +641,10 @@ struct WeightShape {
     std::uint64_t bytes() const { return count * element_bytes(type); }
 };
 
-std::vector<WeightShape> weight_shapes(const onnx::ModelProto& proto) {
+std::vector<WeightShape> weight_shapes(onnx::ModelProto& proto) {
     std::vector<WeightShape> shapes;
-    for (const TensorProto& tensor : proto.graph().initializer()) {
-        if (!onnx_io::is_weight_initializer(tensor)) continue;
+    for (const onnx_io::WeightSlot& slot : onnx_io::weight_slots(proto)) {
+        const TensorProto& tensor = *slot.tensor;
         shapes.push_back(
             {onnx_io::checked_element_count(tensor, "model topology"),
              tensor.data_type() == TensorProto::FLOAT ? StoredType::float32 : StoredType::float16});
@@ -607,33 +660,59 @@ struct SplicedModel {
     std::uint64_t total_bytes = 0;
 };
 
+// Which messages of the topology hold weights, in serialization order.
+struct WeightPlaces {
+    std::vector<bool> initializer_is_weight;
+    std::vector<int> node_weight_attribute;  // -1: the node holds none
+};
+
 // `marked` is the deterministic serialization of the topology in which
-// every weight initializer has an empty raw_data field: exactly where
-// serialize_onnx puts the data. Each empty field gets the weight's length,
-// and the lengths of the graph and initializers that hold it grow to match.
-SplicedModel splice_weights(const std::string& marked,
-                            const std::vector<bool>& initializer_is_weight,
+// every weight tensor (initializer or Constant `value`) has an empty
+// raw_data field: exactly where serialize_onnx puts the data. Each empty
+// field gets the weight's length, and the lengths of the messages that hold
+// it grow to match.
+SplicedModel splice_weights(const std::string& marked, const WeightPlaces& places,
                             const std::vector<WeightShape>& shapes) {
+    // The messages the copy descends into; everything else is copied as is.
+    enum class Kind { model, graph, node, attribute, weight_tensor };
     const ByteSource source(marked);
     SplicedModel spliced;
     spliced.literals.emplace_back();
     std::size_t weight = 0;
-    std::size_t initializer = 0;  // of the one being copied, plus one
-    bool in_weight = false;
+    std::size_t initializer = 0;  // of the next one met
+    std::size_t node = 0;
     // Copies [begin, end) of `marked` with the weights' raw_data grown;
     // returns the bytes that length-delimited fields around it gain.
-    std::function<std::uint64_t(std::uint64_t, std::uint64_t, int)> copy;
-    copy = [&](std::uint64_t begin, std::uint64_t end, int depth) -> std::uint64_t {
+    std::function<std::uint64_t(std::uint64_t, std::uint64_t, Kind, int)> copy;
+    copy = [&](std::uint64_t begin, std::uint64_t end, Kind kind,
+               int weight_attribute) -> std::uint64_t {
         std::uint64_t grown = 0;
+        int attribute = 0;  // index of the next attribute met in a node
         WireCursor cursor(source, begin, end);
         while (!cursor.at_end()) {
             const WireCursor::Field field = cursor.next_field();
-            const bool descend = field.wire_type == length_delimited &&
-                                 ((depth == 0 && field.number == model_graph_field) ||
-                                  (depth == 1 && field.number == graph_initializer_field));
-            const bool raw_marker =
-                depth == 2 && in_weight && field.wire_type == length_delimited &&
-                field.number == tensor_raw_data_field && field.end == field.payload_start;
+            const bool delimited = field.wire_type == length_delimited;
+            std::optional<Kind> inner;
+            int inner_weight_attribute = -1;
+            if (delimited && kind == Kind::model && field.number == model_graph_field) {
+                inner = Kind::graph;
+            } else if (delimited && kind == Kind::graph &&
+                       field.number == graph_initializer_field) {
+                if (initializer >= places.initializer_is_weight.size()) throw Malformed{};
+                if (places.initializer_is_weight[initializer++]) inner = Kind::weight_tensor;
+            } else if (delimited && kind == Kind::graph && field.number == graph_node_field) {
+                if (node >= places.node_weight_attribute.size()) throw Malformed{};
+                inner_weight_attribute = places.node_weight_attribute[node++];
+                if (inner_weight_attribute >= 0) inner = Kind::node;
+            } else if (delimited && kind == Kind::node && field.number == node_attribute_field) {
+                if (attribute++ == weight_attribute) inner = Kind::attribute;
+            } else if (delimited && kind == Kind::attribute &&
+                       field.number == attribute_tensor_field) {
+                inner = Kind::weight_tensor;
+            }
+            const bool raw_marker = delimited && kind == Kind::weight_tensor &&
+                                    field.number == tensor_raw_data_field &&
+                                    field.end == field.payload_start;
             if (raw_marker) {
                 if (weight >= shapes.size()) throw Malformed{};
                 const std::uint64_t bytes = shapes[weight].bytes();
@@ -642,17 +721,14 @@ SplicedModel splice_weights(const std::string& marked,
                 spliced.literals.emplace_back();
                 ++weight;
                 grown += varint_size(bytes) - 1 + bytes;
-            } else if (descend) {
+            } else if (inner) {
                 // The length depends on what the inside grows by: copy the
                 // inside aside first.
-                if (depth == 1) {
-                    if (initializer >= initializer_is_weight.size()) throw Malformed{};
-                    in_weight = initializer_is_weight[initializer++];
-                }
                 SplicedModel outer = std::move(spliced);
                 spliced = SplicedModel();
                 spliced.literals.emplace_back();
-                const std::uint64_t inner_grown = copy(field.payload_start, field.end, depth + 1);
+                const std::uint64_t inner_grown =
+                    copy(field.payload_start, field.end, *inner, inner_weight_attribute);
                 const std::uint64_t length = field.end - field.payload_start + inner_grown;
                 append_length_delimited_header(outer.literals.back(), field.number, length);
                 outer.literals.back() += spliced.literals.front();
@@ -668,7 +744,7 @@ SplicedModel splice_weights(const std::string& marked,
         return grown;
     };
     try {
-        copy(0, marked.size(), 0);
+        copy(0, marked.size(), Kind::model, -1);
     } catch (const Malformed&) {
         throw Error("model topology: cannot lay out its weights");
     }
@@ -692,13 +768,17 @@ namespace {
 // with each weight's raw_data spliced in.
 SplicedModel inline_layout(const onnx::ModelProto& proto, const std::vector<WeightShape>& shapes) {
     onnx::ModelProto marked = proto;
-    std::vector<bool> initializer_is_weight;
-    for (TensorProto& tensor : *marked.mutable_graph()->mutable_initializer()) {
-        initializer_is_weight.push_back(onnx_io::is_weight_initializer(tensor));
-        if (initializer_is_weight.back()) tensor.set_raw_data(std::string());
+    WeightPlaces places;
+    for (const onnx::NodeProto& node : marked.graph().node()) {
+        places.node_weight_attribute.push_back(onnx_io::constant_weight_attribute(node));
     }
-    return splice_weights(onnx_io::serialize_deterministically(marked), initializer_is_weight,
-                          shapes);
+    for (const TensorProto& tensor : marked.graph().initializer()) {
+        places.initializer_is_weight.push_back(onnx_io::is_weight_initializer(tensor));
+    }
+    for (const onnx_io::WeightSlot& slot : onnx_io::weight_slots(marked)) {
+        slot.tensor->set_raw_data(std::string());
+    }
+    return splice_weights(onnx_io::serialize_deterministically(marked), places, shapes);
 }
 
 template <typename Sink>
@@ -714,7 +794,7 @@ void write_inline(Sink& out, const SplicedModel& spliced, const std::vector<Weig
 }  // namespace
 
 std::string serialize_onnx(std::string_view topology, const WeightValueSource& values) {
-    const onnx::ModelProto proto = onnx_io::parse_model_proto(topology, "model topology");
+    onnx::ModelProto proto = onnx_io::parse_model_proto(topology, "model topology");
     const std::vector<WeightShape> shapes = weight_shapes(proto);
     const SplicedModel spliced = inline_layout(proto, shapes);
     if (spliced.total_bytes > max_onnx_bytes) {
@@ -745,8 +825,19 @@ bool write_onnx_file(std::string_view topology, const WeightValueSource& values,
     const std::string location = data_path.filename().string();
     core::AtomicFileWriter data(data_path);
     std::size_t index = 0;
-    for (TensorProto& tensor : *proto.mutable_graph()->mutable_initializer()) {
-        if (!onnx_io::is_weight_initializer(tensor)) continue;
+    for (const onnx_io::WeightSlot& slot : onnx_io::weight_slots(proto)) {
+        TensorProto& tensor = *slot.tensor;
+        if (slot.in_constant) {
+            // Constants keep their data inline: engines and onnx's own
+            // external-data helpers look for it in initializers. They come
+            // first in weight order, so `values` is still called in order.
+            std::string raw;
+            StringSink sink{raw};
+            write_weight(sink, values, index, shapes[index].count, shapes[index].type);
+            tensor.set_raw_data(std::move(raw));
+            ++index;
+            continue;
+        }
         const std::uint64_t offset = data.bytes_written();
         write_weight(data, values, index, shapes[index].count, shapes[index].type);
         tensor.clear_raw_data();
@@ -774,33 +865,32 @@ bool write_onnx_file(std::string_view topology, const WeightValueSource& values,
 
 namespace {
 
-// The model's weights in the order of its topology's weight initializers,
-// each checked against its initializer's shape and type.
+// The model's weights in the order of its topology's weights, each checked
+// against its tensor's shape and type there.
 std::vector<const Tensor*> weights_in_topology_order(const Model& model) {
     std::unordered_map<std::string_view, const Tensor*> by_name;
     for (const Tensor& tensor : model.weights) by_name.emplace(tensor.name, &tensor);
-    const onnx::ModelProto proto = onnx_io::parse_model_proto(model.topology, "model topology");
+    onnx::ModelProto proto = onnx_io::parse_model_proto(model.topology, "model topology");
     std::vector<const Tensor*> ordered;
-    for (const TensorProto& initializer : proto.graph().initializer()) {
-        if (!onnx_io::is_weight_initializer(initializer)) continue;
-        const auto found = by_name.find(initializer.name());
+    for (const onnx_io::WeightSlot& slot : onnx_io::weight_slots(proto)) {
+        const TensorProto& stored = *slot.tensor;
+        const auto found = by_name.find(slot.name);
         if (found == by_name.end()) {
-            throw Error("model has no weight for initializer '" + initializer.name() + "'");
+            throw Error("model has no weight for '" + slot.name + "'");
         }
         const Tensor& tensor = *found->second;
         std::uint64_t expected = 1;
         for (const std::int64_t dim : tensor.shape) expected *= static_cast<std::uint64_t>(dim);
-        if (!std::equal(tensor.shape.begin(), tensor.shape.end(), initializer.dims().begin(),
-                        initializer.dims().end()) ||
+        if (!std::equal(tensor.shape.begin(), tensor.shape.end(), stored.dims().begin(),
+                        stored.dims().end()) ||
             expected != tensor.values.size() ||
-            static_cast<int>(tensor.stored_as) != initializer.data_type()) {
-            throw Error("weight '" + tensor.name +
-                        "' does not match its initializer's shape or type");
+            static_cast<int>(tensor.stored_as) != stored.data_type()) {
+            throw Error("weight '" + tensor.name + "' does not match its tensor's shape or type");
         }
         ordered.push_back(&tensor);
     }
     if (ordered.size() != model.weights.size()) {
-        throw Error("model has weights that no initializer of its topology names");
+        throw Error("model has weights that no tensor of its topology names");
     }
     return ordered;
 }

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "bitinc/model.hpp"
 
@@ -24,6 +25,25 @@ std::string serialize_with_protobuf(const Model& model);
 
 // float32 and float16 initializers are the weights bitinc codes.
 bool is_weight_initializer(const onnx::TensorProto& tensor);
+
+// The index of `node`'s attribute that holds a weight, or -1: a Constant
+// node (default domain, one output) whose `value` is a float32 or float16
+// tensor of more than one element. Only top-level nodes are asked;
+// subgraphs keep their constants, and so do scalars.
+int constant_weight_attribute(const onnx::NodeProto& node);
+
+// Where one weight lives in a ModelProto.
+struct WeightSlot {
+    onnx::TensorProto* tensor = nullptr;
+    std::string name;  // the initializer's name, or the Constant's output
+    bool in_constant = false;
+};
+
+// The weights of `proto` in Model::weights order: the Constant nodes'
+// tensors in node order, then the weight initializers in order. That is the
+// order protobuf serializes them in (GraphProto.node is field 1,
+// initializer field 5), so the writer splices each weight in one pass.
+std::vector<WeightSlot> weight_slots(onnx::ModelProto& proto);
 
 // Element count of `tensor`, each dimension checked so that a hostile file
 // cannot make a reader allocate more than the file could hold.

@@ -291,9 +291,8 @@ std::vector<std::string> incremental_share_warnings(const Model& model, const Ma
     if (in_constants > 0) {
         why += " " + std::to_string(in_constants) + " are in " +
                std::to_string(summary.constant_float_tensors) +
-               " Constant nodes, which travel unquantized inside the topology (bitinc "
-               "quantizes initializers; export them as initializers, e.g. with constant "
-               "folding off)";
+               " Constant nodes that bitinc does not quantize (scalars, bfloat16 or float64 "
+               "values, or inside subgraphs), which travel unquantized inside the topology";
         if (exact > 0) why += ";";
     }
     if (exact > 0) {
