@@ -123,14 +123,7 @@ TEST_F(Calibration, CalibratedPackageStopsEarlyAndStaysExact) {
 // only the training files is enough, one with only the test files is not.
 TEST_F(Calibration, ReadsTheTrainingSplitOnly) {
     TemporaryDirectory directory;
-    const fs::path train = directory.path() / "train-only";
-    const fs::path test = directory.path() / "test-only";
-    fs::create_directories(train);
-    fs::create_directories(test);
-    for (const char* name : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"})
-        fs::create_symlink(fs::path(default_fashion_mnist_dir) / name, train / name);
-    for (const char* name : {"t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"})
-        fs::create_symlink(fs::path(default_fashion_mnist_dir) / name, test / name);
+    const auto [train, test] = testing::split_fashion_mnist(directory.path());
     PackOptions options;
     options.ladder = LadderPlan::parse("8,16");
     options.threads = 1;

@@ -129,14 +129,7 @@ TEST_F(Evaluation, ShortRunWritesTheStudysColumnsAndAgrees) {
 TEST_F(Evaluation, CalibratedRunReportsBothUpdates) {
     if (!testing::fashion_mnist_available())
         GTEST_SKIP() << "dataset-fashion-mnist is not installed";
-    const fs::path train = directory_.path() / "train-only";
-    const fs::path test = directory_.path() / "test-only";
-    fs::create_directories(train);
-    fs::create_directories(test);
-    for (const char* name : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"})
-        fs::create_symlink(fs::path(default_fashion_mnist_dir) / name, train / name);
-    for (const char* name : {"t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"})
-        fs::create_symlink(fs::path(default_fashion_mnist_dir) / name, test / name);
+    const auto [train, test] = testing::split_fashion_mnist(directory_.path());
     const auto scenario = make_fashion_mnist_scenario(test, 300, 1);
     EvaluationOptions options = short_options();
     options.sweep.clear();

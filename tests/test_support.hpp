@@ -2,6 +2,7 @@
 #pragma once
 
 #include <bitinc/codec.hpp>
+#include <bitinc/dataset.hpp>
 #include <bitinc/net.hpp>
 
 #include <cstdlib>
@@ -48,6 +49,25 @@ inline std::vector<float> random_values(std::size_t count, float scale, unsigned
     std::vector<float> values(count);
     for (float& value : values) value = normal(generator);
     return values;
+}
+
+// Directories `root`/train-only and `root`/test-only holding links to the
+// Fashion-MNIST training and test files: a reader given one cannot open the
+// other split.
+struct SplitDirectories {
+    std::filesystem::path train;
+    std::filesystem::path test;
+};
+inline SplitDirectories split_fashion_mnist(const std::filesystem::path& root) {
+    namespace fs = std::filesystem;
+    const SplitDirectories split{root / "train-only", root / "test-only"};
+    fs::create_directories(split.train);
+    fs::create_directories(split.test);
+    for (const char* name : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"})
+        fs::create_symlink(fs::path(default_fashion_mnist_dir) / name, split.train / name);
+    for (const char* name : {"t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"})
+        fs::create_symlink(fs::path(default_fashion_mnist_dir) / name, split.test / name);
+    return split;
 }
 
 // An accuracy point after the first `units` units of refinement rung `rung`
