@@ -96,6 +96,10 @@ std::vector<float> rung_steps(const TopGrid& grid, const LadderPlan& plan, int b
 // plan's rungs one by one.
 void quantize_chunk(const Tensor& tensor, const TopGrid& grid, const LadderPlan& plan, int bits,
                     std::uint64_t first, std::span<std::int32_t> out);
+// Takes indices of the plan's rung of `from_bits` to its coarser rung of
+// `to_bits` in place, dividing down the rungs between as quantize_ladder does.
+void coarsen_chunk(const LadderPlan& plan, int from_bits, int to_bits,
+                   std::span<std::int32_t> indices);
 
 // r = q_fine - 2^k q_coarse for every index.
 std::vector<std::int32_t> refinement_residuals(const QuantizedTensor& coarse,

@@ -172,13 +172,16 @@ void pack_tensor(const Tensor& tensor, std::size_t tensor_index, bool quantized,
         for (std::size_t r = 0; r < plan.bits.size(); ++r)
             steps_by_rung[r] = rung_steps(grid, plan, plan.bits[r]);
     }
+    const auto chunk_of = [&](int bits, const std::vector<std::int32_t>& indices) {
+        const auto position =
+            std::size_t(std::find(plan.bits.begin(), plan.bits.end(), bits) - plan.bits.begin());
+        return RungChunk{bits, steps_by_rung.at(position), grid.channel_size, indices};
+    };
     const auto chunk_at = [&](int bits, const UnitTarget& target,
                               std::vector<std::int32_t>& indices) {
         indices.resize(target.count);
         quantize_chunk(tensor, grid, plan, bits, target.first, indices);
-        const auto position =
-            std::size_t(std::find(plan.bits.begin(), plan.bits.end(), bits) - plan.bits.begin());
-        return RungChunk{bits, steps_by_rung.at(position), grid.channel_size, indices};
+        return chunk_of(bits, indices);
     };
 
     std::vector<UnitJob> jobs;
@@ -195,12 +198,15 @@ void pack_tensor(const Tensor& tensor, std::size_t tensor_index, bool quantized,
         if (!quantized) {
             job.bytes = encode_exact_unit(job.target, tensor.values);
         } else if (rung.kind == RungKind::refinement) {
-            std::vector<std::int32_t> coarse, fine;
-            job.bytes = encode_refinement_unit(
-                job.target,
-                chunk_at(manifest.unit_parent_bits(rung, tensor_index), job.target, coarse),
-                chunk_at(manifest.unit_bits(rung, tensor_index), job.target, fine),
-                options.coder_choice);
+            // The coarse chunk from the fine one: rounded once, divided down.
+            const int fine_bits = manifest.unit_bits(rung, tensor_index);
+            const int coarse_bits = manifest.unit_parent_bits(rung, tensor_index);
+            std::vector<std::int32_t> fine;
+            const RungChunk fine_chunk = chunk_at(fine_bits, job.target, fine);
+            std::vector<std::int32_t> coarse = fine;
+            coarsen_chunk(plan, fine_bits, coarse_bits, coarse);
+            job.bytes = encode_refinement_unit(job.target, chunk_of(coarse_bits, coarse),
+                                               fine_chunk, options.coder_choice);
         } else {
             std::vector<std::int32_t> indices;
             job.bytes = encode_level_unit(

@@ -215,10 +215,19 @@ void quantize_chunk(const Tensor& tensor, const TopGrid& grid, const LadderPlan&
                       out.data() + (at - first));
         at += count;
     }
-    // Down the plan's rungs to `bits`, as quantize_ladder does.
-    for (auto finer = plan.bits.end() - 1; finer != rung; --finer) {
+    coarsen_chunk(plan, plan.top_bits(), bits, out);
+}
+
+void coarsen_chunk(const LadderPlan& plan, int from_bits, int to_bits,
+                   std::span<std::int32_t> indices) {
+    const auto to = std::find(plan.bits.begin(), plan.bits.end(), to_bits);
+    const auto from = std::find(plan.bits.begin(), plan.bits.end(), from_bits);
+    if (to == plan.bits.end() || from == plan.bits.end() || to > from)
+        throw Error("coarsen_chunk: the rungs are not the plan's, finer to coarser");
+    // Down the plan's rungs one by one, as quantize_ladder does.
+    for (auto finer = from; finer != to; --finer) {
         const int k = *finer - *(finer - 1);
-        for (std::int32_t& index : out) index = divide_toward_zero_on_ties(index, k);
+        for (std::int32_t& index : indices) index = divide_toward_zero_on_ties(index, k);
     }
 }
 
