@@ -90,6 +90,32 @@ TEST(GraphValidator, ConvWithGroupZeroIsAnErrorNotACrash) {
     }
 }
 
+// Found by fuzz_graph: a tensor attribute (here of a Constant, under a name
+// other than `value`) holding fewer bytes than its dims need made OpenCV's
+// importer read past its buffer. Any tensor that carries values must carry
+// exactly its shape's worth.
+TEST(GraphValidator, ATensorShorterThanItsShapeIsRefused) {
+    const Model model = conv_model([](OnnxBuilder& builder, onnx::NodeProto&, onnx::NodeProto&) {
+        onnx::NodeProto& constant = builder.node("Constant", {}, {"unused"});
+        onnx::AttributeProto& attribute = *constant.add_attribute();
+        attribute.set_name("val?e");
+        attribute.set_type(onnx::AttributeProto::TENSOR);
+        onnx::TensorProto& tensor = *attribute.mutable_t();
+        tensor.set_data_type(onnx::TensorProto::FLOAT);
+        tensor.add_dims(7);
+        tensor.add_dims(4);
+        tensor.set_raw_data(std::string(48, '\0'));  // 12 floats, not 28
+    });
+    try {
+        create_opencv_engine(model, "conv.onnx", {.threads = 1});
+        FAIL() << "no error";
+    } catch (const Error& error) {
+        const std::string message = error.what();
+        EXPECT_NE(message.find("invalid graph"), std::string::npos) << message;
+        EXPECT_NE(message.find("not what its shape needs"), std::string::npos) << message;
+    }
+}
+
 TEST(GraphValidator, EveryBrokenAttributeIsRefused) {
     using Change = std::function<void(OnnxBuilder&, onnx::NodeProto&, onnx::NodeProto&)>;
     const std::vector<std::pair<const char*, Change>> cases = {

@@ -40,7 +40,7 @@ class GraphValidator {
         if (graph.node_size() > max_nodes) fail("the graph has more than a million nodes");
         for (const Tensor& weight : model_.weights) shapes_[weight.name] = weight.shape;
         for (const auto& initializer : graph.initializer()) {
-            check_dims(initializer.dims(), "initializer '" + initializer.name() + "'");
+            check_tensor_values(initializer, "initializer '" + initializer.name() + "'");
             defined_.insert(initializer.name());
             shapes_.emplace(
                 initializer.name(),
@@ -69,6 +69,59 @@ class GraphValidator {
         if (dims.size() > max_rank) fail(what + " has more than 16 dimensions");
         for (const std::int64_t dim : dims) {
             if (dim < 0 || dim > max_tensor_dimension) fail(what + " has a bad dimension");
+        }
+    }
+
+    // A tensor that carries values must carry exactly as many as its dims
+    // say: OpenCV's importer copies the dims' worth of bytes from whatever is
+    // there. (A tensor without values is a weight whose data the topology
+    // leaves out, or holds none.)
+    void check_tensor_values(const onnx::TensorProto& tensor, const std::string& what) const {
+        check_dims(tensor.dims(), what);
+        std::uint64_t count = 1;
+        for (const std::int64_t dim : tensor.dims()) {
+            const auto size = std::uint64_t(dim);
+            count = size != 0 && count > UINT64_MAX / size ? UINT64_MAX : count * size;
+        }
+        const std::string& raw = tensor.raw_data();
+        const std::uint64_t typed =
+            std::uint64_t(tensor.float_data_size()) + std::uint64_t(tensor.int32_data_size()) +
+            std::uint64_t(tensor.int64_data_size()) + std::uint64_t(tensor.double_data_size()) +
+            std::uint64_t(tensor.uint64_data_size());
+        if (!raw.empty()) {
+            const std::uint64_t element_bytes = element_size(tensor.data_type());
+            if (element_bytes != 0 && (count == UINT64_MAX || raw.size() != count * element_bytes))
+                fail(what + " holds " + std::to_string(raw.size()) +
+                     " bytes, not what its shape needs");
+        } else if (typed != 0 && typed != count) {
+            fail(what + " holds " + std::to_string(typed) + " values, not what its shape needs");
+        }
+    }
+
+    static std::uint64_t element_size(std::int32_t type) {
+        switch (type) {
+            case onnx::TensorProto::UINT8:
+            case onnx::TensorProto::INT8:
+            case onnx::TensorProto::BOOL:
+                return 1;
+            case onnx::TensorProto::UINT16:
+            case onnx::TensorProto::INT16:
+            case onnx::TensorProto::FLOAT16:
+            case onnx::TensorProto::BFLOAT16:
+                return 2;
+            case onnx::TensorProto::FLOAT:
+            case onnx::TensorProto::INT32:
+            case onnx::TensorProto::UINT32:
+                return 4;
+            case onnx::TensorProto::INT64:
+            case onnx::TensorProto::UINT64:
+            case onnx::TensorProto::DOUBLE:
+            case onnx::TensorProto::COMPLEX64:
+                return 8;
+            case onnx::TensorProto::COMPLEX128:
+                return 16;
+            default:
+                return 0;  // strings and unknown types: not checked here
         }
     }
 
@@ -211,6 +264,10 @@ class GraphValidator {
             if (item.ints_size() > max_list || item.floats_size() > max_list) {
                 fail(where(node) + ": attribute " + item.name() + " is a list of over 64 values");
             }
+            if (item.has_t())
+                check_tensor_values(item.t(), where(node) + ": attribute " + item.name());
+            for (const auto& tensor : item.tensors())
+                check_tensor_values(tensor, where(node) + ": attribute " + item.name());
         }
         for (const std::string& input : node.input()) {
             if (!input.empty() && !defined_.count(input)) {
