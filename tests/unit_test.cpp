@@ -224,7 +224,7 @@ TEST(Unit, LargeChunksUseTheRansCoderAndReproduceEveryRung) {
 // Format 1 used another ladder and coder, format 2 rounded every rung
 // directly (another ladder): both are refused, with advice.
 TEST(Unit, OlderUnitFormatsAreRefusedWithAHint) {
-    for (const std::uint8_t version : {1, 2}) {
+    for (const std::uint8_t version : {1, 2, 3}) {
         auto unit = sample_level_unit();
         unit[4] = version;
         reseal(unit);
@@ -315,6 +315,66 @@ TEST(Unit, MalformedRansPreamblesAreErrors) {
             EXPECT_THROW(decode_refinement_unit(header, bad, rungs[0].indices, out), Error)
                 << tamper.what;
         }
+    }
+}
+
+// Rows of very different spread (every fourth row ten times wider): a
+// levels unit sorts them into classes with a table each (§4.1), codes
+// smaller than without the row hint, and decodes exactly, also from a chunk
+// that starts and ends inside a row.
+TEST(Unit, RowClassesCodeRowsOfDifferentSpreadSmaller) {
+    std::mt19937 generator(11);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    Tensor tensor;
+    tensor.name = "rows";
+    tensor.shape = {64, 8, 3, 3};
+    tensor.values.resize(64 * 72);
+    for (std::size_t i = 0; i < tensor.values.size(); ++i)
+        tensor.values[i] = normal(generator) * ((i / 72) % 4 == 0 ? 1.0f : 0.1f);
+    auto rungs = quantize_ladder(tensor, LadderPlan::parse("4,8"));
+    ASSERT_EQ(rungs[0].row_length, 72u);
+    for (const UnitTarget target : {UnitTarget{0, tensor.element_count(), 0, 64 * 72},
+                                    UnitTarget{0, tensor.element_count(), 100, 3000}}) {
+        SCOPED_TRACE(target.first);
+        const auto unit = encode_level_unit(target, rungs[0]);
+        const UnitHeader header = read_unit_header(unit, "rows");
+        ASSERT_EQ(header.coder, UnitCoder::rans);
+        const std::size_t coded = unit_header_bytes + 2 * header.steps.size();
+        EXPECT_NE(unit[coded + 1] & 0x40, 0) << "row classes expected";
+        EXPECT_EQ(unit[coded + 1] & 0x3F, 1);
+        std::vector<std::int32_t> out(target.count);
+        decode_level_unit(header, unit, out);
+        EXPECT_TRUE(std::equal(out.begin(), out.end(), rungs[0].indices.begin() + target.first));
+
+        QuantizedTensor without_hint = rungs[0];
+        without_hint.row_length = 0;
+        const auto plain = encode_level_unit(target, without_hint);
+        EXPECT_EQ(plain[coded + 1] & 0x40, 0);
+        EXPECT_LT(unit.size() * 100, plain.size() * 97) << unit.size() << " vs " << plain.size();
+
+        // Tampered row fields: length 0, one class, nine classes, a class
+        // count whose class fields run past the payload.
+        struct Tamper {
+            std::size_t offset;  // from the coder byte
+            std::uint8_t value;
+        };
+        for (const Tamper tamper : {Tamper{2, 0}, Tamper{6, 1}, Tamper{6, 9}}) {
+            auto bad = unit;
+            if (tamper.offset == 2) {
+                for (std::size_t b = 0; b < 4; ++b) bad[coded + 2 + b] = 0;
+            } else {
+                bad[coded + tamper.offset] = tamper.value;
+            }
+            reseal(bad);
+            const UnitHeader bad_header = read_unit_header(bad, "tampered");
+            EXPECT_THROW(decode_level_unit(bad_header, bad, out), Error) << int(tamper.offset);
+        }
+        auto short_rows = unit;  // rows of 1 element: more class bits than payload
+        short_rows[coded + 2] = 1;
+        short_rows[coded + 3] = short_rows[coded + 4] = short_rows[coded + 5] = 0;
+        reseal(short_rows);
+        EXPECT_THROW(decode_level_unit(read_unit_header(short_rows, "short"), short_rows, out),
+                     Error);
     }
 }
 
@@ -432,6 +492,12 @@ TEST(Unit, WritesTheFuzzCorpusWhenAsked) {
     write("levels8-rans-signs.bin",
           encode_level_unit({0, runs.element_count(), 0, 600},
                             quantize_ladder(runs, LadderPlan::parse("8"))[0]));
+    // Rows of nine spreads: row classes (§4.1).
+    const Tensor rows = large_tensor(16, 100, 5);
+    const auto rows_unit = encode_level_unit({0, rows.element_count(), 0, 1600},
+                                             quantize_ladder(rows, LadderPlan::parse("4"))[0]);
+    EXPECT_NE(rows_unit[unit_header_bytes + 2 + 1] & 0x40, 0) << "row classes expected";
+    write("levels4-rans-rows.bin", rows_unit);
     for (const auto& [coder, tag] :
          {std::pair{CoderChoice::fast, "rans"}, std::pair{CoderChoice::adaptive, "adaptive"}}) {
         write(std::string("levels4-") + tag + ".bin", encode_level_unit(chunk, rungs[0], coder));

@@ -13,7 +13,7 @@
 
 namespace bitinc {
 
-inline constexpr std::uint8_t unit_format_version = 3;
+inline constexpr std::uint8_t unit_format_version = 4;
 inline constexpr std::size_t unit_header_bytes = 64;
 // No unit carries more elements; encoders split larger tensors into chunks.
 inline constexpr std::uint64_t max_unit_elements = std::uint64_t{1} << 26;
@@ -94,6 +94,9 @@ struct RungChunk {
     std::span<const float> steps;  // every channel's step, of the whole tensor
     std::uint64_t channel_size = 0;
     std::span<const std::int32_t> indices;  // the target's target.count indices
+    // Elements per row of the tensor (0: unknown); levels units may then
+    // give classes of rows tables of their own (docs/format.md §4.1).
+    std::uint64_t row_length = 0;
 };
 std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const RungChunk& rung,
                                             CoderChoice choice = CoderChoice::fast);

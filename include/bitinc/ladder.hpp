@@ -62,7 +62,14 @@ struct QuantizedTensor {
     std::vector<float> steps;           // one per channel (one when per tensor)
     std::vector<std::int32_t> indices;  // |index| <= largest_index(bits, base bits)
     std::size_t channel_size = 0;       // indices per channel
+    // Elements per row along the first axis (0 below rank 2): a hint that
+    // lets a levels unit give rows of different spread their own tables.
+    std::size_t row_length = 0;
 };
+
+// The elements of one slice along a tensor's first axis (an output channel
+// of a convolution), or 0 for a tensor of rank below 2.
+std::size_t row_length(const Tensor& tensor);
 
 // The largest |index| a `bits` rung can hold in a ladder whose base has
 // `base_bits`: (2^(base-1) - 1) * 2^(bits - base). The maximum |weight| maps

@@ -321,6 +321,146 @@ std::vector<std::uint8_t> choose_thresholds(const std::vector<std::uint32_t>& jo
     return thresholds;
 }
 
+// Estimated bits of the prediction contexts `thresholds` cut from the joint
+// histogram: each context's symbols and table, and a byte per threshold.
+double context_bits(const std::vector<std::uint32_t>& joint, int alphabet,
+                    std::span<const std::uint8_t> thresholds) {
+    const auto a = std::size_t(alphabet);
+    const auto context_of = context_by_prediction(thresholds, alphabet);
+    double bits = 8.0 * double(thresholds.size());
+    for (std::size_t c = 0; c <= thresholds.size(); ++c) {
+        std::vector<std::uint32_t> counts(a, 0);
+        for (std::size_t p = 0; p < a; ++p) {
+            if (context_of[p] != c) continue;
+            for (std::size_t t = 0; t < a; ++t) counts[t] += joint[p * a + t];
+        }
+        bits += rans::estimated_bits(counts);
+    }
+    return bits;
+}
+
+// Row classes (unit format 4, §4.1). The rows of a tensor (its slices along
+// the first axis: a convolution's output channels) often differ in spread
+// even where they share a step. Sorting the rows a unit touches into a few
+// classes, each with its own table, codes them below one table; a row's
+// class costs ceil(log2 K) bits. DeepCABAC's adaptive contexts follow the
+// same variation as they go; static tables need it spelled out.
+constexpr int max_row_classes = 8;
+constexpr int row_class_iterations = 4;
+// Row classes replace the prediction contexts only where they save this.
+constexpr double row_classes_gain_needed = 0.0005;
+
+struct RowClasses {
+    std::uint64_t row_length = 0;  // 0: the unit has no row classes
+    int classes = 1;
+    std::vector<std::uint8_t> class_of_row;          // each row the unit touches
+    std::vector<std::vector<std::uint32_t>> counts;  // token histogram per class
+    double bits = 0;                                 // estimated, class bits included
+};
+
+int row_class_bits(int classes) {
+    return std::bit_width(unsigned(classes - 1));
+}
+
+// The rows a unit of `count` elements from tensor element `first` touches.
+std::uint64_t rows_touched(std::uint64_t first, std::uint64_t count, std::uint64_t row_length) {
+    return count == 0 ? 0 : (first % row_length + count + row_length - 1) / row_length;
+}
+
+// Calls visit(row, begin, end) for each row the unit touches, with its
+// elements [begin, end) counted from the unit's first.
+template <typename Visit>
+void for_each_row(std::uint64_t first, std::uint64_t count, std::uint64_t row_length, Visit visit) {
+    std::uint64_t begin = 0;
+    std::uint64_t end = std::min(count, row_length - first % row_length);
+    for (std::size_t row = 0; begin < count; ++row) {
+        visit(row, begin, end);
+        begin = end;
+        end = std::min(count, end + row_length);
+    }
+}
+
+// Sorts the rows into 2 or 4 classes by their mean token, then improves the
+// classes a few rounds (each row to the class whose table codes it
+// shortest, Lloyd's way), and keeps the better count.
+RowClasses choose_row_classes(std::span<const std::uint8_t> tokens, int alphabet,
+                              std::uint64_t first, std::uint64_t row_length) {
+    if (row_length == 0 || tokens.empty()) return {};
+    const auto a = std::size_t(alphabet);
+    const std::uint64_t rows = rows_touched(first, tokens.size(), row_length);
+    // Too few rows to sort, or rows too short for their histograms to say
+    // much; on large chunks, rows shorter than twice the alphabet would cost
+    // the encoder more than they save (sorting costs rows x alphabet x
+    // classes a round).
+    const std::uint64_t most_histogram_entries =
+        tokens.size() > (std::uint64_t{1} << 16) ? tokens.size() / 2 : 2 * tokens.size();
+    if (rows < 4 || rows * a > most_histogram_entries) return {};
+    std::vector<std::uint32_t> row_counts(rows * a, 0);
+    std::vector<double> mean(rows, 0.0);
+    for_each_row(first, tokens.size(), row_length,
+                 [&](std::size_t row, std::uint64_t begin, std::uint64_t end) {
+                     std::uint64_t sum = 0;
+                     for (std::uint64_t i = begin; i < end; ++i) {
+                         ++row_counts[row * a + tokens[i]];
+                         sum += tokens[i];
+                     }
+                     mean[row] = double(sum) / double(end - begin);
+                 });
+    std::vector<std::uint32_t> by_mean(rows);
+    for (std::uint32_t r = 0; r < rows; ++r) by_mean[r] = r;
+    std::stable_sort(by_mean.begin(), by_mean.end(),
+                     [&](std::uint32_t x, std::uint32_t y) { return mean[x] < mean[y]; });
+
+    RowClasses best;
+    for (const int classes : {2, 4}) {
+        const auto k = std::size_t(classes);
+        if (rows < 2 * k) continue;
+        std::vector<std::uint8_t> class_of_row(rows);
+        for (std::size_t rank = 0; rank < rows; ++rank)
+            class_of_row[by_mean[rank]] = static_cast<std::uint8_t>(rank * k / rows);
+        std::vector<std::vector<std::uint32_t>> counts;
+        const auto count_classes = [&] {
+            counts.assign(k, std::vector<std::uint32_t>(a, 0));
+            for (std::size_t r = 0; r < rows; ++r)
+                for (std::size_t t = 0; t < a; ++t)
+                    counts[class_of_row[r]][t] += row_counts[r * a + t];
+        };
+        count_classes();
+        std::vector<double> cost(k * a);
+        for (int round = 0; round < row_class_iterations; ++round) {
+            for (std::size_t c = 0; c < k; ++c) {
+                double total = 0;
+                for (const std::uint32_t n : counts[c]) total += n;
+                for (std::size_t t = 0; t < a; ++t)  // smoothed, so no symbol is impossible
+                    cost[c * a + t] = -std::log2((counts[c][t] + 0.5) / (total + 0.5 * double(a)));
+            }
+            bool changed = false;
+            for (std::size_t r = 0; r < rows; ++r) {
+                std::size_t chosen = class_of_row[r];
+                double chosen_bits = 1e300;
+                for (std::size_t c = 0; c < k; ++c) {
+                    double bits = 0;
+                    for (std::size_t t = 0; t < a; ++t)
+                        bits += double(row_counts[r * a + t]) * cost[c * a + t];
+                    if (bits < chosen_bits) {
+                        chosen_bits = bits;
+                        chosen = c;
+                    }
+                }
+                changed |= chosen != class_of_row[r];
+                class_of_row[r] = static_cast<std::uint8_t>(chosen);
+            }
+            count_classes();
+            if (!changed) break;
+        }
+        double bits = double(rows) * row_class_bits(classes) + 8.0 * 5;
+        for (const auto& histogram : counts) bits += rans::estimated_bits(histogram);
+        if (best.classes == 1 || bits < best.bits)
+            best = {row_length, classes, std::move(class_of_row), std::move(counts), bits};
+    }
+    return best;
+}
+
 std::vector<std::uint8_t> concatenate(const std::vector<std::uint8_t>& a,
                                       const std::vector<std::uint8_t>& b) {
     std::vector<std::uint8_t> joined(a.size() + b.size());
@@ -338,17 +478,27 @@ Payload with_coder_byte(UnitCoder coder, const std::vector<std::uint8_t>& coded,
 // thresholds, tables.
 std::vector<std::uint8_t> rans_preamble(std::span<const std::uint8_t> thresholds,
                                         const std::vector<std::vector<std::uint16_t>>& tables,
-                                        std::size_t contexts, std::uint32_t sign_stream_bytes) {
+                                        std::size_t contexts, std::uint32_t sign_stream_bytes,
+                                        const RowClasses& rows = {}) {
     codec::BitWriter table_bits;
+    for (const std::uint8_t row_class : rows.class_of_row)
+        table_bits.write(row_class, row_class_bits(rows.classes));
     for (const auto& table : tables) rans::write_table(table_bits, table);
     const auto packed = table_bits.finish();
     // Bit 7 of the context count: levels whose signs are coded (only levels
-    // have a sign stream).
+    // have a sign stream); bit 6: levels with row classes.
     const bool signs = sign_stream_bytes > 0;
-    std::vector<std::uint8_t> bytes = {std::uint8_t(UnitCoder::rans),
-                                       static_cast<std::uint8_t>(contexts | (signs ? 0x80u : 0u))};
-    bytes.reserve(8 + thresholds.size() + packed.size());
+    const bool row_classes = rows.row_length != 0;
+    std::vector<std::uint8_t> bytes = {
+        std::uint8_t(UnitCoder::rans),
+        static_cast<std::uint8_t>(contexts | (signs ? 0x80u : 0u) | (row_classes ? 0x40u : 0u))};
+    bytes.reserve(16 + thresholds.size() + packed.size());
     for (const std::uint8_t threshold : thresholds) bytes.push_back(threshold);
+    if (row_classes) {
+        for (int b = 0; b < 4; ++b)
+            bytes.push_back(static_cast<std::uint8_t>(rows.row_length >> (8 * b)));
+        bytes.push_back(static_cast<std::uint8_t>(rows.classes));
+    }
     if (signs)  // the sign stream's length
         for (int b = 0; b < 4; ++b)
             bytes.push_back(static_cast<std::uint8_t>(sign_stream_bytes >> (8 * b)));
@@ -357,7 +507,7 @@ std::vector<std::uint8_t> rans_preamble(std::span<const std::uint8_t> thresholds
 }
 
 Payload encode_levels_rans(std::span<const std::int32_t> indices, std::uint32_t limit,
-                           const SignPlan& signs) {
+                           const SignPlan& signs, std::uint64_t first, std::uint64_t row_length) {
     const int alphabet = level_token(limit) + 1;
     const auto a = std::size_t(alphabet);
     std::vector<std::uint8_t> tokens(indices.size());
@@ -389,31 +539,56 @@ Payload encode_levels_rans(std::span<const std::int32_t> indices, std::uint32_t 
                                      joint_copies.begin() + std::ptrdiff_t(a * a));
     for (std::size_t copy = 1; copy < copies; ++copy)
         for (std::size_t j = 0; j < a * a; ++j) joint[j] += joint_copies[copy * a * a + j];
-    const auto thresholds = choose_thresholds(joint, alphabet);
-    const auto context_of = context_by_prediction(thresholds, alphabet);
+    auto thresholds = choose_thresholds(joint, alphabet);
+    RowClasses rows = choose_row_classes(tokens, alphabet, first, row_length);
+    if (rows.classes > 1 &&
+        rows.bits >= context_bits(joint, alphabet, thresholds) * (1 - row_classes_gain_needed)) {
+        rows = {};
+    }
     std::vector<std::vector<std::uint16_t>> tables;
-    for (std::size_t c = 0; c <= thresholds.size(); ++c) {
-        std::vector<std::uint32_t> counts(a, 0);
-        for (std::size_t p = 0; p < a; ++p) {
-            if (context_of[p] != c) continue;
-            for (std::size_t t = 0; t < a; ++t) counts[t] += joint[p * a + t];
-        }
-        tables.push_back(rans::normalize(counts));
-    }
-    std::vector<rans::EncodeTable> encode_tables;
-    for (const auto& table : tables) encode_tables.push_back(rans::make_encode_table(table));
     rans::Encoder encoder(indices.size());
-    for (std::size_t i = indices.size(); i-- > 0;) {
-        const int p = level_prediction(i >= 3 ? tokens[i - 3] : 0, i >= 4 ? tokens[i - 4] : 0);
-        const rans::EncodeTable& table = encode_tables[context_of[std::size_t(p)]];
-        encoder.put(i, table, tokens[i]);
+    if (rows.classes > 1) {
+        // One table per class of rows, no prediction contexts.
+        thresholds.clear();
+        for (const auto& counts : rows.counts) tables.push_back(rans::normalize(counts));
+        std::vector<rans::EncodeTable> encode_tables;
+        for (const auto& table : tables) encode_tables.push_back(rans::make_encode_table(table));
+        std::vector<std::uint64_t> row_begins;
+        for_each_row(
+            first, indices.size(), row_length,
+            [&](std::size_t, std::uint64_t begin, std::uint64_t) { row_begins.push_back(begin); });
+        for (std::size_t row = row_begins.size(), i = indices.size(); row-- > 0;) {
+            const rans::EncodeTable& table = encode_tables[rows.class_of_row[row]];
+            for (; i-- > row_begins[row];) encoder.put(i, table, tokens[i]);
+            ++i;
+        }
+    } else {
+        const auto context_of = context_by_prediction(thresholds, alphabet);
+        for (std::size_t c = 0; c <= thresholds.size(); ++c) {
+            std::vector<std::uint32_t> counts(a, 0);
+            for (std::size_t p = 0; p < a; ++p) {
+                if (context_of[p] != c) continue;
+                for (std::size_t t = 0; t < a; ++t) counts[t] += joint[p * a + t];
+            }
+            tables.push_back(rans::normalize(counts));
+        }
+        std::vector<rans::EncodeTable> encode_tables;
+        for (const auto& table : tables) encode_tables.push_back(rans::make_encode_table(table));
+        for (std::size_t i = indices.size(); i-- > 0;) {
+            const int p = level_prediction(i >= 3 ? tokens[i - 3] : 0, i >= 4 ? tokens[i - 4] : 0);
+            const rans::EncodeTable& table = encode_tables[context_of[std::size_t(p)]];
+            encoder.put(i, table, tokens[i]);
+        }
     }
-    const std::size_t contexts = tables.size();
+    // With row classes there is one prediction context and a table per class.
+    const std::size_t contexts = thresholds.size() + 1;
+    const std::size_t symbol_tables = tables.size();
     std::vector<std::uint8_t> sign_stream;
     if (signs.coded) {
         for (const auto& row : signs.counts) tables.push_back(rans::normalize(row));
-        const rans::EncodeTable sign_tables[2] = {rans::make_encode_table(tables[contexts]),
-                                                  rans::make_encode_table(tables[contexts + 1])};
+        const rans::EncodeTable sign_tables[2] = {
+            rans::make_encode_table(tables[symbol_tables]),
+            rans::make_encode_table(tables[symbol_tables + 1])};
         // Non-zero indices only, each on state (its rank among them) mod 8.
         std::vector<std::uint8_t> negative;
         for (const std::int32_t index : indices)
@@ -423,9 +598,9 @@ Payload encode_levels_rans(std::span<const std::int32_t> indices, std::uint32_t 
             sign_encoder.put(j, sign_tables[j > 0 ? negative[j - 1] : 0], negative[j]);
         sign_stream = sign_encoder.finish();
     }
-    auto coded =
-        concatenate(rans_preamble(thresholds, tables, contexts, std::uint32_t(sign_stream.size())),
-                    sign_stream);
+    auto coded = concatenate(
+        rans_preamble(thresholds, tables, contexts, std::uint32_t(sign_stream.size()), rows),
+        sign_stream);
     return {concatenate(coded, encoder.finish()), raw.finish()};
 }
 
@@ -588,8 +763,12 @@ struct RansSetup {
     std::vector<rans::DecodeTable> sign_tables;
     std::span<const std::uint8_t> sign_stream;
     std::array<std::uint8_t, max_contexts - 1> thresholds{};
-    std::uint8_t raw_mask = 0;              // refinements: bit c set if context c travels raw
-    std::vector<rans::DecodeTable> tables;  // by context (a raw context's unused)
+    std::uint8_t raw_mask = 0;  // refinements: bit c set if context c travels raw
+    // Levels with row classes: rows of row_length tensor elements, the class
+    // of each row the unit touches, and a table per class in `tables`.
+    std::uint64_t row_length = 0;
+    std::vector<std::uint8_t> class_of_row;
+    std::vector<rans::DecodeTable> tables;  // by context or class (a raw context's unused)
     std::span<const std::uint8_t> stream;
 };
 
@@ -598,11 +777,14 @@ RansSetup read_rans_setup(const UnitHeader& header, std::span<const std::uint8_t
     const int max_allowed_contexts = levels ? max_contexts : max_refinement_contexts;
     RansSetup setup;
     if (coded.size() < 2) corrupt(header, "rANS payload too short");
-    setup.contexts = coded[1] & 0x7F;
+    setup.contexts = coded[1] & 0x3F;
     setup.signs = (coded[1] & 0x80) != 0;
+    const bool row_classes = (coded[1] & 0x40) != 0;
     if (setup.contexts < 1 || setup.contexts > max_allowed_contexts)
         corrupt(header, "bad rANS context count");
     if (setup.signs && !levels) corrupt(header, "refinement unit with coded signs");
+    if (row_classes && (!levels || setup.contexts != 1))
+        corrupt(header, "row classes outside a one-context levels unit");
     std::size_t at = 2;
     if (levels) {  // thresholds follow
         if (coded.size() < at + std::size_t(setup.contexts - 1))
@@ -622,6 +804,15 @@ RansSetup read_rans_setup(const UnitHeader& header, std::span<const std::uint8_t
         if ((setup.raw_mask & 1u) != 0 || (setup.raw_mask >> setup.contexts) != 0)
             corrupt(header, "bad raw contexts");
     }
+    int classes = 0;
+    if (row_classes) {
+        if (coded.size() < at + 5) corrupt(header, "rANS payload too short");
+        setup.row_length = get_u32(coded.data() + at);
+        classes = coded[at + 4];
+        at += 5;
+        if (setup.row_length == 0 || classes < 2 || classes > max_row_classes)
+            corrupt(header, "bad row classes");
+    }
     std::uint32_t sign_stream_bytes = 0;
     if (setup.signs) {
         if (coded.size() < at + 4) corrupt(header, "rANS payload too short");
@@ -630,9 +821,25 @@ RansSetup read_rans_setup(const UnitHeader& header, std::span<const std::uint8_t
         if (sign_stream_bytes < rans::state_bytes) corrupt(header, "bad rANS sign stream");
     }
     codec::BitReader table_bits(coded.subspan(at));
-    setup.tables.resize(std::size_t(setup.contexts));
+    if (row_classes) {
+        // Each class takes bits of the payload: bound the rows by its size
+        // before allocating for them.
+        const std::uint64_t rows =
+            rows_touched(header.target.first, header.target.count, setup.row_length);
+        const int bits = row_class_bits(classes);
+        if (rows > 8 * std::uint64_t(coded.size() - at) / std::uint64_t(bits))
+            corrupt(header, "rANS payload too short for its row classes");
+        setup.class_of_row.resize(rows);
+        for (auto& row_class : setup.class_of_row) {
+            row_class = static_cast<std::uint8_t>(table_bits.read(bits));
+            if (row_class >= classes) corrupt(header, "bad row class");
+        }
+        if (table_bits.overran()) corrupt(header, "rANS payload too short for its row classes");
+    }
+    const int symbol_tables = row_classes ? classes : setup.contexts;
+    setup.tables.resize(std::size_t(symbol_tables));
     std::array<std::uint16_t, rans::max_alphabet> frequencies{};
-    for (int c = 0; c < setup.contexts; ++c) {
+    for (int c = 0; c < symbol_tables; ++c) {
         if ((setup.raw_mask >> c) & 1u) continue;
         auto& table = setup.tables[std::size_t(c)];
         if (!rans::read_table(table_bits, alphabet, frequencies.data()))
@@ -715,7 +922,23 @@ void decode_levels_rans(const UnitHeader& header, std::span<const std::uint8_t> 
     rans::Decoder decoder(setup.stream);
     // Pass 1: the tokens, into `out`. Pass 2: magnitudes and signs from the
     // raw bits. Two light loops keep the states in registers.
-    if (setup.contexts == 1) {
+    if (!setup.class_of_row.empty()) {
+        // Each row's table; the next row starts at element row_end.
+        const std::uint64_t row_length = setup.row_length;
+        std::uint64_t row_end = row_length - header.target.first % row_length;
+        std::size_t row = 0;
+        const rans::DecodeTable* table = &setup.tables[setup.class_of_row[0]];
+        decode_symbols(
+            decoder, out,
+            [&](std::size_t i) -> const rans::DecodeTable& {
+                if (i == row_end) {
+                    table = &setup.tables[setup.class_of_row[++row]];
+                    row_end += row_length;
+                }
+                return *table;
+            },
+            [](std::uint32_t) {});
+    } else if (setup.contexts == 1) {
         decode_symbols(
             decoder, out, [&](std::size_t) -> const rans::DecodeTable& { return setup.tables[0]; },
             [](std::uint32_t) {});
@@ -1054,7 +1277,7 @@ namespace {
 RungChunk chunk_of_rung(const UnitTarget& target, const QuantizedTensor& rung) {
     check_target(target, rung.indices.size());
     return {rung.bits, rung.steps, rung.channel_size,
-            std::span(rung.indices).subspan(target.first, target.count)};
+            std::span(rung.indices).subspan(target.first, target.count), rung.row_length};
 }
 
 void check_chunk(const UnitTarget& target, const RungChunk& rung) {
@@ -1093,7 +1316,7 @@ std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const Rung
     const SignPlan signs = plan_signs(indices);
     const auto [payload, adaptive] = choose_payload(
         choice, indices.size(), [&] { return adaptive_worth_trying(indices.size(), signs); },
-        [&] { return encode_levels_rans(indices, limit, signs); },
+        [&] { return encode_levels_rans(indices, limit, signs, target.first, rung.row_length); },
         [&] { return encode_levels_adaptive(indices, limit, split); });
     return assemble(UnitType::levels, rung.bits, adaptive ? split : 0, target, channel_size, limit,
                     rung.steps.subspan(channels.first, channels.count), payload);

@@ -33,17 +33,23 @@ double entropy_bytes(const std::vector<std::int32_t>& indices) {
 }
 
 // Elements of the chunk starting at `first`: about default_chunk_elements,
-// cut at a channel boundary so that each chunk carries whole steps.
+// cut at a channel boundary so that each chunk carries whole steps, and at a
+// row boundary so that a slice's rows are the tensor's.
 std::size_t chunk_length(const QuantizedTensor& rung, std::size_t first) {
     const std::size_t channel = std::max<std::size_t>(rung.channel_size, 1);
     std::size_t length = std::size_t(default_chunk_elements);
-    if (rung.steps.size() > 1) length = std::max(channel, length / channel * channel);
+    if (rung.steps.size() > 1) {
+        length = std::max(channel, length / channel * channel);
+    } else if (rung.row_length > 0) {
+        length = std::max(rung.row_length, length / rung.row_length * rung.row_length);
+    }
     return std::min(length, rung.indices.size() - first);
 }
 
 QuantizedTensor slice(const QuantizedTensor& rung, std::size_t first, std::size_t count) {
     QuantizedTensor part;
     part.bits = rung.bits;
+    part.row_length = rung.row_length;
     part.indices.assign(rung.indices.begin() + std::ptrdiff_t(first),
                         rung.indices.begin() + std::ptrdiff_t(first + count));
     if (rung.steps.size() > 1) {

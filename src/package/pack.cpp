@@ -175,7 +175,8 @@ void pack_tensor(const Tensor& tensor, std::size_t tensor_index, bool quantized,
     const auto chunk_of = [&](int bits, const std::vector<std::int32_t>& indices) {
         const auto position =
             std::size_t(std::find(plan.bits.begin(), plan.bits.end(), bits) - plan.bits.begin());
-        return RungChunk{bits, steps_by_rung.at(position), grid.channel_size, indices};
+        return RungChunk{bits, steps_by_rung.at(position), grid.channel_size, indices,
+                         row_length(tensor)};
     };
     const auto chunk_at = [&](int bits, const UnitTarget& target,
                               std::vector<std::int32_t>& indices) {

@@ -132,6 +132,7 @@ QuantizedTensor quantize_rung(const Tensor& tensor, const LadderPlan& plan,
     QuantizedTensor result;
     result.bits = bits;
     result.channel_size = channel_size;
+    result.row_length = row_length(tensor);
     result.steps.reserve(top.size());
     for (const float step : top) result.steps.push_back(std::ldexp(step, shift));  // exact
     result.indices.resize(tensor.element_count());
@@ -149,6 +150,7 @@ QuantizedTensor coarser_rung(const QuantizedTensor& fine, int k) {
     QuantizedTensor result;
     result.bits = fine.bits - k;
     result.channel_size = fine.channel_size;
+    result.row_length = fine.row_length;
     result.steps.reserve(fine.steps.size());
     for (const float step : fine.steps) result.steps.push_back(std::ldexp(step, k));  // exact
     result.indices.resize(fine.indices.size());
@@ -158,6 +160,11 @@ QuantizedTensor coarser_rung(const QuantizedTensor& fine, int k) {
 }
 
 }  // namespace
+
+std::size_t row_length(const Tensor& tensor) {
+    if (tensor.shape.size() < 2 || tensor.shape[0] <= 0) return 0;
+    return tensor.element_count() / std::size_t(tensor.shape[0]);
+}
 
 std::int32_t divide_toward_zero_on_ties(std::int32_t fine_index, int k) {
     const std::int64_t bias = (std::int64_t{1} << (k - 1)) - 1;
@@ -266,6 +273,7 @@ QuantizedTensor refine(const QuantizedTensor& coarse, std::span<const std::int32
     QuantizedTensor result;
     result.bits = fine_bits;
     result.channel_size = coarse.channel_size;
+    result.row_length = coarse.row_length;
     result.steps.reserve(coarse.steps.size());
     for (const float step : coarse.steps) result.steps.push_back(std::ldexp(step, -k));
     result.indices.resize(coarse.indices.size());
