@@ -141,9 +141,17 @@ TEST_F(Evaluation, CalibratedRunReportsBothUpdates) {
     calibration.sensitivity_images = 64;
     calibration.engine_threads = 1;
     options.calibration = calibration;
+    // A mixed-precision base within 0.15 x the direct top rung (eval --budget).
+    PackBudget budget;
+    budget.ratio = 0.15;
+    budget.calibration = calibration;
+    options.budget = budget;
     const EvaluationResult result =
         run_evaluation(testing::source_dir() / "models" / "small-cnn.onnx", *scenario, options);
 
+    EXPECT_GT(result.base_mean_bits, 0.0);
+    EXPECT_LT(result.base_min_bits, result.base_max_bits);
+    EXPECT_LE(double(result.ladder.front().bytes), 0.15 * double(result.direct.bytes) * 1.02);
     ASSERT_TRUE(result.accuracy_point.has_value());
     ASSERT_TRUE(result.accuracy_update.has_value());
     const UpdateEvaluation& point = *result.accuracy_update;

@@ -62,8 +62,14 @@ std::string results_table(const EvaluationResult& result) {
                    result.dataset_name.c_str(), result.model_name.c_str(), result.direct.bits,
                    result.direct.performance.value, seed_latency(result.direct), direct / 1e6);
     const RungEvaluation& low = result.ladder.front();
-    text += format("| Low-precision model | | | %d | %.2f | %.4f | %.3f | %.3f |\n", low.bits,
-                   low.performance.value, seed_latency(low), base / 1e6, base / direct);
+    // A mixed-precision base names its range of bit depths and their mean.
+    const std::string low_precision = result.base_mean_bits > 0
+                                          ? format("mixed %d-%d (mean %.2f)", result.base_min_bits,
+                                                   result.base_max_bits, result.base_mean_bits)
+                                          : std::to_string(low.bits);
+    text += format("| Low-precision model | | | %s | %.2f | %.4f | %.3f | %.3f |\n",
+                   low_precision.c_str(), low.performance.value, seed_latency(low), base / 1e6,
+                   base / direct);
     if (result.accuracy_update) {
         const UpdateEvaluation& update = *result.accuracy_update;
         text += format(
@@ -470,7 +476,9 @@ int run_eval(int argc, char** argv) {
     command_line.add_flag("calibrate",
                           "pack with calibration on training images: refinements in order of "
                           "accuracy per byte, an accuracy point, and both updates in the table");
-    add_calibration_options(command_line, "training images calibration runs on (default 1000)");
+    add_budget_options(command_line);
+    add_calibration_options(command_line,
+                            "training images calibration and --budget run on (default 1000)");
     command_line.add_option("curve-points", "N",
                             "accuracy-against-bytes points per refinement rung, calibrated and "
                             "tensor order (default 8; 0: none)");
@@ -501,6 +509,7 @@ int run_eval(int argc, char** argv) {
         options.sweep = {{2, false}, {3, false}, {4, false}, {6, false},
                          {8, false}, {4, true},  {8, true}};
     }
+    options.budget = budget_options(command_line);
     if (command_line.flag("calibrate")) {
         PackCalibration calibration = calibration_options(command_line);
         calibration.engine_threads = int(command_line.integer("eval-threads", 0, 1, 256));

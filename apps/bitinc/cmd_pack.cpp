@@ -101,13 +101,7 @@ int run_pack(int argc, char** argv) {
     command_line.add_flag("calibrate",
                           "order refinements by accuracy per byte and name the accuracy point, "
                           "measured on Fashion-MNIST training images");
-    command_line.add_option("budget", "SIZE",
-                            "mixed precision: the base rung at most SIZE, as bytes (800000, "
-                            "800kB) or a ratio of the direct top rung (0.2x); each tensor's base "
-                            "bits chosen by measured loss per byte on training images");
-    command_line.add_option("base-bits", "BITS",
-                            "the base bit depths --budget may give a tensor (default "
-                            "2,3,4,5,6,7,8)");
+    add_budget_options(command_line);
     add_calibration_options(command_line,
                             "training images calibration and --budget run on (default 1000)");
     add_data_dir_option(command_line);
@@ -121,17 +115,7 @@ int run_pack(int argc, char** argv) {
     if (command_line.flag("calibrate")) {
         options.calibration = calibration_options(command_line);
     }
-    if (const auto budget_text = command_line.value("budget")) {
-        PackBudget budget = parse_pack_budget(*budget_text);
-        if (const auto bits = command_line.value("base-bits"))
-            budget.candidate_bits = LadderPlan::parse(*bits).bits;
-        budget.calibration.images =
-            std::size_t(command_line.integer("calibration-images", 1000, 1, 60'000));
-        budget.calibration.data_dir = data_dir(command_line);
-        options.budget = budget;
-    } else if (command_line.value("base-bits")) {
-        throw UsageError("--base-bits goes with --budget");
-    }
+    options.budget = budget_options(command_line);
     options.ladder = LadderPlan::parse(command_line.value("ladder").value_or("8,16"));
     options.ladder.per_channel = command_line.flag("per-channel");
     if (command_line.flag("compact")) options.coder_choice = CoderChoice::compact;

@@ -79,6 +79,31 @@ PackCalibration calibration_options(const CommandLine& command_line) {
     return calibration;
 }
 
+void add_budget_options(CommandLine& command_line) {
+    command_line.add_option("budget", "SIZE",
+                            "mixed precision: the base rung at most SIZE, as bytes (800000, "
+                            "800kB) or a ratio of the direct top rung (0.2x); each tensor's base "
+                            "bits chosen by measured loss per byte on training images");
+    command_line.add_option("base-bits", "BITS",
+                            "the base bit depths --budget may give a tensor (default "
+                            "2,3,4,5,6,7,8)");
+}
+
+std::optional<PackBudget> budget_options(const CommandLine& command_line) {
+    const auto budget_text = command_line.value("budget");
+    if (!budget_text) {
+        if (command_line.value("base-bits")) throw UsageError("--base-bits goes with --budget");
+        return std::nullopt;
+    }
+    PackBudget budget = parse_pack_budget(*budget_text);
+    if (const auto bits = command_line.value("base-bits"))
+        budget.candidate_bits = LadderPlan::parse(*bits).bits;
+    budget.calibration.images =
+        std::size_t(command_line.integer("calibration-images", 1000, 1, 60'000));
+    budget.calibration.data_dir = data_dir(command_line);
+    return budget;
+}
+
 std::string megabytes(std::uint64_t bytes) {
     char text[32];
     std::snprintf(text, sizeof text, "%.3f MB", double(bytes) / 1e6);

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 #include "bitinc/package.hpp"
@@ -32,6 +33,10 @@ std::string data_dir(const CommandLine& command_line);
 // the calibration they ask for.
 void add_calibration_options(CommandLine& command_line, const std::string& images_help);
 PackCalibration calibration_options(const CommandLine& command_line);
+// --budget SIZE and --base-bits BITS (mixed precision, issue 12), for pack and
+// eval; budget_options gives nothing without --budget.
+void add_budget_options(CommandLine& command_line);
+std::optional<PackBudget> budget_options(const CommandLine& command_line);
 
 // "12.5 MB" style: decimal megabytes with three significant decimals.
 std::string megabytes(std::uint64_t bytes);

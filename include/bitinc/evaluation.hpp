@@ -66,6 +66,8 @@ struct EvaluationOptions {
     // Pack with calibration (refinements in order of value, an accuracy
     // point); it reads the training split of calibration->data_dir only.
     std::optional<PackCalibration> calibration;
+    // Mixed precision: the base rung within a byte budget (pack --budget).
+    std::optional<PackBudget> budget;
     // Accuracy-versus-bytes curves of a calibrated package, against the same
     // units in tensor order: points measured per refinement rung (0: none).
     std::size_t curve_points_per_rung = 8;
@@ -155,6 +157,11 @@ struct EvaluationResult {
     double pack_seconds = 0;
     std::vector<RungEvaluation> ladder;  // base, refinements
     RungEvaluation direct;               // the top rung sent whole
+    // A mixed-precision base (--budget): its bit depths, and their mean
+    // weighted by the quantized tensors' elements (0 when not mixed).
+    int base_min_bits = 0;
+    int base_max_bits = 0;
+    double base_mean_bits = 0;
     // The ladder's top equals the direct rung: same bytes, same metric.
     bool update_equals_direct = false;
     // Calibrated packages: the manifest's accuracy point, the update that

@@ -343,11 +343,26 @@ EvaluationResult run_evaluation(const fs::path& model_path, Scenario& scenario,
     pack.threads = 1;     // encode times per core, as the study measures them
     pack.replace = true;  // the work directory is the evaluation's own
     pack.calibration = options.calibration;
+    pack.budget = options.budget;
+    if (options.budget) say("choosing each tensor's base bits for the budget on training images");
     if (options.calibration)
         say("calibrating on training images (refinement order, accuracy point)");
     const PackResult packed = pack_model(model_path, pack, package);
     result.pack_seconds = packed.seconds;
     const Manifest& manifest = packed.manifest;
+    if (manifest.mixed()) {
+        double elements = 0, bit_elements = 0;
+        result.base_min_bits = max_ladder_bits;
+        for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
+            if (!manifest.tensors[t].quantized) continue;
+            const int bits = manifest.tensor_bits(t, 0);
+            result.base_min_bits = std::min(result.base_min_bits, bits);
+            result.base_max_bits = std::max(result.base_max_bits, bits);
+            elements += double(manifest.tensors[t].element_count());
+            bit_elements += double(bits) * double(manifest.tensors[t].element_count());
+        }
+        result.base_mean_bits = elements > 0 ? bit_elements / elements : 0;
+    }
 
     // Each rung as a device rebuilds it: decode, reconstruct, measure.
     const std::string topology = read_package_file(package, manifest.topology);
@@ -640,6 +655,11 @@ void write_evaluation_results(const EvaluationResult& result, const fs::path& di
     json["original"] = {{"performance", result.original.value},
                         {"eval_seconds", result.original.seconds}};
     json["pack_seconds"] = result.pack_seconds;
+    if (result.base_mean_bits > 0) {
+        json["base_mixed_bits"] = {{"min", result.base_min_bits},
+                                   {"max", result.base_max_bits},
+                                   {"mean", result.base_mean_bits}};
+    }
     json["ladder"] = Json::array();
     for (const RungEvaluation& rung : result.ladder) json["ladder"].push_back(rung_json(rung));
     json["direct"] = rung_json(result.direct);
