@@ -413,6 +413,60 @@ TEST_F(WeightTypes, Float64BeyondFloat32RangeIsRefusedNamingTheTensor) {
     }
 }
 
+// Sparse tensors: a sparse initializer is refused naming it; a Constant's
+// sparse_value stays in the topology and pack names it in a warning.
+TEST_F(WeightTypes, SparseTensorsAreRefusedOrNamed) {
+    const auto sparse_tensor = [](onnx::SparseTensorProto& sparse, const std::string& name) {
+        sparse.add_dims(16);
+        sparse.add_dims(16);
+        onnx::TensorProto& values = *sparse.mutable_values();
+        values.set_name(name);
+        values.set_data_type(onnx::TensorProto::FLOAT);
+        values.add_dims(3);
+        for (const float value : {1.0f, -2.0f, 0.5f}) values.add_float_data(value);
+        onnx::TensorProto& indices = *sparse.mutable_indices();
+        indices.set_data_type(onnx::TensorProto::INT64);
+        indices.add_dims(3);
+        for (const std::int64_t index : {3, 100, 250}) indices.add_int64_data(index);
+    };
+    {
+        OnnxBuilder builder;
+        builder.input("x", {-1, 16}).output("y", {-1, 16});
+        sparse_tensor(*builder.proto().mutable_graph()->add_sparse_initializer(), "S");
+        builder.node("MatMul", {"x", "S"}, {"y"});
+        const fs::path model = directory_.path() / "sparse.onnx";
+        spit(model, builder.bytes());
+        try {
+            read_onnx_file(model);
+            ADD_FAILURE() << "accepted";
+        } catch (const Error& error) {
+            EXPECT_NE(std::string(error.what()).find("sparse initializer 'S' is not supported"),
+                      std::string::npos)
+                << error.what();
+        }
+    }
+    OnnxBuilder builder;
+    builder.input("x", {-1, 16}).output("y", {-1, 16});
+    onnx::NodeProto& constant = builder.node("Constant", {}, {"S"});
+    onnx::AttributeProto& value = *constant.add_attribute();
+    value.set_name("sparse_value");
+    value.set_type(onnx::AttributeProto::SPARSE_TENSOR);
+    sparse_tensor(*value.mutable_sparse_tensor(), "");
+    builder.node("MatMul", {"x", "S"}, {"y"});
+    const fs::path model = directory_.path() / "sparse-constant.onnx";
+    spit(model, builder.bytes());
+    const PackResult result = pack_model(model, options_for("4,8"), directory_.path() / "p");
+    bool named = false;
+    for (const std::string& warning : result.warnings)
+        named |= warning.find("sparse Constant values") != std::string::npos &&
+                 warning.find("'S' (FLOAT, 256 elements)") != std::string::npos;
+    EXPECT_TRUE(named);
+    const fs::path out = directory_.path() / "out.onnx";
+    unpack_package_to_file(directory_.path() / "p", 8, false, out);
+    EXPECT_EQ(parse_proto(slurp(out)).graph().node(0).SerializeAsString(),
+              parse_proto(slurp(model)).graph().node(0).SerializeAsString());
+}
+
 // A reader that predates a weight type refuses its package clearly; this
 // one refuses a type it does not know the same way.
 TEST_F(WeightTypes, ManifestWithAnUnknownStoredTypeIsRefused) {

@@ -180,7 +180,7 @@ struct KeptTensor {
         unsupported_type,
         // A float tensor inside a subgraph (If, Loop, Scan bodies).
         in_subgraph,
-        // A sparse initializer or a Constant's sparse_value.
+        // A Constant's sparse_value (sparse initializers are refused).
         sparse,
     };
     Kind kind = Kind::quantized;

@@ -300,6 +300,13 @@ void validate_structure(const onnx::ModelProto& proto, std::string_view source) 
     if (graph.input_size() == 0 || graph.output_size() == 0) {
         throw Error(where + ": the graph has no inputs or no outputs (truncated file?)");
     }
+    if (graph.sparse_initializer_size() > 0) {
+        // Engines and bitinc's ladder take dense tensors; without this, the
+        // nodes reading it would be "reading what nothing defines".
+        throw Error(where + ": sparse initializer '" + graph.sparse_initializer(0).values().name() +
+                    "' is not supported (bitinc reads dense tensors: store it as an ordinary "
+                    "initializer)");
+    }
     std::set<std::string> defined;
     for (const auto& input : graph.input()) defined.insert(input.name());
     for (const auto& initializer : graph.initializer()) defined.insert(initializer.name());
@@ -672,10 +679,6 @@ std::vector<KeptTensor> kept_tensors(const onnx::GraphProto& graph) {
     for (const auto& initializer : graph.initializer()) {
         if (auto found = classify_top_level(initializer.name(), initializer, quantized_inputs))
             kept.push_back(std::move(*found));
-    }
-    for (const auto& sparse : graph.sparse_initializer()) {
-        kept.push_back(kept_tensor(KeptTensor::Kind::sparse, sparse.values().name(),
-                                   sparse.values(), saturating_elements(sparse.dims())));
     }
     return kept;
 }

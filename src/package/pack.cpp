@@ -287,14 +287,14 @@ std::vector<std::string> incremental_share_warnings(const TopologySummary& summa
         (tensor.quantized ? quantized : exact) += tensor.element_count();
     const std::uint64_t in_constants = summary.constant_float_elements;
     const std::uint64_t all = quantized + exact + in_constants;
+    const bool prequantized = std::any_of(
+        summary.kept_tensors.begin(), summary.kept_tensors.end(),
+        [](const KeptTensor& kept) { return kept.kind == KeptTensor::Kind::quantized; });
+    const char* const prequantized_why =
+        prequantized ? " (its weights are already quantized integers, see the note)" : "";
     if (all == 0) {
-        const bool prequantized = std::any_of(
-            summary.kept_tensors.begin(), summary.kept_tensors.end(),
-            [](const KeptTensor& kept) { return kept.kind == KeptTensor::Kind::quantized; });
-        return {
-            std::string("the model has no float weights") +
-            (prequantized ? " (its weights are already quantized integers, see the note)" : "") +
-            ": every rung is empty and nothing is sent incrementally"};
+        return {std::string("the model has no float weights") + prequantized_why +
+                ": every rung is empty and nothing is sent incrementally"};
     }
     if (2 * quantized >= all) return {};
     std::string why = "only " + percent_text(double(quantized) / double(all)) +
@@ -310,7 +310,7 @@ std::vector<std::string> incremental_share_warnings(const TopologySummary& summa
         why += " " + std::to_string(exact) +
                " are in tensors of rank below 2 or below --min-elements, which travel exactly";
     }
-    return {why};
+    return {why + prequantized_why};
 }
 
 // "'a', 'b', 'c' and 2 more": the names a message gives, not all of a
@@ -350,9 +350,10 @@ void kept_tensor_messages(const TopologySummary& summary, PackResult& result) {
         result.notes.push_back(
             std::to_string(quantized.size()) + " already-quantized tensor" +
             (quantized.size() == 1 ? "" : "s") + " (" + type_list + ", " + std::to_string(bytes) +
-            " bytes) travel unchanged inside the topology, bit for bit: they are the model's "
-            "own quantization (QuantizeLinear/DequantizeLinear or QLinear operators), which "
-            "re-quantizing could only make worse");
+            " bytes) " + (quantized.size() == 1 ? "travels" : "travel") +
+            " unchanged inside the topology, bit for bit: the model's own quantization "
+            "(QuantizeLinear/DequantizeLinear or QLinear operators), which re-quantizing could "
+            "only make worse");
     }
     if (const auto unsupported = of_kind(Kind::unsupported_type); !unsupported.empty()) {
         result.warnings.push_back(
@@ -368,8 +369,8 @@ void kept_tensor_messages(const TopologySummary& summary, PackResult& result) {
     }
     if (const auto sparse = of_kind(Kind::sparse); !sparse.empty()) {
         result.warnings.push_back(
-            "sparse tensors travel unchanged inside the topology (bitinc codes dense ones "
-            "only): " +
+            "sparse Constant values travel unchanged inside the topology (bitinc codes dense "
+            "tensors only): " +
             some_names(sparse));
     }
 }
