@@ -267,6 +267,8 @@ TEST_F(Cli, InspectAndPackShowWeightTypesAndQuantizedTensors) {
     EXPECT_NE(pack.err.find("note: 1 already-quantized tensor (INT8, 256 bytes)"),
               std::string::npos)
         << pack.err;
+    const auto manifest = nlohmann::json::parse(run("inspect " + package.string() + " --json").out);
+    EXPECT_EQ(manifest["tensors"][0]["stored_as"], "bfloat16");
     const auto unpacked = directory_.path() / "unpacked.onnx";
     ASSERT_EQ(run("unpack " + package.string() + " -o " + unpacked.string()).status, 0);
     const auto again = nlohmann::json::parse(run("inspect " + unpacked.string() + " --json").out);

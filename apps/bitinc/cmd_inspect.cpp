@@ -188,6 +188,7 @@ int inspect_package(const std::string& directory, bool json_output) {
             const TensorEntry& tensor = manifest.tensors[t];
             nlohmann::json entry = {{"name", tensor.name},
                                     {"shape", tensor.shape},
+                                    {"stored_as", stored_type_name(tensor.stored_as)},
                                     {"parameters", tensor.element_count()},
                                     {"quantized", tensor.quantized}};
             if (tensor.quantized) entry["bits"] = bits_of(t);
@@ -222,17 +223,18 @@ int inspect_package(const std::string& directory, bool json_output) {
     std::size_t name_width = 4;
     for (const TensorEntry& tensor : manifest.tensors)
         name_width = std::max(name_width, printable_text(tensor.name).size());
-    std::printf("\n  %4s  %-*s  %-18s %12s  %s\n", "#", int(name_width), "name", "shape",
-                "parameters", "bits at each rung");
+    std::printf("\n  %4s  %-*s  %-18s %-8s %12s  %s\n", "#", int(name_width), "name", "shape",
+                "type", "parameters", "bits at each rung");
     for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
         const TensorEntry& tensor = manifest.tensors[t];
-        std::string bits = "exact (float32)";
+        std::string bits = "exact";
         if (tensor.quantized) {
             bits.clear();
             for (const int b : bits_of(t)) bits += (bits.empty() ? "" : " ") + std::to_string(b);
         }
-        std::printf("  %4zu  %-*s  %-18s %12s  %s\n", t, int(name_width),
+        std::printf("  %4zu  %-*s  %-18s %-8s %12s  %s\n", t, int(name_width),
                     printable_text(tensor.name).c_str(), dims_text(tensor.shape).c_str(),
+                    stored_type_name(tensor.stored_as).data(),
                     with_commas(tensor.element_count()).c_str(), bits.c_str());
     }
     return 0;
