@@ -328,6 +328,47 @@ TEST_F(WeightTypes, QuantizedModelTravelsLosslesslyWithANote) {
     EXPECT_TRUE(verify_package(package).problems.empty());
 }
 
+// A QDQ export that keeps float weights (quantization-aware training):
+// the weight goes through the ladder, and pack warns that the graph
+// quantizes each rung's values again; at the top rung the model's integers
+// are off by at most one step, for few weights.
+TEST_F(WeightTypes, FloatWeightsTheGraphQuantizesAreNamed) {
+    OnnxBuilder builder;
+    builder.input("x", {-1, 64}).output("y", {-1, 16});
+    const std::vector<float> weights = random_values(16 * 64, 0.1f, 3);
+    float largest = 0;
+    for (const float weight : weights) largest = std::max(largest, std::fabs(weight));
+    const float scale = largest / 127;
+    builder.initializer("W", {16, 64}, weights);
+    builder.initializer("W_scale", {}, {scale});
+    onnx::TensorProto& zero = *builder.proto().mutable_graph()->add_initializer();
+    zero.set_name("W_zero_point");
+    zero.set_data_type(onnx::TensorProto::INT8);
+    zero.set_raw_data(std::string(1, '\0'));
+    builder.node("QuantizeLinear", {"W", "W_scale", "W_zero_point"}, {"W_q"});
+    builder.node("DequantizeLinear", {"W_q", "W_scale", "W_zero_point"}, {"W_dq"});
+    testing::add_int_attribute(builder.node("Gemm", {"x", "W_dq"}, {"y"}), "transB", 1);
+    const fs::path model = directory_.path() / "qat.onnx";
+    spit(model, builder.bytes());
+
+    const fs::path package = directory_.path() / "package";
+    const PackResult result = pack_model(model, options_for("4,8,16"), package);
+    bool named = false;
+    for (const std::string& warning : result.warnings)
+        named |= warning.find("1 float weight feeds QuantizeLinear") != std::string::npos &&
+                 warning.find("'W'") != std::string::npos;
+    EXPECT_TRUE(named);
+    const Model top = unpack_package(package, 16, false);
+    std::size_t moved = 0;
+    for (std::size_t i = 0; i < weights.size(); ++i) {
+        const float model_integer = std::nearbyint(weights[i] / scale);
+        const float rung_integer = std::nearbyint(top.weights[0].values[i] / scale);
+        EXPECT_LE(std::fabs(model_integer - rung_integer), 1.0f) << i;
+        moved += model_integer != rung_integer;
+    }
+    EXPECT_LT(moved, weights.size() / 50);
+}
+
 // Element types the bundled ONNX does not know (int4 and float8 of later
 // ONNX versions) survive in the topology as protobuf keeps them: an int4
 // weight read by DequantizeLinear is noted as quantized, a float8 tensor

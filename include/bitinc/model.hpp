@@ -209,6 +209,9 @@ struct TopologySummary {
     // Tensors of more than one element that hold data but are not weights:
     // they stay whole inside the topology (and travel bit for bit).
     std::vector<KeptTensor> kept_tensors;
+    // Weights the graph quantizes itself (input 0 of a QuantizeLinear, as
+    // QDQ exports that keep float weights write them), in weight order.
+    std::vector<std::string> requantized_weights;
 };
 
 TopologySummary summarize_topology(const Model& model);

@@ -722,6 +722,15 @@ TopologySummary summarize_topology(const Model& model) {
     summary.topology_bytes = model.topology.size();
     count_constant_floats(proto.graph(), summary, 0);
     summary.kept_tensors = kept_tensors(proto.graph());
+    std::set<std::string> quantized_by_graph;
+    for (const auto& node : proto.graph().node()) {
+        if (node.op_type() == "QuantizeLinear" && node.input_size() > 0)
+            quantized_by_graph.insert(node.input(0));
+    }
+    for (const Tensor& weight : model.weights) {
+        if (quantized_by_graph.count(weight.name))
+            summary.requantized_weights.push_back(weight.name);
+    }
     return summary;
 }
 

@@ -355,6 +355,20 @@ void kept_tensor_messages(const TopologySummary& summary, PackResult& result) {
             "(QuantizeLinear/DequantizeLinear or QLinear operators), which re-quantizing could "
             "only make worse");
     }
+    if (const auto& requantized = summary.requantized_weights; !requantized.empty()) {
+        std::string names;
+        for (std::size_t i = 0; i < requantized.size() && i < 4; ++i)
+            names += (i ? ", '" : "'") + printable_text(requantized[i]) + "'";
+        if (requantized.size() > 4)
+            names += " and " + std::to_string(requantized.size() - 4) + " more";
+        result.warnings.push_back(
+            std::to_string(requantized.size()) + " float weight" +
+            (requantized.size() == 1 ? " feeds" : "s feed") +
+            " QuantizeLinear, so the graph rounds each rung's values to its own integers again: "
+            "a weight within a rung's error of one of the model's rounding boundaries comes out "
+            "one integer step away (a top rung of more bits makes that rarer): " +
+            names);
+    }
     if (const auto unsupported = of_kind(Kind::unsupported_type); !unsupported.empty()) {
         result.warnings.push_back(
             "tensors of element types bitinc does not code travel unchanged inside the "
