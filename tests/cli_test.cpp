@@ -232,6 +232,50 @@ TEST_F(Cli, InspectText) {
     EXPECT_TRUE(result.err.empty()) << result.err;
 }
 
+// A bfloat16 weight and an already-quantized int8 one: inspect shows the
+// type and the tensor kept whole, pack notes that it travels unchanged.
+TEST_F(Cli, InspectAndPackShowWeightTypesAndQuantizedTensors) {
+    testing::OnnxBuilder builder;
+    builder.input("x", {-1, 64}).output("y", {-1, 16});
+    builder.initializer("W_bf16", {16, 64}, testing::random_values(16 * 64, 0.1f, 1),
+                        testing::Encoding::bfloat16_raw);
+    onnx::TensorProto& quantized = *builder.proto().mutable_graph()->add_initializer();
+    quantized.set_name("V_int8");
+    quantized.set_data_type(onnx::TensorProto::INT8);
+    quantized.add_dims(16);
+    quantized.add_dims(16);
+    quantized.set_raw_data(std::string(256, '\x07'));
+    builder.initializer("V_scale", {}, {0.01f});
+    builder.node("DequantizeLinear", {"V_int8", "V_scale"}, {"V"});
+    add_int_attribute(builder.node("Gemm", {"x", "W_bf16"}, {"h"}), "transB", 1);
+    builder.node("MatMul", {"h", "V"}, {"y"});
+    const auto model = write("types.onnx", builder.bytes());
+
+    const CommandResult inspect = run("inspect " + model.string());
+    ASSERT_EQ(inspect.status, 0) << inspect.err;
+    EXPECT_NE(inspect.out.find("bfloat16"), std::string::npos) << inspect.out;
+    EXPECT_NE(inspect.out.find("1 already-quantized tensors"), std::string::npos) << inspect.out;
+    const auto json = nlohmann::json::parse(run("inspect " + model.string() + " --json").out);
+    EXPECT_EQ(json["tensors"][0]["stored_as"], "bfloat16");
+    EXPECT_EQ(json["kept_tensors"][0]["name"], "V_int8");
+    EXPECT_EQ(json["kept_tensors"][0]["kind"], "quantized");
+
+    const auto package = directory_.path() / "package";
+    const CommandResult pack =
+        run("pack " + model.string() + " --ladder 4,8 --no-progress -o " + package.string());
+    ASSERT_EQ(pack.status, 0) << pack.err;
+    EXPECT_NE(pack.err.find("note: 1 already-quantized tensor (INT8, 256 bytes)"),
+              std::string::npos)
+        << pack.err;
+    const auto manifest = nlohmann::json::parse(run("inspect " + package.string() + " --json").out);
+    EXPECT_EQ(manifest["tensors"][0]["stored_as"], "bfloat16");
+    const auto unpacked = directory_.path() / "unpacked.onnx";
+    ASSERT_EQ(run("unpack " + package.string() + " -o " + unpacked.string()).status, 0);
+    const auto again = nlohmann::json::parse(run("inspect " + unpacked.string() + " --json").out);
+    EXPECT_EQ(again["tensors"], json["tensors"]);
+    EXPECT_EQ(again["kept_tensors"], json["kept_tensors"]);
+}
+
 TEST_F(Cli, AccuracyJson) {
     const CommandResult result = run("accuracy " + small_cnn() + " --limit 300 --json --threads 1");
     ASSERT_EQ(result.status, 0) << result.err;

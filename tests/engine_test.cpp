@@ -40,18 +40,24 @@ TEST(OpenCvEngine, ComputesTheModel) {
         EXPECT_NEAR(output.values[i], expected[i], 1e-5);
 }
 
-TEST(OpenCvEngine, HalfPrecisionWeightsRunAsFloat) {
-    const Model model =
-        parse_onnx(make_linear_model(testing::Encoding::half_raw).bytes(), "half.onnx");
-    Model widened = model;
-    EXPECT_EQ(apply_engine_fixups(widened).half_weights_widened, 2u);
-    EXPECT_EQ(widened.weights[0].stored_as, StoredType::float32);
-    EXPECT_EQ(widened.weights[0].values, model.weights[0].values);
-    const auto engine = create_opencv_engine(model, "half.onnx");
-    const FloatArray output = engine->run({{1, 4}, {1, 2, 3, 4}});
-    const auto expected = linear_reference({1, 2, 3, 4});
-    for (std::size_t i = 0; i < expected.size(); ++i)
-        EXPECT_NEAR(output.values[i], expected[i], 1e-5);
+// float16, bfloat16 and float64 weights are widened for the engine.
+TEST(OpenCvEngine, WeightsOfEveryFloatTypeRunAsFloat) {
+    for (const testing::Encoding encoding :
+         {testing::Encoding::half_raw, testing::Encoding::bfloat16_raw,
+          testing::Encoding::bfloat16_int32, testing::Encoding::double_raw,
+          testing::Encoding::double_list}) {
+        const Model model = parse_onnx(make_linear_model(encoding).bytes(), "narrow.onnx");
+        EXPECT_EQ(model.weights[0].stored_as, testing::stored_type_of(encoding));
+        Model widened = model;
+        EXPECT_EQ(apply_engine_fixups(widened).weights_widened, 2u);
+        EXPECT_EQ(widened.weights[0].stored_as, StoredType::float32);
+        EXPECT_EQ(widened.weights[0].values, model.weights[0].values);
+        const auto engine = create_opencv_engine(model, "narrow.onnx");
+        const FloatArray output = engine->run({{1, 4}, {1, 2, 3, 4}});
+        const auto expected = linear_reference({1, 2, 3, 4});
+        for (std::size_t i = 0; i < expected.size(); ++i)
+            EXPECT_NEAR(output.values[i], expected[i], 1e-5);
+    }
 }
 
 // Weights held in a Constant node (as some exporters write them) run too,

@@ -3,6 +3,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include "core/half_float.hpp"
 
@@ -42,6 +43,34 @@ TEST(HalfFloat, RoundsToNearestEven) {
               0x0000);  // halfway to the first subnormal: even
     EXPECT_EQ(float_to_half(std::ldexp(1.5f, -25)), 0x0001);
     EXPECT_EQ(float_to_half(-0.0f), 0x8000);
+}
+
+TEST(BFloat16, EveryValueSurvivesARoundTrip) {
+    for (std::uint32_t bits = 0; bits <= 0xFFFF; ++bits) {
+        const auto bfloat = static_cast<std::uint16_t>(bits);
+        const float value = bfloat16_to_float(bfloat);
+        EXPECT_EQ(std::bit_cast<std::uint32_t>(value), bits << 16) << bits;
+        if (std::isnan(value)) {
+            EXPECT_TRUE(std::isnan(bfloat16_to_float(float_to_bfloat16(value)))) << bits;
+        } else {
+            EXPECT_EQ(float_to_bfloat16(value), bfloat) << "bfloat16 bits " << bits;
+        }
+    }
+}
+
+TEST(BFloat16, RoundsToNearestEven) {
+    // 1 + 2^-8 lies halfway between 1 and 1 + 2^-7 (bfloat16 keeps 7 bits).
+    EXPECT_EQ(float_to_bfloat16(1.0f + std::ldexp(1.0f, -8)), 0x3F80);
+    EXPECT_EQ(float_to_bfloat16(1.0f + 3 * std::ldexp(1.0f, -8)), 0x3F82);
+    EXPECT_EQ(float_to_bfloat16(1.0f + std::ldexp(1.0f, -8) + std::ldexp(1.0f, -20)), 0x3F81);
+    EXPECT_EQ(float_to_bfloat16(-0.0f), 0x8000);
+    // The largest float rounds up to infinity; the largest bfloat16 stays.
+    EXPECT_EQ(float_to_bfloat16(std::numeric_limits<float>::max()), 0x7F80);
+    EXPECT_EQ(float_to_bfloat16(bfloat16_to_float(0x7F7F)), 0x7F7F);
+    // A NaN whose payload lies only in the low bits stays a NaN.
+    const float low_payload_nan = std::bit_cast<float>(std::uint32_t{0x7F800001u});
+    EXPECT_TRUE(std::isnan(bfloat16_to_float(float_to_bfloat16(low_payload_nan))));
+    EXPECT_EQ(float_to_bfloat16(std::numeric_limits<float>::infinity()), 0x7F80);
 }
 
 }  // namespace

@@ -72,6 +72,28 @@ void fill_tensor(onnx::TensorProto* tensor, const std::vector<std::int64_t>& dim
             tensor->set_data_type(onnx::TensorProto::FLOAT16);
             for (const float value : values) tensor->add_int32_data(core::float_to_half(value));
             break;
+        case Encoding::bfloat16_raw:
+            tensor->set_data_type(onnx::TensorProto::BFLOAT16);
+            for (const float value : values) {
+                const std::uint16_t bfloat = core::float_to_bfloat16(value);
+                tensor->mutable_raw_data()->append(reinterpret_cast<const char*>(&bfloat), 2);
+            }
+            break;
+        case Encoding::bfloat16_int32:
+            tensor->set_data_type(onnx::TensorProto::BFLOAT16);
+            for (const float value : values) tensor->add_int32_data(core::float_to_bfloat16(value));
+            break;
+        case Encoding::double_raw:
+            tensor->set_data_type(onnx::TensorProto::DOUBLE);
+            for (const float value : values) {
+                const double wide = value;
+                tensor->mutable_raw_data()->append(reinterpret_cast<const char*>(&wide), 8);
+            }
+            break;
+        case Encoding::double_list:
+            tensor->set_data_type(onnx::TensorProto::DOUBLE);
+            for (const float value : values) tensor->add_double_data(value);
+            break;
     }
 }
 

@@ -8,10 +8,24 @@
 #include <string>
 #include <vector>
 
+#include "bitinc/model.hpp"
+
 namespace bitinc::testing {
 
 // How an initializer's values are laid out in the TensorProto.
-enum class Encoding { float_raw, float_list, half_raw, half_int32 };
+// bfloat16 and float64 the ways exporters write them too: raw bytes (what
+// torch.onnx.export writes) or ONNX's typed fields (int32_data holds a
+// bfloat16's bits, double_data a float64).
+enum class Encoding {
+    float_raw,
+    float_list,
+    half_raw,
+    half_int32,
+    bfloat16_raw,
+    bfloat16_int32,
+    double_raw,
+    double_list
+};
 
 class OnnxBuilder {
   public:
@@ -44,6 +58,27 @@ class OnnxBuilder {
   private:
     onnx::ModelProto model_;
 };
+
+inline constexpr Encoding every_encoding[] = {
+    Encoding::float_raw,    Encoding::float_list,     Encoding::half_raw,   Encoding::half_int32,
+    Encoding::bfloat16_raw, Encoding::bfloat16_int32, Encoding::double_raw, Encoding::double_list};
+
+// The element type an encoding writes, as bitinc names it.
+inline StoredType stored_type_of(Encoding encoding) {
+    switch (encoding) {
+        case Encoding::half_raw:
+        case Encoding::half_int32:
+            return StoredType::float16;
+        case Encoding::bfloat16_raw:
+        case Encoding::bfloat16_int32:
+            return StoredType::bfloat16;
+        case Encoding::double_raw:
+        case Encoding::double_list:
+            return StoredType::float64;
+        default:
+            return StoredType::float32;
+    }
+}
 
 // y = Gemm(x, W, b) with transB, W [3,4] and b [3]; x is [batch, 4].
 OnnxBuilder make_linear_model(Encoding encoding = Encoding::float_raw);

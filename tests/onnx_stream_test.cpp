@@ -148,8 +148,7 @@ TEST_F(OnnxStream, SplicedBytesOfTheBundledModelsAreProtobufs) {
 }
 
 TEST_F(OnnxStream, InlineOutputIsSerializeOnnxByteForByte) {
-    for (const Encoding encoding :
-         {Encoding::float_raw, Encoding::float_list, Encoding::half_raw, Encoding::half_int32}) {
+    for (const Encoding encoding : testing::every_encoding) {
         const Model model = parse_onnx(make_gemm_model(encoding).bytes(), "model");
         const fs::path path = directory_.path() / "inline.onnx";
         write_onnx_file(model, path);
@@ -163,12 +162,13 @@ TEST_F(OnnxStream, InlineOutputIsSerializeOnnxByteForByte) {
 }
 
 TEST_F(OnnxStream, ExternalDataRoundTrips) {
-    for (const Encoding encoding : {Encoding::float_raw, Encoding::half_raw}) {
+    for (const Encoding encoding :
+         {Encoding::float_raw, Encoding::half_raw, Encoding::bfloat16_raw, Encoding::double_raw}) {
         const Model model = parse_onnx(make_gemm_model(encoding).bytes(), "model");
         const fs::path path = directory_.path() / "external.onnx";
         write_onnx_file(model, path, true);
         ASSERT_TRUE(fs::exists(external_data_path(path)));
-        const std::size_t element = encoding == Encoding::half_raw ? 2 : 4;
+        const std::size_t element = stored_type_bytes(testing::stored_type_of(encoding));
         EXPECT_EQ(fs::file_size(external_data_path(path)), (16 * 64 + 16) * element);
         EXPECT_LT(fs::file_size(path), 1000u);
         EXPECT_TRUE(same_model(read_onnx_file(path), model));

@@ -211,20 +211,34 @@ TEST_F(Package, ConstantNodeWeightsGoThroughTheLadder) {
     }
 }
 
-// A Constant float tensor bitinc leaves in the topology (float64 here)
-// still gets the warning, naming Constant nodes.
+// A Constant float tensor bitinc leaves in the topology (inside an If
+// branch here) still gets the warning, naming Constant nodes, and a second
+// one naming the tensor.
 TEST_F(Package, WarnsWhenMostWeightsAreInConstantNodes) {
     OnnxBuilder builder;
-    builder.input("x", {-1, 300}).output("y", {-1, 300});
-    onnx::NodeProto& constant = builder.node("Constant", {}, {"offsets"});
-    onnx::AttributeProto& value = *constant.add_attribute();
-    value.set_name("value");
-    value.set_type(onnx::AttributeProto::TENSOR);
-    onnx::TensorProto& tensor = *value.mutable_t();
-    tensor.set_data_type(onnx::TensorProto::DOUBLE);
-    tensor.add_dims(1);
-    tensor.add_dims(300);
-    for (const float weight : random_values(300, 0.05f, 1)) tensor.add_double_data(weight);
+    builder.input("x", {-1, 300}).input("flag", {}, onnx::TensorProto::BOOL).output("y", {-1, 300});
+    onnx::NodeProto& branch = builder.node("If", {"flag"}, {"offsets"});
+    for (const char* name : {"then_branch", "else_branch"}) {
+        onnx::AttributeProto& attribute = *branch.add_attribute();
+        attribute.set_name(name);
+        attribute.set_type(onnx::AttributeProto::GRAPH);
+        onnx::GraphProto& graph = *attribute.mutable_g();
+        graph.set_name(name);
+        onnx::NodeProto& constant = *graph.add_node();
+        constant.set_op_type("Constant");
+        constant.add_output(std::string(name) + "_offsets");
+        onnx::AttributeProto& value = *constant.add_attribute();
+        value.set_name("value");
+        value.set_type(onnx::AttributeProto::TENSOR);
+        onnx::TensorProto& tensor = *value.mutable_t();
+        tensor.set_data_type(onnx::TensorProto::DOUBLE);
+        tensor.add_dims(1);
+        tensor.add_dims(300);
+        for (const float weight : random_values(300, 0.05f, 1)) tensor.add_double_data(weight);
+        onnx::ValueInfoProto& output = *graph.add_output();
+        output.set_name(constant.output(0));
+        output.mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::DOUBLE);
+    }
     builder.node("Cast", {"offsets"}, {"offsets_float"});
     builder.node("Add", {"x", "offsets_float"}, {"y"});
     const fs::path constant_model = directory_.path() / "constants.onnx";
@@ -232,13 +246,21 @@ TEST_F(Package, WarnsWhenMostWeightsAreInConstantNodes) {
 
     const TopologySummary summary = summarize_topology(read_onnx_file(constant_model));
     EXPECT_EQ(summary.constant_weight_tensors, 0u);
-    EXPECT_EQ(summary.constant_float_tensors, 1u);
-    EXPECT_EQ(summary.constant_float_elements, 300u);
+    EXPECT_EQ(summary.constant_float_tensors, 2u);
+    EXPECT_EQ(summary.constant_float_elements, 600u);
+    ASSERT_EQ(summary.kept_tensors.size(), 2u);
+    EXPECT_EQ(summary.kept_tensors[0].kind, KeptTensor::Kind::in_subgraph);
+    EXPECT_EQ(summary.kept_tensors[0].name, "then_branch_offsets");
+    EXPECT_EQ(summary.kept_tensors[0].bytes, 2400u);
     const PackResult result =
         pack_model(constant_model, options_for("4,8", false), directory_.path() / "p1");
-    ASSERT_EQ(result.warnings.size(), 1u);
+    ASSERT_EQ(result.warnings.size(), 2u);
     EXPECT_NE(result.warnings[0].find("Constant"), std::string::npos) << result.warnings[0];
     EXPECT_NE(result.warnings[0].find("0.0 %"), std::string::npos) << result.warnings[0];
+    EXPECT_NE(result.warnings[1].find("'then_branch_offsets' (DOUBLE, 300 elements)"),
+              std::string::npos)
+        << result.warnings[1];
+    EXPECT_TRUE(result.notes.empty());
     EXPECT_TRUE(
         pack_model(model_, options_for("4,8", false), directory_.path() / "p2").warnings.empty());
 }

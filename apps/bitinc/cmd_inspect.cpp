@@ -24,6 +24,50 @@ nlohmann::json value_info_json(const ValueInfo& value) {
     return {{"name", value.name}, {"type", value.element_type}, {"dims", dims}};
 }
 
+const char* kept_kind_name(KeptTensor::Kind kind) {
+    switch (kind) {
+        case KeptTensor::Kind::quantized:
+            return "quantized";
+        case KeptTensor::Kind::unsupported_type:
+            return "unsupported_type";
+        case KeptTensor::Kind::in_subgraph:
+            return "in_subgraph";
+        case KeptTensor::Kind::sparse:
+            return "sparse";
+    }
+    return "other";
+}
+
+// One line per kind of tensor that stays whole in the topology.
+void print_kept_tensors(const TopologySummary& summary) {
+    struct Line {
+        KeptTensor::Kind kind;
+        const char* what;
+    };
+    const Line lines[] = {
+        {KeptTensor::Kind::quantized,
+         "already-quantized tensors (travel unchanged, bit for bit, in the topology)"},
+        {KeptTensor::Kind::unsupported_type,
+         "tensors of types bitinc does not code (travel unchanged in the topology)"},
+        {KeptTensor::Kind::in_subgraph,
+         "float tensors in subgraphs (in the topology: not quantized)"},
+        {KeptTensor::Kind::sparse, "sparse tensors (in the topology: not quantized)"},
+    };
+    for (const Line& line : lines) {
+        std::size_t count = 0;
+        std::uint64_t bytes = 0;
+        std::string first;
+        for (const KeptTensor& kept : summary.kept_tensors) {
+            if (kept.kind != line.kind) continue;
+            if (count++ == 0) first = printable_text(kept.name) + " " + kept.element_type;
+            bytes += kept.bytes;
+        }
+        if (count == 0) continue;
+        std::printf("  kept        %zu %s, %s bytes; first: %s\n", count, line.what,
+                    with_commas(bytes).c_str(), first.c_str());
+    }
+}
+
 nlohmann::json inspect_json(const std::string& path, std::uintmax_t file_bytes, const Model& model,
                             const TopologySummary& summary) {
     nlohmann::json json;
@@ -38,6 +82,14 @@ nlohmann::json inspect_json(const std::string& path, std::uintmax_t file_bytes, 
     json["constant_float_tensors"] = summary.constant_float_tensors;
     json["constant_float_elements"] = summary.constant_float_elements;
     json["op_counts"] = summary.op_counts;
+    json["kept_tensors"] = nlohmann::json::array();
+    for (const KeptTensor& kept : summary.kept_tensors) {
+        json["kept_tensors"].push_back({{"name", kept.name},
+                                        {"kind", kept_kind_name(kept.kind)},
+                                        {"type", kept.element_type},
+                                        {"elements", kept.elements},
+                                        {"bytes", kept.bytes}});
+    }
     json["inputs"] = nlohmann::json::array();
     for (const auto& input : summary.inputs) json["inputs"].push_back(value_info_json(input));
     json["outputs"] = nlohmann::json::array();
@@ -91,11 +143,12 @@ void print_inspect_text(const std::string& path, std::uintmax_t file_bytes, cons
     }
     if (summary.constant_float_tensors > 0) {
         std::printf(
-            "  constants   %zu other Constant nodes (scalars, bfloat16/float64, or in subgraphs) "
+            "  constants   %zu other Constant nodes (scalars, or in subgraphs) "
             "hold %s "
             "float parameters (in the topology: not quantized)\n",
             summary.constant_float_tensors, with_commas(summary.constant_float_elements).c_str());
     }
+    print_kept_tensors(summary);
     std::printf("  file        %s bytes, of which %s are the topology\n\n",
                 with_commas(file_bytes).c_str(), with_commas(summary.topology_bytes).c_str());
 
@@ -135,6 +188,7 @@ int inspect_package(const std::string& directory, bool json_output) {
             const TensorEntry& tensor = manifest.tensors[t];
             nlohmann::json entry = {{"name", tensor.name},
                                     {"shape", tensor.shape},
+                                    {"stored_as", stored_type_name(tensor.stored_as)},
                                     {"parameters", tensor.element_count()},
                                     {"quantized", tensor.quantized}};
             if (tensor.quantized) entry["bits"] = bits_of(t);
@@ -169,17 +223,18 @@ int inspect_package(const std::string& directory, bool json_output) {
     std::size_t name_width = 4;
     for (const TensorEntry& tensor : manifest.tensors)
         name_width = std::max(name_width, printable_text(tensor.name).size());
-    std::printf("\n  %4s  %-*s  %-18s %12s  %s\n", "#", int(name_width), "name", "shape",
-                "parameters", "bits at each rung");
+    std::printf("\n  %4s  %-*s  %-18s %-8s %12s  %s\n", "#", int(name_width), "name", "shape",
+                "type", "parameters", "bits at each rung");
     for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
         const TensorEntry& tensor = manifest.tensors[t];
-        std::string bits = "exact (float32)";
+        std::string bits = "exact";
         if (tensor.quantized) {
             bits.clear();
             for (const int b : bits_of(t)) bits += (bits.empty() ? "" : " ") + std::to_string(b);
         }
-        std::printf("  %4zu  %-*s  %-18s %12s  %s\n", t, int(name_width),
+        std::printf("  %4zu  %-*s  %-18s %-8s %12s  %s\n", t, int(name_width),
                     printable_text(tensor.name).c_str(), dims_text(tensor.shape).c_str(),
+                    stored_type_name(tensor.stored_as).data(),
                     with_commas(tensor.element_count()).c_str(), bits.c_str());
     }
     return 0;

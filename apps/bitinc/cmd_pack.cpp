@@ -146,6 +146,7 @@ int run_pack(int argc, char** argv) {
     progress.finish();
     for (const std::string& warning : result.warnings)
         std::fprintf(stderr, "warning: %s\n", warning.c_str());
+    for (const std::string& note : result.notes) std::fprintf(stderr, "note: %s\n", note.c_str());
 
     if (command_line.flag("json")) {
         nlohmann::json json = package_json(result.manifest);
@@ -160,6 +161,7 @@ int run_pack(int argc, char** argv) {
                               {"base_bits", allocation->base_bits}};
         }
         json["warnings"] = result.warnings;
+        json["notes"] = result.notes;
         std::printf("%s\n", json_text(json).c_str());
     } else {
         print_package(result.manifest);

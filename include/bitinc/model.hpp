@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -17,12 +18,19 @@ namespace bitinc {
 
 // How a weight was stored in the source ONNX file. Values use ONNX's
 // TensorProto.DataType codes so the mapping is obvious.
-enum class StoredType : std::int32_t { float32 = 1, float16 = 10 };
+enum class StoredType : std::int32_t { float32 = 1, float16 = 10, float64 = 11, bfloat16 = 16 };
 
+// "float32", "float16", "float64", "bfloat16" (the manifest's stored_as).
 std::string_view stored_type_name(StoredType type);
+// The type of that name, or nothing for any other text.
+std::optional<StoredType> stored_type_from_name(std::string_view name);
+// Bytes one element takes in the ONNX file.
+std::size_t stored_type_bytes(StoredType type);
 
 // A named float tensor. Values are always float32 in memory, whatever the
-// source file used; `stored_as` remembers the original element type.
+// source file used; `stored_as` remembers the original element type, which
+// the values are rounded to when written: float16 and bfloat16 to nearest
+// even, float64 exactly (a float64 weight is coded at float32 precision).
 struct Tensor {
     std::string name;
     std::vector<std::int64_t> shape;
@@ -34,9 +42,9 @@ struct Tensor {
 
 // The topology is a serialized ONNX ModelProto in which every weight has
 // kept its name, type and dims but lost its data; `weights` holds that data.
-// A weight is a float32/float16 initializer or the float32/float16 `value`
-// tensor of a top-level Constant node with more than one element (named by
-// the node's output). Order:
+// A weight is a float32/float16/bfloat16/float64 initializer or such a
+// `value` tensor of a top-level Constant node with more than one element
+// (named by the node's output). Order:
 // the Constant nodes' tensors in node order, then the initializers in
 // order, which is where protobuf serializes their data.
 struct Model {
@@ -54,8 +62,9 @@ inline constexpr std::uint64_t max_onnx_bytes = (std::uint64_t{1} << 31) - 1;
 
 // Reads and validates an ONNX model, its weights kept inline or as external
 // data (OnnxWeightReader). Throws Error naming `path` on a missing,
-// unreadable, truncated or malformed file, a bad external reference or an
-// .onnx file over 2 GiB.
+// unreadable, truncated or malformed file, a bad external reference, a
+// float64 weight holding a finite value beyond float32's range, or an .onnx
+// file over 2 GiB.
 Model read_onnx_file(const std::filesystem::path& path);
 
 // An ONNX file read one weight at a time, so that a model larger than
@@ -157,6 +166,30 @@ struct ValueInfo {
     std::string element_type;
 };
 
+// A tensor that holds data of its own but stays whole inside the topology,
+// and why. Shapes, indices and other small integer tensors are not listed.
+struct KeptTensor {
+    enum class Kind {
+        // Already-quantized data: an integer tensor read by DequantizeLinear
+        // (input 0), QLinearConv, QLinearMatMul, ConvInteger or MatMulInteger,
+        // or any 8- or 4-bit integer tensor. Re-quantizing it could only
+        // lose what the model's own quantization chose, so it travels as is.
+        quantized,
+        // An element type bitinc does not code: complex, or one this build's
+        // ONNX does not know (float8, int4 of newer ONNX versions).
+        unsupported_type,
+        // A float tensor inside a subgraph (If, Loop, Scan bodies).
+        in_subgraph,
+        // A Constant's sparse_value (sparse initializers are refused).
+        sparse,
+    };
+    Kind kind = Kind::quantized;
+    std::string name;          // the initializer's name, or the Constant's output
+    std::string element_type;  // ONNX's name ("INT8"), or "type N" for an unknown one
+    std::uint64_t elements = 0;
+    std::uint64_t bytes = 0;  // its data's size in the ONNX file (0 where unknown)
+};
+
 struct TopologySummary {
     std::string producer;
     std::int64_t ir_version = 0;
@@ -169,10 +202,16 @@ struct TopologySummary {
     // Top-level Constant nodes whose float32/float16 `value` is a weight
     // (it goes through the ladder like an initializer).
     std::size_t constant_weight_tensors = 0;
-    // Other float tensors held in Constant nodes (scalars, bfloat16 or
-    // float64, or in subgraphs): they travel inside the topology, unquantized.
+    // Other float tensors held in Constant nodes (scalars, or in subgraphs):
+    // they travel inside the topology, unquantized.
     std::size_t constant_float_tensors = 0;
     std::uint64_t constant_float_elements = 0;
+    // Tensors of more than one element that hold data but are not weights:
+    // they stay whole inside the topology (and travel bit for bit).
+    std::vector<KeptTensor> kept_tensors;
+    // Weights the graph quantizes itself (input 0 of a QuantizeLinear, as
+    // QDQ exports that keep float weights write them), in weight order.
+    std::vector<std::string> requantized_weights;
 };
 
 TopologySummary summarize_topology(const Model& model);
@@ -185,11 +224,12 @@ struct FixupReport {
     // Clip nodes whose min/max came as constant inputs (opset 11 and later),
     // rewritten to the attribute form of opset 6.
     std::size_t clip_nodes_rewritten = 0;
-    // float16 weights turned into float32 ones (the values are unchanged).
-    std::size_t half_weights_widened = 0;
+    // float16, bfloat16 and float64 weights turned into float32 ones (the
+    // values the model holds are unchanged).
+    std::size_t weights_widened = 0;
 
     bool changed() const {
-        return identity_nodes_folded + clip_nodes_rewritten + half_weights_widened > 0;
+        return identity_nodes_folded + clip_nodes_rewritten + weights_widened > 0;
     }
 };
 

@@ -252,8 +252,12 @@ struct PackResult {
     std::vector<double> rung_encode_seconds;
     std::optional<BitAllocation> allocation;  // with PackOptions::budget
     // What a user should know about the package, e.g. that most of the
-    // model's weights cannot travel incrementally, and why.
+    // model's weights cannot travel incrementally, and why, or which tensors
+    // bitinc could not code (they stay in the topology), by name.
     std::vector<std::string> warnings;
+    // What is worth knowing but needs no action, e.g. how many
+    // already-quantized tensors travel unchanged inside the topology.
+    std::vector<std::string> notes;
 };
 
 // Packs the ONNX file at `model_path` into the directory `output`. The

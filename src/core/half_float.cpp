@@ -56,4 +56,22 @@ std::uint16_t float_to_half(float value) {
     return static_cast<std::uint16_t>(sign | result);
 }
 
+float bfloat16_to_float(std::uint16_t bfloat) {
+    return std::bit_cast<float>(std::uint32_t{bfloat} << 16);
+}
+
+std::uint16_t float_to_bfloat16(float value) {
+    const std::uint32_t bits = std::bit_cast<std::uint32_t>(value);
+    if ((bits & 0x7F800000u) == 0x7F800000u && (bits & 0x7FFFFFu) != 0) {
+        // NaN: keep the sign and the top payload bits, and make it quiet so
+        // that truncation cannot turn it into infinity.
+        return static_cast<std::uint16_t>((bits >> 16) | 0x0040u);
+    }
+    const std::uint32_t upper = bits >> 16;
+    const std::uint32_t remainder = bits & 0xFFFFu;
+    // A carry out of the mantissa bumps the exponent, up to infinity.
+    const bool round_up = remainder > 0x8000u || (remainder == 0x8000u && (upper & 1u));
+    return static_cast<std::uint16_t>(upper + (round_up ? 1u : 0u));
+}
+
 }  // namespace bitinc::core

@@ -122,21 +122,22 @@ std::size_t rewrite_clip_nodes(const Model& model, onnx::GraphProto& graph) {
     return rewritten;
 }
 
-// float16 weights -> float32 ones. Only valid where the graph computes
-// in float32 (weights stored as halves, e.g. behind a Cast), which is the
-// only kind of graph the float32 engine can run anyway.
-std::size_t widen_half_weights(Model& model, onnx::ModelProto& proto) {
-    std::set<std::string> half_names;
+// float16, bfloat16 and float64 weights -> float32 ones, with the values
+// the model holds (already float32 in memory). Only valid where the graph
+// computes in float32 (weights stored narrower or wider, behind a Cast),
+// which is the only kind of graph the float32 engine can run anyway.
+std::size_t widen_weights(Model& model, onnx::ModelProto& proto) {
+    std::set<std::string> widened;
     for (Tensor& weight : model.weights) {
-        if (weight.stored_as == StoredType::float16) {
+        if (weight.stored_as != StoredType::float32) {
             weight.stored_as = StoredType::float32;
-            half_names.insert(weight.name);
+            widened.insert(weight.name);
         }
     }
     for (const onnx_io::WeightSlot& slot : onnx_io::weight_slots(proto)) {
-        if (half_names.count(slot.name)) slot.tensor->set_data_type(onnx::TensorProto::FLOAT);
+        if (widened.count(slot.name)) slot.tensor->set_data_type(onnx::TensorProto::FLOAT);
     }
-    return half_names.size();
+    return widened.size();
 }
 
 }  // namespace
@@ -146,7 +147,7 @@ FixupReport apply_engine_fixups(Model& model) {
     FixupReport report;
     report.identity_nodes_folded = fold_identity_nodes(*proto.mutable_graph());
     report.clip_nodes_rewritten = rewrite_clip_nodes(model, *proto.mutable_graph());
-    report.half_weights_widened = widen_half_weights(model, proto);
+    report.weights_widened = widen_weights(model, proto);
     if (report.changed()) model.topology = onnx_io::serialize_deterministically(proto);
     return report;
 }

@@ -2,11 +2,16 @@
 // them back, exactly.
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+#include <google/protobuf/unknown_field_set.h>
 
 #include <algorithm>
 #include <bit>
+#include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <optional>
 #include <set>
 #include <unordered_map>
 
@@ -53,8 +58,96 @@ std::string serialize_deterministically(const onnx::ModelProto& proto) {
 
 using onnx::TensorProto;
 
+std::optional<StoredType> weight_type(std::int32_t data_type) {
+    switch (data_type) {
+        case TensorProto::FLOAT:
+            return StoredType::float32;
+        case TensorProto::FLOAT16:
+            return StoredType::float16;
+        case TensorProto::DOUBLE:
+            return StoredType::float64;
+        case TensorProto::BFLOAT16:
+            return StoredType::bfloat16;
+        default:
+            return std::nullopt;
+    }
+}
+
 bool is_weight_initializer(const TensorProto& tensor) {
-    return tensor.data_type() == TensorProto::FLOAT || tensor.data_type() == TensorProto::FLOAT16;
+    return weight_type(tensor.data_type()).has_value();
+}
+
+namespace {
+
+// A float64 value as the float32 bitinc codes; a finite one that float32
+// cannot hold is refused rather than turned into infinity.
+float narrow_double(double value, std::string_view what) {
+    const auto narrowed = static_cast<float>(value);
+    if (std::isinf(narrowed) && std::isfinite(value)) {
+        char text[32];
+        std::snprintf(text, sizeof text, "%.6g", value);
+        throw Error(std::string(what) + " holds the float64 value " + text +
+                    ", beyond float32's range (3.4e38), in which bitinc codes weights");
+    }
+    return narrowed;
+}
+
+template <typename Stored>
+Stored load(const char* bytes) {
+    Stored value;
+    std::memcpy(&value, bytes, sizeof value);
+    return value;
+}
+
+}  // namespace
+
+void decode_stored(StoredType type, const char* stored, std::span<float> out,
+                   std::string_view what) {
+    const std::size_t count = out.size();
+    switch (type) {
+        case StoredType::float32:
+            if (count > 0) std::memcpy(out.data(), stored, count * sizeof(float));
+            return;
+        case StoredType::float16:
+            for (std::size_t i = 0; i < count; ++i)
+                out[i] = core::half_to_float(load<std::uint16_t>(stored + 2 * i));
+            return;
+        case StoredType::bfloat16:
+            for (std::size_t i = 0; i < count; ++i)
+                out[i] = core::bfloat16_to_float(load<std::uint16_t>(stored + 2 * i));
+            return;
+        case StoredType::float64:
+            for (std::size_t i = 0; i < count; ++i)
+                out[i] = narrow_double(load<double>(stored + 8 * i), what);
+            return;
+    }
+}
+
+void encode_stored(StoredType type, std::span<const float> values, char* stored) {
+    const std::size_t count = values.size();
+    switch (type) {
+        case StoredType::float32:
+            if (count > 0) std::memcpy(stored, values.data(), count * sizeof(float));
+            return;
+        case StoredType::float16:
+            for (std::size_t i = 0; i < count; ++i) {
+                const std::uint16_t half = core::float_to_half(values[i]);
+                std::memcpy(stored + 2 * i, &half, 2);
+            }
+            return;
+        case StoredType::bfloat16:
+            for (std::size_t i = 0; i < count; ++i) {
+                const std::uint16_t bfloat = core::float_to_bfloat16(values[i]);
+                std::memcpy(stored + 2 * i, &bfloat, 2);
+            }
+            return;
+        case StoredType::float64:
+            for (std::size_t i = 0; i < count; ++i) {
+                const auto wide = static_cast<double>(values[i]);
+                std::memcpy(stored + 8 * i, &wide, 8);
+            }
+            return;
+    }
 }
 
 int constant_weight_attribute(const onnx::NodeProto& node) {
@@ -141,41 +234,53 @@ Tensor extract_weight(const TensorProto& proto, std::string_view source) {
     Tensor tensor;
     tensor.name = proto.name();
     tensor.shape.assign(proto.dims().begin(), proto.dims().end());
+    const std::optional<StoredType> type = weight_type(proto.data_type());
+    if (!type) {
+        throw Error(std::string(source) + ": initializer '" + proto.name() +
+                    "' is not a float32, float16, bfloat16 or float64 tensor");
+    }
+    tensor.stored_as = *type;
     const std::size_t count = checked_element_count(proto, source);
+    const std::string what = std::string(source) + ": initializer '" + proto.name() + "'";
+    const std::size_t element_bytes = stored_type_bytes(*type);
     const std::string& raw = proto.raw_data();
-    if (proto.data_type() == TensorProto::FLOAT) {
-        tensor.stored_as = StoredType::float32;
-        if (!raw.empty()) {
-            if (raw.size() != count * sizeof(float)) {
-                throw_bad_size(proto, source, raw.size() / 4, count);
-            }
-            tensor.values.resize(count);
-            std::memcpy(tensor.values.data(), raw.data(), raw.size());
-        } else {
+    // Sizes are checked before allocating: the shape alone proves nothing.
+    if (!raw.empty()) {
+        if (raw.size() != count * element_bytes) {
+            throw_bad_size(proto, source, raw.size() / element_bytes, count);
+        }
+        tensor.values.resize(count);
+        decode_stored(*type, raw.data(), tensor.values, what);
+        return tensor;
+    }
+    // The typed fields ONNX keeps values in when they are not raw.
+    switch (*type) {
+        case StoredType::float32: {
             const auto found = static_cast<std::size_t>(proto.float_data_size());
             if (found != count) throw_bad_size(proto, source, found, count);
             tensor.values.assign(proto.float_data().begin(), proto.float_data().end());
+            break;
         }
-    } else {
-        tensor.stored_as = StoredType::float16;
-        // Sizes are checked before allocating: the shape alone proves nothing.
-        if (!raw.empty()) {
-            if (raw.size() != count * 2) throw_bad_size(proto, source, raw.size() / 2, count);
-            tensor.values.resize(count);
-            for (std::size_t i = 0; i < count; ++i) {
-                std::uint16_t half;
-                std::memcpy(&half, raw.data() + 2 * i, 2);
-                tensor.values[i] = core::half_to_float(half);
-            }
-        } else {
-            // ONNX keeps fp16 values that are not raw in the low bits of int32_data.
+        case StoredType::float16:
+        case StoredType::bfloat16: {
+            // 16-bit floats are kept in the low bits of int32_data.
             const auto found = static_cast<std::size_t>(proto.int32_data_size());
             if (found != count) throw_bad_size(proto, source, found, count);
             tensor.values.resize(count);
             for (std::size_t i = 0; i < count; ++i) {
-                tensor.values[i] =
-                    core::half_to_float(static_cast<std::uint16_t>(proto.int32_data(int(i))));
+                const auto bits = static_cast<std::uint16_t>(proto.int32_data(int(i)));
+                tensor.values[i] = *type == StoredType::float16 ? core::half_to_float(bits)
+                                                                : core::bfloat16_to_float(bits);
             }
+            break;
+        }
+        case StoredType::float64: {
+            const auto found = static_cast<std::size_t>(proto.double_data_size());
+            if (found != count) throw_bad_size(proto, source, found, count);
+            tensor.values.resize(count);
+            for (std::size_t i = 0; i < count; ++i)
+                tensor.values[i] = narrow_double(proto.double_data(int(i)), what);
+            break;
         }
     }
     return tensor;
@@ -194,6 +299,13 @@ void validate_structure(const onnx::ModelProto& proto, std::string_view source) 
     const onnx::GraphProto& graph = proto.graph();
     if (graph.input_size() == 0 || graph.output_size() == 0) {
         throw Error(where + ": the graph has no inputs or no outputs (truncated file?)");
+    }
+    if (graph.sparse_initializer_size() > 0) {
+        // Engines and bitinc's ladder take dense tensors; without this, the
+        // nodes reading it would be "reading what nothing defines".
+        throw Error(where + ": sparse initializer '" + graph.sparse_initializer(0).values().name() +
+                    "' is not supported (bitinc reads dense tensors: store it as an ordinary "
+                    "initializer)");
     }
     std::set<std::string> defined;
     for (const auto& input : graph.input()) defined.insert(input.name());
@@ -230,23 +342,47 @@ using onnx_io::validate_structure;
 void store_weight(const Tensor& tensor, TensorProto& proto) {
     proto.clear_float_data();
     proto.clear_int32_data();
+    proto.clear_double_data();
     std::string& raw = *proto.mutable_raw_data();
-    if (tensor.stored_as == StoredType::float32) {
-        raw.resize(tensor.values.size() * sizeof(float));
-        if (!raw.empty()) std::memcpy(raw.data(), tensor.values.data(), raw.size());
-    } else {
-        raw.resize(tensor.values.size() * 2);
-        for (std::size_t i = 0; i < tensor.values.size(); ++i) {
-            const std::uint16_t half = core::float_to_half(tensor.values[i]);
-            std::memcpy(raw.data() + 2 * i, &half, 2);
-        }
-    }
+    raw.resize(tensor.values.size() * stored_type_bytes(tensor.stored_as));
+    onnx_io::encode_stored(tensor.stored_as, tensor.values, raw.data());
 }
 
 }  // namespace
 
 std::string_view stored_type_name(StoredType type) {
-    return type == StoredType::float16 ? "float16" : "float32";
+    switch (type) {
+        case StoredType::float16:
+            return "float16";
+        case StoredType::float64:
+            return "float64";
+        case StoredType::bfloat16:
+            return "bfloat16";
+        case StoredType::float32:
+            break;
+    }
+    return "float32";
+}
+
+std::optional<StoredType> stored_type_from_name(std::string_view name) {
+    for (const StoredType type :
+         {StoredType::float32, StoredType::float16, StoredType::bfloat16, StoredType::float64}) {
+        if (name == stored_type_name(type)) return type;
+    }
+    return std::nullopt;
+}
+
+std::size_t stored_type_bytes(StoredType type) {
+    switch (type) {
+        case StoredType::float16:
+        case StoredType::bfloat16:
+            return 2;
+        case StoredType::float64:
+            return 8;
+        case StoredType::float32:
+            break;
+    }
+    return 4;
 }
 
 std::size_t Model::parameter_count() const {
@@ -267,7 +403,7 @@ Model parse_topology(std::string_view topology, std::string_view source_name) {
     for (const onnx_io::WeightSlot& slot : onnx_io::weight_slots(proto)) {
         const TensorProto& stored = *slot.tensor;
         if (!stored.raw_data().empty() || stored.float_data_size() > 0 ||
-            stored.int32_data_size() > 0) {
+            stored.int32_data_size() > 0 || stored.double_data_size() > 0) {
             throw Error(std::string(source_name) + ": " +
                         (slot.in_constant ? "Constant '" : "initializer '") + slot.name +
                         "' carries data; a topology has none");
@@ -276,8 +412,7 @@ Model parse_topology(std::string_view topology, std::string_view source_name) {
         tensor.name = slot.name;
         tensor.shape.assign(stored.dims().begin(), stored.dims().end());
         checked_element_count(stored, source_name);
-        tensor.stored_as =
-            stored.data_type() == TensorProto::FLOAT ? StoredType::float32 : StoredType::float16;
+        tensor.stored_as = *onnx_io::weight_type(stored.data_type());
         model.weights.push_back(std::move(tensor));
     }
     model.topology = std::string(topology);
@@ -330,7 +465,7 @@ void count_constant_floats(const onnx::GraphProto& graph, TopologySummary& summa
     constexpr int deepest_counted = 64;
     if (depth > deepest_counted) return;
     for (const auto& node : graph.node()) {
-        // Top-level float32/float16 Constants are weights: counted apart.
+        // Top-level float Constants of more than one element are weights: counted apart.
         const int weight_attribute = depth == 0 ? onnx_io::constant_weight_attribute(node) : -1;
         if (weight_attribute >= 0) ++summary.constant_weight_tensors;
         for (int index = 0; index < node.attribute_size(); ++index) {
@@ -353,6 +488,199 @@ void count_constant_floats(const onnx::GraphProto& graph, TopologySummary& summa
                 count_constant_floats(nested, summary, depth + 1);
         }
     }
+}
+
+// A tensor's element type as the file wrote it: protobuf keeps a value its
+// enum does not know (a newer ONNX's float8 or int4) among unknown fields.
+std::int64_t written_data_type(const TensorProto& tensor) {
+    if (tensor.has_data_type()) return tensor.data_type();
+    std::int64_t type = TensorProto::UNDEFINED;
+    const google::protobuf::UnknownFieldSet& unknown = tensor.unknown_fields();
+    for (int i = 0; i < unknown.field_count(); ++i) {
+        const google::protobuf::UnknownField& field = unknown.field(i);
+        constexpr int data_type_field = 2;
+        if (field.number() == data_type_field &&
+            field.type() == google::protobuf::UnknownField::TYPE_VARINT) {
+            type = static_cast<std::int64_t>(field.varint());
+        }
+    }
+    return type;
+}
+
+// Element types of ONNX versions after the bundled one, by their codes.
+constexpr std::int64_t float8_first = 17, float8_last = 20, uint4_type = 21, int4_type = 22,
+                       float4_type = 23;
+
+std::string data_type_name(std::int64_t type) {
+    if (type != TensorProto::UNDEFINED && TensorProto::DataType_IsValid(static_cast<int>(type))) {
+        return TensorProto::DataType_Name(static_cast<TensorProto::DataType>(type));
+    }
+    if (type >= float8_first && type <= float8_last)
+        return "FLOAT8 (type " + std::to_string(type) + ")";
+    if (type == uint4_type) return "UINT4";
+    if (type == int4_type) return "INT4";
+    if (type == float4_type) return "FLOAT4E2M1";
+    return "type " + std::to_string(type);
+}
+
+// Bits per element, or 0 where unknown (strings, undefined types).
+std::uint64_t element_bits(std::int64_t type) {
+    switch (type) {
+        case TensorProto::UINT8:
+        case TensorProto::INT8:
+        case TensorProto::BOOL:
+            return 8;
+        case TensorProto::UINT16:
+        case TensorProto::INT16:
+        case TensorProto::FLOAT16:
+        case TensorProto::BFLOAT16:
+            return 16;
+        case TensorProto::FLOAT:
+        case TensorProto::INT32:
+        case TensorProto::UINT32:
+            return 32;
+        case TensorProto::INT64:
+        case TensorProto::UINT64:
+        case TensorProto::DOUBLE:
+        case TensorProto::COMPLEX64:
+            return 64;
+        case TensorProto::COMPLEX128:
+            return 128;
+        default:
+            if (type >= float8_first && type <= float8_last) return 8;
+            if (type == uint4_type || type == int4_type || type == float4_type) return 4;
+            return 0;
+    }
+}
+
+bool is_integer_type(std::int64_t type) {
+    switch (type) {
+        case TensorProto::UINT8:
+        case TensorProto::INT8:
+        case TensorProto::UINT16:
+        case TensorProto::INT16:
+        case TensorProto::INT32:
+        case TensorProto::UINT32:
+        case TensorProto::INT64:
+        case TensorProto::UINT64:
+        case uint4_type:
+        case int4_type:
+            return true;
+        default:
+            return false;
+    }
+}
+
+// 8- and 4-bit integers: what quantized models keep their weights in.
+bool is_low_precision_integer(std::int64_t type) {
+    return type == TensorProto::INT8 || type == TensorProto::UINT8 || type == uint4_type ||
+           type == int4_type;
+}
+
+std::uint64_t saturating_elements(const google::protobuf::RepeatedField<std::int64_t>& dims) {
+    std::uint64_t elements = 1;
+    for (const std::int64_t dim : dims) {
+        const auto size = std::uint64_t(std::max<std::int64_t>(dim, 0));
+        elements = size != 0 && elements > UINT64_MAX / size ? UINT64_MAX : elements * size;
+    }
+    return elements;
+}
+
+KeptTensor kept_tensor(KeptTensor::Kind kind, const std::string& name, const TensorProto& tensor,
+                       std::uint64_t elements) {
+    const std::int64_t type = written_data_type(tensor);
+    const std::uint64_t bits = element_bits(type);
+    const std::uint64_t bytes =
+        bits == 0 || elements > UINT64_MAX / bits ? 0 : (elements * bits + 7) / 8;
+    return {kind, name, data_type_name(type), elements, bytes};
+}
+
+// Names that nodes of `graph` read as quantized data: the integer tensors
+// that DequantizeLinear turns back into floats and the weights of the
+// quantized operators (zero points and scales are not counted).
+std::set<std::string> quantized_data_inputs(const onnx::GraphProto& graph) {
+    static const std::map<std::string, std::vector<int>> positions = {
+        {"DequantizeLinear", {0}}, {"QLinearConv", {0, 3, 8}}, {"QLinearMatMul", {0, 3}},
+        {"ConvInteger", {0, 1}},   {"MatMulInteger", {0, 1}},
+    };
+    std::set<std::string> names;
+    for (const auto& node : graph.node()) {
+        const auto found = positions.find(node.op_type());
+        if (found == positions.end()) continue;
+        for (const int position : found->second) {
+            if (position < node.input_size()) names.insert(node.input(position));
+        }
+    }
+    return names;
+}
+
+// Classifies a top-level tensor that is not a weight; nothing if it is
+// not worth a mention (shapes, indices, masks, scalars).
+std::optional<KeptTensor> classify_top_level(const std::string& name, const TensorProto& tensor,
+                                             const std::set<std::string>& quantized_inputs) {
+    const std::uint64_t elements = saturating_elements(tensor.dims());
+    const std::int64_t type = written_data_type(tensor);
+    if (onnx_io::weight_type(type) || elements < 2) return std::nullopt;
+    if ((is_integer_type(type) && quantized_inputs.count(name)) || is_low_precision_integer(type))
+        return kept_tensor(KeptTensor::Kind::quantized, name, tensor, elements);
+    const bool known =
+        type != TensorProto::UNDEFINED && TensorProto::DataType_IsValid(static_cast<int>(type));
+    if (!known || type == TensorProto::COMPLEX64 || type == TensorProto::COMPLEX128)
+        return kept_tensor(KeptTensor::Kind::unsupported_type, name, tensor, elements);
+    return std::nullopt;
+}
+
+// The float tensors of more than one element inside `graph`, a subgraph,
+// and the graphs nested in it.
+void collect_subgraph_floats(const onnx::GraphProto& graph, std::vector<KeptTensor>& kept,
+                             int depth) {
+    constexpr int deepest_listed = 64;  // as count_constant_floats
+    if (depth > deepest_listed) return;
+    const auto consider = [&](const std::string& name, const TensorProto& tensor) {
+        const std::uint64_t elements = saturating_elements(tensor.dims());
+        if (elements > 1 && onnx_io::weight_type(tensor.data_type()))
+            kept.push_back(kept_tensor(KeptTensor::Kind::in_subgraph, name, tensor, elements));
+    };
+    for (const auto& initializer : graph.initializer()) consider(initializer.name(), initializer);
+    for (const auto& node : graph.node()) {
+        for (const auto& attribute : node.attribute()) {
+            if (node.op_type() == "Constant" && attribute.name() == "value" && attribute.has_t() &&
+                node.output_size() == 1) {
+                consider(node.output(0), attribute.t());
+            }
+            if (attribute.has_g()) collect_subgraph_floats(attribute.g(), kept, depth + 1);
+            for (const auto& nested : attribute.graphs())
+                collect_subgraph_floats(nested, kept, depth + 1);
+        }
+    }
+}
+
+std::vector<KeptTensor> kept_tensors(const onnx::GraphProto& graph) {
+    std::vector<KeptTensor> kept;
+    const std::set<std::string> quantized_inputs = quantized_data_inputs(graph);
+    for (const auto& node : graph.node()) {
+        const bool constant = node.op_type() == "Constant" && node.output_size() == 1 &&
+                              (node.domain().empty() || node.domain() == "ai.onnx");
+        for (const auto& attribute : node.attribute()) {
+            if (constant && attribute.name() == "value" && attribute.has_t()) {
+                if (auto found =
+                        classify_top_level(node.output(0), attribute.t(), quantized_inputs))
+                    kept.push_back(std::move(*found));
+            } else if (constant && attribute.name() == "sparse_value" &&
+                       attribute.has_sparse_tensor()) {
+                const auto& sparse = attribute.sparse_tensor();
+                kept.push_back(kept_tensor(KeptTensor::Kind::sparse, node.output(0),
+                                           sparse.values(), saturating_elements(sparse.dims())));
+            }
+            if (attribute.has_g()) collect_subgraph_floats(attribute.g(), kept, 1);
+            for (const auto& nested : attribute.graphs()) collect_subgraph_floats(nested, kept, 1);
+        }
+    }
+    for (const auto& initializer : graph.initializer()) {
+        if (auto found = classify_top_level(initializer.name(), initializer, quantized_inputs))
+            kept.push_back(std::move(*found));
+    }
+    return kept;
 }
 
 }  // namespace
@@ -393,6 +721,16 @@ TopologySummary summarize_topology(const Model& model) {
     for (const auto& node : proto.graph().node()) ++summary.op_counts[node.op_type()];
     summary.topology_bytes = model.topology.size();
     count_constant_floats(proto.graph(), summary, 0);
+    summary.kept_tensors = kept_tensors(proto.graph());
+    std::set<std::string> quantized_by_graph;
+    for (const auto& node : proto.graph().node()) {
+        if (node.op_type() == "QuantizeLinear" && node.input_size() > 0)
+            quantized_by_graph.insert(node.input(0));
+    }
+    for (const Tensor& weight : model.weights) {
+        if (quantized_by_graph.count(weight.name))
+            summary.requantized_weights.push_back(weight.name);
+    }
     return summary;
 }
 

@@ -19,7 +19,6 @@
 #include "bitinc/model.hpp"
 #include "core/decimal.hpp"
 #include "core/file_io.hpp"
-#include "core/half_float.hpp"
 #include "onnx/proto_io.hpp"
 
 namespace bitinc {
@@ -43,6 +42,7 @@ constexpr std::uint32_t tensor_data_type_field = 2;
 constexpr std::uint32_t tensor_float_data_field = 4;
 constexpr std::uint32_t tensor_int32_data_field = 5;
 constexpr std::uint32_t tensor_raw_data_field = 9;
+constexpr std::uint32_t tensor_double_data_field = 10;
 
 // Bytes to read from somewhere: a file (positioned reads) or memory.
 class ByteSource {
@@ -239,6 +239,8 @@ class StructureScanner {
                 return field.wire_type == fixed32 || field.wire_type == length_delimited;
             case tensor_int32_data_field:
                 return field.wire_type == varint || field.wire_type == length_delimited;
+            case tensor_double_data_field:
+                return field.wire_type == fixed64 || field.wire_type == length_delimited;
             default:
                 return false;
         }
@@ -270,7 +272,7 @@ class StructureScanner {
                 }
             }
         }
-        record.weight = data_type == TensorProto::FLOAT || data_type == TensorProto::FLOAT16;
+        record.weight = onnx_io::weight_type(data_type).has_value();
         record.raw_only = raw_fields > 0 && other_data_fields == 0;
         record.inline_data = raw_fields + other_data_fields > 0;
         records.push_back(record);
@@ -289,22 +291,24 @@ class StructureScanner {
 };
 
 std::size_t element_bytes(StoredType type) {
-    return type == StoredType::float16 ? 2 : sizeof(float);
+    return stored_type_bytes(type);
 }
 
-// Reads `count` stored elements at `offset` of `source` as float32.
+// Reads `out.size()` stored elements at `offset` of `source` as float32;
+// `what` names the tensor in errors.
 void read_stored_values(const ByteSource& source, std::uint64_t offset, StoredType type,
-                        std::span<float> out) {
+                        std::span<float> out, std::string_view what) {
     if (type == StoredType::float32) {
         source.read(offset, out.data(), out.size_bytes());
         return;
     }
+    const std::size_t element = element_bytes(type);
     constexpr std::size_t block = std::size_t{1} << 16;
-    std::vector<std::uint16_t> halves(std::min(block, out.size()));
+    std::vector<char> stored(std::min(block, out.size()) * element);
     for (std::size_t done = 0; done < out.size();) {
         const std::size_t count = std::min(block, out.size() - done);
-        source.read(offset + 2 * done, halves.data(), 2 * count);
-        for (std::size_t i = 0; i < count; ++i) out[done + i] = core::half_to_float(halves[i]);
+        source.read(offset + element * done, stored.data(), element * count);
+        onnx_io::decode_stored(type, stored.data(), out.subspan(done, count), what);
         done += count;
     }
 }
@@ -456,8 +460,7 @@ struct OnnxWeightReader::Impl {
             Tensor weight;
             weight.name = tensor.name();
             weight.shape.assign(tensor.dims().begin(), tensor.dims().end());
-            weight.stored_as = tensor.data_type() == TensorProto::FLOAT ? StoredType::float32
-                                                                        : StoredType::float16;
+            weight.stored_as = *onnx_io::weight_type(tensor.data_type());
             const std::size_t count = onnx_io::checked_element_count(tensor, source_name);
             const std::uint64_t bytes = std::uint64_t(count) * element_bytes(weight.stored_as);
             if (tensor.data_location() == TensorProto::EXTERNAL ||
@@ -495,8 +498,7 @@ struct OnnxWeightReader::Impl {
         Tensor weight;
         weight.name = slot.name;
         weight.shape.assign(tensor.dims().begin(), tensor.dims().end());
-        weight.stored_as =
-            tensor.data_type() == TensorProto::FLOAT ? StoredType::float32 : StoredType::float16;
+        weight.stored_as = *onnx_io::weight_type(tensor.data_type());
         // Messages name the weight: a Constant's tensor usually has no name.
         TensorProto named;
         named.set_name(slot.name);
@@ -504,7 +506,7 @@ struct OnnxWeightReader::Impl {
         const std::size_t count = onnx_io::checked_element_count(named, source_name);
         if (tensor.data_location() == TensorProto::EXTERNAL || tensor.external_data_size() > 0) {
             const bool inline_data = !tensor.raw_data().empty() || tensor.float_data_size() > 0 ||
-                                     tensor.int32_data_size() > 0;
+                                     tensor.int32_data_size() > 0 || tensor.double_data_size() > 0;
             named.mutable_external_data()->CopyFrom(tensor.external_data());
             named.set_data_location(tensor.data_location());
             if (inline_data) refuse(named, "has both external and inline data");
@@ -522,6 +524,7 @@ struct OnnxWeightReader::Impl {
         tensor.clear_raw_data();
         tensor.clear_float_data();
         tensor.clear_int32_data();
+        tensor.clear_double_data();
         element_counts.push_back(count);
         topology.weights.push_back(std::move(weight));
     }
@@ -539,7 +542,8 @@ struct OnnxWeightReader::Impl {
             return onnx_io::extract_weight(whole, source_name).values;
         }
         std::vector<float> values(static_cast<std::size_t>(element_counts[index]));
-        read_stored_values(*location.file, location.offset, weight.stored_as, values);
+        read_stored_values(*location.file, location.offset, weight.stored_as, values,
+                           source_name + ": initializer '" + weight.name + "'");
         return values;
     }
 };
@@ -618,7 +622,7 @@ void write_weight(Sink& out, const WeightValueSource& values, std::size_t index,
                   std::uint64_t count, StoredType type) {
     std::vector<float> block(
         static_cast<std::size_t>(std::min<std::uint64_t>(count, write_block_elements)));
-    std::vector<std::uint16_t> halves;
+    std::vector<char> stored;
     for (std::uint64_t first = 0; first < count;) {
         const std::size_t length =
             static_cast<std::size_t>(std::min<std::uint64_t>(count - first, write_block_elements));
@@ -627,9 +631,9 @@ void write_weight(Sink& out, const WeightValueSource& values, std::size_t index,
         if (type == StoredType::float32) {
             out.write(std::as_bytes(part));
         } else {
-            halves.resize(length);
-            for (std::size_t i = 0; i < length; ++i) halves[i] = core::float_to_half(part[i]);
-            out.write(std::as_bytes(std::span(halves)));
+            stored.resize(length * element_bytes(type));
+            onnx_io::encode_stored(type, part, stored.data());
+            out.write(std::as_bytes(std::span(stored)));
         }
         first += length;
     }
@@ -645,9 +649,8 @@ std::vector<WeightShape> weight_shapes(onnx::ModelProto& proto) {
     std::vector<WeightShape> shapes;
     for (const onnx_io::WeightSlot& slot : onnx_io::weight_slots(proto)) {
         const TensorProto& tensor = *slot.tensor;
-        shapes.push_back(
-            {onnx_io::checked_element_count(tensor, "model topology"),
-             tensor.data_type() == TensorProto::FLOAT ? StoredType::float32 : StoredType::float16});
+        shapes.push_back({onnx_io::checked_element_count(tensor, "model topology"),
+                          *onnx_io::weight_type(tensor.data_type())});
     }
     return shapes;
 }

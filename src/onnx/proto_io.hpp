@@ -4,6 +4,9 @@
 #include <onnx/onnx_pb.h>
 
 #include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -23,12 +26,23 @@ std::string serialize_deterministically(const onnx::ModelProto& proto);
 // weight: the reference the spliced writer is tested against.
 std::string serialize_with_protobuf(const Model& model);
 
-// float32 and float16 initializers are the weights bitinc codes.
+// The weight type of an ONNX element type: float32, float16, bfloat16 and
+// float64 tensors are the weights bitinc codes; any other type, nothing.
+std::optional<StoredType> weight_type(std::int32_t data_type);
 bool is_weight_initializer(const onnx::TensorProto& tensor);
 
+// `out.size()` elements stored as `type` (little-endian, at `stored`) as
+// float32. A finite float64 value beyond float32's range throws Error
+// naming `what` (a file and a tensor).
+void decode_stored(StoredType type, const char* stored, std::span<float> out,
+                   std::string_view what);
+// `values` as `type`'s stored bytes at `stored` (stored_type_bytes(type)
+// each): float16 and bfloat16 rounded to nearest even, float64 exact.
+void encode_stored(StoredType type, std::span<const float> values, char* stored);
+
 // The index of `node`'s attribute that holds a weight, or -1: a Constant
-// node (default domain, one output) whose `value` is a float32 or float16
-// tensor of more than one element. Only top-level nodes are asked;
+// node (default domain, one output) whose `value` is a float32, float16,
+// bfloat16 or float64 tensor of more than one element. Only top-level nodes are asked;
 // subgraphs keep their constants, and so do scalars.
 int constant_weight_attribute(const onnx::NodeProto& node);
 
@@ -53,7 +67,7 @@ std::size_t checked_element_count(const onnx::TensorProto& tensor, std::string_v
                                  std::size_t found, std::size_t expected);
 
 // The values of a weight initializer that carries its data inline (raw_data,
-// float_data or int32_data). Throws Error naming `source` and the tensor.
+// float_data, int32_data or double_data). Throws Error naming `source` and the tensor.
 Tensor extract_weight(const onnx::TensorProto& proto, std::string_view source);
 
 // Structural checks that catch a truncated file or one that is no model.

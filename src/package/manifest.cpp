@@ -334,12 +334,12 @@ Manifest parse_manifest(std::string_view text, std::string_view source) {
         }
         if (tensor.element_count() > max_tensor_elements) reader.fail(where + " is too large");
         const std::string stored = reader.text(item, "stored_as", where);
-        if (stored == "float32") {
-            tensor.stored_as = StoredType::float32;
-        } else if (stored == "float16") {
-            tensor.stored_as = StoredType::float16;
+        if (const std::optional<StoredType> type = stored_type_from_name(stored)) {
+            tensor.stored_as = *type;
         } else {
-            reader.fail(where + ".stored_as '" + stored + "' is not float32 or float16");
+            reader.fail(where + ".stored_as '" + stored +
+                        "' is not float32, float16, bfloat16 or float64 (a newer bitinc may "
+                        "read it)");
         }
         const Json& quantized = reader.field(item, "quantized", where);
         if (!quantized.is_boolean()) reader.fail(where + ".quantized is not true or false");

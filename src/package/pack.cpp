@@ -10,6 +10,7 @@
 #include <fstream>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <tuple>
 
@@ -280,17 +281,21 @@ std::string percent_text(double share) {
 // A warning when less than half of the model's float parameters go through
 // the ladder, naming where the rest are: a package whose rungs are (nearly)
 // empty "works" but delivers nothing incrementally.
-std::vector<std::string> incremental_share_warnings(const Model& model, const Manifest& manifest) {
+std::vector<std::string> incremental_share_warnings(const TopologySummary& summary,
+                                                    const Manifest& manifest) {
     std::uint64_t quantized = 0, exact = 0;
     for (const TensorEntry& tensor : manifest.tensors)
         (tensor.quantized ? quantized : exact) += tensor.element_count();
-    const TopologySummary summary = summarize_topology(model);
     const std::uint64_t in_constants = summary.constant_float_elements;
     const std::uint64_t all = quantized + exact + in_constants;
+    const bool prequantized = std::any_of(
+        summary.kept_tensors.begin(), summary.kept_tensors.end(),
+        [](const KeptTensor& kept) { return kept.kind == KeptTensor::Kind::quantized; });
+    const char* const prequantized_why =
+        prequantized ? " (its weights are already quantized integers, see the note)" : "";
     if (all == 0) {
-        return {
-            "the model has no float weights: every rung is empty and nothing is sent "
-            "incrementally"};
+        return {std::string("the model has no float weights") + prequantized_why +
+                ": every rung is empty and nothing is sent incrementally"};
     }
     if (2 * quantized >= all) return {};
     std::string why = "only " + percent_text(double(quantized) / double(all)) +
@@ -298,15 +303,91 @@ std::vector<std::string> incremental_share_warnings(const Model& model, const Ma
     if (in_constants > 0) {
         why += " " + std::to_string(in_constants) + " are in " +
                std::to_string(summary.constant_float_tensors) +
-               " Constant nodes that bitinc does not quantize (scalars, bfloat16 or float64 "
-               "values, or inside subgraphs), which travel unquantized inside the topology";
+               " Constant nodes that bitinc does not quantize (scalars, or inside subgraphs), "
+               "which travel unquantized inside the topology";
         if (exact > 0) why += ";";
     }
     if (exact > 0) {
         why += " " + std::to_string(exact) +
                " are in tensors of rank below 2 or below --min-elements, which travel exactly";
     }
-    return {why};
+    return {why + prequantized_why};
+}
+
+// "'a', 'b', 'c' and 2 more": the names a message gives, not all of a
+// model's thousands.
+std::string some_names(const std::vector<const KeptTensor*>& tensors) {
+    constexpr std::size_t named = 4;
+    std::string text;
+    for (std::size_t i = 0; i < tensors.size() && i < named; ++i) {
+        if (i > 0) text += ", ";
+        text += "'" + printable_text(tensors[i]->name) + "' (" + tensors[i]->element_type + ", " +
+                std::to_string(tensors[i]->elements) + " elements)";
+    }
+    if (tensors.size() > named) text += " and " + std::to_string(tensors.size() - named) + " more";
+    return text;
+}
+
+// Tensors that hold data but are no weights bitinc codes: a note for
+// already-quantized ones (they travel losslessly, as they should), a
+// warning naming the others.
+void kept_tensor_messages(const TopologySummary& summary, PackResult& result) {
+    using Kind = KeptTensor::Kind;
+    const auto of_kind = [&](Kind kind) {
+        std::vector<const KeptTensor*> found;
+        for (const KeptTensor& kept : summary.kept_tensors)
+            if (kept.kind == kind) found.push_back(&kept);
+        return found;
+    };
+    if (const auto quantized = of_kind(Kind::quantized); !quantized.empty()) {
+        std::uint64_t bytes = 0;
+        std::set<std::string> types;
+        for (const KeptTensor* kept : quantized) {
+            bytes += kept->bytes;
+            types.insert(kept->element_type);
+        }
+        std::string type_list;
+        for (const std::string& type : types) type_list += (type_list.empty() ? "" : ", ") + type;
+        result.notes.push_back(
+            std::to_string(quantized.size()) + " already-quantized tensor" +
+            (quantized.size() == 1 ? "" : "s") + " (" + type_list + ", " + std::to_string(bytes) +
+            " bytes) " + (quantized.size() == 1 ? "travels" : "travel") +
+            " unchanged inside the topology, bit for bit: the model's own quantization "
+            "(QuantizeLinear/DequantizeLinear or QLinear operators), which re-quantizing could "
+            "only make worse");
+    }
+    if (const auto& requantized = summary.requantized_weights; !requantized.empty()) {
+        std::string names;
+        for (std::size_t i = 0; i < requantized.size() && i < 4; ++i)
+            names += (i ? ", '" : "'") + printable_text(requantized[i]) + "'";
+        if (requantized.size() > 4)
+            names += " and " + std::to_string(requantized.size() - 4) + " more";
+        result.warnings.push_back(
+            std::to_string(requantized.size()) + " float weight" +
+            (requantized.size() == 1 ? " feeds" : "s feed") +
+            " QuantizeLinear, so the graph rounds each rung's values to its own integers again: "
+            "a weight within a rung's error of one of the model's rounding boundaries comes out "
+            "one integer step away (a top rung of more bits makes that rarer): " +
+            names);
+    }
+    if (const auto unsupported = of_kind(Kind::unsupported_type); !unsupported.empty()) {
+        result.warnings.push_back(
+            "tensors of element types bitinc does not code travel unchanged inside the "
+            "topology (not incrementally; the engine may not run them): " +
+            some_names(unsupported));
+    }
+    if (const auto in_subgraph = of_kind(Kind::in_subgraph); !in_subgraph.empty()) {
+        result.warnings.push_back(
+            "float tensors inside subgraphs (If/Loop/Scan bodies) travel unquantized inside the "
+            "topology: " +
+            some_names(in_subgraph));
+    }
+    if (const auto sparse = of_kind(Kind::sparse); !sparse.empty()) {
+        result.warnings.push_back(
+            "sparse Constant values travel unchanged inside the topology (bitinc codes dense "
+            "tensors only): " +
+            some_names(sparse));
+    }
 }
 
 }  // namespace
@@ -448,7 +529,9 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
         throw;
     }
     PackResult result;
-    result.warnings = incremental_share_warnings(model, manifest);
+    const TopologySummary summary = summarize_topology(model);
+    result.warnings = incremental_share_warnings(summary, manifest);
+    kept_tensor_messages(summary, result);
     result.manifest = std::move(manifest);
     result.rung_encode_seconds = std::move(encode_seconds);
     result.allocation = std::move(allocation);
