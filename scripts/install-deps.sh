@@ -18,6 +18,8 @@ packages=(
     gnuplot-nox
     # tests and benchmarks
     libgtest-dev libgmock-dev libbenchmark-dev
+    # ONNX's backend test models, through pack/unpack (tests/onnx_testdata_test.cpp)
+    libonnx-testdata
     # bench/server_under_attack.sh
     curl python3
     # data

@@ -297,8 +297,10 @@ void validate_structure(const onnx::ModelProto& proto, std::string_view source) 
         throw Error(where + ": the model names no operator set (truncated file?)");
     }
     const onnx::GraphProto& graph = proto.graph();
-    if (graph.input_size() == 0 || graph.output_size() == 0) {
-        throw Error(where + ": the graph has no inputs or no outputs (truncated file?)");
+    // A graph may have no inputs (one that computes constants, as ONNX's
+    // test_constant); one without outputs computes nothing.
+    if (graph.output_size() == 0) {
+        throw Error(where + ": the graph has no outputs (truncated file?)");
     }
     if (graph.sparse_initializer_size() > 0) {
         // Engines and bitinc's ladder take dense tensors; without this, the
