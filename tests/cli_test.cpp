@@ -574,5 +574,50 @@ TEST_F(Cli, EvalRejectsBadInput) {
     EXPECT_EQ(run("eval " + small_cnn()).status, 2);  // no -o
 }
 
+// A model past protobuf's 2 GiB (issue 13): generated here with external
+// data (eight 8192 x 8192 float32 Gemm weights, 2.15 GB), it packs,
+// verifies, unpacks to external data past 2 GiB, and the result reads back.
+// Needs the benchmarks' model generator (not in the sanitizer build, where
+// this would take many minutes) and 8 GB of free disk.
+TEST_F(Cli, AModelPastTwoGibibytesPacksVerifiesAndUnpacks) {
+#ifndef BITINC_MAKE_BIG_MODEL
+    GTEST_SKIP() << "needs bitinc_make_big_model (built with BITINC_BUILD_BENCHMARKS)";
+#else
+    namespace fs = std::filesystem;
+    const std::uintmax_t free_bytes = fs::space(directory_.path()).available;
+    if (free_bytes < (std::uintmax_t{8} << 30)) {
+        GTEST_SKIP() << "needs 8 GB of free disk in " << directory_.path() << ", "
+                     << free_bytes / 1000000 << " MB free";
+    }
+    const fs::path model = directory_.path() / "big.onnx";
+    const std::string generate =
+        std::string(BITINC_MAKE_BIG_MODEL) + " " + model.string() + " 8 8192 --external-data";
+    ASSERT_EQ(std::system(generate.c_str()), 0) << generate;
+    std::uintmax_t model_bytes = 0;
+    for (const auto& entry : fs::directory_iterator(directory_.path()))
+        if (entry.path().filename().string().starts_with("big.onnx"))
+            model_bytes += entry.file_size();
+    ASSERT_GE(model_bytes, std::uintmax_t{1} << 31);
+
+    const fs::path package = directory_.path() / "package";
+    const CommandResult pack =
+        run("pack " + model.string() + " --ladder 8,16 --no-progress -o " + package.string());
+    ASSERT_EQ(pack.status, 0) << pack.err;
+    fs::remove(model);
+    fs::remove(model.string() + ".data");
+    const CommandResult verify = run("verify " + package.string());
+    ASSERT_EQ(verify.status, 0) << verify.err << verify.out;
+
+    const fs::path unpacked = directory_.path() / "back.onnx";
+    const CommandResult unpack = run("unpack " + package.string() + " -o " + unpacked.string());
+    ASSERT_EQ(unpack.status, 0) << unpack.err;
+    ASSERT_TRUE(fs::exists(unpacked.string() + ".data")) << "external data past 2 GiB";
+    EXPECT_GE(fs::file_size(unpacked.string() + ".data"), std::uintmax_t{1} << 31);
+    const CommandResult inspect = run("inspect " + unpacked.string());
+    ASSERT_EQ(inspect.status, 0) << inspect.err;
+    EXPECT_NE(inspect.out.find("536,936,448"), std::string::npos) << inspect.out;
+#endif
+}
+
 }  // namespace
 }  // namespace bitinc
