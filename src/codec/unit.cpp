@@ -160,33 +160,39 @@ bool adaptive_pays(std::size_t adaptive_bytes, std::size_t rans_bytes, std::size
 }
 
 // The signs of a chunk's non-zero indices, counted once for both coders.
-// Signs are worth coding where they come in runs: each context is the
-// previous non-zero index's sign (positive for the first).
+// Signs are worth coding where they come in runs. The rANS sign stream codes
+// flips, whether each non-zero index's sign differs from the previous one's
+// (unit format 4), with one table: no symbol's table depends on another
+// symbol, so the eight states decode independent chains (a table chosen by
+// the previous sign made one serial chain of them all), and the signs are a
+// running XOR of the flips. The adaptive coder's context is the previous
+// sign.
 struct SignPlan {
     bool coded = false;
-    std::uint32_t counts[2][2] = {};
-    double bits_per_sign = 1.0;  // given the previous sign; below 1 in runs
+    std::uint32_t flips[2] = {};  // non-zero indices whose sign stays / flips
+    double bits_per_sign = 1.0;   // given the previous sign; below 1 in runs
 };
 SignPlan plan_signs(std::span<const std::int32_t> indices) {
     SignPlan plan;
+    std::uint32_t by_previous[2][2] = {};
     std::uint32_t previous = 0;
     std::uint64_t nonzero = 0;
     for (const std::int32_t index : indices) {
         if (index == 0) continue;
         const std::uint32_t negative = index < 0;
-        ++plan.counts[previous][negative];
+        ++by_previous[previous][negative];
+        ++plan.flips[negative ^ previous];
         previous = negative;
         ++nonzero;
     }
     double ideal = 0;
-    for (const auto& row : plan.counts) {
+    for (const auto& row : by_previous) {
         const double n = double(row[0]) + double(row[1]);
         for (const std::uint32_t c : row)
             if (c > 0) ideal -= double(c) * std::log2(double(c) / n);
     }
     if (nonzero > 0) plan.bits_per_sign = ideal / double(nonzero);
-    double bits = 8.0 * (rans::state_bytes + 4);
-    for (const auto& row : plan.counts) bits += rans::estimated_bits(row);
+    const double bits = 8.0 * (rans::state_bytes + 4) + rans::estimated_bits(plan.flips);
     plan.coded = nonzero > 0 && bits < 0.99 * double(nonzero);
     return plan;
 }
@@ -347,8 +353,13 @@ double context_bits(const std::vector<std::uint32_t>& joint, int alphabet,
 // same variation as they go; static tables need it spelled out.
 constexpr int max_row_classes = 8;
 constexpr int row_class_iterations = 4;
-// Row classes replace the prediction contexts only where they save this.
-constexpr double row_classes_gain_needed = 0.0005;
+// Row classes replace the prediction contexts only where they save this:
+// like contexts, more tables cost the decoder cache (mobilenetv2's 4-bit
+// rung decodes 5-10 % slower with them).
+constexpr double row_classes_gain_needed = 0.002;
+// Nor are they tried on alphabets larger than this (16-bit rungs, 60
+// tokens): there they saved 0.06 % and took a third of the encoding time.
+constexpr int row_classes_largest_alphabet = 32;
 
 struct RowClasses {
     std::uint64_t row_length = 0;  // 0: the unit has no row classes
@@ -385,7 +396,7 @@ void for_each_row(std::uint64_t first, std::uint64_t count, std::uint64_t row_le
 // shortest, Lloyd's way), and keeps the better count.
 RowClasses choose_row_classes(std::span<const std::uint8_t> tokens, int alphabet,
                               std::uint64_t first, std::uint64_t row_length) {
-    if (row_length == 0 || tokens.empty()) return {};
+    if (row_length == 0 || tokens.empty() || alphabet > row_classes_largest_alphabet) return {};
     const auto a = std::size_t(alphabet);
     const std::uint64_t rows = rows_touched(first, tokens.size(), row_length);
     // Too few rows to sort, or rows too short for their histograms to say
@@ -585,17 +596,19 @@ Payload encode_levels_rans(std::span<const std::int32_t> indices, std::uint32_t 
     const std::size_t symbol_tables = tables.size();
     std::vector<std::uint8_t> sign_stream;
     if (signs.coded) {
-        for (const auto& row : signs.counts) tables.push_back(rans::normalize(row));
-        const rans::EncodeTable sign_tables[2] = {
-            rans::make_encode_table(tables[symbol_tables]),
-            rans::make_encode_table(tables[symbol_tables + 1])};
+        tables.push_back(rans::normalize(signs.flips));
+        const rans::EncodeTable flip_table = rans::make_encode_table(tables[symbol_tables]);
         // Non-zero indices only, each on state (its rank among them) mod 8.
-        std::vector<std::uint8_t> negative;
-        for (const std::int32_t index : indices)
-            if (index != 0) negative.push_back(index < 0);
-        rans::Encoder sign_encoder(negative.size());
-        for (std::size_t j = negative.size(); j-- > 0;)
-            sign_encoder.put(j, sign_tables[j > 0 ? negative[j - 1] : 0], negative[j]);
+        std::vector<std::uint8_t> flips;
+        std::uint8_t previous = 0;
+        for (const std::int32_t index : indices) {
+            if (index == 0) continue;
+            const std::uint8_t negative = index < 0;
+            flips.push_back(negative ^ previous);
+            previous = negative;
+        }
+        rans::Encoder sign_encoder(flips.size());
+        for (std::size_t j = flips.size(); j-- > 0;) sign_encoder.put(j, flip_table, flips[j]);
         sign_stream = sign_encoder.finish();
     }
     auto coded = concatenate(
@@ -760,7 +773,9 @@ Payload encode_refinement_adaptive(std::span<const std::int32_t> coarse,
 struct RansSetup {
     int contexts = 0;
     bool signs = false;  // levels: signs coded in their own stream
-    std::vector<rans::DecodeTable> sign_tables;
+    // Levels with coded signs: the flips' table (on the heap: most units
+    // have none, and the setup stays small).
+    std::vector<rans::DecodeTable> sign_table;
     std::span<const std::uint8_t> sign_stream;
     std::array<std::uint8_t, max_contexts - 1> thresholds{};
     std::uint8_t raw_mask = 0;  // refinements: bit c set if context c travels raw
@@ -847,12 +862,10 @@ RansSetup read_rans_setup(const UnitHeader& header, std::span<const std::uint8_t
         rans::build_decode_table(std::span(frequencies).first(std::size_t(alphabet)), table);
     }
     if (setup.signs) {
-        setup.sign_tables.resize(2);
-        for (auto& table : setup.sign_tables) {
-            if (!rans::read_table(table_bits, 2, frequencies.data()))
-                corrupt(header, "bad rANS sign table");
-            rans::build_decode_table(std::span(frequencies).first(2), table);
-        }
+        if (!rans::read_table(table_bits, 2, frequencies.data()))
+            corrupt(header, "bad rANS sign table");
+        setup.sign_table.resize(1);
+        rans::build_decode_table(std::span(frequencies).first(2), setup.sign_table[0]);
     }
     at += table_bits.bytes_used();
     if (setup.signs) {
@@ -868,14 +881,19 @@ RansSetup read_rans_setup(const UnitHeader& header, std::span<const std::uint8_t
 
 // Decodes one symbol per element of `out`, lane i mod 8, with the table
 // table_for(i) names; seen(symbol) hears each symbol as it is decoded. The
-// states live in locals, eight at a time.
-template <typename TableFor, typename Seen>
-void decode_symbols(rans::Decoder& decoder, std::span<std::int32_t> out, TableFor table_for,
-                    Seen seen) {
+// states live in locals, eight at a time. block_table(i), asked before each
+// block of eight from element i, may name one table for the whole block
+// (row classes: no per-symbol check), or nullptr.
+// Always inlined, and its per-symbol step too: with several instantiations
+// in one function GCC otherwise calls the step out of line, 10 % slower.
+template <typename TableFor, typename Seen, typename BlockTable>
+[[gnu::always_inline]] inline void decode_symbols(rans::Decoder& decoder,
+                                                  std::span<std::int32_t> out, TableFor table_for,
+                                                  Seen seen, BlockTable block_table) {
     auto& lanes = decoder.states();
     std::uint32_t x0 = lanes[0], x1 = lanes[1], x2 = lanes[2], x3 = lanes[3], x4 = lanes[4],
                   x5 = lanes[5], x6 = lanes[6], x7 = lanes[7];
-    auto one = [&](std::uint32_t& x, std::size_t i) {
+    auto one = [&](std::uint32_t & x, std::size_t i) __attribute__((always_inline)) {
         const std::uint32_t symbol = decoder.get_unchecked(x, table_for(i));
         seen(symbol);
         return static_cast<std::int32_t>(symbol);
@@ -889,6 +907,17 @@ void decode_symbols(rans::Decoder& decoder, std::span<std::int32_t> out, TableFo
     std::size_t i = 0;
     const std::size_t blocks = out.size() / rans::lanes * rans::lanes;
     for (; i < blocks && decoder.can_get_eight_unchecked(); i += rans::lanes, at += rans::lanes) {
+        if (const rans::DecodeTable* table = block_table(i)) {
+            at[0] = static_cast<std::int32_t>(decoder.get_unchecked(x0, *table));
+            at[1] = static_cast<std::int32_t>(decoder.get_unchecked(x1, *table));
+            at[2] = static_cast<std::int32_t>(decoder.get_unchecked(x2, *table));
+            at[3] = static_cast<std::int32_t>(decoder.get_unchecked(x3, *table));
+            at[4] = static_cast<std::int32_t>(decoder.get_unchecked(x4, *table));
+            at[5] = static_cast<std::int32_t>(decoder.get_unchecked(x5, *table));
+            at[6] = static_cast<std::int32_t>(decoder.get_unchecked(x6, *table));
+            at[7] = static_cast<std::int32_t>(decoder.get_unchecked(x7, *table));
+            continue;
+        }
         at[0] = one(x0, i);
         at[1] = one(x1, i + 1);
         at[2] = one(x2, i + 2);
@@ -900,6 +929,14 @@ void decode_symbols(rans::Decoder& decoder, std::span<std::int32_t> out, TableFo
     }
     lanes = {x0, x1, x2, x3, x4, x5, x6, x7};
     for (; i < out.size(); ++i) out[i] = checked(lanes[i % rans::lanes], i);
+}
+
+template <typename TableFor, typename Seen>
+[[gnu::always_inline]] inline void decode_symbols(rans::Decoder& decoder,
+                                                  std::span<std::int32_t> out, TableFor table_for,
+                                                  Seen seen) {
+    decode_symbols(decoder, out, table_for, seen,
+                   [](std::size_t) -> const rans::DecodeTable* { return nullptr; });
 }
 
 void decode_levels_rans(const UnitHeader& header, std::span<const std::uint8_t> unit,
@@ -928,16 +965,23 @@ void decode_levels_rans(const UnitHeader& header, std::span<const std::uint8_t> 
         std::uint64_t row_end = row_length - header.target.first % row_length;
         std::size_t row = 0;
         const rans::DecodeTable* table = &setup.tables[setup.class_of_row[0]];
+        const auto reach = [&](std::size_t i) {
+            while (i >= row_end) {
+                table = &setup.tables[setup.class_of_row[++row]];
+                row_end += row_length;
+            }
+        };
         decode_symbols(
             decoder, out,
             [&](std::size_t i) -> const rans::DecodeTable& {
-                if (i == row_end) {
-                    table = &setup.tables[setup.class_of_row[++row]];
-                    row_end += row_length;
-                }
+                reach(i);
                 return *table;
             },
-            [](std::uint32_t) {});
+            [](std::uint32_t) {},
+            [&](std::size_t i) -> const rans::DecodeTable* {
+                reach(i);
+                return i + rans::lanes <= row_end ? table : nullptr;
+            });
     } else if (setup.contexts == 1) {
         decode_symbols(
             decoder, out, [&](std::size_t) -> const rans::DecodeTable& { return setup.tables[0]; },
@@ -981,16 +1025,26 @@ void decode_levels_rans(const UnitHeader& header, std::span<const std::uint8_t> 
         }
     } else {
         // Pass 1b: the signs of the non-zero tokens, into bit 8.
+        // The flips of the non-zero indices' signs (§4.1), eight independent
+        // chains; then each sign, a running XOR, goes to its index.
+        std::size_t nonzero = 0;
+        for (const std::int32_t value : out) nonzero += value != 0;
+        std::vector<std::int32_t> flips(nonzero + 1);  // + 1: read past the last, unused
         rans::Decoder signs(setup.sign_stream);
-        auto& lanes = signs.states();
-        std::uint32_t previous = 0;
+        decode_symbols(
+            signs, std::span(flips).first(nonzero),
+            [&](std::size_t) -> const rans::DecodeTable& { return setup.sign_table[0]; },
+            [](std::uint32_t) {});
+        if (signs.ended_badly()) corrupt(header, "rANS sign stream does not end cleanly");
+        // Branch-free: zeros are as likely as not at low bit depths.
+        std::int32_t negative = 0;
         std::size_t rank = 0;
         for (auto& value : out) {
-            if (value == 0) continue;
-            previous = signs.get(lanes[rank++ % rans::lanes], setup.sign_tables[previous]);
-            value |= static_cast<std::int32_t>(previous << 8);
+            const std::int32_t is_nonzero = value != 0;
+            negative ^= flips[rank] & -is_nonzero;
+            value |= (negative & is_nonzero) << 8;
+            rank += std::size_t(is_nonzero);
         }
-        if (signs.ended_badly()) corrupt(header, "rANS sign stream does not end cleanly");
         // The raw bits now hold magnitudes only: one bit less per non-zero.
         auto read_one = [&](std::int32_t& value, auto read) {
             const auto token = std::uint32_t(value) & 0xFFu;
