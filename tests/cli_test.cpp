@@ -129,11 +129,13 @@ TEST_F(Cli, TruncatedOnnx) {
 TEST_F(Cli, OperatorTheEngineCannotRun) {
     testing::OnnxBuilder builder;
     builder.input("x", {-1, 1, 28, 28}).output("y", {-1, 10});
-    builder.node("NoSuchOperator", {"x"}, {"y"});
+    builder.node("NoSuchOperator", {"x"}, {"y"}).set_name("odd_node");
     const auto path = write("odd.onnx", builder.bytes());
     EXPECT_EQ(run("inspect " + path.string()).status, 0);
+    // The operator and the node that uses it.
     expect_one_line_error(run("accuracy " + path.string()),
-                          "operator NoSuchOperator is not supported");
+                          "operator NoSuchOperator is not supported by OpenCV DNN 4.6.0 (node "
+                          "'odd_node')");
 }
 
 // Names inside a model reach the terminal escaped: no escape sequence from a
