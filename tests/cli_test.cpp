@@ -329,6 +329,23 @@ TEST_F(Cli, AccuracyOnNpyAndImageFolders) {
     expect_one_line_error(
         run("accuracy " + small_cnn() + " --dataset " + (directory_.path() / "none.npy").string()),
         "no such file");
+
+    // run streams the same inputs from a package while it arrives.
+    const auto package = directory_.path() / "package";
+    ASSERT_EQ(run("pack " + small_cnn() + " --ladder 8,16 -o " + package.string()).status, 0);
+    const CommandResult stream = run("run " + package.string() + " --dataset " + x8.string() +
+                                     " --labels " + y.string() + " --tail 0.3 --json");
+    ASSERT_EQ(stream.status, 0) << stream.err;
+    const auto report = nlohmann::json::parse(stream.out);
+    EXPECT_TRUE(report["labelled"].get<bool>());
+    EXPECT_GT(report["results_out"].get<int>(), 0);
+    const CommandResult unlabelled =
+        run("run " + package.string() + " --dataset random --tail 0.3 --quiet");
+    ASSERT_EQ(unlabelled.status, 0) << unlabelled.err;
+    EXPECT_NE(unlabelled.out.find("no labels: no accuracy"), std::string::npos) << unlabelled.out;
+    expect_one_line_error(
+        run("run " + package.string() + " --dataset " + wrong.string() + " --tail 0 --quiet"),
+        "each input is 3x8x8");
 }
 
 // A quantized model against its float source on generated inputs: agreement

@@ -56,6 +56,9 @@ void apply_input_shapes(InputSpec& spec, const InputShapes& shapes);
 // IDX greyscale images prepared by `spec` (centred, normalized), as
 // make_input_batch does.
 std::unique_ptr<InputSet> make_image_inputs(ImageSet images, InputSpec spec, std::string name);
+// The same without a copy: `images` must outlive the result.
+std::unique_ptr<InputSet> borrow_image_inputs(const ImageSet& images, InputSpec spec,
+                                              std::string name);
 
 // A .npy file of inputs shaped [N, ...]: float32 values are fed as they are;
 // uint8 values are pixels of [N, C, H, W] images and get the model's

@@ -39,18 +39,19 @@ std::array<float, 256> normalized_pixels(const InputSpec& spec, std::size_t chan
 
 class ImageInputs final : public InputSet {
   public:
-    ImageInputs(ImageSet images, InputSpec spec, std::string name)
+    // `images` may own its set or only point at one (borrow_image_inputs).
+    ImageInputs(std::shared_ptr<const ImageSet> images, InputSpec spec, std::string name)
         : images_(std::move(images)), spec_(std::move(spec)), name_(std::move(name)) {}
     const std::string& name() const override { return name_; }
-    std::size_t count() const override { return images_.count; }
-    bool has_labels() const override { return images_.labels.size() == images_.count; }
-    std::int64_t label(std::size_t index) const override { return images_.labels.at(index); }
+    std::size_t count() const override { return images_->count; }
+    bool has_labels() const override { return images_->labels.size() == images_->count; }
+    std::int64_t label(std::size_t index) const override { return images_->labels.at(index); }
     FloatArray batch(std::size_t first, std::size_t count) const override {
-        return make_input_batch(spec_, images_, first, count);
+        return make_input_batch(spec_, *images_, first, count);
     }
 
   private:
-    ImageSet images_;
+    std::shared_ptr<const ImageSet> images_;
     InputSpec spec_;
     std::string name_;
 };
@@ -356,7 +357,16 @@ void apply_input_shapes(InputSpec& spec, const InputShapes& shapes) {
 }
 
 std::unique_ptr<InputSet> make_image_inputs(ImageSet images, InputSpec spec, std::string name) {
-    return std::make_unique<ImageInputs>(std::move(images), std::move(spec), std::move(name));
+    return std::make_unique<ImageInputs>(std::make_shared<const ImageSet>(std::move(images)),
+                                         std::move(spec), std::move(name));
+}
+
+std::unique_ptr<InputSet> borrow_image_inputs(const ImageSet& images, InputSpec spec,
+                                              std::string name) {
+    // An aliasing pointer that owns nothing.
+    return std::make_unique<ImageInputs>(
+        std::shared_ptr<const ImageSet>(std::shared_ptr<void>(), &images), std::move(spec),
+        std::move(name));
 }
 
 std::unique_ptr<InputSet> read_npy_inputs(const std::filesystem::path& inputs,
