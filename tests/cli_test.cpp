@@ -383,6 +383,29 @@ TEST_F(Cli, AccuracyAgainstTheFloatModelOnGeneratedInputs) {
                           "inputs are: input");
 }
 
+// eval on inputs without labels: the metric is top-1 agreement with the
+// float model, and every measured model has its output SNR.
+TEST_F(Cli, EvalOnGeneratedInputsMeasuresAgreement) {
+    const auto output = directory_.path() / "eval";
+    const CommandResult result =
+        run("eval " + small_cnn() +
+            " --ladder 4,8 --dataset random --limit 50 --rates 1100Mbit --curve-points 0 -o " +
+            output.string() + " --quiet");
+    ASSERT_EQ(result.status, 0) << result.err;
+    const auto json = nlohmann::json::parse(slurp(output / "results.json"));
+    EXPECT_EQ(json["metric"], "top1_agreement_percent");
+    EXPECT_EQ(json["dataset"], "random normal 1x28x28");
+    EXPECT_EQ(json["original"]["performance"], 100.0);
+    EXPECT_TRUE(json["original"]["output_snr_db"].is_null());  // identical to itself
+    const double base_snr = json["ladder"][0]["output_snr_db"].get<double>();
+    const double top_snr = json["direct"]["output_snr_db"].get<double>();
+    EXPECT_LT(base_snr, top_snr);  // 4 bits follow the float model less closely than 8
+    EXPECT_GT(json["direct"]["performance"].get<double>(), 80.0);
+    EXPECT_EQ(
+        run("eval " + small_cnn() + " --dataset random --calibrate -o " + output.string()).status,
+        2);
+}
+
 TEST_F(Cli, BenchJsonReportsEveryCoderAndRung) {
     const CommandResult result =
         run("bench " + small_cnn() + " --ladders 4,8/8 --coders bitinc,raw --json");

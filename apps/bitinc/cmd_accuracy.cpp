@@ -16,20 +16,6 @@ namespace bitinc::cli {
 
 namespace {
 
-// The largest batch the graph's first input allows: its batch axis when the
-// graph (or --input-shape) fixes it, e.g. at 1 for many exported models.
-std::size_t batch_cap(const Model& model, const InputShapes& shapes) {
-    const TopologySummary summary = summarize_topology(model);
-    if (summary.inputs.empty()) return 0;
-    const ValueInfo& input = summary.inputs.front();
-    if (const auto given = shapes.find(input.name); given != shapes.end()) {
-        return static_cast<std::size_t>(given->second.front());
-    }
-    return !input.dims.empty() && input.dims.front() > 0
-               ? static_cast<std::size_t>(input.dims.front())
-               : 0;
-}
-
 std::string decibels(double snr_db) {
     if (std::isinf(snr_db)) return snr_db > 0 ? "inf dB (identical outputs)" : "-inf dB";
     char text[32];

@@ -128,6 +128,20 @@ std::optional<InputSpec> optional_input_spec(const Model& model, const std::stri
     return spec;
 }
 
+// The largest batch the graph's first input allows: its batch axis when the
+// graph (or --input-shape) fixes it, e.g. at 1 for many exported models.
+std::size_t batch_cap(const Model& model, const InputShapes& shapes) {
+    const TopologySummary summary = summarize_topology(model);
+    if (summary.inputs.empty()) return 0;
+    const ValueInfo& input = summary.inputs.front();
+    if (const auto given = shapes.find(input.name); given != shapes.end()) {
+        return static_cast<std::size_t>(given->second.front());
+    }
+    return !input.dims.empty() && input.dims.front() > 0
+               ? static_cast<std::size_t>(input.dims.front())
+               : 0;
+}
+
 void add_calibration_options(CommandLine& command_line, const std::string& images_help) {
     command_line.add_option("calibration-images", "N", images_help);
     command_line.add_option("sensitivity-images", "M",

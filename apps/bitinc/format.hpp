@@ -41,6 +41,9 @@ DatasetRequest dataset_request(const CommandLine& command_line);
 // need one say so.
 std::optional<InputSpec> optional_input_spec(const Model& model, const std::string& model_name,
                                              const InputShapes& shapes);
+// The largest batch the graph's first input allows (0: any): its batch
+// axis when the graph or --input-shape fixes it.
+std::size_t batch_cap(const Model& model, const InputShapes& shapes);
 // The calibration options of pack and eval (--calibration-images,
 // --sensitivity-images, --tolerance, and --data-dir's training split), and
 // the calibration they ask for.
