@@ -187,9 +187,14 @@ struct FixupReport {
     std::size_t clip_nodes_rewritten = 0;
     // float16 weights turned into float32 ones (the values are unchanged).
     std::size_t half_weights_widened = 0;
+    // Conv/ConvTranspose nodes given the kernel_shape their weights imply
+    // (optional in ONNX, required by OpenCV DNN 4.6).
+    std::size_t kernel_shapes_added = 0;
 
     bool changed() const {
-        return identity_nodes_folded + clip_nodes_rewritten + half_weights_widened > 0;
+        return identity_nodes_folded + clip_nodes_rewritten + half_weights_widened +
+                   kernel_shapes_added >
+               0;
     }
 };
 
