@@ -220,6 +220,26 @@ TEST_F(Datasets, ImageFolderClassesInSortedOrderResized) {
     EXPECT_THROW(read_image_folder(directory_.path() / "flat", grey_spec(4)), Error);
 }
 
+// OpenCV decodes colour as BGR; the model gets RGB, channel 0 red.
+TEST_F(Datasets, ColourImagesReachTheModelAsRgb) {
+    std::string red = "P6\n2 2\n255\n";
+    for (int i = 0; i < 4; ++i) red += std::string("\xff\x00\x00", 3);
+    write("colour/red/a.ppm", red);
+    InputSpec spec = grey_spec(2);
+    spec.channels = 3;
+    const FloatArray batch = read_image_folder(directory_.path() / "colour", spec)->batch(0, 1);
+    ASSERT_EQ(batch.values.size(), 12u);
+    for (std::size_t i = 0; i < 4; ++i) {
+        EXPECT_FLOAT_EQ(batch.values[i], 1.0f);       // red
+        EXPECT_FLOAT_EQ(batch.values[4 + i], -1.0f);  // green
+        EXPECT_FLOAT_EQ(batch.values[8 + i], -1.0f);  // blue
+    }
+    // A grey model gets the colour image's luminance.
+    const FloatArray grey =
+        read_image_folder(directory_.path() / "colour", grey_spec(2))->batch(0, 1);
+    EXPECT_NEAR(grey.values[0], (76.0f / 255.0f - 0.5f) / 0.5f, 0.02f);
+}
+
 TEST(GeneratedInputs, DeterministicWhateverTheBatching) {
     const auto set = make_generated_inputs({3, 8, 8}, 10);
     const FloatArray whole = set->batch(0, 10);
@@ -266,6 +286,22 @@ TEST(InputShape, FillsOpenDimensions) {
     EXPECT_THROW(model_input_shape(model, "open.onnx", {{"x", {2, 4, 5, 7}}}), Error);
     EXPECT_THROW(model_input_shape(model, "open.onnx", {{"x", {3, 5, 7}}}), Error);
     EXPECT_THROW(model_input_shape(model, "open.onnx", {{"z", {1, 3, 5, 7}}}), Error);
+}
+
+TEST(OpenDataset, RefusesModelsOfSeveralInputs) {
+    testing::OnnxBuilder builder;
+    builder.input("a", {1, 4}).input("b", {1, 4}).output("y", {1, 4});
+    builder.node("Add", {"a", "b"}, {"y"});
+    const Model model = parse_onnx(builder.bytes(), "two.onnx");
+    DatasetRequest request;
+    request.dataset = "random";
+    try {
+        open_dataset(request, model, "two.onnx", std::nullopt);
+        ADD_FAILURE() << "two inputs accepted";
+    } catch (const Error& error) {
+        EXPECT_NE(std::string(error.what()).find("2 inputs (a, b)"), std::string::npos)
+            << error.what();
+    }
 }
 
 // An engine that returns its input scaled and shifted: outputs are known.

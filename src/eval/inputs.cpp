@@ -474,6 +474,16 @@ std::unique_ptr<InputSet> open_dataset(const DatasetRequest& request, const Mode
                                        std::string_view model_name,
                                        const std::optional<InputSpec>& spec) {
     const std::string& dataset = request.dataset;
+    // Engines feed one input; a second one would fail deep in the engine.
+    if (const TopologySummary summary = summarize_topology(model); summary.inputs.size() > 1) {
+        std::string names;
+        for (const ValueInfo& info : summary.inputs) {
+            names += (names.empty() ? "" : ", ") + info.name;
+        }
+        throw Error(std::string(model_name) + ": the model has " +
+                    std::to_string(summary.inputs.size()) + " inputs (" + names +
+                    "); bitinc feeds models of one input");
+    }
     if (dataset.empty() || dataset == "random") {
         if (request.labels) throw Error("--labels needs --dataset naming the inputs they label");
     }
