@@ -383,6 +383,33 @@ TEST_F(Cli, AccuracyAgainstTheFloatModelOnGeneratedInputs) {
                           "inputs are: input");
 }
 
+// A model whose input leaves height and width open runs once
+// --input-shape fixes them, on generated inputs and on images.
+TEST_F(Cli, InputShapeFixesOpenDimensions) {
+    testing::OnnxBuilder builder;
+    builder.input("x", {-1, 1, -1, -1}).output("y", {-1, 2});
+    builder.initializer("W", {2, 1, 3, 3}, testing::random_values(18, 0.5f, 7));
+    builder.node("Conv", {"x", "W"}, {"c"});
+    builder.node("GlobalAveragePool", {"c"}, {"g"});
+    builder.node("Flatten", {"g"}, {"y"});
+    const auto path = write("open.onnx", builder.bytes()).string();
+    expect_one_line_error(run("accuracy " + path + " --dataset random --reference " + path),
+                          "give its shape with --input-shape x:");
+    const CommandResult generated = run("accuracy " + path + " --dataset random --reference " +
+                                        path + " --input-shape x:4x1x12x12 --json");
+    ASSERT_EQ(generated.status, 0) << generated.err;
+    const auto json = nlohmann::json::parse(generated.out);
+    EXPECT_EQ(json["dataset"], "random normal 1x12x12");
+    EXPECT_EQ(json["batch"], 4);  // the given batch caps --batch
+    EXPECT_EQ(json["top1_agreement_percent"], 100.0);
+    // Fashion-MNIST images need the image size too.
+    expect_one_line_error(run("accuracy " + path + " --limit 10"), "--input-shape x:");
+    const CommandResult images =
+        run("accuracy " + path + " --limit 10 --input-shape x:1x1x28x28 --json");
+    ASSERT_EQ(images.status, 0) << images.err;
+    EXPECT_EQ(nlohmann::json::parse(images.out)["images"], 10);
+}
+
 // eval on inputs without labels: the metric is top-1 agreement with the
 // float model, and every measured model has its output SNR.
 TEST_F(Cli, EvalOnGeneratedInputsMeasuresAgreement) {

@@ -61,6 +61,7 @@ int run_accuracy(int argc, char** argv) {
     EngineOptions engine_options;
     engine_options.threads = static_cast<int>(command_line.integer("threads", 0, 1, 256));
     const DatasetRequest request = dataset_request(command_line);
+    engine_options.input_shapes = request.input_shapes;
     const std::optional<std::string> reference_path = command_line.value("reference");
 
     const Model model = read_onnx_file(path);

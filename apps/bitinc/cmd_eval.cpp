@@ -544,8 +544,12 @@ int run_eval(int argc, char** argv) {
         if (const std::size_t cap = batch_cap(float_model, request.input_shapes); cap > 0) {
             batch = std::min(batch, cap);
         }
+        EngineOptions engine_options;
+        engine_options.threads = eval_threads;
+        engine_options.input_shapes = request.input_shapes;
+        options.input_shapes = request.input_shapes;
         scenario =
-            make_dataset_scenario(std::move(inputs), float_model, limit, batch, eval_threads);
+            make_dataset_scenario(std::move(inputs), float_model, limit, batch, engine_options);
     }
 
     EvaluationResult result;

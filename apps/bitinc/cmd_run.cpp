@@ -231,6 +231,7 @@ int run_run(int argc, char** argv) {
         };
     }
     const DatasetRequest request = dataset_request(command_line);
+    options.engine.input_shapes = request.input_shapes;
     const std::string url = command_line.positional(0);
     // The dataset is opened once the topology has arrived: image datasets
     // need the model's preprocessing.

@@ -65,7 +65,8 @@ std::unique_ptr<Scenario> make_fashion_mnist_scenario(const std::filesystem::pat
 // first `limit` inputs, `batch_size` inputs per forward pass.
 std::unique_ptr<Scenario> make_dataset_scenario(std::unique_ptr<InputSet> inputs,
                                                 const Model& float_model, std::size_t limit,
-                                                std::size_t batch_size, int engine_threads);
+                                                std::size_t batch_size,
+                                                const EngineOptions& engine_options);
 
 struct EvaluationOptions {
     LadderPlan ladder;  // e.g. 8,16; the top rung is also sent directly to UE2
@@ -74,7 +75,8 @@ struct EvaluationOptions {
     double frames_per_second = 30;
     double tail_seconds = 1;  // UEs keep streaming this long after the top rung
     int engine_threads = 1;
-    std::string tag;  // unique_tag of the CSV
+    InputShapes input_shapes;  // for the UEs' engines (--input-shape)
+    std::string tag;           // unique_tag of the CSV
     // The coder whose sizes and times fill the study's table and CSV
     // ("bitinc", "raw", "zstd" or any registered WeightCoder). Delivery to
     // the UEs always uses bitinc packages.

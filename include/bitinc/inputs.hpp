@@ -35,10 +35,6 @@ class InputSet {
     virtual FloatArray batch(std::size_t first, std::size_t count) const = 0;
 };
 
-// Shapes given on the command line (--input-shape NAME:1x3x224x224) for
-// inputs whose graph leaves dimensions open.
-using InputShapes = std::map<std::string, std::vector<std::int64_t>>;
-
 // Parses "NAME:D0xD1x...": every dimension 1 to 1,000,000. Throws Error.
 std::pair<std::string, std::vector<std::int64_t>> parse_input_shape(std::string_view text);
 

@@ -116,13 +116,11 @@ class BorrowedInputs final : public InputSet {
 class DatasetScenario : public Scenario {
   public:
     DatasetScenario(std::unique_ptr<InputSet> inputs, const Model& float_model, std::size_t limit,
-                    std::size_t batch_size, int threads)
-        : inputs_(std::move(inputs)), threads_(threads) {
+                    std::size_t batch_size, EngineOptions engine_options)
+        : inputs_(std::move(inputs)), engine_options_(std::move(engine_options)) {
         options_.limit = limit;
         options_.batch_size = batch_size;
-        EngineOptions engine_options;
-        engine_options.threads = threads_;
-        const auto engine = create_opencv_engine(float_model, "the float model", engine_options);
+        const auto engine = create_opencv_engine(float_model, "the float model", engine_options_);
         RecordingEngine recorder(*engine, reference_);
         measure_inputs(recorder, nullptr, *inputs_, options_);
     }
@@ -147,9 +145,7 @@ class DatasetScenario : public Scenario {
                         std::string(partition) + "'");
         }
         const auto start = Clock::now();
-        EngineOptions engine_options;
-        engine_options.threads = threads_;
-        const auto engine = create_opencv_engine(model, "model", engine_options);
+        const auto engine = create_opencv_engine(model, "model", engine_options_);
         reference_.rewind();
         const InputMetrics metrics = measure_inputs(*engine, &reference_, *inputs_, options_);
         Performance performance;
@@ -162,7 +158,7 @@ class DatasetScenario : public Scenario {
 
   private:
     std::unique_ptr<InputSet> inputs_;
-    int threads_;
+    EngineOptions engine_options_;
     InputMetricsOptions options_;
     ReplayEngine reference_;
 };
@@ -333,6 +329,7 @@ UeRun run_ue(const std::string& ue, const std::string& url, FetchMode mode, doub
     // afterwards inference keeps its own thread.
     progressive.fetch.decode_threads = 2;
     progressive.engine.threads = options.engine_threads;
+    progressive.engine.input_shapes = options.input_shapes;
     StreamOptions stream;
     stream.frames_per_second = options.frames_per_second;
     stream.tail_seconds = options.tail_seconds;
@@ -423,9 +420,10 @@ std::unique_ptr<Scenario> make_fashion_mnist_scenario(const fs::path& data_dir, 
 
 std::unique_ptr<Scenario> make_dataset_scenario(std::unique_ptr<InputSet> inputs,
                                                 const Model& float_model, std::size_t limit,
-                                                std::size_t batch_size, int engine_threads) {
+                                                std::size_t batch_size,
+                                                const EngineOptions& engine_options) {
     return std::make_unique<DatasetScenario>(std::move(inputs), float_model, limit, batch_size,
-                                             engine_threads);
+                                             engine_options);
 }
 
 OpenStreamInputs Scenario::stream_inputs() {

@@ -112,11 +112,14 @@ class OpenCvEngine final : public Engine {
     std::string model_name_;
 };
 
-// The shape of one sample of the graph's first input with batch 1, or empty
-// when the graph does not fix it.
-std::vector<std::int64_t> warm_up_shape(const Model& model) {
+// The shape of one sample of the graph's first input with batch 1 (or as
+// `shapes` gives it), or empty when the graph does not fix it.
+std::vector<std::int64_t> warm_up_shape(const Model& model, const InputShapes& shapes) {
     const TopologySummary summary = summarize_topology(model);
     if (summary.inputs.empty()) return {};
+    if (const auto given = shapes.find(summary.inputs.front().name); given != shapes.end()) {
+        return given->second;
+    }
     std::vector<std::int64_t> shape = summary.inputs.front().dims;
     if (shape.empty()) return {};
     shape[0] = 1;
@@ -151,7 +154,7 @@ std::unique_ptr<Engine> create_opencv_engine(Model model, std::string_view model
     auto engine = std::make_unique<OpenCvEngine>(std::move(net), name);
     // OpenCV sets a network up lazily on the first forward pass, where most
     // "cannot run" errors surface; do it now, off any inference path.
-    if (const auto shape = warm_up_shape(model); !shape.empty()) {
+    if (const auto shape = warm_up_shape(model, options.input_shapes); !shape.empty()) {
         FloatArray zeros;
         zeros.shape = shape;
         std::size_t count = 1;
