@@ -85,14 +85,11 @@ InputShapes input_shapes(const CommandLine& command_line) {
 
 void add_dataset_options(CommandLine& command_line) {
     command_line.add_option("dataset", "PATH",
-                            "the inputs: a .npy file of N inputs (float32 as they are, uint8 "
-                            "image pixels), a folder with one subfolder of images per class, an "
-                            "IDX image file, or 'random' (normal noise of the model's input "
-                            "shape; --limit of them, default 100). Default: the Fashion-MNIST "
-                            "test split");
+                            "a .npy file (float32 inputs, or uint8 NCHW pixels), a folder of "
+                            "class folders of images, an IDX image file, or 'random' (normal "
+                            "noise; --limit inputs, default 100). Default: Fashion-MNIST test");
     command_line.add_option("labels", "FILE",
-                            "the classes of the --dataset inputs: a .npy file of N int64/int32, "
-                            "or IDX labels for IDX images");
+                            "classes of the --dataset inputs: .npy of N int64/int32, or IDX");
     add_input_shape_option(command_line);
     add_data_dir_option(command_line);
 }

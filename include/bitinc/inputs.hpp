@@ -113,7 +113,7 @@ struct InputMetrics {
     std::size_t agreeing = 0;
     double reference_energy = 0.0;   // sum of squared reference outputs
     double difference_energy = 0.0;  // sum of squared differences
-    double seconds = 0.0;            // the model's forward passes and batching
+    double seconds = 0.0;            // the model's forward passes (not reading inputs)
 
     double top1_percent() const { return inputs ? 100.0 * double(correct) / double(inputs) : 0.0; }
     double agreement_percent() const {
