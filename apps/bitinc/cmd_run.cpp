@@ -166,12 +166,11 @@ int run_run(int argc, char** argv) {
     CommandLine command_line(
         "run",
         "Streams inputs (Fashion-MNIST test images, or --dataset's) from a 'camera' at\n"
-        "--fps to a model while it downloads: inference starts on the base rung and the engine is "
-        "swapped for each\n"
-        "better rung without pausing the stream. Prints a live line, then what the stream\n"
-        "saw: time to first result, time to top rung, the longest gap between results\n"
-        "during swaps, and the accuracy served by each rung (inputs without labels: the\n"
-        "timings only).\n"
+        "--fps to a model while it downloads: inference starts on the base rung and the\n"
+        "engine is swapped for each better rung without pausing the stream. Prints a\n"
+        "live line, then what the stream saw: time to first result, time to top rung,\n"
+        "the longest gap between results during swaps, and the accuracy served by each\n"
+        "rung (inputs without labels: the timings only).\n"
         "--swap-every/--swap-interval turn on progressive (layer-by-layer) mode:\n"
         "refinement units go into the running model as they arrive.");
     command_line.add_positional("URL|PACKAGE",
