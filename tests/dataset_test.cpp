@@ -353,5 +353,39 @@ TEST_F(Datasets, MetricsAgainstLabelsAndAReference) {
     EXPECT_EQ(measure_inputs(same, &reference, *set, options).inputs, 1u);
 }
 
+// eval's scenario on a labelled dataset: top-1 as `accuracy` measures it,
+// and the float model's own outputs replayed for the SNR.
+TEST_F(Datasets, DatasetScenarioMeasuresTopOneAndSnr) {
+    const Model model = read_onnx_file(testing::source_dir() / "models" / "small-cnn.onnx");
+    const ImageSet images = load_fashion_mnist(default_fashion_mnist_dir, Split::test);
+    const InputSpec spec = read_input_spec(model, "small-cnn");
+    const FloatArray batch = make_input_batch(spec, images, 0, 120);
+    const auto inputs = write("x.npy", npy_bytes("<f4", "(120, 1, 28, 28)", raw(batch.values)));
+    std::vector<std::int64_t> labels(images.labels.begin(), images.labels.begin() + 120);
+    const auto label_file = write("y.npy", npy_bytes("<i8", "(120,)", raw(labels)));
+
+    EngineOptions engine_options;
+    engine_options.threads = 1;
+    const auto engine = create_opencv_engine(model, "small-cnn", engine_options);
+    AccuracyOptions accuracy_options;
+    accuracy_options.limit = 120;
+    const double expected =
+        measure_accuracy(*engine, spec, images, accuracy_options).top1_percent();
+
+    const auto scenario = make_dataset_scenario(read_npy_inputs(inputs, label_file, std::nullopt),
+                                                model, 0, 32, engine_options);
+    EXPECT_EQ(scenario->metric_name(), "top1_accuracy_percent");
+    const Performance float_performance = scenario->performance(model, "test");
+    EXPECT_EQ(float_performance.value, expected);
+    EXPECT_TRUE(std::isinf(float_performance.output_snr_db));
+    // Twice in a row: the replay starts over.
+    EXPECT_EQ(scenario->performance(model, "test").value, expected);
+    Model perturbed = model;
+    for (float& value : perturbed.weights.front().values) value *= 1.01f;
+    const Performance changed = scenario->performance(perturbed, "test");
+    EXPECT_GT(changed.output_snr_db, 10.0);
+    EXPECT_LT(changed.output_snr_db, 80.0);
+}
+
 }  // namespace
 }  // namespace bitinc
