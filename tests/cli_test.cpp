@@ -320,6 +320,9 @@ TEST_F(Cli, AccuracyOnNpyAndImageFolders) {
     expect_one_line_error(run("accuracy " + small_cnn() + " --dataset " + x32.string()),
                           "no labels; give --labels, or --reference");
     expect_one_line_error(
+        run("accuracy " + small_cnn() + " --dataset " + write("notes.txt", "my notes\n").string()),
+        "notes.txt: not a dataset bitinc reads");
+    expect_one_line_error(
         run("accuracy " + small_cnn() + " --dataset " + x32.string() + " --labels " + x32.string()),
         "labels must be int64");
     const auto wrong = write("wrong.npy", npy_file("<f4", {2, 3, 8, 8}, std::string(1536, '\0')));

@@ -536,6 +536,11 @@ std::unique_ptr<InputSet> open_dataset(const DatasetRequest& request, const Mode
     // An IDX image file, with IDX labels or none.
     const InputSpec& image = image_spec(spec, model_name, dataset);
     const auto image_bytes = eval::read_possibly_gzipped(path, eval::max_idx_bytes + 16);
+    if (image_bytes.size() < 4 || image_bytes[0] != 0 || image_bytes[1] != 0) {
+        throw Error(dataset +
+                    ": not a dataset bitinc reads (a .npy file, a folder of class folders, an "
+                    "IDX image file, or 'random')");
+    }
     eval::IdxArray array = eval::parse_idx(image_bytes, dataset);
     if (array.dims.size() != 3) {
         throw Error(dataset +
