@@ -431,6 +431,11 @@ TEST_F(Cli, EvalOnGeneratedInputsMeasuresAgreement) {
     const double top_snr = json["direct"]["output_snr_db"].get<double>();
     EXPECT_LT(base_snr, top_snr);  // 4 bits follow the float model less closely than 8
     EXPECT_GT(json["direct"]["performance"].get<double>(), 80.0);
+    // The weights' own SNR needs no engine: about 6 dB per bit.
+    const double base_weights = json["ladder"][0]["weight_snr_db"].get<double>();
+    const double top_weights = json["direct"]["weight_snr_db"].get<double>();
+    EXPECT_GT(base_weights, 10.0);
+    EXPECT_GT(top_weights, base_weights + 15.0);
     EXPECT_EQ(
         run("eval " + small_cnn() + " --dataset random --calibrate -o " + output.string()).status,
         2);

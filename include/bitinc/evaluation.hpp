@@ -104,6 +104,10 @@ struct RungEvaluation {
     double decode_seconds = 0;       // decoding its units into the integer model
     double reconstruct_seconds = 0;  // integers to float32 weights and the ONNX model
     Performance performance;         // of the model after this rung
+    // 10 log10(sum of squared float weights / sum of squared errors) over
+    // every weight of the model after this rung, against the float model;
+    // +infinity when it holds the float weights exactly. Needs no engine.
+    double weight_snr_db = 0;
 };
 
 // An update as a device receives it: from the base rung to a model higher

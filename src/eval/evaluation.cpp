@@ -163,6 +163,27 @@ class DatasetScenario : public Scenario {
     ReplayEngine reference_;
 };
 
+// The weight-domain SNR of `model` against `original` (matched by name).
+double weight_snr_db(const Model& original, const Model& model) {
+    std::map<std::string_view, const Tensor*> rebuilt;
+    for (const Tensor& tensor : model.weights) rebuilt[tensor.name] = &tensor;
+    double signal = 0, noise = 0;
+    for (const Tensor& tensor : original.weights) {
+        const auto found = rebuilt.find(tensor.name);
+        if (found == rebuilt.end() || found->second->values.size() != tensor.values.size()) {
+            throw Error("eval: the rebuilt model lacks weight '" + tensor.name + "'");
+        }
+        const std::vector<float>& values = found->second->values;
+        for (std::size_t i = 0; i < values.size(); ++i) {
+            const double error = double(values[i]) - double(tensor.values[i]);
+            signal += double(tensor.values[i]) * double(tensor.values[i]);
+            noise += error * error;
+        }
+    }
+    if (noise == 0) return std::numeric_limits<double>::infinity();
+    return 10.0 * std::log10(signal / noise);
+}
+
 // Applies one rung's units (one thread, timed) and rebuilds the float model
 // (timed), as a device does after receiving the rung.
 struct RungApplied {
@@ -493,6 +514,7 @@ EvaluationResult run_evaluation(const fs::path& model_path, Scenario& scenario,
         measured.decode_seconds = applied.decode_seconds;
         measured.reconstruct_seconds = applied.reconstruct_seconds;
         measured.performance = scenario.performance(applied.model, "test");
+        measured.weight_snr_db = weight_snr_db(original, applied.model);
         if (rung.kind == RungKind::direct) {
             result.direct = measured;
             const bool same_bytes = serialize_onnx(applied.model) == ladder_top;
@@ -749,16 +771,19 @@ void write_evaluation_results(const EvaluationResult& result, const fs::path& di
         return json;
     };
     const auto rung_json = [&](const RungEvaluation& rung) {
-        return with_snr(Json{{"kind", rung_kind_name(rung.kind)},
-                             {"bits", rung.bits},
-                             {"parent_bits", rung.parent_bits},
-                             {"bytes", rung.bytes},
-                             {"encode_seconds", rung.encode_seconds},
-                             {"decode_seconds", rung.decode_seconds},
-                             {"reconstruct_seconds", rung.reconstruct_seconds},
-                             {"performance", rung.performance.value},
-                             {"eval_seconds", rung.performance.seconds}},
-                        rung.performance);
+        return with_snr(
+            Json{{"kind", rung_kind_name(rung.kind)},
+                 {"bits", rung.bits},
+                 {"parent_bits", rung.parent_bits},
+                 {"bytes", rung.bytes},
+                 {"encode_seconds", rung.encode_seconds},
+                 {"decode_seconds", rung.decode_seconds},
+                 {"reconstruct_seconds", rung.reconstruct_seconds},
+                 {"performance", rung.performance.value},
+                 {"eval_seconds", rung.performance.seconds},
+                 {"weight_snr_db",
+                  std::isinf(rung.weight_snr_db) ? Json(nullptr) : Json(rung.weight_snr_db)}},
+            rung.performance);
     };
     Json json;
     json["model"] = result.model_name;
