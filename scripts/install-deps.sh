@@ -10,7 +10,7 @@ packages=(
     clang libclang-rt-14-dev
     # libraries
     libonnx-dev libprotobuf-dev protobuf-compiler
-    libopencv-dnn-dev libopencv-core-dev
+    libopencv-dnn-dev libopencv-core-dev libopencv-imgcodecs-dev libopencv-imgproc-dev
     zlib1g-dev libzstd-dev nlohmann-json3-dev libssl-dev libcpp-httplib-dev libcurl4-openssl-dev
     # integration test against a real static web server
     nginx

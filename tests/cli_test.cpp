@@ -11,6 +11,8 @@
 #include <sstream>
 #include <thread>
 
+#include <bitinc/bitinc.hpp>
+
 #include "onnx_builder.hpp"
 #include "test_support.hpp"
 
@@ -127,11 +129,13 @@ TEST_F(Cli, TruncatedOnnx) {
 TEST_F(Cli, OperatorTheEngineCannotRun) {
     testing::OnnxBuilder builder;
     builder.input("x", {-1, 1, 28, 28}).output("y", {-1, 10});
-    builder.node("NoSuchOperator", {"x"}, {"y"});
+    builder.node("NoSuchOperator", {"x"}, {"y"}).set_name("odd_node");
     const auto path = write("odd.onnx", builder.bytes());
     EXPECT_EQ(run("inspect " + path.string()).status, 0);
+    // The operator and the node that uses it.
     expect_one_line_error(run("accuracy " + path.string()),
-                          "operator NoSuchOperator is not supported");
+                          "operator NoSuchOperator is not supported by OpenCV DNN 4.6.0 (node "
+                          "'odd_node')");
 }
 
 // Names inside a model reach the terminal escaped: no escape sequence from a
@@ -284,6 +288,201 @@ TEST_F(Cli, AccuracyJson) {
     EXPECT_GT(json["top1_percent"].get<double>(), 80.0);
     EXPECT_GT(json["images_per_second"].get<double>(), 0.0);
     EXPECT_TRUE(result.err.empty()) << "no progress bar when stderr is not a terminal";
+}
+
+// A .npy file as numpy writes it (version 1, C order).
+std::string npy_file(const std::string& descr, const std::vector<std::size_t>& shape,
+                     const std::string& data) {
+    std::string dims;
+    for (const std::size_t dim : shape) dims += std::to_string(dim) + ", ";
+    std::string header =
+        "{'descr': '" + descr + "', 'fortran_order': False, 'shape': (" + dims + "), }";
+    while ((10 + header.size() + 1) % 64 != 0) header += ' ';
+    header += '\n';
+    std::string bytes = "\x93NUMPY\x01";
+    bytes += '\0';
+    bytes += char(header.size() & 0xff);
+    bytes += char(header.size() >> 8);
+    return bytes + header + data;
+}
+
+// The same 200 test images as uint8 pixels, as float32 inputs prepared as the
+// model prepares them, and as a folder of class folders: the same top-1 as
+// the IDX files give.
+TEST_F(Cli, AccuracyOnNpyAndImageFolders) {
+    constexpr std::size_t count = 200;
+    const ImageSet images = load_fashion_mnist(default_fashion_mnist_dir, Split::test);
+    const std::string pixels(reinterpret_cast<const char*>(images.pixels.data()), count * 784);
+    std::vector<std::int64_t> labels(images.labels.begin(), images.labels.begin() + count);
+    const std::string label_bytes(reinterpret_cast<const char*>(labels.data()), count * 8);
+    const auto x8 = write("x8.npy", npy_file("|u1", {count, 1, 28, 28}, pixels));
+    const auto y = write("y.npy", npy_file("<i8", {count}, label_bytes));
+    const Model model = read_onnx_file(small_cnn());
+    const FloatArray batch = make_input_batch(read_input_spec(model, "m"), images, 0, count);
+    const auto x32 =
+        write("x32.npy", npy_file("<f4", {count, 1, 28, 28},
+                                  std::string(reinterpret_cast<const char*>(batch.values.data()),
+                                              batch.values.size() * 4)));
+    const auto folder = directory_.path() / "folder";
+    for (std::size_t i = 0; i < count; ++i) {
+        // Class names sort as their numbers: class 0 is "c0".
+        const auto dir = folder / ("c" + std::to_string(images.labels[i]));
+        std::filesystem::create_directories(dir);
+        char name[16];
+        std::snprintf(name, sizeof name, "%04zu.pgm", i);
+        std::ofstream(dir / name, std::ios::binary) << "P5\n28 28\n255\n"
+                                                    << pixels.substr(i * 784, 784);
+    }
+
+    const auto top1 = [&](const std::string& arguments) {
+        const CommandResult result =
+            run("accuracy " + small_cnn() + " --json --threads 1 " + arguments);
+        EXPECT_EQ(result.status, 0) << arguments << ": " << result.err;
+        if (result.status != 0) return -1.0;
+        const auto json = nlohmann::json::parse(result.out);
+        EXPECT_EQ(json["images"], count) << arguments;
+        return json["top1_percent"].get<double>();
+    };
+    const double expected = top1("--limit 200");
+    EXPECT_GT(expected, 80.0);
+    EXPECT_EQ(top1("--dataset " + x8.string() + " --labels " + y.string()), expected);
+    EXPECT_EQ(top1("--dataset " + x32.string() + " --labels " + y.string() + " --batch 7"),
+              expected);
+    EXPECT_EQ(top1("--dataset " + folder.string()), expected);
+    EXPECT_EQ(top1("--dataset " + std::string(default_fashion_mnist_dir) +
+                   "/t10k-images-idx3-ubyte.gz --labels " + std::string(default_fashion_mnist_dir) +
+                   "/t10k-labels-idx1-ubyte.gz --limit 200"),
+              expected);
+
+    // Text output names the dataset; without labels a reference is needed.
+    const CommandResult text = run("accuracy " + small_cnn() + " --dataset " + x32.string() +
+                                   " --labels " + y.string() + " --reference " + small_cnn());
+    ASSERT_EQ(text.status, 0) << text.err;
+    EXPECT_NE(text.out.find("top-1 agreement 100.00 % (200/200), output SNR inf dB"),
+              std::string::npos)
+        << text.out;
+    expect_one_line_error(run("accuracy " + small_cnn() + " --dataset " + x32.string()),
+                          "no labels; give --labels, or --reference");
+    expect_one_line_error(
+        run("accuracy " + small_cnn() + " --dataset " + write("notes.txt", "my notes\n").string()),
+        "notes.txt: not a dataset bitinc reads");
+    expect_one_line_error(
+        run("accuracy " + small_cnn() + " --dataset " + x32.string() + " --labels " + x32.string()),
+        "labels must be int64");
+    const auto wrong = write("wrong.npy", npy_file("<f4", {2, 3, 8, 8}, std::string(1536, '\0')));
+    expect_one_line_error(run("accuracy " + small_cnn() + " --dataset " + wrong.string() +
+                              " --reference " + small_cnn()),
+                          "each input is 3x8x8, the model's input 'input' takes 1x28x28");
+    expect_one_line_error(
+        run("accuracy " + small_cnn() + " --dataset " + (directory_.path() / "none.npy").string()),
+        "no such file");
+
+    // run streams the same inputs from a package while it arrives.
+    const auto package = directory_.path() / "package";
+    ASSERT_EQ(run("pack " + small_cnn() + " --ladder 8,16 -o " + package.string()).status, 0);
+    const CommandResult stream = run("run " + package.string() + " --dataset " + x8.string() +
+                                     " --labels " + y.string() + " --tail 0.3 --json");
+    ASSERT_EQ(stream.status, 0) << stream.err;
+    const auto report = nlohmann::json::parse(stream.out);
+    EXPECT_TRUE(report["labelled"].get<bool>());
+    EXPECT_GT(report["results_out"].get<int>(), 0);
+    const CommandResult unlabelled =
+        run("run " + package.string() + " --dataset random --tail 0.3 --quiet");
+    ASSERT_EQ(unlabelled.status, 0) << unlabelled.err;
+    EXPECT_NE(unlabelled.out.find("no labels: no accuracy"), std::string::npos) << unlabelled.out;
+    expect_one_line_error(
+        run("run " + package.string() + " --dataset " + wrong.string() + " --tail 0 --quiet"),
+        "each input is 3x8x8");
+}
+
+// A quantized model against its float source on generated inputs: agreement
+// and SNR with no dataset at all.
+TEST_F(Cli, AccuracyAgainstTheFloatModelOnGeneratedInputs) {
+    const auto package = directory_.path() / "package";
+    ASSERT_EQ(run("pack " + small_cnn() + " --ladder 8,16 -o " + package.string()).status, 0);
+    const auto base = directory_.path() / "base.onnx";
+    const CommandResult unpacked =
+        run("unpack " + package.string() + " --rung 8 -o " + base.string());
+    ASSERT_EQ(unpacked.status, 0) << unpacked.err;
+    const CommandResult result =
+        run("accuracy " + base.string() + " --dataset random --limit 64 --json --reference " +
+            small_cnn());
+    ASSERT_EQ(result.status, 0) << result.err;
+    const auto json = nlohmann::json::parse(result.out);
+    EXPECT_EQ(json["images"], 64);
+    EXPECT_FALSE(json["labelled"].get<bool>());
+    EXPECT_FALSE(json.contains("top1_percent"));
+    // 8 bits follow the float model closely (95 % and 28.5 dB when written).
+    EXPECT_GT(json["top1_agreement_percent"].get<double>(), 80.0);
+    const double snr = json["output_snr_db"].get<double>();
+    EXPECT_GT(snr, 15.0);
+    EXPECT_LT(snr, 60.0);
+    // The same inputs every run.
+    EXPECT_EQ(
+        nlohmann::json::parse(run("accuracy " + base.string() +
+                                  " --dataset random --limit 64 --json --reference " + small_cnn())
+                                  .out)["output_snr_db"],
+        json["output_snr_db"]);
+    expect_one_line_error(run("accuracy " + base.string() + " --dataset random"), "no labels");
+    EXPECT_EQ(run("accuracy " + base.string() + " --input-shape input").status, 2);
+    expect_one_line_error(run("accuracy " + base.string() + " --dataset random --reference " +
+                              small_cnn() + " --input-shape nosuch:1x1x28x28"),
+                          "inputs are: input");
+}
+
+// A model whose input leaves height and width open runs once
+// --input-shape fixes them, on generated inputs and on images.
+TEST_F(Cli, InputShapeFixesOpenDimensions) {
+    testing::OnnxBuilder builder;
+    builder.input("x", {-1, 1, -1, -1}).output("y", {-1, 2});
+    builder.initializer("W", {2, 1, 3, 3}, testing::random_values(18, 0.5f, 7));
+    builder.node("Conv", {"x", "W"}, {"c"});
+    builder.node("GlobalAveragePool", {"c"}, {"g"});
+    builder.node("Flatten", {"g"}, {"y"});
+    const auto path = write("open.onnx", builder.bytes()).string();
+    expect_one_line_error(run("accuracy " + path + " --dataset random --reference " + path),
+                          "give its shape with --input-shape x:");
+    const CommandResult generated = run("accuracy " + path + " --dataset random --reference " +
+                                        path + " --input-shape x:4x1x12x12 --json");
+    ASSERT_EQ(generated.status, 0) << generated.err;
+    const auto json = nlohmann::json::parse(generated.out);
+    EXPECT_EQ(json["dataset"], "random normal 1x12x12");
+    EXPECT_EQ(json["batch"], 4);  // the given batch caps --batch
+    EXPECT_EQ(json["top1_agreement_percent"], 100.0);
+    // Fashion-MNIST images need the image size too.
+    expect_one_line_error(run("accuracy " + path + " --limit 10"), "--input-shape x:");
+    const CommandResult images =
+        run("accuracy " + path + " --limit 10 --input-shape x:1x1x28x28 --json");
+    ASSERT_EQ(images.status, 0) << images.err;
+    EXPECT_EQ(nlohmann::json::parse(images.out)["images"], 10);
+}
+
+// eval on inputs without labels: the metric is top-1 agreement with the
+// float model, and every measured model has its output SNR.
+TEST_F(Cli, EvalOnGeneratedInputsMeasuresAgreement) {
+    const auto output = directory_.path() / "eval";
+    const CommandResult result =
+        run("eval " + small_cnn() +
+            " --ladder 4,8 --dataset random --limit 50 --rates 1100Mbit --curve-points 0 -o " +
+            output.string() + " --quiet");
+    ASSERT_EQ(result.status, 0) << result.err;
+    const auto json = nlohmann::json::parse(slurp(output / "results.json"));
+    EXPECT_EQ(json["metric"], "top1_agreement_percent");
+    EXPECT_EQ(json["dataset"], "random normal 1x28x28");
+    EXPECT_EQ(json["original"]["performance"], 100.0);
+    EXPECT_TRUE(json["original"]["output_snr_db"].is_null());  // identical to itself
+    const double base_snr = json["ladder"][0]["output_snr_db"].get<double>();
+    const double top_snr = json["direct"]["output_snr_db"].get<double>();
+    EXPECT_LT(base_snr, top_snr);  // 4 bits follow the float model less closely than 8
+    EXPECT_GT(json["direct"]["performance"].get<double>(), 80.0);
+    // The weights' own SNR needs no engine: about 6 dB per bit.
+    const double base_weights = json["ladder"][0]["weight_snr_db"].get<double>();
+    const double top_weights = json["direct"]["weight_snr_db"].get<double>();
+    EXPECT_GT(base_weights, 10.0);
+    EXPECT_GT(top_weights, base_weights + 15.0);
+    EXPECT_EQ(
+        run("eval " + small_cnn() + " --dataset random --calibrate -o " + output.string()).status,
+        2);
 }
 
 TEST_F(Cli, BenchJsonReportsEveryCoderAndRung) {

@@ -131,6 +131,23 @@ TEST(EngineFixups, IdentityProducingAGraphOutputStays) {
     EXPECT_EQ(apply_engine_fixups(model).identity_nodes_folded, 0u);
 }
 
+// kernel_shape is optional in ONNX (the weights imply it); OpenCV 4.6
+// refuses a Conv without it, so the fix-ups add it.
+TEST(EngineFixups, ConvWithoutKernelShapeRuns) {
+    OnnxBuilder builder;
+    builder.input("x", {1, 1, 4, 4}).output("y", {1, 1, 2, 2});
+    builder.initializer("W", {1, 1, 3, 3}, std::vector<float>(9, 1.0f));
+    builder.node("Conv", {"x", "W"}, {"y"}).set_name("conv0");
+    Model model = parse_onnx(builder.bytes(), "conv.onnx");
+    EXPECT_EQ(apply_engine_fixups(model).kernel_shapes_added, 1u);
+    EXPECT_EQ(apply_engine_fixups(model).kernel_shapes_added, 0u) << "not idempotent";
+    const auto engine = create_opencv_engine(parse_onnx(builder.bytes(), "conv.onnx"), "conv.onnx");
+    std::vector<float> input(16);
+    for (std::size_t i = 0; i < input.size(); ++i) input[i] = float(i);
+    const FloatArray output = engine->run({{1, 1, 4, 4}, input});
+    EXPECT_EQ(output.values, (std::vector<float>{45, 54, 81, 90}));  // 3x3 window sums
+}
+
 // Clip(x, min, max) of opset 13 with the bounds as an initializer and as a
 // Constant node, the two forms PyTorch exports produce.
 Model make_clip_model() {

@@ -453,8 +453,12 @@ int run_eval(int argc, char** argv) {
         "original and every rung as a device rebuilds it, then for every link rate runs\n"
         "UE1 (base rung, then updates) and UE2 (high-precision model directly), each over\n"
         "its own emulated link on loopback with a 30 fps camera stream. Writes\n"
-        "results.csv, results.json, report.md and plots (PNG and SVG) to -o DIR.");
-    command_line.add_positional("MODEL.onnx", "a Fashion-MNIST classifier");
+        "results.csv, results.json, report.md and plots (PNG and SVG) to -o DIR.\n"
+        "The metric is top-1 on the Fashion-MNIST test images, or on --dataset's inputs;\n"
+        "inputs without labels (e.g. --dataset random) measure top-1 agreement with the\n"
+        "float model instead, with the output SNR in results.json.");
+    command_line.add_positional("MODEL.onnx",
+                                "the float model (a Fashion-MNIST classifier by default)");
     command_line.add_option("ladder", "BITS",
                             "low- and high-precision bits, e.g. 8,16 (default) or 4,8,16");
     command_line.add_flag("per-channel", "one step per output channel");
@@ -464,7 +468,8 @@ int run_eval(int argc, char** argv) {
                           "also measure one-rung packages (plain quantization) of 2-8 bits, per "
                           "tensor and per channel");
     command_line.add_option("limit", "N",
-                            "evaluate accuracy on the first N test images (default all 10,000)");
+                            "evaluate on the first N inputs (default all; --dataset random: "
+                            "100)");
     command_line.add_option("fps", "N", "camera frames per second of the UEs (default 30)");
     command_line.add_option("coder", "NAME",
                             "coder of the study's table: bitinc (default), raw or zstd");
@@ -482,7 +487,10 @@ int run_eval(int argc, char** argv) {
     command_line.add_option("curve-points", "N",
                             "accuracy-against-bytes points per refinement rung, calibrated and "
                             "tensor order (default 8; 0: none)");
-    add_data_dir_option(command_line);
+    add_dataset_options(command_line);
+    command_line.add_option("batch", "B",
+                            "inputs per forward pass with --dataset (default 100, at most what "
+                            "the graph's batch axis allows)");
     command_line.add_option("o", "DIR", "results directory (required)");
     command_line.add_flag("quiet", "no progress lines");
     if (!command_line.parse(argc, argv)) return 0;
@@ -525,9 +533,33 @@ int run_eval(int argc, char** argv) {
             std::fprintf(stderr, "bitinc eval: [%6.1f s] %s\n", elapsed, line.c_str());
         };
     }
-    const auto scenario = make_fashion_mnist_scenario(
-        data_dir(command_line), std::size_t(command_line.integer("limit", 0, 1, 10'000'000)),
-        int(command_line.integer("eval-threads", 0, 1, 256)));
+    const auto limit = std::size_t(command_line.integer("limit", 0, 1, 10'000'000));
+    const int eval_threads = int(command_line.integer("eval-threads", 0, 1, 256));
+    const DatasetRequest request = dataset_request(command_line);
+    std::unique_ptr<Scenario> scenario;
+    if (request.dataset.empty() && request.input_shapes.empty()) {
+        scenario = make_fashion_mnist_scenario(data_dir(command_line), limit, eval_threads);
+    } else {
+        if (options.calibration) {
+            throw UsageError(
+                "--calibrate calibrates on Fashion-MNIST's training split; it does not go with "
+                "--dataset or --input-shape yet");
+        }
+        const Model float_model = read_onnx_file(model);
+        std::unique_ptr<InputSet> inputs =
+            open_dataset(request, float_model, model.string(),
+                         optional_input_spec(float_model, model.string(), request.input_shapes));
+        std::size_t batch = std::size_t(command_line.integer("batch", 100, 1, 10'000));
+        if (const std::size_t cap = batch_cap(float_model, request.input_shapes); cap > 0) {
+            batch = std::min(batch, cap);
+        }
+        EngineOptions engine_options;
+        engine_options.threads = eval_threads;
+        engine_options.input_shapes = request.input_shapes;
+        options.input_shapes = request.input_shapes;
+        scenario =
+            make_dataset_scenario(std::move(inputs), float_model, limit, batch, engine_options);
+    }
 
     EvaluationResult result;
     try {

@@ -110,6 +110,8 @@ nlohmann::json report_json(const StreamReport& report) {
                            {"windows", windows}};
     if (report.failure) json["failure"] = *report.failure;
     json["degraded"] = ended_degraded(report);
+    // Without labels every accuracy above is 0 and means nothing.
+    json["labelled"] = report.labelled;
     const StartupBreakdown startup = startup_breakdown(report);
     json["startup"] = {{"total", startup.total},
                        {"requests", startup.requests},
@@ -163,11 +165,12 @@ void write_timeline_csv(const StreamReport& report, const std::string& path) {
 int run_run(int argc, char** argv) {
     CommandLine command_line(
         "run",
-        "Streams Fashion-MNIST test images (a 'camera' at --fps) to a model while it\n"
-        "downloads: inference starts on the base rung and the engine is swapped for each\n"
-        "better rung without pausing the stream. Prints a live line, then what the stream\n"
-        "saw: time to first result, time to top rung, the longest gap between results\n"
-        "during swaps, and the accuracy served by each rung.\n"
+        "Streams inputs (Fashion-MNIST test images, or --dataset's) from a 'camera' at\n"
+        "--fps to a model while it downloads: inference starts on the base rung and the\n"
+        "engine is swapped for each better rung without pausing the stream. Prints a\n"
+        "live line, then what the stream saw: time to first result, time to top rung,\n"
+        "the longest gap between results during swaps, and the accuracy served by each\n"
+        "rung (inputs without labels: the timings only).\n"
         "--swap-every/--swap-interval turn on progressive (layer-by-layer) mode:\n"
         "refinement units go into the running model as they arrive.");
     command_line.add_positional("URL|PACKAGE",
@@ -187,7 +190,7 @@ int run_run(int argc, char** argv) {
     command_line.add_option("window", "SECONDS", "accuracy window (default 1)");
     add_transfer_options(command_line);
     command_line.add_option("timeline", "PREFIX", "write PREFIX.csv and PREFIX.json");
-    add_data_dir_option(command_line);
+    add_dataset_options(command_line);
     command_line.add_flag("json", "print the report as JSON instead of text");
     command_line.add_flag("quiet", "no live line");
     if (!command_line.parse(argc, argv)) return 0;
@@ -226,9 +229,16 @@ int run_run(int argc, char** argv) {
             }
         };
     }
-    const ImageSet images = load_fashion_mnist(data_dir(command_line), Split::test);
+    const DatasetRequest request = dataset_request(command_line);
+    options.engine.input_shapes = request.input_shapes;
     const std::string url = command_line.positional(0);
-    const StreamReport report = run_stream(url, options, images, stream);
+    // The dataset is opened once the topology has arrived: image datasets
+    // need the model's preprocessing.
+    const auto open_inputs = [&request](const Model& topology, const std::string& name) {
+        return open_dataset(request, topology, name,
+                            optional_input_spec(topology, name, request.input_shapes));
+    };
+    const StreamReport report = run_stream(url, options, open_inputs, stream);
     if (live) std::fprintf(stderr, "\r%70s\r", "");
 
     const nlohmann::json json = report_json(report);
@@ -274,8 +284,13 @@ int run_run(int argc, char** argv) {
             1e3 * report.longest_gap, 1e3 * report.longest_gap_at_swap,
             1e3 * report.longest_latency, 1e3 * report.longest_inference);
         for (const auto& [bits, served] : report.served) {
-            std::printf("  %2d-bit engine served %6zu images, accuracy %6.2f %%\n", bits,
-                        served.results, served.accuracy_percent());
+            if (report.labelled) {
+                std::printf("  %2d-bit engine served %6zu images, accuracy %6.2f %%\n", bits,
+                            served.results, served.accuracy_percent());
+            } else {
+                std::printf("  %2d-bit engine served %6zu inputs (no labels: no accuracy)\n", bits,
+                            served.results);
+            }
         }
         for (const ProgressiveEvent& event : report.events) {
             if (event.kind == ProgressiveEvent::Kind::swapped) {

@@ -1,6 +1,8 @@
 #include "format.hpp"
 
 #include <bitinc/dataset.hpp>
+#include <bitinc/error.hpp>
+#include <bitinc/model.hpp>
 
 #include <cstdio>
 #include <string>
@@ -58,6 +60,83 @@ void add_data_dir_option(CommandLine& command_line) {
 
 std::string data_dir(const CommandLine& command_line) {
     return command_line.value("data-dir").value_or(std::string(default_fashion_mnist_dir));
+}
+
+void add_input_shape_option(CommandLine& command_line) {
+    command_line.add_option("input-shape", "NAME:DIMS",
+                            "the shape of an input the graph leaves open, e.g. "
+                            "input:1x3x224x224 (repeatable)");
+}
+
+InputShapes input_shapes(const CommandLine& command_line) {
+    InputShapes shapes;
+    for (const std::string& text : command_line.values("input-shape")) {
+        try {
+            auto [name, dims] = parse_input_shape(text);
+            if (!shapes.emplace(name, std::move(dims)).second) {
+                throw UsageError("--input-shape gives input '" + name + "' twice");
+            }
+        } catch (const Error& error) {
+            throw UsageError(std::string("--input-shape: ") + error.what());
+        }
+    }
+    return shapes;
+}
+
+void add_dataset_options(CommandLine& command_line) {
+    command_line.add_option("dataset", "PATH",
+                            "a .npy file (float32 inputs, or uint8 NCHW pixels), a folder of "
+                            "class folders of images, an IDX image file, or 'random' (normal "
+                            "noise; --limit inputs, default 100). Default: Fashion-MNIST test");
+    command_line.add_option("labels", "FILE",
+                            "classes of the --dataset inputs: .npy of N int64/int32, or IDX");
+    add_input_shape_option(command_line);
+    add_data_dir_option(command_line);
+}
+
+DatasetRequest dataset_request(const CommandLine& command_line) {
+    DatasetRequest request;
+    request.dataset = command_line.value("dataset").value_or("");
+    if (request.dataset.empty() && command_line.value("dataset")) {
+        throw UsageError("--dataset needs a path or 'random'");
+    }
+    if (const auto labels = command_line.value("labels")) request.labels = *labels;
+    request.fashion_mnist_dir = data_dir(command_line);
+    request.generated_count =
+        static_cast<std::size_t>(command_line.integer("limit", 100, 1, 1'000'000'000));
+    request.input_shapes = input_shapes(command_line);
+    return request;
+}
+
+std::optional<InputSpec> optional_input_spec(const Model& model, const std::string& model_name,
+                                             const InputShapes& shapes) {
+    // Without shape metadata, only a 4-D graph input is an image batch;
+    // anything else read_input_spec finds wrong is an error whatever the
+    // dataset.
+    const TopologySummary summary = summarize_topology(model);
+    if (!model.metadata.count("bitinc.input.shape") &&
+        (summary.inputs.empty() || summary.inputs.front().dims.size() != 4)) {
+        const auto given =
+            summary.inputs.empty() ? shapes.end() : shapes.find(summary.inputs.front().name);
+        if (given == shapes.end() || given->second.size() != 4) return std::nullopt;
+    }
+    InputSpec spec = read_input_spec(model, model_name);
+    apply_input_shapes(spec, shapes);
+    return spec;
+}
+
+// The largest batch the graph's first input allows: its batch axis when the
+// graph (or --input-shape) fixes it, e.g. at 1 for many exported models.
+std::size_t batch_cap(const Model& model, const InputShapes& shapes) {
+    const TopologySummary summary = summarize_topology(model);
+    if (summary.inputs.empty()) return 0;
+    const ValueInfo& input = summary.inputs.front();
+    if (const auto given = shapes.find(input.name); given != shapes.end()) {
+        return static_cast<std::size_t>(given->second.front());
+    }
+    return !input.dims.empty() && input.dims.front() > 0
+               ? static_cast<std::size_t>(input.dims.front())
+               : 0;
 }
 
 void add_calibration_options(CommandLine& command_line, const std::string& images_help) {

@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <vector>
+#include "bitinc/inputs.hpp"
 #include "bitinc/package.hpp"
 #include "command_line.hpp"
 
@@ -28,6 +29,22 @@ std::string json_text(const nlohmann::json& json, int indent = 2);
 // reads images takes it), and its value or the default.
 void add_data_dir_option(CommandLine& command_line);
 std::string data_dir(const CommandLine& command_line);
+// --input-shape NAME:1x3x224x224 (repeatable): shapes for inputs the graph
+// leaves open; UsageError on a malformed or repeated one.
+void add_input_shape_option(CommandLine& command_line);
+InputShapes input_shapes(const CommandLine& command_line);
+// --dataset, --labels, --input-shape and --data-dir: which inputs a model is
+// measured on (Fashion-MNIST's test split by default).
+void add_dataset_options(CommandLine& command_line);
+DatasetRequest dataset_request(const CommandLine& command_line);
+// The model's image preprocessing (read_input_spec with --input-shape
+// applied), or none when its input is no image batch: the datasets that
+// need one say so.
+std::optional<InputSpec> optional_input_spec(const Model& model, const std::string& model_name,
+                                             const InputShapes& shapes);
+// The largest batch the graph's first input allows (0: any): its batch
+// axis when the graph or --input-shape fixes it.
+std::size_t batch_cap(const Model& model, const InputShapes& shapes);
 // The calibration options of pack and eval (--calibration-images,
 // --sensitivity-images, --tolerance, and --data-dir's training split), and
 // the calibration they ask for.

@@ -10,6 +10,7 @@
 #include "bitinc/engine.hpp"
 #include "bitinc/error.hpp"
 #include "bitinc/evaluation.hpp"
+#include "bitinc/inputs.hpp"
 #include "bitinc/ladder.hpp"
 #include "bitinc/model.hpp"
 #include "bitinc/net.hpp"

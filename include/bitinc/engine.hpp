@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -18,10 +19,18 @@ struct FloatArray {
     std::vector<float> values;
 };
 
+// Shapes given on the command line (--input-shape NAME:1x3x224x224) for
+// inputs whose graph leaves dimensions open, by input name.
+using InputShapes = std::map<std::string, std::vector<std::int64_t>>;
+
 struct EngineOptions {
     // Threads the engine may use for one forward pass; 0 keeps the engine's
     // default (all cores). OpenCV DNN holds this setting process-wide.
     int threads = 0;
+    // The shape of the warm-up pass for a first input named here; without
+    // one, the graph's shape with batch 1 (no warm-up if it has open
+    // dimensions).
+    InputShapes input_shapes{};
 };
 
 // Runs forward passes of one fixed set of weights. An Engine is not

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "bitinc/engine.hpp"
+#include "bitinc/inputs.hpp"
 #include "bitinc/model.hpp"
 #include "bitinc/package.hpp"
 #include "bitinc/stream.hpp"
@@ -28,6 +30,10 @@ namespace bitinc {
 struct Performance {
     double value = 0;    // in the scenario's metric
     double seconds = 0;  // time the evaluation took
+    // Output SNR in dB against the float model, where the scenario measures
+    // it (make_dataset_scenario); NaN otherwise, +infinity for identical
+    // outputs.
+    double output_snr_db = std::numeric_limits<double>::quiet_NaN();
 };
 
 // A task on which a model's quality is measured.
@@ -41,12 +47,26 @@ class Scenario {
     virtual Performance performance(const Model& model, std::string_view partition) = 0;
     // The images a streaming UE feeds to the model (for run_stream).
     virtual const ImageSet& stream_images() = 0;
+    // What a streaming UE feeds to the model; by default stream_images()
+    // as Fashion-MNIST images. The scenario must outlive what it returns.
+    virtual OpenStreamInputs stream_inputs();
 };
 
 // Top-1 accuracy (percent) of a classifier on the Fashion-MNIST test images,
 // on the device engine. `limit` > 0 uses only the first `limit` images.
 std::unique_ptr<Scenario> make_fashion_mnist_scenario(const std::filesystem::path& data_dir,
                                                       std::size_t limit, int engine_threads);
+
+// A scenario on any inputs (bitinc eval --dataset): top-1 accuracy
+// ("top1_accuracy_percent") when they have labels, otherwise top-1 agreement
+// with `float_model` ("top1_agreement_percent": inputs whose argmax is the
+// float model's), and either way the output SNR against the float model.
+// The float model's outputs are computed once. `limit` > 0 uses only the
+// first `limit` inputs, `batch_size` inputs per forward pass.
+std::unique_ptr<Scenario> make_dataset_scenario(std::unique_ptr<InputSet> inputs,
+                                                const Model& float_model, std::size_t limit,
+                                                std::size_t batch_size,
+                                                const EngineOptions& engine_options);
 
 struct EvaluationOptions {
     LadderPlan ladder;  // e.g. 8,16; the top rung is also sent directly to UE2
@@ -55,7 +75,8 @@ struct EvaluationOptions {
     double frames_per_second = 30;
     double tail_seconds = 1;  // UEs keep streaming this long after the top rung
     int engine_threads = 1;
-    std::string tag;  // unique_tag of the CSV
+    InputShapes input_shapes;  // for the UEs' engines (--input-shape)
+    std::string tag;           // unique_tag of the CSV
     // The coder whose sizes and times fill the study's table and CSV
     // ("bitinc", "raw", "zstd" or any registered WeightCoder). Delivery to
     // the UEs always uses bitinc packages.
@@ -85,6 +106,10 @@ struct RungEvaluation {
     double decode_seconds = 0;       // decoding its units into the integer model
     double reconstruct_seconds = 0;  // integers to float32 weights and the ONNX model
     Performance performance;         // of the model after this rung
+    // 10 log10(sum of squared float weights / sum of squared errors) over
+    // every weight of the model after this rung, against the float model;
+    // +infinity when it holds the float weights exactly. Needs no engine.
+    double weight_snr_db = 0;
 };
 
 // An update as a device receives it: from the base rung to a model higher

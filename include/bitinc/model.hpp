@@ -227,9 +227,14 @@ struct FixupReport {
     // float16, bfloat16 and float64 weights turned into float32 ones (the
     // values the model holds are unchanged).
     std::size_t weights_widened = 0;
+    // Conv/ConvTranspose nodes given the kernel_shape their weights imply
+    // (optional in ONNX, required by OpenCV DNN 4.6).
+    std::size_t kernel_shapes_added = 0;
 
     bool changed() const {
-        return identity_nodes_folded + clip_nodes_rewritten + weights_widened > 0;
+        return identity_nodes_folded + clip_nodes_rewritten + weights_widened +
+                   kernel_shapes_added >
+               0;
     }
 };
 

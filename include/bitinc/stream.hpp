@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "bitinc/dataset.hpp"
+#include "bitinc/inputs.hpp"
 #include "bitinc/progressive.hpp"
 
 namespace bitinc {
@@ -69,6 +70,7 @@ struct StreamReport {
     std::vector<ProgressiveEvent> events;
     std::optional<FetchResult> fetch;
     std::optional<std::string> failure;
+    bool labelled = true;  // false: the inputs had no labels, accuracies mean nothing
 };
 
 // Where the time to the first result went, in seconds: the requests on the
@@ -98,5 +100,16 @@ StartupBreakdown startup_breakdown(const StreamReport& report);
 // from the model's metadata. Throws Error if no engine ever becomes ready.
 StreamReport run_stream(const std::string& url, ProgressiveOptions options, const ImageSet& images,
                         const StreamOptions& stream_options);
+
+// Opens the inputs a stream shows once the model's topology is known (image
+// datasets need its preprocessing); `model_name` names it in errors.
+using OpenStreamInputs =
+    std::function<std::unique_ptr<InputSet>(const Model& topology, const std::string& model_name)>;
+
+// The same with any inputs (inputs are shown in turn, from the first again
+// after the last). Without labels, no result counts as correct and
+// StreamReport::labelled is false.
+StreamReport run_stream(const std::string& url, ProgressiveOptions options,
+                        const OpenStreamInputs& open_inputs, const StreamOptions& stream_options);
 
 }  // namespace bitinc

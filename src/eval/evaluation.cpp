@@ -61,6 +61,129 @@ class FashionMnistScenario : public Scenario {
     int threads_;
 };
 
+// Serves recorded outputs in the order they were recorded: the float
+// model's outputs for the same batches, computed once instead of per model.
+class ReplayEngine final : public Engine {
+  public:
+    std::string_view name() const override { return "replay"; }
+    FloatArray run(const FloatArray& batch) override {
+        if (next_ >= outputs_.size() || batch.shape.empty() || outputs_[next_].shape.empty() ||
+            outputs_[next_].shape[0] != batch.shape[0]) {
+            throw Error("replay: batches differ from the recorded ones");
+        }
+        return outputs_[next_++];
+    }
+    void record(FloatArray output) { outputs_.push_back(std::move(output)); }
+    void rewind() { next_ = 0; }
+
+  private:
+    std::vector<FloatArray> outputs_;
+    std::size_t next_ = 0;
+};
+
+// Records what the engine it wraps returns.
+class RecordingEngine final : public Engine {
+  public:
+    RecordingEngine(Engine& engine, ReplayEngine& replay) : engine_(engine), replay_(replay) {}
+    std::string_view name() const override { return engine_.name(); }
+    FloatArray run(const FloatArray& batch) override {
+        FloatArray output = engine_.run(batch);
+        replay_.record(output);
+        return output;
+    }
+
+  private:
+    Engine& engine_;
+    ReplayEngine& replay_;
+};
+
+// Lends an InputSet the scenario owns to a stream.
+class BorrowedInputs final : public InputSet {
+  public:
+    explicit BorrowedInputs(const InputSet& inputs) : inputs_(inputs) {}
+    const std::string& name() const override { return inputs_.name(); }
+    std::size_t count() const override { return inputs_.count(); }
+    bool has_labels() const override { return inputs_.has_labels(); }
+    std::int64_t label(std::size_t index) const override { return inputs_.label(index); }
+    FloatArray batch(std::size_t first, std::size_t count) const override {
+        return inputs_.batch(first, count);
+    }
+
+  private:
+    const InputSet& inputs_;
+};
+
+class DatasetScenario : public Scenario {
+  public:
+    DatasetScenario(std::unique_ptr<InputSet> inputs, const Model& float_model, std::size_t limit,
+                    std::size_t batch_size, EngineOptions engine_options)
+        : inputs_(std::move(inputs)), engine_options_(std::move(engine_options)) {
+        options_.limit = limit;
+        options_.batch_size = batch_size;
+        const auto engine = create_opencv_engine(float_model, "the float model", engine_options_);
+        RecordingEngine recorder(*engine, reference_);
+        measure_inputs(recorder, nullptr, *inputs_, options_);
+    }
+
+    std::string name() const override { return "bit_incremental_delivery"; }
+    std::string dataset_name() const override { return inputs_->name(); }
+    std::string metric_name() const override {
+        return inputs_->has_labels() ? "top1_accuracy_percent" : "top1_agreement_percent";
+    }
+    const ImageSet& stream_images() override {
+        throw Error("the dataset scenario streams its own inputs (stream_inputs)");
+    }
+    OpenStreamInputs stream_inputs() override {
+        return [this](const Model&, const std::string&) -> std::unique_ptr<InputSet> {
+            return std::make_unique<BorrowedInputs>(*inputs_);
+        };
+    }
+
+    Performance performance(const Model& model, std::string_view partition) override {
+        if (partition != "test") {
+            throw Error("dataset scenario: only the 'test' partition is evaluated, not '" +
+                        std::string(partition) + "'");
+        }
+        const auto start = Clock::now();
+        const auto engine = create_opencv_engine(model, "model", engine_options_);
+        reference_.rewind();
+        const InputMetrics metrics = measure_inputs(*engine, &reference_, *inputs_, options_);
+        Performance performance;
+        performance.value =
+            inputs_->has_labels() ? metrics.top1_percent() : metrics.agreement_percent();
+        performance.output_snr_db = metrics.snr_db();
+        performance.seconds = seconds_since(start);
+        return performance;
+    }
+
+  private:
+    std::unique_ptr<InputSet> inputs_;
+    EngineOptions engine_options_;
+    InputMetricsOptions options_;
+    ReplayEngine reference_;
+};
+
+// The weight-domain SNR of `model` against `original` (matched by name).
+double weight_snr_db(const Model& original, const Model& model) {
+    std::map<std::string_view, const Tensor*> rebuilt;
+    for (const Tensor& tensor : model.weights) rebuilt[tensor.name] = &tensor;
+    double signal = 0, noise = 0;
+    for (const Tensor& tensor : original.weights) {
+        const auto found = rebuilt.find(tensor.name);
+        if (found == rebuilt.end() || found->second->values.size() != tensor.values.size()) {
+            throw Error("eval: the rebuilt model lacks weight '" + tensor.name + "'");
+        }
+        const std::vector<float>& values = found->second->values;
+        for (std::size_t i = 0; i < values.size(); ++i) {
+            const double error = double(values[i]) - double(tensor.values[i]);
+            signal += double(tensor.values[i]) * double(tensor.values[i]);
+            noise += error * error;
+        }
+    }
+    if (noise == 0) return std::numeric_limits<double>::infinity();
+    return 10.0 * std::log10(signal / noise);
+}
+
 // Applies one rung's units (one thread, timed) and rebuilds the float model
 // (timed), as a device does after receiving the rung.
 struct RungApplied {
@@ -227,6 +350,7 @@ UeRun run_ue(const std::string& ue, const std::string& url, FetchMode mode, doub
     // afterwards inference keeps its own thread.
     progressive.fetch.decode_threads = 2;
     progressive.engine.threads = options.engine_threads;
+    progressive.engine.input_shapes = options.input_shapes;
     StreamOptions stream;
     stream.frames_per_second = options.frames_per_second;
     stream.tail_seconds = options.tail_seconds;
@@ -234,7 +358,7 @@ UeRun run_ue(const std::string& ue, const std::string& url, FetchMode mode, doub
     run.ue = ue;
     run.rate_bits_per_second = rate;
     run.rtt_seconds = options.rtt_seconds;
-    run.stream = run_stream(url, progressive, scenario.stream_images(), stream);
+    run.stream = run_stream(url, progressive, scenario.stream_inputs(), stream);
     if (run.stream.failure) throw Error(ue + ": " + *run.stream.failure);
     if (!run.stream.fetch) throw Error(ue + ": the download did not finish");
     const FetchResult& fetch = *run.stream.fetch;
@@ -315,6 +439,23 @@ std::unique_ptr<Scenario> make_fashion_mnist_scenario(const fs::path& data_dir, 
     return std::make_unique<FashionMnistScenario>(data_dir, limit, engine_threads);
 }
 
+std::unique_ptr<Scenario> make_dataset_scenario(std::unique_ptr<InputSet> inputs,
+                                                const Model& float_model, std::size_t limit,
+                                                std::size_t batch_size,
+                                                const EngineOptions& engine_options) {
+    return std::make_unique<DatasetScenario>(std::move(inputs), float_model, limit, batch_size,
+                                             engine_options);
+}
+
+OpenStreamInputs Scenario::stream_inputs() {
+    const ImageSet& images = stream_images();
+    return [&images](const Model& topology, const std::string& name) {
+        const InputSpec spec = read_input_spec(topology, name);
+        check_model_fits_images(spec, images, "fashion-mnist", 10, name);
+        return borrow_image_inputs(images, spec, "fashion-mnist");
+    };
+}
+
 EvaluationResult run_evaluation(const fs::path& model_path, Scenario& scenario,
                                 const EvaluationOptions& options) {
     const auto say = [&](const std::string& line) {
@@ -388,6 +529,7 @@ EvaluationResult run_evaluation(const fs::path& model_path, Scenario& scenario,
         measured.decode_seconds = applied.decode_seconds;
         measured.reconstruct_seconds = applied.reconstruct_seconds;
         measured.performance = scenario.performance(applied.model, "test");
+        measured.weight_snr_db = weight_snr_db(original, applied.model);
         if (rung.kind == RungKind::direct) {
             result.direct = measured;
             const bool same_bytes = serialize_onnx(applied.model) == ladder_top;
@@ -633,16 +775,30 @@ void write_evaluation_results(const EvaluationResult& result, const fs::path& di
     core::write_file_atomically(directory / "results.csv", csv);
 
     using Json = nlohmann::ordered_json;
-    const auto rung_json = [](const RungEvaluation& rung) {
-        return Json{{"kind", rung_kind_name(rung.kind)},
-                    {"bits", rung.bits},
-                    {"parent_bits", rung.parent_bits},
-                    {"bytes", rung.bytes},
-                    {"encode_seconds", rung.encode_seconds},
-                    {"decode_seconds", rung.decode_seconds},
-                    {"reconstruct_seconds", rung.reconstruct_seconds},
-                    {"performance", rung.performance.value},
-                    {"eval_seconds", rung.performance.seconds}};
+    // Output SNR against the float model where the scenario measures it;
+    // identical outputs (infinite SNR) as null.
+    const auto with_snr = [](Json json, const Performance& performance) {
+        if (!std::isnan(performance.output_snr_db)) {
+            json["output_snr_db"] = std::isinf(performance.output_snr_db)
+                                        ? Json(nullptr)
+                                        : Json(performance.output_snr_db);
+        }
+        return json;
+    };
+    const auto rung_json = [&](const RungEvaluation& rung) {
+        return with_snr(
+            Json{{"kind", rung_kind_name(rung.kind)},
+                 {"bits", rung.bits},
+                 {"parent_bits", rung.parent_bits},
+                 {"bytes", rung.bytes},
+                 {"encode_seconds", rung.encode_seconds},
+                 {"decode_seconds", rung.decode_seconds},
+                 {"reconstruct_seconds", rung.reconstruct_seconds},
+                 {"performance", rung.performance.value},
+                 {"eval_seconds", rung.performance.seconds},
+                 {"weight_snr_db",
+                  std::isinf(rung.weight_snr_db) ? Json(nullptr) : Json(rung.weight_snr_db)}},
+            rung.performance);
     };
     Json json;
     json["model"] = result.model_name;
@@ -652,8 +808,9 @@ void write_evaluation_results(const EvaluationResult& result, const fs::path& di
     json["coder"] = result.coder_name;
     json["tag"] = result.tag;
     json["float32_bytes"] = result.float32_bytes;
-    json["original"] = {{"performance", result.original.value},
-                        {"eval_seconds", result.original.seconds}};
+    json["original"] = with_snr(
+        {{"performance", result.original.value}, {"eval_seconds", result.original.seconds}},
+        result.original);
     json["pack_seconds"] = result.pack_seconds;
     if (result.base_mean_bits > 0) {
         json["base_mixed_bits"] = {{"min", result.base_min_bits},
@@ -664,16 +821,17 @@ void write_evaluation_results(const EvaluationResult& result, const fs::path& di
     for (const RungEvaluation& rung : result.ladder) json["ladder"].push_back(rung_json(rung));
     json["direct"] = rung_json(result.direct);
     json["update_equals_direct"] = result.update_equals_direct;
-    const auto update_json = [](const UpdateEvaluation& update) {
-        return Json{{"bits", update.bits},
-                    {"parent_bits", update.parent_bits},
-                    {"units", update.units},
-                    {"bytes", update.bytes},
-                    {"encode_seconds", update.encode_seconds},
-                    {"decode_seconds", update.decode_seconds},
-                    {"reconstruct_seconds", update.reconstruct_seconds},
-                    {"performance", update.performance.value},
-                    {"eval_seconds", update.performance.seconds}};
+    const auto update_json = [&](const UpdateEvaluation& update) {
+        return with_snr(Json{{"bits", update.bits},
+                             {"parent_bits", update.parent_bits},
+                             {"units", update.units},
+                             {"bytes", update.bytes},
+                             {"encode_seconds", update.encode_seconds},
+                             {"decode_seconds", update.decode_seconds},
+                             {"reconstruct_seconds", update.reconstruct_seconds},
+                             {"performance", update.performance.value},
+                             {"eval_seconds", update.performance.seconds}},
+                        update.performance);
     };
     json["exact_update"] = update_json(result.exact_update);
     if (result.accuracy_point && result.accuracy_update) {

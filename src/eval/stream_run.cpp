@@ -91,6 +91,16 @@ StartupBreakdown startup_breakdown(const StreamReport& report) {
 StreamReport run_stream(const std::string& url, ProgressiveOptions options, const ImageSet& images,
                         const StreamOptions& stream_options) {
     if (images.count == 0) throw Error("run: no images to stream");
+    const auto open_images = [&images](const Model& topology, const std::string& name) {
+        const InputSpec spec = read_input_spec(topology, name);
+        check_model_fits_images(spec, images, "fashion-mnist", 10, name);
+        return borrow_image_inputs(images, spec, "fashion-mnist");
+    };
+    return run_stream(url, std::move(options), open_images, stream_options);
+}
+
+StreamReport run_stream(const std::string& url, ProgressiveOptions options,
+                        const OpenStreamInputs& open_inputs, const StreamOptions& stream_options) {
     StreamReport report;
     std::mutex events_mutex;
     const auto user_callback = options.on_event;
@@ -110,8 +120,9 @@ StreamReport run_stream(const std::string& url, ProgressiveOptions options, cons
     if (!model.ready()) {
         throw Error(model.failure().value_or(url + ": no engine became ready in time"));
     }
-    const InputSpec spec = read_input_spec(*model.topology(), url);
-    check_model_fits_images(spec, images, "fashion-mnist", 10, url);
+    const std::unique_ptr<InputSet> inputs = open_inputs(*model.topology(), url);
+    if (inputs->count() == 0) throw Error("run: no inputs to stream");
+    report.labelled = inputs->has_labels();
 
     // The camera: one frame every 1/fps seconds, queued, never dropped.
     std::mutex queue_mutex;
@@ -126,7 +137,7 @@ StreamReport run_stream(const std::string& url, ProgressiveOptions options, cons
             std::this_thread::sleep_until(next);
             next += std::chrono::duration_cast<Clock::duration>(period);
             StreamFrame frame;
-            frame.image = index % images.count;
+            frame.image = index % inputs->count();
             frame.captured_at = now();
             {
                 const std::lock_guard lock(queue_mutex);
@@ -156,14 +167,15 @@ StreamReport run_stream(const std::string& url, ProgressiveOptions options, cons
                 queue.pop_front();
             }
             try {
-                const FloatArray input = make_input_batch(spec, images, frame.image, 1);
+                const FloatArray input = inputs->batch(frame.image, 1);
                 const double started = now();
                 const Inference result = model.infer(input);
                 frame.done_at = now();
                 const auto& row = result.output.values;
                 const auto predicted =
                     std::size_t(std::max_element(row.begin(), row.end()) - row.begin());
-                frame.correct = predicted == images.labels[frame.image];
+                frame.correct = report.labelled &&
+                                static_cast<std::int64_t>(predicted) == inputs->label(frame.image);
                 frame.bits = result.bits;
                 frame.generation = result.generation;
                 const std::lock_guard lock(frames_mutex);

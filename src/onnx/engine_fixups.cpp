@@ -1,5 +1,6 @@
 // Graph rewrites for OpenCV DNN 4.6, which cannot import two patterns that
 // PyTorch exports produce (see docs/architecture.md, "Engine fix-ups").
+#include <algorithm>
 #include <cstring>
 #include <optional>
 #include <set>
@@ -140,6 +141,37 @@ std::size_t widen_weights(Model& model, onnx::ModelProto& proto) {
     return widened.size();
 }
 
+// Conv and ConvTranspose without kernel_shape (ONNX infers it from the
+// weights; OpenCV 4.6 refuses the node): the weights' spatial dimensions.
+std::size_t add_kernel_shapes(const Model& model, onnx::GraphProto& graph) {
+    std::unordered_map<std::string, std::vector<std::int64_t>> weight_shapes;
+    for (const Tensor& weight : model.weights) weight_shapes[weight.name] = weight.shape;
+    for (const auto& initializer : graph.initializer()) {
+        weight_shapes.try_emplace(initializer.name(), initializer.dims().begin(),
+                                  initializer.dims().end());
+    }
+    std::size_t added = 0;
+    for (auto& node : *graph.mutable_node()) {
+        if ((node.op_type() != "Conv" && node.op_type() != "ConvTranspose") ||
+            !is_default_domain(node) || node.input_size() < 2) {
+            continue;
+        }
+        const bool has_kernel =
+            std::any_of(node.attribute().begin(), node.attribute().end(),
+                        [](const onnx::AttributeProto& a) { return a.name() == "kernel_shape"; });
+        const auto found = weight_shapes.find(node.input(1));
+        if (has_kernel || found == weight_shapes.end() || found->second.size() < 3) continue;
+        auto* attribute = node.add_attribute();
+        attribute->set_name("kernel_shape");
+        attribute->set_type(onnx::AttributeProto::INTS);
+        for (std::size_t i = 2; i < found->second.size(); ++i) {
+            attribute->add_ints(found->second[i]);
+        }
+        ++added;
+    }
+    return added;
+}
+
 }  // namespace
 
 FixupReport apply_engine_fixups(Model& model) {
@@ -148,6 +180,7 @@ FixupReport apply_engine_fixups(Model& model) {
     report.identity_nodes_folded = fold_identity_nodes(*proto.mutable_graph());
     report.clip_nodes_rewritten = rewrite_clip_nodes(model, *proto.mutable_graph());
     report.weights_widened = widen_weights(model, proto);
+    report.kernel_shapes_added = add_kernel_shapes(model, *proto.mutable_graph());
     if (report.changed()) model.topology = onnx_io::serialize_deterministically(proto);
     return report;
 }

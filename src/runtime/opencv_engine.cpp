@@ -15,11 +15,28 @@ namespace bitinc {
 namespace {
 
 // OpenCV's messages carry its source file, line and function, may span
-// lines, and wrap the ONNX node in markers. Keep what a user can act on:
-// the node, and the reason.
+// lines, and wrap the ONNX node in markers:
+//   Node [Conv@ai.onnx]:(onnx_node!conv0) parse error: ... REASON in function 'f'
+// Keep what a user can act on: the operator, the node, and the reason.
 std::string readable_opencv_message(const std::string& raw) {
     std::string text = raw;
     std::replace(text.begin(), text.end(), '\n', ' ');
+    std::string op_type;
+    std::string node_name;
+    if (const auto node_at = text.find("Node ["); node_at != std::string::npos) {
+        const auto type_end = text.find_first_of("@]", node_at + 6);
+        if (type_end != std::string::npos)
+            op_type = text.substr(node_at + 6, type_end - node_at - 6);
+        const auto name_at = text.find("]:(", node_at);
+        const auto name_end = name_at == std::string::npos ? name_at : text.find(')', name_at + 3);
+        if (name_end != std::string::npos) {
+            node_name = text.substr(name_at + 3, name_end - name_at - 3);
+            // OpenCV prefixes the ONNX node's name.
+            constexpr std::string_view prefix = "onnx_node!";
+            if (node_name.rfind(prefix, 0) == 0) node_name.erase(0, prefix.size());
+        }
+    }
+    const std::string where = node_name.empty() ? "" : " (node '" + node_name + "')";
     const auto unsupported = text.find("Can't create layer");
     const auto type_at =
         text.find("of type \"", unsupported == std::string::npos ? 0 : unsupported);
@@ -27,14 +44,7 @@ std::string readable_opencv_message(const std::string& raw) {
         const auto begin = type_at + 9;
         const auto end = text.find('"', begin);
         return "operator " + text.substr(begin, end - begin) + " is not supported by OpenCV DNN " +
-               CV_VERSION;
-    }
-    std::string node;
-    if (const auto node_at = text.find("Node ["); node_at != std::string::npos) {
-        const auto end = text.find(']', node_at);
-        if (end != std::string::npos) {
-            node = "node " + text.substr(node_at + 6, end - node_at - 6) + ": ";
-        }
+               CV_VERSION + where;
     }
     // "... error: (-215:Assertion failed) REASON in function 'f'"
     if (const auto code = text.rfind("error: ("); code != std::string::npos) {
@@ -46,7 +56,10 @@ std::string readable_opencv_message(const std::string& raw) {
     }
     while (!text.empty() && (text.back() == ' ' || text.back() == '>')) text.pop_back();
     while (!text.empty() && (text.front() == ' ' || text.front() == '>')) text.erase(0, 1);
-    return node + text;
+    if (!op_type.empty()) {
+        return "operator " + op_type + where + ": " + text;
+    }
+    return text;
 }
 
 void silence_opencv_logging() {
@@ -99,11 +112,14 @@ class OpenCvEngine final : public Engine {
     std::string model_name_;
 };
 
-// The shape of one sample of the graph's first input with batch 1, or empty
-// when the graph does not fix it.
-std::vector<std::int64_t> warm_up_shape(const Model& model) {
+// The shape of one sample of the graph's first input with batch 1 (or as
+// `shapes` gives it), or empty when the graph does not fix it.
+std::vector<std::int64_t> warm_up_shape(const Model& model, const InputShapes& shapes) {
     const TopologySummary summary = summarize_topology(model);
     if (summary.inputs.empty()) return {};
+    if (const auto given = shapes.find(summary.inputs.front().name); given != shapes.end()) {
+        return given->second;
+    }
     std::vector<std::int64_t> shape = summary.inputs.front().dims;
     if (shape.empty()) return {};
     shape[0] = 1;
@@ -138,7 +154,7 @@ std::unique_ptr<Engine> create_opencv_engine(Model model, std::string_view model
     auto engine = std::make_unique<OpenCvEngine>(std::move(net), name);
     // OpenCV sets a network up lazily on the first forward pass, where most
     // "cannot run" errors surface; do it now, off any inference path.
-    if (const auto shape = warm_up_shape(model); !shape.empty()) {
+    if (const auto shape = warm_up_shape(model, options.input_shapes); !shape.empty()) {
         FloatArray zeros;
         zeros.shape = shape;
         std::size_t count = 1;
