@@ -200,12 +200,8 @@ TEST_F(OnnxStream, AFailedWriteLeavesNothing) {
 // same model kept inline, and unpacks to the same bytes.
 TEST_F(OnnxStream, PackageOfExternalDataModelUnpacksBitIdentically) {
     const Model model = parse_onnx(make_gemm_model().bytes(), "model");
-    const fs::path inline_model = directory_.path() / "inline" / "m.onnx";
-    const fs::path external_model = directory_.path() / "external" / "m.onnx";
-    fs::create_directories(inline_model.parent_path());
-    fs::create_directories(external_model.parent_path());
-    write_onnx_file(model, inline_model);
-    write_onnx_file(model, external_model, true);
+    const auto [inline_model, external_model] =
+        testing::write_inline_and_external(model, directory_.path());
     PackOptions options;
     options.ladder = LadderPlan::parse("4,8,16");
     options.direct_bits = {8, 16};

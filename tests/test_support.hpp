@@ -3,6 +3,7 @@
 
 #include <bitinc/codec.hpp>
 #include <bitinc/dataset.hpp>
+#include <bitinc/model.hpp>
 #include <bitinc/net.hpp>
 
 #include <cstdlib>
@@ -12,6 +13,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/crc32c.hpp"
@@ -139,6 +141,19 @@ inline void forge_unit(const std::filesystem::path& package, std::size_t rung_in
     unit.crc32c = crc;
     spit(package / rung.data.file, bytes);
     spit(package / manifest_file_name, serialize_manifest(manifest));
+}
+
+// Writes `model` twice under `directory`: inline/m.onnx and, with external
+// data, external/m.onnx; returns the two paths.
+inline std::pair<std::filesystem::path, std::filesystem::path> write_inline_and_external(
+    const Model& model, const std::filesystem::path& directory) {
+    const auto inline_model = directory / "inline" / "m.onnx";
+    const auto external_model = directory / "external" / "m.onnx";
+    std::filesystem::create_directories(inline_model.parent_path());
+    std::filesystem::create_directories(external_model.parent_path());
+    write_onnx_file(model, inline_model);
+    write_onnx_file(model, external_model, true);
+    return {inline_model, external_model};
 }
 
 }  // namespace bitinc::testing

@@ -211,12 +211,8 @@ TEST_F(WeightTypes, EveryFloatTypeIsQuantizedAndRestoredInItsOwnType) {
 // inline, and unpacks to the same values.
 TEST_F(WeightTypes, ExternalDataPacksLikeInlineData) {
     const Model model = read_onnx_file(write_mixed_type_model(directory_.path() / "source.onnx"));
-    const fs::path inline_model = directory_.path() / "inline" / "m.onnx";
-    const fs::path external_model = directory_.path() / "external" / "m.onnx";
-    fs::create_directories(inline_model.parent_path());
-    fs::create_directories(external_model.parent_path());
-    write_onnx_file(model, inline_model);
-    write_onnx_file(model, external_model, true);
+    const auto [inline_model, external_model] =
+        testing::write_inline_and_external(model, directory_.path());
     // Every initializer's data is in the side file: 2 + 8 + 2 + 8 + 2 bytes
     // an element for the non-float32 ones.
     EXPECT_EQ(fs::file_size(external_data_path(external_model)),
