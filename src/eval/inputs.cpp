@@ -307,7 +307,8 @@ std::vector<std::int64_t> model_input_shape(const Model& model, std::string_view
     const std::string name(model_name);
     const TopologySummary summary = summarize_topology(model);
     if (summary.inputs.empty()) throw Error(name + ": the graph has no input to feed");
-    for (const auto& [input, _] : shapes) {
+    for (const auto& entry : shapes) {
+        const std::string& input = entry.first;  // named: lambdas cannot capture bindings (clang)
         const bool known = std::any_of(summary.inputs.begin(), summary.inputs.end(),
                                        [&](const ValueInfo& info) { return info.name == input; });
         if (!known) {
