@@ -135,6 +135,8 @@ struct FetchEvent {
     // Valid during topology_ready, progress, rung_ready and degraded: the
     // model as it stands.
     const ModelAssembler* assembler = nullptr;
+    // manifest_ready: the manifest (valid during the callback).
+    const Manifest* manifest = nullptr;
 };
 
 struct FetchOptions {

@@ -300,6 +300,11 @@ class ModelAssembler {
     // The model as it stands; throws Error if a chunk has not arrived.
     // A whole float copy: write_model_file streams instead.
     Model model() const;
+    // The same into `model`, reusing its weights' buffers when it is a copy
+    // of topology() whose values are already sized (a device may allocate
+    // them while the rung is still in flight); otherwise it starts from
+    // topology().
+    void fill_model(Model& model) const;
     // Values of tensor `tensor` from element `first` on, as model() would
     // give them; throws Error if a chunk of that range has not arrived.
     void read_values(std::size_t tensor, std::uint64_t first, std::span<float> out) const;

@@ -839,6 +839,7 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
         FetchEvent event;
         event.kind = FetchEvent::Kind::manifest_ready;
         event.seconds = result.manifest_at;
+        event.manifest = &manifest;
         emit(event);
     }
 

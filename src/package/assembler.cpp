@@ -245,13 +245,19 @@ void ModelAssembler::release_tensor(std::size_t tensor_index) {
 }
 
 Model ModelAssembler::model() const {
-    Model model = model_;
+    Model model;
+    fill_model(model);
+    return model;
+}
+
+void ModelAssembler::fill_model(Model& model) const {
+    if (model.weights.size() != model_.weights.size() || model.topology != model_.topology)
+        model = model_;
     for (std::size_t t = 0; t < tensors_.size(); ++t) {
         Tensor& tensor = model.weights[t];
         tensor.values.resize(manifest_.tensors[t].element_count());
         read_values(t, 0, tensor.values);
     }
-    return model;
 }
 
 bool write_model_file(const ModelAssembler& assembler, const std::filesystem::path& path,
