@@ -138,6 +138,28 @@ TEST_F(Cli, OperatorTheEngineCannotRun) {
                           "'odd_node')");
 }
 
+// A model the engine cannot run still gets sizes, times and weight SNR from
+// eval (issue 13): the metric is NaN, no UE runs, and the report says why.
+TEST_F(Cli, EvalOfAModelTheEngineCannotRun) {
+    testing::OnnxBuilder builder;
+    builder.input("x", {1, 1, 28, 28}).output("y", {1, 10});
+    builder.initializer("w", {32, 1, 3, 3}, testing::random_values(288, 0.1f, 3));
+    builder.node("Conv", {"x", "w"}, {"c"}).set_name("conv");
+    builder.node("NoSuchOperator", {"c"}, {"y"}).set_name("odd_node");
+    const auto path = write("odd.onnx", builder.bytes());
+    const auto out = directory_.path() / "eval";
+    const CommandResult result =
+        run("eval " + path.string() + " --ladder 4,8 --quiet -o " + out.string());
+    ASSERT_EQ(result.status, 0) << result.err;
+    EXPECT_NE(result.out.find("The engine cannot run this model"), std::string::npos) << result.out;
+    EXPECT_NE(slurp(out / "report.md").find("odd_node"), std::string::npos);
+    const auto json = nlohmann::json::parse(slurp(out / "results.json"));
+    EXPECT_NE(json.at("engine_problem").get<std::string>().find("NoSuchOperator"),
+              std::string::npos);
+    EXPECT_GT(json.at("ladder").at(0).at("weight_snr_db").get<double>(), 10.0);
+    EXPECT_FALSE(std::filesystem::exists(out / "startup-latency.png"));
+}
+
 // Names inside a model reach the terminal escaped: no escape sequence from a
 // file (or a server) can recolour it or move the cursor.
 TEST_F(Cli, ControlCharactersInNamesAreEscaped) {

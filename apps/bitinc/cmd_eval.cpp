@@ -367,6 +367,11 @@ std::string report_markdown(const EvaluationResult& result, bool plots) {
         format("Dataset %s, metric %s, coder %s. The original float32 model (%s) scores %.2f.\n\n",
                result.dataset_name.c_str(), result.metric_name.c_str(), result.coder_name.c_str(),
                megabytes(result.float32_bytes).c_str(), result.original.value);
+    if (!result.engine_problem.empty()) {
+        text += "**The engine cannot run this model** (" + result.engine_problem +
+                "): the metric is `nan` throughout and no UE ran; sizes, times and weight SNR "
+                "(results.json) are measured.\n\n";
+    }
     text += "## The models, as in the study's results table\n\n";
     text +=
         "Start-up latency here follows the study: encode + decode + reconstruct, no transfer.\n\n";
@@ -384,6 +389,7 @@ std::string report_markdown(const EvaluationResult& result, bool plots) {
             static_cast<unsigned long long>(point.calibration_images), point.value, point.top_value,
             point.tolerance);
     }
+    if (result.runs.empty()) return text;  // no UE ran (the engine cannot run the model)
     text += "## Delivery over emulated links\n\n";
     text +=
         "End to end: from the request for the manifest to the first inference result (UE1 runs the "
@@ -570,11 +576,24 @@ int run_eval(int argc, char** argv) {
         throw;
     }
     write_evaluation_results(result, *output);
-    const bool plots = write_plots(result, *output);
+    const bool plots = !result.runs.empty() && write_plots(result, *output);
     write_text(fs::path(*output) / "report.md", report_markdown(result, plots));
     std::error_code ignored;
     fs::remove_all(options.work_directory, ignored);
 
+    if (result.runs.empty()) {
+        std::printf("%s on %s: original float32 %.2f (%s)\n\n%s\n", result.model_name.c_str(),
+                    result.dataset_name.c_str(), result.original.value, result.metric_name.c_str(),
+                    results_table(result).c_str());
+        if (!result.engine_problem.empty()) {
+            std::printf(
+                "The engine cannot run this model (%s): sizes, times and weight SNR "
+                "only (results.json).\n",
+                result.engine_problem.c_str());
+        }
+        std::printf("report: %s\n", (fs::path(*output) / "report.md").c_str());
+        return 0;
+    }
     std::printf("%s on %s: original float32 %.2f (%s)\n\n%s\n%s\n%s\n%s\n%s\n",
                 result.model_name.c_str(), result.dataset_name.c_str(), result.original.value,
                 result.metric_name.c_str(), results_table(result).c_str(),

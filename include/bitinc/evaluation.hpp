@@ -177,6 +177,9 @@ struct EvaluationResult {
     std::string metric_name;
     std::string coder_name = "bitinc";
     std::string tag;
+    // Why the engine could not run the model, if it could not: then every
+    // metric is NaN and no UE ran; sizes, times and weight SNR stand.
+    std::string engine_problem;
     std::uint64_t float32_bytes = 0;
     Performance original;  // the float32 model (the anchor of the CSV)
     double pack_seconds = 0;

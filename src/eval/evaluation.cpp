@@ -473,7 +473,25 @@ EvaluationResult run_evaluation(const fs::path& model_path, Scenario& scenario,
     const Model original = read_onnx_file(model_path);
     result.float32_bytes = original.float32_bytes();
     say("measuring the original float32 model");
-    result.original = scenario.performance(original, "test");
+    try {
+        result.original = scenario.performance(original, "test");
+    } catch (const Error& error) {
+        // A model the engine cannot run still gets its sizes, times and
+        // weight SNR (issue 13); only the metric and the UEs need the engine.
+        if (options.calibration || options.budget) {
+            throw Error(std::string(error.what()) +
+                        " (--calibrate and --budget measure the model with the engine)");
+        }
+        result.engine_problem = error.what();
+        result.original.value = std::numeric_limits<double>::quiet_NaN();
+        say("the engine cannot run the model (" + result.engine_problem +
+            "): measuring sizes, times and weight SNR only");
+    }
+    const auto measure = [&](const Model& model) {
+        return result.engine_problem.empty()
+                   ? scenario.performance(model, "test")
+                   : Performance{std::numeric_limits<double>::quiet_NaN(), 0.0};
+    };
 
     // The server's side: one package holds the ladder and the direct rung.
     const fs::path www = options.work_directory / "www";
@@ -528,13 +546,15 @@ EvaluationResult run_evaluation(const fs::path& model_path, Scenario& scenario,
         }
         measured.decode_seconds = applied.decode_seconds;
         measured.reconstruct_seconds = applied.reconstruct_seconds;
-        measured.performance = scenario.performance(applied.model, "test");
+        measured.performance = measure(applied.model);
         measured.weight_snr_db = weight_snr_db(original, applied.model);
         if (rung.kind == RungKind::direct) {
             result.direct = measured;
             const bool same_bytes = serialize_onnx(applied.model) == ladder_top;
+            // Without an engine both are NaN: the bytes decide.
             const bool same_metric =
-                measured.performance.value == result.ladder.back().performance.value;
+                measured.performance.value == result.ladder.back().performance.value ||
+                !result.engine_problem.empty();
             result.update_equals_direct = same_bytes && same_metric;
             if (!result.update_equals_direct) {
                 throw Error("eval: base + update does not reproduce the direct rung (" +
@@ -609,8 +629,11 @@ EvaluationResult run_evaluation(const fs::path& model_path, Scenario& scenario,
     result.exact_update.reconstruct_seconds = result.ladder.back().reconstruct_seconds;
     result.exact_update.performance = result.ladder.back().performance;
 
-    // The UEs, each over its own emulated link.
-    for (const double rate : options.rates_bits_per_second) {
+    // The UEs, each over its own emulated link (they serve inferences: not
+    // without an engine that runs the model).
+    const std::vector<double> rates =
+        result.engine_problem.empty() ? options.rates_bits_per_second : std::vector<double>{};
+    for (const double rate : rates) {
         ServerOptions server_options;
         server_options.root = www;
         server_options.rate_bits_per_second = rate;
@@ -655,7 +678,7 @@ EvaluationResult run_evaluation(const fs::path& model_path, Scenario& scenario,
         point.base_bits = base_bits;
         point.per_channel = per_channel;
         point.bytes = sweep_packed.manifest.rungs.front().data.bytes;  // topology included
-        point.value = scenario.performance(model, "test").value;
+        point.value = measure(model).value;
         result.sweep.push_back(point);
         std::error_code ignored;
         fs::remove_all(sweep_package, ignored);
@@ -812,6 +835,7 @@ void write_evaluation_results(const EvaluationResult& result, const fs::path& di
         {{"performance", result.original.value}, {"eval_seconds", result.original.seconds}},
         result.original);
     json["pack_seconds"] = result.pack_seconds;
+    if (!result.engine_problem.empty()) json["engine_problem"] = result.engine_problem;
     if (result.base_mean_bits > 0) {
         json["base_mixed_bits"] = {{"min", result.base_min_bits},
                                    {"max", result.base_max_bits},
