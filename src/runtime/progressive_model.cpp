@@ -267,9 +267,14 @@ struct ProgressiveModel::State {
                 }
             }
             if (!sizes.empty()) {
-                // Written once, so that the pages are the process's.
+                // Written once, so that the pages are the process's. Out of
+                // memory here is no failure: the snapshot allocates later.
                 std::vector<std::vector<float>> buffers;
-                for (const std::uint64_t elements : sizes) buffers.emplace_back(elements, 0.0f);
+                try {
+                    for (const std::uint64_t elements : sizes) buffers.emplace_back(elements, 0.0f);
+                } catch (const std::exception&) {
+                    continue;
+                }
                 const std::lock_guard lock(mutex);
                 if (!first_requested) prepared = std::move(buffers);
                 continue;
