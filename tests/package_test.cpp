@@ -512,6 +512,42 @@ TEST_F(Package, AssemblerNeedsTheParentRungFirst) {
     EXPECT_EQ(assembler.chunk_bits(1, 0), 4);
 }
 
+// fill_model (a device's snapshot into buffers it allocated early) gives
+// model()'s values, in the very buffers it was handed when they fit, and
+// starts over from the topology when they do not.
+TEST_F(Package, FillModelReusesBuffersThatFit) {
+    const fs::path package = directory_.path() / "package";
+    pack_model(model_, options_for("4,8", false), package);
+    const Manifest manifest = read_manifest(package);
+    ModelAssembler assembler(manifest, slurp(package / "topology.onnx"), "test");
+    const std::string base = slurp(package / manifest.rungs[0].data.file);
+    for (std::size_t u = 0; u < manifest.rungs[0].units.size(); ++u) {
+        const UnitEntry& unit = manifest.rungs[0].units[u];
+        assembler.apply_unit(
+            0, u,
+            std::span(reinterpret_cast<const std::uint8_t*>(base.data()) + unit.offset,
+                      unit.length),
+            "test");
+    }
+    Model buffers = assembler.topology();
+    std::vector<const float*> data;
+    for (std::size_t t = 0; t < buffers.weights.size(); ++t) {
+        buffers.weights[t].values.assign(manifest.tensors[t].element_count(), -1.0f);
+        data.push_back(buffers.weights[t].values.data());
+    }
+    assembler.fill_model(buffers);
+    const Model expected = assembler.model();
+    EXPECT_EQ(serialize_onnx(buffers), serialize_onnx(expected));
+    for (std::size_t t = 0; t < buffers.weights.size(); ++t) {
+        if (!buffers.weights[t].values.empty()) {
+            EXPECT_EQ(buffers.weights[t].values.data(), data[t]) << "tensor " << t;
+        }
+    }
+    Model unrelated;  // no topology: rebuilt from the assembler's
+    assembler.fill_model(unrelated);
+    EXPECT_EQ(serialize_onnx(unrelated), serialize_onnx(expected));
+}
+
 // Manifest checks: each mutation must be refused with an Error.
 TEST_F(Package, MalformedManifestsAreRefused) {
     const fs::path package = directory_.path() / "package";
