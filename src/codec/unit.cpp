@@ -327,21 +327,25 @@ std::vector<std::uint8_t> choose_thresholds(const std::vector<std::uint32_t>& jo
     return thresholds;
 }
 
-// Estimated bits of the prediction contexts `thresholds` cut from the joint
-// histogram: each context's symbols and table, and a byte per threshold.
-double context_bits(const std::vector<std::uint32_t>& joint, int alphabet,
-                    std::span<const std::uint8_t> thresholds) {
+// The token histogram of each prediction context `thresholds` cut from the
+// joint histogram of (prediction, token).
+std::vector<std::vector<std::uint32_t>> context_histograms(
+    const std::vector<std::uint32_t>& joint, int alphabet,
+    std::span<const std::uint8_t> thresholds) {
     const auto a = std::size_t(alphabet);
     const auto context_of = context_by_prediction(thresholds, alphabet);
-    double bits = 8.0 * double(thresholds.size());
-    for (std::size_t c = 0; c <= thresholds.size(); ++c) {
-        std::vector<std::uint32_t> counts(a, 0);
-        for (std::size_t p = 0; p < a; ++p) {
-            if (context_of[p] != c) continue;
-            for (std::size_t t = 0; t < a; ++t) counts[t] += joint[p * a + t];
-        }
-        bits += rans::estimated_bits(counts);
-    }
+    std::vector<std::vector<std::uint32_t>> histograms(thresholds.size() + 1,
+                                                       std::vector<std::uint32_t>(a, 0));
+    for (std::size_t p = 0; p < a; ++p)
+        for (std::size_t t = 0; t < a; ++t) histograms[context_of[p]][t] += joint[p * a + t];
+    return histograms;
+}
+
+// Estimated bits of prediction contexts: each context's symbols and table,
+// and a byte per threshold.
+double context_bits(const std::vector<std::vector<std::uint32_t>>& histograms) {
+    double bits = 8.0 * double(histograms.size() - 1);
+    for (const auto& histogram : histograms) bits += rans::estimated_bits(histogram);
     return bits;
 }
 
@@ -552,18 +556,21 @@ Payload encode_levels_rans(std::span<const std::int32_t> indices, std::uint32_t 
         for (std::size_t j = 0; j < a * a; ++j) joint[j] += joint_copies[copy * a * a + j];
     auto thresholds = choose_thresholds(joint, alphabet);
     RowClasses rows = choose_row_classes(tokens, alphabet, first, row_length);
-    if (rows.classes > 1 &&
-        rows.bits >= context_bits(joint, alphabet, thresholds) * (1 - row_classes_gain_needed)) {
+    auto histograms = context_histograms(joint, alphabet, thresholds);
+    if (rows.classes > 1 && rows.bits >= context_bits(histograms) * (1 - row_classes_gain_needed)) {
         rows = {};
     }
-    std::vector<std::vector<std::uint16_t>> tables;
-    rans::Encoder encoder(indices.size());
     if (rows.classes > 1) {
         // One table per class of rows, no prediction contexts.
         thresholds.clear();
-        for (const auto& counts : rows.counts) tables.push_back(rans::normalize(counts));
-        std::vector<rans::EncodeTable> encode_tables;
-        for (const auto& table : tables) encode_tables.push_back(rans::make_encode_table(table));
+        histograms = std::move(rows.counts);
+    }
+    std::vector<std::vector<std::uint16_t>> tables;
+    for (const auto& histogram : histograms) tables.push_back(rans::normalize(histogram));
+    std::vector<rans::EncodeTable> encode_tables;
+    for (const auto& table : tables) encode_tables.push_back(rans::make_encode_table(table));
+    rans::Encoder encoder(indices.size());
+    if (rows.classes > 1) {
         std::vector<std::uint64_t> row_begins;
         for_each_row(
             first, indices.size(), row_length,
@@ -575,16 +582,6 @@ Payload encode_levels_rans(std::span<const std::int32_t> indices, std::uint32_t 
         }
     } else {
         const auto context_of = context_by_prediction(thresholds, alphabet);
-        for (std::size_t c = 0; c <= thresholds.size(); ++c) {
-            std::vector<std::uint32_t> counts(a, 0);
-            for (std::size_t p = 0; p < a; ++p) {
-                if (context_of[p] != c) continue;
-                for (std::size_t t = 0; t < a; ++t) counts[t] += joint[p * a + t];
-            }
-            tables.push_back(rans::normalize(counts));
-        }
-        std::vector<rans::EncodeTable> encode_tables;
-        for (const auto& table : tables) encode_tables.push_back(rans::make_encode_table(table));
         for (std::size_t i = indices.size(); i-- > 0;) {
             const int p = level_prediction(i >= 3 ? tokens[i - 3] : 0, i >= 4 ? tokens[i - 4] : 0);
             const rans::EncodeTable& table = encode_tables[context_of[std::size_t(p)]];
