@@ -25,6 +25,7 @@ enum class UnitType : std::uint8_t {
     exact = 1,       // float32 values, bit for bit
     levels = 2,      // quantization indices of a rung, with their steps
     refinement = 3,  // residuals taking a coarser rung's indices to a finer rung
+    lossless = 4,    // the source weights bit for bit, on top of a quantized rung
 };
 
 // How a levels or refinement unit's payload is coded: the first byte of its
@@ -71,6 +72,9 @@ struct UnitHeader {
     UnitCoder coder = UnitCoder::none;
     std::uint32_t coded_bytes = 0;  // entropy-coded part of the payload
     std::uint32_t raw_bytes = 0;    // raw-bit part of the payload
+    // lossless: the element type the weights are exact in (float32,
+    // float16 or bfloat16).
+    StoredType stored_as = StoredType::float32;
 };
 
 // Splits a tensor of `elements` into chunks of at most `chunk_elements`.
@@ -86,6 +90,16 @@ std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target,
                                                  const QuantizedTensor& coarse,
                                                  const QuantizedTensor& fine,
                                                  CoderChoice choice = CoderChoice::fast);
+
+// The exact rung (docs/format.md §6.1): the chunk's source weights `values`
+// (each exact in `type`: float32, float16 or bfloat16), coded against what a
+// device holds at the top quantized rung of `parent_bits`: `reference`, the
+// chunk's float32 reconstruction, and `parent`, its indices. All three spans
+// hold the target's target.count elements.
+std::vector<std::uint8_t> encode_lossless_unit(const UnitTarget& target, int parent_bits,
+                                               StoredType type, std::span<const float> values,
+                                               std::span<const float> reference,
+                                               std::span<const std::int32_t> parent);
 
 // One chunk of one rung, for encoders that never hold a whole rung (see
 // quantize_chunk): the chunk's indices with the tensor's grid.
@@ -129,5 +143,10 @@ void decode_level_unit(const UnitHeader& header, std::span<const std::uint8_t> u
 // them at header.bits (out may alias coarse).
 void decode_refinement_unit(const UnitHeader& header, std::span<const std::uint8_t> unit,
                             std::span<const std::int32_t> coarse, std::span<std::int32_t> out);
+// `reference` and `parent` as encode_lossless_unit had them; `out` receives
+// the source weights (float16 and bfloat16 ones widened exactly).
+void decode_lossless_unit(const UnitHeader& header, std::span<const std::uint8_t> unit,
+                          std::span<const float> reference, std::span<const std::int32_t> parent,
+                          std::span<float> out);
 
 }  // namespace bitinc

@@ -9,6 +9,7 @@
 #include "bitinc/codec.hpp"
 #include "bitinc/error.hpp"
 #include "codec/level_coder.hpp"
+#include "codec/lossless.hpp"
 #include "codec/range_coder.hpp"
 #include "codec/rans.hpp"
 #include "core/crc32c.hpp"
@@ -1322,6 +1323,23 @@ std::vector<std::uint8_t> encode_exact_unit(const UnitTarget& target,
     return assemble(UnitType::exact, 32, 0, target, 0, 0, {}, payload);
 }
 
+std::vector<std::uint8_t> encode_lossless_unit(const UnitTarget& target, int parent_bits,
+                                               StoredType type, std::span<const float> values,
+                                               std::span<const float> reference,
+                                               std::span<const std::int32_t> parent) {
+    if (values.size() != target.count || reference.size() != target.count ||
+        parent.size() != target.count) {
+        throw Error("lossless unit: the spans do not hold the chunk");
+    }
+    if (!codec::lossless_type_is_valid(std::uint8_t(type)))
+        throw Error("lossless unit: only float32, float16 and bfloat16 weights are exact");
+    if (parent_bits < min_ladder_bits || parent_bits >= 32)
+        throw Error("lossless unit: the parent rung must have 2 to 31 bits");
+    codec::LosslessPayload coded = codec::encode_lossless(type, values, reference, parent);
+    const Payload payload{std::move(coded.coded), std::move(coded.raw)};
+    return assemble(UnitType::lossless, 32, parent_bits, target, 0, 0, {}, payload);
+}
+
 namespace {
 
 // The whole-tensor rung's chunk at `target`, which must fit it.
@@ -1503,6 +1521,18 @@ UnitHeader read_unit_header(std::span<const std::uint8_t> unit, std::string_view
             if (header.coder != UnitCoder::adaptive && header.coder != UnitCoder::rans)
                 fail("refinement unit names an unknown coder");
             break;
+        case UnitType::lossless:
+            if (header.bits != 32 || header.parent_bits < min_ladder_bits ||
+                header.parent_bits >= 32 || step_count != 0 || header.channel_size != 0 ||
+                header.limit != 0 || header.coded_bytes < 2) {
+                fail("malformed lossless unit");
+            }
+            header.coder = static_cast<UnitCoder>(at[unit_header_bytes]);
+            if (header.coder != UnitCoder::rans) fail("lossless unit names an unknown coder");
+            if (!codec::lossless_type_is_valid(at[unit_header_bytes + 1]))
+                fail("lossless unit names an unknown element type");
+            header.stored_as = static_cast<StoredType>(at[unit_header_bytes + 1]);
+            break;
         default:
             fail("unknown unit type " + std::to_string(at[5]));
     }
@@ -1552,6 +1582,18 @@ void decode_refinement_unit(const UnitHeader& header, std::span<const std::uint8
     } else {
         decode_refinement_adaptive(header, unit, coarse, out);
     }
+}
+
+void decode_lossless_unit(const UnitHeader& header, std::span<const std::uint8_t> unit,
+                          std::span<const float> reference, std::span<const std::int32_t> parent,
+                          std::span<float> out) {
+    if (header.type != UnitType::lossless || out.size() != header.target.count ||
+        reference.size() != out.size() || parent.size() != out.size()) {
+        corrupt(header, "not a lossless unit of this size");
+    }
+    if (const char* problem = codec::decode_lossless(
+            coded_part(header, unit), raw_part(header, unit), reference, parent, out))
+        corrupt(header, problem);
 }
 
 }  // namespace bitinc

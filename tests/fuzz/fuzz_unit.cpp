@@ -1,4 +1,4 @@
-// Fuzz target: the unit reader and the three unit decoders.
+// Fuzz target: the unit reader and the four unit decoders.
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -42,6 +42,19 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 }
                 std::vector<std::int32_t> out(coarse.size());
                 bitinc::decode_refinement_unit(header, unit, coarse, out);
+                break;
+            }
+            case bitinc::UnitType::lossless: {
+                // Parents and references as a device holds them: step * index.
+                std::vector<std::int32_t> parent(header.target.count);
+                std::vector<float> reference(parent.size());
+                for (std::size_t i = 0; i < parent.size(); ++i) {
+                    parent[i] = static_cast<std::int32_t>(i % 9) - 4;
+                    if (i % 11 == 0) parent[i] = i % 2 ? 127 : -32767;
+                    reference[i] = 0.0123f * static_cast<float>(parent[i]);
+                }
+                std::vector<float> out(parent.size());
+                bitinc::decode_lossless_unit(header, unit, reference, parent, out);
                 break;
             }
         }
