@@ -17,16 +17,14 @@ namespace {
 struct Coded {
     std::vector<std::uint8_t> unit;
     QuantizedTensor top;
-    std::vector<float> reference;
+    RungChunk chunk() const { return {top.bits, top.steps, top.channel_size, top.indices, 0}; }
 };
 
 Coded code_lossless(const Tensor& tensor, const LadderPlan& plan) {
     Coded coded;
     coded.top = quantize_ladder(tensor, plan).back();
-    coded.reference = reconstruct(coded.top);
     const UnitTarget target{0, tensor.element_count(), 0, tensor.element_count()};
-    coded.unit = encode_lossless_unit(target, plan.top_bits(), tensor.stored_as, tensor.values,
-                                      coded.reference, coded.top.indices);
+    coded.unit = encode_lossless_unit(target, tensor.stored_as, tensor.values, coded.chunk());
     return coded;
 }
 
@@ -34,7 +32,7 @@ std::vector<float> decode(const Coded& coded) {
     const UnitHeader header = read_unit_header(coded.unit, "test");
     EXPECT_EQ(header.type, UnitType::lossless);
     std::vector<float> out(header.target.count);
-    decode_lossless_unit(header, coded.unit, coded.reference, coded.top.indices, out);
+    decode_lossless_unit(header, coded.unit, coded.chunk(), out);
     return out;
 }
 
@@ -99,10 +97,15 @@ TEST(Lossless, AWrongReferenceOrDamagedPayloadIsAnErrorNotACrash) {
     Coded coded = code_lossless(tensor, LadderPlan::parse("4,8"));
     const UnitHeader header = read_unit_header(coded.unit, "test");
     std::vector<float> out(header.target.count);
-    // A parent index of another context than the encoder's: wrong table.
+    // Other indices than the encoder's: other cells, other tables.
     std::vector<std::int32_t> parent = coded.top.indices;
     for (std::int32_t& index : parent) index = index == 0 ? 1 : 0;
-    EXPECT_THROW(decode_lossless_unit(header, coded.unit, coded.reference, parent, out), Error);
+    const RungChunk wrong{coded.top.bits, coded.top.steps, coded.top.channel_size, parent, 0};
+    EXPECT_THROW(decode_lossless_unit(header, coded.unit, wrong, out), Error);
+    // A top rung of other bits than the unit's.
+    RungChunk other_bits = coded.chunk();
+    other_bits.bits = 6;
+    EXPECT_THROW(decode_lossless_unit(header, coded.unit, other_bits, out), Error);
     // A corrupted element type is refused by the header check.
     std::vector<std::uint8_t> damaged = coded.unit;
     damaged[unit_header_bytes + 1] = 11;  // float64

@@ -3,6 +3,7 @@
 #include <unistd.h>
 #include <bitinc/bitinc.hpp>
 #include <bitinc/net.hpp>
+#include <charconv>
 
 #include <cstdio>
 #include <fstream>
@@ -74,8 +75,9 @@ void check_output_directory(const std::string& output) {
 
 void add_transfer_options(CommandLine& command_line) {
     command_line.add_option("until", "WHERE",
-                            "exact (default: the top rung), accuracy (the package's accuracy "
-                            "point) or a rung's bits");
+                            "exact (default: the ladder's last rung, the exact one where the "
+                            "package has one), accuracy (the package's accuracy point) or a "
+                            "rung's bits, e.g. 8");
     command_line.add_option(
         "retries", "N", "failed tries of a file without new bytes before giving up (default 8)");
     command_line.add_option("timeout", "SECONDS",
@@ -92,6 +94,15 @@ void read_transfer_options(const CommandLine& command_line, FetchOptions& option
     if (const auto until = command_line.value("until"); until && *until == "accuracy") {
         options.until_accuracy_point = true;
     } else if (until && *until != "exact") {
+        int bits = 0;
+        const auto [end, error] =
+            std::from_chars(until->data(), until->data() + until->size(), bits);
+        if (error != std::errc() || end != until->data() + until->size() ||
+            bits < min_ladder_bits || bits > max_ladder_bits) {
+            throw UsageError("--until takes exact, accuracy or a rung's bits (2 to 32), not '" +
+                             *until + "'");
+        }
+        options.until_bits = bits;
     }
     options.max_attempts = int(command_line.integer("retries", 8, 1, 1000));
     options.timeout_seconds = command_line.real("timeout", 30, 0.001, 1e6);

@@ -189,7 +189,8 @@ int run_unpack(int argc, char** argv) {
         "Rebuilds the ONNX model of a package at one rung: the base rung plus\n"
         "refinements up to it, or the direct rung with --direct.");
     command_line.add_positional("PACKAGE", "the package directory");
-    command_line.add_option("rung", "BITS", "bit depth to rebuild (default: the top rung)");
+    command_line.add_option("rung", "BITS",
+                            "bit depth to rebuild, or exact (default: the ladder's last rung)");
     command_line.add_flag("direct", "rebuild from the direct rung instead of the ladder");
     command_line.add_option("o", "OUT.onnx", "output model (required)");
     command_line.add_flag("external-data",
@@ -199,13 +200,20 @@ int run_unpack(int argc, char** argv) {
     if (!output) throw UsageError("give the output model with -o OUT.onnx");
     const std::string directory = command_line.positional(0);
     const Manifest manifest = read_manifest(directory);
-    const int bits = int(command_line.integer("rung", manifest.ladder.top_bits(), 2, 32));
-    unpack_package_to_file(directory, bits, command_line.flag("direct"), *output,
-                           command_line.flag("external-data"));
-    std::printf("%s: %d-bit %smodel (%s) written to %s\n", directory.c_str(), bits,
-                manifest.mixed() ? "rung's mixed-precision " : "",
-                command_line.flag("direct") ? "direct rung" : "base + refinements",
-                output->c_str());
+    const bool direct = command_line.flag("direct");
+    // "exact" names the exact rung (its bits are exact_rung_bits).
+    const auto rung = command_line.value("rung");
+    const int bits = rung && *rung == "exact" ? exact_rung_bits
+                     : rung                   ? int(command_line.integer("rung", 0, 2, 32))
+                     : direct                 ? manifest.ladder.top_bits()
+                                              : manifest.last_rung_bits();
+    unpack_package_to_file(directory, bits, direct, *output, command_line.flag("external-data"));
+    const bool exact = !direct && manifest.exact_rung() && bits == exact_rung_bits;
+    const std::string what = exact ? "exact (source weights bit for bit) "
+                                   : std::to_string(bits) + "-bit " +
+                                         (manifest.mixed() ? "rung's mixed-precision " : "");
+    std::printf("%s: %smodel (%s) written to %s\n", directory.c_str(), what.c_str(),
+                direct ? "direct rung" : "base + refinements", output->c_str());
     return 0;
 }
 

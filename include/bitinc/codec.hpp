@@ -91,16 +91,6 @@ std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target,
                                                  const QuantizedTensor& fine,
                                                  CoderChoice choice = CoderChoice::fast);
 
-// The exact rung (docs/format.md §6.1): the chunk's source weights `values`
-// (each exact in `type`: float32, float16 or bfloat16), coded against what a
-// device holds at the top quantized rung of `parent_bits`: `reference`, the
-// chunk's float32 reconstruction, and `parent`, its indices. All three spans
-// hold the target's target.count elements.
-std::vector<std::uint8_t> encode_lossless_unit(const UnitTarget& target, int parent_bits,
-                                               StoredType type, std::span<const float> values,
-                                               std::span<const float> reference,
-                                               std::span<const std::int32_t> parent);
-
 // One chunk of one rung, for encoders that never hold a whole rung (see
 // quantize_chunk): the chunk's indices with the tensor's grid.
 struct RungChunk {
@@ -117,6 +107,12 @@ std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const Rung
 std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target, const RungChunk& coarse,
                                                  const RungChunk& fine,
                                                  CoderChoice choice = CoderChoice::fast);
+// The exact rung (docs/format.md §6.1): the chunk's source weights `values`
+// (target.count of them, each exact in `type`: float32, float16 or
+// bfloat16), coded against what a device holds at the top quantized rung,
+// `top` (its bits below 32).
+std::vector<std::uint8_t> encode_lossless_unit(const UnitTarget& target, StoredType type,
+                                               std::span<const float> values, const RungChunk& top);
 
 // The total length of the unit that starts `bytes`, read from its header, or
 // 0 if fewer than 12 bytes are there yet or the magic is wrong. Lets a reader
@@ -143,10 +139,10 @@ void decode_level_unit(const UnitHeader& header, std::span<const std::uint8_t> u
 // them at header.bits (out may alias coarse).
 void decode_refinement_unit(const UnitHeader& header, std::span<const std::uint8_t> unit,
                             std::span<const std::int32_t> coarse, std::span<std::int32_t> out);
-// `reference` and `parent` as encode_lossless_unit had them; `out` receives
-// the source weights (float16 and bfloat16 ones widened exactly).
+// `top` as encode_lossless_unit had it (the chunk at header.parent_bits);
+// `out` receives the source weights (float16 and bfloat16 ones widened
+// exactly).
 void decode_lossless_unit(const UnitHeader& header, std::span<const std::uint8_t> unit,
-                          std::span<const float> reference, std::span<const std::int32_t> parent,
-                          std::span<float> out);
+                          const RungChunk& top, std::span<float> out);
 
 }  // namespace bitinc

@@ -41,8 +41,13 @@ struct LadderPlan {
     // Tensors with fewer elements, or of rank below 2 (biases, norm
     // parameters), are not quantized: they travel exactly, as float32.
     std::size_t min_quantized_elements = 256;
+    // The ladder ends in an exact rung ("4,8,exact"): after the top of
+    // `bits`, the source weights bit for bit (docs/format.md §6.1). `bits`
+    // holds the quantized rungs only, the top one below 32.
+    bool exact_top = false;
 
-    // "4,8,16" -> {4, 8, 16}. Throws Error on anything else.
+    // "4,8,16" -> {4, 8, 16}; "4,8,exact" -> {4, 8} with exact_top. Throws
+    // Error on anything else.
     static LadderPlan parse(std::string_view text);
 
     // Mixed precision: the bit depth at each rung of a tensor whose base

@@ -25,9 +25,13 @@ namespace bitinc {
 // 3: the base and direct rung files begin with the topology, so a device
 //    reaches its first model in two requests (manifest, rung file).
 // 4: mixed precision: a tensor may carry its own bit depth at each rung.
+// 5: an exact rung (lossless units) may end the ladder.
 // The packer writes the oldest version that describes the package (3 unless
-// some tensor has bits of its own), so older devices still read uniform ones.
-inline constexpr int package_format_version = 4;
+// some tensor has bits of its own or the ladder ends exact), so older
+// devices still read uniform ones.
+inline constexpr int package_format_version = 5;
+inline constexpr int mixed_precision_format_version = 4;
+inline constexpr int exact_rung_format_version = 5;
 inline constexpr int oldest_package_format_version = 3;
 inline constexpr std::string_view manifest_file_name = "manifest.json";
 // Readers refuse larger manifests before parsing them: a unit entry takes
@@ -40,7 +44,14 @@ enum class RungKind {
     base,        // the first rung of the ladder: what a device runs first
     refinement,  // takes the rung below it (parent_bits) to `bits`
     direct,      // a whole model at `bits` in one go, for devices that wait
+    // Takes the ladder's top rung (parent_bits) to the source weights bit for
+    // bit; `bits` is exact_rung_bits (format 5).
+    exact,
 };
+
+// The `bits` of an exact rung, above every quantized rung (whose top is
+// then below 32).
+inline constexpr int exact_rung_bits = 32;
 
 std::string_view rung_kind_name(RungKind kind);
 
@@ -76,7 +87,14 @@ struct RungEntry {
 // Whether a rung's file begins with a copy of the topology: the rungs a
 // device starts from (base and direct) do, refinements do not.
 inline bool starts_with_topology(RungKind kind) {
-    return kind != RungKind::refinement;
+    return kind == RungKind::base || kind == RungKind::direct;
+}
+
+// Whether a rung's units build on a chunk an earlier rung brought
+// (refinements and the exact rung): a device that misses one can still run
+// the model it has.
+inline bool builds_on_earlier_rung(RungKind kind) {
+    return kind == RungKind::refinement || kind == RungKind::exact;
 }
 
 struct TensorEntry {
@@ -153,6 +171,15 @@ struct Manifest {
     // Whether refinement `rung` carries `tensor`: a quantized tensor whose
     // bits rise there.
     bool refines(const RungEntry& rung, std::size_t tensor) const;
+    // Whether `rung` has units of `tensor`: base and direct rungs every
+    // tensor, a refinement those it refines, the exact rung every quantized
+    // tensor.
+    bool carries(const RungEntry& rung, std::size_t tensor) const;
+    // The exact rung, or nullptr.
+    const RungEntry* exact_rung() const;
+    // The bits of the ladder's last rung: exact_rung_bits when an exact rung
+    // ends it, else the top quantized rung's.
+    int last_rung_bits() const { return exact_rung() ? exact_rung_bits : ladder.top_bits(); }
     // The tensor's own ladder: its distinct bit depths, base first (the
     // ladder's when it has no bits of its own). Its base fixes its steps
     // (docs/format.md §1).

@@ -1,17 +1,17 @@
-// Lossless units (docs/format.md §6.1). Each source weight is coded as the
-// distance, in representable values of its type, from the value the device
-// already holds. Weights with a non-zero index lie within half a step of it,
-// so the distance is small and nearly uniform: its bit length goes through a
-// rANS table chosen by the index's magnitude (the larger the index, the
-// finer the type's spacing relative to the step) and the bits under the
-// leading one go raw, which together cost within a fraction of a bit of the
-// uniform optimum. Weights with a zero index can be anywhere in
-// (-step/2, step/2), down to zero: their exponent goes through its own table
-// and sign and mantissa go raw, as exponent-aware float coders do.
+// Lossless units (docs/format.md §6.1). A weight with a non-zero index at
+// the top quantized rung lies in that index's cell: the values whose
+// rounding at the step gives the index. Both sides know the cell, so the
+// weight costs log2 of the number of representable values in it (a
+// truncated binary code: at most 0.09 bits more), which is what remains of
+// its information once the rung is known. A weight with a zero index can be
+// anywhere in (-step/2, step/2) down to zero: its exponent goes through a
+// rANS table and sign and mantissa go raw, as exponent-aware float coders
+// do.
 #include "codec/lossless.hpp"
 
 #include <array>
 #include <bit>
+#include <cmath>
 #include <cstring>
 
 #include "bitinc/codec.hpp"
@@ -23,29 +23,34 @@ namespace bitinc::codec {
 
 namespace {
 
-// Context 0: zero index; context c >= 1: index magnitude of bit width c,
-// the widths above 16 sharing context 16.
-constexpr int context_count = 17;
-// Tokens: bit lengths 0..32 of the distance (contexts >= 1), or how far the
-// exponent lies below the unit's reference exponent, 0..31, and 32 for an
-// exponent sent raw (context 0).
+// One rANS symbol per element. Context 0 (zero index): how far the exponent
+// lies below the unit's reference exponent, 0..31, or 32 for an exponent
+// sent raw. Context 1 (non-zero index): 0 for a weight inside its cell, 1
+// for one outside it (sent whole, raw; a packer never makes one, but the
+// format does not depend on how the cell was rounded).
+constexpr int context_count = 2;
 constexpr int alphabet = 33;
 constexpr std::uint32_t exponent_escape = 32;
+constexpr std::uint32_t in_cell = 0;
+constexpr std::uint32_t outside_cell = 1;
 
 struct FloatFormat {
     int width = 32;
     int mantissa_bits = 23;
     int exponent_bits = 8;
+    // The key (key_of) of the largest finite value; the smallest finite
+    // value's key is -largest_key - 1.
+    std::int64_t largest_key = 0x7F7FFFFF;
 };
 
 FloatFormat format_of(StoredType type) {
     switch (type) {
         case StoredType::float16:
-            return {16, 10, 5};
+            return {16, 10, 5, 0x7BFF};
         case StoredType::bfloat16:
-            return {16, 7, 8};
+            return {16, 7, 8, 0x7F7F};
         default:
-            return {32, 23, 8};
+            return {32, 23, 8, 0x7F7FFFFF};
     }
 }
 
@@ -78,26 +83,103 @@ std::int64_t key_of(std::uint32_t pattern, int width) {
     return (pattern & sign_bit) ? -magnitude - 1 : magnitude;
 }
 
-// The inverse of key_of; false for a key no pattern has.
-bool pattern_of_key(std::int64_t key, int width, std::uint32_t& pattern) {
+std::uint32_t pattern_of_key(std::int64_t key, int width) {
     const std::int64_t half = std::int64_t{1} << (width - 1);
-    if (key < -half || key >= half) return false;
-    pattern = key >= 0 ? std::uint32_t(key) : std::uint32_t(half) | std::uint32_t(-key - 1);
-    return true;
+    return key >= 0 ? std::uint32_t(key) : std::uint32_t(half) | std::uint32_t(-key - 1);
 }
 
-int context_of(std::int32_t parent) {
-    if (parent == 0) return 0;
-    const std::uint32_t magnitude =
-        static_cast<std::uint32_t>(parent < 0 ? -std::int64_t{parent} : parent);
-    return std::min(int(std::bit_width(magnitude)), context_count - 1);
+// The keys of the finite values whose rounding at `step` gives `index`
+// (round half away from zero of value / step in double, as the ladder
+// rounds, docs/format.md §1), or nothing (first > last) if the cell does not
+// lie within the finite values. Encoder and decoder run this same code.
+struct Cell {
+    std::int64_t first = 1;
+    std::int64_t last = 0;
+};
+
+Cell cell_of(std::int32_t index, float step, StoredType type, const FloatFormat& format) {
+    const double q = double(index);
+    const auto index_at = [&](std::int64_t key) {
+        return std::round(double(value_of(type, pattern_of_key(key, format.width))) / double(step));
+    };
+    const std::int64_t lowest = -format.largest_key - 1;
+    const std::int64_t highest = format.largest_key;
+    const double bound_low = (q - 0.5) * double(step);
+    const double bound_high = (q + 0.5) * double(step);
+    constexpr double float_max = 3.4028234663852886e38;
+    if (!(step > 0.0f) || !std::isfinite(step) || std::fabs(bound_low) > float_max ||
+        std::fabs(bound_high) > float_max) {
+        return {};
+    }
+    const auto key_near = [&](double value) {
+        return std::clamp(key_of(pattern_of(type, float(value)), format.width), lowest, highest);
+    };
+    // From estimates a few representable values away, by single steps.
+    constexpr int max_steps = 64;
+    int steps = 0;
+    std::int64_t first = key_near(bound_low);
+    while (first > lowest && index_at(first - 1) >= q) {
+        --first;
+        if (++steps > max_steps) return {};
+    }
+    while (index_at(first) < q) {
+        if (++first > highest || ++steps > max_steps) return {};
+    }
+    std::int64_t last = key_near(bound_high);
+    while (last < highest && index_at(last + 1) <= q) {
+        ++last;
+        if (++steps > max_steps) return {};
+    }
+    while (index_at(last) > q) {
+        if (--last < lowest || ++steps > max_steps) return {};
+    }
+    if (last < first) return {};
+    return {first, last};
+}
+
+// Raw writes and reads of up to 64 bits (the stream's own take 32).
+void write_wide(BitWriter& out, std::uint64_t value, int count) {
+    if (count > 32) {
+        out.write(value, 32);
+        value >>= 32;
+        count -= 32;
+    }
+    out.write(value, count);
+}
+std::uint64_t read_wide(rans::RawReader& in, int count) {
+    if (count <= 32) return in.read(count);
+    const std::uint64_t low = in.read(32);
+    return low | (std::uint64_t{in.read(count - 32)} << 32);
+}
+
+// A truncated binary code of `offset` in [0, size): floor(log2 size) or one
+// more bit. The first read decides whether the extra bit follows, so a
+// reader that takes bits lowest first needs no look-ahead.
+void write_uniform(BitWriter& out, std::uint64_t offset, std::uint64_t size) {
+    const int k = int(std::bit_width(size)) - 1;
+    const std::uint64_t short_codes = (std::uint64_t{2} << k) - size;
+    if (offset < short_codes) {
+        write_wide(out, offset, k);
+    } else {
+        const std::uint64_t code = offset + short_codes;
+        write_wide(out, code >> 1, k);
+        out.write(code & 1, 1);
+    }
+}
+std::uint64_t read_uniform(rans::RawReader& in, std::uint64_t size) {
+    const int k = int(std::bit_width(size)) - 1;
+    const std::uint64_t short_codes = (std::uint64_t{2} << k) - size;
+    const std::uint64_t head = read_wide(in, k);
+    if (head < short_codes) return head;
+    return ((head << 1) | in.read(1)) - short_codes;
 }
 
 void put_u32(std::vector<std::uint8_t>& out, std::uint32_t value) {
     for (int b = 0; b < 4; ++b) out.push_back(static_cast<std::uint8_t>(value >> (8 * b)));
 }
 
-constexpr std::size_t preamble_bytes = 7;  // coder, type, reference exponent, context mask
+// Coder byte, element type, reference exponent, context mask.
+constexpr std::size_t preamble_bytes = 7;
 
 }  // namespace
 
@@ -107,8 +189,7 @@ bool lossless_type_is_valid(std::uint8_t code) {
 }
 
 LosslessPayload encode_lossless(StoredType type, std::span<const float> values,
-                                std::span<const float> reference,
-                                std::span<const std::int32_t> parent) {
+                                const TopRungChunk& top) {
     const FloatFormat format = format_of(type);
     const std::uint32_t exponent_mask = (std::uint32_t{1} << format.exponent_bits) - 1;
     const auto exponent_of = [&](std::uint32_t pattern) {
@@ -117,9 +198,10 @@ LosslessPayload encode_lossless(StoredType type, std::span<const float> values,
     const std::size_t count = values.size();
     std::uint32_t reference_exponent = 0;
     for (std::size_t i = 0; i < count; ++i) {
-        if (parent[i] == 0)
+        if (top.indices[i] == 0) {
             reference_exponent =
                 std::max(reference_exponent, exponent_of(pattern_of(type, values[i])));
+        }
     }
     std::vector<std::uint8_t> tokens(count);
     std::array<std::uint32_t, context_count * alphabet> counts{};
@@ -127,7 +209,7 @@ LosslessPayload encode_lossless(StoredType type, std::span<const float> values,
     raw.reserve(count * std::size_t(format.width) / 8 + 8);
     for (std::size_t i = 0; i < count; ++i) {
         const std::uint32_t pattern = pattern_of(type, values[i]);
-        const int context = context_of(parent[i]);
+        const int context = top.indices[i] == 0 ? 0 : 1;
         std::uint32_t token = 0;
         if (context == 0) {
             const std::uint32_t exponent = exponent_of(pattern);
@@ -139,14 +221,15 @@ LosslessPayload encode_lossless(StoredType type, std::span<const float> values,
             raw.write(pattern >> (format.width - 1), 1);
             raw.write(pattern, format.mantissa_bits);
         } else {
-            const std::int64_t distance = key_of(pattern, format.width) -
-                                          key_of(pattern_of(type, reference[i]), format.width);
-            const std::uint64_t magnitude =
-                static_cast<std::uint64_t>(distance < 0 ? -distance : distance);
-            token = static_cast<std::uint32_t>(std::bit_width(magnitude));
-            if (token > 0) {
-                raw.write(distance < 0 ? 1u : 0u, 1);
-                raw.write(magnitude, int(token) - 1);  // the bits under the leading one
+            const Cell cell = cell_of(top.indices[i], top.step_of(i), type, format);
+            const std::int64_t key = key_of(pattern, format.width);
+            if (cell.first <= key && key <= cell.last) {
+                token = in_cell;
+                write_uniform(raw, std::uint64_t(key - cell.first),
+                              std::uint64_t(cell.last - cell.first) + 1);
+            } else {
+                token = outside_cell;
+                raw.write(pattern, format.width);
             }
         }
         tokens[i] = static_cast<std::uint8_t>(token);
@@ -168,7 +251,7 @@ LosslessPayload encode_lossless(StoredType type, std::span<const float> values,
     }
     rans::Encoder encoder(count);
     for (std::size_t i = count; i-- > 0;)
-        encoder.put(i, tables[std::size_t(context_of(parent[i]))], tokens[i]);
+        encoder.put(i, tables[top.indices[i] == 0 ? 0 : 1], tokens[i]);
     LosslessPayload payload;
     payload.coded = {std::uint8_t(UnitCoder::rans), std::uint8_t(type),
                      static_cast<std::uint8_t>(reference_exponent)};
@@ -182,8 +265,7 @@ LosslessPayload encode_lossless(StoredType type, std::span<const float> values,
 }
 
 const char* decode_lossless(std::span<const std::uint8_t> coded, std::span<const std::uint8_t> raw,
-                            std::span<const float> reference, std::span<const std::int32_t> parent,
-                            std::span<float> out) {
+                            const TopRungChunk& top, std::span<float> out) {
     if (coded.size() < preamble_bytes) return "lossless payload too short";
     if (coded[0] != std::uint8_t(UnitCoder::rans)) return "lossless payload names an unknown coder";
     if (!lossless_type_is_valid(coded[1])) return "lossless payload names an unknown element type";
@@ -195,18 +277,14 @@ const char* decode_lossless(std::span<const std::uint8_t> coded, std::span<const
     std::uint32_t mask = 0;
     for (int b = 3; b >= 0; --b) mask = (mask << 8) | coded[3 + std::size_t(b)];
     if (mask >> context_count) return "lossless payload: bad context mask";
-    // Tables of the contexts present, in context order.
     BitReader table_bits(coded.subspan(preamble_bytes));
-    std::vector<rans::DecodeTable> tables(std::size_t(std::popcount(mask)));
-    std::array<const rans::DecodeTable*, context_count> table_of{};
+    std::array<rans::DecodeTable, context_count> tables;
     std::array<std::uint16_t, rans::max_alphabet> frequencies{};
-    std::size_t next = 0;
     for (int c = 0; c < context_count; ++c) {
         if (!((mask >> c) & 1u)) continue;
         if (!rans::read_table(table_bits, alphabet, frequencies.data()))
             return "lossless payload: bad rANS frequency table";
-        rans::build_decode_table(std::span(frequencies).first(alphabet), tables[next]);
-        table_of[std::size_t(c)] = &tables[next++];
+        rans::build_decode_table(std::span(frequencies).first(alphabet), tables[std::size_t(c)]);
     }
     const std::size_t stream_at = preamble_bytes + table_bits.bytes_used();
     if (coded.size() < stream_at + rans::state_bytes) return "lossless rANS stream too short";
@@ -215,17 +293,19 @@ const char* decode_lossless(std::span<const std::uint8_t> coded, std::span<const
     const std::size_t count = out.size();
     std::vector<std::uint8_t> tokens(count);
     for (std::size_t i = 0; i < count; ++i) {
-        const rans::DecodeTable* table = table_of[std::size_t(context_of(parent[i]))];
-        if (table == nullptr) return "lossless payload: an element's context has no table";
-        tokens[i] = static_cast<std::uint8_t>(decoder.get(lanes[i % rans::lanes], *table));
+        const int context = top.indices[i] == 0 ? 0 : 1;
+        if (!((mask >> context) & 1u)) return "lossless payload: an element's context has no table";
+        tokens[i] = static_cast<std::uint8_t>(
+            decoder.get(lanes[i % rans::lanes], tables[std::size_t(context)]));
     }
     if (decoder.ended_badly()) return "lossless rANS stream does not end cleanly";
     rans::RawReader bits(raw);
     const std::uint32_t exponent_mask = (std::uint32_t{1} << format.exponent_bits) - 1;
+    const std::uint32_t pattern_mask = format.width == 32 ? ~0u : (1u << format.width) - 1;
     for (std::size_t i = 0; i < count; ++i) {
         const std::uint32_t token = tokens[i];
         std::uint32_t pattern = 0;
-        if (parent[i] == 0) {
+        if (top.indices[i] == 0) {
             std::uint32_t exponent = 0;
             if (token == exponent_escape) {
                 exponent = bits.read(format.exponent_bits);
@@ -237,19 +317,17 @@ const char* decode_lossless(std::span<const std::uint8_t> coded, std::span<const
             const std::uint32_t mantissa = bits.read(format.mantissa_bits);
             pattern = (sign << (format.width - 1)) |
                       ((exponent & exponent_mask) << format.mantissa_bits) | mantissa;
+        } else if (token == in_cell) {
+            const Cell cell = cell_of(top.indices[i], top.step_of(i), type, format);
+            if (cell.last < cell.first) return "lossless payload: a weight in a cell that has none";
+            const std::uint64_t size = std::uint64_t(cell.last - cell.first) + 1;
+            const std::uint64_t offset = read_uniform(bits, size);
+            if (offset >= size) return "lossless payload: a weight beyond its cell";
+            pattern = pattern_of_key(cell.first + std::int64_t(offset), format.width);
+        } else if (token == outside_cell) {
+            pattern = bits.read(format.width) & pattern_mask;
         } else {
-            if (int(token) > format.width) return "lossless payload: distance too long";
-            std::int64_t distance = 0;
-            if (token > 0) {
-                const bool negative = bits.read(1) != 0;
-                const std::uint64_t magnitude =
-                    (std::uint64_t{1} << (token - 1)) | bits.read(int(token) - 1);
-                distance = negative ? -std::int64_t(magnitude) : std::int64_t(magnitude);
-            }
-            const std::int64_t key =
-                key_of(pattern_of(type, reference[i]), format.width) + distance;
-            if (!pattern_of_key(key, format.width, pattern))
-                return "lossless payload: a value beyond its type";
+            return "lossless payload: bad symbol";
         }
         out[i] = value_of(type, pattern);
     }

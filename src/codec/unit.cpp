@@ -1323,21 +1323,33 @@ std::vector<std::uint8_t> encode_exact_unit(const UnitTarget& target,
     return assemble(UnitType::exact, 32, 0, target, 0, 0, {}, payload);
 }
 
-std::vector<std::uint8_t> encode_lossless_unit(const UnitTarget& target, int parent_bits,
-                                               StoredType type, std::span<const float> values,
-                                               std::span<const float> reference,
-                                               std::span<const std::int32_t> parent) {
-    if (values.size() != target.count || reference.size() != target.count ||
-        parent.size() != target.count) {
-        throw Error("lossless unit: the spans do not hold the chunk");
+namespace {
+
+// The top rung's chunk as the lossless coder takes it; throws Error if the
+// spans do not cover the chunk.
+codec::TopRungChunk top_rung_chunk(const UnitTarget& target, const RungChunk& top) {
+    if (top.indices.size() != target.count || top.channel_size == 0 ||
+        (target.count > 0 &&
+         top.steps.size() <= (target.first + target.count - 1) / top.channel_size)) {
+        throw Error("lossless unit: the top rung does not cover the chunk");
     }
+    return {top.indices, top.steps, target.first, top.channel_size};
+}
+
+}  // namespace
+
+std::vector<std::uint8_t> encode_lossless_unit(const UnitTarget& target, StoredType type,
+                                               std::span<const float> values,
+                                               const RungChunk& top) {
+    if (values.size() != target.count) throw Error("lossless unit: values do not fill the chunk");
     if (!codec::lossless_type_is_valid(std::uint8_t(type)))
         throw Error("lossless unit: only float32, float16 and bfloat16 weights are exact");
-    if (parent_bits < min_ladder_bits || parent_bits >= 32)
-        throw Error("lossless unit: the parent rung must have 2 to 31 bits");
-    codec::LosslessPayload coded = codec::encode_lossless(type, values, reference, parent);
+    if (top.bits < min_ladder_bits || top.bits >= 32)
+        throw Error("lossless unit: the top rung must have 2 to 31 bits");
+    codec::LosslessPayload coded =
+        codec::encode_lossless(type, values, top_rung_chunk(target, top));
     const Payload payload{std::move(coded.coded), std::move(coded.raw)};
-    return assemble(UnitType::lossless, 32, parent_bits, target, 0, 0, {}, payload);
+    return assemble(UnitType::lossless, 32, top.bits, target, 0, 0, {}, payload);
 }
 
 namespace {
@@ -1585,14 +1597,19 @@ void decode_refinement_unit(const UnitHeader& header, std::span<const std::uint8
 }
 
 void decode_lossless_unit(const UnitHeader& header, std::span<const std::uint8_t> unit,
-                          std::span<const float> reference, std::span<const std::int32_t> parent,
-                          std::span<float> out) {
+                          const RungChunk& top, std::span<float> out) {
     if (header.type != UnitType::lossless || out.size() != header.target.count ||
-        reference.size() != out.size() || parent.size() != out.size()) {
-        corrupt(header, "not a lossless unit of this size");
+        top.bits != header.parent_bits) {
+        corrupt(header, "not a lossless unit of this size on this rung");
     }
-    if (const char* problem = codec::decode_lossless(
-            coded_part(header, unit), raw_part(header, unit), reference, parent, out))
+    codec::TopRungChunk chunk;
+    try {
+        chunk = top_rung_chunk(header.target, top);
+    } catch (const Error&) {
+        corrupt(header, "the top rung given does not cover the unit");
+    }
+    if (const char* problem =
+            codec::decode_lossless(coded_part(header, unit), raw_part(header, unit), chunk, out))
         corrupt(header, problem);
 }
 

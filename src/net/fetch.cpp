@@ -650,7 +650,7 @@ class UnitDecoder {
             bool skipped = false;
             try {
                 // A refinement whose chunk stayed behind (degraded) is skipped.
-                if (rung.kind == RungKind::refinement &&
+                if (builds_on_earlier_rung(rung.kind) &&
                     assembler_.chunk_bits(job.rung, job.unit) !=
                         assembler_.manifest().unit_parent_bits(rung, rung.units[job.unit].tensor)) {
                     skipped = true;
@@ -855,9 +855,12 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
         }
         point = &*manifest.accuracy_point;
     }
-    const int until = point                    ? manifest.rungs[point->rung].bits
-                      : options.until_bits > 0 ? options.until_bits
-                                               : manifest.ladder.top_bits();
+    // By default the ladder's last rung (the exact one where there is one);
+    // direct rungs are quantized, the top one by default.
+    const int until = point                               ? manifest.rungs[point->rung].bits
+                      : options.until_bits > 0            ? options.until_bits
+                      : options.mode == FetchMode::direct ? manifest.ladder.top_bits()
+                                                          : manifest.last_rung_bits();
     if (options.mode == FetchMode::direct) {
         const RungEntry* rung = manifest.find_rung(RungKind::direct, until);
         if (rung == nullptr) {
@@ -1030,7 +1033,7 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
         } catch (const Stopped&) {
             throw;
         } catch (const Error& error) {
-            if (rung->kind != RungKind::refinement || options.strict) throw;
+            if (!builds_on_earlier_rung(rung->kind) || options.strict) throw;
             stream_failed = true;  // the rest of this refinement cannot be had
             FetchEvent event = rung_event(FetchEvent::Kind::retry);
             event.message = error.what();
@@ -1064,7 +1067,7 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
             } catch (const Stopped&) {
                 throw;
             } catch (const Error& error) {
-                if (rung->kind != RungKind::refinement || options.strict) {
+                if (!builds_on_earlier_rung(rung->kind) || options.strict) {
                     throw Error(std::string(error.what()) + " (the unit never arrived intact)");
                 }
                 lost.push_back(unit_index);

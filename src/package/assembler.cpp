@@ -1,5 +1,6 @@
 // The device's copy of a model while units arrive.
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 
@@ -12,7 +13,7 @@ namespace bitinc {
 
 namespace {
 
-constexpr int exact_bits = 32;
+constexpr int exact_bits = exact_rung_bits;
 
 }  // namespace
 
@@ -122,7 +123,7 @@ void ModelAssembler::apply_unit(std::size_t rung_index, std::size_t unit_index,
         allocate_storage(entry.tensor);
     }
     if (!tensor.quantized) {
-        if (header.type != UnitType::exact || rung.kind == RungKind::refinement) {
+        if (header.type != UnitType::exact || builds_on_earlier_rung(rung.kind)) {
             throw Error(where + ": expected an exact unit");
         }
         std::vector<float> values(entry.count);
@@ -136,6 +137,31 @@ void ModelAssembler::apply_unit(std::size_t rung_index, std::size_t unit_index,
     }
     // The tensor's own bits at this rung (mixed precision; else the rung's).
     const int bits = manifest_.unit_bits(rung, entry.tensor);
+    if (rung.kind == RungKind::exact) {
+        const int from_bits = manifest_.unit_parent_bits(rung, entry.tensor);
+        if (header.type != UnitType::lossless || header.parent_bits != from_bits ||
+            header.stored_as != tensor.stored_as) {
+            throw Error(where + ": expected a lossless unit of " +
+                        std::string(stored_type_name(tensor.stored_as)) + " weights on " +
+                        std::to_string(from_bits) + " bits");
+        }
+        if (parent_bits != from_bits) {
+            throw Error(where + ": its chunk is at " + std::to_string(parent_bits) +
+                        " bits, not at the ladder's top of " + std::to_string(from_bits));
+        }
+        // The chunk at the top rung (steps are kept at the top rung).
+        const RungChunk top{from_bits, state.steps, state.channel_size,
+                            std::span(state.indices).subspan(entry.first, entry.count), 0};
+        std::vector<float> values(entry.count);
+        decode_lossless_unit(header, unit, top, values);
+        // The chunk keeps its values' bit patterns where its indices were.
+        const std::lock_guard lock(mutex_);
+        std::transform(values.begin(), values.end(),
+                       state.indices.begin() + std::ptrdiff_t(entry.first),
+                       [](float value) { return std::bit_cast<std::int32_t>(value); });
+        chunk_of(entry).bits = exact_bits;
+        return;
+    }
     if (rung.kind == RungKind::refinement) {
         const int from_bits = manifest_.unit_parent_bits(rung, entry.tensor);
         if (header.type != UnitType::refinement || header.bits != bits ||
@@ -225,6 +251,12 @@ void ModelAssembler::read_values(std::size_t tensor_index, std::uint64_t first,
         const std::uint64_t channel = i / state.channel_size;
         const std::uint64_t stop =
             std::min({end, chunk.first + chunk.count, (channel + 1) * state.channel_size});
+        if (chunk.bits == exact_bits && manifest_.ladder.exact_top) {
+            // The exact rung's chunk: the source values' bit patterns (the
+            // quantized top is then below 32 bits).
+            for (; i < stop; ++i) out[i - first] = std::bit_cast<float>(state.indices[i]);
+            continue;
+        }
         // value = step * index with the chunk's rung step, exactly as
         // reconstruct() computes it.
         const float step = std::ldexp(state.steps[channel], top - chunk.bits);

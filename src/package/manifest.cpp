@@ -129,7 +129,7 @@ void check_units(const ManifestReader& reader, const Manifest& manifest, const R
         const std::string unit_where = where + ".units[" + std::to_string(i) + "]";
         if (unit.tensor >= manifest.tensors.size()) reader.fail(unit_where + " names no tensor");
         const TensorEntry& tensor = manifest.tensors[unit.tensor];
-        if (rung.kind == RungKind::refinement && !manifest.refines(rung, unit.tensor)) {
+        if (!manifest.carries(rung, unit.tensor)) {
             reader.fail(unit_where + " refines tensor '" + tensor.name + "', which " +
                         (tensor.quantized ? "keeps its bits at this rung" : "travels exactly"));
         }
@@ -146,7 +146,7 @@ void check_units(const ManifestReader& reader, const Manifest& manifest, const R
     if (offset != rung.data.bytes) reader.fail(where + ": units do not fill the file");
     for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
         const TensorEntry& tensor = manifest.tensors[t];
-        const bool expected = rung.kind != RungKind::refinement || manifest.refines(rung, t);
+        const bool expected = manifest.carries(rung, t);
         const std::uint64_t need = expected ? tensor.element_count() : 0;
         // An empty tensor still travels as no unit at all.
         if (covered[t] != need)
@@ -159,7 +159,7 @@ void check_units(const ManifestReader& reader, const Manifest& manifest, const R
     std::vector<std::vector<std::uint64_t>> firsts(manifest.tensors.size());
     for (const UnitEntry& unit : rung.units) firsts[unit.tensor].push_back(unit.first);
     for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
-        const bool carried = rung.kind != RungKind::refinement || manifest.refines(rung, t);
+        const bool carried = manifest.carries(rung, t);
         if (carried && firsts[t] != base_firsts[t]) {
             reader.fail(where + ": chunks of tensor '" + manifest.tensors[t].name +
                         "' differ from the base rung's");
@@ -182,6 +182,8 @@ std::string_view rung_kind_name(RungKind kind) {
             return "refinement";
         case RungKind::direct:
             return "direct";
+        case RungKind::exact:
+            return "exact";
     }
     return "unknown";
 }
@@ -214,12 +216,33 @@ std::size_t ladder_position(const Manifest& manifest, const RungEntry& rung) {
 }  // namespace
 
 int Manifest::unit_bits(const RungEntry& rung, std::size_t tensor) const {
+    if (rung.kind == RungKind::exact) return exact_rung_bits;
     return tensor_bits(tensor, ladder_position(*this, rung));
 }
 
 int Manifest::unit_parent_bits(const RungEntry& rung, std::size_t tensor) const {
+    // Every tensor's bits end at the ladder's top, which the exact rung
+    // builds on.
+    if (rung.kind == RungKind::exact) return ladder.top_bits();
     if (rung.kind != RungKind::refinement) return 0;
     return tensor_bits(tensor, ladder_position(*this, rung) - 1);
+}
+
+bool Manifest::carries(const RungEntry& rung, std::size_t tensor) const {
+    switch (rung.kind) {
+        case RungKind::refinement:
+            return refines(rung, tensor);
+        case RungKind::exact:
+            return tensors.at(tensor).quantized;
+        default:
+            return true;
+    }
+}
+
+const RungEntry* Manifest::exact_rung() const {
+    for (const RungEntry& rung : rungs)
+        if (rung.kind == RungKind::exact) return &rung;
+    return nullptr;
 }
 
 bool Manifest::refines(const RungEntry& rung, std::size_t tensor) const {
@@ -346,7 +369,7 @@ Manifest parse_manifest(std::string_view text, std::string_view source) {
         tensor.quantized = quantized.get<bool>();
         if (item.is_object() && item.contains("bits")) {
             // Mixed precision (format 4): the tensor's bits at each rung.
-            if (manifest.format_version < 4) {
+            if (manifest.format_version < mixed_precision_format_version) {
                 reader.fail(where + ".bits: per-tensor bit depths need package format 4");
             }
             if (!tensor.quantized) reader.fail(where + ".bits: the tensor travels exactly");
@@ -382,8 +405,12 @@ Manifest parse_manifest(std::string_view text, std::string_view source) {
             rung.kind = RungKind::refinement;
         } else if (kind == "direct") {
             rung.kind = RungKind::direct;
+        } else if (kind == "exact" && manifest.format_version >= exact_rung_format_version) {
+            rung.kind = RungKind::exact;
         } else {
-            reader.fail(where + ".kind '" + kind + "' is not base, refinement or direct");
+            reader.fail(where + ".kind '" + kind + "' is not base, refinement" +
+                        (manifest.format_version >= exact_rung_format_version ? ", exact" : "") +
+                        " or direct");
         }
         rung.bits = int(reader.number(item, "bits", where, max_ladder_bits));
         rung.parent_bits = int(reader.number(item, "parent_bits", where, max_ladder_bits));
@@ -434,6 +461,21 @@ Manifest parse_manifest(std::string_view text, std::string_view source) {
                 rung.parent_bits != parent) {
                 reader.fail(where + " is not the ladder's rung " + std::to_string(ladder_bits[i]));
             }
+        } else if (rung.kind == RungKind::exact) {
+            // Right after the ladder, once, on a top below 32 bits; it carries
+            // the quantized tensors' source values, which only float32,
+            // float16 and bfloat16 keep exactly.
+            if (i != ladder_bits.size() || rung.bits != exact_rung_bits ||
+                rung.parent_bits != ladder_bits.back() || ladder_bits.back() >= exact_rung_bits) {
+                reader.fail(where + " is not an exact rung on the ladder's top");
+            }
+            for (const TensorEntry& tensor : manifest.tensors) {
+                if (tensor.quantized && tensor.stored_as == StoredType::float64) {
+                    reader.fail("tensor '" + tensor.name +
+                                "' is float64, which an exact rung does not carry");
+                }
+            }
+            manifest.ladder.exact_top = true;
         } else {
             const bool in_ladder =
                 std::find(ladder_bits.begin(), ladder_bits.end(), rung.bits) != ladder_bits.end();

@@ -189,7 +189,7 @@ void pack_tensor(const Tensor& tensor, std::size_t tensor_index, bool quantized,
     std::vector<UnitJob> jobs;
     for (std::size_t r = 0; r < manifest.rungs.size(); ++r) {
         const RungEntry& rung = manifest.rungs[r];
-        if (rung.kind == RungKind::refinement && !manifest.refines(rung, tensor_index)) continue;
+        if (!manifest.carries(rung, tensor_index)) continue;
         for (const UnitTarget& chunk : chunks) jobs.push_back({r, chunk, {}, {}});
     }
     std::mutex progress_mutex;
@@ -199,6 +199,14 @@ void pack_tensor(const Tensor& tensor, std::size_t tensor_index, bool quantized,
         const RungEntry& rung = manifest.rungs[job.rung];
         if (!quantized) {
             job.bytes = encode_exact_unit(job.target, tensor.values);
+        } else if (rung.kind == RungKind::exact) {
+            // The source values against the top rung a device holds.
+            std::vector<std::int32_t> top;
+            const RungChunk top_chunk =
+                chunk_at(manifest.unit_parent_bits(rung, tensor_index), job.target, top);
+            job.bytes = encode_lossless_unit(
+                job.target, tensor.stored_as,
+                std::span(tensor.values).subspan(job.target.first, job.target.count), top_chunk);
         } else if (rung.kind == RungKind::refinement) {
             // The coarse chunk from the fine one: rounded once, divided down.
             const int fine_bits = manifest.unit_bits(rung, tensor_index);
@@ -269,7 +277,7 @@ void assign_tensor_bits(Manifest& manifest, const std::vector<int>& base_bits) {
         const int base = given == 0 ? plan.base_bits() : given;
         tensor.bits = plan.rung_bits_with_base(base);
     }
-    manifest.format_version = package_format_version;
+    manifest.format_version = std::max(manifest.format_version, mixed_precision_format_version);
 }
 
 std::string percent_text(double share) {
@@ -452,6 +460,24 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
                                       std::to_string(rung.bits) + ".bin";
         manifest.rungs.push_back(std::move(rung));
     }
+    if (plan.exact_top) {
+        // Format 5. Float64 weights reach the ladder rounded to float32
+        // (format.md §7.2): no rung can give them back exactly.
+        for (const TensorEntry& tensor : manifest.tensors) {
+            if (tensor.quantized && tensor.stored_as == StoredType::float64) {
+                throw Error("pack: tensor '" + tensor.name +
+                            "' is float64; an exact rung reproduces float32, float16 and "
+                            "bfloat16 weights only (drop 'exact' from the ladder)");
+            }
+        }
+        RungEntry rung;
+        rung.kind = RungKind::exact;
+        rung.bits = exact_rung_bits;
+        rung.parent_bits = plan.top_bits();
+        rung.data.file = "exact-" + std::to_string(rung.parent_bits) + ".bin";
+        manifest.rungs.push_back(std::move(rung));
+        manifest.format_version = exact_rung_format_version;
+    }
     for (const int bits : direct_bits) {
         RungEntry rung;
         rung.kind = RungKind::direct;
@@ -466,9 +492,8 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
         if (elements == 0) continue;
         const std::size_t chunks = plan_chunks(0, elements, manifest.chunk_elements).size();
         const std::size_t rungs = std::size_t(
-            std::count_if(manifest.rungs.begin(), manifest.rungs.end(), [&](const RungEntry& rung) {
-                return rung.kind != RungKind::refinement || manifest.refines(rung, t);
-            }));
+            std::count_if(manifest.rungs.begin(), manifest.rungs.end(),
+                          [&](const RungEntry& rung) { return manifest.carries(rung, t); }));
         total_units += chunks * rungs;
     }
 

@@ -40,10 +40,19 @@ LadderPlan LadderPlan::parse(std::string_view text) {
     LadderPlan plan;
     const std::string original(text);
     while (!text.empty()) {
+        if (text == "exact") {
+            if (plan.bits.empty() || plan.bits.back() >= max_ladder_bits) {
+                throw Error("ladder '" + original +
+                            "': exact follows a quantized rung below 32 bits, e.g. 4,8,exact");
+            }
+            plan.exact_top = true;
+            break;
+        }
         int bits = 0;
         const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), bits);
         if (error != std::errc() || bits < min_ladder_bits || bits > max_ladder_bits) {
-            throw Error("ladder '" + original + "': each rung is a bit depth from 2 to 32");
+            throw Error("ladder '" + original +
+                        "': each rung is a bit depth from 2 to 32, the last may be 'exact'");
         }
         if (!plan.bits.empty() && bits <= plan.bits.back()) {
             throw Error("ladder '" + original + "': bit depths must increase, e.g. 4,8,16");

@@ -45,16 +45,20 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 break;
             }
             case bitinc::UnitType::lossless: {
-                // Parents and references as a device holds them: step * index.
+                // A top rung as a device holds it: indices of every size,
+                // steps of several scales (one channel in a hundred with 0).
                 std::vector<std::int32_t> parent(header.target.count);
-                std::vector<float> reference(parent.size());
                 for (std::size_t i = 0; i < parent.size(); ++i) {
                     parent[i] = static_cast<std::int32_t>(i % 9) - 4;
                     if (i % 11 == 0) parent[i] = i % 2 ? 127 : -32767;
-                    reference[i] = 0.0123f * static_cast<float>(parent[i]);
                 }
+                const std::uint64_t channel_size = 64;
+                std::vector<float> steps(header.target.tensor_elements / channel_size + 1);
+                for (std::size_t c = 0; c < steps.size(); ++c)
+                    steps[c] = c % 100 == 7 ? 0.0f : 0.0123f * float(1 + c % 5);
+                const bitinc::RungChunk top{header.parent_bits, steps, channel_size, parent, 0};
                 std::vector<float> out(parent.size());
-                bitinc::decode_lossless_unit(header, unit, reference, parent, out);
+                bitinc::decode_lossless_unit(header, unit, top, out);
                 break;
             }
         }
