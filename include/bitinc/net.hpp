@@ -141,7 +141,7 @@ struct FetchEvent {
 
 struct FetchOptions {
     FetchMode mode = FetchMode::incremental;
-    int until_bits = 0;  // 0: the top rung
+    int until_bits = 0;  // 0: the ladder's last rung (the exact one where there is one)
     // Stop at the package's accuracy point (incremental only): the rungs
     // before it, then the first units of its rung. An Error if the package
     // names none.

@@ -60,6 +60,18 @@ class RangeEncoder {
             shift_low();
         }
     }
+    // `value` of `count` equally likely ones (1 <= count <= 2^12): log2(count)
+    // bits, give or take 0.001 (the range keeps at least 24 bits).
+    void encode_uniform(std::uint32_t value, std::uint32_t count) {
+        const std::uint32_t share = range_ / count;
+        low_ += std::uint64_t{value} * share;
+        // The last value takes what the division left over.
+        range_ = value + 1 == count ? range_ - value * share : share;
+        while (range_ < (1u << 24)) {
+            range_ <<= 8;
+            shift_low();
+        }
+    }
     // Flushes the coder state; the encoder must not be used afterwards.
     std::vector<std::uint8_t> finish();
 
@@ -94,6 +106,18 @@ class RangeDecoder {
             code_ = (code_ << 8) | next_byte();
         }
         return bit;
+    }
+    // What RangeEncoder::encode_uniform wrote.
+    std::uint32_t decode_uniform(std::uint32_t count) {
+        const std::uint32_t share = range_ / count;
+        const std::uint32_t value = std::min(code_ / share, count - 1);
+        code_ -= value * share;
+        range_ = value + 1 == count ? range_ - value * share : share;
+        while (range_ < (1u << 24)) {
+            range_ <<= 8;
+            code_ = (code_ << 8) | next_byte();
+        }
+        return value;
     }
     // True when the decoder needed bytes beyond the end of its input.
     bool overran() const { return position_ > bytes_.size() + 4; }
