@@ -10,6 +10,7 @@
 #include "bitinc/coder.hpp"
 #include "bitinc/error.hpp"
 #include "core/crc32c.hpp"
+#include "core/half_float.hpp"
 #include "test_support.hpp"
 
 namespace bitinc {
@@ -518,6 +519,27 @@ TEST(Unit, WritesTheFuzzCorpusWhenAsked) {
                                                      uniform_rungs[0], uniform_rungs[1]);
     ASSERT_NE(raw_contexts[unit_header_bytes + 2], 0) << "expected raw contexts";
     write("refine16-rans-raw-contexts.bin", raw_contexts);
+    // Lossless units on the top rung the fuzz target gives them
+    // (fuzz_unit.cpp): weights inside their cells, a few outside, zeros.
+    const std::size_t lossless_count = 700;
+    std::vector<std::int32_t> parent(lossless_count);
+    std::vector<float> steps(lossless_count / 64 + 1);
+    for (std::size_t c = 0; c < steps.size(); ++c)
+        steps[c] = c % 100 == 7 ? 0.0f : 0.0123f * float(1 + c % 5);
+    std::vector<float> weights(lossless_count);
+    std::uniform_real_distribution<float> within(-0.45f, 0.45f);
+    for (std::size_t i = 0; i < lossless_count; ++i) {
+        parent[i] = static_cast<std::int32_t>(i % 9) - 4;
+        if (i % 11 == 0) parent[i] = i % 2 ? 127 : -127;
+        if (steps[i / 64] == 0.0f) parent[i] = 0;
+        weights[i] = steps[i / 64] * (float(parent[i]) + within(generator));
+        if (i % 97 == 5) weights[i] *= 3.0f;  // outside its cell
+    }
+    const RungChunk top{8, steps, 64, parent, 0};
+    const UnitTarget whole{0, lossless_count, 0, lossless_count};
+    write("lossless-float32.bin", encode_lossless_unit(whole, StoredType::float32, weights, top));
+    for (float& weight : weights) weight = core::bfloat16_to_float(core::float_to_bfloat16(weight));
+    write("lossless-bfloat16.bin", encode_lossless_unit(whole, StoredType::bfloat16, weights, top));
 }
 
 }  // namespace

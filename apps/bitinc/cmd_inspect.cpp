@@ -181,6 +181,7 @@ int inspect_package(const std::string& directory, bool json_output) {
         json["package"] = directory;
         json["format_version"] = manifest.format_version;
         json["ladder"] = manifest.ladder.bits;
+        json["exact_rung"] = manifest.ladder.exact_top;
         json["per_channel"] = manifest.ladder.per_channel;
         json["mixed"] = manifest.mixed();
         json["tensors"] = nlohmann::json::array();
@@ -206,17 +207,15 @@ int inspect_package(const std::string& directory, bool json_output) {
         std::printf("%s\n", json_text(json).c_str());
         return 0;
     }
-    std::string ladder;
-    for (const int bits : manifest.ladder.bits)
-        ladder += (ladder.empty() ? "" : ",") + std::to_string(bits);
+    const std::string ladder = ladder_text(manifest.ladder);
     std::printf("%s: package format %d, model %s, ladder %s%s%s\n",
                 printable_text(directory).c_str(), manifest.format_version,
                 printable_text(manifest.model_name).c_str(), ladder.c_str(),
                 manifest.ladder.per_channel ? ", per channel" : "",
                 manifest.mixed() ? ", mixed precision" : "");
     for (const RungEntry& rung : manifest.rungs) {
-        std::printf("  %-10s %-6d %-22s %14s bytes %6zu units\n",
-                    std::string(rung_kind_name(rung.kind)).c_str(), rung.bits,
+        std::printf("  %-10s %-8s %-22s %14s bytes %6zu units\n",
+                    std::string(rung_kind_name(rung.kind)).c_str(), rung_bits_label(rung).c_str(),
                     printable_text(rung.data.file).c_str(), with_commas(rung.data.bytes).c_str(),
                     rung.units.size());
     }
@@ -231,6 +230,7 @@ int inspect_package(const std::string& directory, bool json_output) {
         if (tensor.quantized) {
             bits.clear();
             for (const int b : bits_of(t)) bits += (bits.empty() ? "" : " ") + std::to_string(b);
+            if (manifest.ladder.exact_top) bits += " exact";
         }
         std::printf("  %4zu  %-*s  %-18s %-8s %12s  %s\n", t, int(name_width),
                     printable_text(tensor.name).c_str(), dims_text(tensor.shape).c_str(),

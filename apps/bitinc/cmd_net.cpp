@@ -305,7 +305,7 @@ int run_fetch(int argc, char** argv) {
                     printable_text(command_line.positional(0)).c_str(), result.manifest_at,
                     result.topology_at);
         for (const RungTimeline& rung : result.rungs) {
-            const std::string bits = rung_bits_label(rung.bits, rung.parent_bits);
+            const std::string bits = rung_bits_label(rung);
             std::printf(
                 "  %-10s %-6s %12s  downloaded %7.3f s  ready %7.3f s  decode %.3f s (%.0f %% "
                 "hidden)\n",

@@ -29,6 +29,7 @@ nlohmann::json package_json(const Manifest& manifest) {
             {"float32_bytes", manifest.float32_bytes},
             {"topology_bytes", manifest.topology.bytes},
             {"ladder", manifest.ladder.bits},
+            {"exact_rung", manifest.ladder.exact_top},
             {"per_channel", manifest.ladder.per_channel},
             {"rungs", rungs}};
 }
@@ -43,7 +44,7 @@ void print_package(const Manifest& manifest) {
     std::printf("  %-10s %-7s %-22s %14s %14s %7s\n", "rung", "bits", "file", "bytes",
                 "with earlier", "ratio");
     for (const RungEntry& rung : manifest.rungs) {
-        const std::string bits = rung_bits_label(rung.bits, rung.parent_bits);
+        const std::string bits = rung_bits_label(rung);
         const std::uint64_t total =
             rung.kind == RungKind::direct ? rung.data.bytes : (cumulative += rung.data.bytes);
         std::printf("  %-10s %-7s %-22s %14s %14s %6.1fx\n",

@@ -47,9 +47,15 @@ std::vector<std::string> split(const std::string& text, char separator) {
     }
 }
 
-std::string rung_bits_label(int bits, int parent_bits) {
-    return parent_bits > 0 ? std::to_string(parent_bits) + "->" + std::to_string(bits)
-                           : std::to_string(bits);
+std::string rung_bits_label(RungKind kind, int bits, int parent_bits) {
+    const std::string to = kind == RungKind::exact ? std::string("exact") : std::to_string(bits);
+    return parent_bits > 0 ? std::to_string(parent_bits) + "->" + to : to;
+}
+
+std::string ladder_text(const LadderPlan& ladder) {
+    std::string text;
+    for (const int bits : ladder.bits) text += (text.empty() ? "" : ",") + std::to_string(bits);
+    return ladder.exact_top ? text + ",exact" : text;
 }
 
 void add_data_dir_option(CommandLine& command_line) {

@@ -21,7 +21,14 @@ std::string dims_text(const std::vector<std::int64_t>& dims,
 // "a,b,,c" split at ',' -> {"a", "b", "", "c"}
 std::vector<std::string> split(const std::string& text, char separator);
 // "8->16" for a refinement from 8 bits, "16" for a rung with no parent (0).
-std::string rung_bits_label(int bits, int parent_bits);
+// "4->8", "8" or "8->exact": a rung's bits (from its parent's).
+std::string rung_bits_label(RungKind kind, int bits, int parent_bits);
+template <typename Rung>  // RungEntry, RungTimeline
+std::string rung_bits_label(const Rung& rung) {
+    return rung_bits_label(rung.kind, rung.bits, rung.parent_bits);
+}
+// "4,8,16" or "4,8,exact".
+std::string ladder_text(const LadderPlan& ladder);
 // JSON for stdout: names that are not valid UTF-8 (they come from models and
 // servers) are replaced with U+FFFD instead of failing the whole output.
 std::string json_text(const nlohmann::json& json, int indent = 2);

@@ -463,6 +463,13 @@ EvaluationResult run_evaluation(const fs::path& model_path, Scenario& scenario,
     };
     if (options.ladder.bits.size() < 2)
         throw Error("eval: the ladder needs a base and a top rung, e.g. 8,16");
+    // The study sends the high-precision model directly (UE2): a quantized
+    // rung. An exact rung has no direct counterpart to compare with.
+    if (options.ladder.exact_top) {
+        throw Error(
+            "eval: the study compares with a directly sent quantized model; drop 'exact' "
+            "from --ladder (pack, unpack and fetch take it)");
+    }
     EvaluationResult result;
     result.model_name = model_path.stem().string();
     result.scenario_name = scenario.name();

@@ -2,8 +2,8 @@
 // units in any order, repeated, truncated, with flipped bytes, and with
 // flipped bytes whose CRC32C (and manifest entry) were recomputed so that the
 // decoders see them. The package is the bundled small-cnn, packed once with
-// small chunks and mixed precision. Every fault must be an Error; nothing may crash or read out
-// of bounds.
+// small chunks, mixed precision and an exact rung. Every fault must be an Error; nothing may crash
+// or read out of bounds.
 #include <unistd.h>
 
 #include <cstddef>
@@ -46,7 +46,8 @@ Fixture make_fixture() {
     const fs::path directory =
         fs::temp_directory_path() / ("bitinc-fuzz-assembler-" + std::to_string(::getpid()));
     bitinc::PackOptions options;
-    options.ladder = bitinc::LadderPlan::parse("4,8,16");
+    // With an exact rung (format 5): lossless units on the 16-bit top.
+    options.ladder = bitinc::LadderPlan::parse("4,8,16,exact");
     options.ladder.per_channel = true;
     options.chunk_elements = 1024;
     options.threads = 1;

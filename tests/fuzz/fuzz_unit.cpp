@@ -45,12 +45,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 break;
             }
             case bitinc::UnitType::lossless: {
-                // A top rung as a device holds it: indices of every size,
-                // steps of several scales (one channel in a hundred with 0).
+                // A top rung as a device holds it, the one the corpus's
+                // lossless units were coded on (tests/unit_test.cpp):
+                // indices of every size, steps of several scales (one
+                // channel in a hundred with 0).
                 std::vector<std::int32_t> parent(header.target.count);
                 for (std::size_t i = 0; i < parent.size(); ++i) {
                     parent[i] = static_cast<std::int32_t>(i % 9) - 4;
-                    if (i % 11 == 0) parent[i] = i % 2 ? 127 : -32767;
+                    if (i % 11 == 0) parent[i] = i % 2 ? 127 : -127;
                 }
                 const std::uint64_t channel_size = 64;
                 std::vector<float> steps(header.target.tensor_elements / channel_size + 1);
