@@ -87,7 +87,9 @@ int run_pack(int argc, char** argv) {
         "serve (docs/format.md).");
     command_line.add_positional("MODEL.onnx", "the model to pack");
     command_line.add_option("ladder", "BITS",
-                            "bit depths of the rungs, e.g. 4,8,16 (default 8,16)");
+                            "bit depths of the rungs, e.g. 4,8,16 (default 8,16); end with "
+                            "exact (4,8,exact) for a last rung that gives back the source "
+                            "weights bit for bit");
     command_line.add_option("direct", "BITS", "rungs also stored whole (default: the top rung)");
     command_line.add_flag("per-channel", "one step per output channel instead of per tensor");
     command_line.add_option("chunk", "N", "weights per unit at most (default 1048576)");

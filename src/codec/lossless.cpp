@@ -43,7 +43,7 @@ struct FloatFormat {
     std::int64_t largest_key = 0x7F7FFFFF;
 };
 
-FloatFormat format_of(StoredType type) {
+constexpr FloatFormat format_of(StoredType type) {
     switch (type) {
         case StoredType::float16:
             return {16, 10, 5, 0x7BFF};
@@ -54,7 +54,7 @@ FloatFormat format_of(StoredType type) {
     }
 }
 
-std::uint32_t pattern_of(StoredType type, float value) {
+inline std::uint32_t pattern_of(StoredType type, float value) {
     switch (type) {
         case StoredType::float16:
             return core::float_to_half(value);
@@ -65,7 +65,7 @@ std::uint32_t pattern_of(StoredType type, float value) {
     }
 }
 
-float value_of(StoredType type, std::uint32_t pattern) {
+inline float value_of(StoredType type, std::uint32_t pattern) {
     switch (type) {
         case StoredType::float16:
             return core::half_to_float(static_cast<std::uint16_t>(pattern));
@@ -97,13 +97,11 @@ struct Cell {
     std::int64_t last = 0;
 };
 
-Cell cell_of(std::int32_t index, float step, StoredType type, const FloatFormat& format) {
+// Compiled once per element type (the type's conversions inline).
+template <StoredType type>
+Cell cell_of(std::int32_t index, float step) {
+    constexpr FloatFormat format = format_of(type);
     const double q = double(index);
-    const auto index_at = [&](std::int64_t key) {
-        return std::round(double(value_of(type, pattern_of_key(key, format.width))) / double(step));
-    };
-    const std::int64_t lowest = -format.largest_key - 1;
-    const std::int64_t highest = format.largest_key;
     const double bound_low = (q - 0.5) * double(step);
     const double bound_high = (q + 0.5) * double(step);
     constexpr double float_max = 3.4028234663852886e38;
@@ -111,30 +109,65 @@ Cell cell_of(std::int32_t index, float step, StoredType type, const FloatFormat&
         std::fabs(bound_high) > float_max) {
         return {};
     }
-    const auto key_near = [&](double value) {
-        return std::clamp(key_of(pattern_of(type, float(value)), format.width), lowest, highest);
+    // round_half_away(x) >= q and <= q for x = f64(value) / f64(step),
+    // without rounding (halves go away from zero) and without dividing:
+    // (q -+ 1/2) * step is exact in binary64 (a step has 8 significant bits,
+    // an index 32), and a float value never lies within 2^-53 of it
+    // relatively unless equal to it, so comparing the value with it decides
+    // exactly as comparing the correctly rounded quotient with q -+ 1/2.
+    const auto value_at = [&](std::int64_t key) {
+        return double(value_of(type, pattern_of_key(key, format.width)));
     };
-    // From estimates a few representable values away, by single steps.
+    const auto at_least = [&](std::int64_t key) {
+        const double v = value_at(key);
+        return index > 0 ? v >= bound_low : v > bound_low;
+    };
+    const auto at_most = [&](std::int64_t key) {
+        const double v = value_at(key);
+        return index >= 0 ? v < bound_high : v <= bound_high;
+    };
+    const std::int64_t lowest = -format.largest_key - 1;
+    const std::int64_t highest = format.largest_key;
+    // An estimate: bfloat16 truncated (a value away at most), not rounded.
+    const auto key_near = [&](double value) {
+        const float near = float(value);
+        const std::uint32_t pattern = type == StoredType::bfloat16
+                                          ? std::bit_cast<std::uint32_t>(near) >> 16
+                                          : pattern_of(type, near);
+        return std::clamp(key_of(pattern, format.width), lowest, highest);
+    };
+    // From estimates a representable value or two away, by single steps.
     constexpr int max_steps = 64;
     int steps = 0;
     std::int64_t first = key_near(bound_low);
-    while (first > lowest && index_at(first - 1) >= q) {
+    while (first > lowest && at_least(first - 1)) {
         --first;
         if (++steps > max_steps) return {};
     }
-    while (index_at(first) < q) {
+    while (!at_least(first)) {
         if (++first > highest || ++steps > max_steps) return {};
     }
     std::int64_t last = key_near(bound_high);
-    while (last < highest && index_at(last + 1) <= q) {
+    while (last < highest && at_most(last + 1)) {
         ++last;
         if (++steps > max_steps) return {};
     }
-    while (index_at(last) > q) {
+    while (!at_most(last)) {
         if (--last < lowest || ++steps > max_steps) return {};
     }
     if (last < first) return {};
     return {first, last};
+}
+
+Cell cell_of(std::int32_t index, float step, StoredType type) {
+    switch (type) {
+        case StoredType::float16:
+            return cell_of<StoredType::float16>(index, step);
+        case StoredType::bfloat16:
+            return cell_of<StoredType::bfloat16>(index, step);
+        default:
+            return cell_of<StoredType::float32>(index, step);
+    }
 }
 
 // Raw writes and reads of up to 64 bits (the stream's own take 32).
@@ -262,7 +295,7 @@ LosslessPayload encode_lossless(StoredType type, std::span<const float> values,
             raw.write(pattern >> (format.width - 1), 1);
             raw.write(pattern, format.mantissa_bits);
         } else {
-            const Cell cell = cell_of(top.indices[i], top.step_of(i), type, format);
+            const Cell cell = cell_of(top.indices[i], top.step_of(i), type);
             const std::int64_t key = key_of(pattern, format.width);
             if (cell.first <= key && key <= cell.last) {
                 token = in_cell;
@@ -368,7 +401,7 @@ const char* decode_lossless(std::span<const std::uint8_t> coded, std::span<const
             pattern = (sign << (format.width - 1)) |
                       ((exponent & exponent_mask) << format.mantissa_bits) | mantissa;
         } else if (token == in_cell) {
-            const Cell cell = cell_of(top.indices[i], top.step_of(i), type, format);
+            const Cell cell = cell_of(top.indices[i], top.step_of(i), type);
             if (cell.last < cell.first) return "lossless payload: a weight in a cell that has none";
             const std::uint64_t size = std::uint64_t(cell.last - cell.first) + 1;
             const std::uint64_t offset = read_uniform(cells, bits, size);
