@@ -170,6 +170,15 @@ Cell cell_of(std::int32_t index, float step, StoredType type) {
     }
 }
 
+// The exponent field, in the weights' type, of half the step: the largest a
+// weight of index 0 can have, which its exponent is coded below (channels of
+// different steps thus share one table).
+std::uint32_t zero_cell_exponent(StoredType type, float step) {
+    const FloatFormat format = format_of(type);
+    return (pattern_of(type, 0.5f * step) >> format.mantissa_bits) &
+           ((std::uint32_t{1} << format.exponent_bits) - 1);
+}
+
 // Raw writes and reads of up to 64 bits (the stream's own take 32).
 void write_wide(BitWriter& out, std::uint64_t value, int count) {
     if (count > 32) {
@@ -250,9 +259,8 @@ void put_u32(std::vector<std::uint8_t>& out, std::uint32_t value) {
     for (int b = 0; b < 4; ++b) out.push_back(static_cast<std::uint8_t>(value >> (8 * b)));
 }
 
-// Coder byte, element type, reference exponent, context mask, length of the
-// range-coded stream.
-constexpr std::size_t preamble_bytes = 11;
+// Coder byte, element type, context mask, length of the range-coded stream.
+constexpr std::size_t preamble_bytes = 10;
 
 }  // namespace
 
@@ -269,13 +277,6 @@ LosslessPayload encode_lossless(StoredType type, std::span<const float> values,
         return (pattern >> format.mantissa_bits) & exponent_mask;
     };
     const std::size_t count = values.size();
-    std::uint32_t reference_exponent = 0;
-    for (std::size_t i = 0; i < count; ++i) {
-        if (top.indices[i] == 0) {
-            reference_exponent =
-                std::max(reference_exponent, exponent_of(pattern_of(type, values[i])));
-        }
-    }
     std::vector<std::uint8_t> tokens(count);
     std::array<std::uint32_t, context_count * alphabet> counts{};
     BitWriter raw;
@@ -287,7 +288,7 @@ LosslessPayload encode_lossless(StoredType type, std::span<const float> values,
         std::uint32_t token = 0;
         if (context == 0) {
             const std::uint32_t exponent = exponent_of(pattern);
-            token = reference_exponent - exponent;
+            token = zero_cell_exponent(type, top.step_of(i)) - exponent;
             if (token >= exponent_escape) {
                 token = exponent_escape;
                 raw.write(exponent, format.exponent_bits);
@@ -327,8 +328,7 @@ LosslessPayload encode_lossless(StoredType type, std::span<const float> values,
     for (std::size_t i = count; i-- > 0;)
         encoder.put(i, tables[top.indices[i] == 0 ? 0 : 1], tokens[i]);
     LosslessPayload payload;
-    payload.coded = {std::uint8_t(UnitCoder::rans), std::uint8_t(type),
-                     static_cast<std::uint8_t>(reference_exponent)};
+    payload.coded = {std::uint8_t(UnitCoder::rans), std::uint8_t(type)};
     put_u32(payload.coded, mask);
     const std::vector<std::uint8_t> cell_stream = cells.finish();
     put_u32(payload.coded, static_cast<std::uint32_t>(cell_stream.size()));
@@ -348,14 +348,11 @@ const char* decode_lossless(std::span<const std::uint8_t> coded, std::span<const
     if (!lossless_type_is_valid(coded[1])) return "lossless payload names an unknown element type";
     const auto type = static_cast<StoredType>(coded[1]);
     const FloatFormat format = format_of(type);
-    const std::uint32_t reference_exponent = coded[2];
-    if (reference_exponent >> format.exponent_bits)
-        return "lossless payload: bad reference exponent";
     std::uint32_t mask = 0;
-    for (int b = 3; b >= 0; --b) mask = (mask << 8) | coded[3 + std::size_t(b)];
+    for (int b = 3; b >= 0; --b) mask = (mask << 8) | coded[2 + std::size_t(b)];
     if (mask >> context_count) return "lossless payload: bad context mask";
     std::uint32_t cell_bytes = 0;
-    for (int b = 3; b >= 0; --b) cell_bytes = (cell_bytes << 8) | coded[7 + std::size_t(b)];
+    for (int b = 3; b >= 0; --b) cell_bytes = (cell_bytes << 8) | coded[6 + std::size_t(b)];
     BitReader table_bits(coded.subspan(preamble_bytes));
     std::array<rans::DecodeTable, context_count> tables;
     std::array<std::uint16_t, rans::max_alphabet> frequencies{};
@@ -393,8 +390,9 @@ const char* decode_lossless(std::span<const std::uint8_t> coded, std::span<const
             if (token == exponent_escape) {
                 exponent = bits.read(format.exponent_bits);
             } else {
-                if (token > reference_exponent) return "lossless payload: exponent below zero";
-                exponent = reference_exponent - token;
+                const std::uint32_t reference = zero_cell_exponent(type, top.step_of(i));
+                if (token > reference) return "lossless payload: exponent below zero";
+                exponent = reference - token;
             }
             const std::uint32_t sign = bits.read(1);
             const std::uint32_t mantissa = bits.read(format.mantissa_bits);
