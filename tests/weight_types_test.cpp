@@ -527,5 +527,132 @@ TEST_F(WeightTypes, ManifestWithAnUnknownStoredTypeIsRefused) {
     }
 }
 
+// ---- The exact rung (--ladder 4,8,exact): the source weights bit for bit.
+
+// Float32, float16 and bfloat16 weights, in initializers and a Constant,
+// each used by a Cast so that the graph is valid.
+fs::path write_model_of_every_exact_type(const fs::path& path, bool with_float64 = false) {
+    OnnxBuilder builder;
+    builder.input("x", {-1, 40}).output("x_copy", {-1, 40});
+    builder.node("Identity", {"x"}, {"x_copy"});
+    std::vector<std::string> names{"c_bf16", "w_f32", "w_f16", "w_bf16", "b_f32"};
+    builder.constant("c_bf16", {32, 40}, random_values(32 * 40, 0.1f, 21), Encoding::bfloat16_raw);
+    builder.initializer("w_f32", {64, 400}, random_values(64 * 400, 0.05f, 22));
+    builder.initializer("w_f16", {48, 40}, random_values(48 * 40, 0.02f, 23), Encoding::half_raw);
+    builder.initializer("w_bf16", {64, 40}, random_values(64 * 40, 0.3f, 24),
+                        Encoding::bfloat16_raw);
+    builder.initializer("b_f32", {64}, random_values(64, 0.1f, 25));
+    if (with_float64) {
+        builder.initializer("w_f64", {48, 40}, random_values(48 * 40, 0.02f, 26),
+                            Encoding::double_raw);
+        names.push_back("w_f64");
+    }
+    use_as_outputs(builder, names);
+    spit(path, builder.bytes());
+    return path;
+}
+
+void expect_same_weights(const Model& got, const Model& want) {
+    ASSERT_EQ(got.weights.size(), want.weights.size());
+    for (std::size_t t = 0; t < got.weights.size(); ++t) {
+        const Tensor& a = got.weights[t];
+        const Tensor& b = want.weights[t];
+        EXPECT_EQ(a.stored_as, b.stored_as) << a.name;
+        EXPECT_TRUE(a.values.size() == b.values.size() &&
+                    std::memcmp(a.values.data(), b.values.data(), 4 * a.values.size()) == 0)
+            << a.name << " differs";
+    }
+}
+
+TEST(ExactRung, LadderTextEndsInExact) {
+    const LadderPlan plan = LadderPlan::parse("4,8,exact");
+    EXPECT_EQ(plan.bits, (std::vector<int>{4, 8}));
+    EXPECT_TRUE(plan.exact_top);
+    EXPECT_FALSE(LadderPlan::parse("4,8").exact_top);
+    for (const char* bad : {"exact", "4,exact,8", "4,32,exact", "4,8,exact,", "4,8,Exact"})
+        EXPECT_THROW(LadderPlan::parse(bad), Error) << bad;
+}
+
+TEST(ExactRung, EveryWeightTypeComesBackBitForBit) {
+    TemporaryDirectory directory;
+    const fs::path model = write_model_of_every_exact_type(directory.path() / "m.onnx");
+    const fs::path package = directory.path() / "p";
+    const PackResult packed = pack_model(model, options_for("3,8,exact"), package);
+    const Manifest& manifest = packed.manifest;
+    EXPECT_EQ(manifest.format_version, exact_rung_format_version);
+    ASSERT_NE(manifest.exact_rung(), nullptr);
+    EXPECT_EQ(manifest.exact_rung()->parent_bits, 8);
+    EXPECT_EQ(manifest.last_rung_bits(), exact_rung_bits);
+    // The manifest reads back as written, exact rung and all.
+    const Manifest reread = read_manifest(package);
+    EXPECT_TRUE(reread.ladder.exact_top);
+    EXPECT_EQ(serialize_manifest(reread), serialize_manifest(manifest));
+
+    const Model source = read_onnx_file(model);
+    const Model exact = unpack_package(package, exact_rung_bits, false);
+    expect_same_weights(exact, source);
+    EXPECT_EQ(serialize_onnx(exact), serialize_onnx(source));
+    // The top quantized rung is not the source: the exact rung did the work.
+    EXPECT_NE(serialize_onnx(unpack_package(package, 8, false)), serialize_onnx(source));
+    const VerifyReport report = verify_package(package);
+    EXPECT_TRUE(report.problems.empty()) << report.problems.front();
+    // Its file holds lossless units of the quantized tensors only.
+    const RungEntry& rung = *manifest.exact_rung();
+    for (const UnitEntry& unit : rung.units) EXPECT_TRUE(manifest.tensors[unit.tensor].quantized);
+}
+
+TEST(ExactRung, Float64WeightsAreRefusedByName) {
+    TemporaryDirectory directory;
+    const fs::path model = write_model_of_every_exact_type(directory.path() / "m.onnx", true);
+    try {
+        pack_model(model, options_for("4,8,exact"), directory.path() / "p");
+        FAIL() << "a float64 model packed with an exact rung";
+    } catch (const Error& error) {
+        EXPECT_NE(std::string(error.what()).find("'w_f64' is float64"), std::string::npos)
+            << error.what();
+    }
+    EXPECT_FALSE(fs::exists(directory.path() / "p"));
+}
+
+TEST(ExactRung, AFetchEndsAtTheSourceWeightsOrWhereAsked) {
+    TemporaryDirectory directory;
+    const fs::path model = write_model_of_every_exact_type(directory.path() / "m.onnx");
+    pack_model(model, options_for("4,8,exact"), directory.path() / "root" / "p");
+    const auto server = testing::start_package_server(directory.path() / "root", 0, {});
+    FetchOptions options;
+    options.timeout_seconds = 5;
+    const FetchResult exact = fetch_package(server->url() + "/p/", options);
+    EXPECT_EQ(exact.reached_bits, exact_rung_bits);
+    expect_same_weights(exact.model, read_onnx_file(model));
+    options.until_bits = 8;
+    const FetchResult top = fetch_package(server->url() + "/p/", options);
+    EXPECT_EQ(serialize_onnx(top.model),
+              serialize_onnx(unpack_package(directory.path() / "root" / "p", 8, false)));
+}
+
+TEST(ExactRung, ManifestsMustPlaceItRight) {
+    TemporaryDirectory directory;
+    const fs::path model = write_model_of_every_exact_type(directory.path() / "m.onnx");
+    pack_model(model, options_for("4,8,exact"), directory.path() / "p");
+    const std::string good = slurp(directory.path() / "p" / "manifest.json");
+    EXPECT_NO_THROW(parse_manifest(good, "good"));
+    const auto replaced = [&](const std::string& from, const std::string& to) {
+        std::string text = good;
+        const auto at = text.find(from);
+        EXPECT_NE(at, std::string::npos) << from;
+        return at == std::string::npos ? text : text.replace(at, from.size(), to);
+    };
+    for (const std::string& bad : {
+             // Format 4 readers know no exact rung: the writer says 5.
+             replaced("\"format_version\":5", "\"format_version\":4"),
+             replaced("\"kind\":\"exact\",\"bits\":32", "\"kind\":\"exact\",\"bits\":16"),
+             replaced("\"kind\":\"exact\",\"bits\":32,\"parent_bits\":8",
+                      "\"kind\":\"exact\",\"bits\":32,\"parent_bits\":4"),
+             replaced("\"kind\":\"exact\"", "\"kind\":\"direct\""),
+         }) {
+        EXPECT_THROW(parse_manifest(bad, "bad"), Error);
+    }
+}
+
 }  // namespace
 }  // namespace bitinc
