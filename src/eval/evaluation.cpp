@@ -16,6 +16,7 @@
 #include "bitinc/error.hpp"
 #include "bitinc/net.hpp"
 #include "core/file_io.hpp"
+#include "eval/signal_to_noise.hpp"
 
 namespace bitinc {
 
@@ -180,8 +181,7 @@ double weight_snr_db(const Model& original, const Model& model) {
             noise += error * error;
         }
     }
-    if (noise == 0) return std::numeric_limits<double>::infinity();
-    return 10.0 * std::log10(signal / noise);
+    return eval::signal_to_noise_db(signal, noise);
 }
 
 // Applies one rung's units (one thread, timed) and rebuilds the float model

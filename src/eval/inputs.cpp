@@ -14,6 +14,7 @@
 #include "bitinc/error.hpp"
 #include "eval/idx_reader.hpp"
 #include "eval/npy_reader.hpp"
+#include "eval/signal_to_noise.hpp"
 
 namespace bitinc {
 
@@ -579,8 +580,7 @@ std::unique_ptr<InputSet> open_dataset(const DatasetRequest& request, const Mode
 }
 
 double InputMetrics::snr_db() const {
-    if (difference_energy == 0.0) return std::numeric_limits<double>::infinity();
-    return 10.0 * std::log10(reference_energy / difference_energy);
+    return eval::signal_to_noise_db(reference_energy, difference_energy);
 }
 
 InputMetrics measure_inputs(Engine& engine, Engine* reference, const InputSet& inputs,
