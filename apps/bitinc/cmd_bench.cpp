@@ -130,6 +130,11 @@ int run_bench(int argc, char** argv) {
     for (const auto& text :
          split(command_line.value("ladders").value_or("8,16/4,16/4,8,16/16"), '/')) {
         LadderPlan plan = LadderPlan::parse(text);
+        if (plan.exact_top) {
+            throw UsageError(
+                "bench compares coders on quantized rungs; the exact rung is "
+                "measured by bench/exact_rung_bench.sh");
+        }
         plan.per_channel = options.plan.per_channel;
         plans.push_back(plan);
     }

@@ -462,17 +462,17 @@ Manifest parse_manifest(std::string_view text, std::string_view source) {
                 reader.fail(where + " is not the ladder's rung " + std::to_string(ladder_bits[i]));
             }
         } else if (rung.kind == RungKind::exact) {
-            // Right after the ladder, once, on a top below 32 bits; it carries
-            // the quantized tensors' source values, which only float32,
-            // float16 and bfloat16 keep exactly.
+            // Right after the ladder, once, on a top below 32 bits; it gives
+            // back the source weights, which float64 ones (rounded to f32
+            // on their way in) cannot be.
             if (i != ladder_bits.size() || rung.bits != exact_rung_bits ||
                 rung.parent_bits != ladder_bits.back() || ladder_bits.back() >= exact_rung_bits) {
                 reader.fail(where + " is not an exact rung on the ladder's top");
             }
             for (const TensorEntry& tensor : manifest.tensors) {
-                if (tensor.quantized && tensor.stored_as == StoredType::float64) {
+                if (tensor.stored_as == StoredType::float64) {
                     reader.fail("tensor '" + tensor.name +
-                                "' is float64, which an exact rung does not carry");
+                                "' is float64, which an exact rung cannot give back");
                 }
             }
             manifest.ladder.exact_top = true;

@@ -486,10 +486,10 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
         manifest.rungs.push_back(std::move(rung));
     }
     if (plan.exact_top) {
-        // Format 5. Float64 weights reach the ladder rounded to float32
-        // (format.md §7.2): no rung can give them back exactly.
+        // Format 5. Float64 weights reach the package rounded to float32
+        // (format.md §7.2), quantized or not: no rung gives them back.
         for (const TensorEntry& tensor : manifest.tensors) {
-            if (tensor.quantized && tensor.stored_as == StoredType::float64) {
+            if (tensor.stored_as == StoredType::float64) {
                 throw Error("pack: tensor '" + tensor.name +
                             "' is float64; an exact rung reproduces float32, float16 and "
                             "bfloat16 weights only (drop 'exact' from the ladder)");
