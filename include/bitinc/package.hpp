@@ -188,6 +188,27 @@ struct Manifest {
     bool mixed() const;
 };
 
+// What a device downloads to reach a target: the rungs in order, each file
+// up to `bytes` and its first `units` units (all of them, or up to the
+// accuracy point).
+struct FetchPlan {
+    struct Part {
+        const RungEntry* rung = nullptr;
+        std::uint64_t bytes = 0;
+        std::size_t units = 0;
+    };
+    std::vector<Part> parts;
+    int target_bits = 0;             // the last part's bits
+    bool at_accuracy_point = false;  // stops at the package's accuracy point
+};
+
+// The plan to `until_bits` (0: the ladder's last rung; with `direct`, the
+// top direct rung) through the ladder, or the direct rung of those bits
+// alone, or (until_accuracy_point) to the accuracy point. Throws Error, its
+// message starting with `where`, when the package has no such rung or point.
+FetchPlan plan_fetch(const Manifest& manifest, bool direct, int until_bits,
+                     bool until_accuracy_point, std::string_view where);
+
 // The bytes of `unit` within the contents of its rung file.
 std::span<const std::uint8_t> unit_bytes(std::string_view rung_file, const UnitEntry& unit);
 

@@ -843,50 +843,22 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
         emit(event);
     }
 
+    const FetchPlan plan =
+        plan_fetch(manifest, options.mode == FetchMode::direct, options.until_bits,
+                   options.until_accuracy_point, source.where(std::string(manifest_file_name)));
     std::vector<const RungEntry*> rungs;
-    const AccuracyPoint* point = nullptr;
-    if (options.until_accuracy_point) {
-        if (options.mode != FetchMode::incremental) {
-            throw Error("the accuracy point is a place in the ladder: fetch it incrementally");
-        }
-        if (!manifest.accuracy_point) {
-            throw Error(source.where(std::string(manifest_file_name)) +
-                        ": the package names no accuracy point (pack it with calibration)");
-        }
-        point = &*manifest.accuracy_point;
-    }
-    // By default the ladder's last rung (the exact one where there is one);
-    // direct rungs are quantized, the top one by default.
-    const int until = point                               ? manifest.rungs[point->rung].bits
-                      : options.until_bits > 0            ? options.until_bits
-                      : options.mode == FetchMode::direct ? manifest.ladder.top_bits()
-                                                          : manifest.last_rung_bits();
-    if (options.mode == FetchMode::direct) {
-        const RungEntry* rung = manifest.find_rung(RungKind::direct, until);
-        if (rung == nullptr) {
-            throw Error(source.where(std::string(manifest_file_name)) +
-                        ": the package has no direct rung of " + std::to_string(until) + " bits");
-        }
-        rungs.push_back(rung);
-    } else {
-        rungs = manifest.ladder_rungs(until);
-        if (rungs.empty() || rungs.back()->bits != until) {
-            throw Error(source.where(std::string(manifest_file_name)) +
-                        ": the ladder has no rung of " + std::to_string(until) + " bits");
-        }
-    }
-
-    result.target_bits = until;
-    result.at_accuracy_point = point != nullptr;
+    for (const FetchPlan::Part& part : plan.parts) rungs.push_back(part.rung);
+    const AccuracyPoint* point = plan.at_accuracy_point ? &*manifest.accuracy_point : nullptr;
+    result.target_bits = plan.target_bits;
+    result.at_accuracy_point = plan.at_accuracy_point;
     // The bytes and units wanted of a rung's file: all, or up to the
     // accuracy point's last unit.
-    const auto wanted_bytes = [&](const RungEntry& rung) {
-        return point && manifest.rung_index(rung) == point->rung ? manifest.accuracy_point_bytes()
-                                                                 : rung.data.bytes;
+    const auto part_of = [&](const RungEntry& rung) {
+        return *std::find_if(plan.parts.begin(), plan.parts.end(),
+                             [&](const FetchPlan::Part& part) { return part.rung == &rung; });
     };
-    const auto wanted_units = [&](const RungEntry& rung) {
-        return point && manifest.rung_index(rung) == point->rung ? point->units : rung.units.size();
-    };
+    const auto wanted_bytes = [&](const RungEntry& rung) { return part_of(rung).bytes; };
+    const auto wanted_units = [&](const RungEntry& rung) { return part_of(rung).units; };
     std::uint64_t bytes_total = 0;
     for (const RungEntry* rung : rungs) bytes_total += wanted_bytes(*rung);
     std::uint64_t bytes_done = 0;

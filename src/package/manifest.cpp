@@ -517,6 +517,49 @@ Manifest parse_manifest(std::string_view text, std::string_view source) {
     return manifest;
 }
 
+FetchPlan plan_fetch(const Manifest& manifest, bool direct, int until_bits,
+                     bool until_accuracy_point, std::string_view where) {
+    const AccuracyPoint* point = nullptr;
+    if (until_accuracy_point) {
+        if (direct)
+            throw Error("the accuracy point is a place in the ladder: fetch it incrementally");
+        if (!manifest.accuracy_point) {
+            throw Error(std::string(where) +
+                        ": the package names no accuracy point (pack it with calibration)");
+        }
+        point = &*manifest.accuracy_point;
+    }
+    // By default the ladder's last rung (the exact one where there is one);
+    // direct rungs are quantized, the top one by default.
+    FetchPlan plan;
+    plan.at_accuracy_point = point != nullptr;
+    plan.target_bits = point            ? manifest.rungs[point->rung].bits
+                       : until_bits > 0 ? until_bits
+                       : direct         ? manifest.ladder.top_bits()
+                                        : manifest.last_rung_bits();
+    std::vector<const RungEntry*> rungs;
+    if (direct) {
+        const RungEntry* rung = manifest.find_rung(RungKind::direct, plan.target_bits);
+        if (rung == nullptr) {
+            throw Error(std::string(where) + ": the package has no direct rung of " +
+                        std::to_string(plan.target_bits) + " bits");
+        }
+        rungs.push_back(rung);
+    } else {
+        rungs = manifest.ladder_rungs(plan.target_bits);
+        if (rungs.empty() || rungs.back()->bits != plan.target_bits) {
+            throw Error(std::string(where) + ": the ladder has no rung of " +
+                        std::to_string(plan.target_bits) + " bits");
+        }
+    }
+    for (const RungEntry* rung : rungs) {
+        const bool at_point = point && manifest.rung_index(*rung) == point->rung;
+        plan.parts.push_back({rung, at_point ? manifest.accuracy_point_bytes() : rung->data.bytes,
+                              at_point ? point->units : rung->units.size()});
+    }
+    return plan;
+}
+
 std::uint64_t Manifest::accuracy_point_bytes() const {
     if (!accuracy_point) return 0;
     const RungEntry& rung = rungs.at(accuracy_point->rung);
