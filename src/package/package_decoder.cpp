@@ -1,0 +1,403 @@
+// The push decoder (include/bitinc/decoder.hpp): the device's state machine
+// for one package, fed bytes by whatever transport the caller has.
+#include <algorithm>
+#include <string>
+
+#include "bitinc/decoder.hpp"
+#include "bitinc/error.hpp"
+
+namespace bitinc {
+
+namespace {
+
+enum class Fate { pending, applied, damaged, skipped, lost };
+
+// Byte ranges received of one buffer, merged.
+class Coverage {
+  public:
+    void add(std::uint64_t begin, std::uint64_t end) {
+        if (begin >= end) return;
+        ranges_.emplace_back(begin, end);
+        std::sort(ranges_.begin(), ranges_.end());
+        std::vector<std::pair<std::uint64_t, std::uint64_t>> merged;
+        for (const auto& range : ranges_) {
+            if (!merged.empty() && range.first <= merged.back().second) {
+                merged.back().second = std::max(merged.back().second, range.second);
+            } else {
+                merged.push_back(range);
+            }
+        }
+        ranges_ = std::move(merged);
+    }
+    bool covers(std::uint64_t begin, std::uint64_t end) const {
+        return begin >= end ||
+               (ranges_.size() == 1 && ranges_[0].first <= begin && ranges_[0].second >= end);
+    }
+    void clear() { ranges_.clear(); }
+
+  private:
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges_;
+};
+
+// A damaged unit being pushed again.
+struct Refetch {
+    std::vector<std::uint8_t> bytes;
+    Coverage coverage;
+};
+
+}  // namespace
+
+struct PackageDecoder::Impl {
+    // One rung of the plan: its file as a stream cut into units in order.
+    struct Part {
+        const RungEntry* rung = nullptr;
+        std::size_t rung_index = 0;
+        std::uint64_t wanted_bytes = 0;
+        std::size_t wanted_units = 0;
+        bool has_topology = false;  // the file begins with the topology
+        bool topology_done = false;
+        std::uint64_t received = 0;  // the stream holds [0, received)
+        std::uint64_t window_begin = 0;
+        std::vector<std::uint8_t> window;                          // [window_begin, received)
+        std::map<std::uint64_t, std::vector<std::uint8_t>> later;  // pushed beyond `received`
+        std::size_t next_unit = 0;                                 // the next to cut
+        std::vector<Fate> fates;
+        std::map<std::size_t, Refetch> refetches;
+        std::size_t resolved = 0;  // units applied, skipped or lost
+        std::size_t lost = 0;
+        bool has_point = false;       // the package's accuracy point is in this rung
+        std::size_t point_units = 0;  // ... after this many of its units
+        bool point_reported = false;
+        bool ready_reported = false;
+        bool complete() const { return resolved == wanted_units && topology_done; }
+    };
+
+    DecoderOptions options;
+    std::string source;
+    std::optional<Manifest> manifest;
+    FetchPlan plan;
+    std::vector<Part> parts;
+    std::size_t current = 0;  // the first part not yet complete
+    std::unique_ptr<ModelAssembler> assembler;
+    std::deque<DecoderEvent> events;
+    bool done_reported = false;
+
+    std::string where(const std::string& file) const { return source + "/" + file; }
+
+    Part* part_of(std::string_view file) {
+        for (Part& part : parts)
+            if (part.rung->data.file == file) return &part;
+        return nullptr;
+    }
+
+    void queue(DecoderEvent::Kind kind, const Part& part, std::string message = {}) {
+        DecoderEvent event;
+        event.kind = kind;
+        event.rung = part.rung_index;
+        event.bits = part.rung->bits;
+        event.message = std::move(message);
+        events.push_back(std::move(event));
+    }
+
+    // Takes bytes into a part's stream, then cuts and applies what is whole.
+    void take(Part& part, std::uint64_t offset, std::span<const std::uint8_t> bytes) {
+        const std::uint64_t end = std::min(offset + bytes.size(), part.wanted_bytes);
+        if (offset >= end || end <= part.received) return;
+        if (offset > part.received) {
+            auto& held = part.later[offset];
+            if (held.size() < end - offset)
+                held.assign(bytes.begin(), bytes.begin() + std::ptrdiff_t(end - offset));
+            return;
+        }
+        const std::uint64_t from = part.received - offset;
+        part.window.insert(part.window.end(), bytes.begin() + std::ptrdiff_t(from),
+                           bytes.begin() + std::ptrdiff_t(end - offset));
+        part.received = end;
+        join_held(part);
+    }
+
+    // Held segments that now reach the stream join it.
+    void join_held(Part& part) {
+        while (!part.later.empty() && part.later.begin()->first <= part.received) {
+            const auto node = part.later.extract(part.later.begin());
+            const std::uint64_t node_end = node.key() + node.mapped().size();
+            if (node_end > part.received) {
+                part.window.insert(
+                    part.window.end(),
+                    node.mapped().begin() + std::ptrdiff_t(part.received - node.key()),
+                    node.mapped().end());
+                part.received = node_end;
+            }
+        }
+    }
+
+    void drop_front(Part& part, std::uint64_t up_to) {
+        const std::uint64_t count =
+            std::min<std::uint64_t>(up_to - part.window_begin, part.window.size());
+        part.window.erase(part.window.begin(), part.window.begin() + std::ptrdiff_t(count));
+        part.window_begin = up_to;
+    }
+
+    // Applies one unit's bytes, or records why not.
+    void apply(Part& part, std::size_t unit_index, std::span<const std::uint8_t> bytes) {
+        const UnitEntry& unit = part.rung->units[unit_index];
+        Fate& fate = part.fates[unit_index];
+        if (builds_on_earlier_rung(part.rung->kind) &&
+            assembler->chunk_bits(part.rung_index, unit_index) !=
+                manifest->unit_parent_bits(*part.rung, unit.tensor)) {
+            fate = Fate::skipped;  // its chunk stayed behind: a unit below it was lost
+            ++part.resolved;
+            return;
+        }
+        try {
+            assembler->apply_unit(part.rung_index, unit_index, bytes, where(part.rung->data.file));
+            fate = Fate::applied;
+            ++part.resolved;
+        } catch (const Error& error) {
+            fate = Fate::damaged;
+            part.refetches[unit_index] = {};
+            DecoderEvent event;
+            event.kind = DecoderEvent::Kind::unit_damaged;
+            event.rung = part.rung_index;
+            event.bits = part.rung->bits;
+            event.wanted.push_back({part.rung->data.file, unit.offset, unit.offset + unit.length});
+            event.message = error.what();
+            events.push_back(std::move(event));
+        }
+    }
+
+    // Cuts whole units from the current part's stream (parts apply in
+    // order: a refinement needs its parent chunk in place).
+    void advance() {
+        while (current < parts.size()) {
+            Part& part = parts[current];
+            if (part.has_topology && !part.topology_done) {
+                const std::uint64_t size = manifest->topology.bytes;
+                if (part.received < size) return;
+                std::string topology(part.window.begin(),
+                                     part.window.begin() + std::ptrdiff_t(size));
+                try {
+                    assembler = std::make_unique<ModelAssembler>(*manifest, std::move(topology),
+                                                                 where(part.rung->data.file));
+                } catch (const Error& error) {
+                    // Damaged on the way: the file is wanted again from its start.
+                    part.received = 0;
+                    part.window_begin = 0;
+                    part.window.clear();
+                    part.later.clear();
+                    DecoderEvent event;
+                    event.kind = DecoderEvent::Kind::unit_damaged;
+                    event.rung = part.rung_index;
+                    event.wanted.push_back({part.rung->data.file, 0, size});
+                    event.message = error.what();
+                    events.push_back(std::move(event));
+                    return;
+                }
+                part.topology_done = true;
+                drop_front(part, size);
+                events.push_back({DecoderEvent::Kind::topology_ready, {}, part.rung_index, 0, {}});
+            }
+            if (!part.has_topology) part.topology_done = true;
+            if (assembler == nullptr) return;  // the first part brings the topology
+            while (part.next_unit < part.wanted_units) {
+                const UnitEntry& unit = part.rung->units[part.next_unit];
+                const std::uint64_t end = unit.offset + unit.length;
+                if (part.fates[part.next_unit] != Fate::pending) {  // given up
+                    if (part.received < end) {
+                        part.received = end;
+                        part.window.clear();
+                        part.window_begin = end;
+                        join_held(part);
+                    } else {
+                        drop_front(part, end);
+                    }
+                    ++part.next_unit;
+                    continue;
+                }
+                if (part.received < end) break;
+                apply(part, part.next_unit,
+                      std::span(part.window).subspan(unit.offset - part.window_begin, unit.length));
+                drop_front(part, end);
+                ++part.next_unit;
+            }
+            report(part);
+            if (!part.complete()) return;
+            ++current;
+        }
+    }
+
+    // Events a part's progress calls for.
+    void report(Part& part) {
+        if (part.has_point && !part.point_reported && part.topology_done) {
+            const bool reached = std::all_of(
+                part.fates.begin(), part.fates.begin() + std::ptrdiff_t(part.point_units),
+                [](Fate fate) { return fate != Fate::pending && fate != Fate::damaged; });
+            if (reached) {
+                part.point_reported = true;
+                queue(DecoderEvent::Kind::accuracy_point_ready, part);
+            }
+        }
+        if (part.complete() && part.next_unit >= part.wanted_units && !part.ready_reported) {
+            part.ready_reported = true;
+            // A plan that stops at the accuracy point ends with that event.
+            if (!(plan.at_accuracy_point && &part == &parts.back()))
+                queue(DecoderEvent::Kind::rung_ready, part);
+            if (&part == &parts.back()) events.push_back({DecoderEvent::Kind::done, {}, 0, 0, {}});
+        }
+    }
+
+    std::vector<ByteRange> wanted() const {
+        std::vector<ByteRange> ranges;
+        if (!manifest) return {{std::string(manifest_file_name), 0, 0}};
+        for (const Part& part : parts) {
+            if (part.complete()) continue;
+            for (const auto& [unit_index, refetch] : part.refetches) {
+                const UnitEntry& unit = part.rung->units[unit_index];
+                ranges.push_back({part.rung->data.file, unit.offset, unit.offset + unit.length});
+            }
+            if (part.received < part.wanted_bytes)
+                ranges.push_back({part.rung->data.file, part.received, part.wanted_bytes});
+        }
+        return ranges;
+    }
+};
+
+PackageDecoder::PackageDecoder(DecoderOptions options, std::string source)
+    : impl_(std::make_unique<Impl>()) {
+    impl_->options = options;
+    impl_->source = std::move(source);
+}
+PackageDecoder::~PackageDecoder() = default;
+PackageDecoder::PackageDecoder(PackageDecoder&&) noexcept = default;
+PackageDecoder& PackageDecoder::operator=(PackageDecoder&&) noexcept = default;
+
+void PackageDecoder::push_manifest(std::span<const std::uint8_t> bytes) {
+    Impl& d = *impl_;
+    if (d.manifest) return;  // a second copy changes nothing
+    const std::string where = d.where(std::string(manifest_file_name));
+    Manifest manifest = parse_manifest(
+        std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), where);
+    d.manifest = std::move(manifest);
+    d.plan = plan_fetch(*d.manifest, d.options.direct, d.options.until_bits,
+                        d.options.until_accuracy_point, where);
+    for (const FetchPlan::Part& planned : d.plan.parts) {
+        Impl::Part part;
+        part.rung = planned.rung;
+        part.rung_index = d.manifest->rung_index(*planned.rung);
+        part.wanted_bytes = planned.bytes;
+        part.wanted_units = planned.units;
+        part.has_topology = starts_with_topology(planned.rung->kind);
+        part.received = 0;
+        part.fates.assign(planned.units, Fate::pending);
+        const auto& point = d.manifest->accuracy_point;
+        if (point && point->rung == part.rung_index) {
+            part.has_point = true;
+            part.point_units = std::min(point->units, planned.units);
+        }
+        d.parts.push_back(std::move(part));
+    }
+    d.events.push_back({DecoderEvent::Kind::manifest_ready, {}, 0, 0, {}});
+}
+
+void PackageDecoder::push(std::string_view file, std::uint64_t offset,
+                          std::span<const std::uint8_t> bytes) {
+    Impl& d = *impl_;
+    Impl::Part* part = d.manifest ? d.part_of(file) : nullptr;
+    if (part == nullptr || part->complete()) return;
+    // Damaged units pushed again: gathered until whole, then applied.
+    for (auto it = part->refetches.begin(); it != part->refetches.end();) {
+        const UnitEntry& unit = part->rung->units[it->first];
+        const std::uint64_t begin = std::max(offset, unit.offset);
+        const std::uint64_t end = std::min(offset + bytes.size(), unit.offset + unit.length);
+        Refetch& refetch = it->second;
+        if (begin < end) {
+            refetch.bytes.resize(unit.length);
+            std::copy(bytes.begin() + std::ptrdiff_t(begin - offset),
+                      bytes.begin() + std::ptrdiff_t(end - offset),
+                      refetch.bytes.begin() + std::ptrdiff_t(begin - unit.offset));
+            refetch.coverage.add(begin - unit.offset, end - unit.offset);
+        }
+        if (refetch.coverage.covers(0, unit.length) && !refetch.bytes.empty()) {
+            const std::size_t unit_index = it->first;
+            std::vector<std::uint8_t> whole = std::move(refetch.bytes);
+            it = part->refetches.erase(it);
+            part->fates[unit_index] = Fate::pending;
+            d.apply(*part, unit_index, whole);
+            d.report(*part);
+        } else {
+            ++it;
+        }
+    }
+    d.take(*part, offset, bytes);
+    d.advance();
+}
+
+void PackageDecoder::give_up(const ByteRange& range) {
+    Impl& d = *impl_;
+    Impl::Part* part = d.manifest ? d.part_of(range.file) : nullptr;
+    if (part == nullptr) {
+        throw Error(d.where(range.file) + ": cannot be done without (" +
+                    (d.manifest ? "not a file of the plan" : "the manifest says what to fetch") +
+                    ")");
+    }
+    if (!builds_on_earlier_rung(part->rung->kind)) {
+        throw Error(d.where(range.file) + ": bytes " + std::to_string(range.begin) + " to " +
+                    std::to_string(range.end) + " cannot be had, and the " +
+                    std::string(rung_kind_name(part->rung->kind)) + " rung needs every one");
+    }
+    std::size_t given_up = 0;
+    for (std::size_t u = 0; u < part->wanted_units; ++u) {
+        const UnitEntry& unit = part->rung->units[u];
+        const bool overlaps = unit.offset < range.end && unit.offset + unit.length > range.begin;
+        Fate& fate = part->fates[u];
+        if (!overlaps || (fate != Fate::pending && fate != Fate::damaged)) continue;
+        fate = Fate::lost;
+        part->refetches.erase(u);
+        ++part->resolved;
+        ++part->lost;
+        ++given_up;
+    }
+    if (given_up > 0) {
+        d.queue(DecoderEvent::Kind::degraded, *part,
+                std::to_string(given_up) + " unit" + (given_up == 1 ? "" : "s") + " of " +
+                    part->rung->data.file + " given up: their chunks stay a rung below");
+    }
+    d.report(*part);
+    d.advance();
+}
+
+DecoderEvent PackageDecoder::next_event() {
+    Impl& d = *impl_;
+    if (!d.events.empty()) {
+        DecoderEvent event = std::move(d.events.front());
+        d.events.pop_front();
+        if (event.kind == DecoderEvent::Kind::done) d.done_reported = true;
+        return event;
+    }
+    if (d.done_reported) return {DecoderEvent::Kind::done, {}, 0, 0, {}};
+    return {DecoderEvent::Kind::need_input, d.wanted(), 0, 0, {}};
+}
+
+bool PackageDecoder::has_manifest() const {
+    return impl_->manifest.has_value();
+}
+
+const Manifest& PackageDecoder::manifest() const {
+    if (!impl_->manifest) throw Error(impl_->source + ": the manifest has not arrived");
+    return *impl_->manifest;
+}
+
+bool PackageDecoder::has_model() const {
+    return impl_->assembler && impl_->assembler->complete();
+}
+
+Model PackageDecoder::snapshot() const {
+    if (!impl_->assembler) throw Error(impl_->source + ": the topology has not arrived");
+    return impl_->assembler->model();
+}
+
+const ModelAssembler* PackageDecoder::assembler() const {
+    return impl_->assembler.get();
+}
+
+}  // namespace bitinc
