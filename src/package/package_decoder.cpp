@@ -131,10 +131,18 @@ struct PackageDecoder::Impl {
         }
     }
 
+    // Bytes before `up_to` are used. They leave the window in bulk, once
+    // they are half of it: a file pushed whole is not moved once per unit.
     void drop_front(Part& part, std::uint64_t up_to) {
-        const std::uint64_t count =
+        const std::uint64_t used =
             std::min<std::uint64_t>(up_to - part.window_begin, part.window.size());
-        part.window.erase(part.window.begin(), part.window.begin() + std::ptrdiff_t(count));
+        if (used == part.window.size()) {
+            part.window.clear();
+        } else if (2 * used >= part.window.size()) {
+            part.window.erase(part.window.begin(), part.window.begin() + std::ptrdiff_t(used));
+        } else {
+            return;  // the window keeps them for now; window_begin stays
+        }
         part.window_begin = up_to;
     }
 
