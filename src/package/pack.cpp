@@ -329,19 +329,23 @@ std::vector<std::string> incremental_share_warnings(const TopologySummary& summa
 std::optional<std::string> exact_rung_warning(const Manifest& manifest) {
     if (!manifest.ladder.exact_top) return std::nullopt;
     const int top = manifest.ladder.top_bits();
-    for (const auto& [type, significant] :
-         {std::pair{StoredType::bfloat16, 8}, std::pair{StoredType::float16, 11}}) {
-        const bool present = std::any_of(manifest.tensors.begin(), manifest.tensors.end(),
-                                         [&](const TensorEntry& tensor) {
-                                             return tensor.quantized && tensor.stored_as == type;
-                                         });
-        if (present && top > significant) {
+    struct Precision {
+        StoredType type;
+        int significant_bits;
+    };
+    for (const Precision precision :
+         {Precision{StoredType::bfloat16, 8}, Precision{StoredType::float16, 11}}) {
+        const bool present = std::any_of(
+            manifest.tensors.begin(), manifest.tensors.end(), [&](const TensorEntry& tensor) {
+                return tensor.quantized && tensor.stored_as == precision.type;
+            });
+        if (present && top > precision.significant_bits) {
+            const std::string significant = std::to_string(precision.significant_bits);
             return "the ladder's top rung of " + std::to_string(top) + " bits is finer than " +
-                   std::string(stored_type_name(type)) + " weights (" +
-                   std::to_string(significant) +
+                   std::string(stored_type_name(precision.type)) + " weights (" + significant +
                    " significant bits): rungs past that cost more than the exact rung saves; "
                    "end the ladder at " +
-                   std::to_string(significant) + " bits or below (e.g. 4,8,exact)";
+                   significant + " bits or below (e.g. 4,8,exact)";
         }
     }
     return std::nullopt;
