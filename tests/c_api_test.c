@@ -1,0 +1,107 @@
+/* A C program that uses nothing but include/bitinc/bitinc.h: it decodes a
+ * package from a directory, answering the decoder's requests from the
+ * files in pieces of 1000 bytes, and checks that the model it ends with is
+ * the expected ONNX file byte for byte (an exact rung gives back the source).
+ *
+ * usage: c_api_test PACKAGE_DIR EXPECTED.onnx */
+#include <bitinc/bitinc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static unsigned char* read_file(const char* path, size_t* size) {
+    FILE* file = fopen(path, "rb");
+    if (file == NULL) return NULL;
+    fseek(file, 0, SEEK_END);
+    const long length = ftell(file);
+    fseek(file, 0, SEEK_SET);
+    unsigned char* bytes = malloc(length > 0 ? (size_t)length : 1);
+    if (bytes != NULL && fread(bytes, 1, (size_t)length, file) != (size_t)length) {
+        free(bytes);
+        bytes = NULL;
+    }
+    fclose(file);
+    *size = (size_t)length;
+    return bytes;
+}
+
+static int fail(const char* what, int status, const bitinc_decoder* decoder) {
+    fprintf(stderr, "c_api_test: %s: %s (%s)\n", what, bitinc_status_string(status),
+            decoder ? bitinc_decoder_last_error(decoder) : "");
+    return 1;
+}
+
+int main(int argc, char** argv) {
+    if (argc != 3) {
+        fprintf(stderr, "usage: c_api_test PACKAGE_DIR EXPECTED.onnx\n");
+        return 2;
+    }
+    printf("bitinc %s\n", bitinc_version());
+    if (strcmp(bitinc_status_string(BITINC_ERROR_UNAVAILABLE), "unavailable") != 0) return 1;
+    if (bitinc_decoder_create(NULL, NULL) != BITINC_ERROR_INVALID_ARGUMENT) return 1;
+
+    bitinc_decoder* decoder = NULL;
+    int status = bitinc_decoder_create(NULL, &decoder);
+    if (status != BITINC_OK) return fail("create", status, NULL);
+    uint8_t* early = NULL;
+    size_t early_size = 0;
+    if (bitinc_decoder_snapshot_onnx(decoder, &early, &early_size) != BITINC_ERROR_NOT_READY)
+        return fail("a snapshot before any rung", BITINC_ERROR_INTERNAL, decoder);
+    if (bitinc_decoder_push_manifest(decoder, (const uint8_t*)"{}", 2) != BITINC_ERROR_INVALID_DATA)
+        return fail("a bad manifest", BITINC_ERROR_INTERNAL, decoder);
+
+    int rungs = 0;
+    for (int step = 0; step < 100000; ++step) {
+        bitinc_event event;
+        status = bitinc_decoder_next_event(decoder, &event);
+        if (status != BITINC_OK) return fail("next_event", status, decoder);
+        if (event.kind == BITINC_EVENT_DONE) break;
+        if (event.kind == BITINC_EVENT_RUNG_READY) ++rungs;
+        if (event.kind == BITINC_EVENT_UNIT_DAMAGED || event.kind == BITINC_EVENT_DEGRADED)
+            return fail(event.message, BITINC_ERROR_INVALID_DATA, decoder);
+        if (event.kind != BITINC_EVENT_NEED_INPUT) continue;
+        /* Copied: the ranges live until the next call on the decoder. */
+        size_t count = event.wanted_count;
+        bitinc_range* wanted = malloc(count * sizeof *wanted);
+        char(*names)[256] = malloc(count * sizeof *names);
+        for (size_t i = 0; i < count; ++i) {
+            wanted[i] = event.wanted[i];
+            snprintf(names[i], sizeof names[i], "%s", event.wanted[i].file);
+            wanted[i].file = names[i];
+        }
+        for (size_t i = 0; i < count; ++i) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s/%s", argv[1], wanted[i].file);
+            size_t size = 0;
+            unsigned char* bytes = read_file(path, &size);
+            if (bytes == NULL) return fail(path, BITINC_ERROR_UNAVAILABLE, decoder);
+            if (strcmp(wanted[i].file, "manifest.json") == 0) {
+                status = bitinc_decoder_push_manifest(decoder, bytes, size);
+            } else {
+                const uint64_t end = wanted[i].end < size ? wanted[i].end : size;
+                for (uint64_t at = wanted[i].begin; at < end && status == BITINC_OK; at += 1000) {
+                    const uint64_t piece = end - at < 1000 ? end - at : 1000;
+                    status = bitinc_decoder_push(decoder, wanted[i].file, at, bytes + at, piece);
+                }
+            }
+            free(bytes);
+            if (status != BITINC_OK) return fail("push", status, decoder);
+        }
+        free(wanted);
+        free(names);
+    }
+    uint8_t* model = NULL;
+    size_t model_size = 0;
+    status = bitinc_decoder_snapshot_onnx(decoder, &model, &model_size);
+    if (status != BITINC_OK) return fail("snapshot", status, decoder);
+    size_t expected_size = 0;
+    unsigned char* expected = read_file(argv[2], &expected_size);
+    const int same =
+        expected != NULL && expected_size == model_size && memcmp(expected, model, model_size) == 0;
+    printf("%d rungs, model of %zu bytes, %s the expected file\n", rungs, model_size,
+           same ? "equal to" : "DIFFERENT from");
+    free(expected);
+    bitinc_free(model);
+    bitinc_decoder_destroy(decoder);
+    return same && rungs >= 2 ? 0 : 1;
+}
