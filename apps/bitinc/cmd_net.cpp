@@ -307,7 +307,7 @@ int run_fetch(int argc, char** argv) {
         for (const RungTimeline& rung : result.rungs) {
             const std::string bits = rung_bits_label(rung);
             std::printf(
-                "  %-10s %-6s %12s  downloaded %7.3f s  ready %7.3f s  decode %.3f s (%.0f %% "
+                "  %-10s %-8s %12s  downloaded %7.3f s  ready %7.3f s  decode %.3f s (%.0f %% "
                 "hidden)\n",
                 std::string(rung_kind_name(rung.kind)).c_str(), bits.c_str(),
                 megabytes(rung.bytes).c_str(), rung.downloaded_at, rung.ready_at,
@@ -315,11 +315,13 @@ int run_fetch(int argc, char** argv) {
                 rung.decode_seconds > 0 ? 100 * rung.decode_hidden_seconds / rung.decode_seconds
                                         : 100.0);
         }
-        const std::string model_name = result.at_accuracy_point
-                                           ? "model at the accuracy point (" +
-                                                 std::to_string(result.reached_bits) + "-" +
-                                                 std::to_string(result.target_bits) + " bits)"
-                                           : std::to_string(result.reached_bits) + "-bit model";
+        const std::string model_name =
+            result.at_accuracy_point
+                ? "model at the accuracy point (" + std::to_string(result.reached_bits) + "-" +
+                      std::to_string(result.target_bits) + " bits)"
+            : result.manifest.exact_rung() && result.reached_bits == exact_rung_bits
+                ? std::string("exact model (the source weights)")
+                : std::to_string(result.reached_bits) + "-bit model";
         std::printf(
             "%s%s written to %s (%s downloaded, %zu retries, %.3f s)\n", model_name.c_str(),
             result.degraded_tensors.empty()
