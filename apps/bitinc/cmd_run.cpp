@@ -283,21 +283,27 @@ int run_run(int argc, char** argv) {
             "longest inference %.1f ms\n",
             1e3 * report.longest_gap, 1e3 * report.longest_gap_at_swap,
             1e3 * report.longest_latency, 1e3 * report.longest_inference);
+        // "8-bit", or "exact" for the exact rung's engine.
+        const bool exact_package = report.fetch && report.fetch->manifest.exact_rung();
+        const auto engine_bits = [&](int bits) {
+            return exact_package && bits == exact_rung_bits ? std::string("exact")
+                                                            : std::to_string(bits) + "-bit";
+        };
         for (const auto& [bits, served] : report.served) {
             if (report.labelled) {
-                std::printf("  %2d-bit engine served %6zu images, accuracy %6.2f %%\n", bits,
-                            served.results, served.accuracy_percent());
+                std::printf("  %6s engine served %6zu images, accuracy %6.2f %%\n",
+                            engine_bits(bits).c_str(), served.results, served.accuracy_percent());
             } else {
-                std::printf("  %2d-bit engine served %6zu inputs (no labels: no accuracy)\n", bits,
-                            served.results);
+                std::printf("  %6s engine served %6zu inputs (no labels: no accuracy)\n",
+                            engine_bits(bits).c_str(), served.results);
             }
         }
         for (const ProgressiveEvent& event : report.events) {
             if (event.kind == ProgressiveEvent::Kind::swapped) {
-                std::printf("  %7.3f s  swap to engine %llu (%d bit%s), built in %.3f s\n",
+                std::printf("  %7.3f s  swap to engine %llu (%s%s), built in %.3f s\n",
                             event.seconds, static_cast<unsigned long long>(event.generation),
-                            event.bits, event.at_accuracy_point ? ", accuracy point" : "",
-                            event.build_seconds);
+                            engine_bits(event.bits).c_str(),
+                            event.at_accuracy_point ? ", accuracy point" : "", event.build_seconds);
             }
         }
         if (report.failure) {
