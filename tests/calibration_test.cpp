@@ -59,6 +59,42 @@ TEST_F(Calibration, RefiningTheMostSensitiveTensorRecoversMoreLoss) {
     EXPECT_LT(all_coarse_but(most->tensor), all_coarse_but(least->tensor));
 }
 
+// The refinement gain is what it says: each tensor refined first (every
+// other tensor at the coarse rung) and last (every other tensor refined),
+// measured again here model by model; the value is the larger of the two.
+TEST_F(Calibration, RefinementGainIsMeasuredAtBothEndsOfTheStep) {
+    const LadderPlan plan = LadderPlan::parse("3,16");
+    const std::vector<LadderPlan> ladders(model_.weights.size(), plan);
+    std::vector<int> from(model_.weights.size(), 0), to(model_.weights.size(), 0);
+    for (std::size_t t = 0; t < model_.weights.size(); ++t) {
+        if (plan.quantizes(model_.weights[t])) {
+            from[t] = 3;
+            to[t] = 16;
+        }
+    }
+    const std::vector<TensorSensitivity> gain =
+        measure_refinement_gain(model_, ladders, from, to, images_, options_);
+    ASSERT_GE(gain.size(), 2u);
+    const auto loss = [&](const std::vector<int>& bits) {
+        return calibration_loss(with_tensors_at(model_, ladders, bits), images_, options_)
+            .cross_entropy;
+    };
+    const double coarse = loss(from);
+    const double fine = loss(to);
+    bool some_gain = false;
+    for (const TensorSensitivity& entry : gain) {
+        std::vector<int> first = from;
+        first[entry.tensor] = 16;
+        std::vector<int> last = to;
+        last[entry.tensor] = 3;
+        EXPECT_NEAR(entry.gain_first, coarse - loss(first), 1e-9) << entry.name;
+        EXPECT_NEAR(entry.gain_last, loss(last) - fine, 1e-9) << entry.name;
+        EXPECT_DOUBLE_EQ(entry.loss_increase, std::max(entry.gain_first, entry.gain_last));
+        some_gain = some_gain || entry.loss_increase > 0;
+    }
+    EXPECT_TRUE(some_gain);
+}
+
 // The accuracy point is measured, within the tolerance of the top rung, and
 // needs no more than every tensor; the order covers each quantized tensor once.
 TEST_F(Calibration, AccuracyPointIsAsGoodAsTheTopWithinTheTolerance) {
@@ -117,6 +153,55 @@ TEST_F(Calibration, CalibratedPackageStopsEarlyAndStaysExact) {
     EXPECT_TRUE(report.problems.empty()) << report.problems.front();
     EXPECT_EQ(serialize_onnx(unpack_package(package, 16, false)),
               serialize_onnx(unpack_package(package, 16, true)));
+}
+
+// The packer sends each rung's units in order of the measured gain per
+// byte: the order in the manifest is the one measure_refinement_gain and
+// the units' bytes give, tensor by tensor, each tensor's units together.
+TEST_F(Calibration, CalibratedOrderFollowsTheMeasuredGainPerByte) {
+    TemporaryDirectory directory;
+    const fs::path package = directory.path() / "package";
+    PackOptions options;
+    options.ladder = LadderPlan::parse("4,16");
+    options.ladder.per_channel = true;
+    options.threads = 1;
+    PackCalibration calibration;
+    calibration.images = 256;
+    calibration.engine_threads = 1;
+    options.calibration = calibration;
+    const Manifest manifest =
+        pack_model(testing::source_dir() / "models" / "small-cnn.onnx", options, package).manifest;
+    std::vector<std::size_t> order;
+    std::vector<std::uint64_t> bytes(model_.weights.size(), 0);
+    for (const UnitEntry& unit : manifest.rungs[1].units) {
+        if (order.empty() || order.back() != unit.tensor) {
+            ASSERT_EQ(std::find(order.begin(), order.end(), unit.tensor), order.end())
+                << "the units of tensor " << unit.tensor << " are not together";
+            order.push_back(unit.tensor);
+        }
+        bytes[unit.tensor] += unit.length;
+    }
+    ASSERT_GE(order.size(), 2u);
+    std::vector<LadderPlan> ladders;
+    std::vector<int> from(model_.weights.size(), 0), to(model_.weights.size(), 0);
+    for (std::size_t t = 0; t < model_.weights.size(); ++t) {
+        ladders.push_back(manifest.tensor_ladder(t));
+        if (manifest.tensors[t].quantized) {
+            from[t] = manifest.tensor_bits(t, 0);
+            to[t] = manifest.tensor_bits(t, 1);
+        }
+    }
+    const std::vector<TensorSensitivity> gain =
+        measure_refinement_gain(model_, ladders, from, to, images_, options_);
+    ASSERT_EQ(gain.size(), order.size());
+    std::vector<double> value(model_.weights.size(), 0);
+    for (const TensorSensitivity& entry : gain)
+        value[entry.tensor] = entry.loss_increase / double(bytes[entry.tensor]);
+    for (std::size_t i = 1; i < order.size(); ++i)
+        EXPECT_GE(value[order[i - 1]], value[order[i]]) << "at position " << i;
+    // Small-cnn's tensor order is not already the order of value (else this
+    // test could not tell the packer's order from tensor order).
+    EXPECT_FALSE(std::is_sorted(order.begin(), order.end()));
 }
 
 // Calibration reads the training split and nothing else: a directory with

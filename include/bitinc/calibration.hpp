@@ -44,6 +44,11 @@ struct TensorSensitivity {
     // Mean cross-entropy with this tensor alone at the rung, minus the
     // float32 model's: what refining this tensor from that rung wins back.
     double loss_increase = 0;
+    // measure_refinement_gain only: what refining this tensor wins back as
+    // the step's first refinement (every other tensor still at its from
+    // bits) and as its last (every other tensor already at its to bits).
+    double gain_first = 0;
+    double gain_last = 0;
 };
 
 // For every tensor the plan quantizes: the loss increase when that tensor
@@ -101,6 +106,21 @@ std::vector<TensorSensitivity> measure_sensitivity(const Model& model,
                                                    const std::vector<int>& bits,
                                                    const ImageSet& calibration,
                                                    const CalibrationOptions& options);
+
+// What refining each tensor wins back where the device refines it, the
+// packer's refinement order: for every tensor t with from_bits[t] > 0 and
+// to_bits[t] != from_bits[t], gain_first is the mean cross-entropy with
+// every tensor at its from bits minus that with t alone at to_bits[t], and
+// gain_last the cross-entropy with every tensor at its to bits but t (at
+// from_bits[t]) minus that with all at their to bits; loss_increase is the
+// larger of the two (negative when refining t on its own makes the loss
+// worse at both ends). Two engines per tensor, plus two.
+std::vector<TensorSensitivity> measure_refinement_gain(const Model& model,
+                                                       const std::vector<LadderPlan>& ladders,
+                                                       const std::vector<int>& from_bits,
+                                                       const std::vector<int>& to_bits,
+                                                       const ImageSet& calibration,
+                                                       const CalibrationOptions& options);
 
 // plan_refinement with each tensor's own from and to bits: the tensors of
 // `sensitivity` go from from_bits[t] to to_bits[t], every other tensor

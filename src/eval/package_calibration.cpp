@@ -52,14 +52,15 @@ void calibrate_refinements(const std::filesystem::path& directory, Manifest& man
         if (units_of.empty()) continue;  // no tensor's bits rise here
         const std::vector<int> from = bits_after(r - 1);
         const std::vector<int> to = bits_after(r);
-        // Measured only for the tensors this rung refines.
-        std::vector<int> measured(tensors, 0);
-        for (const auto& [tensor, count] : units_of) measured[tensor] = from[tensor];
+        // Measured where the device refines: every tensor at its bits before
+        // this rung, each one this rung refines brought to its bits after it.
         CalibrationOptions ranking = options;
         if (calibration.sensitivity_images > 0)
             ranking.images = std::min(calibration.sensitivity_images, options.images);
+        std::vector<int> refined_to = from;
+        for (const auto& [tensor, count] : units_of) refined_to[tensor] = to[tensor];
         const std::vector<TensorSensitivity> sensitivity =
-            measure_sensitivity(model, ladders, measured, images, ranking);
+            measure_refinement_gain(model, ladders, from, refined_to, images, ranking);
         // Past the rung holding the point only the order is wanted: an
         // unreachable target skips the search for a second point.
         const double rung_target =
