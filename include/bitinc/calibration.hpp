@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -114,23 +115,30 @@ std::vector<TensorSensitivity> measure_sensitivity(const Model& model,
 // gain_last the cross-entropy with every tensor at its to bits but t (at
 // from_bits[t]) minus that with all at their to bits; loss_increase is the
 // larger of the two (negative when refining t on its own makes the loss
-// worse at both ends). Two engines per tensor, plus two.
-std::vector<TensorSensitivity> measure_refinement_gain(const Model& model,
-                                                       const std::vector<LadderPlan>& ladders,
-                                                       const std::vector<int>& from_bits,
-                                                       const std::vector<int>& to_bits,
-                                                       const ImageSet& calibration,
-                                                       const CalibrationOptions& options);
+// worse at both ends). Two engines per tensor, plus two: the losses with
+// every tensor at its from bits and at its to bits, given in `losses` when
+// it is not null.
+struct RefinementLosses {
+    double before = 0;
+    double after = 0;
+};
+std::vector<TensorSensitivity> measure_refinement_gain(
+    const Model& model, const std::vector<LadderPlan>& ladders, const std::vector<int>& from_bits,
+    const std::vector<int>& to_bits, const ImageSet& calibration, const CalibrationOptions& options,
+    RefinementLosses* losses = nullptr);
 
 // plan_refinement with each tensor's own from and to bits: the tensors of
 // `sensitivity` go from from_bits[t] to to_bits[t], every other tensor
-// stays at to_bits[t].
+// stays at to_bits[t]. No tensor is valued below `floor_per_byte` (loss per
+// byte): those measured below it keep their order among themselves, which
+// is the order of `sensitivity`.
 RefinementPlan plan_refinement(const Model& model, const std::vector<LadderPlan>& ladders,
                                const std::vector<int>& from_bits, const std::vector<int>& to_bits,
                                const std::vector<TensorSensitivity>& sensitivity,
                                const std::vector<std::uint64_t>& refinement_bytes,
                                const ImageSet& calibration, const CalibrationOptions& options,
-                               double target_top1);
+                               double target_top1,
+                               double floor_per_byte = -std::numeric_limits<double>::infinity());
 
 // One way a tensor may be quantized for a budget: at `bits`, costing
 // `bytes`, raising the calibration loss by `loss_increase`.

@@ -141,12 +141,10 @@ std::vector<TensorSensitivity> measure_sensitivity(const Model& model,
     return result;
 }
 
-std::vector<TensorSensitivity> measure_refinement_gain(const Model& model,
-                                                       const std::vector<LadderPlan>& ladders,
-                                                       const std::vector<int>& from_bits,
-                                                       const std::vector<int>& to_bits,
-                                                       const ImageSet& calibration,
-                                                       const CalibrationOptions& options) {
+std::vector<TensorSensitivity> measure_refinement_gain(
+    const Model& model, const std::vector<LadderPlan>& ladders, const std::vector<int>& from_bits,
+    const std::vector<int>& to_bits, const ImageSet& calibration, const CalibrationOptions& options,
+    RefinementLosses* losses) {
     if (ladders.size() < model.weights.size()) throw Error("calibration: a tensor has no ladder");
     std::vector<std::size_t> measured;
     for (std::size_t t = 0; t < model.weights.size(); ++t) {
@@ -166,6 +164,7 @@ std::vector<TensorSensitivity> measure_refinement_gain(const Model& model,
     const Model after = with_tensors_at(model, ladders, to_bits);
     const double before_loss = loss(before);
     const double after_loss = loss(after);
+    if (losses != nullptr) *losses = {before_loss, after_loss};
     std::vector<TensorSensitivity> result;
     Model first = before;
     Model last = after;
@@ -216,11 +215,12 @@ RefinementPlan plan_refinement(const Model& model, const std::vector<LadderPlan>
                                const std::vector<TensorSensitivity>& sensitivity,
                                const std::vector<std::uint64_t>& refinement_bytes,
                                const ImageSet& calibration, const CalibrationOptions& options,
-                               double target_top1) {
+                               double target_top1, double floor_per_byte) {
     const auto value = [&](const TensorSensitivity& entry) {
         const std::uint64_t bytes =
             entry.tensor < refinement_bytes.size() ? refinement_bytes[entry.tensor] : 0;
-        return entry.loss_increase / double(std::max<std::uint64_t>(bytes, 1));
+        return std::max(entry.loss_increase / double(std::max<std::uint64_t>(bytes, 1)),
+                        floor_per_byte);
     };
     std::vector<TensorSensitivity> ranked = sensitivity;
     std::stable_sort(ranked.begin(), ranked.end(),

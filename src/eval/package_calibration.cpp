@@ -59,14 +59,24 @@ void calibrate_refinements(const std::filesystem::path& directory, Manifest& man
             ranking.images = std::min(calibration.sensitivity_images, options.images);
         std::vector<int> refined_to = from;
         for (const auto& [tensor, count] : units_of) refined_to[tensor] = to[tensor];
+        RefinementLosses losses;
         const std::vector<TensorSensitivity> sensitivity =
-            measure_refinement_gain(model, ladders, from, refined_to, images, ranking);
+            measure_refinement_gain(model, ladders, from, refined_to, images, ranking, &losses);
+        // No tensor is worth less than the rung's average gain per byte: a
+        // gain too small for the ranking images to see (cheap early convs
+        // of ResNet18 and MobileNetV2) is no reason to send a tensor last.
+        // Those below the average keep tensor order, after the winners.
+        std::uint64_t rung_bytes = 0;
+        for (const auto& [tensor, count] : units_of) rung_bytes += bytes[tensor];
+        const double average_per_byte =
+            (losses.before - losses.after) / double(std::max<std::uint64_t>(rung_bytes, 1));
         // Past the rung holding the point only the order is wanted: an
         // unreachable target skips the search for a second point.
         const double rung_target =
             manifest.accuracy_point ? std::numeric_limits<double>::infinity() : target;
-        const RefinementPlan order = plan_refinement(model, ladders, from, to, sensitivity, bytes,
-                                                     images, options, rung_target);
+        const RefinementPlan order =
+            plan_refinement(model, ladders, from, to, sensitivity, bytes, images, options,
+                            rung_target, average_per_byte);
         reorder_refinement_units(directory, manifest, r, order.order);
         if (manifest.accuracy_point || !order.reaches) continue;
         AccuracyPoint point;
