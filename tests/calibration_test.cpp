@@ -129,20 +129,26 @@ TEST_F(Calibration, AccuracyPointIsAsGoodAsTheTopWithinTheTolerance) {
 
 // A calibrated package: refinement units in order of value, an accuracy
 // point short of the whole refinement, and the top still bit-exact.
-TEST_F(Calibration, CalibratedPackageStopsEarlyAndStaysExact) {
-    TemporaryDirectory directory;
-    const fs::path package = directory.path() / "package";
+// small-cnn packed 4,16 per channel with calibration on 256 training
+// images and the given tolerance, into `package`.
+Manifest pack_calibrated(const fs::path& package, double tolerance_points) {
     PackOptions options;
     options.ladder = LadderPlan::parse("4,16");
     options.ladder.per_channel = true;
     options.threads = 1;
     PackCalibration calibration;
     calibration.images = 256;
-    calibration.tolerance_points = 1.0;
+    calibration.tolerance_points = tolerance_points;
     calibration.engine_threads = 1;
     options.calibration = calibration;
-    const Manifest manifest =
-        pack_model(testing::source_dir() / "models" / "small-cnn.onnx", options, package).manifest;
+    return pack_model(testing::source_dir() / "models" / "small-cnn.onnx", options, package)
+        .manifest;
+}
+
+TEST_F(Calibration, CalibratedPackageStopsEarlyAndStaysExact) {
+    TemporaryDirectory directory;
+    const fs::path package = directory.path() / "package";
+    const Manifest manifest = pack_calibrated(package, 1.0);
     ASSERT_TRUE(manifest.accuracy_point.has_value());
     const AccuracyPoint& point = *manifest.accuracy_point;
     EXPECT_EQ(point.rung, 1u);
@@ -162,16 +168,7 @@ TEST_F(Calibration, CalibratedPackageStopsEarlyAndStaysExact) {
 TEST_F(Calibration, CalibratedOrderFollowsTheMeasuredGainPerByte) {
     TemporaryDirectory directory;
     const fs::path package = directory.path() / "package";
-    PackOptions options;
-    options.ladder = LadderPlan::parse("4,16");
-    options.ladder.per_channel = true;
-    options.threads = 1;
-    PackCalibration calibration;
-    calibration.images = 256;
-    calibration.engine_threads = 1;
-    options.calibration = calibration;
-    const Manifest manifest =
-        pack_model(testing::source_dir() / "models" / "small-cnn.onnx", options, package).manifest;
+    const Manifest manifest = pack_calibrated(package, PackCalibration{}.tolerance_points);
     std::vector<std::size_t> order;
     std::vector<std::uint64_t> bytes(model_.weights.size(), 0);
     for (const UnitEntry& unit : manifest.rungs[1].units) {

@@ -4,15 +4,10 @@
 // decoders see them. The package is the bundled small-cnn, packed once with
 // small chunks, mixed precision and an exact rung. Every fault must be an Error; nothing may crash
 // or read out of bounds.
-#include <unistd.h>
-
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <map>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -20,53 +15,23 @@
 #include "bitinc/error.hpp"
 #include "bitinc/package.hpp"
 #include "core/crc32c.hpp"
-
-#ifndef BITINC_SOURCE_DIR
-#error "BITINC_SOURCE_DIR must name the source tree (for models/small-cnn.onnx)"
-#endif
+#include "packed_fixture.hpp"
 
 namespace {
 
-namespace fs = std::filesystem;
-
-struct Fixture {
-    bitinc::Manifest manifest;
-    std::string topology;
-    std::vector<std::string> rung_files;
-};
-
-std::string read_whole(const fs::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream bytes;
-    bytes << in.rdbuf();
-    return bytes.str();
-}
+using Fixture = bitinc::fuzzing::PackedFixture;
 
 Fixture make_fixture() {
-    const fs::path directory =
-        fs::temp_directory_path() / ("bitinc-fuzz-assembler-" + std::to_string(::getpid()));
     bitinc::PackOptions options;
     // With an exact rung (format 5): lossless units on the 16-bit top.
     options.ladder = bitinc::LadderPlan::parse("4,8,16,exact");
     options.ladder.per_channel = true;
     options.chunk_elements = 1024;
-    options.threads = 1;
-    options.replace = true;
     // Mixed precision (package format 4): the quantized tensors' bases below,
     // at, between and above the ladder's, so the decoders meet units whose
     // bits are the tensor's own.
     options.base_bits = {3, 0, 2, 0, 6, 0, 4, 0, 8, 0, 5, 0};
-    bitinc::pack_model(fs::path(BITINC_SOURCE_DIR) / "models" / "small-cnn.onnx", options,
-                       directory);
-    Fixture fixture;
-    fixture.manifest = bitinc::read_manifest(directory);
-    fixture.topology = read_whole(directory / fixture.manifest.topology.file);
-    for (const bitinc::RungEntry& rung : fixture.manifest.rungs) {
-        fixture.rung_files.push_back(read_whole(directory / rung.data.file));
-    }
-    std::error_code ignored;
-    fs::remove_all(directory, ignored);
-    return fixture;
+    return bitinc::fuzzing::pack_small_cnn(options, "assembler");
 }
 
 const Fixture& fixture() {

@@ -4,59 +4,26 @@
 // events. Every fault must be an Error or an event; nothing may crash, hang
 // or read out of bounds. The package is the bundled small-cnn with small
 // chunks and an exact rung, packed once.
-#include <unistd.h>
-
 #include <cstddef>
 #include <cstdint>
-#include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "bitinc/decoder.hpp"
 #include "bitinc/error.hpp"
 #include "bitinc/package.hpp"
-
-#ifndef BITINC_SOURCE_DIR
-#error "BITINC_SOURCE_DIR must name the source tree (for models/small-cnn.onnx)"
-#endif
+#include "packed_fixture.hpp"
 
 namespace {
 
-namespace fs = std::filesystem;
-
-struct Fixture {
-    std::string manifest;
-    std::vector<std::pair<std::string, std::string>> files;  // name, bytes
-};
-
-std::string read_whole(const fs::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream bytes;
-    bytes << in.rdbuf();
-    return bytes.str();
-}
+using Fixture = bitinc::fuzzing::PackedFixture;
 
 Fixture make_fixture() {
-    const fs::path directory =
-        fs::temp_directory_path() / ("bitinc-fuzz-decoder-" + std::to_string(::getpid()));
     bitinc::PackOptions options;
     options.ladder = bitinc::LadderPlan::parse("4,8,exact");
     options.ladder.per_channel = true;
     options.chunk_elements = 4096;
-    options.threads = 1;
-    options.replace = true;
-    bitinc::pack_model(fs::path(BITINC_SOURCE_DIR) / "models" / "small-cnn.onnx", options,
-                       directory);
-    Fixture fixture;
-    fixture.manifest = read_whole(directory / bitinc::manifest_file_name);
-    const bitinc::Manifest manifest = bitinc::read_manifest(directory);
-    for (const bitinc::RungEntry& rung : manifest.rungs)
-        fixture.files.emplace_back(rung.data.file, read_whole(directory / rung.data.file));
-    std::error_code ignored;
-    fs::remove_all(directory, ignored);
-    return fixture;
+    return bitinc::fuzzing::pack_small_cnn(options, "decoder");
 }
 
 const Fixture& fixture() {
@@ -80,7 +47,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     bitinc::PackageDecoder decoder(options, "fuzz");
     try {
-        std::string manifest = package.manifest;
+        std::string manifest = package.manifest_text;
         if (size > 1 && data[1] < 16) {
             // A damaged manifest: cut short, or a byte changed.
             if (data[1] < 8) {
@@ -92,7 +59,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         decoder.push_manifest(as_bytes(manifest));
         for (std::size_t at = 2; at + 8 <= size; at += 8) {
             const std::uint8_t* command = data + at;
-            const auto& [name, bytes] = package.files[command[1] % package.files.size()];
+            const std::size_t file = command[1] % package.rung_files.size();
+            const std::string& name = package.manifest.rungs[file].data.file;
+            const std::string& bytes = package.rung_files[file];
             const std::uint64_t offset =
                 (std::uint64_t(command[2]) | std::uint64_t(command[3]) << 8 |
                  std::uint64_t(command[4]) << 16) %
@@ -110,11 +79,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 }
                 case 2:  // whatever the decoder asks for next, genuine
                     for (const bitinc::ByteRange& range : decoder.next_event().wanted) {
-                        for (const auto& [file, contents] : package.files) {
-                            if (file != range.file || range.begin >= contents.size()) continue;
+                        for (std::size_t r = 0; r < package.rung_files.size(); ++r) {
+                            const std::string& contents = package.rung_files[r];
+                            if (package.manifest.rungs[r].data.file != range.file ||
+                                range.begin >= contents.size())
+                                continue;
                             const std::uint64_t end =
                                 std::min<std::uint64_t>(range.end, contents.size());
-                            decoder.push(file, range.begin,
+                            decoder.push(range.file, range.begin,
                                          as_bytes(contents.substr(range.begin, end - range.begin)));
                         }
                     }
