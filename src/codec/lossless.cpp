@@ -1,9 +1,9 @@
 // Lossless units (docs/format.md §6.1). A weight with a non-zero index at
 // the top quantized rung lies in that index's cell: the values whose
 // rounding at the step gives the index. Both sides know the cell, so the
-// weight costs log2 of the number of representable values in it (a
-// truncated binary code: at most 0.09 bits more), which is what remains of
-// its information once the rung is known. A weight with a zero index can be
+// weight costs log2 of the number of representable values in it (its top
+// bits range-coded as a uniform symbol, the rest raw), which is what remains
+// of its information once the rung is known. A weight with a zero index can be
 // anywhere in (-step/2, step/2) down to zero: its exponent goes through a
 // rANS table and sign and mantissa go raw, as exponent-aware float coders
 // do.
@@ -24,7 +24,7 @@ namespace bitinc::codec {
 namespace {
 
 // One rANS symbol per element. Context 0 (zero index): how far the exponent
-// lies below the unit's reference exponent, 0..31, or 32 for an exponent
+// lies below that of the element's half step, 0..31, or 32 for an exponent
 // sent raw. Context 1 (non-zero index): 0 for a weight inside its cell, 1
 // for one outside it (sent whole, raw; a packer never makes one, but the
 // format does not depend on how the cell was rounded).
@@ -170,13 +170,15 @@ Cell cell_of(std::int32_t index, float step, StoredType type) {
     }
 }
 
+std::uint32_t exponent_field(std::uint32_t pattern, const FloatFormat& format) {
+    return (pattern >> format.mantissa_bits) & ((std::uint32_t{1} << format.exponent_bits) - 1);
+}
+
 // The exponent field, in the weights' type, of half the step: the largest a
 // weight of index 0 can have, which its exponent is coded below (channels of
 // different steps thus share one table).
 std::uint32_t zero_cell_exponent(StoredType type, float step) {
-    const FloatFormat format = format_of(type);
-    return (pattern_of(type, 0.5f * step) >> format.mantissa_bits) &
-           ((std::uint32_t{1} << format.exponent_bits) - 1);
+    return exponent_field(pattern_of(type, 0.5f * step), format_of(type));
 }
 
 // Raw writes and reads of up to 64 bits (the stream's own take 32).
@@ -272,10 +274,6 @@ bool lossless_type_is_valid(std::uint8_t code) {
 LosslessPayload encode_lossless(StoredType type, std::span<const float> values,
                                 const TopRungChunk& top) {
     const FloatFormat format = format_of(type);
-    const std::uint32_t exponent_mask = (std::uint32_t{1} << format.exponent_bits) - 1;
-    const auto exponent_of = [&](std::uint32_t pattern) {
-        return (pattern >> format.mantissa_bits) & exponent_mask;
-    };
     const std::size_t count = values.size();
     std::vector<std::uint8_t> tokens(count);
     std::array<std::uint32_t, context_count * alphabet> counts{};
@@ -287,7 +285,7 @@ LosslessPayload encode_lossless(StoredType type, std::span<const float> values,
         const int context = top.indices[i] == 0 ? 0 : 1;
         std::uint32_t token = 0;
         if (context == 0) {
-            const std::uint32_t exponent = exponent_of(pattern);
+            const std::uint32_t exponent = exponent_field(pattern, format);
             token = zero_cell_exponent(type, top.step_of(i)) - exponent;
             if (token >= exponent_escape) {
                 token = exponent_escape;
@@ -380,7 +378,6 @@ const char* decode_lossless(std::span<const std::uint8_t> coded, std::span<const
     }
     if (decoder.ended_badly()) return "lossless rANS stream does not end cleanly";
     rans::RawReader bits(raw);
-    const std::uint32_t exponent_mask = (std::uint32_t{1} << format.exponent_bits) - 1;
     const std::uint32_t pattern_mask = format.width == 32 ? ~0u : (1u << format.width) - 1;
     for (std::size_t i = 0; i < count; ++i) {
         const std::uint32_t token = tokens[i];
@@ -396,8 +393,9 @@ const char* decode_lossless(std::span<const std::uint8_t> coded, std::span<const
             }
             const std::uint32_t sign = bits.read(1);
             const std::uint32_t mantissa = bits.read(format.mantissa_bits);
-            pattern = (sign << (format.width - 1)) |
-                      ((exponent & exponent_mask) << format.mantissa_bits) | mantissa;
+            // A raw exponent has exponent_bits bits, a coded one is at most
+            // zero_cell_exponent's: either fits its field.
+            pattern = (sign << (format.width - 1)) | (exponent << format.mantissa_bits) | mantissa;
         } else if (token == in_cell) {
             const Cell cell = cell_of(top.indices[i], top.step_of(i), type);
             if (cell.last < cell.first) return "lossless payload: a weight in a cell that has none";

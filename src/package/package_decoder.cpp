@@ -33,7 +33,6 @@ class Coverage {
         return begin >= end ||
                (ranges_.size() == 1 && ranges_[0].first <= begin && ranges_[0].second >= end);
     }
-    void clear() { ranges_.clear(); }
 
   private:
     std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges_;
@@ -63,8 +62,7 @@ struct PackageDecoder::Impl {
         std::size_t next_unit = 0;                                 // the next to cut
         std::vector<Fate> fates;
         std::map<std::size_t, Refetch> refetches;
-        std::size_t resolved = 0;  // units applied, skipped or lost
-        std::size_t lost = 0;
+        std::size_t resolved = 0;     // units applied, skipped or lost
         bool has_point = false;       // the package's accuracy point is in this rung
         std::size_t point_units = 0;  // ... after this many of its units
         bool point_reported = false;
@@ -90,12 +88,14 @@ struct PackageDecoder::Impl {
         return nullptr;
     }
 
-    void queue(DecoderEvent::Kind kind, const Part& part, std::string message = {}) {
+    void queue(DecoderEvent::Kind kind, const Part& part, std::string message = {},
+               std::vector<ByteRange> wanted = {}) {
         DecoderEvent event;
         event.kind = kind;
         event.rung = part.rung_index;
         event.bits = part.rung->bits;
         event.message = std::move(message);
+        event.wanted = std::move(wanted);
         events.push_back(std::move(event));
     }
 
@@ -164,13 +164,8 @@ struct PackageDecoder::Impl {
         } catch (const Error& error) {
             fate = Fate::damaged;
             part.refetches[unit_index] = {};
-            DecoderEvent event;
-            event.kind = DecoderEvent::Kind::unit_damaged;
-            event.rung = part.rung_index;
-            event.bits = part.rung->bits;
-            event.wanted.push_back({part.rung->data.file, unit.offset, unit.offset + unit.length});
-            event.message = error.what();
-            events.push_back(std::move(event));
+            queue(DecoderEvent::Kind::unit_damaged, part, error.what(),
+                  {{part.rung->data.file, unit.offset, unit.offset + unit.length}});
         }
     }
 
@@ -295,7 +290,6 @@ void PackageDecoder::push_manifest(std::span<const std::uint8_t> bytes) {
         part.wanted_bytes = planned.bytes;
         part.wanted_units = planned.units;
         part.has_topology = starts_with_topology(planned.rung->kind);
-        part.received = 0;
         part.fates.assign(planned.units, Fate::pending);
         const auto& point = d.manifest->accuracy_point;
         if (point && point->rung == part.rung_index) {
@@ -362,7 +356,6 @@ void PackageDecoder::give_up(const ByteRange& range) {
         fate = Fate::lost;
         part->refetches.erase(u);
         ++part->resolved;
-        ++part->lost;
         ++given_up;
     }
     if (given_up > 0) {
