@@ -108,7 +108,7 @@ TEST(Lossless, AWrongReferenceOrDamagedPayloadIsAnErrorNotACrash) {
     EXPECT_THROW(decode_lossless_unit(header, coded.unit, other_bits, out), Error);
     // A corrupted element type is refused by the header check.
     std::vector<std::uint8_t> damaged = coded.unit;
-    damaged[unit_header_bytes + 1] = 11;  // float64
+    damaged[testing::coded_offset(damaged) + 1] = 11;  // float64
     EXPECT_THROW(read_unit_header(damaged, "test"), Error);
 }
 

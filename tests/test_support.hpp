@@ -96,6 +96,11 @@ inline bool fashion_mnist_available() {
 }
 
 // A whole file's bytes ("" if it cannot be read).
+// Where a unit's coded payload begins (after its header and steps).
+inline std::size_t coded_offset(std::span<const std::uint8_t> unit) {
+    return read_unit_header(unit, "test unit").coded_offset();
+}
+
 inline std::string slurp(const std::filesystem::path& path) {
     std::ifstream in(path, std::ios::binary);
     std::stringstream text;
@@ -133,9 +138,10 @@ inline void forge_unit(const std::filesystem::path& package, std::size_t rung_in
     RungEntry& rung = manifest.rungs.at(rung_index);
     UnitEntry& unit = rung.units.at(unit_index);
     std::string bytes = slurp(package / rung.data.file);
-    const std::uint64_t payload = unit.length - unit_header_bytes - 4;
-    bytes[unit.offset + unit_header_bytes + payload / 2] ^= 0x10;
     const auto* start = reinterpret_cast<const std::uint8_t*>(bytes.data()) + unit.offset;
+    const std::size_t header_bytes = read_unit_header({start, unit.length}, "forge").header_bytes;
+    const std::uint64_t payload = unit.length - header_bytes - 4;
+    bytes[unit.offset + header_bytes + payload / 2] ^= 0x10;
     const std::uint32_t crc = core::crc32c({start, unit.length - 4});
     for (int i = 0; i < 4; ++i) bytes[unit.offset + unit.length - 4 + i] = char(crc >> (8 * i));
     unit.crc32c = crc;

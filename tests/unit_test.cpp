@@ -133,22 +133,139 @@ TEST(Unit, TruncationIsCaught) {
     EXPECT_EQ(unit_length(std::span(good).first(8)), 0u);
 }
 
+// The unit with its header's varint fields (§2) replaced by `fields`, its
+// length and CRC made to match, so that only the header check can object.
+std::vector<std::uint8_t> with_header_fields(const std::vector<std::uint8_t>& unit,
+                                             const std::vector<std::uint64_t>& fields) {
+    const UnitHeader header = read_unit_header(unit, "good");
+    std::vector<std::uint8_t> out(unit.begin(), unit.begin() + unit_fixed_header_bytes);
+    for (std::uint64_t value : fields) {
+        for (; value >= 0x80; value >>= 7) out.push_back(std::uint8_t(value | 0x80));
+        out.push_back(std::uint8_t(value));
+    }
+    out.insert(out.end(), unit.begin() + header.header_bytes, unit.end());
+    const auto length = std::uint32_t(out.size());
+    for (int i = 0; i < 4; ++i) out[8 + std::size_t(i)] = std::uint8_t(length >> (8 * i));
+    reseal(out);
+    return out;
+}
+
 TEST(Unit, InconsistentHeadersAreRefusedEvenWithAValidChecksum) {
     const auto good = sample_level_unit();
-    struct Tamper {
+    const UnitHeader header = read_unit_header(good, "good");
+    const std::vector<std::uint64_t> fields = {header.target.tensor_index,
+                                               header.target.tensor_elements,
+                                               header.target.first,
+                                               header.target.count,
+                                               header.channel_size,
+                                               header.limit,
+                                               header.steps.size(),
+                                               header.coded_bytes,
+                                               header.raw_bytes};
+    // Writing the same fields back gives the same unit: the test's encoding
+    // is the format's.
+    ASSERT_EQ(with_header_fields(good, fields), good);
+    struct ByteTamper {
         std::size_t offset;
         std::uint8_t value;
         const char* what;
     };
-    for (const Tamper& tamper :
-         {Tamper{4, 9, "version"}, Tamper{5, 7, "type"}, Tamper{6, 40, "bits"},
-          Tamper{6, 1, "bits"}, Tamper{7, 3, "parent bits"}, Tamper{23, 0x40, "tensor size"},
-          Tamper{39, 0x40, "count"}, Tamper{47, 0x40, "channel size"}, Tamper{51, 0x40, "limit"},
-          Tamper{52, 0xFF, "step count"}, Tamper{59, 0x40, "coded length"}}) {
+    for (const ByteTamper& tamper :
+         {ByteTamper{4, 9, "version"}, ByteTamper{5, 7, "type"}, ByteTamper{6, 40, "bits"},
+          ByteTamper{6, 1, "bits"}, ByteTamper{7, 3, "parent bits"}}) {
         auto bad = good;
         bad[tamper.offset] = tamper.value;
         reseal(bad);
         EXPECT_THROW(read_unit_header(bad, "tampered"), Error) << tamper.what;
+    }
+    struct FieldTamper {
+        std::size_t field;
+        std::uint64_t value;
+        const char* what;
+    };
+    for (const FieldTamper& tamper :
+         {FieldTamper{1, (std::uint64_t{1} << 31) + 1, "tensor size"},
+          FieldTamper{2, header.target.tensor_elements, "first"},
+          FieldTamper{3, header.target.count + 1, "count"},
+          FieldTamper{4, header.target.tensor_elements + 1, "channel size"},
+          FieldTamper{5, 0xFFFF, "limit"}, FieldTamper{6, 0xFF, "step count"},
+          FieldTamper{6, 0, "no steps"}, FieldTamper{7, header.coded_bytes + 1, "coded length"},
+          FieldTamper{8, 0xFFFFFFFFu, "raw length"},
+          FieldTamper{0, std::uint64_t{1} << 32, "a field beyond 32 bits"}}) {
+        auto changed = fields;
+        changed[tamper.field] = tamper.value;
+        EXPECT_THROW(read_unit_header(with_header_fields(good, changed), "tampered"), Error)
+            << tamper.what;
+    }
+    // A varint in a longer form than needed, and a header cut short.
+    auto overlong = good;
+    overlong.insert(overlong.begin() + unit_fixed_header_bytes, 0x80);  // tensor index 0 as 80 00
+    overlong[unit_fixed_header_bytes + 1] = 0x00;
+    ASSERT_EQ(header.target.tensor_index, 0u);
+    const auto overlong_length = std::uint32_t(overlong.size());
+    for (int i = 0; i < 4; ++i)
+        overlong[8 + std::size_t(i)] = std::uint8_t(overlong_length >> (8 * i));
+    reseal(overlong);
+    EXPECT_THROW(read_unit_header(overlong, "overlong"), Error);
+    std::vector<std::uint8_t> cut(good.begin(), good.begin() + unit_fixed_header_bytes + 4);
+    for (int i = 0; i < 4; ++i) cut.push_back(0x80);
+    const auto cut_length = std::uint32_t(cut.size());
+    for (int i = 0; i < 4; ++i) cut[8 + std::size_t(i)] = std::uint8_t(cut_length >> (8 * i));
+    reseal(cut);
+    EXPECT_THROW(read_unit_header(cut, "cut"), Error);
+}
+
+// Steps (§2.1): one step is its two bytes; many are Rice-coded around their
+// median, smaller than two bytes each, and come back exactly; a damaged
+// step section is an error, not other steps.
+TEST(Unit, StepsAreCodedCompactlyAndComeBackExactly) {
+    std::mt19937 generator(21);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (const std::size_t channels : {1, 2, 3, 64, 1000}) {
+        SCOPED_TRACE(channels);
+        Tensor tensor;
+        tensor.name = "channels";
+        tensor.shape = {std::int64_t(channels), 20};
+        tensor.values.resize(channels * 20);
+        // Channel spreads over about two octaves, and one channel of zeros.
+        for (std::size_t i = 0; i < tensor.values.size(); ++i)
+            tensor.values[i] =
+                i / 20 == 1 ? 0.0f : normal(generator) * std::exp2(float((i / 20) % 7) / 3.0f);
+        LadderPlan plan = LadderPlan::parse("4");
+        plan.per_channel = true;
+        const auto rung = quantize_top(tensor, plan);
+        const auto unit = encode_level_unit(plan_chunks(0, tensor.element_count()).front(), rung);
+        const UnitHeader header = read_unit_header(unit, "steps");
+        ASSERT_EQ(header.steps.size(), channels);
+        EXPECT_TRUE(std::equal(header.steps.begin(), header.steps.end(), rung.steps.begin()));
+        if (channels == 1) {
+            EXPECT_EQ(header.step_bytes, 2u);
+        }
+        if (channels >= 64) {
+            EXPECT_LT(header.step_bytes, 2 * channels * 3 / 4);
+        }
+        if (channels < 64) continue;
+        const std::size_t section = header.header_bytes;
+        ASSERT_LE(unit[section], 16) << "Rice-coded steps expected";
+        for (const std::uint8_t parameter : {std::uint8_t(17), std::uint8_t(0xFE)}) {
+            auto bad = unit;
+            bad[section] = parameter;
+            reseal(bad);
+            EXPECT_THROW(read_unit_header(bad, "bad coding"), Error);
+        }
+        // Every bit of the section flipped in turn: an error, or steps that
+        // differ (a flip can turn one valid code into another), never a crash.
+        for (std::size_t at = section + 3; at < header.coded_offset(); ++at) {
+            auto bad = unit;
+            bad[at] ^= 0x01;
+            reseal(bad);
+            try {
+                const UnitHeader damaged = read_unit_header(bad, "flipped");
+                EXPECT_FALSE(
+                    std::equal(damaged.steps.begin(), damaged.steps.end(), header.steps.begin()));
+            } catch (const Error&) {
+            }
+        }
     }
 }
 
@@ -157,7 +274,7 @@ TEST(Unit, GarbledPayloadDecodesToAnErrorOrInRangeValues) {
     auto unit = sample_level_unit();
     const UnitHeader header = read_unit_header(unit, "unit");
     std::mt19937 generator(9);
-    const std::size_t payload = unit_header_bytes + 4 * header.steps.size();
+    const std::size_t payload = header.coded_offset() + 2;
     for (std::size_t i = payload; i + 4 < unit.size(); ++i) unit[i] = std::uint8_t(generator());
     reseal(unit);
     const UnitHeader garbled = read_unit_header(unit, "garbled");
@@ -256,7 +373,7 @@ TEST(Unit, GarbledRansPayloadsAreErrorsOrInRange) {
         const UnitHeader header = read_unit_header(unit, "good");
         ASSERT_EQ(header.coder, UnitCoder::rans);
         // Garble a few bytes of the payload (coder byte excluded), keep the CRC valid.
-        const std::size_t payload = unit_header_bytes + 2 * header.steps.size() + 1;
+        const std::size_t payload = header.coded_offset() + 1;
         for (int flips = 0; flips < 1 + trial % 4; ++flips)
             unit[payload + generator() % (unit.size() - 4 - payload)] ^=
                 std::uint8_t(1 + generator() % 255);
@@ -285,7 +402,7 @@ TEST(Unit, MalformedRansPreamblesAreErrors) {
     const UnitTarget whole = plan_chunks(0, tensor.element_count()).front();
     const auto levels = encode_level_unit(whole, rungs[0]);
     const auto refinement = encode_refinement_unit(whole, rungs[0], rungs[1]);
-    const std::size_t levels_coded = unit_header_bytes + 2;  // one step
+    const std::size_t levels_coded = testing::coded_offset(levels);
     ASSERT_EQ(levels[levels_coded], std::uint8_t(UnitCoder::rans));
     ASSERT_NE(levels[levels_coded + 1] & 0x80, 0) << "signs should be coded";
     struct Tamper {
@@ -303,7 +420,8 @@ TEST(Unit, MalformedRansPreamblesAreErrors) {
           Tamper{false, 2, 0x08, "raw context beyond the count"},
           Tamper{false, 3, 0x00, "table bits"}}) {
         auto bad = tamper.is_levels ? levels : refinement;
-        const std::size_t coded = tamper.is_levels ? levels_coded : unit_header_bytes;
+        const std::size_t coded =
+            tamper.is_levels ? levels_coded : testing::coded_offset(refinement);
         // Value 0 flips every bit of the byte instead.
         bad[coded + tamper.offset] =
             tamper.value ? tamper.value : std::uint8_t(~bad[coded + tamper.offset]);
@@ -340,7 +458,7 @@ TEST(Unit, RowClassesCodeRowsOfDifferentSpreadSmaller) {
         const auto unit = encode_level_unit(target, rungs[0]);
         const UnitHeader header = read_unit_header(unit, "rows");
         ASSERT_EQ(header.coder, UnitCoder::rans);
-        const std::size_t coded = unit_header_bytes + 2 * header.steps.size();
+        const std::size_t coded = header.coded_offset();
         EXPECT_NE(unit[coded + 1] & 0x40, 0) << "row classes expected";
         EXPECT_EQ(unit[coded + 1] & 0x3F, 1);
         std::vector<std::int32_t> out(target.count);
@@ -397,7 +515,7 @@ TEST(Unit, RefinementsWithRawContextsRoundTrip) {
         for (std::size_t r = 1; r < rungs.size(); ++r) {
             const auto unit = encode_refinement_unit(whole, rungs[r - 1], rungs[r]);
             const UnitHeader header = read_unit_header(unit, "refinement");
-            const std::uint8_t raw_mask = unit[unit_header_bytes + 2];
+            const std::uint8_t raw_mask = unit[header.coded_offset() + 2];
             if (rungs[r].bits == 16) {
                 EXPECT_NE(raw_mask, 0) << "8→16 should send non-zero cells raw";
             }
@@ -426,8 +544,8 @@ TEST(Unit, RefinementsWithCodedAndRawContextsMixedRoundTrip) {
     const auto rungs = quantize_ladder(tensor, LadderPlan::parse("4,8"));
     const UnitTarget whole = plan_chunks(0, tensor.element_count()).front();
     const auto unit = encode_refinement_unit(whole, rungs[0], rungs[1]);
-    ASSERT_EQ(unit[unit_header_bytes + 1], 3) << "three contexts";
-    ASSERT_EQ(unit[unit_header_bytes + 2], 4) << "only context 2 raw";
+    ASSERT_EQ(unit[testing::coded_offset(unit) + 1], 3) << "three contexts";
+    ASSERT_EQ(unit[testing::coded_offset(unit) + 2], 4) << "only context 2 raw";
     const UnitHeader header = read_unit_header(unit, "refinement");
     std::vector<std::int32_t> out(header.target.count);
     decode_refinement_unit(header, unit, rungs[0].indices, out);
@@ -493,11 +611,20 @@ TEST(Unit, WritesTheFuzzCorpusWhenAsked) {
     write("levels8-rans-signs.bin",
           encode_level_unit({0, runs.element_count(), 0, 600},
                             quantize_ladder(runs, LadderPlan::parse("8"))[0]));
+    // A step per channel, Rice-coded (§2.1).
+    LadderPlan per_channel = LadderPlan::parse("4");
+    per_channel.per_channel = true;
+    const Tensor channels = large_tensor(40, 12, 6);
+    const auto channels_unit = encode_level_unit({0, channels.element_count(), 0, 480},
+                                                 quantize_ladder(channels, per_channel)[0]);
+    ASSERT_LE(channels_unit[read_unit_header(channels_unit, "channels").header_bytes], 16)
+        << "Rice-coded steps expected";
+    write("levels4-rans-channels.bin", channels_unit);
     // Rows of nine spreads: row classes (§4.1).
     const Tensor rows = large_tensor(16, 100, 5);
     const auto rows_unit = encode_level_unit({0, rows.element_count(), 0, 1600},
                                              quantize_ladder(rows, LadderPlan::parse("4"))[0]);
-    EXPECT_NE(rows_unit[unit_header_bytes + 2 + 1] & 0x40, 0) << "row classes expected";
+    EXPECT_NE(rows_unit[testing::coded_offset(rows_unit) + 1] & 0x40, 0) << "row classes expected";
     write("levels4-rans-rows.bin", rows_unit);
     for (const auto& [coder, tag] :
          {std::pair{CoderChoice::fast, "rans"}, std::pair{CoderChoice::adaptive, "adaptive"}}) {
@@ -517,7 +644,7 @@ TEST(Unit, WritesTheFuzzCorpusWhenAsked) {
     const auto uniform_rungs = quantize_ladder(uniform, LadderPlan::parse("8,16"));
     const auto raw_contexts = encode_refinement_unit({0, uniform.element_count(), 0, 597},
                                                      uniform_rungs[0], uniform_rungs[1]);
-    ASSERT_NE(raw_contexts[unit_header_bytes + 2], 0) << "expected raw contexts";
+    ASSERT_NE(raw_contexts[testing::coded_offset(raw_contexts) + 2], 0) << "expected raw contexts";
     write("refine16-rans-raw-contexts.bin", raw_contexts);
     // Lossless units on the top rung the fuzz target gives them
     // (fuzz_unit.cpp): weights inside their cells, a few outside, zeros.

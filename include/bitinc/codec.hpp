@@ -13,8 +13,12 @@
 
 namespace bitinc {
 
-inline constexpr std::uint8_t unit_format_version = 4;
-inline constexpr std::size_t unit_header_bytes = 64;
+inline constexpr std::uint8_t unit_format_version = 5;
+// A unit begins with 12 fixed bytes (magic, version, type, bits, parent or
+// split, length); nine varint fields follow (docs/format.md §2).
+inline constexpr std::size_t unit_fixed_header_bytes = 12;
+// Fixed bytes, nine one-byte varints and the CRC.
+inline constexpr std::size_t smallest_unit_bytes = unit_fixed_header_bytes + 9 + 4;
 // No unit carries more elements; encoders split larger tensors into chunks.
 inline constexpr std::uint64_t max_unit_elements = std::uint64_t{1} << 26;
 // No ONNX file (at most 2 GiB) holds a tensor with more elements.
@@ -69,6 +73,10 @@ struct UnitHeader {
     std::uint64_t channel_size = 0;  // levels: elements per step
     std::uint32_t limit = 0;         // levels: no |index| in the unit exceeds it
     std::vector<float> steps;        // levels: steps of the channels the chunk touches
+    std::uint32_t header_bytes = 0;  // the header's length, its varints included
+    std::uint32_t step_bytes = 0;    // length of the step section (docs/format.md §2.1)
+    // Where the coded payload begins: after the header and the steps.
+    std::size_t coded_offset() const { return std::size_t{header_bytes} + step_bytes; }
     UnitCoder coder = UnitCoder::none;
     std::uint32_t coded_bytes = 0;  // entropy-coded part of the payload
     std::uint32_t raw_bytes = 0;    // raw-bit part of the payload

@@ -1,6 +1,7 @@
-// Unit layout (docs/format.md): a 64-byte little-endian header, the steps,
+// Unit layout (docs/format.md §2): a header of 12 fixed bytes and nine varints, the steps,
 // the coded payload, the raw payload, and a CRC32C of everything before it.
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -25,17 +26,9 @@ constexpr std::uint8_t magic[4] = {'B', 'I', 'T', 'U'};
 void put_u32(std::uint8_t* at, std::uint32_t value) {
     for (int i = 0; i < 4; ++i) at[i] = static_cast<std::uint8_t>(value >> (8 * i));
 }
-void put_u64(std::uint8_t* at, std::uint64_t value) {
-    for (int i = 0; i < 8; ++i) at[i] = static_cast<std::uint8_t>(value >> (8 * i));
-}
 std::uint32_t get_u32(const std::uint8_t* at) {
     std::uint32_t value = 0;
     for (int i = 3; i >= 0; --i) value = (value << 8) | at[i];
-    return value;
-}
-std::uint64_t get_u64(const std::uint8_t* at) {
-    std::uint64_t value = 0;
-    for (int i = 7; i >= 0; --i) value = (value << 8) | at[i];
     return value;
 }
 
@@ -58,19 +51,192 @@ void check_target(const UnitTarget& target, std::size_t tensor_size) {
     }
 }
 
+// Steps (unit format 5, docs/format.md §2.1). A levels unit's steps follow
+// the largest weight of each channel, and the channels of a tensor spread
+// over an octave or two, so a unit of several steps sends each step's 16-bit
+// pattern as a Rice code of its distance from a reference pattern (the
+// median): about 8 bits a step instead of 16 (mobilenetv2 per channel: 16 kB
+// of its 34 kB of steps), or plainly where that is no smaller. One step
+// travels as its two bytes.
+constexpr std::uint8_t plain_steps = 0xFF;
+constexpr int max_step_rice_parameter = 16;
+// |pattern - reference| < 2^16, so a zigzagged distance is below 2^17.
+constexpr std::uint32_t max_step_distance_code = (std::uint32_t{1} << 17) - 1;
+
+std::uint16_t pattern_of_step(float step) {
+    const std::uint32_t bits = std::bit_cast<std::uint32_t>(step);
+    if (bits & 0xFFFFu) throw Error("unit: a step has more than 16 significant bits");
+    return static_cast<std::uint16_t>(bits >> 16);
+}
+
+std::uint32_t zigzag(std::int32_t value) {
+    return value >= 0 ? 2 * std::uint32_t(value) : 2 * std::uint32_t(-std::int64_t{value}) - 1;
+}
+std::int32_t unzigzag(std::uint32_t code) {
+    return (code & 1u) ? -std::int32_t((code + 1) / 2) : std::int32_t(code / 2);
+}
+
+std::uint64_t rice_bits(std::span<const std::uint32_t> codes, int parameter) {
+    std::uint64_t bits = 0;
+    for (const std::uint32_t code : codes)
+        bits += (code >> parameter) + 1 + std::uint64_t(parameter);
+    return bits;
+}
+
+std::vector<std::uint8_t> encode_steps(std::span<const float> steps) {
+    std::vector<std::uint16_t> patterns(steps.size());
+    std::transform(steps.begin(), steps.end(), patterns.begin(), pattern_of_step);
+    std::vector<std::uint8_t> section;
+    const auto put_u16 = [&section](std::uint16_t value) {
+        section.push_back(static_cast<std::uint8_t>(value));
+        section.push_back(static_cast<std::uint8_t>(value >> 8));
+    };
+    if (patterns.size() == 1) {
+        put_u16(patterns[0]);
+        return section;
+    }
+    if (patterns.empty()) return section;
+    std::vector<std::uint16_t> sorted = patterns;
+    const auto middle = sorted.begin() + std::ptrdiff_t(sorted.size() / 2);
+    std::nth_element(sorted.begin(), middle, sorted.end());
+    const std::uint16_t reference = *middle;
+    std::vector<std::uint32_t> codes(patterns.size());
+    for (std::size_t i = 0; i < patterns.size(); ++i)
+        codes[i] = zigzag(std::int32_t(patterns[i]) - std::int32_t(reference));
+    int parameter = 0;
+    for (int k = 1; k <= max_step_rice_parameter; ++k)
+        if (rice_bits(codes, k) < rice_bits(codes, parameter)) parameter = k;
+    const std::uint64_t rice_bytes = 3 + (rice_bits(codes, parameter) + 7) / 8;
+    if (rice_bytes >= 1 + 2 * std::uint64_t(patterns.size())) {
+        section.push_back(plain_steps);
+        for (const std::uint16_t pattern : patterns) put_u16(pattern);
+        return section;
+    }
+    section.push_back(static_cast<std::uint8_t>(parameter));
+    put_u16(reference);
+    codec::BitWriter bits;
+    for (const std::uint32_t code : codes) {
+        // The quotient in unary (ones, then a zero), then the low bits.
+        for (std::uint32_t ones = code >> parameter; ones > 0;) {
+            const int run = int(std::min<std::uint32_t>(ones, 32));
+            bits.write((std::uint64_t{1} << run) - 1, run);
+            ones -= std::uint32_t(run);
+        }
+        bits.write(0, 1);
+        if (parameter > 0) bits.write(code, parameter);
+    }
+    const auto coded = bits.finish();
+    section.insert(section.end(), coded.begin(), coded.end());
+    return section;
+}
+
+// The steps of a unit from its step section, which they must fill exactly.
+std::vector<float> decode_steps(std::span<const std::uint8_t> section, std::uint32_t count,
+                                const std::string& where) {
+    std::vector<std::uint16_t> patterns;
+    const auto bad = [&](const char* what) -> std::vector<float> {
+        throw Error(where + ": levels unit's steps " + what);
+    };
+    const auto get_u16 = [&section](std::size_t at) {
+        return static_cast<std::uint16_t>(section[at] | (section[at + 1] << 8));
+    };
+    if (count == 0) {
+        if (!section.empty()) return bad("section is not empty");
+    } else if (count == 1) {
+        if (section.size() != 2) return bad("section is not two bytes");
+        patterns.push_back(get_u16(0));
+    } else if (section.empty()) {
+        return bad("section is empty");
+    } else if (section[0] == plain_steps) {
+        if (section.size() != 1 + 2 * std::uint64_t{count})
+            return bad("section has the wrong length");
+        patterns.resize(count);
+        for (std::uint32_t i = 0; i < count; ++i) patterns[i] = get_u16(1 + 2 * std::size_t(i));
+    } else {
+        const int parameter = section[0];
+        if (parameter > max_step_rice_parameter) return bad("name an unknown coding");
+        // Each code takes a bit at least: bound the count before allocating.
+        if (section.size() < 3 || (section.size() - 3) * 8 < count)
+            return bad("section is too short");
+        const std::int32_t reference = get_u16(1);
+        codec::BitReader bits(section.subspan(3));
+        patterns.resize(count);
+        for (auto& pattern : patterns) {
+            std::uint32_t quotient = 0;
+            while (bits.read(1) == 1) {
+                if (++quotient > (max_step_distance_code >> parameter) || bits.overran())
+                    return bad("hold an over-long code");
+            }
+            const std::uint32_t code =
+                (quotient << parameter) | (parameter > 0 ? bits.read(parameter) : 0);
+            const std::int32_t value = reference + unzigzag(code);
+            if (code > max_step_distance_code || value < 0 || value > 0xFFFF)
+                return bad("hold a pattern out of range");
+            pattern = static_cast<std::uint16_t>(value);
+        }
+        if (bits.overran() || 3 + bits.bytes_used() != section.size())
+            return bad("do not fill their section");
+    }
+    std::vector<float> steps(patterns.size());
+    for (std::size_t i = 0; i < patterns.size(); ++i) {
+        steps[i] = std::bit_cast<float>(std::uint32_t(patterns[i]) << 16);
+        // A step is 0 or a positive normal float (docs/format.md, section 1).
+        if (!(steps[i] == 0.0f || (std::isnormal(steps[i]) && steps[i] > 0)))
+            throw Error(where + ": levels unit has an invalid step");
+    }
+    return steps;
+}
+
 struct Payload {
     std::vector<std::uint8_t> coded;
     std::vector<std::uint8_t> raw;
 };
 
+// The header's fields after its fixed twelve bytes (unit format 5, docs/
+// format.md §2), as unsigned LEB128 varints: a header of 64 fixed bytes
+// was most of the overhead of a small tensor's unit (30 bytes now, typically).
+void put_varint(std::vector<std::uint8_t>& out, std::uint64_t value) {
+    while (value >= 0x80) {
+        out.push_back(static_cast<std::uint8_t>(value | 0x80));
+        value >>= 7;
+    }
+    out.push_back(static_cast<std::uint8_t>(value));
+}
+
+// Reads a varint of at most five bytes and 32 bits in its shortest form (so
+// that a header has one encoding); false past `end` or on a malformed one.
+bool get_varint(const std::uint8_t*& at, const std::uint8_t* end, std::uint32_t& value) {
+    std::uint64_t result = 0;
+    for (int i = 0; i < 5 && at < end; ++i) {
+        const std::uint8_t byte = *at++;
+        result |= std::uint64_t(byte & 0x7F) << (7 * i);
+        if ((byte & 0x80) == 0) {
+            if (i > 0 && byte == 0) return false;  // longer than needed
+            if (result > 0xFFFFFFFFu) return false;
+            value = static_cast<std::uint32_t>(result);
+            return true;
+        }
+    }
+    return false;
+}
+
 std::vector<std::uint8_t> assemble(UnitType type, int bits, int parent_bits,
                                    const UnitTarget& target, std::uint64_t channel_size,
                                    std::uint32_t limit, std::span<const float> steps,
                                    const Payload& payload) {
-    const std::uint64_t total =
-        unit_header_bytes + 2 * steps.size() + payload.coded.size() + payload.raw.size() + 4;
+    std::vector<std::uint8_t> unit(unit_fixed_header_bytes);
+    for (const std::uint64_t field :
+         {std::uint64_t{target.tensor_index}, target.tensor_elements, target.first, target.count,
+          channel_size, std::uint64_t{limit}, std::uint64_t{steps.size()},
+          std::uint64_t{payload.coded.size()}, std::uint64_t{payload.raw.size()}}) {
+        put_varint(unit, field);
+    }
+    const std::vector<std::uint8_t> step_section = encode_steps(steps);
+    unit.insert(unit.end(), step_section.begin(), step_section.end());
+    unit.insert(unit.end(), payload.coded.begin(), payload.coded.end());
+    unit.insert(unit.end(), payload.raw.begin(), payload.raw.end());
+    const std::uint64_t total = std::uint64_t{unit.size()} + 4;
     if (total > 0xFFFFFFFFu) throw Error("unit would exceed 4 GiB; use smaller chunks");
-    std::vector<std::uint8_t> unit(total);
     std::uint8_t* at = unit.data();
     std::memcpy(at, magic, 4);
     at[4] = unit_format_version;
@@ -78,28 +244,9 @@ std::vector<std::uint8_t> assemble(UnitType type, int bits, int parent_bits,
     at[6] = static_cast<std::uint8_t>(bits);
     at[7] = static_cast<std::uint8_t>(parent_bits);
     put_u32(at + 8, static_cast<std::uint32_t>(total));
-    put_u32(at + 12, target.tensor_index);
-    put_u64(at + 16, target.tensor_elements);
-    put_u64(at + 24, target.first);
-    put_u64(at + 32, target.count);
-    put_u64(at + 40, channel_size);
-    put_u32(at + 48, limit);
-    put_u32(at + 52, static_cast<std::uint32_t>(steps.size()));
-    put_u32(at + 56, static_cast<std::uint32_t>(payload.coded.size()));
-    put_u32(at + 60, static_cast<std::uint32_t>(payload.raw.size()));
-    at += unit_header_bytes;
-    for (const float step : steps) {
-        const std::uint32_t bits_of_step = std::bit_cast<std::uint32_t>(step);
-        if (bits_of_step & 0xFFFFu) throw Error("unit: a step has more than 16 significant bits");
-        at[0] = static_cast<std::uint8_t>(bits_of_step >> 16);
-        at[1] = static_cast<std::uint8_t>(bits_of_step >> 24);
-        at += 2;
-    }
-    if (!payload.coded.empty()) std::memcpy(at, payload.coded.data(), payload.coded.size());
-    at += payload.coded.size();
-    if (!payload.raw.empty()) std::memcpy(at, payload.raw.data(), payload.raw.size());
-    at += payload.raw.size();
-    put_u32(at, core::crc32c({unit.data(), total - 4}));
+    const std::uint32_t crc = core::crc32c(unit);
+    unit.resize(total);
+    put_u32(unit.data() + total - 4, crc);
     return unit;
 }
 
@@ -128,12 +275,11 @@ std::uint32_t coarse_limit(std::uint32_t limit, int split) {
 
 std::span<const std::uint8_t> coded_part(const UnitHeader& header,
                                          std::span<const std::uint8_t> unit) {
-    return unit.subspan(unit_header_bytes + 2 * header.steps.size(), header.coded_bytes);
+    return unit.subspan(header.coded_offset(), header.coded_bytes);
 }
 std::span<const std::uint8_t> raw_part(const UnitHeader& header,
                                        std::span<const std::uint8_t> unit) {
-    return unit.subspan(unit_header_bytes + 2 * header.steps.size() + header.coded_bytes,
-                        header.raw_bytes);
+    return unit.subspan(header.coded_offset() + header.coded_bytes, header.raw_bytes);
 }
 
 // ---------------------------------------------------------------------------
@@ -1444,7 +1590,7 @@ std::uint32_t unit_crc32c(std::span<const std::uint8_t> unit) {
 UnitHeader read_unit_header(std::span<const std::uint8_t> unit, std::string_view source) {
     const std::string where(source);
     auto fail = [&](const std::string& what) -> void { throw Error(where + ": " + what); };
-    if (unit.size() < unit_header_bytes + 4)
+    if (unit.size() < smallest_unit_bytes)
         fail("truncated unit (" + std::to_string(unit.size()) + " bytes)");
     const std::uint8_t* at = unit.data();
     if (std::memcmp(at, magic, 4) != 0) fail("not a bitinc unit (bad magic)");
@@ -1472,21 +1618,31 @@ UnitHeader read_unit_header(std::span<const std::uint8_t> unit, std::string_view
     header.type = static_cast<UnitType>(at[5]);
     header.bits = at[6];
     header.parent_bits = at[7];
-    header.target = {get_u32(at + 12), get_u64(at + 16), get_u64(at + 24), get_u64(at + 32)};
-    header.channel_size = get_u64(at + 40);
-    header.limit = get_u32(at + 48);
-    const std::uint32_t step_count = get_u32(at + 52);
-    header.coded_bytes = get_u32(at + 56);
-    header.raw_bytes = get_u32(at + 60);
+    std::array<std::uint32_t, 9> fields{};
+    const std::uint8_t* field_at = at + unit_fixed_header_bytes;
+    const std::uint8_t* const crc_at = at + unit.size() - 4;
+    for (auto& field : fields)
+        if (!get_varint(field_at, crc_at, field)) fail("malformed unit header");
+    header.header_bytes = static_cast<std::uint32_t>(field_at - at);
+    header.target = {fields[0], fields[1], fields[2], fields[3]};
+    header.channel_size = fields[4];
+    header.limit = fields[5];
+    const std::uint32_t step_count = fields[6];
+    header.coded_bytes = fields[7];
+    header.raw_bytes = fields[8];
 
     const UnitTarget& target = header.target;
     if (target.tensor_elements > max_tensor_elements || target.first > target.tensor_elements ||
         target.count > target.tensor_elements - target.first || target.count > max_unit_elements) {
         fail("unit's element range lies outside its tensor");
     }
-    const std::uint64_t expected = std::uint64_t{unit_header_bytes} + 2ull * step_count +
-                                   header.coded_bytes + header.raw_bytes + 4;
-    if (expected != header.unit_bytes) fail("unit's section lengths do not add up");
+    // What the other sections leave is the step section (its length is not
+    // stored: decode_steps checks that the steps fill it exactly).
+    const std::uint64_t other_sections =
+        std::uint64_t{header.header_bytes} + header.coded_bytes + header.raw_bytes + 4;
+    if (other_sections > header.unit_bytes) fail("unit's section lengths do not add up");
+    header.step_bytes = static_cast<std::uint32_t>(header.unit_bytes - other_sections);
+    if (step_count == 0 && header.step_bytes != 0) fail("unit's section lengths do not add up");
     switch (header.type) {
         case UnitType::exact:
             if (header.bits != 32 || header.parent_bits != 0 || step_count != 0 ||
@@ -1506,7 +1662,7 @@ UnitHeader read_unit_header(std::span<const std::uint8_t> unit, std::string_view
                 fail("levels unit's limit exceeds its bit depth");
             }
             if (header.coded_bytes < 1) fail("levels unit has no coder byte");
-            header.coder = static_cast<UnitCoder>(at[unit_header_bytes + 2 * step_count]);
+            header.coder = static_cast<UnitCoder>(at[header.coded_offset()]);
             if (header.coder == UnitCoder::adaptive) {
                 if (header.split_bits != split_bits_for(header.limit))
                     fail("levels unit has a bad split");
@@ -1529,7 +1685,7 @@ UnitHeader read_unit_header(std::span<const std::uint8_t> unit, std::string_view
                 header.limit != 0 || header.coded_bytes < 1) {
                 fail("malformed refinement unit");
             }
-            header.coder = static_cast<UnitCoder>(at[unit_header_bytes]);
+            header.coder = static_cast<UnitCoder>(at[header.coded_offset()]);
             if (header.coder != UnitCoder::adaptive && header.coder != UnitCoder::rans)
                 fail("refinement unit names an unknown coder");
             break;
@@ -1539,25 +1695,17 @@ UnitHeader read_unit_header(std::span<const std::uint8_t> unit, std::string_view
                 header.limit != 0 || header.coded_bytes < 2) {
                 fail("malformed lossless unit");
             }
-            header.coder = static_cast<UnitCoder>(at[unit_header_bytes]);
+            header.coder = static_cast<UnitCoder>(at[header.coded_offset()]);
             if (header.coder != UnitCoder::rans) fail("lossless unit names an unknown coder");
-            if (!codec::lossless_type_is_valid(at[unit_header_bytes + 1]))
+            if (!codec::lossless_type_is_valid(at[header.coded_offset() + 1]))
                 fail("lossless unit names an unknown element type");
-            header.stored_as = static_cast<StoredType>(at[unit_header_bytes + 1]);
+            header.stored_as = static_cast<StoredType>(at[header.coded_offset() + 1]);
             break;
         default:
             fail("unknown unit type " + std::to_string(at[5]));
     }
-    header.steps.resize(step_count);
-    for (std::uint32_t i = 0; i < step_count; ++i) {
-        const std::uint8_t* step = at + unit_header_bytes + 2 * i;
-        const std::uint32_t bits = (std::uint32_t(step[0]) << 16) | (std::uint32_t(step[1]) << 24);
-        header.steps[i] = std::bit_cast<float>(bits);
-        // A step is 0 or a positive normal float (docs/format.md, section 1).
-        if (!(header.steps[i] == 0.0f || (std::isnormal(header.steps[i]) && header.steps[i] > 0))) {
-            fail("levels unit has an invalid step");
-        }
-    }
+    header.steps =
+        decode_steps(unit.subspan(header.header_bytes, header.step_bytes), step_count, where);
     return header;
 }
 

@@ -20,7 +20,7 @@ constexpr std::size_t max_tensors = 1'000'000;
 constexpr std::size_t max_rungs = 64;
 constexpr std::size_t max_name_bytes = 4096;
 // The smallest unit: a header, one exact float and the CRC.
-constexpr std::uint64_t min_unit_bytes = unit_header_bytes + 4 + 4;
+constexpr std::uint64_t min_unit_bytes = smallest_unit_bytes;
 
 class ManifestReader {
   public:
