@@ -88,6 +88,14 @@ void add_transfer_options(CommandLine& command_line) {
         "min-rate", "RATE",
         "a request slower than this over --min-rate-window fails, e.g. 100kbit");
     command_line.add_option("min-rate-window", "DURATION", "the window of --min-rate (default 5s)");
+    command_line.add_option("trust", "KEY.pub",
+                            "accept only packages signed with this Ed25519 key (bitinc keygen): "
+                            "the manifest's signature is checked before any byte is used, and a "
+                            "release older than one installed is refused");
+    command_line.add_option("installed-releases", "FILE",
+                            "with --trust: where the device keeps the releases it installed "
+                            "(default $XDG_STATE_HOME/bitinc/installed.json or "
+                            "~/.local/state/bitinc/installed.json)");
 }
 
 void read_transfer_options(const CommandLine& command_line, FetchOptions& options) {
@@ -118,16 +126,30 @@ void read_transfer_options(const CommandLine& command_line, FetchOptions& option
         if (options.min_rate_window_seconds <= 0)
             throw UsageError("--min-rate-window must be longer than 0");
     }
+    if (const auto key = command_line.value("trust")) {
+        FetchOptions::Trust trust;
+        trust.public_key_pem = read_key_file(*key);
+        if (trust.public_key_pem.find("PRIVATE KEY") != std::string::npos)
+            throw UsageError("--trust takes the public key (" + *key +
+                             " is private: keep it off devices; give KEY.pub)");
+        trust.installed_releases = command_line.value("installed-releases").value_or("");
+        options.trust = std::move(trust);
+    } else if (command_line.value("installed-releases")) {
+        throw UsageError("--installed-releases goes with --trust KEY.pub");
+    }
 }
 
 nlohmann::json transfer_options_json(const FetchOptions& options) {
-    return {{"until", options.until_accuracy_point ? nlohmann::json("accuracy")
-                      : options.until_bits > 0     ? nlohmann::json(options.until_bits)
-                                                   : nlohmann::json("exact")},
-            {"deadline_seconds", options.deadline_seconds},
-            {"min_rate_bytes_per_second", options.min_rate_bytes_per_second},
-            {"min_rate_window_seconds", options.min_rate_window_seconds},
-            {"retries", options.max_attempts}};
+    return {
+        {"until", options.until_accuracy_point ? nlohmann::json("accuracy")
+                  : options.until_bits > 0     ? nlohmann::json(options.until_bits)
+                                               : nlohmann::json("exact")},
+        {"deadline_seconds", options.deadline_seconds},
+        {"min_rate_bytes_per_second", options.min_rate_bytes_per_second},
+        {"min_rate_window_seconds", options.min_rate_window_seconds},
+        {"retries", options.max_attempts},
+        {"trusted_key_id", options.trust ? nlohmann::json(key_id_of(options.trust->public_key_pem))
+                                         : nlohmann::json(nullptr)}};
 }
 
 int run_serve(int argc, char** argv) {

@@ -1,6 +1,7 @@
-// bitinc pack / unpack / verify: building packages and reading them locally.
+// bitinc pack / unpack / verify / keygen: building, signing and reading packages locally.
 #include <bitinc/bitinc.hpp>
 
+#include <chrono>
 #include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -31,6 +32,9 @@ nlohmann::json package_json(const Manifest& manifest) {
             {"ladder", manifest.ladder.bits},
             {"exact_rung", manifest.ladder.exact_top},
             {"per_channel", manifest.ladder.per_channel},
+            {"release", manifest.release ? nlohmann::json{{"model_id", manifest.release->model_id},
+                                                          {"number", manifest.release->number}}
+                                         : nlohmann::json(nullptr)},
             {"rungs", rungs}};
 }
 
@@ -51,6 +55,11 @@ void print_package(const Manifest& manifest) {
                     std::string(rung_kind_name(rung.kind)).c_str(), bits.c_str(),
                     rung.data.file.c_str(), with_commas(rung.data.bytes).c_str(),
                     with_commas(total).c_str(), double(manifest.float32_bytes) / double(total));
+    }
+    if (const auto& release = manifest.release) {
+        std::printf("  signed: release %llu of '%s' (%s beside the manifest)\n",
+                    static_cast<unsigned long long>(release->number), release->model_id.c_str(),
+                    std::string(signature_file_name).c_str());
     }
 }
 
@@ -108,6 +117,17 @@ int run_pack(int argc, char** argv) {
     add_calibration_options(command_line,
                             "training images calibration and --budget run on (default 1000)");
     add_data_dir_option(command_line);
+    command_line.add_option(
+        "sign", "KEY",
+        "sign the package with this Ed25519 private key (bitinc keygen): "
+        "devices that trust its public key check every byte (package format 6)");
+    command_line.add_option("package-version", "N",
+                            "with --sign: the release number, which must grow from one release "
+                            "of the model to the next (default: the time now, in seconds since "
+                            "1970)");
+    command_line.add_option("model-id", "ID",
+                            "with --sign: the model this is a release of (default: the model "
+                            "file's name)");
     command_line.add_flag("json", "print a JSON summary instead of text");
     command_line.add_flag("no-progress", "never draw a progress bar");
     if (!command_line.parse(argc, argv)) return 0;
@@ -115,6 +135,20 @@ int run_pack(int argc, char** argv) {
     if (!output) throw UsageError("give the output directory with -o DIR");
 
     PackOptions options;
+    if (const auto key = command_line.value("sign")) {
+        PackOptions::Signing signing;
+        signing.private_key_pem = read_key_file(*key);
+        if (signing.private_key_pem.find("PRIVATE KEY") == std::string::npos)
+            throw UsageError("--sign needs the private key (" + *key + " is a public key)");
+        const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+            std::chrono::system_clock::now().time_since_epoch());
+        signing.release =
+            std::uint64_t(command_line.integer("package-version", now.count(), 0, (1LL << 53)));
+        signing.model_id = command_line.value("model-id").value_or("");
+        options.signing = std::move(signing);
+    } else if (command_line.value("package-version") || command_line.value("model-id")) {
+        throw UsageError("--package-version and --model-id name a signed release: add --sign KEY");
+    }
     if (command_line.flag("calibrate")) {
         options.calibration = calibration_options(command_line);
     }
@@ -227,15 +261,25 @@ int run_verify(int argc, char** argv) {
         "and header, decodes every rung, and confirms that the ladder reaches\n"
         "exactly each direct rung. Exit status 1 if anything is wrong.");
     command_line.add_positional("PACKAGE", "the package directory");
+    command_line.add_option("trust", "KEY.pub",
+                            "also check that the manifest is signed with this Ed25519 key");
     command_line.add_flag("json", "print a JSON report");
     command_line.add_flag("no-progress", "never draw a progress bar");
     if (!command_line.parse(argc, argv)) return 0;
     const std::string directory = command_line.positional(0);
     ProgressBar progress("verify", "units",
                          !command_line.flag("no-progress") && ProgressBar::stderr_is_terminal());
-    const VerifyReport report = verify_package(
+    VerifyReport report = verify_package(
         directory, [&](std::size_t done, std::size_t total) { progress.update(done, total); });
     progress.finish();
+    if (const auto key = command_line.value("trust")) {
+        const std::string public_key = read_key_file(*key);
+        try {
+            verify_package_signature(directory, public_key);
+        } catch (const Error& error) {
+            report.problems.push_back(error.what());
+        }
+    }
     if (command_line.flag("json")) {
         const nlohmann::json json = {{"package", directory},  {"ok", report.problems.empty()},
                                      {"files", report.files}, {"units", report.units},
@@ -249,6 +293,37 @@ int run_verify(int argc, char** argv) {
                     megabytes(report.bytes).c_str());
     }
     return report.problems.empty() ? 0 : 1;
+}
+
+}  // namespace bitinc::cli
+
+namespace bitinc::cli {
+
+int run_keygen(int argc, char** argv) {
+    CommandLine command_line(
+        "keygen",
+        "Makes an Ed25519 key pair for signing packages: KEY (private, readable by you\n"
+        "only; keep it off the servers) and KEY.pub (give it to devices: fetch/run\n"
+        "--trust KEY.pub). PEM files, as `openssl pkey` reads them.");
+    command_line.add_option("o", "KEY", "where to write the private key (required)");
+    command_line.add_flag("force", "replace KEY and KEY.pub if they exist");
+    command_line.add_flag("json", "print the key id and paths as JSON");
+    if (!command_line.parse(argc, argv)) return 0;
+    const auto output = command_line.value("o");
+    if (!output) throw UsageError("give the private key's path with -o KEY");
+    const SigningKeyPair key = generate_signing_key();
+    write_signing_key(key, *output, command_line.flag("force"));
+    const std::string id = key_id_of(key.public_pem);
+    if (command_line.flag("json")) {
+        std::printf("%s\n", json_text(nlohmann::json{{"private_key", *output},
+                                                     {"public_key", *output + ".pub"},
+                                                     {"key_id", id}})
+                                .c_str());
+    } else {
+        std::printf("wrote %s (private) and %s.pub; key id %s\n", output->c_str(), output->c_str(),
+                    id.c_str());
+    }
+    return 0;
 }
 
 }  // namespace bitinc::cli

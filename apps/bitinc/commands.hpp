@@ -10,6 +10,7 @@ int run_accuracy(int argc, char** argv);
 int run_sensitivity(int argc, char** argv);
 int run_bench(int argc, char** argv);
 int run_pack(int argc, char** argv);
+int run_keygen(int argc, char** argv);
 int run_unpack(int argc, char** argv);
 int run_verify(int argc, char** argv);
 int run_serve(int argc, char** argv);

@@ -1,5 +1,6 @@
 // Download options shared by `fetch` and `run`: --retries, --timeout,
-// --deadline, --min-rate and --min-rate-window (defined in cmd_net.cpp).
+// --deadline, --min-rate, --min-rate-window, --trust and --installed-releases
+// (defined in cmd_net.cpp).
 #pragma once
 
 #include <bitinc/net.hpp>

@@ -28,6 +28,7 @@ constexpr Subcommand subcommands[] = {
     {"pack", "build a package: topology, base rung, refinements, direct rung",
      bitinc::cli::run_pack},
     {"unpack", "rebuild a package's ONNX model at one rung", bitinc::cli::run_unpack},
+    {"keygen", "make an Ed25519 key pair for signing packages", bitinc::cli::run_keygen},
     {"verify", "check every hash, CRC and unit of a package", bitinc::cli::run_verify},
     {"serve", "serve packages over HTTP, with link emulation and fault injection",
      bitinc::cli::run_serve},

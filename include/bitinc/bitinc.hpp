@@ -17,4 +17,5 @@
 #include "bitinc/package.hpp"
 #include "bitinc/progressive.hpp"
 #include "bitinc/stream.hpp"
+#include "bitinc/trust.hpp"
 #include "bitinc/version.hpp"

@@ -175,6 +175,18 @@ struct FetchOptions {
     // that only writes the model to a file leaves it off and streams from
     // FetchResult::assembler (write_model_file) instead.
     bool keep_model = true;
+    // Signed packages (docs/security.md). With a trusted Ed25519 public key
+    // (PEM), the manifest's detached signature must verify before any of
+    // its bytes are used (each file and unit is then checked against the
+    // SHA-256 the manifest gives it), and the package's release must not be
+    // below the highest release of that model and key the device installed
+    // (kept in `installed_releases`; empty: InstalledReleases::default_path).
+    // A completed fetch records its release there.
+    struct Trust {
+        std::string public_key_pem;
+        std::filesystem::path installed_releases;
+    };
+    std::optional<Trust> trust;
     std::function<void(const FetchEvent&)> on_event;
 };
 
@@ -227,6 +239,8 @@ struct FetchResult {
     std::size_t retries = 0;
     std::vector<RungTimeline> rungs;
     std::vector<std::string> degraded_tensors;
+    // With FetchOptions::trust: the signer's key id (the package verified).
+    std::string signer_key_id;
 };
 
 // Fetches the package at `url` (the directory holding manifest.json, e.g.

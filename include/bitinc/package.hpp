@@ -29,9 +29,11 @@ namespace bitinc {
 // The packer writes the oldest version that describes the package (3 unless
 // some tensor has bits of its own or the ladder ends exact), so older
 // devices still read uniform ones.
-inline constexpr int package_format_version = 5;
+inline constexpr int package_format_version = 6;
 inline constexpr int mixed_precision_format_version = 4;
 inline constexpr int exact_rung_format_version = 5;
+// Format 6: a signed package's release (Manifest::release).
+inline constexpr int release_format_version = 6;
 inline constexpr int oldest_package_format_version = 3;
 inline constexpr std::string_view manifest_file_name = "manifest.json";
 // Readers refuse larger manifests before parsing them: a unit entry takes
@@ -127,6 +129,15 @@ struct AccuracyPoint {
     double tolerance = 0;                  // how far below top_value the point may be
 };
 
+// What a signed package is (format 6, docs/format.md §8): which model it
+// is a release of, and its number, which only grows from one release of
+// the model to the next. A device refuses a release below one it has
+// installed.
+struct Release {
+    std::string model_id;
+    std::uint64_t number = 0;
+};
+
 struct Manifest {
     int format_version = package_format_version;
     std::string generator;  // "bitinc VERSION"
@@ -143,6 +154,7 @@ struct Manifest {
     // direct rungs.
     std::vector<RungEntry> rungs;
     std::optional<AccuracyPoint> accuracy_point;
+    std::optional<Release> release;  // signed packages (format 6)
     // Bytes of the accuracy point's rung file up to the end of its last unit.
     std::uint64_t accuracy_point_bytes() const;
 
@@ -291,6 +303,15 @@ struct PackOptions {
     // Order refinements by value and name an accuracy point (needs the
     // model to run on the calibration images).
     std::optional<PackCalibration> calibration;
+    // Sign the package (format 6): Release::number `release`, of model
+    // `model_id` (empty: the model file's name), signed with the Ed25519
+    // key in `private_key_pem` (bitinc/trust.hpp).
+    struct Signing {
+        std::string private_key_pem;
+        std::string model_id;
+        std::uint64_t release = 0;
+    };
+    std::optional<Signing> signing;
 };
 
 struct PackResult {

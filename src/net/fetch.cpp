@@ -14,6 +14,7 @@
 #include <cstring>
 #include <deque>
 #include <fstream>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -23,12 +24,16 @@
 
 #include "bitinc/error.hpp"
 #include "bitinc/net.hpp"
+#include "bitinc/trust.hpp"
 #include "core/sha256.hpp"
 #include "net/http_response.hpp"
 
 namespace bitinc {
 
 namespace {
+
+// A signature file is a few hundred bytes.
+constexpr std::uint64_t max_signature_bytes = 64 * 1024;
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
@@ -825,6 +830,22 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
     PackageSource source(url, options, start, emit);
     FetchResult result;
 
+    // A signed package's signature comes over a connection of its own, at
+    // the same time as the manifest: checking it costs no round trip.
+    std::future<std::string> signature_download;
+    if (options.trust) {
+        signature_download = std::async(std::launch::async, [&url, &options, start] {
+            PackageSource signature_source(url, options, start, [](const FetchEvent&) {});
+            try {
+                return signature_source.fetch_checked(
+                    std::string(signature_file_name), 0, 0, max_signature_bytes, 0,
+                    [](const std::string&) { return std::string(); });
+            } catch (const Error& error) {
+                throw Error(std::string(error.what()) +
+                            " (the package is not signed, or its signature cannot be had)");
+            }
+        });
+    }
     source.first_byte_at = -1;
     const std::string manifest_text =
         source.fetch_checked(std::string(manifest_file_name), 0, 0, max_manifest_bytes, 0,
@@ -832,8 +853,25 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
     result.manifest_download.first_byte_at = source.first_byte_at;
     result.manifest_download.downloaded_at = now();
     result.manifest_bytes = manifest_text.size();
-    result.manifest = parse_manifest(manifest_text, source.where(std::string(manifest_file_name)));
+    const std::string manifest_where = source.where(std::string(manifest_file_name));
+    // Nothing of an untrusted manifest is read before its signature verifies.
+    std::optional<InstalledReleases> installed;
+    if (options.trust) {
+        verify_manifest_signature(options.trust->public_key_pem, manifest_text,
+                                  signature_download.get(), manifest_where);
+        result.signer_key_id = key_id_of(options.trust->public_key_pem);
+    }
+    result.manifest = parse_manifest(manifest_text, manifest_where);
     const Manifest& manifest = result.manifest;
+    if (options.trust) {
+        if (!manifest.release)
+            throw Error(manifest_where + ": signed, but names no release (format 6)");
+        installed.emplace(options.trust->installed_releases.empty()
+                              ? InstalledReleases::default_path()
+                              : options.trust->installed_releases);
+        installed->check(result.signer_key_id, manifest.release->model_id, manifest.release->number,
+                         manifest_where);
+    }
     result.manifest_at = now();
     {
         FetchEvent event;
@@ -1088,6 +1126,11 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
     result.seconds = now();
     for (PartFile& part : parts) part.remove();
     result.assembler = assembler;
+    // Installed: a later fetch of an older release of this model is refused.
+    if (installed && degraded.empty()) {
+        installed->record(result.signer_key_id, manifest.release->model_id,
+                          manifest.release->number);
+    }
     return result;
 }
 

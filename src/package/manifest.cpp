@@ -21,6 +21,8 @@ constexpr std::size_t max_rungs = 64;
 constexpr std::size_t max_name_bytes = 4096;
 // The smallest unit: a header, one exact float and the CRC.
 constexpr std::uint64_t min_unit_bytes = smallest_unit_bytes;
+// Release numbers stay exact as JSON numbers read by any language (2^53).
+constexpr std::uint64_t max_release_number = std::uint64_t{1} << 53;
 
 class ManifestReader {
   public:
@@ -514,6 +516,16 @@ Manifest parse_manifest(std::string_view text, std::string_view source) {
         }
         manifest.accuracy_point = std::move(parsed);
     }
+    if (json.contains("release") || manifest.format_version >= release_format_version) {
+        if (manifest.format_version < release_format_version)
+            reader.fail("release needs package format " + std::to_string(release_format_version));
+        const Json& release = reader.field(json, "release", "manifest");
+        Release parsed;
+        parsed.model_id = reader.text(release, "model_id", "release");
+        if (parsed.model_id.empty()) reader.fail("release.model_id is empty");
+        parsed.number = reader.number(release, "number", "release", max_release_number);
+        manifest.release = std::move(parsed);
+    }
     return manifest;
 }
 
@@ -619,6 +631,8 @@ std::string serialize_manifest(const Manifest& manifest) {
                  {"value", point->value},        {"top_value", point->top_value},
                  {"tolerance", point->tolerance}};
     }
+    if (const auto& release = manifest.release)
+        json["release"] = Json{{"model_id", release->model_id}, {"number", release->number}};
     return json.dump() + "\n";
 }
 

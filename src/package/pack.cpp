@@ -17,6 +17,7 @@
 #include "bitinc/codec.hpp"
 #include "bitinc/error.hpp"
 #include "bitinc/package.hpp"
+#include "bitinc/trust.hpp"
 #include "bitinc/version.hpp"
 #include "core/file_io.hpp"
 #include "core/parallel.hpp"
@@ -57,7 +58,8 @@ struct UnitJob {
 // The entries of `directory` that are not files of the package it holds, or
 // every entry when it holds no readable package.
 std::vector<std::string> foreign_entries(const fs::path& directory) {
-    std::vector<std::string> allowed{std::string(manifest_file_name)};
+    std::vector<std::string> allowed{std::string(manifest_file_name),
+                                     std::string(signature_file_name)};
     try {
         const Manifest old = read_manifest(directory);
         allowed.push_back(old.topology.file);
@@ -573,10 +575,20 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
             calibrate_refinements(building, manifest, model_path, *options.calibration,
                                   *calibration_images);
         }
+        if (options.signing) {
+            manifest.format_version = std::max(manifest.format_version, release_format_version);
+            manifest.release = Release{
+                options.signing->model_id.empty() ? manifest.model_name : options.signing->model_id,
+                options.signing->release};
+        }
         const std::string manifest_text = serialize_manifest(manifest);
         // What we wrote must read back: the writer and the reader agree.
         parse_manifest(manifest_text, "the new manifest");
         write_plain_file(building / manifest_file_name, manifest_text);
+        if (options.signing) {
+            write_plain_file(building / signature_file_name,
+                             sign_manifest(options.signing->private_key_pem, manifest_text));
+        }
         install_directory(building, target, options.replace);
     } catch (...) {
         fs::remove_all(building, error);
