@@ -43,6 +43,13 @@ cmake -S "$source_dir" -B "$work/bitinc" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DBITINC_BUILD_FETCH=OFF -DBITINC_BUILD_RUNTIME=OFF -DBITINC_BUILD_ENCODE=OFF \
     -DBITINC_BUILD_LAB=OFF "${launchers[@]}" >"$work/configure.log" ||
     { cat "$work/configure.log"; exit 1; }
+# A device build must configure where none of them is installed: it does
+# not even look for them (nor for GoogleTest or Google Benchmark).
+if grep -E '^[A-Za-z_]+:' "$work/bitinc/CMakeCache.txt" | cut -d: -f1 |
+    grep -E '^(OPENCV|CURL|ZSTD|HTTPLIB|OPENSSL|OpenSSL|GTest|benchmark)'; then
+    echo "the decode-only configure looked for the libraries above" >&2
+    exit 1
+fi
 cmake --build "$work/bitinc" >"$work/build.log" || { tail -n 50 "$work/build.log"; exit 1; }
 cmake --install "$work/bitinc" --prefix "$prefix" >/dev/null
 for file in include/bitinc/bitinc.h lib/libbitinc_decode.a lib/cmake/bitinc/bitincConfig.cmake \
