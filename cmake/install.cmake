@@ -1,0 +1,45 @@
+# cmake --install: the public headers, each component's static library,
+# lib/cmake/bitinc (find_package(bitinc COMPONENTS decode ...)) and a
+# pkg-config file per component (bitinc-decode.pc, ...).
+include(CMakePackageConfigHelpers)
+
+set(BITINC_CONFIG_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/bitinc)
+set(BITINC_COMPONENT_TARGETS "")
+foreach(component IN LISTS BITINC_COMPONENTS)
+  list(APPEND BITINC_COMPONENT_TARGETS bitinc_${component})
+endforeach()
+
+# The headers are not yet split by audience (issue 14, point 5): every
+# installation carries all of include/bitinc.
+install(DIRECTORY include/bitinc DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(TARGETS ${BITINC_COMPONENT_TARGETS} bitinc
+  EXPORT bitincTargets
+  ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+if(TARGET bitinc_cli)
+  install(TARGETS bitinc_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+endif()
+
+install(EXPORT bitincTargets NAMESPACE bitinc:: DESTINATION ${BITINC_CONFIG_DIR})
+configure_package_config_file(cmake/bitincConfig.cmake.in
+  ${PROJECT_BINARY_DIR}/bitincConfig.cmake INSTALL_DESTINATION ${BITINC_CONFIG_DIR})
+# 0.x: a minor version may change the API.
+write_basic_package_version_file(${PROJECT_BINARY_DIR}/bitincConfigVersion.cmake
+  COMPATIBILITY SameMinorVersion)
+install(FILES ${PROJECT_BINARY_DIR}/bitincConfig.cmake ${PROJECT_BINARY_DIR}/bitincConfigVersion.cmake
+  DESTINATION ${BITINC_CONFIG_DIR})
+
+# The .pc files find the prefix from their own place, so that
+# `cmake --install --prefix` anywhere gives working files. The libraries
+# are static: their dependencies go in Requires and Libs, not the
+# .private fields a shared library would use.
+set(BITINC_PC_DIR ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+file(RELATIVE_PATH BITINC_PC_TO_PREFIX /prefix/${BITINC_PC_DIR} /prefix)
+string(REGEX REPLACE "/$" "" BITINC_PC_TO_PREFIX "${BITINC_PC_TO_PREFIX}")
+foreach(component IN LISTS BITINC_COMPONENTS)
+  set(BITINC_PC_COMPONENT ${component})
+  set(BITINC_PC_REQUIRES ${bitinc_pc_requires_${component}})
+  set(BITINC_PC_LIBS ${bitinc_pc_libs_${component}})
+  configure_file(cmake/bitinc.pc.in ${PROJECT_BINARY_DIR}/pkgconfig/bitinc-${component}.pc @ONLY)
+  install(FILES ${PROJECT_BINARY_DIR}/pkgconfig/bitinc-${component}.pc DESTINATION ${BITINC_PC_DIR})
+endforeach()
