@@ -25,6 +25,17 @@ static unsigned char* read_file(const char* path, size_t* size) {
     return bytes;
 }
 
+/* A stand-in for an app's signature check (the crypto is tested in C++):
+ * it accepts the signature "trusted" and counts its calls. */
+static int verify_calls = 0;
+static int accept_trusted(void* context, const uint8_t* manifest, size_t manifest_size,
+                          const uint8_t* signature, size_t signature_size) {
+    (void)context;
+    (void)manifest;
+    ++verify_calls;
+    return manifest_size > 0 && signature_size == 7 && memcmp(signature, "trusted", 7) == 0 ? 0 : 1;
+}
+
 static int fail(const char* what, int status, const bitinc_decoder* decoder) {
     fprintf(stderr, "c_api_test: %s: %s (%s)\n", what, bitinc_status_string(status),
             decoder ? bitinc_decoder_last_error(decoder) : "");
@@ -49,6 +60,43 @@ int main(int argc, char** argv) {
         return fail("a snapshot before any rung", BITINC_ERROR_INTERNAL, decoder);
     if (bitinc_decoder_push_manifest(decoder, (const uint8_t*)"{}", 2) != BITINC_ERROR_INVALID_DATA)
         return fail("a bad manifest", BITINC_ERROR_INTERNAL, decoder);
+
+    /* Signed packages: the decoder wants the signature too, and reads the
+     * manifest only once the app's check accepts it. */
+    {
+        char manifest_path[4096];
+        snprintf(manifest_path, sizeof manifest_path, "%s/manifest.json", argv[1]);
+        size_t manifest_size = 0;
+        unsigned char* manifest = read_file(manifest_path, &manifest_size);
+        if (manifest == NULL) return fail(manifest_path, BITINC_ERROR_UNAVAILABLE, NULL);
+        bitinc_decoder_options options = {0, 0, 0, accept_trusted, NULL};
+        for (int trusted = 0; trusted < 2; ++trusted) {
+            bitinc_decoder* checked = NULL;
+            status = bitinc_decoder_create(&options, &checked);
+            if (status != BITINC_OK) return fail("create with a check", status, NULL);
+            bitinc_event event;
+            status = bitinc_decoder_next_event(checked, &event);
+            if (status != BITINC_OK || event.wanted_count != 2 ||
+                strcmp(event.wanted[1].file, "manifest.json.sig") != 0)
+                return fail("the signature wanted", BITINC_ERROR_INTERNAL, checked);
+            status = bitinc_decoder_push_manifest(checked, manifest, manifest_size);
+            if (status != BITINC_OK) return fail("manifest before signature", status, checked);
+            const char* signature = trusted ? "trusted" : "forged!";
+            status = bitinc_decoder_push_signature(checked, (const uint8_t*)signature, 7);
+            if (status != (trusted ? BITINC_OK : BITINC_ERROR_UNTRUSTED))
+                return fail(trusted ? "a trusted package" : "an untrusted package", status,
+                            checked);
+            status = bitinc_decoder_next_event(checked, &event);
+            if (status != BITINC_OK ||
+                (event.kind == BITINC_EVENT_MANIFEST_READY) != (trusted == 1))
+                return fail("the manifest read only when trusted", BITINC_ERROR_INTERNAL, checked);
+            bitinc_decoder_destroy(checked);
+        }
+        free(manifest);
+        if (verify_calls != 2) return fail("two checks", BITINC_ERROR_INTERNAL, NULL);
+        if (strcmp(bitinc_status_string(BITINC_ERROR_UNTRUSTED), "untrusted package") != 0)
+            return 1;
+    }
 
     int rungs = 0;
     for (int step = 0; step < 100000; ++step) {

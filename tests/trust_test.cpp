@@ -7,6 +7,7 @@
 
 #include <bitinc/bitinc.hpp>
 #include <random>
+#include <tuple>
 
 #include "onnx_builder.hpp"
 #include "test_support.hpp"
@@ -166,6 +167,71 @@ TEST_F(SignedDelivery, ATrustedPackageArrivesOverHttpAndItsReleaseIsRecorded) {
     FetchOptions plain = trusting(key_.public_pem);
     plain.trust.reset();
     EXPECT_EQ(serialize_onnx(fetch_package(server->url() + "/model/", plain).model), expected_);
+}
+
+// The push decoder (device SDK) with the fetch component's check: it wants
+// the signature beside the manifest, reads nothing of the manifest before
+// the signature verifies, and refuses other keys, tampering and rollbacks.
+TEST_F(SignedDelivery, ThePushDecoderChecksTheSignatureBeforeTheManifest) {
+    const fs::path installed = directory_.path() / "decoder-installed.json";
+    const auto bytes = [](const std::string& text) {
+        return std::span(reinterpret_cast<const std::uint8_t*>(text.data()), text.size());
+    };
+    const std::string manifest = slurp(root_ / "model" / "manifest.json");
+    const std::string signature = slurp(root_ / "model" / "manifest.json.sig");
+    const auto trusting_decoder = [&](const std::string& public_pem) {
+        DecoderOptions options;
+        options.verify_manifest = trusted_manifest_check(public_pem, installed);
+        return PackageDecoder(options, "signed");
+    };
+    {
+        PackageDecoder decoder = trusting_decoder(key_.public_pem);
+        DecoderEvent event = decoder.next_event();
+        ASSERT_EQ(event.kind, DecoderEvent::Kind::need_input);
+        ASSERT_EQ(event.wanted.size(), 2u);
+        EXPECT_EQ(event.wanted[0].file, manifest_file_name);
+        EXPECT_EQ(event.wanted[1].file, signature_file_name);
+        decoder.push_manifest(bytes(manifest));
+        EXPECT_FALSE(decoder.has_manifest()) << "read before its signature came";
+        event = decoder.next_event();
+        ASSERT_EQ(event.wanted.size(), 1u);
+        EXPECT_EQ(event.wanted[0].file, signature_file_name);
+        decoder.push_signature(bytes(signature));
+        ASSERT_TRUE(decoder.has_manifest());
+        for (event = decoder.next_event(); event.kind != DecoderEvent::Kind::done;
+             event = decoder.next_event()) {
+            for (const ByteRange& range : event.wanted) {
+                const std::string file = slurp(root_ / "model" / range.file);
+                decoder.push(range.file, range.begin,
+                             bytes(file.substr(range.begin, range.end - range.begin)));
+            }
+        }
+        EXPECT_EQ(serialize_onnx(decoder.snapshot()), expected_);
+    }
+    // Another key, a changed manifest, a signature that is not one: refused,
+    // the manifest never read.
+    std::string changed = manifest;
+    changed[changed.find("the-model")] = 'T';
+    for (const auto& [public_pem, manifest_bytes, signature_bytes] :
+         {std::tuple{generate_signing_key().public_pem, manifest, signature},
+          std::tuple{key_.public_pem, changed, signature},
+          std::tuple{key_.public_pem, manifest, std::string("{}")}}) {
+        PackageDecoder decoder = trusting_decoder(public_pem);
+        decoder.push_signature(bytes(signature_bytes));
+        EXPECT_THROW(decoder.push_manifest(bytes(manifest_bytes)), Error);
+        EXPECT_FALSE(decoder.has_manifest());
+    }
+    // A release older than one installed.
+    InstalledReleases(installed).record(key_id_of(key_.public_pem), "the-model", 6);
+    PackageDecoder decoder = trusting_decoder(key_.public_pem);
+    decoder.push_manifest(bytes(manifest));
+    EXPECT_THROW(decoder.push_signature(bytes(signature)), Error);
+    // Without a check the decoder wants no signature and ignores one.
+    PackageDecoder plain;
+    EXPECT_EQ(plain.next_event().wanted.size(), 1u);
+    plain.push_signature(bytes("anything"));
+    plain.push_manifest(bytes(manifest));
+    EXPECT_TRUE(plain.has_manifest());
 }
 
 TEST_F(SignedDelivery, AnOlderReleaseIsRefusedOnceANewerIsInstalled) {

@@ -23,7 +23,8 @@ typedef enum bitinc_status {
     BITINC_ERROR_NOT_READY = -3,        /* e.g. a snapshot before the first rung */
     BITINC_ERROR_UNAVAILABLE = -4,      /* given up bytes the model cannot do without */
     BITINC_ERROR_OUT_OF_MEMORY = -5,
-    BITINC_ERROR_INTERNAL = -6
+    BITINC_ERROR_INTERNAL = -6,
+    BITINC_ERROR_UNTRUSTED = -7 /* the verify_manifest callback refused the package */
 } bitinc_status;
 
 /* "ok", "invalid argument", ...; never NULL. */
@@ -59,10 +60,22 @@ typedef struct bitinc_event {
     const char* message; /* "" when there is none */
 } bitinc_event;
 
+/* Signed packages (docs/format.md §8): called with the bytes of manifest.json
+ * and of manifest.json.sig before the decoder reads the manifest; return 0 to
+ * accept the package, anything else to refuse it. */
+typedef int (*bitinc_verify_manifest_fn)(void* context, const uint8_t* manifest,
+                                         size_t manifest_size, const uint8_t* signature,
+                                         size_t signature_size);
+
 typedef struct bitinc_decoder_options {
     int direct;               /* nonzero: the direct rung alone */
     int until_bits;           /* 0: the last rung */
     int until_accuracy_point; /* nonzero: stop at the package's accuracy point */
+    /* NULL: no signature wanted. Otherwise the decoder also asks for
+     * manifest.json.sig (bitinc_decoder_push_signature) and accepts the
+     * manifest only if this returns 0 (else BITINC_ERROR_UNTRUSTED). */
+    bitinc_verify_manifest_fn verify_manifest;
+    void* verify_context; /* passed to verify_manifest */
 } bitinc_decoder_options;
 
 typedef struct bitinc_decoder bitinc_decoder;
@@ -71,6 +84,8 @@ typedef struct bitinc_decoder bitinc_decoder;
 int bitinc_decoder_create(const bitinc_decoder_options* options, bitinc_decoder** decoder);
 void bitinc_decoder_destroy(bitinc_decoder* decoder);
 int bitinc_decoder_push_manifest(bitinc_decoder* decoder, const uint8_t* bytes, size_t size);
+/* The whole manifest.json.sig, when verify_manifest is set. */
+int bitinc_decoder_push_signature(bitinc_decoder* decoder, const uint8_t* bytes, size_t size);
 int bitinc_decoder_push(bitinc_decoder* decoder, const char* file, uint64_t offset,
                         const uint8_t* bytes, size_t size);
 int bitinc_decoder_give_up(bitinc_decoder* decoder, const char* file, uint64_t begin, uint64_t end);

@@ -7,6 +7,7 @@
 #include "bitinc/coder.hpp"
 #include "bitinc/coder_benchmark.hpp"
 #include "bitinc/dataset.hpp"
+#include "bitinc/decoder.hpp"
 #include "bitinc/engine.hpp"
 #include "bitinc/error.hpp"
 #include "bitinc/evaluation.hpp"

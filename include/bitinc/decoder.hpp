@@ -19,13 +19,15 @@
 //         }
 //     }
 //
-// Every byte is checked before it is used: the manifest parses, the topology
+// Every byte is checked before it is used: the manifest parses (and, with
+// DecoderOptions::verify_manifest, is signed by a trusted key), the topology
 // matches its SHA-256, every unit its SHA-256 and CRC32C (docs/format.md).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -50,6 +52,14 @@ struct DecoderOptions {
     bool direct = false;  // the direct rung alone (UE2), not the ladder
     int until_bits = 0;   // 0: the ladder's last rung (direct: its top rung)
     bool until_accuracy_point = false;
+    // Signed packages (docs/format.md §8): when set, the decoder also wants
+    // manifest.json.sig (push_signature) and, before it reads a byte of the
+    // manifest, calls this with the manifest's bytes and the signature
+    // file's; it throws Error to refuse the package. The fetch component's
+    // trusted_manifest_check (bitinc/trust.hpp) makes one (Ed25519 through
+    // OpenSSL, and no release older than one installed); an app built on
+    // the decode component alone brings its own.
+    std::function<void(std::string_view manifest, std::string_view signature)> verify_manifest;
 };
 
 struct DecoderEvent {
@@ -81,6 +91,9 @@ class PackageDecoder {
     // The whole manifest. Throws Error if it does not parse or the package
     // lacks the target (DecoderOptions).
     void push_manifest(std::span<const std::uint8_t> bytes);
+    // The whole manifest.json.sig, wanted when DecoderOptions::verify_manifest
+    // is set (ignored otherwise). Throws Error if the check refuses the package.
+    void push_signature(std::span<const std::uint8_t> bytes);
     // Bytes of a rung file from `offset`: a range wanted, in any chunking
     // and order; bytes nobody asked for are ignored. A damaged unit becomes
     // a unit_damaged event, a damaged topology a request for it again.

@@ -36,6 +36,8 @@ inline constexpr int exact_rung_format_version = 5;
 inline constexpr int release_format_version = 6;
 inline constexpr int oldest_package_format_version = 3;
 inline constexpr std::string_view manifest_file_name = "manifest.json";
+// The detached signature of a signed package's manifest (§8 of docs/format.md).
+inline constexpr std::string_view signature_file_name = "manifest.json.sig";
 // Readers refuse larger manifests before parsing them: a unit entry takes
 // about 110 bytes, so 16 MiB still holds some 150,000 units.
 inline constexpr std::uint64_t max_manifest_bytes = std::uint64_t{16} << 20;

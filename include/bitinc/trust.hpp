@@ -8,14 +8,14 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
 
-namespace bitinc {
+#include "bitinc/package.hpp"
 
-// The detached signature of a package's manifest.json, beside it.
-inline constexpr std::string_view signature_file_name = "manifest.json.sig";
+namespace bitinc {
 
 // An Ed25519 key pair as PEM text: PKCS #8 for the private key,
 // SubjectPublicKeyInfo for the public one (what `openssl pkey` reads).
@@ -76,5 +76,21 @@ class InstalledReleases {
     std::filesystem::path path_;
     std::string text_;  // the file as loaded (JSON)
 };
+
+// What a device checks of a signed manifest before using it: the signature
+// with `public_pem`, then (the manifest parsed) that it names a release and
+// that the release is not below the highest installed for its model and
+// this key in `installed` (none: no rollback check). Returns the parsed
+// manifest. Throws Error, starting with `where`, otherwise. Bound into a
+// DecoderOptions::verify_manifest by trusted_manifest_check.
+Manifest check_trusted_manifest(std::string_view public_pem, std::string_view manifest_bytes,
+                                std::string_view signature_text, const InstalledReleases* installed,
+                                std::string_view where);
+
+// A DecoderOptions::verify_manifest for the push decoder: the checks of
+// check_trusted_manifest, the installed releases read from
+// `installed_releases` (empty: no rollback check) when the check runs.
+std::function<void(std::string_view, std::string_view)> trusted_manifest_check(
+    std::string public_pem, std::filesystem::path installed_releases = {});
 
 }  // namespace bitinc

@@ -23,6 +23,12 @@ struct bitinc_decoder {
 
 namespace {
 
+// The app's verify_manifest refused the package (BITINC_ERROR_UNTRUSTED).
+class Untrusted : public bitinc::Error {
+  public:
+    using bitinc::Error::Error;
+};
+
 // Runs `work`, turning what it throws into a status and the decoder's last
 // error message.
 template <typename Work>
@@ -30,6 +36,9 @@ int guarded(bitinc_decoder* handle, Work work) {
     try {
         work();
         return BITINC_OK;
+    } catch (const Untrusted& error) {
+        if (handle) handle->last_error = error.what();
+        return BITINC_ERROR_UNTRUSTED;
     } catch (const std::bad_alloc&) {
         if (handle) handle->last_error = "out of memory";
         return BITINC_ERROR_OUT_OF_MEMORY;
@@ -85,6 +94,8 @@ const char* bitinc_status_string(int status) {
             return "out of memory";
         case BITINC_ERROR_INTERNAL:
             return "internal error";
+        case BITINC_ERROR_UNTRUSTED:
+            return "untrusted package";
         default:
             return "unknown status";
     }
@@ -108,6 +119,18 @@ int bitinc_decoder_create(const bitinc_decoder_options* options, bitinc_decoder*
         settings.direct = options->direct != 0;
         settings.until_bits = options->until_bits;
         settings.until_accuracy_point = options->until_accuracy_point != 0;
+        if (const bitinc_verify_manifest_fn verify = options->verify_manifest) {
+            void* const context = options->verify_context;
+            settings.verify_manifest = [verify, context](std::string_view manifest,
+                                                         std::string_view signature) {
+                const auto bytes = [](std::string_view text) {
+                    return reinterpret_cast<const uint8_t*>(text.data());
+                };
+                if (verify(context, bytes(manifest), manifest.size(), bytes(signature),
+                           signature.size()) != 0)
+                    throw Untrusted("manifest.json: refused by the app's signature check");
+            };
+        }
     }
     // Ownership crosses to C here, and comes back in bitinc_decoder_destroy.
     return guarded(nullptr, [&] {
@@ -124,6 +147,11 @@ void bitinc_decoder_destroy(bitinc_decoder* decoder) {
 int bitinc_decoder_push_manifest(bitinc_decoder* decoder, const uint8_t* bytes, size_t size) {
     if (decoder == nullptr || (bytes == nullptr && size > 0)) return BITINC_ERROR_INVALID_ARGUMENT;
     return guarded(decoder, [&] { decoder->decoder.push_manifest({bytes, size}); });
+}
+
+int bitinc_decoder_push_signature(bitinc_decoder* decoder, const uint8_t* bytes, size_t size) {
+    if (decoder == nullptr || (bytes == nullptr && size > 0)) return BITINC_ERROR_INVALID_ARGUMENT;
+    return guarded(decoder, [&] { decoder->decoder.push_signature({bytes, size}); });
 }
 
 int bitinc_decoder_push(bitinc_decoder* decoder, const char* file, uint64_t offset,

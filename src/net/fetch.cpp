@@ -857,21 +857,17 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
     // Nothing of an untrusted manifest is read before its signature verifies.
     std::optional<InstalledReleases> installed;
     if (options.trust) {
-        verify_manifest_signature(options.trust->public_key_pem, manifest_text,
-                                  signature_download.get(), manifest_where);
-        result.signer_key_id = key_id_of(options.trust->public_key_pem);
-    }
-    result.manifest = parse_manifest(manifest_text, manifest_where);
-    const Manifest& manifest = result.manifest;
-    if (options.trust) {
-        if (!manifest.release)
-            throw Error(manifest_where + ": signed, but names no release (format 6)");
         installed.emplace(options.trust->installed_releases.empty()
                               ? InstalledReleases::default_path()
                               : options.trust->installed_releases);
-        installed->check(result.signer_key_id, manifest.release->model_id, manifest.release->number,
-                         manifest_where);
+        result.manifest =
+            check_trusted_manifest(options.trust->public_key_pem, manifest_text,
+                                   signature_download.get(), &*installed, manifest_where);
+        result.signer_key_id = key_id_of(options.trust->public_key_pem);
+    } else {
+        result.manifest = parse_manifest(manifest_text, manifest_where);
     }
+    const Manifest& manifest = result.manifest;
     result.manifest_at = now();
     {
         FetchEvent event;

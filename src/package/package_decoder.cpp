@@ -79,6 +79,13 @@ struct PackageDecoder::Impl {
     std::unique_ptr<ModelAssembler> assembler;
     std::deque<DecoderEvent> events;
     bool done_reported = false;
+    // Pushed but not yet accepted (waiting for each other when signed).
+    std::optional<std::string> manifest_text;
+    std::optional<std::string> signature_text;
+
+    // Parses the manifest once it (and with verify_manifest its signature,
+    // checked first) is in, and plans the rungs.
+    void accept_manifest();
 
     std::string where(const std::string& file) const { return source + "/" + file; }
 
@@ -251,7 +258,12 @@ struct PackageDecoder::Impl {
 
     std::vector<ByteRange> wanted() const {
         std::vector<ByteRange> ranges;
-        if (!manifest) return {{std::string(manifest_file_name), 0, 0}};
+        if (!manifest) {
+            if (!manifest_text) ranges.push_back({std::string(manifest_file_name), 0, 0});
+            if (options.verify_manifest && !signature_text)
+                ranges.push_back({std::string(signature_file_name), 0, 0});
+            return ranges;
+        }
         for (const Part& part : parts) {
             if (part.complete()) continue;
             for (const auto& [unit_index, refetch] : part.refetches) {
@@ -277,9 +289,30 @@ PackageDecoder& PackageDecoder::operator=(PackageDecoder&&) noexcept = default;
 void PackageDecoder::push_manifest(std::span<const std::uint8_t> bytes) {
     Impl& d = *impl_;
     if (d.manifest) return;  // a second copy changes nothing
+    d.manifest_text.emplace(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    d.accept_manifest();
+}
+
+void PackageDecoder::push_signature(std::span<const std::uint8_t> bytes) {
+    Impl& d = *impl_;
+    if (d.manifest || !d.options.verify_manifest) return;
+    d.signature_text.emplace(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    d.accept_manifest();
+}
+
+void PackageDecoder::Impl::accept_manifest() {
+    Impl& d = *this;
+    if (!d.manifest_text || (d.options.verify_manifest && !d.signature_text)) return;
+    // Taken out first: whatever the check or the parser throws, the decoder
+    // asks for both files again (a refused package's bytes are dropped).
+    const std::string text = std::move(*d.manifest_text);
+    const std::string signature = d.signature_text.value_or("");
+    d.manifest_text.reset();
+    d.signature_text.reset();
+    // Nothing of the manifest is read before the check passes.
+    if (d.options.verify_manifest) d.options.verify_manifest(text, signature);
     const std::string where = d.where(std::string(manifest_file_name));
-    Manifest manifest = parse_manifest(
-        std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), where);
+    Manifest manifest = parse_manifest(text, where);
     d.manifest = std::move(manifest);
     d.plan = plan_fetch(*d.manifest, d.options.direct, d.options.until_bits,
                         d.options.until_accuracy_point, where);

@@ -344,4 +344,32 @@ std::filesystem::path InstalledReleases::default_path() {
            "state" / "bitinc" / "installed.json";
 }
 
+// ---- the device's check -----------------------------------------------------
+
+Manifest check_trusted_manifest(std::string_view public_pem, std::string_view manifest_bytes,
+                                std::string_view signature_text, const InstalledReleases* installed,
+                                std::string_view where) {
+    verify_manifest_signature(public_pem, manifest_bytes, signature_text, where);
+    Manifest manifest = parse_manifest(manifest_bytes, where);
+    if (!manifest.release)
+        throw Error(std::string(where) + ": signed, but names no release (format 6)");
+    if (installed != nullptr) {
+        installed->check(key_id_of(public_pem), manifest.release->model_id,
+                         manifest.release->number, where);
+    }
+    return manifest;
+}
+
+std::function<void(std::string_view, std::string_view)> trusted_manifest_check(
+    std::string public_pem, std::filesystem::path installed_releases) {
+    (void)key_id_of(public_pem);  // a bad key fails here, not at the first package
+    return [public_pem = std::move(public_pem), installed_releases = std::move(installed_releases)](
+               std::string_view manifest, std::string_view signature) {
+        std::optional<InstalledReleases> installed;
+        if (!installed_releases.empty()) installed.emplace(installed_releases);
+        check_trusted_manifest(public_pem, manifest, signature, installed ? &*installed : nullptr,
+                               "manifest.json");
+    };
+}
+
 }  // namespace bitinc
