@@ -60,6 +60,20 @@ TEST(Signature, SignsAndVerifiesOnlyTheSameBytesWithTheSameKey) {
     EXPECT_THROW(key_id_of("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"), Error);
 }
 
+// The signature fuzz target's corpus reaches the accepting path: its
+// signature file signs its manifest (made with openssl pkeyutl, so it also
+// checks that bitinc reads signatures other tools make).
+TEST(Signature, TheFuzzCorpusHoldsAGenuineSignature) {
+    const fs::path corpus = testing::source_dir() / "tests" / "fuzz" / "corpus" / "signature";
+    const std::string signature = slurp(corpus / "genuine.bin").substr(1);
+    const std::string manifest = slurp(corpus / "manifest.bin").substr(1);
+    const std::string public_key =
+        "-----BEGIN PUBLIC KEY-----\n"
+        "MCowBQYDK2VwAyEArKon50GgI0HnSQpbhGHS4HTzsNSTpzK+u3GbFBh8HtI=\n"
+        "-----END PUBLIC KEY-----\n";
+    EXPECT_NO_THROW(verify_manifest_signature(public_key, manifest, signature, "corpus"));
+}
+
 TEST(Signature, KeyFilesArePrivateAndNeverOverwritten) {
     TemporaryDirectory directory;
     const fs::path key = directory.path() / "publisher";
