@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "bitinc/codec.hpp"
+#include "codec/little_endian.hpp"
 #include "codec/range_coder.hpp"
 #include "codec/rans.hpp"
 #include "core/half_float.hpp"
@@ -257,10 +258,6 @@ std::uint64_t read_uniform(RangeDecoder& coder, rans::RawReader& raw, std::uint6
     return (std::uint64_t{block} << split.shift) | low;
 }
 
-void put_u32(std::vector<std::uint8_t>& out, std::uint32_t value) {
-    for (int b = 0; b < 4; ++b) out.push_back(static_cast<std::uint8_t>(value >> (8 * b)));
-}
-
 // Coder byte, element type, context mask, length of the range-coded stream.
 constexpr std::size_t preamble_bytes = 10;
 
@@ -327,9 +324,9 @@ LosslessPayload encode_lossless(StoredType type, std::span<const float> values,
         encoder.put(i, tables[top.indices[i] == 0 ? 0 : 1], tokens[i]);
     LosslessPayload payload;
     payload.coded = {std::uint8_t(UnitCoder::rans), std::uint8_t(type)};
-    put_u32(payload.coded, mask);
+    append_u32(payload.coded, mask);
     const std::vector<std::uint8_t> cell_stream = cells.finish();
-    put_u32(payload.coded, static_cast<std::uint32_t>(cell_stream.size()));
+    append_u32(payload.coded, static_cast<std::uint32_t>(cell_stream.size()));
     const std::vector<std::uint8_t> packed = table_bits.finish();
     const std::vector<std::uint8_t> stream = encoder.finish();
     payload.coded.insert(payload.coded.end(), packed.begin(), packed.end());
@@ -346,11 +343,9 @@ const char* decode_lossless(std::span<const std::uint8_t> coded, std::span<const
     if (!lossless_type_is_valid(coded[1])) return "lossless payload names an unknown element type";
     const auto type = static_cast<StoredType>(coded[1]);
     const FloatFormat format = format_of(type);
-    std::uint32_t mask = 0;
-    for (int b = 3; b >= 0; --b) mask = (mask << 8) | coded[2 + std::size_t(b)];
+    const std::uint32_t mask = load_u32(coded.data() + 2);
     if (mask >> context_count) return "lossless payload: bad context mask";
-    std::uint32_t cell_bytes = 0;
-    for (int b = 3; b >= 0; --b) cell_bytes = (cell_bytes << 8) | coded[6 + std::size_t(b)];
+    const std::uint32_t cell_bytes = load_u32(coded.data() + 6);
     BitReader table_bits(coded.subspan(preamble_bytes));
     std::array<rans::DecodeTable, context_count> tables;
     std::array<std::uint16_t, rans::max_alphabet> frequencies{};

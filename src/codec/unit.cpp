@@ -10,6 +10,7 @@
 #include "bitinc/codec.hpp"
 #include "bitinc/error.hpp"
 #include "codec/level_coder.hpp"
+#include "codec/little_endian.hpp"
 #include "codec/lossless.hpp"
 #include "codec/range_coder.hpp"
 #include "codec/rans.hpp"
@@ -23,14 +24,11 @@ namespace rans = codec::rans;
 
 constexpr std::uint8_t magic[4] = {'B', 'I', 'T', 'U'};
 
-void put_u32(std::uint8_t* at, std::uint32_t value) {
-    for (int i = 0; i < 4; ++i) at[i] = static_cast<std::uint8_t>(value >> (8 * i));
-}
-std::uint32_t get_u32(const std::uint8_t* at) {
-    std::uint32_t value = 0;
-    for (int i = 3; i >= 0; --i) value = (value << 8) | at[i];
-    return value;
-}
+using codec::append_u16;
+using codec::append_u32;
+using codec::load_u16;
+using codec::load_u32;
+using codec::store_u32;
 
 // The channels (steps) a chunk touches.
 struct ChannelSpan {
@@ -87,12 +85,8 @@ std::vector<std::uint8_t> encode_steps(std::span<const float> steps) {
     std::vector<std::uint16_t> patterns(steps.size());
     std::transform(steps.begin(), steps.end(), patterns.begin(), pattern_of_step);
     std::vector<std::uint8_t> section;
-    const auto put_u16 = [&section](std::uint16_t value) {
-        section.push_back(static_cast<std::uint8_t>(value));
-        section.push_back(static_cast<std::uint8_t>(value >> 8));
-    };
     if (patterns.size() == 1) {
-        put_u16(patterns[0]);
+        append_u16(section, patterns[0]);
         return section;
     }
     if (patterns.empty()) return section;
@@ -109,11 +103,11 @@ std::vector<std::uint8_t> encode_steps(std::span<const float> steps) {
     const std::uint64_t rice_bytes = 3 + (rice_bits(codes, parameter) + 7) / 8;
     if (rice_bytes >= 1 + 2 * std::uint64_t(patterns.size())) {
         section.push_back(plain_steps);
-        for (const std::uint16_t pattern : patterns) put_u16(pattern);
+        for (const std::uint16_t pattern : patterns) append_u16(section, pattern);
         return section;
     }
     section.push_back(static_cast<std::uint8_t>(parameter));
-    put_u16(reference);
+    append_u16(section, reference);
     codec::BitWriter bits;
     for (const std::uint32_t code : codes) {
         // The quotient in unary (ones, then a zero), then the low bits.
@@ -137,9 +131,7 @@ std::vector<float> decode_steps(std::span<const std::uint8_t> section, std::uint
     const auto bad = [&](const char* what) -> std::vector<float> {
         throw Error(where + ": levels unit's steps " + what);
     };
-    const auto get_u16 = [&section](std::size_t at) {
-        return static_cast<std::uint16_t>(section[at] | (section[at + 1] << 8));
-    };
+    const auto get_u16 = [&section](std::size_t at) { return load_u16(section.data() + at); };
     if (count == 0) {
         if (!section.empty()) return bad("section is not empty");
     } else if (count == 1) {
@@ -243,10 +235,10 @@ std::vector<std::uint8_t> assemble(UnitType type, int bits, int parent_bits,
     at[5] = static_cast<std::uint8_t>(type);
     at[6] = static_cast<std::uint8_t>(bits);
     at[7] = static_cast<std::uint8_t>(parent_bits);
-    put_u32(at + 8, static_cast<std::uint32_t>(total));
+    store_u32(at + 8, static_cast<std::uint32_t>(total));
     const std::uint32_t crc = core::crc32c(unit);
     unit.resize(total);
-    put_u32(unit.data() + total - 4, crc);
+    store_u32(unit.data() + total - 4, crc);
     return unit;
 }
 
@@ -657,13 +649,11 @@ std::vector<std::uint8_t> rans_preamble(std::span<const std::uint8_t> thresholds
     bytes.reserve(16 + thresholds.size() + packed.size());
     for (const std::uint8_t threshold : thresholds) bytes.push_back(threshold);
     if (row_classes) {
-        for (int b = 0; b < 4; ++b)
-            bytes.push_back(static_cast<std::uint8_t>(rows.row_length >> (8 * b)));
+        append_u32(bytes, static_cast<std::uint32_t>(rows.row_length));
         bytes.push_back(static_cast<std::uint8_t>(rows.classes));
     }
     if (signs)  // the sign stream's length
-        for (int b = 0; b < 4; ++b)
-            bytes.push_back(static_cast<std::uint8_t>(sign_stream_bytes >> (8 * b)));
+        append_u32(bytes, sign_stream_bytes);
     for (const std::uint8_t byte : packed) bytes.push_back(byte);
     return bytes;
 }
@@ -966,7 +956,7 @@ RansSetup read_rans_setup(const UnitHeader& header, std::span<const std::uint8_t
     int classes = 0;
     if (row_classes) {
         if (coded.size() < at + 5) corrupt(header, "rANS payload too short");
-        setup.row_length = get_u32(coded.data() + at);
+        setup.row_length = load_u32(coded.data() + at);
         classes = coded[at + 4];
         at += 5;
         if (setup.row_length == 0 || classes < 2 || classes > max_row_classes)
@@ -975,7 +965,7 @@ RansSetup read_rans_setup(const UnitHeader& header, std::span<const std::uint8_t
     std::uint32_t sign_stream_bytes = 0;
     if (setup.signs) {
         if (coded.size() < at + 4) corrupt(header, "rANS payload too short");
-        sign_stream_bytes = get_u32(coded.data() + at);
+        sign_stream_bytes = load_u32(coded.data() + at);
         at += 4;
         if (sign_stream_bytes < rans::state_bytes) corrupt(header, "bad rANS sign stream");
     }
@@ -1464,7 +1454,7 @@ std::vector<std::uint8_t> encode_exact_unit(const UnitTarget& target,
     for (std::uint64_t i = 0; i < target.count; ++i) {
         std::uint32_t bits;
         std::memcpy(&bits, &values[target.first + i], 4);
-        put_u32(payload.coded.data() + 4 * i, bits);
+        store_u32(payload.coded.data() + 4 * i, bits);
     }
     return assemble(UnitType::exact, 32, 0, target, 0, 0, {}, payload);
 }
@@ -1580,11 +1570,11 @@ std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target, const
 
 std::uint32_t unit_length(std::span<const std::uint8_t> bytes) {
     if (bytes.size() < 12 || std::memcmp(bytes.data(), magic, 4) != 0) return 0;
-    return get_u32(bytes.data() + 8);
+    return load_u32(bytes.data() + 8);
 }
 
 std::uint32_t unit_crc32c(std::span<const std::uint8_t> unit) {
-    return get_u32(unit.data() + unit.size() - 4);
+    return load_u32(unit.data() + unit.size() - 4);
 }
 
 UnitHeader read_unit_header(std::span<const std::uint8_t> unit, std::string_view source) {
@@ -1605,13 +1595,13 @@ UnitHeader read_unit_header(std::span<const std::uint8_t> unit, std::string_view
              std::to_string(unit_format_version) + ")");
     }
     UnitHeader header;
-    header.unit_bytes = get_u32(at + 8);
+    header.unit_bytes = load_u32(at + 8);
     if (header.unit_bytes != unit.size()) {
         fail("unit says it is " + std::to_string(header.unit_bytes) + " bytes, " +
              std::to_string(unit.size()) + " are here" +
              (header.unit_bytes > unit.size() ? " (truncated)" : ""));
     }
-    const std::uint32_t stored_crc = get_u32(at + unit.size() - 4);
+    const std::uint32_t stored_crc = load_u32(at + unit.size() - 4);
     if (core::crc32c(unit.first(unit.size() - 4)) != stored_crc)
         fail("checksum mismatch (corrupt unit)");
 
@@ -1715,7 +1705,7 @@ void decode_exact_unit(const UnitHeader& header, std::span<const std::uint8_t> u
         corrupt(header, "not an exact unit of this size");
     const auto payload = coded_part(header, unit);
     for (std::size_t i = 0; i < out.size(); ++i) {
-        const std::uint32_t bits = get_u32(payload.data() + 4 * i);
+        const std::uint32_t bits = load_u32(payload.data() + 4 * i);
         std::memcpy(&out[i], &bits, 4);
     }
 }
