@@ -12,6 +12,8 @@ packages=(
     libonnx-dev libprotobuf-dev protobuf-compiler
     libopencv-dnn-dev libopencv-core-dev libopencv-imgcodecs-dev libopencv-imgproc-dev
     zlib1g-dev libzstd-dev nlohmann-json3-dev libssl-dev libcpp-httplib-dev libcurl4-openssl-dev
+    # the Python module (python/)
+    python3-dev pybind11-dev python3-numpy
     # integration test against a real static web server
     nginx
     # plots of the evaluation report

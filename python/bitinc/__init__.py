@@ -1,0 +1,108 @@
+"""bitinc: bit-incremental delivery of neural-network models, from Python.
+
+A package is a directory of static files: a low-precision base rung a
+device can run at once, refinements up to the exact model, and the
+manifest that names them (docs/format.md). This module packs ONNX models,
+rebuilds any rung as numpy arrays, verifies packages and fetches them as a
+device does.
+
+    >>> import bitinc
+    >>> bitinc.pack("model.onnx", "pkg", ladder="4,8,16", per_channel=True)
+    >>> base = bitinc.unpack("pkg", rung=4)        # {name: numpy.float32 array}
+    >>> top = bitinc.fetch("http://host:8080/pkg/", progress=print)["weights"]
+
+Errors raise bitinc.Error (a RuntimeError) with the library's one-line message.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Dict, Optional, Union
+
+import numpy
+
+from . import _native
+
+__all__ = ["Error", "pack", "inspect", "unpack", "unpack_onnx", "verify", "fetch",
+           "generate_key", "key_id", "__version__"]
+
+Error = _native.Error
+__version__ = _native.version
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def _rung(rung: Union[int, str, None]) -> Optional[int]:
+    if rung is None or rung == "exact":
+        return None
+    return int(rung)
+
+
+def pack(model: PathLike, output: PathLike, *, ladder: str = "8,16",
+         per_channel: bool = False, force: bool = False, threads: int = 0,
+         sign_key: Optional[str] = None, release: Optional[int] = None,
+         model_id: str = "") -> dict:
+    """Packs the ONNX file `model` into the package directory `output`.
+
+    ladder: the rungs' bit depths, e.g. "4,8,16", or "4,8,exact" for a last
+    rung that gives back the source weights bit for bit. per_channel: one
+    step per output channel. force: replace a package already there.
+    sign_key: an Ed25519 private key (PEM text, see generate_key) to sign
+    the package with, as release `release` of `model_id` (default: the
+    model file's name). Returns a summary: rungs with their files and bytes,
+    warnings and notes.
+    """
+    return _native.pack(os.fspath(model), os.fspath(output), ladder, per_channel, force,
+                        threads, sign_key, release, model_id)
+
+
+def inspect(package: PathLike) -> dict:
+    """The package's summary (model, ladder, rungs and their bytes, release)."""
+    return _native.inspect(os.fspath(package))
+
+
+def unpack(package: PathLike, rung: Union[int, str, None] = None, *,
+           direct: bool = False) -> Dict[str, numpy.ndarray]:
+    """The model's weights at `rung` (bits; default and "exact": the ladder's
+    last rung) as {name: numpy.float32 array of the tensor's shape}.
+    direct: from the direct rung of those bits instead of the ladder."""
+    return _native.unpack(os.fspath(package), _rung(rung), direct)
+
+
+def unpack_onnx(package: PathLike, rung: Union[int, str, None] = None, *,
+                direct: bool = False) -> bytes:
+    """The whole ONNX model at `rung`, as the bytes of an .onnx file."""
+    return _native.unpack_onnx(os.fspath(package), _rung(rung), direct)
+
+
+def verify(package: PathLike) -> dict:
+    """Checks every file's size and SHA-256 and every unit, decodes every
+    rung; returns {"ok", "problems", "files", "units", "bytes"}."""
+    return _native.verify(os.fspath(package))
+
+
+def fetch(url: str, *, until: Union[int, str] = "exact", direct: bool = False,
+          progress: Optional[Callable[[int, int], None]] = None,
+          trust: Optional[str] = None, installed_releases: PathLike = "") -> dict:
+    """Downloads a package (an http(s) URL or a directory) as a device does.
+
+    until: "exact" (the ladder's last rung), "accuracy" (the package's
+    accuracy point) or a rung's bits. direct: the direct rung alone.
+    progress(bytes_done, bytes_total) is called as bytes arrive. trust: a
+    public key (PEM text): the package must be signed with it, and a
+    release older than one recorded in `installed_releases` is refused.
+    Returns {"weights": {name: array}, "bits", "degraded_tensors",
+    "bytes_downloaded", "seconds", "signer_key_id"}.
+    """
+    return _native.fetch(url, str(until), direct, progress, trust,
+                         os.fspath(installed_releases))
+
+
+def generate_key() -> tuple:
+    """A new Ed25519 key pair as PEM text: (private_key, public_key)."""
+    return _native.generate_key()
+
+
+def key_id(pem: str) -> str:
+    """The key id (hex SHA-256 of the raw public key) of a PEM key."""
+    return _native.key_id(pem)

@@ -1,0 +1,207 @@
+// The Python module's native part (bitinc._native), on the library's public
+// API: packing, unpacking to numpy arrays, verifying, fetching with a
+// progress callback, and keys for signed packages. python/bitinc/__init__.py
+// wraps it with keyword defaults and docstrings.
+#include <pybind11/functional.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+#include <pybind11/stl/filesystem.h>
+
+#include <bitinc/bitinc.hpp>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace py = pybind11;
+
+namespace {
+
+// The model's weights as {name: numpy.float32 array of the tensor's shape}.
+// Each array owns its tensor's values (moved, not copied).
+py::dict weights_of(bitinc::Model&& model) {
+    py::dict weights;
+    for (bitinc::Tensor& tensor : model.weights) {
+        auto values = std::make_unique<std::vector<float>>(std::move(tensor.values));
+        float* data = values->data();
+        const py::capsule owner(values.get(), [](void* pointer) {
+            delete static_cast<std::vector<float>*>(pointer);  // the capsule owns it
+        });
+        values.release();
+        std::vector<py::ssize_t> shape(tensor.shape.begin(), tensor.shape.end());
+        weights[py::str(tensor.name)] = py::array_t<float>(shape, data, owner);
+    }
+    return weights;
+}
+
+int bits_of(const bitinc::Manifest& manifest, std::optional<int> rung) {
+    return rung.value_or(manifest.last_rung_bits());
+}
+
+py::dict summary_of(const bitinc::Manifest& manifest) {
+    py::list rungs;
+    for (const bitinc::RungEntry& rung : manifest.rungs) {
+        py::dict entry;
+        entry["kind"] = std::string(bitinc::rung_kind_name(rung.kind));
+        entry["bits"] = rung.bits;
+        entry["parent_bits"] = rung.parent_bits;
+        entry["file"] = rung.data.file;
+        entry["bytes"] = rung.data.bytes;
+        entry["units"] = rung.units.size();
+        rungs.append(entry);
+    }
+    py::dict summary;
+    summary["model"] = manifest.model_name;
+    summary["parameters"] = manifest.parameters;
+    summary["float32_bytes"] = manifest.float32_bytes;
+    summary["ladder"] = manifest.ladder.bits;
+    summary["exact_rung"] = manifest.ladder.exact_top;
+    summary["per_channel"] = manifest.ladder.per_channel;
+    summary["rungs"] = rungs;
+    if (manifest.release) {
+        summary["release"] = py::dict(py::arg("model_id") = manifest.release->model_id,
+                                      py::arg("number") = manifest.release->number);
+    }
+    return summary;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_native, module) {
+    module.doc() = "bitinc's native part; use the bitinc package";
+    // bitinc.Error: the library's errors (bad input, damaged or untrusted
+    // packages, failed downloads).
+    static py::exception<bitinc::Error> error(module, "Error", PyExc_RuntimeError);
+    py::register_exception_translator([](std::exception_ptr pointer) {
+        try {
+            if (pointer) std::rethrow_exception(pointer);
+        } catch (const bitinc::Error& caught) {
+            error(caught.what());
+        }
+    });
+    module.attr("version") = std::string(bitinc::version());
+
+    module.def(
+        "pack",
+        [](const std::filesystem::path& model, const std::filesystem::path& output,
+           const std::string& ladder, bool per_channel, bool force, int threads,
+           const std::optional<std::string>& sign_key, std::optional<std::uint64_t> release,
+           const std::string& model_id) {
+            bitinc::PackOptions options;
+            options.ladder = bitinc::LadderPlan::parse(ladder);
+            options.ladder.per_channel = per_channel;
+            options.replace = force;
+            options.threads = threads;
+            if (sign_key) {
+                bitinc::PackOptions::Signing signing;
+                signing.private_key_pem = *sign_key;
+                signing.model_id = model_id;
+                signing.release = release.value_or(1);
+                options.signing = std::move(signing);
+            }
+            bitinc::PackResult result;
+            {
+                const py::gil_scoped_release unlocked;
+                result = bitinc::pack_model(model, options, output);
+            }
+            py::dict summary = summary_of(result.manifest);
+            summary["warnings"] = result.warnings;
+            summary["notes"] = result.notes;
+            summary["seconds"] = result.seconds;
+            return summary;
+        },
+        py::arg("model"), py::arg("output"), py::arg("ladder"), py::arg("per_channel"),
+        py::arg("force"), py::arg("threads"), py::arg("sign_key"), py::arg("release"),
+        py::arg("model_id"));
+
+    module.def("inspect", [](const std::filesystem::path& package) {
+        return summary_of(bitinc::read_manifest(package));
+    });
+
+    module.def(
+        "unpack",
+        [](const std::filesystem::path& package, std::optional<int> rung, bool direct) {
+            const bitinc::Manifest manifest = bitinc::read_manifest(package);
+            bitinc::Model model;
+            {
+                const py::gil_scoped_release unlocked;
+                model = bitinc::unpack_package(package, bits_of(manifest, rung), direct);
+            }
+            return weights_of(std::move(model));
+        },
+        py::arg("package"), py::arg("rung"), py::arg("direct"));
+
+    module.def(
+        "unpack_onnx",
+        [](const std::filesystem::path& package, std::optional<int> rung, bool direct) {
+            const bitinc::Manifest manifest = bitinc::read_manifest(package);
+            std::string bytes;
+            {
+                const py::gil_scoped_release unlocked;
+                bytes = bitinc::serialize_onnx(
+                    bitinc::unpack_package(package, bits_of(manifest, rung), direct));
+            }
+            return py::bytes(bytes);
+        },
+        py::arg("package"), py::arg("rung"), py::arg("direct"));
+
+    module.def("verify", [](const std::filesystem::path& package) {
+        bitinc::VerifyReport report;
+        {
+            const py::gil_scoped_release unlocked;
+            report = bitinc::verify_package(package);
+        }
+        py::dict result;
+        result["ok"] = report.problems.empty();
+        result["problems"] = report.problems;
+        result["files"] = report.files;
+        result["units"] = report.units;
+        result["bytes"] = report.bytes;
+        return result;
+    });
+
+    module.def(
+        "fetch",
+        [](const std::string& url, const std::string& until, bool direct,
+           const std::function<void(std::uint64_t, std::uint64_t)>& progress,
+           const std::optional<std::string>& trust, const std::string& installed_releases) {
+            bitinc::FetchOptions options;
+            options.mode = direct ? bitinc::FetchMode::direct : bitinc::FetchMode::incremental;
+            if (until == "accuracy") {
+                options.until_accuracy_point = true;
+            } else if (until != "exact") {
+                options.until_bits = std::stoi(until);
+            }
+            if (trust) options.trust = bitinc::FetchOptions::Trust{*trust, installed_releases};
+            if (progress) {
+                // Progress events come on the fetching thread, which holds no
+                // GIL while the download runs.
+                options.on_event = [&progress](const bitinc::FetchEvent& event) {
+                    if (event.kind != bitinc::FetchEvent::Kind::progress) return;
+                    const py::gil_scoped_acquire locked;
+                    progress(event.bytes_done, event.bytes_total);
+                };
+            }
+            bitinc::FetchResult result;
+            {
+                const py::gil_scoped_release unlocked;
+                result = bitinc::fetch_package(url, options);
+            }
+            py::dict fetched;
+            fetched["weights"] = weights_of(std::move(result.model));
+            fetched["bits"] = result.reached_bits;
+            fetched["degraded_tensors"] = result.degraded_tensors;
+            fetched["bytes_downloaded"] = result.bytes_downloaded;
+            fetched["seconds"] = result.seconds;
+            fetched["signer_key_id"] = result.signer_key_id;
+            return fetched;
+        },
+        py::arg("url"), py::arg("until"), py::arg("direct"), py::arg("progress"), py::arg("trust"),
+        py::arg("installed_releases"));
+
+    module.def("generate_key", [] {
+        const bitinc::SigningKeyPair key = bitinc::generate_signing_key();
+        return py::make_tuple(key.private_pem, key.public_pem);
+    });
+    module.def("key_id", [](const std::string& pem) { return bitinc::key_id_of(pem); });
+}
