@@ -65,6 +65,33 @@ py::dict summary_of(const bitinc::Manifest& manifest) {
     return summary;
 }
 
+bitinc::PackOptions pack_options(const std::string& ladder, bool per_channel, bool force,
+                                 int threads, const std::optional<std::string>& sign_key,
+                                 std::optional<std::uint64_t> release,
+                                 const std::string& model_id) {
+    bitinc::PackOptions options;
+    options.ladder = bitinc::LadderPlan::parse(ladder);
+    options.ladder.per_channel = per_channel;
+    options.replace = force;
+    options.threads = threads;
+    if (sign_key) {
+        bitinc::PackOptions::Signing signing;
+        signing.private_key_pem = *sign_key;
+        signing.model_id = model_id;
+        signing.release = release.value_or(1);
+        options.signing = std::move(signing);
+    }
+    return options;
+}
+
+py::dict pack_summary(const bitinc::PackResult& result) {
+    py::dict summary = summary_of(result.manifest);
+    summary["warnings"] = result.warnings;
+    summary["notes"] = result.notes;
+    summary["seconds"] = result.seconds;
+    return summary;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, module) {
@@ -87,32 +114,52 @@ PYBIND11_MODULE(_native, module) {
            const std::string& ladder, bool per_channel, bool force, int threads,
            const std::optional<std::string>& sign_key, std::optional<std::uint64_t> release,
            const std::string& model_id) {
-            bitinc::PackOptions options;
-            options.ladder = bitinc::LadderPlan::parse(ladder);
-            options.ladder.per_channel = per_channel;
-            options.replace = force;
-            options.threads = threads;
-            if (sign_key) {
-                bitinc::PackOptions::Signing signing;
-                signing.private_key_pem = *sign_key;
-                signing.model_id = model_id;
-                signing.release = release.value_or(1);
-                options.signing = std::move(signing);
-            }
+            const bitinc::PackOptions options =
+                pack_options(ladder, per_channel, force, threads, sign_key, release, model_id);
             bitinc::PackResult result;
             {
                 const py::gil_scoped_release unlocked;
                 result = bitinc::pack_model(model, options, output);
             }
-            py::dict summary = summary_of(result.manifest);
-            summary["warnings"] = result.warnings;
-            summary["notes"] = result.notes;
-            summary["seconds"] = result.seconds;
-            return summary;
+            return pack_summary(result);
         },
         py::arg("model"), py::arg("output"), py::arg("ladder"), py::arg("per_channel"),
         py::arg("force"), py::arg("threads"), py::arg("sign_key"), py::arg("release"),
         py::arg("model_id"));
+
+    // Weights with no graph: (name, float32 array, stored type) triples.
+    module.def(
+        "pack_weights",
+        [](const std::vector<std::tuple<
+               std::string, py::array_t<float, py::array::c_style | py::array::forcecast>,
+               std::string>>& items,
+           const std::filesystem::path& output, const std::string& model_name,
+           const std::string& ladder, bool per_channel, bool force, int threads,
+           const std::optional<std::string>& sign_key, std::optional<std::uint64_t> release,
+           const std::string& model_id) {
+            std::vector<bitinc::Tensor> weights;
+            for (const auto& [name, array, stored] : items) {
+                bitinc::Tensor tensor;
+                tensor.name = name;
+                tensor.shape.assign(array.shape(), array.shape() + array.ndim());
+                tensor.values.assign(array.data(), array.data() + array.size());
+                const auto type = bitinc::stored_type_from_name(stored);
+                if (!type) throw bitinc::Error("weights: '" + stored + "' is not a float type");
+                tensor.stored_as = *type;
+                weights.push_back(std::move(tensor));
+            }
+            bitinc::PackOptions options =
+                pack_options(ladder, per_channel, force, threads, sign_key, release, model_id);
+            bitinc::PackResult result;
+            {
+                const py::gil_scoped_release unlocked;
+                result = bitinc::pack_weights(std::move(weights), options, output, model_name);
+            }
+            return pack_summary(result);
+        },
+        py::arg("weights"), py::arg("output"), py::arg("model_name"), py::arg("ladder"),
+        py::arg("per_channel"), py::arg("force"), py::arg("threads"), py::arg("sign_key"),
+        py::arg("release"), py::arg("model_id"));
 
     module.def("inspect", [](const std::filesystem::path& package) {
         return summary_of(bitinc::read_manifest(package));

@@ -2,6 +2,7 @@
 // checks on manifests and units that protect a device from bad bytes.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
 #include <bitinc/bitinc.hpp>
 #include <chrono>
 #include <cstring>
@@ -667,6 +668,52 @@ TEST_F(Package, VerifyFindsAUnitForgedWithItsCrc) {
         unit_hash |= problem.find("unit 0: SHA-256 differs") != std::string::npos;
     EXPECT_TRUE(unit_hash) << ::testing::PrintToString(report.problems);
     EXPECT_THROW(unpack_package(package, 8, false), Error);
+}
+
+}  // namespace
+}  // namespace bitinc
+
+namespace bitinc {
+namespace {
+
+// Weights with no graph (a checkpoint): a valid ONNX model of initializers
+// and Identity outputs, packed and given back by name, bit for bit at the
+// exact rung; bad inputs are errors.
+TEST(PackWeights, ACheckpointWithoutAGraphPacksAndComesBackByName) {
+    testing::TemporaryDirectory directory;
+    std::vector<Tensor> weights(2);
+    weights[0].name = "layer.weight";
+    weights[0].shape = {32, 48};
+    weights[0].values = testing::random_values(32 * 48, 0.1f, 4);
+    weights[1].name = "layer.bias";
+    weights[1].shape = {32};
+    weights[1].values = testing::random_values(32, 0.1f, 5);
+    const Model model = model_of_weights(weights, "checkpoint");
+    EXPECT_EQ(parse_topology(model.topology, "checkpoint").weights.size(), 2u);
+    PackOptions options;
+    options.ladder = LadderPlan::parse("4,8,exact");
+    const PackResult result =
+        pack_weights(weights, options, directory.path() / "pkg", "checkpoint");
+    EXPECT_EQ(result.manifest.model_name, "checkpoint");
+    const Model exact = unpack_package(directory.path() / "pkg", exact_rung_bits, false);
+    ASSERT_EQ(exact.weights.size(), 2u);
+    for (std::size_t i = 0; i < 2; ++i) {
+        EXPECT_EQ(exact.weights[i].name, weights[i].name);
+        EXPECT_EQ(exact.weights[i].shape, weights[i].shape);
+        EXPECT_EQ(exact.weights[i].values, weights[i].values);
+    }
+    // No scratch file stays behind, and bad inputs are errors.
+    for (const auto& entry : fs::directory_iterator(fs::temp_directory_path()))
+        EXPECT_EQ(entry.path().filename().string().find("bitinc-weights-" +
+                                                        std::to_string(::getpid()) + "-"),
+                  std::string::npos);
+    std::vector<Tensor> repeated = {weights[0], weights[0]};
+    EXPECT_THROW(model_of_weights(repeated), Error);
+    std::vector<Tensor> short_values = {weights[0]};
+    short_values[0].values.pop_back();
+    EXPECT_THROW(model_of_weights(short_values), Error);
+    EXPECT_THROW(model_of_weights({}), Error);
+    EXPECT_THROW(pack_weights(weights, options, directory.path() / "other", "a/b"), Error);
 }
 
 }  // namespace

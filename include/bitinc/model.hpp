@@ -57,6 +57,13 @@ struct Model {
     std::size_t float32_bytes() const;
 };
 
+// A model that holds only `weights` (a checkpoint, a state_dict): each an
+// initializer of its name, shape and stored type, passed through an
+// Identity node to a graph output "NAME.value", so that it is valid ONNX
+// any tool reads. Throws Error on an empty list, a repeated or empty name,
+// or values that do not fill their shape.
+Model model_of_weights(std::vector<Tensor> weights, const std::string& name = "weights");
+
 // Largest ONNX file accepted: protobuf cannot address more than 2 GiB.
 inline constexpr std::uint64_t max_onnx_bytes = (std::uint64_t{1} << 31) - 1;
 

@@ -339,6 +339,13 @@ struct PackResult {
 PackResult pack_model(const std::filesystem::path& model_path, const PackOptions& options,
                       const std::filesystem::path& output);
 
+// Packs a set of weights with no graph of their own (a checkpoint, a
+// PyTorch state_dict): model_of_weights(weights, model_name) written to a
+// temporary ONNX file (removed afterwards), then pack_model.
+PackResult pack_weights(std::vector<Tensor> weights, const PackOptions& options,
+                        const std::filesystem::path& output,
+                        const std::string& model_name = "weights");
+
 // ---- assembling models from units ----------------------------------------
 
 // The device's copy of a model while rungs arrive: every tensor chunk at

@@ -23,7 +23,7 @@ import numpy
 
 from . import _native
 
-__all__ = ["Error", "pack", "inspect", "unpack", "unpack_onnx", "verify", "fetch",
+__all__ = ["Error", "pack", "pack_weights", "inspect", "unpack", "unpack_onnx", "verify", "fetch",
            "generate_key", "key_id", "__version__"]
 
 Error = _native.Error
@@ -54,6 +54,52 @@ def pack(model: PathLike, output: PathLike, *, ladder: str = "8,16",
     """
     return _native.pack(os.fspath(model), os.fspath(output), ladder, per_channel, force,
                         threads, sign_key, release, model_id)
+
+
+def _float_tensors(weights, skip_non_float: bool):
+    """(name, float32 array, stored type) for each float tensor of a dict of
+    numpy arrays or a PyTorch state_dict; the names of those skipped."""
+    items = weights.items() if hasattr(weights, "items") else weights
+    tensors, skipped = [], []
+    for name, value in items:
+        if hasattr(value, "detach"):  # a torch.Tensor: its own dtype names the stored type
+            dtype = str(value.dtype).replace("torch.", "")
+            floating = value.is_floating_point()
+            if floating:
+                value = value.detach().cpu().float().numpy()
+        else:
+            value = numpy.asarray(value)
+            dtype = str(value.dtype)
+            floating = value.dtype.kind == "f"
+        stored = {"float32": "float32", "float": "float32", "float16": "float16",
+                  "half": "float16", "bfloat16": "bfloat16", "float64": "float64",
+                  "double": "float64"}.get(dtype)
+        if not floating or stored is None:
+            if skip_non_float:
+                skipped.append(str(name))
+                continue
+            raise Error(f"weights: '{name}' is {dtype}, not a float tensor "
+                        "(pass skip_non_float=True to leave such tensors out)")
+        tensors.append((str(name), numpy.ascontiguousarray(value, dtype=numpy.float32), stored))
+    return tensors, skipped
+
+
+def pack_weights(weights, output: PathLike, *, model_name: str = "weights",
+                 ladder: str = "8,16", per_channel: bool = False, force: bool = False,
+                 threads: int = 0, sign_key: Optional[str] = None,
+                 release: Optional[int] = None, model_id: str = "",
+                 skip_non_float: bool = False) -> dict:
+    """Packs weights without a graph: a dict of numpy arrays or a PyTorch
+    state_dict ({name: tensor}). float32, float16, float64 and (from torch)
+    bfloat16 tensors travel in their own type; unpack gives them back by name.
+    Other tensors (e.g. BatchNorm's num_batches_tracked) are an Error, or
+    left out with skip_non_float=True (listed in the summary's "skipped").
+    The other arguments are pack's."""
+    tensors, skipped = _float_tensors(weights, skip_non_float)
+    summary = _native.pack_weights(tensors, os.fspath(output), model_name, ladder, per_channel,
+                                   force, threads, sign_key, release, model_id)
+    summary["skipped"] = skipped
+    return summary
 
 
 def inspect(package: PathLike) -> dict:

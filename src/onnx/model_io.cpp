@@ -736,4 +736,62 @@ TopologySummary summarize_topology(const Model& model) {
     return summary;
 }
 
+Model model_of_weights(std::vector<Tensor> weights, const std::string& name) {
+    const auto onnx_type = [](StoredType type) {
+        switch (type) {
+            case StoredType::float16:
+                return TensorProto::FLOAT16;
+            case StoredType::bfloat16:
+                return TensorProto::BFLOAT16;
+            case StoredType::float64:
+                return TensorProto::DOUBLE;
+            default:
+                return TensorProto::FLOAT;
+        }
+    };
+    onnx::ModelProto proto;
+    proto.set_ir_version(8);
+    proto.set_producer_name("bitinc");
+    proto.add_opset_import()->set_version(13);
+    onnx::GraphProto& graph = *proto.mutable_graph();
+    graph.set_name(name);
+    std::set<std::string> names;
+    for (const Tensor& tensor : weights) {
+        if (tensor.name.empty() || !names.insert(tensor.name).second)
+            throw Error("weights: every tensor needs a name of its own ('" + tensor.name + "')");
+        std::uint64_t elements = 1;
+        for (const std::int64_t dim : tensor.shape) {
+            if (dim < 0) throw Error("weights: tensor '" + tensor.name + "' has a negative dim");
+            elements *= std::uint64_t(dim);
+        }
+        if (elements != tensor.values.size())
+            throw Error("weights: tensor '" + tensor.name + "' has " +
+                        std::to_string(tensor.values.size()) + " values for its shape's " +
+                        std::to_string(elements));
+        TensorProto& initializer = *graph.add_initializer();
+        initializer.set_name(tensor.name);
+        initializer.set_data_type(onnx_type(tensor.stored_as));
+        for (const std::int64_t dim : tensor.shape) initializer.add_dims(dim);
+        // An Identity per weight makes it a graph output: valid ONNX that
+        // any tool reads, with each weight's name, shape and type.
+        const std::string output = tensor.name + ".value";
+        onnx::NodeProto& node = *graph.add_node();
+        node.set_op_type("Identity");
+        node.set_name(tensor.name + ".identity");
+        node.add_input(tensor.name);
+        node.add_output(output);
+        onnx::ValueInfoProto& info = *graph.add_output();
+        info.set_name(output);
+        onnx::TypeProto_Tensor& type = *info.mutable_type()->mutable_tensor_type();
+        type.set_elem_type(onnx_type(tensor.stored_as));
+        for (const std::int64_t dim : tensor.shape)
+            type.mutable_shape()->add_dim()->set_dim_value(dim);
+    }
+    if (weights.empty()) throw Error("weights: no tensors to pack");
+    Model model;
+    model.topology = onnx_io::serialize_deterministically(proto);
+    model.weights = std::move(weights);
+    return model;
+}
+
 }  // namespace bitinc

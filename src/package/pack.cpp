@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <unistd.h>
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <deque>
@@ -605,6 +606,30 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
     result.seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return result;
+}
+
+PackResult pack_weights(std::vector<Tensor> weights, const PackOptions& options,
+                        const fs::path& output, const std::string& model_name) {
+    if (model_name.empty() || model_name.find('/') != std::string::npos)
+        throw Error("pack: the model name '" + model_name + "' is not a file name");
+    const Model model = model_of_weights(std::move(weights), model_name);
+    // A directory of its own beside the temporary files of other processes;
+    // removed however packing ends.
+    static std::atomic<unsigned> counter{0};
+    const fs::path scratch =
+        fs::temp_directory_path() / ("bitinc-weights-" + std::to_string(::getpid()) + "-" +
+                                     std::to_string(counter.fetch_add(1)));
+    struct RemoveOnExit {
+        fs::path path;
+        ~RemoveOnExit() {
+            std::error_code error;
+            fs::remove_all(path, error);
+        }
+    } remove_on_exit{scratch};
+    fs::create_directories(scratch);
+    const fs::path file = scratch / (model_name + ".onnx");
+    write_onnx_file(model, file);
+    return pack_model(file, options, output);
 }
 
 }  // namespace bitinc

@@ -11,6 +11,11 @@ import numpy
 
 import bitinc
 
+try:
+    import torch
+except ImportError:  # Debian's python3-torch is installed by install-deps.sh --training only
+    torch = None
+
 SOURCE = os.environ.get("BITINC_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 MODEL = os.path.join(SOURCE, "models", "small-cnn.onnx")
 
@@ -73,6 +78,45 @@ class PythonModule(unittest.TestCase):
         _, other_key = bitinc.generate_key()
         with self.assertRaises(bitinc.Error):
             bitinc.fetch(signed, trust=other_key, installed_releases=installed)
+
+    def test_weights_without_a_graph_round_trip(self):
+        generator = numpy.random.default_rng(5)
+        weights = {
+            "encoder.weight": generator.normal(0, 0.1, (64, 32)).astype(numpy.float32),
+            "encoder.bias": generator.normal(0, 0.1, (64,)).astype(numpy.float32),
+            "head.weight": generator.normal(0, 0.1, (10, 64)).astype(numpy.float16),
+            "steps": numpy.arange(3, dtype=numpy.int64),
+        }
+        package = os.path.join(self.directory.name, "weights")
+        with self.assertRaises(bitinc.Error):
+            bitinc.pack_weights(weights, package, ladder="4,8,exact")
+        summary = bitinc.pack_weights(weights, package, ladder="4,8,exact", model_name="tiny",
+                                      skip_non_float=True)
+        self.assertEqual(summary["skipped"], ["steps"])
+        self.assertEqual(summary["model"], "tiny")
+        exact = bitinc.unpack(package)
+        self.assertEqual(set(exact), {"encoder.weight", "encoder.bias", "head.weight"})
+        for name in exact:
+            numpy.testing.assert_array_equal(exact[name], weights[name].astype(numpy.float32))
+        base = bitinc.unpack(package, 4)
+        self.assertFalse(numpy.array_equal(base["encoder.weight"], weights["encoder.weight"]))
+        self.assertTrue(bitinc.verify(package)["ok"])
+
+    @unittest.skipIf(torch is None, "PyTorch is not installed (install-deps.sh --training)")
+    def test_a_pytorch_state_dict_round_trips(self):
+        torch.manual_seed(3)
+        network = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.BatchNorm2d(16),
+                                      torch.nn.Flatten(), torch.nn.Linear(16 * 6 * 6, 10))
+        state = network.state_dict()
+        state["3.weight"] = state["3.weight"].to(torch.bfloat16)
+        package = os.path.join(self.directory.name, "state")
+        summary = bitinc.pack_weights(state, package, ladder="8,exact", skip_non_float=True)
+        self.assertEqual(summary["skipped"], ["1.num_batches_tracked"])
+        exact = bitinc.unpack(package)
+        restored = {name: torch.from_numpy(values) for name, values in exact.items()}
+        for name, values in restored.items():
+            self.assertTrue(torch.equal(values, state[name].float()), name)
+        network.load_state_dict({**restored, "3.weight": restored["3.weight"]}, strict=False)
 
     def test_errors_are_bitinc_errors(self):
         with self.assertRaises(bitinc.Error) as caught:
