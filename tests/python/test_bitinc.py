@@ -118,6 +118,36 @@ class PythonModule(unittest.TestCase):
             self.assertTrue(torch.equal(values, state[name].float()), name)
         network.load_state_dict({**restored, "3.weight": restored["3.weight"]}, strict=False)
 
+    @unittest.skipIf(torch is None, "PyTorch is not installed (install-deps.sh --training)")
+    def test_the_framework_coder_sends_low_update_and_high(self):
+        from types import SimpleNamespace
+        from bitinc.framework import Coder
+
+        torch.manual_seed(4)
+        make = lambda: torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(),
+                                           torch.nn.Linear(32, 10))
+        model = make()
+        reference = os.path.join(self.directory.name, "reference")
+        bitinc.pack_weights(model.state_dict(), reference, ladder="4,8,16")
+        bits = {}
+        for transmission, rung in (("low", 4), ("update", 16), ("high", 16)):
+            bit = os.path.join(self.directory.name, transmission + ".bit")
+            opts = SimpleNamespace(file_names={"bit": bit, "dec": None}, scenario=None)
+            config = {"ladder": "4,8,16", "transmission": transmission,
+                      "low_bitstream": bits.get("low")}
+            Coder(opts, config).encode(model)
+            bits[transmission] = bit
+            rebuilt = make()
+            Coder(opts, config).decode(rebuilt)
+            expected = bitinc.unpack(reference, rung, direct=transmission == "high")
+            for name, values in rebuilt.state_dict().items():
+                numpy.testing.assert_array_equal(values.numpy(), expected[name], name)
+        sizes = {name: os.path.getsize(path) for name, path in bits.items()}
+        self.assertLess(sizes["low"], sizes["high"])
+        with self.assertRaises(bitinc.Error):
+            Coder(SimpleNamespace(file_names={"bit": bits["update"]}),
+                  {"transmission": "update"}).decode(make())
+
     def test_errors_are_bitinc_errors(self):
         with self.assertRaises(bitinc.Error) as caught:
             bitinc.unpack(os.path.join(self.directory.name, "nothing-here"))

@@ -1,0 +1,151 @@
+"""A Coder for the study's evaluation framework (3GPP TR 26.927, §2.1.2.5).
+
+The framework calls Coder(opts), coder.encode(model) and
+coder.decode(rec_model), with the bitstream at opts.file_names["bit"]. A
+bitinc package is a directory, so the bitstream is a ZIP archive (stored,
+not compressed: the rung files are already coded) of the package files one
+transmission needs; any unzip tool opens it.
+
+The configuration (opts.enc_cfg_file_name, a JSON file, or the keyword
+`config` of Coder) chooses:
+
+    {"ladder": "8,16",          rungs, as `bitinc pack --ladder`
+     "per_channel": false,
+     "transmission": "all",     which files go into the bitstream:
+                                  "low"    the manifest and the base rung
+                                           (the low-precision model),
+                                  "update" the refinement rungs (the update;
+                                           decode needs the low bitstream:
+                                           "low_bitstream"),
+                                  "high"   the manifest and the direct top rung
+                                           (the high-precision model),
+                                  "all"    every file
+     "rung": "top",             what decode gives: "base", "top" (the
+                                ladder's last rung) or bits
+     "low_bitstream": null}     with "update": the low bitstream's file
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from typing import Optional
+
+from . import pack_weights, unpack, Error
+
+__all__ = ["Coder"]
+
+_DEFAULTS = {"ladder": "8,16", "per_channel": False, "transmission": "all", "rung": "top",
+             "low_bitstream": None}
+
+
+def _config(opts, config: Optional[dict]) -> dict:
+    settings = dict(_DEFAULTS)
+    path = getattr(opts, "enc_cfg_file_name", None)
+    if path:
+        with open(path, encoding="utf-8") as stream:
+            settings.update(json.load(stream))
+    if config:
+        settings.update(config)
+    unknown = set(settings) - set(_DEFAULTS)
+    if unknown:
+        raise Error(f"bitinc coder: unknown settings {sorted(unknown)}")
+    if settings["transmission"] not in ("low", "update", "high", "all"):
+        raise Error(f"bitinc coder: transmission '{settings['transmission']}' is not "
+                    "low, update, high or all")
+    return settings
+
+
+def _files_of(package: str, transmission: str) -> list:
+    with open(os.path.join(package, "manifest.json"), encoding="utf-8") as stream:
+        manifest = json.load(stream)
+    rungs = manifest["rungs"]
+    if transmission == "low":
+        chosen = [rungs[0]["file"]]
+    elif transmission == "update":
+        chosen = [rung["file"] for rung in rungs if rung["kind"] in ("refinement", "exact")]
+    elif transmission == "high":
+        chosen = [rungs[-1]["file"]]  # the direct top rung comes last
+    else:
+        chosen = [rung["file"] for rung in rungs]
+    names = ["manifest.json"] + chosen
+    if transmission != "update" and os.path.exists(os.path.join(package, "manifest.json.sig")):
+        names.append("manifest.json.sig")
+    return names
+
+
+def _restore_topology(directory: str, manifest: dict) -> None:
+    """Base and direct rung files begin with a copy of the topology (the
+    package's topology.onnx, which the bitstream leaves out): write it back
+    from the first such file present (unpack checks its SHA-256)."""
+    topology = manifest["topology"]
+    for rung in manifest["rungs"]:
+        path = os.path.join(directory, rung["file"])
+        if rung["kind"] in ("base", "direct") and os.path.exists(path):
+            with open(path, "rb") as stream:
+                head = stream.read(topology["bytes"])
+            with open(os.path.join(directory, topology["file"]), "wb") as stream:
+                stream.write(head)
+            return
+    raise Error("bitinc coder: the bitstream holds no base or direct rung")
+
+
+class Coder:
+    """The framework's Coder interface over bitinc packages."""
+
+    def __init__(self, opts, config: Optional[dict] = None):
+        self._opts = opts
+        self._settings = _config(opts, config)
+
+    def encode(self, model) -> None:
+        """Packs model.state_dict() and writes the configured transmission's
+        files to opts.file_names["bit"]."""
+        with tempfile.TemporaryDirectory(prefix="bitinc-coder-") as scratch:
+            package = os.path.join(scratch, "package")
+            pack_weights(model.state_dict(), package, ladder=self._settings["ladder"],
+                         per_channel=bool(self._settings["per_channel"]), skip_non_float=True)
+            bitstream = self._opts.file_names["bit"]
+            partial = bitstream + ".part"
+            with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED) as archive:
+                for name in _files_of(package, self._settings["transmission"]):
+                    archive.write(os.path.join(package, name), arcname=name)
+            os.replace(partial, bitstream)  # never a half-written bitstream
+
+    def decode(self, rec_model) -> None:
+        """Rebuilds the configured rung from opts.file_names["bit"] (and the
+        low bitstream for an update) into rec_model's state_dict."""
+        import torch  # the framework's models are PyTorch models
+
+        with tempfile.TemporaryDirectory(prefix="bitinc-coder-") as scratch:
+            archives = [self._opts.file_names["bit"]]
+            if self._settings["transmission"] == "update":
+                if not self._settings["low_bitstream"]:
+                    raise Error("bitinc coder: an update decodes on top of the low bitstream: "
+                                "set low_bitstream")
+                archives.insert(0, self._settings["low_bitstream"])
+            for path in archives:
+                with zipfile.ZipFile(path) as archive:
+                    archive.extractall(scratch)
+            with open(os.path.join(scratch, "manifest.json"), encoding="utf-8") as stream:
+                manifest = json.load(stream)
+            ladder_bits = manifest["ladder"]["bits"]
+            _restore_topology(scratch, manifest)
+            rung = self._settings["rung"]
+            direct = self._settings["transmission"] == "high"
+            if self._settings["transmission"] == "low" or rung == "base":
+                rung = ladder_bits[0]
+            elif direct:
+                rung = ladder_bits[-1]  # the direct rung is the ladder's top
+            weights = unpack(scratch, None if rung == "top" else int(rung), direct=direct)
+        state = rec_model.state_dict()
+        restored = {}
+        for name, values in weights.items():
+            if name in state:
+                restored[name] = torch.from_numpy(values).to(state[name].dtype)
+        rec_model.load_state_dict(restored, strict=False)
+        decoded = self._opts.file_names.get("dec") if hasattr(self._opts.file_names, "get") \
+            else None
+        if decoded:
+            torch.save(rec_model.state_dict(), decoded)
