@@ -34,8 +34,12 @@ py::dict weights_of(bitinc::Model&& model) {
     return weights;
 }
 
-int bits_of(const bitinc::Manifest& manifest, std::optional<int> rung) {
-    return rung.value_or(manifest.last_rung_bits());
+// The package's model at `rung` (bits; none: the ladder's last rung),
+// rebuilt without holding the GIL.
+bitinc::Model unpacked(const std::filesystem::path& package, std::optional<int> rung, bool direct) {
+    const int bits = rung.value_or(bitinc::read_manifest(package).last_rung_bits());
+    const py::gil_scoped_release unlocked;
+    return bitinc::unpack_package(package, bits, direct);
 }
 
 py::dict summary_of(const bitinc::Manifest& manifest) {
@@ -168,27 +172,14 @@ PYBIND11_MODULE(_native, module) {
     module.def(
         "unpack",
         [](const std::filesystem::path& package, std::optional<int> rung, bool direct) {
-            const bitinc::Manifest manifest = bitinc::read_manifest(package);
-            bitinc::Model model;
-            {
-                const py::gil_scoped_release unlocked;
-                model = bitinc::unpack_package(package, bits_of(manifest, rung), direct);
-            }
-            return weights_of(std::move(model));
+            return weights_of(unpacked(package, rung, direct));
         },
         py::arg("package"), py::arg("rung"), py::arg("direct"));
 
     module.def(
         "unpack_onnx",
         [](const std::filesystem::path& package, std::optional<int> rung, bool direct) {
-            const bitinc::Manifest manifest = bitinc::read_manifest(package);
-            std::string bytes;
-            {
-                const py::gil_scoped_release unlocked;
-                bytes = bitinc::serialize_onnx(
-                    bitinc::unpack_package(package, bits_of(manifest, rung), direct));
-            }
-            return py::bytes(bytes);
+            return py::bytes(bitinc::serialize_onnx(unpacked(package, rung, direct)));
         },
         py::arg("package"), py::arg("rung"), py::arg("direct"));
 

@@ -73,6 +73,14 @@ std::optional<StoredType> weight_type(std::int32_t data_type) {
     }
 }
 
+std::int32_t onnx_data_type(StoredType type) {
+    for (const std::int32_t data_type :
+         {TensorProto::FLOAT, TensorProto::FLOAT16, TensorProto::DOUBLE, TensorProto::BFLOAT16}) {
+        if (weight_type(data_type) == type) return data_type;
+    }
+    return TensorProto::FLOAT;
+}
+
 bool is_weight_initializer(const TensorProto& tensor) {
     return weight_type(tensor.data_type()).has_value();
 }
@@ -737,18 +745,6 @@ TopologySummary summarize_topology(const Model& model) {
 }
 
 Model model_of_weights(std::vector<Tensor> weights, const std::string& name) {
-    const auto onnx_type = [](StoredType type) {
-        switch (type) {
-            case StoredType::float16:
-                return TensorProto::FLOAT16;
-            case StoredType::bfloat16:
-                return TensorProto::BFLOAT16;
-            case StoredType::float64:
-                return TensorProto::DOUBLE;
-            default:
-                return TensorProto::FLOAT;
-        }
-    };
     onnx::ModelProto proto;
     proto.set_ir_version(8);
     proto.set_producer_name("bitinc");
@@ -770,7 +766,7 @@ Model model_of_weights(std::vector<Tensor> weights, const std::string& name) {
                         std::to_string(elements));
         TensorProto& initializer = *graph.add_initializer();
         initializer.set_name(tensor.name);
-        initializer.set_data_type(onnx_type(tensor.stored_as));
+        initializer.set_data_type(onnx_io::onnx_data_type(tensor.stored_as));
         for (const std::int64_t dim : tensor.shape) initializer.add_dims(dim);
         // An Identity per weight makes it a graph output: valid ONNX that
         // any tool reads, with each weight's name, shape and type.
@@ -783,7 +779,7 @@ Model model_of_weights(std::vector<Tensor> weights, const std::string& name) {
         onnx::ValueInfoProto& info = *graph.add_output();
         info.set_name(output);
         onnx::TypeProto_Tensor& type = *info.mutable_type()->mutable_tensor_type();
-        type.set_elem_type(onnx_type(tensor.stored_as));
+        type.set_elem_type(onnx_io::onnx_data_type(tensor.stored_as));
         for (const std::int64_t dim : tensor.shape)
             type.mutable_shape()->add_dim()->set_dim_value(dim);
     }

@@ -29,6 +29,8 @@ std::string serialize_with_protobuf(const Model& model);
 // The weight type of an ONNX element type: float32, float16, bfloat16 and
 // float64 tensors are the weights bitinc codes; any other type, nothing.
 std::optional<StoredType> weight_type(std::int32_t data_type);
+// The ONNX data type a weight of `type` is stored as (weight_type's inverse).
+std::int32_t onnx_data_type(StoredType type);
 bool is_weight_initializer(const onnx::TensorProto& tensor);
 
 // `out.size()` elements stored as `type` (little-endian, at `stored`) as
