@@ -218,7 +218,19 @@ void verify_manifest_signature(std::string_view public_pem, std::string_view man
     const std::string prefix = std::string(where) + ": ";
     if (signature_text.size() > max_signature_file_bytes)
         throw Error(prefix + "the signature file is too large");
-    const Json json = Json::parse(signature_text.begin(), signature_text.end(), nullptr, false);
+    // A signature file is one flat object: deeper nesting is refused as the
+    // parser meets it, before it costs time or stack.
+    struct TooDeep {};
+    const auto flat = [](int depth, nlohmann::json::parse_event_t, Json&) {
+        if (depth > 2) throw TooDeep{};
+        return true;
+    };
+    Json json;
+    try {
+        json = Json::parse(signature_text.begin(), signature_text.end(), flat, false);
+    } catch (const TooDeep&) {
+        throw Error(prefix + "not a bitinc signature file (nested values)");
+    }
     const auto text_field = [&](const char* name) -> std::string {
         if (!json.is_object() || !json.contains(name) || !json[name].is_string())
             throw Error(prefix + "not a bitinc signature file (no '" + name + "')");
