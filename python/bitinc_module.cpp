@@ -165,6 +165,22 @@ PYBIND11_MODULE(_native, module) {
         py::arg("per_channel"), py::arg("force"), py::arg("threads"), py::arg("sign_key"),
         py::arg("release"), py::arg("model_id"));
 
+    // An ONNX file's float weights and its metadata_props.
+    module.def("read_onnx", [](const std::filesystem::path& path) {
+        bitinc::Model model;
+        {
+            const py::gil_scoped_release unlocked;
+            model = bitinc::read_onnx_file(path);
+        }
+        py::dict result;
+        result["metadata"] = model.metadata;
+        py::list order;
+        for (const bitinc::Tensor& tensor : model.weights) order.append(tensor.name);
+        result["order"] = order;
+        result["weights"] = weights_of(std::move(model));
+        return result;
+    });
+
     module.def("inspect", [](const std::filesystem::path& package) {
         return summary_of(bitinc::read_manifest(package));
     });

@@ -23,7 +23,7 @@ import numpy
 
 from . import _native
 
-__all__ = ["Error", "pack", "pack_weights", "inspect", "unpack", "unpack_onnx", "verify", "fetch",
+__all__ = ["Error", "pack", "pack_weights", "read_onnx", "inspect", "unpack", "unpack_onnx", "verify", "fetch",
            "generate_key", "key_id", "__version__"]
 
 Error = _native.Error
@@ -100,6 +100,12 @@ def pack_weights(weights, output: PathLike, *, model_name: str = "weights",
                                    force, threads, sign_key, release, model_id)
     summary["skipped"] = skipped
     return summary
+
+
+def read_onnx(path: PathLike) -> dict:
+    """An ONNX file's float weights ({"weights": {name: array}, "order":
+    [names in file order], "metadata": {key: value}})."""
+    return _native.read_onnx(os.fspath(path))
 
 
 def inspect(package: PathLike) -> dict:

@@ -11,7 +11,7 @@ The configuration (opts.enc_cfg_file_name, a JSON file, or the keyword
 
     {"ladder": "8,16",          rungs, as `bitinc pack --ladder`
      "per_channel": false,
-     "transmission": "all",     which files go into the bitstream:
+     "transmission": "high",    which files go into the bitstream:
                                   "low"    the manifest and the base rung
                                            (the low-precision model),
                                   "update" the refinement rungs (the update;
@@ -37,7 +37,7 @@ from . import pack_weights, unpack, Error
 
 __all__ = ["Coder"]
 
-_DEFAULTS = {"ladder": "8,16", "per_channel": False, "transmission": "all", "rung": "top",
+_DEFAULTS = {"ladder": "8,16", "per_channel": False, "transmission": "high", "rung": "top",
              "low_bitstream": None}
 
 

@@ -148,6 +148,31 @@ class PythonModule(unittest.TestCase):
             Coder(SimpleNamespace(file_names={"bit": bits["update"]}),
                   {"transmission": "update"}).decode(make())
 
+    @unittest.skipIf(torch is None, "PyTorch is not installed (install-deps.sh --training)")
+    def test_the_framework_shaped_runner_writes_the_study_csv(self):
+        import csv
+        from bitinc import evaluate
+
+        out = os.path.join(self.directory.name, "evaluate")
+        config = os.path.join(self.directory.name, "low.json")
+        with open(config, "w") as stream:
+            stream.write('{"ladder": "4,8", "transmission": "low"}')
+        row = evaluate.run(["--model_name", "small-cnn", "--model_path", MODEL, "--out_dir", out,
+                            "--unique_tag", "t", "--enc_cfg_file_name", config, "--eval_anchor",
+                            "--eval_compression", "--limit", "300", "--disable_progress_bar"])
+        with open(os.path.join(out, "results_t.csv")) as stream:
+            written = list(csv.DictReader(stream))
+        self.assertEqual(len(written), 1)
+        self.assertEqual(list(written[0]), evaluate.COLUMNS)
+        # The PyTorch network carries the ONNX model's weights: far above chance.
+        self.assertGreater(row["anc_perf"], 80.0)
+        self.assertGreater(row["rec_perf"], 70.0)
+        # The fused network has exactly the ONNX model's weights.
+        onnx_weights = bitinc.read_onnx(MODEL)["weights"]
+        self.assertEqual(row["anc_size"], 4 * sum(v.size for v in onnx_weights.values()))
+        self.assertLess(row["rec_size"], row["anc_size"] / 5)  # a 4-bit base
+        self.assertEqual(row["rec_size"], os.path.getsize(os.path.join(out, "bitstream_t.bit")))
+
     def test_errors_are_bitinc_errors(self):
         with self.assertRaises(bitinc.Error) as caught:
             bitinc.unpack(os.path.join(self.directory.name, "nothing-here"))
