@@ -253,6 +253,67 @@ PYBIND11_MODULE(_native, module) {
         py::arg("url"), py::arg("until"), py::arg("direct"), py::arg("progress"), py::arg("trust"),
         py::arg("installed_releases"));
 
+    // The push decoder (device SDK): the caller moves the bytes.
+    py::class_<bitinc::PackageDecoder>(module, "Decoder")
+        .def(py::init([](bool direct, int until_bits, bool until_accuracy_point,
+                         const std::optional<std::string>& trust,
+                         const std::string& installed_releases, const std::string& source) {
+                 bitinc::DecoderOptions options;
+                 options.direct = direct;
+                 options.until_bits = until_bits;
+                 options.until_accuracy_point = until_accuracy_point;
+                 if (trust)
+                     options.verify_manifest =
+                         bitinc::trusted_manifest_check(*trust, installed_releases);
+                 return bitinc::PackageDecoder(options, source);
+             }),
+             py::arg("direct"), py::arg("until_bits"), py::arg("until_accuracy_point"),
+             py::arg("trust"), py::arg("installed_releases"), py::arg("source"))
+        .def("push_manifest",
+             [](bitinc::PackageDecoder& decoder, const py::bytes& bytes) {
+                 const std::string_view view = bytes;
+                 decoder.push_manifest(
+                     {reinterpret_cast<const std::uint8_t*>(view.data()), view.size()});
+             })
+        .def("push_signature",
+             [](bitinc::PackageDecoder& decoder, const py::bytes& bytes) {
+                 const std::string_view view = bytes;
+                 decoder.push_signature(
+                     {reinterpret_cast<const std::uint8_t*>(view.data()), view.size()});
+             })
+        .def("push",
+             [](bitinc::PackageDecoder& decoder, const std::string& file, std::uint64_t offset,
+                const py::bytes& bytes) {
+                 const std::string_view view = bytes;
+                 decoder.push(file, offset,
+                              {reinterpret_cast<const std::uint8_t*>(view.data()), view.size()});
+             })
+        .def("give_up",
+             [](bitinc::PackageDecoder& decoder, const std::string& file, std::uint64_t begin,
+                std::uint64_t end) {
+                 decoder.give_up({file, begin, end});
+             })
+        .def("next_event",
+             [](bitinc::PackageDecoder& decoder) {
+                 const bitinc::DecoderEvent event = decoder.next_event();
+                 static constexpr const char* kinds[] = {
+                     "need_input", "manifest_ready",       "topology_ready", "unit_damaged",
+                     "rung_ready", "accuracy_point_ready", "degraded",       "done"};
+                 py::list wanted;
+                 for (const bitinc::ByteRange& range : event.wanted)
+                     wanted.append(py::make_tuple(range.file, range.begin, range.end));
+                 py::dict result;
+                 result["kind"] = kinds[static_cast<int>(event.kind)];
+                 result["wanted"] = wanted;
+                 result["rung"] = event.rung;
+                 result["bits"] = event.bits;
+                 result["message"] = event.message;
+                 return result;
+             })
+        .def("has_model", &bitinc::PackageDecoder::has_model)
+        .def("snapshot",
+             [](const bitinc::PackageDecoder& decoder) { return weights_of(decoder.snapshot()); });
+
     module.def("generate_key", [] {
         const bitinc::SigningKeyPair key = bitinc::generate_signing_key();
         return py::make_tuple(key.private_pem, key.public_pem);

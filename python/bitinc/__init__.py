@@ -23,7 +23,7 @@ import numpy
 
 from . import _native
 
-__all__ = ["Error", "pack", "pack_weights", "read_onnx", "inspect", "unpack", "unpack_onnx", "verify", "fetch",
+__all__ = ["Error", "Decoder", "pack", "pack_weights", "read_onnx", "inspect", "unpack", "unpack_onnx", "verify", "fetch",
            "generate_key", "key_id", "__version__"]
 
 Error = _native.Error
@@ -148,6 +148,57 @@ def fetch(url: str, *, until: Union[int, str] = "exact", direct: bool = False,
     """
     return _native.fetch(url, str(until), direct, progress, trust,
                          os.fspath(installed_releases))
+
+
+class Decoder:
+    """The push decoder of the device SDK: bring the bytes, take events.
+
+        decoder = bitinc.Decoder()
+        while (event := decoder.next_event())["kind"] != "done":
+            for file, begin, end in event["wanted"]:   # end 0: the whole file
+                data = my_http_get(file, begin, end)
+                if file == "manifest.json": decoder.push_manifest(data)
+                elif file == "manifest.json.sig": decoder.push_signature(data)
+                else: decoder.push(file, begin, data)
+            if event["kind"] == "rung_ready": serve(decoder.snapshot())
+
+    Events (dicts with "kind", "wanted" as (file, begin, end) tuples,
+    "rung", "bits", "message"): need_input, manifest_ready, topology_ready,
+    unit_damaged, rung_ready, accuracy_point_ready, degraded, done. With
+    trust (a public key, PEM text) the decoder also wants the signature and
+    refuses a package not signed with it, or older than one installed.
+    """
+
+    def __init__(self, *, until: Union[int, str] = "exact", direct: bool = False,
+                 trust: Optional[str] = None, installed_releases: PathLike = "",
+                 source: str = "package"):
+        until_bits = 0 if until in ("exact", "accuracy") else int(until)
+        self._native = _native.Decoder(direct, until_bits, until == "accuracy", trust,
+                                       os.fspath(installed_releases), source)
+
+    def push_manifest(self, data: bytes) -> None:
+        self._native.push_manifest(bytes(data))
+
+    def push_signature(self, data: bytes) -> None:
+        self._native.push_signature(bytes(data))
+
+    def push(self, file: str, offset: int, data: bytes) -> None:
+        """Bytes of a rung file from `offset`, in any chunking and order."""
+        self._native.push(file, offset, bytes(data))
+
+    def give_up(self, file: str, begin: int, end: int) -> None:
+        """The bytes cannot be had: refinement units in them are left out."""
+        self._native.give_up(file, begin, end)
+
+    def next_event(self) -> dict:
+        return self._native.next_event()
+
+    def has_model(self) -> bool:
+        return self._native.has_model()
+
+    def snapshot(self) -> Dict[str, numpy.ndarray]:
+        """The model as it stands, {name: numpy.float32 array}."""
+        return self._native.snapshot()
 
 
 def generate_key() -> tuple:

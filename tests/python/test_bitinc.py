@@ -66,6 +66,30 @@ class PythonModule(unittest.TestCase):
         for name, values in fetched["weights"].items():
             numpy.testing.assert_array_equal(values, eight[name])
 
+    def test_the_push_decoder_takes_bytes_in_pieces(self):
+        decoder = bitinc.Decoder(until=8)
+        kinds = []
+        for _ in range(10000):
+            event = decoder.next_event()
+            kinds.append(event["kind"])
+            if event["kind"] == "done":
+                break
+            for file, begin, end in event["wanted"]:
+                with open(os.path.join(self.package, file), "rb") as stream:
+                    data = stream.read()
+                if file == "manifest.json":
+                    decoder.push_manifest(data)
+                    continue
+                for at in reversed(range(begin, end, 777)):  # backwards, in pieces
+                    decoder.push(file, at, data[at:min(at + 777, end)])
+        self.assertEqual(kinds[-1], "done")
+        self.assertIn("rung_ready", kinds)
+        snapshot = decoder.snapshot()
+        eight = bitinc.unpack(self.package, 8)
+        for name, values in snapshot.items():
+            numpy.testing.assert_array_equal(values, eight[name])
+        self.assertEqual(bitinc.Decoder().next_event()["wanted"], [("manifest.json", 0, 0)])
+
     def test_signed_packages_need_the_trusted_key(self):
         private_key, public_key = bitinc.generate_key()
         signed = os.path.join(self.directory.name, "signed")
@@ -78,6 +102,22 @@ class PythonModule(unittest.TestCase):
         _, other_key = bitinc.generate_key()
         with self.assertRaises(bitinc.Error):
             bitinc.fetch(signed, trust=other_key, installed_releases=installed)
+        # The push decoder wants the signature too, and checks it.
+        files = {}
+        for name in ("manifest.json", "manifest.json.sig"):
+            with open(os.path.join(signed, name), "rb") as stream:
+                files[name] = stream.read()
+        for key, accepted in ((public_key, True), (other_key, False)):
+            decoder = bitinc.Decoder(trust=key)
+            wanted = [file for file, _, _ in decoder.next_event()["wanted"]]
+            self.assertEqual(wanted, ["manifest.json", "manifest.json.sig"])
+            decoder.push_manifest(files["manifest.json"])
+            if accepted:
+                decoder.push_signature(files["manifest.json.sig"])
+                self.assertEqual(decoder.next_event()["kind"], "manifest_ready")
+            else:
+                with self.assertRaises(bitinc.Error):
+                    decoder.push_signature(files["manifest.json.sig"])
 
     def test_weights_without_a_graph_round_trip(self):
         generator = numpy.random.default_rng(5)
