@@ -22,6 +22,7 @@ deps:
 build: deps
 	@cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(BUILD_DIR) -j $(JOBS)
+	@if [ -f $(BUILD_DIR)/python/bitinc/__init__.py ]; then scripts/link-python-module.sh $(BUILD_DIR)/python; fi
 
 # The main job: the 3GPP evaluation of the bundled MobileNetV2 (UE1
 # incremental vs UE2 direct at 33.6, 100 and 1100 Mbit/s) with a 4-bit
