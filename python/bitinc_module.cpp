@@ -9,6 +9,7 @@
 #include <pybind11/stl/filesystem.h>
 
 #include <bitinc/bitinc.hpp>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -180,6 +181,34 @@ PYBIND11_MODULE(_native, module) {
         result["weights"] = weights_of(std::move(model));
         return result;
     });
+
+    // An ONNX file with some weights replaced (by name, same shapes), written
+    // to `output`: a model whose graph is the template's.
+    module.def(
+        "write_onnx",
+        [](const std::filesystem::path& template_path,
+           const std::map<std::string,
+                          py::array_t<float, py::array::c_style | py::array::forcecast>>& weights,
+           const std::filesystem::path& output) {
+            bitinc::Model model = bitinc::read_onnx_file(template_path);
+            std::size_t replaced = 0;
+            for (bitinc::Tensor& tensor : model.weights) {
+                const auto found = weights.find(tensor.name);
+                if (found == weights.end()) continue;
+                const auto& array = found->second;
+                if (std::size_t(array.size()) != tensor.values.size())
+                    throw bitinc::Error("write_onnx: '" + tensor.name + "' has " +
+                                        std::to_string(array.size()) + " values, the model " +
+                                        std::to_string(tensor.values.size()));
+                tensor.values.assign(array.data(), array.data() + array.size());
+                ++replaced;
+            }
+            if (replaced != weights.size())
+                throw bitinc::Error("write_onnx: " + std::to_string(weights.size() - replaced) +
+                                    " of the weights name no tensor of " + template_path.string());
+            const py::gil_scoped_release unlocked;
+            bitinc::write_onnx_file(model, output);
+        });
 
     module.def("inspect", [](const std::filesystem::path& package) {
         return summary_of(bitinc::read_manifest(package));

@@ -23,7 +23,7 @@ import numpy
 
 from . import _native
 
-__all__ = ["Error", "Decoder", "pack", "pack_weights", "read_onnx", "inspect", "unpack", "unpack_onnx", "verify", "fetch",
+__all__ = ["Error", "Decoder", "pack", "pack_weights", "read_onnx", "write_onnx", "inspect", "unpack", "unpack_onnx", "verify", "fetch",
            "generate_key", "key_id", "__version__"]
 
 Error = _native.Error
@@ -106,6 +106,12 @@ def read_onnx(path: PathLike) -> dict:
     """An ONNX file's float weights ({"weights": {name: array}, "order":
     [names in file order], "metadata": {key: value}})."""
     return _native.read_onnx(os.fspath(path))
+
+
+def write_onnx(template: PathLike, weights: Dict[str, numpy.ndarray], output: PathLike) -> None:
+    """Writes the ONNX model `template` with the weights named in `weights`
+    replaced (same element counts) to `output`."""
+    _native.write_onnx(os.fspath(template), weights, os.fspath(output))
 
 
 def inspect(package: PathLike) -> dict:

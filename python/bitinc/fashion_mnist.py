@@ -157,16 +157,10 @@ class Scenario:
         """Nothing to download: the dataset is Debian's, the models bundled."""
         _idx_file(self._data_dir, "t10k-images-idx3-ubyte")
 
-    def get_model(self, pre_trained: bool):
-        """The network (batch norms fused), with the ONNX model's weights when
-        pre_trained, else as initialized."""
-        import torch
-
-        model = _architecture(self._name)
-        fused = _fuse_batch_norms(model)
-        model.eval()
-        if not pre_trained:
-            return model
+    def _onnx_names(self, model, fused) -> dict:
+        """{ONNX weight name: the network's tensor} for a network built by
+        get_model: tensors the export kept by name, and the folded ones in
+        graph order onto the fused convolutions' weights and biases."""
         onnx = self._anchor()
         state = model.state_dict()
         folded = sorted((name for name in onnx["order"] if name not in state),
@@ -177,20 +171,43 @@ class Scenario:
         if len(folded) != len(targets):
             raise Error(f"{self._model_path}: {len(folded)} folded tensors for "
                         f"{len(targets)} fused convolution tensors of {self._name}")
-        with torch.no_grad():
-            for name, values in onnx["weights"].items():
-                if name in state:
-                    if tuple(state[name].shape) != values.shape:
-                        raise Error(f"{self._model_path}: '{name}' has shape {values.shape}, "
-                                    f"the network {tuple(state[name].shape)}")
-                    state[name].copy_(torch.from_numpy(values))
-            for name, parameter in zip(folded, targets):
-                values = onnx["weights"][name]
-                if tuple(parameter.shape) != values.shape:
-                    raise Error(f"{self._model_path}: '{name}' {values.shape} does not fit "
-                                f"the fused convolution's {tuple(parameter.shape)}")
-                parameter.copy_(torch.from_numpy(values))
+        names = {name: state[name] for name in onnx["order"] if name in state}
+        names.update(zip(folded, targets))
+        for name, tensor in names.items():
+            shape = onnx["weights"][name].shape
+            if tuple(tensor.shape) != shape:
+                raise Error(f"{self._model_path}: '{name}' has shape {shape}, the network "
+                            f"{tuple(tensor.shape)}")
+        return names
+
+    def get_model(self, pre_trained: bool):
+        """The network (batch norms fused), with the ONNX model's weights when
+        pre_trained, else as initialized."""
+        model = _architecture(self._name)
+        model._bitinc_fused = _fuse_batch_norms(model)
+        model.eval()
+        if pre_trained:
+            self.load_onnx_weights(model, self._anchor()["weights"])
         return model
+
+    def load_onnx_weights(self, model, weights: dict) -> None:
+        """Puts weights named as in the ONNX model ({name: array}) into a
+        network from get_model."""
+        import torch
+
+        with torch.no_grad():
+            for name, tensor in self._onnx_names(model, model._bitinc_fused).items():
+                if name in weights:
+                    tensor.copy_(torch.from_numpy(weights[name]))
+
+    def export_onnx(self, model, path: str) -> None:
+        """Writes the ONNX model with the network's current weights: the same
+        graph as the bundled file, so bitinc packs it as it packs that file."""
+        from . import write_onnx
+
+        weights = {name: tensor.detach().cpu().float().numpy()
+                   for name, tensor in self._onnx_names(model, model._bitinc_fused).items()}
+        write_onnx(self._model_path, weights, path)
 
     def _images(self, partition: str) -> Tuple[numpy.ndarray, numpy.ndarray]:
         if partition == "test":

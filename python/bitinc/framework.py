@@ -33,7 +33,7 @@ import tempfile
 import zipfile
 from typing import Optional
 
-from . import pack_weights, unpack, Error
+from . import pack, pack_weights, unpack, Error
 
 __all__ = ["Coder"]
 
@@ -104,8 +104,18 @@ class Coder:
         files to opts.file_names["bit"]."""
         with tempfile.TemporaryDirectory(prefix="bitinc-coder-") as scratch:
             package = os.path.join(scratch, "package")
-            pack_weights(model.state_dict(), package, ladder=self._settings["ladder"],
-                         per_channel=bool(self._settings["per_channel"]), skip_non_float=True)
+            ladder = self._settings["ladder"]
+            per_channel = bool(self._settings["per_channel"])
+            scenario = getattr(self._opts, "scenario", None)
+            if hasattr(scenario, "export_onnx"):
+                # The scenario's own ONNX graph: the package is the one
+                # `bitinc pack` makes of that model.
+                onnx_path = os.path.join(scratch, "model.onnx")
+                scenario.export_onnx(model, onnx_path)
+                pack(onnx_path, package, ladder=ladder, per_channel=per_channel)
+            else:
+                pack_weights(model.state_dict(), package, ladder=ladder,
+                             per_channel=per_channel, skip_non_float=True)
             bitstream = self._opts.file_names["bit"]
             partial = bitstream + ".part"
             with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED) as archive:
@@ -139,13 +149,20 @@ class Coder:
             elif direct:
                 rung = ladder_bits[-1]  # the direct rung is the ladder's top
             weights = unpack(scratch, None if rung == "top" else int(rung), direct=direct)
+        scenario = getattr(self._opts, "scenario", None)
+        if hasattr(scenario, "load_onnx_weights"):
+            scenario.load_onnx_weights(rec_model, weights)
+            self._save_decoded(rec_model, torch)
+            return
         state = rec_model.state_dict()
         restored = {}
         for name, values in weights.items():
             if name in state:
                 restored[name] = torch.from_numpy(values).to(state[name].dtype)
         rec_model.load_state_dict(restored, strict=False)
-        decoded = self._opts.file_names.get("dec") if hasattr(self._opts.file_names, "get") \
-            else None
+        self._save_decoded(rec_model, torch)
+
+    def _save_decoded(self, rec_model, torch) -> None:
+        decoded = self._opts.file_names.get("dec")
         if decoded:
             torch.save(rec_model.state_dict(), decoded)

@@ -212,6 +212,11 @@ class PythonModule(unittest.TestCase):
         self.assertEqual(row["anc_size"], 4 * sum(v.size for v in onnx_weights.values()))
         self.assertLess(row["rec_size"], row["anc_size"] / 5)  # a 4-bit base
         self.assertEqual(row["rec_size"], os.path.getsize(os.path.join(out, "bitstream_t.bit")))
+        # The rung files are those `bitinc pack` makes of the ONNX model (what
+        # bitinc eval counts): the Coder packs the scenario's own graph.
+        reference = os.path.join(self.directory.name, "runner-reference")
+        summary = bitinc.pack(MODEL, reference, ladder="4,8")
+        self.assertEqual(row["rec_payload_size"], summary["rungs"][0]["bytes"])
 
     def test_errors_are_bitinc_errors(self):
         with self.assertRaises(bitinc.Error) as caught:
