@@ -129,7 +129,7 @@ void read_transfer_options(const CommandLine& command_line, FetchOptions& option
     if (const auto key = command_line.value("trust")) {
         FetchOptions::Trust trust;
         trust.public_key_pem = read_key_file(*key);
-        if (trust.public_key_pem.find("PRIVATE KEY") != std::string::npos)
+        if (is_private_key(trust.public_key_pem))
             throw UsageError("--trust takes the public key (" + *key +
                              " is private: keep it off devices; give KEY.pub)");
         trust.installed_releases = command_line.value("installed-releases").value_or("");

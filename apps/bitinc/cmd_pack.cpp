@@ -138,7 +138,7 @@ int run_pack(int argc, char** argv) {
     if (const auto key = command_line.value("sign")) {
         PackOptions::Signing signing;
         signing.private_key_pem = read_key_file(*key);
-        if (signing.private_key_pem.find("PRIVATE KEY") == std::string::npos)
+        if (!is_private_key(signing.private_key_pem))
             throw UsageError("--sign needs the private key (" + *key + " is a public key)");
         const auto now = std::chrono::duration_cast<std::chrono::seconds>(
             std::chrono::system_clock::now().time_since_epoch());

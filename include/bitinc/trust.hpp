@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "bitinc/package.hpp"
 
@@ -50,6 +51,9 @@ void verify_manifest_signature(std::string_view public_pem, std::string_view man
 // manifest.json.sig.
 void verify_package_signature(const std::filesystem::path& directory, std::string_view public_pem);
 
+// Whether a PEM text holds a private key (else a public one).
+bool is_private_key(std::string_view pem);
+
 // Reads a PEM key file (at most 64 KiB) and checks it is an Ed25519 key.
 std::string read_key_file(const std::filesystem::path& path);
 
@@ -73,8 +77,16 @@ class InstalledReleases {
     static std::filesystem::path default_path();
 
   private:
+    struct Entry {
+        std::string key_id;
+        std::string model_id;
+        std::uint64_t release = 0;
+    };
+    // Where (key_id, model_id) is in entries_, or entries_.size().
+    std::size_t position(std::string_view key_id, std::string_view model_id) const;
+
     std::filesystem::path path_;
-    std::string text_;  // the file as loaded (JSON)
+    std::vector<Entry> entries_;  // as loaded, then as recorded
 };
 
 // What a device checks of a signed manifest before using it: the signature

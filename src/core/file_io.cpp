@@ -53,7 +53,8 @@ std::string read_file(const std::filesystem::path& path, std::uint64_t max_bytes
     return bytes;
 }
 
-void write_file_atomically(const std::filesystem::path& path, std::string_view bytes) {
+void write_file_atomically(const std::filesystem::path& path, std::string_view bytes,
+                           unsigned mode) {
     const std::filesystem::path directory =
         path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
     std::string temporary = (directory / ("." + path.filename().string() + ".XXXXXX")).string();
@@ -75,7 +76,7 @@ void write_file_atomically(const std::filesystem::path& path, std::string_view b
         }
         written += static_cast<std::size_t>(n);
     }
-    if (::fchmod(fd, 0644) != 0) fail("cannot set permissions", errno);
+    if (::fchmod(fd, static_cast<mode_t>(mode)) != 0) fail("cannot set permissions", errno);
     if (::fsync(fd) != 0) fail("cannot flush to disk", errno);
     if (::close(fd) != 0) {
         const int error_number = errno;

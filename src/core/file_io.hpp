@@ -17,8 +17,11 @@ std::string read_file(const std::filesystem::path& path, std::uint64_t max_bytes
 
 // Writes `bytes` to a temporary file beside `path`, flushes it to disk and
 // renames it over `path`. On any failure the temporary file is removed, an
-// existing `path` is left untouched, and Error is thrown.
-void write_file_atomically(const std::filesystem::path& path, std::string_view bytes);
+// existing `path` is left untouched, and Error is thrown. The file gets
+// `mode` (0600 for a private key: the temporary file is 0600 from its
+// creation, so the bytes are never readable by others).
+void write_file_atomically(const std::filesystem::path& path, std::string_view bytes,
+                           unsigned mode = 0644);
 
 // A regular file opened for reads at any offset (pread), for readers that
 // take one piece of a large file at a time. Throws Error naming the file.

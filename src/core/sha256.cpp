@@ -212,15 +212,19 @@ std::array<std::uint8_t, 32> Sha256::finish() {
     return digest;
 }
 
-std::string Sha256::finish_hex() {
-    const auto digest = finish();
+std::string lowercase_hex(std::span<const std::uint8_t> bytes) {
     std::string text;
-    text.reserve(2 * digest.size());
-    for (const std::uint8_t byte : digest) {
+    text.reserve(2 * bytes.size());
+    for (const std::uint8_t byte : bytes) {
         text += hex_digits[byte >> 4];
         text += hex_digits[byte & 15];
     }
     return text;
+}
+
+std::string Sha256::finish_hex() {
+    const auto digest = finish();
+    return lowercase_hex(digest);
 }
 
 }  // namespace bitinc::core

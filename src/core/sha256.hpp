@@ -15,6 +15,9 @@ namespace bitinc::core {
 // Lowercase hex of the SHA-256 of `bytes`.
 std::string sha256_hex(std::string_view bytes);
 
+// Lowercase hex of any bytes (two digits a byte).
+std::string lowercase_hex(std::span<const std::uint8_t> bytes);
+
 // A SHA-256 computed piece by piece, for files hashed as their bytes arrive.
 class Sha256 {
   public:

@@ -74,7 +74,7 @@ Key read_private_key(std::string_view pem) {
 
 // A public key from a public PEM, or from a private one.
 Key read_public_key(std::string_view pem) {
-    if (pem.find("PRIVATE KEY") != std::string_view::npos) return read_private_key(pem);
+    if (is_private_key(pem)) return read_private_key(pem);
     Bio bio = memory_bio(pem);
     return checked_ed25519(Key(PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr)),
                            "public");
@@ -86,16 +86,6 @@ std::string key_id(EVP_PKEY* key) {
     if (EVP_PKEY_get_raw_public_key(key, raw.data(), &length) != 1 || length != raw.size())
         throw Error("cannot read the Ed25519 public key");
     return core::sha256_hex(std::string_view(reinterpret_cast<const char*>(raw.data()), length));
-}
-
-std::string to_hex(const unsigned char* bytes, std::size_t length) {
-    static constexpr char digits[] = "0123456789abcdef";
-    std::string text;
-    for (std::size_t i = 0; i < length; ++i) {
-        text += digits[bytes[i] >> 4];
-        text += digits[bytes[i] & 15];
-    }
-    return text;
 }
 
 // Lowercase hex only, so that a signature file has one spelling.
@@ -115,35 +105,11 @@ std::optional<std::string> from_hex(std::string_view text) {
     return bytes;
 }
 
-// Creates `path` with mode 0600 and writes `bytes`; refuses an existing
-// file unless `overwrite` (then replaces it through a fresh 0600 file).
-void write_private_file(const std::filesystem::path& path, std::string_view bytes, bool overwrite) {
-    std::error_code error;
-    if (!overwrite && std::filesystem::exists(path, error))
-        throw Error(path.string() + " exists; pass --force to replace it");
-    const std::filesystem::path temporary = path.string() + ".new";
-    std::filesystem::remove(temporary, error);
-    const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) throw Error("cannot create " + temporary.string() + ": " + std::strerror(errno));
-    std::size_t done = 0;
-    bool ok = true;
-    while (done < bytes.size()) {
-        const ssize_t wrote = ::write(fd, bytes.data() + done, bytes.size() - done);
-        if (wrote <= 0) {
-            ok = false;
-            break;
-        }
-        done += std::size_t(wrote);
-    }
-    ok = ok && ::fsync(fd) == 0;
-    ok = (::close(fd) == 0) && ok;
-    if (!ok || std::rename(temporary.c_str(), path.c_str()) != 0) {
-        std::filesystem::remove(temporary, error);
-        throw Error("cannot write " + path.string() + " (disk full?)");
-    }
-}
-
 }  // namespace
+
+bool is_private_key(std::string_view pem) {
+    return pem.find("PRIVATE KEY") != std::string_view::npos;
+}
 
 SigningKeyPair generate_signing_key() {
     EVP_PKEY* raw = nullptr;
@@ -172,9 +138,11 @@ void write_signing_key(const SigningKeyPair& key, const std::filesystem::path& p
                        bool overwrite) {
     const std::filesystem::path public_path = private_path.string() + ".pub";
     std::error_code error;
-    if (!overwrite && std::filesystem::exists(public_path, error))
-        throw Error(public_path.string() + " exists; pass --force to replace it");
-    write_private_file(private_path, key.private_pem, overwrite);
+    for (const std::filesystem::path& path : {public_path, private_path}) {
+        if (!overwrite && std::filesystem::exists(path, error))
+            throw Error(path.string() + " exists; pass --force to replace it");
+    }
+    core::write_file_atomically(private_path, key.private_pem, 0600);
     core::write_file_atomically(public_path, key.public_pem);
 }
 
@@ -209,7 +177,7 @@ std::string sign_manifest(std::string_view private_pem, std::string_view manifes
     json["format_version"] = signature_format_version;
     json["algorithm"] = "ed25519";
     json["key_id"] = key_id(key.get());
-    json["signature"] = to_hex(signature.data(), signature.size());
+    json["signature"] = core::lowercase_hex(signature);
     return json.dump(2) + "\n";
 }
 
@@ -282,12 +250,9 @@ void verify_package_signature(const std::filesystem::path& directory, std::strin
 
 InstalledReleases::InstalledReleases(std::filesystem::path path) : path_(std::move(path)) {
     std::error_code error;
-    if (!std::filesystem::exists(path_, error)) {
-        text_ = R"({"format": "bitinc-installed", "releases": []})";
-        return;
-    }
-    text_ = core::read_file(path_, max_state_file_bytes);
-    const Json json = Json::parse(text_.begin(), text_.end(), nullptr, false);
+    if (!std::filesystem::exists(path_, error)) return;
+    const std::string text = core::read_file(path_, max_state_file_bytes);
+    const Json json = Json::parse(text.begin(), text.end(), nullptr, false);
     bool valid = json.is_object() && json.value("format", "") == "bitinc-installed" &&
                  json.contains("releases") && json["releases"].is_array();
     if (valid) {
@@ -296,6 +261,10 @@ InstalledReleases::InstalledReleases(std::filesystem::path path) : path_(std::mo
                     entry["key_id"].is_string() && entry.contains("model_id") &&
                     entry["model_id"].is_string() && entry.contains("release") &&
                     entry["release"].is_number_unsigned();
+            if (!valid) break;
+            entries_.push_back({entry["key_id"].get<std::string>(),
+                                entry["model_id"].get<std::string>(),
+                                entry["release"].get<std::uint64_t>()});
         }
     }
     if (!valid) {
@@ -305,14 +274,18 @@ InstalledReleases::InstalledReleases(std::filesystem::path path) : path_(std::mo
     }
 }
 
+std::size_t InstalledReleases::position(std::string_view key_id, std::string_view model_id) const {
+    std::size_t at = 0;
+    while (at < entries_.size() &&
+           (entries_[at].key_id != key_id || entries_[at].model_id != model_id))
+        ++at;
+    return at;
+}
+
 std::optional<std::uint64_t> InstalledReleases::highest(std::string_view key_id,
                                                         std::string_view model_id) const {
-    const Json json = Json::parse(text_);
-    for (const Json& entry : json["releases"]) {
-        if (entry["key_id"] == key_id && entry["model_id"] == model_id)
-            return entry["release"].get<std::uint64_t>();
-    }
-    return std::nullopt;
+    const std::size_t at = position(key_id, model_id);
+    return at < entries_.size() ? std::optional(entries_[at].release) : std::nullopt;
 }
 
 void InstalledReleases::check(std::string_view key_id, std::string_view model_id,
@@ -328,24 +301,20 @@ void InstalledReleases::check(std::string_view key_id, std::string_view model_id
 
 void InstalledReleases::record(std::string_view key_id, std::string_view model_id,
                                std::uint64_t release) {
-    Json json = Json::parse(text_);
-    bool found = false;
-    for (Json& entry : json["releases"]) {
-        if (entry["key_id"] == key_id && entry["model_id"] == model_id) {
-            found = true;
-            if (entry["release"].get<std::uint64_t>() >= release) return;
-            entry["release"] = release;
-        }
+    if (const std::size_t at = position(key_id, model_id); at < entries_.size()) {
+        if (entries_[at].release >= release) return;
+        entries_[at].release = release;
+    } else {
+        entries_.push_back({std::string(key_id), std::string(model_id), release});
     }
-    if (!found) {
-        json["releases"].push_back(
-            Json{{"key_id", key_id}, {"model_id", model_id}, {"release", release}});
+    Json json{{"format", "bitinc-installed"}, {"releases", Json::array()}};
+    for (const Entry& entry : entries_) {
+        json["releases"].push_back(Json{
+            {"key_id", entry.key_id}, {"model_id", entry.model_id}, {"release", entry.release}});
     }
-    std::string text = json.dump(2) + "\n";
     std::error_code error;
     std::filesystem::create_directories(path_.parent_path(), error);
-    core::write_file_atomically(path_, text);
-    text_ = std::move(text);
+    core::write_file_atomically(path_, json.dump(2) + "\n");
 }
 
 std::filesystem::path InstalledReleases::default_path() {
