@@ -142,8 +142,8 @@ int run_pack(int argc, char** argv) {
             throw UsageError("--sign needs the private key (" + *key + " is a public key)");
         const auto now = std::chrono::duration_cast<std::chrono::seconds>(
             std::chrono::system_clock::now().time_since_epoch());
-        signing.release =
-            std::uint64_t(command_line.integer("package-version", now.count(), 0, (1LL << 53)));
+        signing.release = std::uint64_t(command_line.integer(
+            "package-version", now.count(), 0, static_cast<long long>(max_release_number)));
         signing.model_id = command_line.value("model-id").value_or("");
         options.signing = std::move(signing);
     } else if (command_line.value("package-version") || command_line.value("model-id")) {

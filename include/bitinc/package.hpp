@@ -139,6 +139,8 @@ struct Release {
     std::string model_id;
     std::uint64_t number = 0;
 };
+// Release numbers stay exact as JSON numbers read by any language.
+inline constexpr std::uint64_t max_release_number = std::uint64_t{1} << 53;
 
 struct Manifest {
     int format_version = package_format_version;

@@ -97,10 +97,16 @@ std::vector<std::uint8_t> encode_steps(std::span<const float> steps) {
     std::vector<std::uint32_t> codes(patterns.size());
     for (std::size_t i = 0; i < patterns.size(); ++i)
         codes[i] = zigzag(std::int32_t(patterns[i]) - std::int32_t(reference));
+    // The smallest k of the shortest code.
     int parameter = 0;
-    for (int k = 1; k <= max_step_rice_parameter; ++k)
-        if (rice_bits(codes, k) < rice_bits(codes, parameter)) parameter = k;
-    const std::uint64_t rice_bytes = 3 + (rice_bits(codes, parameter) + 7) / 8;
+    std::uint64_t shortest = rice_bits(codes, 0);
+    for (int k = 1; k <= max_step_rice_parameter; ++k) {
+        if (const std::uint64_t bits = rice_bits(codes, k); bits < shortest) {
+            shortest = bits;
+            parameter = k;
+        }
+    }
+    const std::uint64_t rice_bytes = 3 + (shortest + 7) / 8;
     if (rice_bytes >= 1 + 2 * std::uint64_t(patterns.size())) {
         section.push_back(plain_steps);
         for (const std::uint16_t pattern : patterns) append_u16(section, pattern);

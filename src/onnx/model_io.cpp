@@ -751,23 +751,21 @@ Model model_of_weights(std::vector<Tensor> weights, const std::string& name) {
     proto.add_opset_import()->set_version(13);
     onnx::GraphProto& graph = *proto.mutable_graph();
     graph.set_name(name);
+    if (weights.empty()) throw Error("weights: no tensors to pack");
     std::set<std::string> names;
     for (const Tensor& tensor : weights) {
         if (tensor.name.empty() || !names.insert(tensor.name).second)
             throw Error("weights: every tensor needs a name of its own ('" + tensor.name + "')");
-        std::uint64_t elements = 1;
-        for (const std::int64_t dim : tensor.shape) {
-            if (dim < 0) throw Error("weights: tensor '" + tensor.name + "' has a negative dim");
-            elements *= std::uint64_t(dim);
-        }
-        if (elements != tensor.values.size())
-            throw Error("weights: tensor '" + tensor.name + "' has " +
-                        std::to_string(tensor.values.size()) + " values for its shape's " +
-                        std::to_string(elements));
         TensorProto& initializer = *graph.add_initializer();
         initializer.set_name(tensor.name);
         initializer.set_data_type(onnx_io::onnx_data_type(tensor.stored_as));
         for (const std::int64_t dim : tensor.shape) initializer.add_dims(dim);
+        // The same shape check as a read model's initializers get.
+        const std::size_t elements = checked_element_count(initializer, "weights");
+        if (elements != tensor.values.size())
+            throw Error("weights: tensor '" + tensor.name + "' has " +
+                        std::to_string(tensor.values.size()) + " values for its shape's " +
+                        std::to_string(elements));
         // An Identity per weight makes it a graph output: valid ONNX that
         // any tool reads, with each weight's name, shape and type.
         const std::string output = tensor.name + ".value";
@@ -783,7 +781,6 @@ Model model_of_weights(std::vector<Tensor> weights, const std::string& name) {
         for (const std::int64_t dim : tensor.shape)
             type.mutable_shape()->add_dim()->set_dim_value(dim);
     }
-    if (weights.empty()) throw Error("weights: no tensors to pack");
     Model model;
     model.topology = onnx_io::serialize_deterministically(proto);
     model.weights = std::move(weights);

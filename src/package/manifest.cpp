@@ -20,9 +20,6 @@ constexpr std::size_t max_tensors = 1'000'000;
 constexpr std::size_t max_rungs = 64;
 constexpr std::size_t max_name_bytes = 4096;
 // The smallest unit: a header, one exact float and the CRC.
-constexpr std::uint64_t min_unit_bytes = smallest_unit_bytes;
-// Release numbers stay exact as JSON numbers read by any language (2^53).
-constexpr std::uint64_t max_release_number = std::uint64_t{1} << 53;
 
 class ManifestReader {
   public:
@@ -140,7 +137,8 @@ void check_units(const ManifestReader& reader, const Manifest& manifest, const R
             unit.count > tensor.element_count() - unit.first || unit.count > max_unit_elements) {
             reader.fail(unit_where + " does not continue tensor '" + tensor.name + "'");
         }
-        if (unit.length < min_unit_bytes) reader.fail(unit_where + " is too short to be a unit");
+        if (unit.length < smallest_unit_bytes)
+            reader.fail(unit_where + " is too short to be a unit");
         covered[unit.tensor] += unit.count;
         offset += unit.length;
         if (offset > rung.data.bytes) reader.fail(unit_where + " runs past the end of its file");
@@ -417,10 +415,10 @@ Manifest parse_manifest(std::string_view text, std::string_view source) {
         rung.bits = int(reader.number(item, "bits", where, max_ladder_bits));
         rung.parent_bits = int(reader.number(item, "parent_bits", where, max_ladder_bits));
         rung.data = reader.file(item, where);
-        // Each unit is at least min_unit_bytes, which bounds the unit count
+        // Each unit is at least smallest_unit_bytes, which bounds the unit count
         // by the file size before anything is allocated.
         const Json& units =
-            reader.array(item, "units", where, std::size_t(rung.data.bytes / min_unit_bytes));
+            reader.array(item, "units", where, std::size_t(rung.data.bytes / smallest_unit_bytes));
         rung.units.reserve(units.size());
         for (const Json& unit : units) {
             if (!unit.is_array() || unit.size() != 7 ||

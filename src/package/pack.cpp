@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <unistd.h>
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <deque>
@@ -613,12 +612,12 @@ PackResult pack_weights(std::vector<Tensor> weights, const PackOptions& options,
     if (model_name.empty() || model_name.find('/') != std::string::npos)
         throw Error("pack: the model name '" + model_name + "' is not a file name");
     const Model model = model_of_weights(std::move(weights), model_name);
-    // A directory of its own beside the temporary files of other processes;
-    // removed however packing ends.
-    static std::atomic<unsigned> counter{0};
-    const fs::path scratch =
-        fs::temp_directory_path() / ("bitinc-weights-" + std::to_string(::getpid()) + "-" +
-                                     std::to_string(counter.fetch_add(1)));
+    // A directory of its own (mkdtemp), removed however packing ends.
+    std::string scratch_name = (fs::temp_directory_path() / "bitinc-weights-XXXXXX").string();
+    if (::mkdtemp(scratch_name.data()) == nullptr)
+        throw Error("pack: cannot make a temporary directory in " +
+                    fs::temp_directory_path().string());
+    const fs::path scratch = scratch_name;
     struct RemoveOnExit {
         fs::path path;
         ~RemoveOnExit() {
@@ -626,7 +625,6 @@ PackResult pack_weights(std::vector<Tensor> weights, const PackOptions& options,
             fs::remove_all(path, error);
         }
     } remove_on_exit{scratch};
-    fs::create_directories(scratch);
     const fs::path file = scratch / (model_name + ".onnx");
     write_onnx_file(model, file);
     return pack_model(file, options, output);
