@@ -70,15 +70,34 @@ py::dict summary_of(const bitinc::Manifest& manifest) {
     return summary;
 }
 
+// settings: {"images", "sensitivity_images", "tolerance", "data_dir"}, the
+// images calibration (when `calibrate`) and the budget (when given) run on;
+// budget: pack --budget's text or None.
 bitinc::PackOptions pack_options(const std::string& ladder, bool per_channel, bool force,
                                  int threads, const std::optional<std::string>& sign_key,
-                                 std::optional<std::uint64_t> release,
-                                 const std::string& model_id) {
+                                 std::optional<std::uint64_t> release, const std::string& model_id,
+                                 const py::dict& settings, bool calibrate,
+                                 const std::optional<std::string>& budget) {
     bitinc::PackOptions options;
     options.ladder = bitinc::LadderPlan::parse(ladder);
     options.ladder.per_channel = per_channel;
     options.replace = force;
     options.threads = threads;
+    bitinc::PackCalibration calibration;
+    if (settings.contains("images")) calibration.images = settings["images"].cast<std::size_t>();
+    if (settings.contains("sensitivity_images"))
+        calibration.sensitivity_images = settings["sensitivity_images"].cast<std::size_t>();
+    if (settings.contains("tolerance"))
+        calibration.tolerance_points = settings["tolerance"].cast<double>();
+    if (settings.contains("data_dir"))
+        calibration.data_dir = settings["data_dir"].cast<std::string>();
+    calibration.engine_threads = threads;
+    if (calibrate) options.calibration = calibration;
+    if (budget) {
+        bitinc::PackBudget parsed = bitinc::parse_pack_budget(*budget);
+        parsed.calibration = calibration;
+        options.budget = std::move(parsed);
+    }
     if (sign_key) {
         bitinc::PackOptions::Signing signing;
         signing.private_key_pem = *sign_key;
@@ -118,9 +137,11 @@ PYBIND11_MODULE(_native, module) {
         [](const std::filesystem::path& model, const std::filesystem::path& output,
            const std::string& ladder, bool per_channel, bool force, int threads,
            const std::optional<std::string>& sign_key, std::optional<std::uint64_t> release,
-           const std::string& model_id) {
+           const std::string& model_id, const py::dict& settings, bool calibrate,
+           const std::optional<std::string>& budget) {
             const bitinc::PackOptions options =
-                pack_options(ladder, per_channel, force, threads, sign_key, release, model_id);
+                pack_options(ladder, per_channel, force, threads, sign_key, release, model_id,
+                             settings, calibrate, budget);
             bitinc::PackResult result;
             {
                 const py::gil_scoped_release unlocked;
@@ -130,7 +151,7 @@ PYBIND11_MODULE(_native, module) {
         },
         py::arg("model"), py::arg("output"), py::arg("ladder"), py::arg("per_channel"),
         py::arg("force"), py::arg("threads"), py::arg("sign_key"), py::arg("release"),
-        py::arg("model_id"));
+        py::arg("model_id"), py::arg("settings"), py::arg("calibrate"), py::arg("budget"));
 
     // Weights with no graph: (name, float32 array, stored type) triples.
     module.def(
@@ -153,8 +174,9 @@ PYBIND11_MODULE(_native, module) {
                 tensor.stored_as = *type;
                 weights.push_back(std::move(tensor));
             }
-            bitinc::PackOptions options =
-                pack_options(ladder, per_channel, force, threads, sign_key, release, model_id);
+            // No graph, nothing to run on images: no calibration or budget.
+            bitinc::PackOptions options = pack_options(ladder, per_channel, force, threads, sign_key,
+                                                       release, model_id, py::dict(), false, std::nullopt);
             bitinc::PackResult result;
             {
                 const py::gil_scoped_release unlocked;

@@ -10,26 +10,41 @@ device does.
     >>> bitinc.pack("model.onnx", "pkg", ladder="4,8,16", per_channel=True)
     >>> base = bitinc.unpack("pkg", rung=4)        # {name: numpy.float32 array}
     >>> top = bitinc.fetch("http://host:8080/pkg/", progress=print)["weights"]
+    >>> data = bitinc.pack_bytes("model.onnx", ladder="4,8,16")  # one ZIP archive
+    >>> point = bitinc.unpack(data, rung="accuracy")
+
+See docs/python.md for the framework Coder and the evaluation runner.
 
 Errors raise bitinc.Error (a RuntimeError) with the library's one-line message.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import os
-from typing import Callable, Dict, Optional, Union
+import re
+import tempfile
+import zipfile
+from typing import Callable, Dict, Iterable, Optional, Union
 
 import numpy
 
 from . import _native
 
-__all__ = ["Error", "Decoder", "pack", "pack_weights", "read_onnx", "write_onnx", "inspect", "unpack", "unpack_onnx", "verify", "fetch",
+__all__ = ["Error", "Decoder", "pack", "pack_weights", "pack_bytes", "to_bytes", "from_bytes",
+           "read_onnx", "write_onnx", "inspect", "unpack", "unpack_onnx", "verify", "fetch",
            "generate_key", "key_id", "__version__"]
 
 Error = _native.Error
 __version__ = _native.version
 
 PathLike = Union[str, "os.PathLike[str]"]
+# A package: its directory, or its files in one archive (to_bytes).
+PackageLike = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
+
+# Package files are plain names in one directory (docs/format.md).
+_PACKAGE_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 
 
 def _rung(rung: Union[int, str, None]) -> Optional[int]:
@@ -38,10 +53,100 @@ def _rung(rung: Union[int, str, None]) -> Optional[int]:
     return int(rung)
 
 
+def _write_archive(package: PathLike, names: Iterable[str], stream,
+                   cut: Optional[Dict[str, int]] = None) -> None:
+    """The named files of the package directory as a ZIP archive on
+    `stream`, stored rather than deflated: rung files are already coded.
+    cut: {name: bytes} for files that go only up to that many bytes."""
+    with zipfile.ZipFile(stream, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name in names:
+            path = os.path.join(os.fspath(package), name)
+            if cut and name in cut:
+                with open(path, "rb") as source:
+                    archive.writestr(name, source.read(cut[name]))
+            else:
+                archive.write(path, arcname=name)
+
+
+def _extract_archive(source, directory: PathLike) -> None:
+    """Writes the files of a package archive (a path, a file object or
+    bytes) into `directory`. The archive may come from anywhere, so only
+    stored entries with plain package file names are accepted: no paths
+    that leave the directory, nothing that inflates beyond its bytes."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = io.BytesIO(bytes(source))
+    try:
+        with zipfile.ZipFile(source) as archive:
+            for entry in archive.infolist():
+                if not _PACKAGE_FILE_NAME.fullmatch(entry.filename):
+                    raise Error(f"package archive: '{entry.filename}' is not a package file name")
+                if entry.compress_type != zipfile.ZIP_STORED:
+                    raise Error(f"package archive: '{entry.filename}' is compressed; "
+                                "package archives store their files")
+            for entry in archive.infolist():
+                with archive.open(entry) as inside, \
+                        open(os.path.join(os.fspath(directory), entry.filename), "wb") as out:
+                    while chunk := inside.read(1 << 20):
+                        out.write(chunk)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as problem:
+        raise Error(f"package archive: not a readable ZIP archive ({problem})") from None
+
+
+def _package_files(package: PathLike) -> list:
+    """The files of the package in `package` that a device may fetch."""
+    _native.inspect(os.fspath(package))  # a sound manifest first
+    with open(os.path.join(os.fspath(package), "manifest.json"), encoding="utf-8") as stream:
+        manifest = json.load(stream)
+    names = ["manifest.json", manifest["topology"]["file"]]
+    names += [rung["file"] for rung in manifest["rungs"]]
+    if os.path.exists(os.path.join(os.fspath(package), "manifest.json.sig")):
+        names.append("manifest.json.sig")
+    return list(dict.fromkeys(names))
+
+
+def to_bytes(package: PathLike) -> bytes:
+    """The package directory as one ZIP archive (stored; any unzip tool
+    opens it), for storage or transport as a single blob. unpack, verify,
+    inspect and from_bytes take it back."""
+    stream = io.BytesIO()
+    _write_archive(package, _package_files(package), stream)
+    return stream.getvalue()
+
+
+def from_bytes(data: bytes, directory: PathLike) -> None:
+    """Writes a package archive (to_bytes) into `directory` as a package
+    directory (created if missing) that serve and fetch can use."""
+    os.makedirs(os.fspath(directory), exist_ok=True)
+    _extract_archive(data, directory)
+
+
+class _PackageDirectory:
+    """A package as a directory: the given one, or a temporary copy of an
+    archive given as bytes (removed on exit)."""
+
+    def __init__(self, package: PackageLike):
+        self._package = package
+        self._scratch = None
+
+    def __enter__(self) -> str:
+        if isinstance(self._package, (bytes, bytearray, memoryview)):
+            self._scratch = tempfile.TemporaryDirectory(prefix="bitinc-package-")
+            _extract_archive(self._package, self._scratch.name)
+            return self._scratch.name
+        return os.fspath(self._package)
+
+    def __exit__(self, *exception) -> None:
+        if self._scratch is not None:
+            self._scratch.cleanup()
+
+
 def pack(model: PathLike, output: PathLike, *, ladder: str = "8,16",
          per_channel: bool = False, force: bool = False, threads: int = 0,
          sign_key: Optional[str] = None, release: Optional[int] = None,
-         model_id: str = "") -> dict:
+         model_id: str = "", calibrate: bool = False, calibration_images: int = 1000,
+         sensitivity_images: int = 0, tolerance: float = 0.1,
+         budget: Optional[str] = None,
+         data_dir: str = "/usr/share/datasets/fashion-mnist") -> dict:
     """Packs the ONNX file `model` into the package directory `output`.
 
     ladder: the rungs' bit depths, e.g. "4,8,16", or "4,8,exact" for a last
@@ -49,11 +154,22 @@ def pack(model: PathLike, output: PathLike, *, ladder: str = "8,16",
     step per output channel. force: replace a package already there.
     sign_key: an Ed25519 private key (PEM text, see generate_key) to sign
     the package with, as release `release` of `model_id` (default: the
-    model file's name). Returns a summary: rungs with their files and bytes,
-    warnings and notes.
+    model file's name).
+
+    calibrate: order refinements by accuracy per byte and name the accuracy
+    point (the prefix within `tolerance` top-1 points of the top rung),
+    measured on the first `calibration_images` Fashion-MNIST training
+    images in `data_dir` (never the test split); tensors are ranked on the
+    first `sensitivity_images` of them (0: all). budget: the base rung's
+    size ("800kB", "0.2x" of the direct top rung), met with a bit depth per
+    tensor (mixed precision). Both run the model, so it must be a
+    Fashion-MNIST classifier. Returns a summary: rungs with their files and
+    bytes, warnings and notes.
     """
+    settings = {"images": calibration_images, "sensitivity_images": sensitivity_images,
+                "tolerance": tolerance, "data_dir": os.fspath(data_dir)}
     return _native.pack(os.fspath(model), os.fspath(output), ladder, per_channel, force,
-                        threads, sign_key, release, model_id)
+                        threads, sign_key, release, model_id, settings, calibrate, budget)
 
 
 def _float_tensors(weights, skip_non_float: bool):
@@ -102,6 +218,20 @@ def pack_weights(weights, output: PathLike, *, model_name: str = "weights",
     return summary
 
 
+def pack_bytes(source, **options) -> bytes:
+    """Packs an ONNX file (a path) or weights (a dict of numpy arrays or a
+    PyTorch state_dict, as pack_weights) and returns the package as one
+    archive (to_bytes) instead of a directory. `options` are pack's or
+    pack_weights'."""
+    with tempfile.TemporaryDirectory(prefix="bitinc-pack-") as scratch:
+        package = os.path.join(scratch, "package")
+        if isinstance(source, (str, os.PathLike)):
+            pack(source, package, **options)
+        else:
+            pack_weights(source, package, **options)
+        return to_bytes(package)
+
+
 def read_onnx(path: PathLike) -> dict:
     """An ONNX file's float weights ({"weights": {name: array}, "order":
     [names in file order], "metadata": {key: value}})."""
@@ -114,29 +244,40 @@ def write_onnx(template: PathLike, weights: Dict[str, numpy.ndarray], output: Pa
     _native.write_onnx(os.fspath(template), weights, os.fspath(output))
 
 
-def inspect(package: PathLike) -> dict:
+def inspect(package: PackageLike) -> dict:
     """The package's summary (model, ladder, rungs and their bytes, release)."""
-    return _native.inspect(os.fspath(package))
+    with _PackageDirectory(package) as directory:
+        return _native.inspect(directory)
 
 
-def unpack(package: PathLike, rung: Union[int, str, None] = None, *,
+def unpack(package: PackageLike, rung: Union[int, str, None] = None, *,
            direct: bool = False) -> Dict[str, numpy.ndarray]:
-    """The model's weights at `rung` (bits; default and "exact": the ladder's
-    last rung) as {name: numpy.float32 array of the tensor's shape}.
-    direct: from the direct rung of those bits instead of the ladder."""
-    return _native.unpack(os.fspath(package), _rung(rung), direct)
+    """The model's weights at `rung` as {name: numpy.float32 array of the
+    tensor's shape}. rung: bits; None or "exact": the ladder's last rung;
+    "accuracy": the package's accuracy point (pack with calibration).
+    direct: from the direct rung of those bits instead of the ladder.
+    package: a directory or an archive's bytes (to_bytes)."""
+    with _PackageDirectory(package) as directory:
+        if rung == "accuracy":
+            if direct:
+                raise Error("unpack: the accuracy point is on the ladder, not a direct rung")
+            return _decode_directory(directory, "accuracy")
+        return _native.unpack(directory, _rung(rung), direct)
 
 
-def unpack_onnx(package: PathLike, rung: Union[int, str, None] = None, *,
+def unpack_onnx(package: PackageLike, rung: Union[int, str, None] = None, *,
                 direct: bool = False) -> bytes:
-    """The whole ONNX model at `rung`, as the bytes of an .onnx file."""
-    return _native.unpack_onnx(os.fspath(package), _rung(rung), direct)
+    """The whole ONNX model at `rung` (bits, None or "exact"), as the bytes
+    of an .onnx file."""
+    with _PackageDirectory(package) as directory:
+        return _native.unpack_onnx(directory, _rung(rung), direct)
 
 
-def verify(package: PathLike) -> dict:
+def verify(package: PackageLike) -> dict:
     """Checks every file's size and SHA-256 and every unit, decodes every
     rung; returns {"ok", "problems", "files", "units", "bytes"}."""
-    return _native.verify(os.fspath(package))
+    with _PackageDirectory(package) as directory:
+        return _native.verify(directory)
 
 
 def fetch(url: str, *, until: Union[int, str] = "exact", direct: bool = False,
@@ -205,6 +346,31 @@ class Decoder:
     def snapshot(self) -> Dict[str, numpy.ndarray]:
         """The model as it stands, {name: numpy.float32 array}."""
         return self._native.snapshot()
+
+
+def _decode_directory(directory: str, until: Union[int, str]) -> Dict[str, numpy.ndarray]:
+    """The model at `until` from the package files in `directory`, through
+    the push decoder: a rung file may stop after the last unit wanted (an
+    update cut at the accuracy point), and later rungs may be missing."""
+    decoder = Decoder(until=until)
+    while (event := decoder.next_event())["kind"] != "done":
+        for file, begin, end in event["wanted"]:  # end 0: the whole file
+            path = os.path.join(directory, file)
+            data = b""
+            if os.path.exists(path):
+                with open(path, "rb") as stream:
+                    stream.seek(begin)
+                    data = stream.read(end - begin if end else -1)
+            if file == "manifest.json":
+                decoder.push_manifest(data)
+            elif file == "manifest.json.sig":
+                decoder.push_signature(data)
+            else:
+                if data:
+                    decoder.push(file, begin, data)
+                if (end == 0 and not data) or (end != 0 and begin + len(data) < end):
+                    decoder.give_up(file, begin + len(data), end)
+    return decoder.snapshot()
 
 
 def generate_key() -> tuple:

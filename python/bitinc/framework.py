@@ -16,12 +16,19 @@ The configuration (opts.enc_cfg_file_name, a JSON file, or the keyword
                                            (the low-precision model),
                                   "update" the refinement rungs (the update;
                                            decode needs the low bitstream:
-                                           "low_bitstream"),
+                                           "low_bitstream"); with rung
+                                           "accuracy", only up to the
+                                           accuracy point,
                                   "high"   the manifest and the direct top rung
                                            (the high-precision model),
                                   "all"    every file
      "rung": "top",             what decode gives: "base", "top" (the
-                                ladder's last rung) or bits
+                                ladder's last rung), "accuracy" (the
+                                package's accuracy point, with "calibrate")
+                                or bits
+     "calibrate": false,        order refinements by value and name the
+                                accuracy point (the scenario's model must
+                                be an ONNX Fashion-MNIST classifier)
      "low_bitstream": null}     with "update": the low bitstream's file
 """
 
@@ -30,15 +37,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import zipfile
 from typing import Optional
 
-from . import pack, pack_weights, unpack, Error
+from . import pack, pack_weights, unpack, Error, _extract_archive, _write_archive
 
 __all__ = ["Coder"]
 
 _DEFAULTS = {"ladder": "8,16", "per_channel": False, "transmission": "high", "rung": "top",
-             "low_bitstream": None}
+             "calibrate": False, "low_bitstream": None}
 
 
 def _config(opts, config: Optional[dict]) -> dict:
@@ -58,22 +64,37 @@ def _config(opts, config: Optional[dict]) -> dict:
     return settings
 
 
-def _files_of(package: str, transmission: str) -> list:
+def _files_of(package: str, transmission: str, rung) -> tuple:
+    """The files the transmission sends, and {name: bytes} for those it
+    sends only in part: the update to the accuracy point stops in the
+    point's rung file after the point's last unit."""
     with open(os.path.join(package, "manifest.json"), encoding="utf-8") as stream:
         manifest = json.load(stream)
     rungs = manifest["rungs"]
+    cut = {}
     if transmission == "low":
         chosen = [rungs[0]["file"]]
+    elif transmission == "update" and rung == "accuracy":
+        point = manifest.get("accuracy_point")
+        if point is None:
+            raise Error("bitinc coder: the package has no accuracy point (set calibrate)")
+        chosen = [entry["file"] for entry in rungs[1:point["rung"] + 1]]
+        units = rungs[point["rung"]]["units"]
+        if point["units"] > 0:
+            offset, length = units[point["units"] - 1][3:5]  # [tensor, first, count, offset, length, ...]
+            cut[chosen[-1]] = offset + length
+        else:
+            cut[chosen[-1]] = units[0][3] if units else rungs[point["rung"]]["bytes"]
     elif transmission == "update":
-        chosen = [rung["file"] for rung in rungs if rung["kind"] in ("refinement", "exact")]
+        chosen = [entry["file"] for entry in rungs if entry["kind"] in ("refinement", "exact")]
     elif transmission == "high":
         chosen = [rungs[-1]["file"]]  # the direct top rung comes last
     else:
-        chosen = [rung["file"] for rung in rungs]
+        chosen = [entry["file"] for entry in rungs]
     names = ["manifest.json"] + chosen
     if transmission != "update" and os.path.exists(os.path.join(package, "manifest.json.sig")):
         names.append("manifest.json.sig")
-    return names
+    return names, cut
 
 
 def _restore_topology(directory: str, manifest: dict) -> None:
@@ -112,15 +133,20 @@ class Coder:
                 # `bitinc pack` makes of that model.
                 onnx_path = os.path.join(scratch, "model.onnx")
                 scenario.export_onnx(model, onnx_path)
-                pack(onnx_path, package, ladder=ladder, per_channel=per_channel)
+                pack(onnx_path, package, ladder=ladder, per_channel=per_channel,
+                     calibrate=bool(self._settings["calibrate"]))
+            elif self._settings["calibrate"]:
+                raise Error("bitinc coder: calibrate needs a scenario that exports its model "
+                            "to ONNX (export_onnx)")
             else:
                 pack_weights(model.state_dict(), package, ladder=ladder,
                              per_channel=per_channel, skip_non_float=True)
             bitstream = self._opts.file_names["bit"]
             partial = bitstream + ".part"
-            with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED) as archive:
-                for name in _files_of(package, self._settings["transmission"]):
-                    archive.write(os.path.join(package, name), arcname=name)
+            names, cut = _files_of(package, self._settings["transmission"],
+                                   self._settings["rung"])
+            with open(partial, "wb") as stream:
+                _write_archive(package, names, stream, cut)
             os.replace(partial, bitstream)  # never a half-written bitstream
 
     def decode(self, rec_model) -> None:
@@ -136,8 +162,7 @@ class Coder:
                                 "set low_bitstream")
                 archives.insert(0, self._settings["low_bitstream"])
             for path in archives:
-                with zipfile.ZipFile(path) as archive:
-                    archive.extractall(scratch)
+                _extract_archive(path, scratch)
             with open(os.path.join(scratch, "manifest.json"), encoding="utf-8") as stream:
                 manifest = json.load(stream)
             ladder_bits = manifest["ladder"]["bits"]
@@ -148,7 +173,10 @@ class Coder:
                 rung = ladder_bits[0]
             elif direct:
                 rung = ladder_bits[-1]  # the direct rung is the ladder's top
-            weights = unpack(scratch, None if rung == "top" else int(rung), direct=direct)
+            if rung == "accuracy":
+                weights = unpack(scratch, "accuracy")
+            else:
+                weights = unpack(scratch, None if rung == "top" else int(rung), direct=direct)
         scenario = getattr(self._opts, "scenario", None)
         if hasattr(scenario, "load_onnx_weights"):
             scenario.load_onnx_weights(rec_model, weights)
