@@ -33,7 +33,7 @@ import tempfile
 import zipfile
 from typing import Optional
 
-from . import _error, pack, pack_weights, unpack
+from . import pack, pack_weights, unpack, Error
 
 __all__ = ["Coder"]
 
@@ -51,11 +51,10 @@ def _config(opts, config: Optional[dict]) -> dict:
         settings.update(config)
     unknown = set(settings) - set(_DEFAULTS)
     if unknown:
-        raise _error("invalid_argument", f"bitinc coder: unknown settings {sorted(unknown)}")
+        raise Error(f"bitinc coder: unknown settings {sorted(unknown)}")
     if settings["transmission"] not in ("low", "update", "high", "all"):
-        raise _error("invalid_argument",
-                     f"bitinc coder: transmission '{settings['transmission']}' is not "
-                     "low, update, high or all")
+        raise Error(f"bitinc coder: transmission '{settings['transmission']}' is not "
+                    "low, update, high or all")
     return settings
 
 
@@ -90,7 +89,7 @@ def _restore_topology(directory: str, manifest: dict) -> None:
             with open(os.path.join(directory, topology["file"]), "wb") as stream:
                 stream.write(head)
             return
-    raise _error("corrupt_data", "bitinc coder: the bitstream holds no base or direct rung")
+    raise Error("bitinc coder: the bitstream holds no base or direct rung")
 
 
 class Coder:
@@ -133,9 +132,8 @@ class Coder:
             archives = [self._opts.file_names["bit"]]
             if self._settings["transmission"] == "update":
                 if not self._settings["low_bitstream"]:
-                    raise _error("invalid_argument",
-                                 "bitinc coder: an update decodes on top of the low bitstream: "
-                                 "set low_bitstream")
+                    raise Error("bitinc coder: an update decodes on top of the low bitstream: "
+                                "set low_bitstream")
                 archives.insert(0, self._settings["low_bitstream"])
             for path in archives:
                 with zipfile.ZipFile(path) as archive:
