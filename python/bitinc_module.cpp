@@ -121,13 +121,18 @@ py::dict pack_summary(const bitinc::PackResult& result) {
 PYBIND11_MODULE(_native, module) {
     module.doc() = "bitinc's native part; use the bitinc package";
     // bitinc.Error: the library's errors (bad input, damaged or untrusted
-    // packages, failed downloads).
+    // packages, failed downloads), with .code the ErrorCode's name; an Error
+    // raised in Python without one says invalid_argument, as Error(message)
+    // does in C++. Out of memory stays pybind11's MemoryError.
     static py::exception<bitinc::Error> error(module, "Error", PyExc_RuntimeError);
+    error.attr("code") = bitinc::error_code_name(bitinc::ErrorCode::invalid_argument);
     py::register_exception_translator([](std::exception_ptr pointer) {
         try {
             if (pointer) std::rethrow_exception(pointer);
         } catch (const bitinc::Error& caught) {
-            error(caught.what());
+            const py::object instance = py::reinterpret_borrow<py::object>(error)(caught.what());
+            instance.attr("code") = bitinc::error_code_name(caught.code());
+            PyErr_SetObject(error.ptr(), instance.ptr());
         }
     });
     module.attr("version") = std::string(bitinc::version());
@@ -170,7 +175,9 @@ PYBIND11_MODULE(_native, module) {
                 tensor.shape.assign(array.shape(), array.shape() + array.ndim());
                 tensor.values.assign(array.data(), array.data() + array.size());
                 const auto type = bitinc::stored_type_from_name(stored);
-                if (!type) throw bitinc::Error("weights: '" + stored + "' is not a float type");
+                if (!type)
+                    throw bitinc::Error(bitinc::ErrorCode::invalid_argument,
+                                        "weights: '" + stored + "' is not a float type");
                 tensor.stored_as = *type;
                 weights.push_back(std::move(tensor));
             }
@@ -219,15 +226,18 @@ PYBIND11_MODULE(_native, module) {
                 if (found == weights.end()) continue;
                 const auto& array = found->second;
                 if (std::size_t(array.size()) != tensor.values.size())
-                    throw bitinc::Error("write_onnx: '" + tensor.name + "' has " +
-                                        std::to_string(array.size()) + " values, the model " +
-                                        std::to_string(tensor.values.size()));
+                    throw bitinc::Error(bitinc::ErrorCode::invalid_argument,
+                                        "write_onnx: '" + tensor.name + "' has " +
+                                            std::to_string(array.size()) + " values, the model " +
+                                            std::to_string(tensor.values.size()));
                 tensor.values.assign(array.data(), array.data() + array.size());
                 ++replaced;
             }
             if (replaced != weights.size())
-                throw bitinc::Error("write_onnx: " + std::to_string(weights.size() - replaced) +
-                                    " of the weights name no tensor of " + template_path.string());
+                throw bitinc::Error(bitinc::ErrorCode::invalid_argument,
+                                    "write_onnx: " + std::to_string(weights.size() - replaced) +
+                                        " of the weights name no tensor of " +
+                                        template_path.string());
             const py::gil_scoped_release unlocked;
             bitinc::write_onnx_file(model, output);
         });

@@ -68,9 +68,10 @@ int run_accuracy(int argc, char** argv) {
     const std::optional<InputSpec> spec = optional_input_spec(model, path, request.input_shapes);
     const std::unique_ptr<InputSet> inputs = open_dataset(request, model, path, spec);
     if (!inputs->has_labels() && !reference_path) {
-        throw Error(inputs->name() +
-                    ": the inputs have no labels; give --labels, or --reference FLOAT.onnx to "
-                    "measure agreement with the float model");
+        throw Error(bitinc::ErrorCode::invalid_argument,
+                    inputs->name() +
+                        ": the inputs have no labels; give --labels, or --reference FLOAT.onnx to "
+                        "measure agreement with the float model");
     }
     if (const std::size_t cap = batch_cap(model, request.input_shapes); cap > 0) {
         options.batch_size = std::min(options.batch_size, cap);

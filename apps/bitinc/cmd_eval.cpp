@@ -215,7 +215,7 @@ std::string headline(const EvaluationResult& result) {
 void write_text(const fs::path& path, const std::string& text) {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
     out << text;
-    if (!out) throw Error(path.string() + ": cannot write it");
+    if (!out) throw Error(bitinc::ErrorCode::io, path.string() + ": cannot write it");
 }
 
 // Data files and one gnuplot script for the three plots, PNG and SVG.

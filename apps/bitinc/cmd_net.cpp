@@ -63,12 +63,15 @@ void check_output_directory(const std::string& output) {
         path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
     std::error_code error;
     if (!std::filesystem::is_directory(directory, error)) {
-        throw Error(output + ": the directory '" + directory.string() + "' does not exist");
+        throw Error(bitinc::ErrorCode::io,
+                    output + ": the directory '" + directory.string() + "' does not exist");
     }
     if (::access(directory.c_str(), W_OK | X_OK) != 0) {
-        throw Error(output + ": the directory '" + directory.string() + "' is not writable");
+        throw Error(bitinc::ErrorCode::io,
+                    output + ": the directory '" + directory.string() + "' is not writable");
     }
-    if (std::filesystem::is_directory(path, error)) throw Error(output + ": is a directory");
+    if (std::filesystem::is_directory(path, error))
+        throw Error(bitinc::ErrorCode::invalid_argument, output + ": is a directory");
 }
 
 }  // namespace
@@ -193,7 +196,8 @@ int run_serve(int argc, char** argv) {
         if (!text) return fallback;
         const double seconds = parse_duration(*text);
         if (seconds <= 0)
-            throw Error("--" + std::string(name) + " " + *text + ": must be positive");
+            throw Error(bitinc::ErrorCode::invalid_argument,
+                        "--" + std::string(name) + " " + *text + ": must be positive");
         return seconds;
     };
     options.request_timeout_seconds = positive_duration("request-timeout", 10);
@@ -208,7 +212,7 @@ int run_serve(int argc, char** argv) {
     std::ofstream log_file;
     if (const auto log = command_line.value("log")) {
         log_file.open(*log, std::ios::app);
-        if (!log_file) throw Error(*log + ": cannot open the access log");
+        if (!log_file) throw Error(bitinc::ErrorCode::io, *log + ": cannot open the access log");
     }
     if (!command_line.flag("quiet")) {
         options.access_log = [&](const std::string& line) {

@@ -157,7 +157,7 @@ void write_timeline_csv(const StreamReport& report, const std::string& path) {
     }
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
     out << text;
-    if (!out) throw Error(path + ": cannot write the timeline");
+    if (!out) throw Error(bitinc::ErrorCode::io, path + ": cannot write the timeline");
 }
 
 }  // namespace
@@ -246,7 +246,7 @@ int run_run(int argc, char** argv) {
         write_timeline_csv(report, *prefix + ".csv");
         std::ofstream out(*prefix + ".json", std::ios::binary | std::ios::trunc);
         out << json_text(json, 1) << '\n';
-        if (!out) throw Error(*prefix + ".json: cannot write the timeline");
+        if (!out) throw Error(bitinc::ErrorCode::io, *prefix + ".json: cannot write the timeline");
     }
     if (command_line.flag("json")) {
         std::printf("%s\n", json_text(json).c_str());

@@ -18,13 +18,17 @@ extern "C" {
 typedef enum bitinc_status {
     BITINC_OK = 0,
     BITINC_ERROR_INVALID_ARGUMENT = -1, /* a null pointer, an unknown option */
-    BITINC_ERROR_INVALID_DATA = -2,     /* bytes that fail their checks, or a package that
-                                           lacks what was asked for */
+    BITINC_ERROR_INVALID_DATA = -2,     /* bytes that fail their checks */
     BITINC_ERROR_NOT_READY = -3,        /* e.g. a snapshot before the first rung */
     BITINC_ERROR_UNAVAILABLE = -4,      /* given up bytes the model cannot do without */
     BITINC_ERROR_OUT_OF_MEMORY = -5,
     BITINC_ERROR_INTERNAL = -6,
-    BITINC_ERROR_UNTRUSTED = -7 /* the verify_manifest callback refused the package */
+    BITINC_ERROR_UNTRUSTED = -7,   /* the verify_manifest callback refused the package */
+    BITINC_ERROR_IO = -8,          /* a file could not be read or written */
+    BITINC_ERROR_UNSUPPORTED = -9, /* well-formed, but beyond this build: a newer format, a
+                                      weight type */
+    BITINC_ERROR_NETWORK = -10,    /* a request failed */
+    BITINC_ERROR_CANCELLED = -11
 } bitinc_status;
 
 /* "ok", "invalid argument", ...; never NULL. */

@@ -55,7 +55,8 @@ struct DecoderOptions {
     // Signed packages (docs/format.md §8): when set, the decoder also wants
     // manifest.json.sig (push_signature) and, before it reads a byte of the
     // manifest, calls this with the manifest's bytes and the signature
-    // file's; it throws Error to refuse the package. The fetch component's
+    // file's; it throws Error (ErrorCode::untrusted) to refuse the package,
+    // and the decoder passes it on as it is. The fetch component's
     // trusted_manifest_check (bitinc/trust.hpp) makes one (Ed25519 through
     // OpenSSL, and no release older than one installed); an app built on
     // the decode component alone brings its own.

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "bitinc/engine.hpp"
+#include "bitinc/error.hpp"
 #include "bitinc/net.hpp"
 
 namespace bitinc {
@@ -92,6 +93,7 @@ class ProgressiveModel {
     int bits() const;  // of the serving engine; 0 before the first
     std::uint64_t generation() const;
     std::optional<std::string> failure() const;
+    ErrorCode failure_code() const;  // what kind of failure(), when there is one
     // The graph (no weights) once the topology is in; empty before.
     std::optional<Model> topology() const;
     // The download's timeline, once it has finished.

@@ -70,6 +70,7 @@ struct StreamReport {
     std::vector<ProgressiveEvent> events;
     std::optional<FetchResult> fetch;
     std::optional<std::string> failure;
+    ErrorCode failure_code = ErrorCode::internal;  // of `failure`
     bool labelled = true;  // false: the inputs had no labels, accuracies mean nothing
 };
 

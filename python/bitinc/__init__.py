@@ -15,7 +15,10 @@ device does.
 
 See docs/python.md for the framework Coder and the evaluation runner.
 
-Errors raise bitinc.Error (a RuntimeError) with the library's one-line message.
+Errors raise bitinc.Error (a RuntimeError) with the library's one-line message
+and .code, what kind of failure it is: "invalid_argument", "corrupt_data",
+"io", "network", "unsupported", "cancelled", "out_of_memory", "untrusted",
+"not_ready", "unavailable" or "internal" (out of memory is MemoryError).
 """
 
 from __future__ import annotations
@@ -37,6 +40,14 @@ __all__ = ["Error", "Decoder", "pack", "pack_weights", "pack_bytes", "to_bytes",
            "generate_key", "key_id", "__version__"]
 
 Error = _native.Error
+
+
+def _error(code: str, message: str) -> Error:
+    """A bitinc.Error raised in Python, carrying a code as the library's errors do."""
+    error = Error(message)
+    error.code = code
+    return error
+
 __version__ = _native.version
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -194,8 +205,8 @@ def _float_tensors(weights, skip_non_float: bool):
             if skip_non_float:
                 skipped.append(str(name))
                 continue
-            raise Error(f"weights: '{name}' is {dtype}, not a float tensor "
-                        "(pass skip_non_float=True to leave such tensors out)")
+            raise _error("invalid_argument", f"weights: '{name}' is {dtype}, not a float tensor "
+                         "(pass skip_non_float=True to leave such tensors out)")
         tensors.append((str(name), numpy.ascontiguousarray(value, dtype=numpy.float32), stored))
     return tensors, skipped
 

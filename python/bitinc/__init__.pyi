@@ -6,7 +6,15 @@ import numpy
 
 PathLike = Union[str, os.PathLike[str]]
 
-class Error(RuntimeError): ...
+class Error(RuntimeError):
+    # What kind of failure: "invalid_argument" (a bad option, path or value),
+    # "corrupt_data" (a damaged or truncated package, unit, model or data
+    # file), "io" (a file could not be read or written), "network",
+    # "unsupported" (e.g. a newer package format, a weight type), "cancelled",
+    # "out_of_memory", "untrusted" (a signature, trust or rollback check
+    # refused the package), "not_ready", "unavailable" or "internal".
+    # Out of memory raises MemoryError.
+    code: str
 
 __version__: str
 

@@ -22,7 +22,7 @@ from typing import Optional, Tuple
 
 import numpy
 
-from . import Error, read_onnx
+from . import _error, read_onnx
 
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
 CLASSES = 10
@@ -36,7 +36,7 @@ def _read_idx(path: str) -> numpy.ndarray:
     with opener(path, "rb") as stream:
         data = stream.read()
     if data[:2] != b"\0\0" or data[2] != 0x08:
-        raise Error(f"{path}: not an unsigned-byte IDX file")
+        raise _error("corrupt_data", f"{path}: not an unsigned-byte IDX file")
     rank = data[3]
     dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(rank)]
     return numpy.frombuffer(data, dtype=numpy.uint8, offset=4 + 4 * rank).reshape(dims)
@@ -47,7 +47,7 @@ def _idx_file(data_dir: str, stem: str) -> str:
         path = os.path.join(data_dir, name)
         if os.path.exists(path):
             return path
-    raise Error(f"{data_dir}: no {stem}(.gz) (install dataset-fashion-mnist)")
+    raise _error("io", f"{data_dir}: no {stem}(.gz) (install dataset-fashion-mnist)")
 
 
 def _small_cnn():
@@ -107,8 +107,8 @@ def _architecture(name: str):
                 return self.classifier(torch.flatten(self.features(x), 1))
 
         return Vgg16()
-    raise Error(f"fashion_mnist: unknown model '{name}' (small-cnn, mobilenetv2, resnet18, "
-                "vgg16)")
+    raise _error("invalid_argument",
+                 f"fashion_mnist: unknown model '{name}' (small-cnn, mobilenetv2, resnet18, vgg16)")
 
 
 def _fuse_batch_norms(model) -> list:
@@ -149,7 +149,7 @@ class Scenario:
     def _anchor(self) -> dict:
         if self._onnx is None:
             if not os.path.exists(self._model_path):
-                raise Error(f"{self._model_path}: no such model (give --model_path)")
+                raise _error("io", f"{self._model_path}: no such model (give --model_path)")
             self._onnx = read_onnx(self._model_path)
         return self._onnx
 
@@ -169,15 +169,15 @@ class Scenario:
         for conv in fused:
             targets += [conv.weight, conv.bias]
         if len(folded) != len(targets):
-            raise Error(f"{self._model_path}: {len(folded)} folded tensors for "
-                        f"{len(targets)} fused convolution tensors of {self._name}")
+            raise _error("unsupported", f"{self._model_path}: {len(folded)} folded tensors for "
+                         f"{len(targets)} fused convolution tensors of {self._name}")
         names = {name: state[name] for name in onnx["order"] if name in state}
         names.update(zip(folded, targets))
         for name, tensor in names.items():
             shape = onnx["weights"][name].shape
             if tuple(tensor.shape) != shape:
-                raise Error(f"{self._model_path}: '{name}' has shape {shape}, the network "
-                            f"{tuple(tensor.shape)}")
+                raise _error("unsupported", f"{self._model_path}: '{name}' has shape {shape}, "
+                             f"the network {tuple(tensor.shape)}")
         return names
 
     def get_model(self, pre_trained: bool):
@@ -218,7 +218,8 @@ class Scenario:
             labels = _read_idx(_idx_file(self._data_dir, "train-labels-idx1-ubyte"))
             images, labels = images[-VALID_IMAGES:], labels[-VALID_IMAGES:]
         else:
-            raise Error(f"fashion_mnist: partition '{partition}' is not test or valid")
+            raise _error("invalid_argument",
+                         f"fashion_mnist: partition '{partition}' is not test or valid")
         return images, labels
 
     def get_perf(self, model, partition: str, enforce_higher_is_better: bool = False,

@@ -23,11 +23,35 @@ struct bitinc_decoder {
 
 namespace {
 
-// The app's verify_manifest refused the package (BITINC_ERROR_UNTRUSTED).
-class Untrusted : public bitinc::Error {
-  public:
-    using bitinc::Error::Error;
-};
+// The C status of an Error's code.
+int status_of(bitinc::ErrorCode code) {
+    using Code = bitinc::ErrorCode;
+    switch (code) {
+        case Code::invalid_argument:
+            return BITINC_ERROR_INVALID_ARGUMENT;
+        case Code::corrupt_data:
+            return BITINC_ERROR_INVALID_DATA;
+        case Code::io:
+            return BITINC_ERROR_IO;
+        case Code::network:
+            return BITINC_ERROR_NETWORK;
+        case Code::unsupported:
+            return BITINC_ERROR_UNSUPPORTED;
+        case Code::cancelled:
+            return BITINC_ERROR_CANCELLED;
+        case Code::out_of_memory:
+            return BITINC_ERROR_OUT_OF_MEMORY;
+        case Code::untrusted:
+            return BITINC_ERROR_UNTRUSTED;
+        case Code::not_ready:
+            return BITINC_ERROR_NOT_READY;
+        case Code::unavailable:
+            return BITINC_ERROR_UNAVAILABLE;
+        case Code::internal:
+            return BITINC_ERROR_INTERNAL;
+    }
+    return BITINC_ERROR_INTERNAL;
+}
 
 // Runs `work`, turning what it throws into a status and the decoder's last
 // error message.
@@ -36,17 +60,17 @@ int guarded(bitinc_decoder* handle, Work work) {
     try {
         work();
         return BITINC_OK;
-    } catch (const Untrusted& error) {
-        if (handle) handle->last_error = error.what();
-        return BITINC_ERROR_UNTRUSTED;
     } catch (const std::bad_alloc&) {
         if (handle) handle->last_error = "out of memory";
         return BITINC_ERROR_OUT_OF_MEMORY;
     } catch (const bitinc::Error& error) {
         if (handle) handle->last_error = error.what();
-        return BITINC_ERROR_INVALID_DATA;
+        return status_of(error.code());
     } catch (const std::exception& error) {
         if (handle) handle->last_error = error.what();
+        return BITINC_ERROR_INTERNAL;
+    } catch (...) {
+        if (handle) handle->last_error = "unknown exception";
         return BITINC_ERROR_INTERNAL;
     }
 }
@@ -96,6 +120,14 @@ const char* bitinc_status_string(int status) {
             return "internal error";
         case BITINC_ERROR_UNTRUSTED:
             return "untrusted package";
+        case BITINC_ERROR_IO:
+            return "input/output error";
+        case BITINC_ERROR_UNSUPPORTED:
+            return "unsupported";
+        case BITINC_ERROR_NETWORK:
+            return "network error";
+        case BITINC_ERROR_CANCELLED:
+            return "cancelled";
         default:
             return "unknown status";
     }
@@ -128,7 +160,8 @@ int bitinc_decoder_create(const bitinc_decoder_options* options, bitinc_decoder*
                 };
                 if (verify(context, bytes(manifest), manifest.size(), bytes(signature),
                            signature.size()) != 0)
-                    throw Untrusted("manifest.json: refused by the app's signature check");
+                    throw bitinc::Error(bitinc::ErrorCode::untrusted,
+                                        "manifest.json: refused by the app's signature check");
             };
         }
     }
@@ -164,8 +197,7 @@ int bitinc_decoder_push(bitinc_decoder* decoder, const char* file, uint64_t offs
 int bitinc_decoder_give_up(bitinc_decoder* decoder, const char* file, uint64_t begin,
                            uint64_t end) {
     if (decoder == nullptr || file == nullptr) return BITINC_ERROR_INVALID_ARGUMENT;
-    const int status = guarded(decoder, [&] { decoder->decoder.give_up({file, begin, end}); });
-    return status == BITINC_ERROR_INVALID_DATA ? BITINC_ERROR_UNAVAILABLE : status;
+    return guarded(decoder, [&] { decoder->decoder.give_up({file, begin, end}); });
 }
 
 int bitinc_decoder_next_event(bitinc_decoder* decoder, bitinc_event* event) {

@@ -65,7 +65,7 @@ class BitincCoder final : public WeightCoder {
         while (!bytes.empty()) {
             const std::uint32_t length = unit_length(bytes);
             if (length == 0 || length > bytes.size())
-                throw Error("bitinc coder: truncated unit stream");
+                throw Error(ErrorCode::corrupt_data, "bitinc coder: truncated unit stream");
             const auto unit = bytes.first(length);
             visit(read_unit_header(unit, "unit"), unit);
             bytes = bytes.subspan(length);
@@ -74,7 +74,7 @@ class BitincCoder final : public WeightCoder {
     static std::span<std::int32_t> chunk_of(std::vector<std::int32_t>& indices,
                                             const UnitHeader& header) {
         if (header.target.tensor_elements != indices.size())
-            throw Error("bitinc coder: unit of another tensor");
+            throw Error(ErrorCode::corrupt_data, "bitinc coder: unit of another tensor");
         return std::span(indices).subspan(header.target.first, header.target.count);
     }
 };
@@ -128,7 +128,8 @@ class RawCoder final : public WeightCoder {
     }
     static std::vector<std::int32_t> unpack(std::span<const std::uint8_t> bytes, std::size_t count,
                                             int width, std::int64_t offset) {
-        if (bytes.size() * 8 < count * std::size_t(width)) throw Error("raw coder: truncated data");
+        if (bytes.size() * 8 < count * std::size_t(width))
+            throw Error(ErrorCode::corrupt_data, "raw coder: truncated data");
         codec::BitReader reader(bytes);
         std::vector<std::int32_t> values(count);
         for (auto& value : values) {
@@ -184,7 +185,8 @@ class ZstdCoder final : public WeightCoder {
         std::vector<std::uint8_t> out(ZSTD_compressBound(packed.size()));
         const std::size_t size =
             ZSTD_compress(out.data(), out.size(), packed.data(), packed.size(), level);
-        if (ZSTD_isError(size)) throw Error(std::string("zstd: ") + ZSTD_getErrorName(size));
+        if (ZSTD_isError(size))
+            throw Error(ErrorCode::internal, std::string("zstd: ") + ZSTD_getErrorName(size));
         out.resize(size);
         return out;
     }
@@ -193,7 +195,8 @@ class ZstdCoder final : public WeightCoder {
         std::vector<std::uint8_t> packed(count * std::size_t(width));
         const std::size_t size =
             ZSTD_decompress(packed.data(), packed.size(), bytes.data(), bytes.size());
-        if (ZSTD_isError(size) || size != packed.size()) throw Error("zstd coder: corrupt data");
+        if (ZSTD_isError(size) || size != packed.size())
+            throw Error(ErrorCode::corrupt_data, "zstd coder: corrupt data");
         std::vector<std::int32_t> values(count);
         for (std::size_t i = 0; i < count; ++i) {
             std::uint32_t value = 0;
@@ -217,8 +220,9 @@ std::unique_ptr<WeightCoder> make_coder(std::string_view name) {
         return std::make_unique<BitincCoder>("bitinc-adaptive", CoderChoice::adaptive);
     if (name == "raw") return std::make_unique<RawCoder>();
     if (name == "zstd") return std::make_unique<ZstdCoder>();
-    throw Error("unknown coder '" + std::string(name) +
-                "' (bitinc, bitinc-compact, bitinc-adaptive, raw or zstd)");
+    throw Error(ErrorCode::invalid_argument,
+                "unknown coder '" + std::string(name) +
+                    "' (bitinc, bitinc-compact, bitinc-adaptive, raw or zstd)");
 }
 
 std::vector<std::string_view> coder_names() {

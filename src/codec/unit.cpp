@@ -45,7 +45,7 @@ ChannelSpan channels_of(const UnitTarget& target, std::uint64_t channel_size) {
 void check_target(const UnitTarget& target, std::size_t tensor_size) {
     if (target.tensor_elements != tensor_size || target.first > tensor_size ||
         target.count > tensor_size - target.first || target.count > max_unit_elements) {
-        throw Error("unit target does not fit the tensor");
+        throw Error(ErrorCode::invalid_argument, "unit target does not fit the tensor");
     }
 }
 
@@ -63,7 +63,8 @@ constexpr std::uint32_t max_step_distance_code = (std::uint32_t{1} << 17) - 1;
 
 std::uint16_t pattern_of_step(float step) {
     const std::uint32_t bits = std::bit_cast<std::uint32_t>(step);
-    if (bits & 0xFFFFu) throw Error("unit: a step has more than 16 significant bits");
+    if (bits & 0xFFFFu)
+        throw Error(ErrorCode::invalid_argument, "unit: a step has more than 16 significant bits");
     return static_cast<std::uint16_t>(bits >> 16);
 }
 
@@ -135,7 +136,7 @@ std::vector<float> decode_steps(std::span<const std::uint8_t> section, std::uint
                                 const std::string& where) {
     std::vector<std::uint16_t> patterns;
     const auto bad = [&](const char* what) -> std::vector<float> {
-        throw Error(where + ": levels unit's steps " + what);
+        throw Error(ErrorCode::corrupt_data, where + ": levels unit's steps " + what);
     };
     const auto get_u16 = [&section](std::size_t at) { return load_u16(section.data() + at); };
     if (count == 0) {
@@ -180,7 +181,7 @@ std::vector<float> decode_steps(std::span<const std::uint8_t> section, std::uint
         steps[i] = std::bit_cast<float>(std::uint32_t(patterns[i]) << 16);
         // A step is 0 or a positive normal float (docs/format.md, section 1).
         if (!(steps[i] == 0.0f || (std::isnormal(steps[i]) && steps[i] > 0)))
-            throw Error(where + ": levels unit has an invalid step");
+            throw Error(ErrorCode::corrupt_data, where + ": levels unit has an invalid step");
     }
     return steps;
 }
@@ -234,7 +235,8 @@ std::vector<std::uint8_t> assemble(UnitType type, int bits, int parent_bits,
     unit.insert(unit.end(), payload.coded.begin(), payload.coded.end());
     unit.insert(unit.end(), payload.raw.begin(), payload.raw.end());
     const std::uint64_t total = std::uint64_t{unit.size()} + 4;
-    if (total > 0xFFFFFFFFu) throw Error("unit would exceed 4 GiB; use smaller chunks");
+    if (total > 0xFFFFFFFFu)
+        throw Error(ErrorCode::invalid_argument, "unit would exceed 4 GiB; use smaller chunks");
     std::uint8_t* at = unit.data();
     std::memcpy(at, magic, 4);
     at[4] = unit_format_version;
@@ -267,8 +269,9 @@ std::uint32_t coarse_limit(std::uint32_t limit, int split) {
 }
 
 [[noreturn]] void corrupt(const UnitHeader& header, const char* what) {
-    throw Error("unit of tensor " + std::to_string(header.target.tensor_index) + " at element " +
-                std::to_string(header.target.first) + ": " + what);
+    throw Error(ErrorCode::corrupt_data,
+                "unit of tensor " + std::to_string(header.target.tensor_index) + " at element " +
+                    std::to_string(header.target.first) + ": " + what);
 }
 
 std::span<const std::uint8_t> coded_part(const UnitHeader& header,
@@ -1473,7 +1476,8 @@ codec::TopRungChunk top_rung_chunk(const UnitTarget& target, const RungChunk& to
     if (top.indices.size() != target.count || top.channel_size == 0 ||
         (target.count > 0 &&
          top.steps.size() <= (target.first + target.count - 1) / top.channel_size)) {
-        throw Error("lossless unit: the top rung does not cover the chunk");
+        throw Error(ErrorCode::invalid_argument,
+                    "lossless unit: the top rung does not cover the chunk");
     }
     return {top.indices, top.steps, target.first, top.channel_size};
 }
@@ -1483,11 +1487,14 @@ codec::TopRungChunk top_rung_chunk(const UnitTarget& target, const RungChunk& to
 std::vector<std::uint8_t> encode_lossless_unit(const UnitTarget& target, StoredType type,
                                                std::span<const float> values,
                                                const RungChunk& top) {
-    if (values.size() != target.count) throw Error("lossless unit: values do not fill the chunk");
+    if (values.size() != target.count)
+        throw Error(ErrorCode::invalid_argument, "lossless unit: values do not fill the chunk");
     if (!codec::lossless_type_is_valid(std::uint8_t(type)))
-        throw Error("lossless unit: only float32, float16 and bfloat16 weights are exact");
+        throw Error(ErrorCode::unsupported,
+                    "lossless unit: only float32, float16 and bfloat16 weights are exact");
     if (top.bits < min_ladder_bits || top.bits >= 32)
-        throw Error("lossless unit: the top rung must have 2 to 31 bits");
+        throw Error(ErrorCode::invalid_argument,
+                    "lossless unit: the top rung must have 2 to 31 bits");
     codec::LosslessPayload coded =
         codec::encode_lossless(type, values, top_rung_chunk(target, top));
     const Payload payload{std::move(coded.coded), std::move(coded.raw)};
@@ -1505,7 +1512,8 @@ RungChunk chunk_of_rung(const UnitTarget& target, const QuantizedTensor& rung) {
 
 void check_chunk(const UnitTarget& target, const RungChunk& rung) {
     check_target(target, target.tensor_elements);
-    if (rung.indices.size() != target.count) throw Error("unit chunk does not fit its target");
+    if (rung.indices.size() != target.count)
+        throw Error(ErrorCode::invalid_argument, "unit chunk does not fit its target");
 }
 
 }  // namespace
@@ -1518,7 +1526,8 @@ std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const Quan
 std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target,
                                                  const QuantizedTensor& coarse,
                                                  const QuantizedTensor& fine, CoderChoice choice) {
-    if (coarse.indices.size() != fine.indices.size()) throw Error("refinement: rungs do not match");
+    if (coarse.indices.size() != fine.indices.size())
+        throw Error(ErrorCode::invalid_argument, "refinement: rungs do not match");
     return encode_refinement_unit(target, chunk_of_rung(target, coarse),
                                   chunk_of_rung(target, fine), choice);
 }
@@ -1529,7 +1538,7 @@ std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const Rung
     const std::uint64_t channel_size = std::max<std::uint64_t>(rung.channel_size, 1);
     const ChannelSpan channels = channels_of(target, channel_size);
     if (channels.first + channels.count > rung.steps.size())
-        throw Error("unit chunk does not fit its steps");
+        throw Error(ErrorCode::invalid_argument, "unit chunk does not fit its steps");
     const std::span<const std::int32_t> indices = rung.indices;
     std::uint32_t limit = 0;
     for (const std::int32_t index : indices) {
@@ -1550,7 +1559,7 @@ std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target, const
     check_chunk(target, fine);
     check_chunk(target, coarse);
     const int k = fine.bits - coarse.bits;
-    if (k <= 0) throw Error("refinement: rungs do not match");
+    if (k <= 0) throw Error(ErrorCode::invalid_argument, "refinement: rungs do not match");
     // Only this chunk's residuals: r = q_fine - 2^k q_coarse.
     const std::span<const std::int32_t> coarse_chunk = coarse.indices;
     const std::span<const std::int32_t> fine_chunk = fine.indices;
@@ -1561,7 +1570,8 @@ std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target, const
             std::int64_t{fine_chunk[i]} - (std::int64_t{coarse_chunk[i]} << k);
         const ResidualRange range = residual_range(coarse_chunk[i], k);
         if (residual < range.low || residual > range.high)
-            throw Error("refinement: the rungs are not one ladder (residual out of range)");
+            throw Error(ErrorCode::invalid_argument,
+                        "refinement: the rungs are not one ladder (residual out of range)");
         residuals[i] = static_cast<std::int32_t>(residual);
     }
     const Payload payload =
@@ -1585,20 +1595,24 @@ std::uint32_t unit_crc32c(std::span<const std::uint8_t> unit) {
 
 UnitHeader read_unit_header(std::span<const std::uint8_t> unit, std::string_view source) {
     const std::string where(source);
-    auto fail = [&](const std::string& what) -> void { throw Error(where + ": " + what); };
+    auto fail = [&](const std::string& what, ErrorCode code = ErrorCode::corrupt_data) -> void {
+        throw Error(code, where + ": " + what);
+    };
     if (unit.size() < smallest_unit_bytes)
         fail("truncated unit (" + std::to_string(unit.size()) + " bytes)");
     const std::uint8_t* at = unit.data();
     if (std::memcmp(at, magic, 4) != 0) fail("not a bitinc unit (bad magic)");
     if (at[4] < unit_format_version) {
         fail("unit format " + std::to_string(at[4]) +
-             " is from an older bitinc; re-pack the model (this build reads unit format " +
-             std::to_string(unit_format_version) + ")");
+                 " is from an older bitinc; re-pack the model (this build reads unit format " +
+                 std::to_string(unit_format_version) + ")",
+             ErrorCode::unsupported);
     }
     if (at[4] != unit_format_version) {
         fail("unit format " + std::to_string(at[4]) +
-             " is from a newer bitinc; update bitinc (this build reads unit format " +
-             std::to_string(unit_format_version) + ")");
+                 " is from a newer bitinc; update bitinc (this build reads unit format " +
+                 std::to_string(unit_format_version) + ")",
+             ErrorCode::unsupported);
     }
     UnitHeader header;
     header.unit_bytes = load_u32(at + 8);

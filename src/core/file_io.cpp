@@ -28,27 +28,28 @@ std::string read_file(const std::filesystem::path& path, std::uint64_t max_bytes
     std::error_code error;
     const auto status = std::filesystem::status(path, error);
     if (error || !std::filesystem::exists(status)) {
-        throw Error(path.string() + ": no such file");
+        throw Error(ErrorCode::io, path.string() + ": no such file");
     }
     if (!std::filesystem::is_regular_file(status)) {
-        throw Error(path.string() + ": not a regular file");
+        throw Error(ErrorCode::io, path.string() + ": not a regular file");
     }
     const std::uint64_t size = std::filesystem::file_size(path, error);
     if (error) {
-        throw Error(path.string() + ": cannot read size: " + error.message());
+        throw Error(ErrorCode::io, path.string() + ": cannot read size: " + error.message());
     }
     if (size > max_bytes) {
-        throw Error(path.string() + ": file is " + std::to_string(size) + " bytes, more than the " +
-                    std::to_string(max_bytes) + " this reader accepts");
+        throw Error(ErrorCode::unsupported, path.string() + ": file is " + std::to_string(size) +
+                                                " bytes, more than the " +
+                                                std::to_string(max_bytes) + " this reader accepts");
     }
     std::ifstream in(path, std::ios::binary);
     if (!in) {
-        throw Error(path.string() + ": cannot open: " + describe_errno(errno));
+        throw Error(ErrorCode::io, path.string() + ": cannot open: " + describe_errno(errno));
     }
     std::string bytes(static_cast<std::size_t>(size), '\0');
     in.read(bytes.data(), static_cast<std::streamsize>(size));
     if (static_cast<std::uint64_t>(in.gcount()) != size) {
-        throw Error(path.string() + ": read failed (file changed while reading?)");
+        throw Error(ErrorCode::io, path.string() + ": read failed (file changed while reading?)");
     }
     return bytes;
 }
@@ -60,12 +61,14 @@ void write_file_atomically(const std::filesystem::path& path, std::string_view b
     std::string temporary = (directory / ("." + path.filename().string() + ".XXXXXX")).string();
     const int fd = ::mkstemp(temporary.data());
     if (fd < 0) {
-        throw Error(path.string() + ": cannot create a file here: " + describe_errno(errno));
+        throw Error(ErrorCode::io,
+                    path.string() + ": cannot create a file here: " + describe_errno(errno));
     }
     auto fail = [&](const std::string& what, int error_number) {
         ::close(fd);
         ::unlink(temporary.c_str());
-        throw Error(path.string() + ": " + what + ": " + describe_errno(error_number));
+        throw Error(ErrorCode::io,
+                    path.string() + ": " + what + ": " + describe_errno(error_number));
     };
     std::size_t written = 0;
     while (written < bytes.size()) {
@@ -81,12 +84,14 @@ void write_file_atomically(const std::filesystem::path& path, std::string_view b
     if (::close(fd) != 0) {
         const int error_number = errno;
         ::unlink(temporary.c_str());
-        throw Error(path.string() + ": close failed: " + describe_errno(error_number));
+        throw Error(ErrorCode::io,
+                    path.string() + ": close failed: " + describe_errno(error_number));
     }
     if (::rename(temporary.c_str(), path.c_str()) != 0) {
         const int error_number = errno;
         ::unlink(temporary.c_str());
-        throw Error(path.string() + ": cannot rename into place: " + describe_errno(error_number));
+        throw Error(ErrorCode::io,
+                    path.string() + ": cannot rename into place: " + describe_errno(error_number));
     }
 }
 
@@ -94,14 +99,15 @@ ReadableFile::ReadableFile(const std::filesystem::path& path) : path_(path) {
     fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd_ < 0) {
         const int error_number = errno;
-        throw Error(path.string() + (error_number == ENOENT
+        throw Error(ErrorCode::io,
+                    path.string() + (error_number == ENOENT
                                          ? ": no such file"
                                          : ": cannot open: " + describe_errno(error_number)));
     }
     struct stat status {};
     if (::fstat(fd_, &status) != 0 || !S_ISREG(status.st_mode)) {
         ::close(fd_);
-        throw Error(path.string() + ": not a regular file");
+        throw Error(ErrorCode::io, path.string() + ": not a regular file");
     }
     size_ = static_cast<std::uint64_t>(status.st_size);
 }
@@ -119,8 +125,11 @@ void ReadableFile::read_at(std::uint64_t offset, std::span<std::byte> out) const
         const ssize_t n =
             ::pread(fd_, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0) throw Error(path_.string() + ": read failed: " + describe_errno(errno));
-        if (n == 0) throw Error(path_.string() + ": file ends early (changed while reading?)");
+        if (n < 0)
+            throw Error(ErrorCode::io, path_.string() + ": read failed: " + describe_errno(errno));
+        if (n == 0)
+            throw Error(ErrorCode::io,
+                        path_.string() + ": file ends early (changed while reading?)");
         done += static_cast<std::size_t>(n);
     }
 }
@@ -146,7 +155,8 @@ void write_all(int fd, std::string_view bytes, const std::filesystem::path& path
     while (written < bytes.size()) {
         const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0) throw Error(path.string() + ": write failed: " + describe_errno(errno));
+        if (n < 0)
+            throw Error(ErrorCode::io, path.string() + ": write failed: " + describe_errno(errno));
         written += static_cast<std::size_t>(n);
     }
 }
@@ -159,7 +169,8 @@ AtomicFileWriter::AtomicFileWriter(std::filesystem::path path) : path_(std::move
     temporary_ = (directory / ("." + path_.filename().string() + ".XXXXXX")).string();
     fd_ = ::mkstemp(temporary_.data());
     if (fd_ < 0) {
-        throw Error(path_.string() + ": cannot create a file here: " + describe_errno(errno));
+        throw Error(ErrorCode::io,
+                    path_.string() + ": cannot create a file here: " + describe_errno(errno));
     }
 }
 
@@ -191,20 +202,24 @@ void AtomicFileWriter::finish() {
     if (finished_) return;
     flush_buffer();
     if (::fchmod(fd_, 0644) != 0) {
-        throw Error(path_.string() + ": cannot set permissions: " + describe_errno(errno));
+        throw Error(ErrorCode::io,
+                    path_.string() + ": cannot set permissions: " + describe_errno(errno));
     }
     if (::fsync(fd_) != 0) {
-        throw Error(path_.string() + ": cannot flush to disk: " + describe_errno(errno));
+        throw Error(ErrorCode::io,
+                    path_.string() + ": cannot flush to disk: " + describe_errno(errno));
     }
     const int fd = std::exchange(fd_, -1);
-    if (::close(fd) != 0) throw Error(path_.string() + ": close failed: " + describe_errno(errno));
+    if (::close(fd) != 0)
+        throw Error(ErrorCode::io, path_.string() + ": close failed: " + describe_errno(errno));
     finished_ = true;
 }
 
 void AtomicFileWriter::rename() {
     finish();
     if (::rename(temporary_.c_str(), path_.c_str()) != 0) {
-        throw Error(path_.string() + ": cannot rename into place: " + describe_errno(errno));
+        throw Error(ErrorCode::io,
+                    path_.string() + ": cannot rename into place: " + describe_errno(errno));
     }
     renamed_ = true;
 }

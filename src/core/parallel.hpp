@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <exception>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -40,7 +41,11 @@ double run_parallel(std::size_t count, int threads, Job&& job) {
         }
     };
     std::vector<std::jthread> pool;
-    for (int t = 1; t < threads && std::size_t(t) < count; ++t) pool.emplace_back(worker);
+    try {
+        for (int t = 1; t < threads && std::size_t(t) < count; ++t) pool.emplace_back(worker);
+    } catch (const std::system_error&) {
+        // No more threads to be had: the ones running (and this one) do the jobs.
+    }
     worker();
     pool.clear();  // joins
     if (failure) std::rethrow_exception(failure);

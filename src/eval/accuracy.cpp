@@ -13,22 +13,27 @@ void check_model_fits_images(const InputSpec& spec, const ImageSet& images,
                              std::string_view model_name) {
     const std::string name(model_name);
     if (!spec.dataset.empty() && spec.dataset != dataset_name) {
-        throw Error(name + ": the model was made for dataset '" + spec.dataset + "', not '" +
-                    std::string(dataset_name) + "'");
+        throw Error(ErrorCode::invalid_argument, name + ": the model was made for dataset '" +
+                                                     spec.dataset + "', not '" +
+                                                     std::string(dataset_name) + "'");
     }
     if (spec.classes != 0 && static_cast<std::size_t>(spec.classes) != classes) {
-        throw Error(name + ": the model has " + std::to_string(spec.classes) + " classes, " +
-                    std::string(dataset_name) + " has " + std::to_string(classes));
+        throw Error(ErrorCode::invalid_argument,
+                    name + ": the model has " + std::to_string(spec.classes) + " classes, " +
+                        std::string(dataset_name) + " has " + std::to_string(classes));
     }
     if (spec.channels != 1 && spec.channels != 3) {
-        throw Error(name + ": the model takes " + std::to_string(spec.channels) +
-                    " channels; greyscale images can feed 1 or 3");
+        throw Error(ErrorCode::invalid_argument, name + ": the model takes " +
+                                                     std::to_string(spec.channels) +
+                                                     " channels; greyscale images can feed 1 or 3");
     }
     if (spec.height < static_cast<std::int64_t>(images.rows) ||
         spec.width < static_cast<std::int64_t>(images.cols)) {
-        throw Error(name + ": the model takes " + std::to_string(spec.height) + "x" +
-                    std::to_string(spec.width) + " inputs, smaller than the " +
-                    std::to_string(images.rows) + "x" + std::to_string(images.cols) + " images");
+        throw Error(ErrorCode::invalid_argument,
+                    name + ": the model takes " + std::to_string(spec.height) + "x" +
+                        std::to_string(spec.width) + " inputs, smaller than the " +
+                        std::to_string(images.rows) + "x" + std::to_string(images.cols) +
+                        " images");
     }
 }
 
@@ -75,7 +80,8 @@ AccuracyResult measure_accuracy(Engine& engine, const InputSpec& spec, const Ima
         const FloatArray logits = engine.run(make_input_batch(spec, images, first, count));
         if (logits.shape.size() != 2 || logits.shape[0] != static_cast<std::int64_t>(count) ||
             logits.shape[1] <= 0) {
-            throw Error("the model's output is not a [batch, classes] array of scores");
+            throw Error(ErrorCode::unsupported,
+                        "the model's output is not a [batch, classes] array of scores");
         }
         const auto classes = static_cast<std::size_t>(logits.shape[1]);
         for (std::size_t n = 0; n < count; ++n) {

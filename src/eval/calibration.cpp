@@ -35,7 +35,7 @@ CalibrationLoss calibration_loss(const Model& model, const ImageSet& images,
     const std::unique_ptr<Engine> engine =
         create_opencv_engine(model, "calibration model", options.engine);
     const std::size_t total = std::min(options.images, images.count);
-    if (total == 0) throw Error("calibration: no images");
+    if (total == 0) throw Error(ErrorCode::invalid_argument, "calibration: no images");
     const std::size_t batch_size = std::max<std::size_t>(1, options.batch_size);
     double cross_entropy = 0;
     std::size_t correct = 0;
@@ -44,8 +44,9 @@ CalibrationLoss calibration_loss(const Model& model, const ImageSet& images,
         const FloatArray scores = engine->run(make_input_batch(spec, images, first, count));
         if (scores.shape.size() != 2 || scores.shape[0] != std::int64_t(count) ||
             scores.shape[1] != std::int64_t(calibration_classes)) {
-            throw Error("calibration: the model's output is not a [batch, " +
-                        std::to_string(calibration_classes) + "] array of scores");
+            throw Error(ErrorCode::unsupported,
+                        "calibration: the model's output is not a [batch, " +
+                            std::to_string(calibration_classes) + "] array of scores");
         }
         for (std::size_t n = 0; n < count; ++n) {
             const float* row = scores.values.data() + n * calibration_classes;
@@ -63,7 +64,8 @@ namespace {
 std::vector<float> rung_values(const Tensor& tensor, const LadderPlan& plan, int bits) {
     const auto rung = std::find(plan.bits.begin(), plan.bits.end(), bits);
     if (rung == plan.bits.end()) {
-        throw Error("calibration: " + std::to_string(bits) + " bits is not a rung of the ladder");
+        throw Error(ErrorCode::invalid_argument,
+                    "calibration: " + std::to_string(bits) + " bits is not a rung of the ladder");
     }
     return reconstruct(quantize_ladder(tensor, plan)[std::size_t(rung - plan.bits.begin())]);
 }
@@ -97,7 +99,8 @@ std::pair<std::vector<LadderPlan>, std::vector<int>> uniform(const Model& model,
 }  // namespace
 
 Model with_tensor_at_rung(Model model, std::size_t tensor, const LadderPlan& plan, int bits) {
-    if (tensor >= model.weights.size()) throw Error("calibration: no such tensor");
+    if (tensor >= model.weights.size())
+        throw Error(ErrorCode::invalid_argument, "calibration: no such tensor");
     model.weights[tensor].values = rung_values(model.weights[tensor], plan, bits);
     return model;
 }
@@ -106,7 +109,8 @@ Model with_tensors_at(Model model, const std::vector<LadderPlan>& ladders,
                       const std::vector<int>& bits) {
     for (std::size_t t = 0; t < model.weights.size(); ++t) {
         if (bits_of(bits, t) == 0) continue;
-        if (t >= ladders.size()) throw Error("calibration: a tensor has no ladder");
+        if (t >= ladders.size())
+            throw Error(ErrorCode::invalid_argument, "calibration: a tensor has no ladder");
         model.weights[t].values = rung_values(model.weights[t], ladders[t], bits[t]);
     }
     return model;
@@ -121,7 +125,8 @@ std::vector<TensorSensitivity> measure_sensitivity(const Model& model,
     for (std::size_t t = 0; t < model.weights.size(); ++t) {
         if (bits_of(bits, t) > 0) measured.push_back(t);
     }
-    if (ladders.size() < model.weights.size()) throw Error("calibration: a tensor has no ladder");
+    if (ladders.size() < model.weights.size())
+        throw Error(ErrorCode::invalid_argument, "calibration: a tensor has no ladder");
     const std::size_t total = measured.size() + 1;
     const double reference = calibration_loss(model, calibration, options).cross_entropy;
     if (options.progress) options.progress(1, total);
@@ -145,7 +150,8 @@ std::vector<TensorSensitivity> measure_refinement_gain(
     const Model& model, const std::vector<LadderPlan>& ladders, const std::vector<int>& from_bits,
     const std::vector<int>& to_bits, const ImageSet& calibration, const CalibrationOptions& options,
     RefinementLosses* losses) {
-    if (ladders.size() < model.weights.size()) throw Error("calibration: a tensor has no ladder");
+    if (ladders.size() < model.weights.size())
+        throw Error(ErrorCode::invalid_argument, "calibration: a tensor has no ladder");
     std::vector<std::size_t> measured;
     for (std::size_t t = 0; t < model.weights.size(); ++t) {
         if (bits_of(from_bits, t) > 0 && bits_of(to_bits, t) != bits_of(from_bits, t))
@@ -278,7 +284,8 @@ std::vector<std::size_t> allocate_bits(const std::vector<std::vector<BitChoice>>
     std::uint64_t spent = 0;
     for (std::size_t t = 0; t < choices.size(); ++t) {
         const std::vector<BitChoice>& options = choices[t];
-        if (options.empty()) throw Error("bit allocation: a tensor has no choices");
+        if (options.empty())
+            throw Error(ErrorCode::internal, "bit allocation: a tensor has no choices");
         std::vector<std::size_t> order(options.size());
         for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
         std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
@@ -312,9 +319,10 @@ std::vector<std::size_t> allocate_bits(const std::vector<std::vector<BitChoice>>
         spent += point(0).bytes;
     }
     if (spent > budget_bytes) {
-        throw Error("the budget of " + std::to_string(budget_bytes) +
-                    " bytes for quantized weights is below the smallest allocation (" +
-                    std::to_string(spent) + " bytes)");
+        throw Error(ErrorCode::invalid_argument,
+                    "the budget of " + std::to_string(budget_bytes) +
+                        " bytes for quantized weights is below the smallest allocation (" +
+                        std::to_string(spent) + " bytes)");
     }
     const auto chosen = [&](std::size_t t) {
         return choices[t][fronts[t].pareto[fronts[t].hull[fronts[t].at]]];

@@ -130,7 +130,7 @@ CoderBenchmark run_coder_benchmark(const Model& model, const CoderBenchmarkOptio
         do {
             const QuantizedTensor refined = refine(rungs[0][0], residuals, plan.bits[1]);
             if (refined.indices != rungs[0][1].indices)
-                throw Error("refine disagrees with quantize");
+                throw Error(ErrorCode::internal, "refine disagrees with quantize");
             ++repeats;
         } while (seconds_since(start) < 0.2);
         result.refine_weights_per_second =
@@ -172,7 +172,8 @@ CoderBenchmark run_coder_benchmark(const Model& model, const CoderBenchmarkOptio
             }
             for (std::size_t i = 0; i < rungs.size(); ++i) {
                 if (decoded[i] != expected(i).indices)
-                    throw Error("coder " + name + " did not reproduce its input");
+                    throw Error(ErrorCode::internal,
+                                "coder " + name + " did not reproduce its input");
             }
             for (const auto& bytes : encoded) rung.bytes += bytes.size();
             rung.bits_per_weight = 8.0 * double(rung.bytes) / weights;

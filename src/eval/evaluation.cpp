@@ -41,8 +41,9 @@ class FashionMnistScenario : public Scenario {
 
     Performance performance(const Model& model, std::string_view partition) override {
         if (partition != "test") {
-            throw Error("fashion-mnist scenario: only the 'test' partition is evaluated, not '" +
-                        std::string(partition) + "'");
+            throw Error(ErrorCode::invalid_argument,
+                        "fashion-mnist scenario: only the 'test' partition is evaluated, not '" +
+                            std::string(partition) + "'");
         }
         const auto start = Clock::now();
         const InputSpec spec = read_input_spec(model, "model");
@@ -70,7 +71,7 @@ class ReplayEngine final : public Engine {
     FloatArray run(const FloatArray& batch) override {
         if (next_ >= outputs_.size() || batch.shape.empty() || outputs_[next_].shape.empty() ||
             outputs_[next_].shape[0] != batch.shape[0]) {
-            throw Error("replay: batches differ from the recorded ones");
+            throw Error(ErrorCode::internal, "replay: batches differ from the recorded ones");
         }
         return outputs_[next_++];
     }
@@ -132,7 +133,8 @@ class DatasetScenario : public Scenario {
         return inputs_->has_labels() ? "top1_accuracy_percent" : "top1_agreement_percent";
     }
     const ImageSet& stream_images() override {
-        throw Error("the dataset scenario streams its own inputs (stream_inputs)");
+        throw Error(ErrorCode::internal,
+                    "the dataset scenario streams its own inputs (stream_inputs)");
     }
     OpenStreamInputs stream_inputs() override {
         return [this](const Model&, const std::string&) -> std::unique_ptr<InputSet> {
@@ -142,8 +144,9 @@ class DatasetScenario : public Scenario {
 
     Performance performance(const Model& model, std::string_view partition) override {
         if (partition != "test") {
-            throw Error("dataset scenario: only the 'test' partition is evaluated, not '" +
-                        std::string(partition) + "'");
+            throw Error(ErrorCode::invalid_argument,
+                        "dataset scenario: only the 'test' partition is evaluated, not '" +
+                            std::string(partition) + "'");
         }
         const auto start = Clock::now();
         const auto engine = create_opencv_engine(model, "model", engine_options_);
@@ -172,7 +175,8 @@ double weight_snr_db(const Model& original, const Model& model) {
     for (const Tensor& tensor : original.weights) {
         const auto found = rebuilt.find(tensor.name);
         if (found == rebuilt.end() || found->second->values.size() != tensor.values.size()) {
-            throw Error("eval: the rebuilt model lacks weight '" + tensor.name + "'");
+            throw Error(ErrorCode::internal,
+                        "eval: the rebuilt model lacks weight '" + tensor.name + "'");
         }
         const std::vector<float>& values = found->second->values;
         for (std::size_t i = 0; i < values.size(); ++i) {
@@ -359,8 +363,8 @@ UeRun run_ue(const std::string& ue, const std::string& url, FetchMode mode, doub
     run.rate_bits_per_second = rate;
     run.rtt_seconds = options.rtt_seconds;
     run.stream = run_stream(url, progressive, scenario.stream_inputs(), stream);
-    if (run.stream.failure) throw Error(ue + ": " + *run.stream.failure);
-    if (!run.stream.fetch) throw Error(ue + ": the download did not finish");
+    if (run.stream.failure) throw Error(run.stream.failure_code, ue + ": " + *run.stream.failure);
+    if (!run.stream.fetch) throw Error(ErrorCode::network, ue + ": the download did not finish");
     const FetchResult& fetch = *run.stream.fetch;
     run.bytes = fetch.bytes_downloaded;
     run.transfer_seconds = fetch.rungs.empty() ? 0 : fetch.rungs.back().downloaded_at;
@@ -462,13 +466,14 @@ EvaluationResult run_evaluation(const fs::path& model_path, Scenario& scenario,
         if (options.progress) options.progress(line);
     };
     if (options.ladder.bits.size() < 2)
-        throw Error("eval: the ladder needs a base and a top rung, e.g. 8,16");
+        throw Error(ErrorCode::invalid_argument,
+                    "eval: the ladder needs a base and a top rung, e.g. 8,16");
     // The study sends the high-precision model directly (UE2): a quantized
     // rung. An exact rung has no direct counterpart to compare with.
     if (options.ladder.exact_top) {
-        throw Error(
-            "eval: the study compares with a directly sent quantized model; drop 'exact' "
-            "from --ladder (pack, unpack and fetch take it)");
+        throw Error(ErrorCode::invalid_argument,
+                    "eval: the study compares with a directly sent quantized model; drop 'exact' "
+                    "from --ladder (pack, unpack and fetch take it)");
     }
     EvaluationResult result;
     result.model_name = model_path.stem().string();
@@ -486,8 +491,9 @@ EvaluationResult run_evaluation(const fs::path& model_path, Scenario& scenario,
         // A model the engine cannot run still gets its sizes, times and
         // weight SNR (issue 13); only the metric and the UEs need the engine.
         if (options.calibration || options.budget) {
-            throw Error(std::string(error.what()) +
-                        " (--calibrate and --budget measure the model with the engine)");
+            throw Error(error.code(),
+                        std::string(error.what()) +
+                            " (--calibrate and --budget measure the model with the engine)");
         }
         result.engine_problem = error.what();
         result.original.value = std::numeric_limits<double>::quiet_NaN();
@@ -564,8 +570,9 @@ EvaluationResult run_evaluation(const fs::path& model_path, Scenario& scenario,
                 !result.engine_problem.empty();
             result.update_equals_direct = same_bytes && same_metric;
             if (!result.update_equals_direct) {
-                throw Error("eval: base + update does not reproduce the direct rung (" +
-                            std::string(same_bytes ? "metric" : "weights") + " differ)");
+                throw Error(ErrorCode::internal,
+                            "eval: base + update does not reproduce the direct rung (" +
+                                std::string(same_bytes ? "metric" : "weights") + " differ)");
             }
         } else {
             result.ladder.push_back(measured);
@@ -706,7 +713,8 @@ std::vector<std::string> evaluation_csv_columns() {
 void write_evaluation_results(const EvaluationResult& result, const fs::path& directory) {
     std::error_code error;
     fs::create_directories(directory, error);
-    if (error) throw Error(directory.string() + ": cannot create it: " + error.message());
+    if (error)
+        throw Error(ErrorCode::io, directory.string() + ": cannot create it: " + error.message());
 
     std::string csv;
     for (const std::string& column : evaluation_csv_columns())

@@ -17,10 +17,12 @@ namespace eval {
 std::vector<std::uint8_t> read_possibly_gzipped(const std::filesystem::path& path,
                                                 std::size_t max_bytes) {
     const std::string name = path.string();
-    if (!std::filesystem::is_regular_file(path)) throw Error(name + ": no such file");
+    std::error_code error;
+    if (!std::filesystem::is_regular_file(path, error))
+        throw Error(ErrorCode::io, name + ": no such file");
     // gzread passes a file that is not gzipped through unchanged.
     const std::unique_ptr<gzFile_s, int (*)(gzFile)> file(gzopen(name.c_str(), "rb"), gzclose);
-    if (!file) throw Error(name + ": cannot open: " + std::strerror(errno));
+    if (!file) throw Error(ErrorCode::io, name + ": cannot open: " + std::strerror(errno));
     std::vector<std::uint8_t> bytes;
     constexpr std::size_t chunk = 1 << 20;
     for (;;) {
@@ -29,47 +31,57 @@ std::vector<std::uint8_t> read_possibly_gzipped(const std::filesystem::path& pat
         const int n = gzread(file.get(), bytes.data() + old_size, static_cast<unsigned>(chunk));
         if (n < 0) {
             int code = 0;
-            throw Error(name + ": corrupt compressed data: " + gzerror(file.get(), &code));
+            throw Error(ErrorCode::corrupt_data,
+                        name + ": corrupt compressed data: " + gzerror(file.get(), &code));
         }
         bytes.resize(old_size + static_cast<std::size_t>(n));
         if (n == 0) break;
         if (bytes.size() > max_bytes) {
-            throw Error(name + ": more than " + std::to_string(max_bytes) + " bytes uncompressed");
+            throw Error(ErrorCode::corrupt_data,
+                        name + ": more than " + std::to_string(max_bytes) + " bytes uncompressed");
         }
     }
     int code = 0;
     const char* message = gzerror(file.get(), &code);
-    if (code != Z_OK) throw Error(name + ": corrupt or truncated compressed data: " + message);
+    if (code != Z_OK)
+        throw Error(ErrorCode::corrupt_data,
+                    name + ": corrupt or truncated compressed data: " + message);
     return bytes;
 }
 
 IdxArray parse_idx(std::span<const std::uint8_t> bytes, std::string_view source) {
     const std::string name(source);
     if (bytes.size() < 4 || bytes[0] != 0 || bytes[1] != 0) {
-        throw Error(name + ": not an IDX file (bad magic number)");
+        throw Error(ErrorCode::corrupt_data, name + ": not an IDX file (bad magic number)");
     }
-    if (bytes[2] != 0x08) throw Error(name + ": IDX element type is not unsigned byte");
+    if (bytes[2] != 0x08)
+        throw Error(ErrorCode::unsupported, name + ": IDX element type is not unsigned byte");
     const std::size_t rank = bytes[3];
     if (rank == 0 || rank > 3) {
-        throw Error(name + ": IDX file has " + std::to_string(rank) + " dimensions");
+        throw Error(ErrorCode::corrupt_data,
+                    name + ": IDX file has " + std::to_string(rank) + " dimensions");
     }
-    if (bytes.size() < 4 + 4 * rank) throw Error(name + ": truncated IDX header");
+    if (bytes.size() < 4 + 4 * rank)
+        throw Error(ErrorCode::corrupt_data, name + ": truncated IDX header");
     IdxArray array;
     std::uint64_t count = 1;
     for (std::size_t i = 0; i < rank; ++i) {
         const std::uint8_t* p = bytes.data() + 4 + 4 * i;
         const std::uint32_t dim = (std::uint32_t(p[0]) << 24) | (std::uint32_t(p[1]) << 16) |
                                   (std::uint32_t(p[2]) << 8) | std::uint32_t(p[3]);
-        if (dim == 0 || dim > max_idx_bytes) throw Error(name + ": IDX dimension out of range");
+        if (dim == 0 || dim > max_idx_bytes)
+            throw Error(ErrorCode::corrupt_data, name + ": IDX dimension out of range");
         count *= dim;
-        if (count > max_idx_bytes) throw Error(name + ": IDX data would exceed the size limit");
+        if (count > max_idx_bytes)
+            throw Error(ErrorCode::corrupt_data, name + ": IDX data would exceed the size limit");
         array.dims.push_back(dim);
     }
     const std::size_t header = 4 + 4 * rank;
     if (bytes.size() - header != count) {
-        throw Error(name + ": IDX data is " + std::to_string(bytes.size() - header) +
-                    " bytes, the header promises " + std::to_string(count) +
-                    (bytes.size() - header < count ? " (truncated file)" : ""));
+        throw Error(ErrorCode::corrupt_data,
+                    name + ": IDX data is " + std::to_string(bytes.size() - header) +
+                        " bytes, the header promises " + std::to_string(count) +
+                        (bytes.size() - header < count ? " (truncated file)" : ""));
     }
     array.data.assign(bytes.begin() + static_cast<std::ptrdiff_t>(header), bytes.end());
     return array;
@@ -84,14 +96,17 @@ ImageSet read_idx_images(const std::filesystem::path& images_path,
     const auto label_bytes = eval::read_possibly_gzipped(labels_path, eval::max_idx_bytes + 8);
     eval::IdxArray labels = eval::parse_idx(label_bytes, labels_path.string());
     if (images.dims.size() != 3) {
-        throw Error(images_path.string() + ": not an IDX image file (rank is not 3)");
+        throw Error(ErrorCode::invalid_argument,
+                    images_path.string() + ": not an IDX image file (rank is not 3)");
     }
     if (labels.dims.size() != 1) {
-        throw Error(labels_path.string() + ": not an IDX label file (rank is not 1)");
+        throw Error(ErrorCode::invalid_argument,
+                    labels_path.string() + ": not an IDX label file (rank is not 1)");
     }
     if (images.dims[0] != labels.dims[0]) {
-        throw Error(labels_path.string() + ": " + std::to_string(labels.dims[0]) + " labels for " +
-                    std::to_string(images.dims[0]) + " images");
+        throw Error(ErrorCode::invalid_argument,
+                    labels_path.string() + ": " + std::to_string(labels.dims[0]) + " labels for " +
+                        std::to_string(images.dims[0]) + " images");
     }
     ImageSet set;
     set.count = images.dims[0];

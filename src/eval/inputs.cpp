@@ -12,6 +12,8 @@
 
 #include "bitinc/accuracy.hpp"
 #include "bitinc/error.hpp"
+
+#include "core/checked_index.hpp"
 #include "eval/idx_reader.hpp"
 #include "eval/npy_reader.hpp"
 #include "eval/signal_to_noise.hpp"
@@ -46,7 +48,9 @@ class ImageInputs final : public InputSet {
     const std::string& name() const override { return name_; }
     std::size_t count() const override { return images_->count; }
     bool has_labels() const override { return images_->labels.size() == images_->count; }
-    std::int64_t label(std::size_t index) const override { return images_->labels.at(index); }
+    std::int64_t label(std::size_t index) const override {
+        return core::checked_at(images_->labels, index, "input");
+    }
     FloatArray batch(std::size_t first, std::size_t count) const override {
         return make_input_batch(spec_, *images_, first, count);
     }
@@ -72,7 +76,9 @@ class TensorInputs final : public InputSet {
     const std::string& name() const override { return name_; }
     std::size_t count() const override { return count_; }
     bool has_labels() const override { return !labels_.empty(); }
-    std::int64_t label(std::size_t index) const override { return labels_.at(index); }
+    std::int64_t label(std::size_t index) const override {
+        return core::checked_at(labels_, index, "input");
+    }
     FloatArray batch(std::size_t first, std::size_t count) const override {
         FloatArray batch;
         batch.shape.push_back(static_cast<std::int64_t>(count));
@@ -102,7 +108,9 @@ class FolderInputs final : public InputSet {
     const std::string& name() const override { return name_; }
     std::size_t count() const override { return files_.size(); }
     bool has_labels() const override { return true; }
-    std::int64_t label(std::size_t index) const override { return files_.at(index).label; }
+    std::int64_t label(std::size_t index) const override {
+        return core::checked_at(files_, index, "input").label;
+    }
 
     FloatArray batch(std::size_t first, std::size_t count) const override {
         const auto channels = static_cast<std::size_t>(spec_.channels);
@@ -116,7 +124,7 @@ class FolderInputs final : public InputSet {
         for (std::size_t c = 0; c < channels; ++c)
             normalized.push_back(normalized_pixels(spec_, c));
         for (std::size_t n = 0; n < count; ++n) {
-            const cv::Mat image = load(files_.at(first + n).path);
+            const cv::Mat image = load(core::checked_at(files_, first + n, "input").path);
             for (std::size_t y = 0; y < height; ++y) {
                 const std::uint8_t* row = image.ptr<std::uint8_t>(static_cast<int>(y));
                 for (std::size_t x = 0; x < width; ++x) {
@@ -141,7 +149,7 @@ class FolderInputs final : public InputSet {
             image = cv::Mat();
         }
         if (image.empty() || image.depth() != CV_8U) {
-            throw Error(path.string() + ": not an image OpenCV can read");
+            throw Error(ErrorCode::corrupt_data, path.string() + ": not an image OpenCV can read");
         }
         // OpenCV decodes colour as BGR; models are trained on RGB.
         if (spec_.channels == 3) cv::cvtColor(image, image, cv::COLOR_BGR2RGB);
@@ -205,7 +213,9 @@ class GeneratedInputs final : public InputSet {
     const std::string& name() const override { return name_; }
     std::size_t count() const override { return count_; }
     bool has_labels() const override { return false; }
-    std::int64_t label(std::size_t) const override { throw Error(name_ + ": no labels"); }
+    std::int64_t label(std::size_t) const override {
+        throw Error(ErrorCode::invalid_argument, name_ + ": no labels");
+    }
     FloatArray batch(std::size_t first, std::size_t count) const override {
         FloatArray batch;
         batch.shape.push_back(static_cast<std::int64_t>(count));
@@ -232,21 +242,25 @@ std::vector<std::int64_t> read_npy_labels(const std::filesystem::path& path, std
     const eval::NpyArray array = eval::read_npy_file(path);
     const std::string name = path.string();
     if (array.type == eval::NpyType::float32) {
-        throw Error(name + ": labels must be int64, int32 or uint8, not float32");
+        throw Error(ErrorCode::unsupported,
+                    name + ": labels must be int64, int32 or uint8, not float32");
     }
     const bool column = array.shape.size() == 2 && array.shape[1] == 1;
     if (array.shape.size() != 1 && !column) {
-        throw Error(name + ": labels must be shaped (N,), one class per input");
+        throw Error(ErrorCode::invalid_argument,
+                    name + ": labels must be shaped (N,), one class per input");
     }
     if (array.shape[0] != count) {
-        throw Error(name + ": " + std::to_string(array.shape[0]) + " labels for " +
-                    std::to_string(count) + " inputs");
+        throw Error(ErrorCode::invalid_argument, name + ": " + std::to_string(array.shape[0]) +
+                                                     " labels for " + std::to_string(count) +
+                                                     " inputs");
     }
     std::vector<std::int64_t> labels = array.as_integers();
     for (std::size_t i = 0; i < labels.size(); ++i) {
         if (labels[i] < 0) {
-            throw Error(name + ": label " + std::to_string(i) + " is negative (" +
-                        std::to_string(labels[i]) + ")");
+            throw Error(ErrorCode::invalid_argument, name + ": label " + std::to_string(i) +
+                                                         " is negative (" +
+                                                         std::to_string(labels[i]) + ")");
         }
     }
     return labels;
@@ -263,14 +277,16 @@ bool has_extension(const std::filesystem::path& path, std::string_view extension
 const InputSpec& image_spec(const std::optional<InputSpec>& spec, std::string_view model_name,
                             const std::string& dataset) {
     if (!spec) {
-        throw Error(std::string(model_name) +
-                    ": the model's input is not an NCHW image batch, so " + dataset +
-                    " cannot feed it (a .npy file of float32 inputs or --dataset random can)");
+        throw Error(ErrorCode::invalid_argument,
+                    std::string(model_name) +
+                        ": the model's input is not an NCHW image batch, so " + dataset +
+                        " cannot feed it (a .npy file of float32 inputs or --dataset random can)");
     }
     if (spec->channels <= 0 || spec->height <= 0 || spec->width <= 0) {
-        throw Error(std::string(model_name) + ": the model's input '" + spec->input_name +
-                    "' has open dimensions; give its shape with --input-shape " + spec->input_name +
-                    ":1x3x224x224 (its own numbers)");
+        throw Error(ErrorCode::invalid_argument,
+                    std::string(model_name) + ": the model's input '" + spec->input_name +
+                        "' has open dimensions; give its shape with --input-shape " +
+                        spec->input_name + ":1x3x224x224 (its own numbers)");
     }
     return *spec;
 }
@@ -281,7 +297,8 @@ std::pair<std::string, std::vector<std::int64_t>> parse_input_shape(std::string_
     const auto colon = text.rfind(':');
     const std::string quoted = "'" + std::string(text) + "'";
     if (colon == std::string_view::npos || colon == 0) {
-        throw Error("input shape " + quoted + " is not NAME:D0xD1x... (e.g. input:1x3x224x224)");
+        throw Error(ErrorCode::invalid_argument,
+                    "input shape " + quoted + " is not NAME:D0xD1x... (e.g. input:1x3x224x224)");
     }
     std::vector<std::int64_t> dims;
     std::string_view rest = text.substr(colon + 1);
@@ -292,11 +309,14 @@ std::pair<std::string, std::vector<std::int64_t>> parse_input_shape(std::string_
         const auto [end, error] = std::from_chars(part.data(), part.data() + part.size(), dim);
         if (part.empty() || error != std::errc() || end != part.data() + part.size() || dim < 1 ||
             dim > 1'000'000) {
-            throw Error("input shape " + quoted +
-                        ": every dimension must be a whole number from 1 to 1000000");
+            throw Error(ErrorCode::invalid_argument,
+                        "input shape " + quoted +
+                            ": every dimension must be a whole number from 1 to 1000000");
         }
         dims.push_back(dim);
-        if (dims.size() > 8) throw Error("input shape " + quoted + ": more than 8 dimensions");
+        if (dims.size() > 8)
+            throw Error(ErrorCode::invalid_argument,
+                        "input shape " + quoted + ": more than 8 dimensions");
         if (cross == std::string_view::npos) break;
         rest = rest.substr(cross + 1);
     }
@@ -307,7 +327,8 @@ std::vector<std::int64_t> model_input_shape(const Model& model, std::string_view
                                             const InputShapes& shapes) {
     const std::string name(model_name);
     const TopologySummary summary = summarize_topology(model);
-    if (summary.inputs.empty()) throw Error(name + ": the graph has no input to feed");
+    if (summary.inputs.empty())
+        throw Error(ErrorCode::unsupported, name + ": the graph has no input to feed");
     for (const auto& entry : shapes) {
         const std::string& input = entry.first;  // named: lambdas cannot capture bindings (clang)
         const bool known = std::any_of(summary.inputs.begin(), summary.inputs.end(),
@@ -316,35 +337,39 @@ std::vector<std::int64_t> model_input_shape(const Model& model, std::string_view
             std::string names;
             for (const ValueInfo& info : summary.inputs)
                 names += (names.empty() ? "" : ", ") + info.name;
-            throw Error(name + ": --input-shape names '" + input +
-                        "', but the model's inputs are: " + names);
+            throw Error(ErrorCode::invalid_argument, name + ": --input-shape names '" + input +
+                                                         "', but the model's inputs are: " + names);
         }
     }
     const ValueInfo& input = summary.inputs.front();
     if (const auto given = shapes.find(input.name); given != shapes.end()) {
         if (!input.dims.empty() && input.dims.size() != given->second.size()) {
-            throw Error(name + ": input '" + input.name + "' has " +
-                        std::to_string(input.dims.size()) + " dimensions (" +
-                        dims_text(input.dims) + "), --input-shape gives " +
-                        std::to_string(given->second.size()));
+            throw Error(ErrorCode::invalid_argument, name + ": input '" + input.name + "' has " +
+                                                         std::to_string(input.dims.size()) +
+                                                         " dimensions (" + dims_text(input.dims) +
+                                                         "), --input-shape gives " +
+                                                         std::to_string(given->second.size()));
         }
         for (std::size_t i = 0; i < input.dims.size(); ++i) {
             if (input.dims[i] > 0 && input.dims[i] != given->second[i] && i != 0) {
-                throw Error(name + ": input '" + input.name + "' is " + dims_text(input.dims) +
-                            ", --input-shape gives " + dims_text(given->second));
+                throw Error(ErrorCode::invalid_argument,
+                            name + ": input '" + input.name + "' is " + dims_text(input.dims) +
+                                ", --input-shape gives " + dims_text(given->second));
             }
         }
         return given->second;
     }
     if (input.dims.empty()) {
-        throw Error(name + ": the graph does not give the shape of input '" + input.name +
-                    "'; give it with --input-shape " + input.name + ":D0xD1x...");
+        throw Error(ErrorCode::invalid_argument,
+                    name + ": the graph does not give the shape of input '" + input.name +
+                        "'; give it with --input-shape " + input.name + ":D0xD1x...");
     }
     for (std::size_t i = 1; i < input.dims.size(); ++i) {
         if (input.dims[i] <= 0) {
-            throw Error(name + ": input '" + input.name + "' has open dimensions (" +
-                        dims_text(input.dims) + "); give its shape with --input-shape " +
-                        input.name + ":D0xD1x...");
+            throw Error(ErrorCode::invalid_argument,
+                        name + ": input '" + input.name + "' has open dimensions (" +
+                            dims_text(input.dims) + "); give its shape with --input-shape " +
+                            input.name + ":D0xD1x...");
         }
     }
     return input.dims;
@@ -377,18 +402,22 @@ std::unique_ptr<InputSet> read_npy_inputs(const std::filesystem::path& inputs,
     const std::string name = inputs.string();
     const eval::NpyArray array = eval::read_npy_file(inputs);
     if (array.type != eval::NpyType::float32 && array.type != eval::NpyType::uint8) {
-        throw Error(name +
-                    ": inputs must be float32 (fed as they are) or uint8 (image pixels), not " +
-                    std::string(eval::npy_type_name(array.type)));
+        throw Error(ErrorCode::unsupported,
+                    name +
+                        ": inputs must be float32 (fed as they are) or uint8 (image pixels), not " +
+                        std::string(eval::npy_type_name(array.type)));
     }
     if (array.shape.size() < 2) {
-        throw Error(name + ": inputs must be shaped (N, ...), one row per input; this is " +
-                    std::to_string(array.shape.size()) + "-D");
+        throw Error(ErrorCode::invalid_argument,
+                    name + ": inputs must be shaped (N, ...), one row per input; this is " +
+                        std::to_string(array.shape.size()) + "-D");
     }
-    if (array.shape[0] == 0) throw Error(name + ": holds no inputs (N is 0)");
+    if (array.shape[0] == 0)
+        throw Error(ErrorCode::invalid_argument, name + ": holds no inputs (N is 0)");
     std::vector<std::int64_t> sample_shape;
     for (std::size_t i = 1; i < array.shape.size(); ++i) {
-        if (array.shape[i] == 0) throw Error(name + ": a dimension of the inputs is 0");
+        if (array.shape[i] == 0)
+            throw Error(ErrorCode::invalid_argument, name + ": a dimension of the inputs is 0");
         sample_shape.push_back(static_cast<std::int64_t>(array.shape[i]));
     }
     const auto count = static_cast<std::size_t>(array.shape[0]);
@@ -396,13 +425,15 @@ std::unique_ptr<InputSet> read_npy_inputs(const std::filesystem::path& inputs,
     if (array.type == eval::NpyType::uint8) {
         // Pixels: the model's own preprocessing, channel by channel.
         if (!spec) {
-            throw Error(name +
-                        ": uint8 inputs are image pixels, and the model has no image "
-                        "input to prepare them for; save float32 inputs instead");
+            throw Error(ErrorCode::invalid_argument,
+                        name +
+                            ": uint8 inputs are image pixels, and the model has no image "
+                            "input to prepare them for; save float32 inputs instead");
         }
         if (array.shape.size() != 4 || sample_shape[0] != spec->channels) {
-            throw Error(name + ": uint8 inputs must be images shaped (N, " +
-                        std::to_string(spec->channels) + ", H, W) for this model");
+            throw Error(ErrorCode::invalid_argument,
+                        name + ": uint8 inputs must be images shaped (N, " +
+                            std::to_string(spec->channels) + ", H, W) for this model");
         }
         const std::size_t plane = static_cast<std::size_t>(sample_shape[1] * sample_shape[2]);
         const auto channels = static_cast<std::size_t>(spec->channels);
@@ -427,37 +458,50 @@ std::unique_ptr<InputSet> read_image_folder(const std::filesystem::path& folder,
     namespace fs = std::filesystem;
     const std::string name = folder.string();
     if (spec.channels != 1 && spec.channels != 3) {
-        throw Error(name + ": the model takes " + std::to_string(spec.channels) +
-                    " channels; images can feed 1 (grey) or 3 (RGB)");
+        throw Error(ErrorCode::invalid_argument,
+                    name + ": the model takes " + std::to_string(spec.channels) +
+                        " channels; images can feed 1 (grey) or 3 (RGB)");
     }
-    std::error_code error;
-    std::vector<fs::path> classes;
-    for (const fs::directory_entry& entry : fs::directory_iterator(folder, error)) {
-        if (entry.is_directory() && entry.path().filename().string().front() != '.') {
-            classes.push_back(entry.path());
-        }
-    }
-    if (error) throw Error(name + ": cannot list the folder: " + error.message());
-    if (classes.empty()) {
-        throw Error(name + ": no class folders (the dataset is one subfolder of images per class)");
-    }
-    std::sort(classes.begin(), classes.end());
     std::vector<FolderInputs::File> files;
-    for (std::size_t label = 0; label < classes.size(); ++label) {
-        std::vector<fs::path> images;
-        for (const fs::directory_entry& entry : fs::directory_iterator(classes[label], error)) {
-            if (entry.is_regular_file() && entry.path().filename().string().front() != '.') {
-                images.push_back(entry.path());
+    // Iterating and testing entries may throw filesystem_error, which
+    // leaves here as Error.
+    try {
+        std::error_code error;
+        std::vector<fs::path> classes;
+        for (const fs::directory_entry& entry : fs::directory_iterator(folder, error)) {
+            if (entry.is_directory() && entry.path().filename().string().front() != '.') {
+                classes.push_back(entry.path());
             }
         }
         if (error)
-            throw Error(classes[label].string() + ": cannot list the folder: " + error.message());
-        std::sort(images.begin(), images.end());
-        for (fs::path& image : images) {
-            files.push_back({std::move(image), static_cast<std::int64_t>(label)});
+            throw Error(ErrorCode::io, name + ": cannot list the folder: " + error.message());
+        if (classes.empty()) {
+            throw Error(
+                ErrorCode::invalid_argument,
+                name + ": no class folders (the dataset is one subfolder of images per class)");
         }
+        std::sort(classes.begin(), classes.end());
+        for (std::size_t label = 0; label < classes.size(); ++label) {
+            std::vector<fs::path> images;
+            for (const fs::directory_entry& entry : fs::directory_iterator(classes[label], error)) {
+                if (entry.is_regular_file() && entry.path().filename().string().front() != '.') {
+                    images.push_back(entry.path());
+                }
+            }
+            if (error)
+                throw Error(ErrorCode::io, classes[label].string() +
+                                               ": cannot list the folder: " + error.message());
+            std::sort(images.begin(), images.end());
+            for (fs::path& image : images) {
+                files.push_back({std::move(image), static_cast<std::int64_t>(label)});
+            }
+        }
+    } catch (const fs::filesystem_error& failure) {
+        throw Error(ErrorCode::io, failure.path1().string() +
+                                       ": cannot list the folder: " + failure.code().message());
     }
-    if (files.empty()) throw Error(name + ": the class folders hold no files");
+    if (files.empty())
+        throw Error(ErrorCode::invalid_argument, name + ": the class folders hold no files");
     // Interleave nothing: inputs come class by class, each class in name
     // order, so --limit takes the first classes' images.
     return std::make_unique<FolderInputs>(name, std::move(files), spec);
@@ -467,7 +511,8 @@ std::unique_ptr<InputSet> make_generated_inputs(std::vector<std::int64_t> sample
                                                 std::size_t count, std::uint64_t seed) {
     for (const std::int64_t dim : sample_shape) {
         if (dim <= 0)
-            throw Error("generated inputs need a fixed shape, not " + dims_text(sample_shape));
+            throw Error(ErrorCode::invalid_argument,
+                        "generated inputs need a fixed shape, not " + dims_text(sample_shape));
     }
     return std::make_unique<GeneratedInputs>(std::move(sample_shape), count, seed);
 }
@@ -482,12 +527,15 @@ std::unique_ptr<InputSet> open_dataset(const DatasetRequest& request, const Mode
         for (const ValueInfo& info : summary.inputs) {
             names += (names.empty() ? "" : ", ") + info.name;
         }
-        throw Error(std::string(model_name) + ": the model has " +
-                    std::to_string(summary.inputs.size()) + " inputs (" + names +
-                    "); bitinc feeds models of one input");
+        throw Error(ErrorCode::unsupported, std::string(model_name) + ": the model has " +
+                                                std::to_string(summary.inputs.size()) +
+                                                " inputs (" + names +
+                                                "); bitinc feeds models of one input");
     }
     if (dataset.empty() || dataset == "random") {
-        if (request.labels) throw Error("--labels needs --dataset naming the inputs they label");
+        if (request.labels)
+            throw Error(ErrorCode::invalid_argument,
+                        "--labels needs --dataset naming the inputs they label");
     }
     if (dataset.empty()) {
         const InputSpec& image = image_spec(spec, model_name, "Fashion-MNIST");
@@ -502,14 +550,17 @@ std::unique_ptr<InputSet> open_dataset(const DatasetRequest& request, const Mode
         return make_generated_inputs(std::move(shape), request.generated_count);
     }
     const std::filesystem::path path(dataset);
-    if (std::filesystem::is_directory(path)) {
+    std::error_code not_a_folder;
+    if (std::filesystem::is_directory(path, not_a_folder)) {
         if (request.labels)
-            throw Error("--labels does not go with a folder: its subfolders are the classes");
+            throw Error(ErrorCode::invalid_argument,
+                        "--labels does not go with a folder: its subfolders are the classes");
         return read_image_folder(path, image_spec(spec, model_name, dataset));
     }
     if (has_extension(path, ".npy")) {
         if (request.labels && !has_extension(*request.labels, ".npy")) {
-            throw Error(request.labels->string() + ": labels for .npy inputs must be a .npy file");
+            throw Error(ErrorCode::invalid_argument,
+                        request.labels->string() + ": labels for .npy inputs must be a .npy file");
         }
         std::unique_ptr<InputSet> inputs = read_npy_inputs(path, request.labels, spec);
         // Check the samples against the graph where it fixes the shape, so a
@@ -527,10 +578,11 @@ std::unique_ptr<InputSet> open_dataset(const DatasetRequest& request, const Mode
                 fits = expected[i] <= 0 || expected[i] == first.shape[i];
             }
             if (!fits) {
-                throw Error(dataset + ": each input is " +
-                            dims_text(std::span(first.shape).subspan(1)) + ", the model's input '" +
-                            summary.inputs.front().name + "' takes " +
-                            dims_text(std::span(expected).subspan(1)));
+                throw Error(ErrorCode::invalid_argument,
+                            dataset + ": each input is " +
+                                dims_text(std::span(first.shape).subspan(1)) +
+                                ", the model's input '" + summary.inputs.front().name + "' takes " +
+                                dims_text(std::span(expected).subspan(1)));
             }
         }
         return inputs;
@@ -539,15 +591,17 @@ std::unique_ptr<InputSet> open_dataset(const DatasetRequest& request, const Mode
     const InputSpec& image = image_spec(spec, model_name, dataset);
     const auto image_bytes = eval::read_possibly_gzipped(path, eval::max_idx_bytes + 16);
     if (image_bytes.size() < 4 || image_bytes[0] != 0 || image_bytes[1] != 0) {
-        throw Error(dataset +
-                    ": not a dataset bitinc reads (a .npy file, a folder of class folders, an "
-                    "IDX image file, or 'random')");
+        throw Error(ErrorCode::invalid_argument,
+                    dataset +
+                        ": not a dataset bitinc reads (a .npy file, a folder of class folders, an "
+                        "IDX image file, or 'random')");
     }
     eval::IdxArray array = eval::parse_idx(image_bytes, dataset);
     if (array.dims.size() != 3) {
-        throw Error(dataset +
-                    ": not a dataset bitinc reads (a .npy file, a folder of class folders, or "
-                    "an IDX image file of rank 3)");
+        throw Error(ErrorCode::invalid_argument,
+                    dataset +
+                        ": not a dataset bitinc reads (a .npy file, a folder of class folders, or "
+                        "an IDX image file of rank 3)");
     }
     ImageSet images;
     images.count = array.dims[0];
@@ -558,7 +612,9 @@ std::unique_ptr<InputSet> open_dataset(const DatasetRequest& request, const Mode
         const std::string labels_name = request.labels->string();
         if (has_extension(*request.labels, ".npy")) {
             for (const std::int64_t label : read_npy_labels(*request.labels, images.count)) {
-                if (label > 255) throw Error(labels_name + ": IDX images take labels up to 255");
+                if (label > 255)
+                    throw Error(ErrorCode::invalid_argument,
+                                labels_name + ": IDX images take labels up to 255");
                 images.labels.push_back(static_cast<std::uint8_t>(label));
             }
         } else {
@@ -566,11 +622,13 @@ std::unique_ptr<InputSet> open_dataset(const DatasetRequest& request, const Mode
                 eval::read_possibly_gzipped(*request.labels, eval::max_idx_bytes + 8);
             eval::IdxArray labels = eval::parse_idx(label_bytes, labels_name);
             if (labels.dims.size() != 1) {
-                throw Error(labels_name + ": not an IDX label file (rank is not 1)");
+                throw Error(ErrorCode::invalid_argument,
+                            labels_name + ": not an IDX label file (rank is not 1)");
             }
             if (labels.dims[0] != images.count) {
-                throw Error(labels_name + ": " + std::to_string(labels.dims[0]) + " labels for " +
-                            std::to_string(images.count) + " images");
+                throw Error(ErrorCode::invalid_argument,
+                            labels_name + ": " + std::to_string(labels.dims[0]) + " labels for " +
+                                std::to_string(images.count) + " images");
             }
             images.labels = std::move(labels.data);
         }
@@ -597,8 +655,10 @@ InputMetrics measure_inputs(Engine& engine, Engine* reference, const InputSet& i
     const auto check_output = [](const FloatArray& output, std::size_t count, const char* which) {
         if (output.shape.empty() || output.shape[0] != static_cast<std::int64_t>(count) ||
             output.values.empty() || output.values.size() % count != 0) {
-            throw Error(std::string(which) + "'s output " + dims_text(output.shape) +
-                        " has no batch axis of the " + std::to_string(count) + " inputs of a pass");
+            throw Error(ErrorCode::unsupported, std::string(which) + "'s output " +
+                                                    dims_text(output.shape) +
+                                                    " has no batch axis of the " +
+                                                    std::to_string(count) + " inputs of a pass");
         }
         return output.values.size() / count;
     };
@@ -621,8 +681,9 @@ InputMetrics measure_inputs(Engine& engine, Engine* reference, const InputSet& i
             const FloatArray expected = reference->run(batch);
             check_output(expected, count, "the reference model");
             if (expected.shape != outputs.shape) {
-                throw Error("the reference model's output is " + dims_text(expected.shape) +
-                            ", the model's " + dims_text(outputs.shape));
+                throw Error(ErrorCode::invalid_argument,
+                            "the reference model's output is " + dims_text(expected.shape) +
+                                ", the model's " + dims_text(outputs.shape));
             }
             for (std::size_t n = 0; n < count; ++n) {
                 const float* row = outputs.values.data() + n * sample_size;

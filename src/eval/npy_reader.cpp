@@ -30,7 +30,8 @@ class HeaderParser {
     HeaderParser(std::string_view text, std::string_view source) : text_(text), source_(source) {}
 
     [[noreturn]] void fail(const std::string& reason) const {
-        throw Error(std::string(source_) + ": malformed .npy header: " + reason);
+        throw Error(ErrorCode::corrupt_data,
+                    std::string(source_) + ": malformed .npy header: " + reason);
     }
 
     void skip_space() {
@@ -116,15 +117,16 @@ class HeaderParser {
 NpyType type_from_descr(const std::string& descr, std::string_view source) {
     const std::string name(source);
     if (descr.size() >= 2 && descr[0] == '>' && descr != ">u1" && descr != ">i1") {
-        throw Error(name + ": .npy data is big-endian ('" + descr +
-                    "'); only little-endian files are read");
+        throw Error(ErrorCode::unsupported, name + ": .npy data is big-endian ('" + descr +
+                                                "'); only little-endian files are read");
     }
     if (descr == "<f4") return NpyType::float32;
     if (descr == "|u1" || descr == "<u1" || descr == ">u1") return NpyType::uint8;
     if (descr == "<i4") return NpyType::int32;
     if (descr == "<i8") return NpyType::int64;
-    throw Error(name + ": .npy element type '" + descr +
-                "' is not supported (float32 '<f4', uint8 '|u1', int32 '<i4', int64 '<i8')");
+    throw Error(ErrorCode::unsupported,
+                name + ": .npy element type '" + descr +
+                    "' is not supported (float32 '<f4', uint8 '|u1', int32 '<i4', int64 '<i8')");
 }
 
 std::uint32_t little_endian(const std::uint8_t* bytes, std::size_t count) {
@@ -230,19 +232,23 @@ NpyArray parse_npy(std::span<const std::uint8_t> bytes, std::string_view source)
     const std::string name(source);
     if (bytes.size() < npy_magic.size() + 2 ||
         std::memcmp(bytes.data(), npy_magic.data(), npy_magic.size()) != 0) {
-        throw Error(name + ": not a .npy file (bad magic string)");
+        throw Error(ErrorCode::corrupt_data, name + ": not a .npy file (bad magic string)");
     }
     const unsigned major = bytes[6];
     if (major < 1 || major > 3) {
-        throw Error(name + ": .npy format version " + std::to_string(major) +
-                    " is not supported (1 to 3)");
+        throw Error(
+            ErrorCode::unsupported,
+            name + ": .npy format version " + std::to_string(major) + " is not supported (1 to 3)");
     }
     const std::size_t length_bytes = major == 1 ? 2 : 4;
     const std::size_t prefix = 8 + length_bytes;
-    if (bytes.size() < prefix) throw Error(name + ": truncated .npy header");
+    if (bytes.size() < prefix)
+        throw Error(ErrorCode::corrupt_data, name + ": truncated .npy header");
     const std::size_t header_length = little_endian(bytes.data() + 8, length_bytes);
-    if (header_length > max_header_bytes) throw Error(name + ": .npy header is too long");
-    if (bytes.size() - prefix < header_length) throw Error(name + ": truncated .npy header");
+    if (header_length > max_header_bytes)
+        throw Error(ErrorCode::corrupt_data, name + ": .npy header is too long");
+    if (bytes.size() - prefix < header_length)
+        throw Error(ErrorCode::corrupt_data, name + ": truncated .npy header");
     const std::string_view header(reinterpret_cast<const char*>(bytes.data() + prefix),
                                   header_length);
 
@@ -273,9 +279,10 @@ NpyArray parse_npy(std::span<const std::uint8_t> bytes, std::string_view source)
         parser.fail("it needs the keys 'descr', 'fortran_order' and 'shape'");
     }
     if (*fortran_order) {
-        throw Error(name +
-                    ": .npy data is in Fortran order; only C order is read "
-                    "(save np.ascontiguousarray(x))");
+        throw Error(ErrorCode::unsupported,
+                    name +
+                        ": .npy data is in Fortran order; only C order is read "
+                        "(save np.ascontiguousarray(x))");
     }
 
     NpyArray array;
@@ -285,18 +292,20 @@ NpyArray parse_npy(std::span<const std::uint8_t> bytes, std::string_view source)
     std::uint64_t data_bytes = item_size;
     for (const std::uint64_t dim : array.shape) {
         // Bounded before multiplying, so the product cannot overflow.
-        if (dim > max_npy_bytes) throw Error(name + ": .npy dimension out of range");
+        if (dim > max_npy_bytes)
+            throw Error(ErrorCode::corrupt_data, name + ": .npy dimension out of range");
         data_bytes *= dim;
         if (data_bytes > max_npy_bytes) {
-            throw Error(name + ": .npy data would exceed " + std::to_string(max_npy_bytes) +
-                        " bytes");
+            throw Error(ErrorCode::unsupported, name + ": .npy data would exceed " +
+                                                    std::to_string(max_npy_bytes) + " bytes");
         }
     }
     const std::size_t available = bytes.size() - prefix - header_length;
     if (available != data_bytes) {
-        throw Error(name + ": .npy data is " + std::to_string(available) +
-                    " bytes, the header promises " + std::to_string(data_bytes) +
-                    (available < data_bytes ? " (truncated file)" : ""));
+        throw Error(ErrorCode::corrupt_data,
+                    name + ": .npy data is " + std::to_string(available) +
+                        " bytes, the header promises " + std::to_string(data_bytes) +
+                        (available < data_bytes ? " (truncated file)" : ""));
     }
     array.data.assign(bytes.end() - static_cast<std::ptrdiff_t>(available), bytes.end());
     return array;
@@ -305,17 +314,19 @@ NpyArray parse_npy(std::span<const std::uint8_t> bytes, std::string_view source)
 NpyArray read_npy_file(const std::filesystem::path& path) {
     const std::string name = path.string();
     std::error_code error;
-    if (!std::filesystem::is_regular_file(path, error)) throw Error(name + ": no such file");
+    if (!std::filesystem::is_regular_file(path, error))
+        throw Error(ErrorCode::io, name + ": no such file");
     const auto size = std::filesystem::file_size(path, error);
-    if (error) throw Error(name + ": cannot read: " + error.message());
+    if (error) throw Error(ErrorCode::io, name + ": cannot read: " + error.message());
     if (size > max_npy_bytes + max_header_bytes + 16) {
-        throw Error(name + ": larger than the " + std::to_string(max_npy_bytes) +
-                    " bytes a .npy dataset may hold");
+        throw Error(ErrorCode::unsupported, name + ": larger than the " +
+                                                std::to_string(max_npy_bytes) +
+                                                " bytes a .npy dataset may hold");
     }
     std::ifstream file(path, std::ios::binary);
     std::vector<std::uint8_t> bytes(size);
     if (!file.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size))) {
-        throw Error(name + ": cannot read the file");
+        throw Error(ErrorCode::io, name + ": cannot read the file");
     }
     return parse_npy(bytes, name);
 }

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <exception>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -90,7 +91,7 @@ StartupBreakdown startup_breakdown(const StreamReport& report) {
 
 StreamReport run_stream(const std::string& url, ProgressiveOptions options, const ImageSet& images,
                         const StreamOptions& stream_options) {
-    if (images.count == 0) throw Error("run: no images to stream");
+    if (images.count == 0) throw Error(ErrorCode::invalid_argument, "run: no images to stream");
     const auto open_images = [&images](const Model& topology, const std::string& name) {
         const InputSpec spec = read_input_spec(topology, name);
         check_model_fits_images(spec, images, "fashion-mnist", 10, name);
@@ -118,10 +119,12 @@ StreamReport run_stream(const std::string& url, ProgressiveOptions options,
     ProgressiveModel& model = *holder;
     model.wait_ready(std::chrono::duration<double>(stream_options.max_seconds));
     if (!model.ready()) {
-        throw Error(model.failure().value_or(url + ": no engine became ready in time"));
+        if (const std::optional<std::string> failure = model.failure())
+            throw Error(model.failure_code(), *failure);
+        throw Error(ErrorCode::network, url + ": no engine became ready in time");
     }
     const std::unique_ptr<InputSet> inputs = open_inputs(*model.topology(), url);
-    if (inputs->count() == 0) throw Error("run: no inputs to stream");
+    if (inputs->count() == 0) throw Error(ErrorCode::invalid_argument, "run: no inputs to stream");
     report.labelled = inputs->has_labels();
 
     // The camera: one frame every 1/fps seconds, queued, never dropped.
@@ -154,7 +157,7 @@ StreamReport run_stream(const std::string& url, ProgressiveOptions options,
     });
 
     // Inference: every frame, in order, on the engine current at the time.
-    std::string inference_failure;
+    std::exception_ptr inference_failure;  // rethrown here, code and type intact
     std::mutex frames_mutex;
     std::jthread inference([&] {
         for (;;) {
@@ -182,9 +185,9 @@ StreamReport run_stream(const std::string& url, ProgressiveOptions options,
                 report.longest_inference =
                     std::max(report.longest_inference, frame.done_at - started);
                 report.frames.push_back(frame);
-            } catch (const Error& error) {
+            } catch (...) {
                 const std::lock_guard lock(frames_mutex);
-                inference_failure = error.what();
+                inference_failure = std::current_exception();
                 stop_camera = true;
                 return;
             }
@@ -202,7 +205,7 @@ StreamReport run_stream(const std::string& url, ProgressiveOptions options,
         if (finished_at >= 0 && now() >= finished_at + stream_options.tail_seconds) break;
         {
             const std::lock_guard lock(frames_mutex);
-            if (!inference_failure.empty()) break;
+            if (inference_failure) break;
         }
         if (stream_options.on_status && now() - status_at >= 0.5) {
             const std::lock_guard lock(frames_mutex);
@@ -228,8 +231,9 @@ StreamReport run_stream(const std::string& url, ProgressiveOptions options,
     report.finished_at = finished_at;
     report.fetch = model.fetch_result();
     report.failure = model.failure();
+    report.failure_code = model.failure_code();
     holder.reset();  // no more events after this
-    if (!inference_failure.empty()) throw Error(inference_failure);
+    if (inference_failure) std::rethrow_exception(inference_failure);
     {
         const std::lock_guard lock(events_mutex);
         for (const ProgressiveEvent& event : report.events) {

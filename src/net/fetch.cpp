@@ -17,8 +17,10 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <set>
+#include <system_error>
 #include <thread>
 #include <utility>
 
@@ -52,17 +54,19 @@ ParsedUrl parse_package_url(const std::string& url) {
     const std::size_t scheme_end = url.find("://");
     const std::string scheme = scheme_end == std::string::npos ? "" : url.substr(0, scheme_end);
     ParsedUrl parsed;
-    if (scheme == "file" || (scheme.empty() && fs::is_directory(url))) {
+    std::error_code not_a_directory;
+    if (scheme == "file" || (scheme.empty() && fs::is_directory(url, not_a_directory))) {
         parsed.local = true;
         parsed.path = scheme.empty() ? url : url.substr(scheme_end + 3);
     } else if (scheme != "http" && scheme != "https") {
-        throw Error(
-            "'" + url +
-            "' is not an http://, https:// or file:// URL of a package, nor a package directory");
+        throw Error(ErrorCode::invalid_argument, "'" + url +
+                                                     "' is not an http://, https:// or file:// URL "
+                                                     "of a package, nor a package directory");
     } else {
         const std::size_t path_start = url.find('/', scheme_end + 3);
         parsed.origin = url.substr(0, path_start);
-        if (parsed.origin.size() <= scheme_end + 3) throw Error("'" + url + "' names no host");
+        if (parsed.origin.size() <= scheme_end + 3)
+            throw Error(ErrorCode::invalid_argument, "'" + url + "' names no host");
         parsed.path = path_start == std::string::npos ? "/" : url.substr(path_start);
     }
     if (parsed.path.empty()) parsed.path = "./";
@@ -84,7 +88,7 @@ class Stopped : public Error {
 };
 class Cancelled : public Stopped {
   public:
-    Cancelled() : Stopped("cancelled") {}
+    Cancelled() : Stopped(ErrorCode::cancelled, "cancelled") {}
 };
 
 // "12.3 MB" or "517 bytes", for messages.
@@ -108,6 +112,7 @@ struct Outcome {
     bool complete = false;
     bool retryable = true;
     std::string problem;
+    ErrorCode code = ErrorCode::network;  // of `problem`
 };
 
 // Why a transfer callback asked libcurl to stop.
@@ -121,7 +126,7 @@ void init_curl_once() {
     static std::once_flag once;
     std::call_once(once, [] {
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-            throw Error("libcurl could not be initialized");
+            throw Error(ErrorCode::internal, "libcurl could not be initialized");
         }
     });
 }
@@ -136,7 +141,8 @@ class PackageSource {
         init_curl_once();
         // One handle for the whole package: its connection is kept alive.
         curl_.reset(curl_easy_init());
-        if (!curl_) throw Error("'" + url + "': cannot make an HTTP client for it");
+        if (!curl_)
+            throw Error(ErrorCode::network, "'" + url + "': cannot make an HTTP client for it");
         CURL* const curl = curl_.get();
         curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -164,12 +170,14 @@ class PackageSource {
         if (!in) {
             outcome.retryable = false;
             outcome.problem = "no such file";
+            outcome.code = ErrorCode::io;
             return outcome;
         }
         std::error_code error;
         const std::uint64_t size = fs::file_size(path, error);
         if (!error && file_size > 0 && size != file_size) {
             outcome.retryable = false;
+            outcome.code = ErrorCode::corrupt_data;
             outcome.problem = "the file is " + std::to_string(size) + " bytes, the manifest says " +
                               std::to_string(file_size);
             return outcome;
@@ -191,6 +199,7 @@ class PackageSource {
         if (!outcome.complete) {
             outcome.retryable = false;
             outcome.problem = "the file is shorter than the manifest says";
+            outcome.code = ErrorCode::corrupt_data;
         }
         return outcome;
     }
@@ -228,15 +237,16 @@ class PackageSource {
         for (;;) {
             const Outcome outcome = attempt();
             if (outcome.complete) return;
-            if (!outcome.retryable) throw Error(where(file) + ": " + outcome.problem);
+            if (!outcome.retryable) throw Error(outcome.code, where(file) + ": " + outcome.problem);
             if (outcome.received > 0 && outcome.reached > best) {
                 best = outcome.reached;  // progress: the budget starts over
                 failed = 0;
                 backoff = options_.backoff_initial;
             }
             if (++failed >= options_.max_attempts) {
-                throw Error(where(file) + ": " + outcome.problem + " (gave up after " +
-                            std::to_string(options_.max_attempts) + " tries without progress)");
+                throw Error(outcome.code,
+                            where(file) + ": " + outcome.problem + " (gave up after " +
+                                std::to_string(options_.max_attempts) + " tries without progress)");
             }
             ++retries;
             FetchEvent event;
@@ -271,6 +281,7 @@ class PackageSource {
                 outcome.complete = false;
                 outcome.retryable = false;
                 outcome.problem = "larger than " + std::to_string(max_bytes) + " bytes";
+                outcome.code = ErrorCode::corrupt_data;
             }
             if (outcome.complete) {
                 if (std::string problem = check(bytes); !problem.empty()) {
@@ -278,6 +289,7 @@ class PackageSource {
                     outcome.received = 0;
                     outcome.reached = 0;
                     outcome.problem = std::move(problem);
+                    outcome.code = ErrorCode::corrupt_data;
                 }
             }
             return outcome;
@@ -296,9 +308,11 @@ class PackageSource {
     void check_stop(const std::string& file) const {
         if (cancelled()) throw Cancelled();
         if (past_deadline()) {
-            throw Stopped(where(file) + ": deadline of " + seconds_text(options_.deadline_seconds) +
-                          " passed after " +
-                          amount(bytes_downloaded + (transfer_ ? transfer_->outcome.received : 0)));
+            throw Stopped(
+                ErrorCode::network,
+                where(file) + ": deadline of " + seconds_text(options_.deadline_seconds) +
+                    " passed after " +
+                    amount(bytes_downloaded + (transfer_ ? transfer_->outcome.received : 0)));
         }
     }
 
@@ -375,6 +389,7 @@ class PackageSource {
         if (transfer.outcome.received + length > transfer.limit) {
             transfer.outcome.retryable = false;
             transfer.outcome.problem = "larger than " + std::to_string(transfer.limit) + " bytes";
+            transfer.outcome.code = ErrorCode::corrupt_data;
             return 0;
         }
         if (length > 0) {
@@ -523,6 +538,7 @@ class PackageSource {
             case CURLE_FILESIZE_EXCEEDED:
                 outcome.retryable = false;
                 outcome.problem = "larger than " + std::to_string(transfer.limit) + " bytes";
+                outcome.code = ErrorCode::corrupt_data;
                 break;
             case CURLE_TOO_MANY_REDIRECTS:
             case CURLE_UNSUPPORTED_PROTOCOL:
@@ -557,7 +573,15 @@ class UnitDecoder {
     UnitDecoder(ModelAssembler& assembler, int threads, Clock::time_point start,
                 const std::atomic<bool>* hold = nullptr)
         : assembler_(assembler), start_(start), hold_(hold) {
-        for (int t = 0; t < std::max(1, threads); ++t) workers_.emplace_back([this] { work(); });
+        try {
+            for (int t = 0; t < std::max(1, threads); ++t)
+                workers_.emplace_back([this] { work(); });
+        } catch (const std::system_error& error) {
+            // Fewer workers do; none at all cannot decode.
+            if (workers_.empty())
+                throw Error(ErrorCode::out_of_memory,
+                            std::string("cannot start a decoding thread: ") + error.what());
+        }
     }
     ~UnitDecoder() {
         {
@@ -663,7 +687,11 @@ class UnitDecoder {
                     assembler_.apply_unit(job.rung, job.unit, job.bytes, job.source);
                     ++applied_;
                 }
-            } catch (const Error& error) {
+            } catch (const std::bad_alloc&) {
+                // Nothing may escape a worker (it would end the process): the
+                // unit counts as failed, and is fetched and applied again.
+                failure = job.source + ": out of memory";
+            } catch (const std::exception& error) {
                 failure = error.what();
             }
             const double to = seconds_between(start_, Clock::now());
@@ -841,8 +869,9 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
                     std::string(signature_file_name), 0, 0, max_signature_bytes, 0,
                     [](const std::string&) { return std::string(); });
             } catch (const Error& error) {
-                throw Error(std::string(error.what()) +
-                            " (the package is not signed, or its signature cannot be had)");
+                throw Error(error.code(),
+                            std::string(error.what()) +
+                                " (the package is not signed, or its signature cannot be had)");
             }
         });
     }
@@ -919,7 +948,8 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
         const std::size_t rung_index = manifest.rung_index(*rung);
         const std::string where = source.where(rung->data.file);
         if (!assembler && !starts_with_topology(rung->kind)) {
-            throw Error(where + ": a refinement cannot come before the topology");
+            throw Error(ErrorCode::corrupt_data,
+                        where + ": a refinement cannot come before the topology");
         }
         RungTimeline timeline;
         timeline.kind = rung->kind;
@@ -1074,7 +1104,8 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
                 throw;
             } catch (const Error& error) {
                 if (!builds_on_earlier_rung(rung->kind) || options.strict) {
-                    throw Error(std::string(error.what()) + " (the unit never arrived intact)");
+                    throw Error(error.code(),
+                                std::string(error.what()) + " (the unit never arrived intact)");
                 }
                 lost.push_back(unit_index);
             }
@@ -1086,9 +1117,10 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
         if (!stream_failed && received == rung->data.bytes && wanted == rung->data.bytes &&
             timeline.units_refetched == 0 && lost.empty()) {
             if (file_hash.finish_hex() != rung->data.sha256) {
-                throw Error(where +
-                            ": SHA-256 differs from the manifest's (the manifest's unit "
-                            "hashes and file hash disagree)");
+                throw Error(ErrorCode::corrupt_data,
+                            where +
+                                ": SHA-256 differs from the manifest's (the manifest's unit "
+                                "hashes and file hash disagree)");
             }
             timeline.file_sha256_checked = true;
         }

@@ -34,8 +34,8 @@ std::uint64_t whole_number(std::string_view text, std::string_view rule) {
     std::uint64_t value = 0;
     const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
     if (error != std::errc() || end != text.data() + text.size()) {
-        throw Error("fault '" + std::string(rule) + "': '" + std::string(text) +
-                    "' is not a whole number");
+        throw Error(ErrorCode::invalid_argument, "fault '" + std::string(rule) + "': '" +
+                                                     std::string(text) + "' is not a whole number");
     }
     return value;
 }
@@ -44,7 +44,8 @@ int times_of(std::string_view text, std::string_view rule) {
     if (text == "always") return -1;
     const std::uint64_t times = whole_number(text, rule);
     if (times == 0 || times > 1'000'000) {
-        throw Error("fault '" + std::string(rule) + "': TIMES is a count from 1 or 'always'");
+        throw Error(ErrorCode::invalid_argument,
+                    "fault '" + std::string(rule) + "': TIMES is a count from 1 or 'always'");
     }
     return int(times);
 }
@@ -66,11 +67,14 @@ double parse_rate(std::string_view text) {
             if (unit != candidate.name) continue;
             const double bits = number * candidate.bits;
             if (bits >= 1 && bits <= max_rate_bits_per_second) return bits;
-            throw Error("rate '" + std::string(text) + "' is out of range (1bit to 1000Gbit)");
+            throw Error(ErrorCode::invalid_argument,
+                        "rate '" + std::string(text) + "' is out of range (1bit to 1000Gbit)");
         }
     }
-    throw Error("rate '" + std::string(text) +
-                "': give a positive number with a unit, e.g. 100Mbit, 33.6Mbit, 1.1Gbit or 12MB");
+    throw Error(
+        ErrorCode::invalid_argument,
+        "rate '" + std::string(text) +
+            "': give a positive number with a unit, e.g. 100Mbit, 33.6Mbit, 1.1Gbit or 12MB");
 }
 
 double parse_duration(std::string_view text) {
@@ -83,12 +87,13 @@ double parse_duration(std::string_view text) {
         if (unit.empty() && number == 0) seconds = 0;
         // Beyond a week a duration is a typo, and clocks would overflow.
         if (seconds > max_duration_seconds) {
-            throw Error("duration '" + std::string(text) + "' is longer than a week");
+            throw Error(ErrorCode::invalid_argument,
+                        "duration '" + std::string(text) + "' is longer than a week");
         }
         if (seconds >= 0) return seconds;
     }
-    throw Error("duration '" + std::string(text) +
-                "': give a number with a unit, e.g. 20ms or 1.5s");
+    throw Error(ErrorCode::invalid_argument, "duration '" + std::string(text) +
+                                                 "': give a number with a unit, e.g. 20ms or 1.5s");
 }
 
 FaultRule parse_fault(std::string_view text) {
@@ -97,7 +102,7 @@ FaultRule parse_fault(std::string_view text) {
     FaultRule fault;
     const auto need = [&](std::size_t least, std::size_t most, const char* form) {
         if (parts.size() < least || parts.size() > most || parts[1].empty()) {
-            throw Error("fault '" + rule + "': expected " + form);
+            throw Error(ErrorCode::invalid_argument, "fault '" + rule + "': expected " + form);
         }
         fault.file = std::string(parts[1]);
     };
@@ -111,7 +116,9 @@ FaultRule parse_fault(std::string_view text) {
         fault.kind = FaultRule::Kind::flip;
         fault.offset = whole_number(parts[2], rule);
         if (parts.size() >= 4) fault.length = whole_number(parts[3], rule);
-        if (fault.length == 0) throw Error("fault '" + rule + "': LENGTH must be at least 1");
+        if (fault.length == 0)
+            throw Error(ErrorCode::invalid_argument,
+                        "fault '" + rule + "': LENGTH must be at least 1");
         if (parts.size() == 5) fault.times = times_of(parts[4], rule);
     } else if (parts[0] == "delay") {
         need(3, 4, "delay:FILE:DURATION[:TIMES]");
@@ -123,7 +130,8 @@ FaultRule parse_fault(std::string_view text) {
         fault.kind = FaultRule::Kind::fail;
         if (parts.size() == 3) fault.times = times_of(parts[2], rule);
     } else {
-        throw Error("fault '" + rule + "': the kind is drop, flip, delay or fail");
+        throw Error(ErrorCode::invalid_argument,
+                    "fault '" + rule + "': the kind is drop, flip, delay or fail");
     }
     return fault;
 }

@@ -31,6 +31,7 @@
 #include <optional>
 #include <queue>
 #include <random>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
 #include <utility>
@@ -811,52 +812,59 @@ struct PackageServer::Impl {
         std::array<epoll_event, 256> events;
         auto next_sweep = Clock::now() + sweep_interval;
         while (!stopping) {
-            auto next_timer = next_sweep;
-            if (!wakes.empty()) next_timer = std::min(next_timer, wakes.top().first);
-            const auto wait =
-                std::chrono::ceil<std::chrono::milliseconds>(next_timer - Clock::now());
-            const int count = ::epoll_wait(epoll.get(), events.data(), int(events.size()),
-                                           int(std::max<std::int64_t>(0, wait.count())));
-            for (int i = 0; i < count; ++i) {
-                const std::uint64_t key = events[std::size_t(i)].data.u64;
-                if (key == listener_key) {
-                    accept_connections();
-                    continue;
-                }
-                if (key == wakeup_key) continue;
-                const auto found = connections.find(key);
-                if (found == connections.end()) continue;  // closed earlier in this turn
-                Connection& connection = found->second;
-                const std::uint32_t ready = events[std::size_t(i)].events;
-                if (ready & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-                    if (connection.state == Connection::State::reading ||
-                        connection.state == Connection::State::draining) {
-                        on_readable(connection);
-                    } else if (ready & (EPOLLHUP | EPOLLERR)) {
-                        connection.dead = true;
+            // Nothing may escape this thread (it would end the process): a
+            // turn that fails (out of memory, say) is dropped, and the
+            // connections it left behind time out as idle ones do.
+            try {
+                auto next_timer = next_sweep;
+                if (!wakes.empty()) next_timer = std::min(next_timer, wakes.top().first);
+                const auto wait =
+                    std::chrono::ceil<std::chrono::milliseconds>(next_timer - Clock::now());
+                const int count = ::epoll_wait(epoll.get(), events.data(), int(events.size()),
+                                               int(std::max<std::int64_t>(0, wait.count())));
+                for (int i = 0; i < count; ++i) {
+                    const std::uint64_t key = events[std::size_t(i)].data.u64;
+                    if (key == listener_key) {
+                        accept_connections();
+                        continue;
                     }
+                    if (key == wakeup_key) continue;
+                    const auto found = connections.find(key);
+                    if (found == connections.end()) continue;  // closed earlier in this turn
+                    Connection& connection = found->second;
+                    const std::uint32_t ready = events[std::size_t(i)].events;
+                    if (ready & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+                        if (connection.state == Connection::State::reading ||
+                            connection.state == Connection::State::draining) {
+                            on_readable(connection);
+                        } else if (ready & (EPOLLHUP | EPOLLERR)) {
+                            connection.dead = true;
+                        }
+                    }
+                    service(connection);
+                    if (connection.dead) connections.erase(found);
                 }
-                service(connection);
-                if (connection.dead) connections.erase(found);
-            }
-            const auto now = Clock::now();
-            while (!wakes.empty() && wakes.top().first <= now) {
-                const auto [when, key] = wakes.top();
-                wakes.pop();
-                const auto found = connections.find(key);
-                if (found == connections.end()) continue;
-                Connection& connection = found->second;
-                if (connection.state != Connection::State::waiting || connection.wake_at != when) {
-                    continue;  // a stale wake
+                const auto now = Clock::now();
+                while (!wakes.empty() && wakes.top().first <= now) {
+                    const auto [when, key] = wakes.top();
+                    wakes.pop();
+                    const auto found = connections.find(key);
+                    if (found == connections.end()) continue;
+                    Connection& connection = found->second;
+                    if (connection.state != Connection::State::waiting ||
+                        connection.wake_at != when) {
+                        continue;  // a stale wake
+                    }
+                    connection.state = Connection::State::writing;
+                    connection.last_activity = now;
+                    service(connection);
+                    if (connection.dead) connections.erase(found);
                 }
-                connection.state = Connection::State::writing;
-                connection.last_activity = now;
-                service(connection);
-                if (connection.dead) connections.erase(found);
-            }
-            if (now >= next_sweep) {
-                sweep(now);
-                next_sweep = now + sweep_interval;
+                if (now >= next_sweep) {
+                    sweep(now);
+                    next_sweep = now + sweep_interval;
+                }
+            } catch (const std::exception&) {
             }
         }
         connections.clear();
@@ -870,7 +878,8 @@ PackageServer::PackageServer(ServerOptions options) : impl_(std::make_unique<Imp
     std::error_code error;
     impl_->root = fs::canonical(impl_->options.root, error);
     if (error || !fs::is_directory(impl_->root)) {
-        throw Error(impl_->options.root.string() + ": not a directory to serve");
+        throw Error(ErrorCode::invalid_argument,
+                    impl_->options.root.string() + ": not a directory to serve");
     }
 }
 
@@ -896,7 +905,7 @@ void PackageServer::start() {
     addrinfo* found = nullptr;
     if (::getaddrinfo(host.c_str(), std::to_string(impl.options.port).c_str(), &hints, &found) !=
         0) {
-        throw Error("cannot listen on " + where + ": unknown address");
+        throw Error(ErrorCode::network, "cannot listen on " + where + ": unknown address");
     }
     const std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> addresses(found, ::freeaddrinfo);
     Descriptor listener;
@@ -914,7 +923,8 @@ void PackageServer::start() {
         }
     }
     if (!listener) {
-        throw Error("cannot listen on " + where + " (address in use, or not allowed)");
+        throw Error(ErrorCode::network,
+                    "cannot listen on " + where + " (address in use, or not allowed)");
     }
     sockaddr_storage bound{};
     socklen_t bound_length = sizeof bound;
@@ -926,7 +936,8 @@ void PackageServer::start() {
     Descriptor epoll(::epoll_create1(EPOLL_CLOEXEC));
     Descriptor wakeup(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
     if (!epoll || !wakeup)
-        throw Error("cannot start the server: " + std::string(std::strerror(errno)));
+        throw Error(ErrorCode::network,
+                    "cannot start the server: " + std::string(std::strerror(errno)));
     epoll_event event{};
     event.events = EPOLLIN;
     event.data.u64 = Impl::listener_key;
@@ -938,7 +949,11 @@ void PackageServer::start() {
     impl.wakeup = std::move(wakeup);
     impl.accepting = true;
     impl.stopping = false;
-    impl.loop_thread = std::thread([&impl] { impl.run(); });
+    try {
+        impl.loop_thread = std::thread([&impl] { impl.run(); });
+    } catch (const std::system_error& error) {
+        throw Error(ErrorCode::network, std::string("cannot start the server: ") + error.what());
+    }
 }
 
 void PackageServer::stop() {

@@ -40,7 +40,7 @@ std::size_t fold_identity_nodes(onnx::GraphProto& graph) {
             if (found == replacement.end()) return name;
             name = found->second;
         }
-        throw Error("model topology has a cycle of Identity nodes");
+        throw Error(ErrorCode::corrupt_data, "model topology has a cycle of Identity nodes");
     };
     google::protobuf::RepeatedPtrField<onnx::NodeProto> kept;
     for (auto& node : *graph.mutable_node()) {

@@ -61,7 +61,7 @@ class GraphValidator {
 
   private:
     [[noreturn]] void fail(const std::string& what) const {
-        throw Error(std::string(source_) + ": invalid graph: " + what);
+        throw Error(ErrorCode::corrupt_data, std::string(source_) + ": invalid graph: " + what);
     }
 
     template <typename Dims>

@@ -30,19 +30,22 @@ namespace onnx_io {
 
 onnx::ModelProto parse_model_proto(std::string_view bytes, std::string_view source) {
     if (bytes.size() > max_onnx_bytes) {
-        throw Error(std::string(source) +
-                    ": larger than 2 GiB, which ONNX protobuf files cannot be");
+        throw Error(
+            ErrorCode::corrupt_data,
+            std::string(source) + ": larger than 2 GiB, which ONNX protobuf files cannot be");
     }
     onnx::ModelProto proto;
     if (!proto.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-        throw Error(std::string(source) + ": not an ONNX model, or the file is truncated");
+        throw Error(ErrorCode::corrupt_data,
+                    std::string(source) + ": not an ONNX model, or the file is truncated");
     }
     return proto;
 }
 
 std::string serialize_deterministically(const onnx::ModelProto& proto) {
     if (proto.ByteSizeLong() > max_onnx_bytes) {
-        throw Error("model would serialize to more than 2 GiB, which ONNX protobuf cannot hold");
+        throw Error(ErrorCode::unsupported,
+                    "model would serialize to more than 2 GiB, which ONNX protobuf cannot hold");
     }
     std::string bytes;
     {
@@ -50,7 +53,7 @@ std::string serialize_deterministically(const onnx::ModelProto& proto) {
         google::protobuf::io::CodedOutputStream coded_stream(&string_stream);
         coded_stream.SetSerializationDeterministic(true);
         if (!proto.SerializeToCodedStream(&coded_stream)) {
-            throw Error("failed to serialize the ONNX model");
+            throw Error(ErrorCode::internal, "failed to serialize the ONNX model");
         }
     }
     return bytes;
@@ -94,8 +97,9 @@ float narrow_double(double value, std::string_view what) {
     if (std::isinf(narrowed) && std::isfinite(value)) {
         char text[32];
         std::snprintf(text, sizeof text, "%.6g", value);
-        throw Error(std::string(what) + " holds the float64 value " + text +
-                    ", beyond float32's range (3.4e38), in which bitinc codes weights");
+        throw Error(ErrorCode::unsupported,
+                    std::string(what) + " holds the float64 value " + text +
+                        ", beyond float32's range (3.4e38), in which bitinc codes weights");
     }
     return narrowed;
 }
@@ -214,8 +218,9 @@ std::size_t checked_element_count(const TensorProto& tensor, std::string_view so
     std::uint64_t count = 1;
     for (const std::int64_t dim : tensor.dims()) {
         if (dim < 0 || (dim > 0 && count > max_onnx_bytes / static_cast<std::uint64_t>(dim))) {
-            throw Error(std::string(source) + ": initializer '" + tensor.name() +
-                        "' has an impossible shape " + shape_text(tensor));
+            throw Error(ErrorCode::corrupt_data, std::string(source) + ": initializer '" +
+                                                     tensor.name() + "' has an impossible shape " +
+                                                     shape_text(tensor));
         }
         count *= static_cast<std::uint64_t>(dim);
     }
@@ -224,28 +229,31 @@ std::size_t checked_element_count(const TensorProto& tensor, std::string_view so
 
 [[noreturn]] void throw_bad_size(const TensorProto& tensor, std::string_view source,
                                  std::size_t found, std::size_t expected) {
-    throw Error(std::string(source) + ": initializer '" + tensor.name() + "' holds " +
-                std::to_string(found) + " values where its shape " + shape_text(tensor) +
-                " needs " + std::to_string(expected) + " (truncated or malformed file?)");
+    throw Error(ErrorCode::corrupt_data,
+                std::string(source) + ": initializer '" + tensor.name() + "' holds " +
+                    std::to_string(found) + " values where its shape " + shape_text(tensor) +
+                    " needs " + std::to_string(expected) + " (truncated or malformed file?)");
 }
 
 Tensor extract_weight(const TensorProto& proto, std::string_view source) {
     if (proto.data_location() == TensorProto::EXTERNAL || proto.external_data_size() > 0) {
-        throw Error(std::string(source) + ": initializer '" + proto.name() +
-                    "' keeps its data in an external file, which only a model read from a "
-                    "file can have");
+        throw Error(ErrorCode::unsupported,
+                    std::string(source) + ": initializer '" + proto.name() +
+                        "' keeps its data in an external file, which only a model read from a "
+                        "file can have");
     }
     if (proto.has_segment()) {
-        throw Error(std::string(source) + ": initializer '" + proto.name() +
-                    "' is segmented, which bitinc does not support");
+        throw Error(ErrorCode::unsupported, std::string(source) + ": initializer '" + proto.name() +
+                                                "' is segmented, which bitinc does not support");
     }
     Tensor tensor;
     tensor.name = proto.name();
     tensor.shape.assign(proto.dims().begin(), proto.dims().end());
     const std::optional<StoredType> type = weight_type(proto.data_type());
     if (!type) {
-        throw Error(std::string(source) + ": initializer '" + proto.name() +
-                    "' is not a float32, float16, bfloat16 or float64 tensor");
+        throw Error(ErrorCode::unsupported,
+                    std::string(source) + ": initializer '" + proto.name() +
+                        "' is not a float32, float16, bfloat16 or float64 tensor");
     }
     tensor.stored_as = *type;
     const std::size_t count = checked_element_count(proto, source);
@@ -299,23 +307,26 @@ Tensor extract_weight(const TensorProto& proto, std::string_view source) {
 void validate_structure(const onnx::ModelProto& proto, std::string_view source) {
     const std::string where(source);
     if (!proto.has_graph() || proto.graph().node_size() == 0) {
-        throw Error(where + ": not an ONNX model (it has no graph nodes)");
+        throw Error(ErrorCode::corrupt_data, where + ": not an ONNX model (it has no graph nodes)");
     }
     if (proto.opset_import_size() == 0) {
-        throw Error(where + ": the model names no operator set (truncated file?)");
+        throw Error(ErrorCode::corrupt_data,
+                    where + ": the model names no operator set (truncated file?)");
     }
     const onnx::GraphProto& graph = proto.graph();
     // A graph may have no inputs (one that computes constants, as ONNX's
     // test_constant); one without outputs computes nothing.
     if (graph.output_size() == 0) {
-        throw Error(where + ": the graph has no outputs (truncated file?)");
+        throw Error(ErrorCode::corrupt_data,
+                    where + ": the graph has no outputs (truncated file?)");
     }
     if (graph.sparse_initializer_size() > 0) {
         // Engines and bitinc's ladder take dense tensors; without this, the
         // nodes reading it would be "reading what nothing defines".
-        throw Error(where + ": sparse initializer '" + graph.sparse_initializer(0).values().name() +
-                    "' is not supported (bitinc reads dense tensors: store it as an ordinary "
-                    "initializer)");
+        throw Error(ErrorCode::unsupported,
+                    where + ": sparse initializer '" + graph.sparse_initializer(0).values().name() +
+                        "' is not supported (bitinc reads dense tensors: store it as an ordinary "
+                        "initializer)");
     }
     std::set<std::string> defined;
     for (const auto& input : graph.input()) defined.insert(input.name());
@@ -326,15 +337,16 @@ void validate_structure(const onnx::ModelProto& proto, std::string_view source) 
     for (const auto& node : graph.node()) {
         for (const auto& input : node.input()) {
             if (!input.empty() && !defined.count(input)) {
-                throw Error(where + ": node '" + node.name() + "' (" + node.op_type() +
-                            ") reads '" + input + "', which nothing defines (truncated file?)");
+                throw Error(ErrorCode::corrupt_data,
+                            where + ": node '" + node.name() + "' (" + node.op_type() +
+                                ") reads '" + input + "', which nothing defines (truncated file?)");
             }
         }
     }
     for (const auto& output : graph.output()) {
         if (!defined.count(output.name())) {
-            throw Error(where + ": graph output '" + output.name() +
-                        "' is never computed (truncated file?)");
+            throw Error(ErrorCode::corrupt_data, where + ": graph output '" + output.name() +
+                                                     "' is never computed (truncated file?)");
         }
     }
 }
@@ -414,9 +426,10 @@ Model parse_topology(std::string_view topology, std::string_view source_name) {
         const TensorProto& stored = *slot.tensor;
         if (!stored.raw_data().empty() || stored.float_data_size() > 0 ||
             stored.int32_data_size() > 0 || stored.double_data_size() > 0) {
-            throw Error(std::string(source_name) + ": " +
-                        (slot.in_constant ? "Constant '" : "initializer '") + slot.name +
-                        "' carries data; a topology has none");
+            throw Error(ErrorCode::corrupt_data,
+                        std::string(source_name) + ": " +
+                            (slot.in_constant ? "Constant '" : "initializer '") + slot.name +
+                            "' carries data; a topology has none");
         }
         Tensor tensor;
         tensor.name = slot.name;
@@ -440,7 +453,8 @@ std::string onnx_io::serialize_with_protobuf(const Model& model) {
         const TensorProto& initializer = *slot.tensor;
         const auto found = by_name.find(slot.name);
         if (found == by_name.end()) {
-            throw Error("model has no weight for initializer '" + slot.name + "'");
+            throw Error(ErrorCode::invalid_argument,
+                        "model has no weight for initializer '" + slot.name + "'");
         }
         const Tensor& tensor = *found->second;
         const bool same_shape = std::equal(tensor.shape.begin(), tensor.shape.end(),
@@ -449,14 +463,16 @@ std::string onnx_io::serialize_with_protobuf(const Model& model) {
         for (const std::int64_t dim : tensor.shape) expected *= static_cast<std::size_t>(dim);
         if (!same_shape || expected != tensor.values.size() ||
             static_cast<int>(tensor.stored_as) != initializer.data_type()) {
-            throw Error("weight '" + tensor.name +
-                        "' does not match its initializer's shape or type");
+            throw Error(
+                ErrorCode::invalid_argument,
+                "weight '" + tensor.name + "' does not match its initializer's shape or type");
         }
         store_weight(tensor, *slot.tensor);
         ++stored;
     }
     if (stored != model.weights.size()) {
-        throw Error("model has weights that no initializer of its topology names");
+        throw Error(ErrorCode::invalid_argument,
+                    "model has weights that no initializer of its topology names");
     }
     return onnx_io::serialize_deterministically(proto);
 }
@@ -751,11 +767,12 @@ Model model_of_weights(std::vector<Tensor> weights, const std::string& name) {
     proto.add_opset_import()->set_version(13);
     onnx::GraphProto& graph = *proto.mutable_graph();
     graph.set_name(name);
-    if (weights.empty()) throw Error("weights: no tensors to pack");
+    if (weights.empty()) throw Error(ErrorCode::invalid_argument, "weights: no tensors to pack");
     std::set<std::string> names;
     for (const Tensor& tensor : weights) {
         if (tensor.name.empty() || !names.insert(tensor.name).second)
-            throw Error("weights: every tensor needs a name of its own ('" + tensor.name + "')");
+            throw Error(ErrorCode::invalid_argument,
+                        "weights: every tensor needs a name of its own ('" + tensor.name + "')");
         TensorProto& initializer = *graph.add_initializer();
         initializer.set_name(tensor.name);
         initializer.set_data_type(onnx_io::onnx_data_type(tensor.stored_as));
@@ -763,9 +780,10 @@ Model model_of_weights(std::vector<Tensor> weights, const std::string& name) {
         // The same shape check as a read model's initializers get.
         const std::size_t elements = checked_element_count(initializer, "weights");
         if (elements != tensor.values.size())
-            throw Error("weights: tensor '" + tensor.name + "' has " +
-                        std::to_string(tensor.values.size()) + " values for its shape's " +
-                        std::to_string(elements));
+            throw Error(ErrorCode::invalid_argument, "weights: tensor '" + tensor.name + "' has " +
+                                                         std::to_string(tensor.values.size()) +
+                                                         " values for its shape's " +
+                                                         std::to_string(elements));
         // An Identity per weight makes it a graph output: valid ONNX that
         // any tool reads, with each weight's name, shape and type.
         const std::string output = tensor.name + ".value";

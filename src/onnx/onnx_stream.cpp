@@ -17,6 +17,7 @@
 
 #include "bitinc/error.hpp"
 #include "bitinc/model.hpp"
+#include "core/checked_index.hpp"
 #include "core/decimal.hpp"
 #include "core/file_io.hpp"
 #include "onnx/proto_io.hpp"
@@ -338,15 +339,17 @@ struct OnnxWeightReader::Impl {
     Impl(std::string_view name, fs::path model_directory, ByteSource bytes)
         : source_name(name), directory(std::move(model_directory)), source(std::move(bytes)) {}
 
-    [[noreturn]] void refuse(const TensorProto& tensor, const std::string& why) const {
-        throw Error(source_name + ": initializer '" + tensor.name() + "' " + why);
+    [[noreturn]] void refuse(const TensorProto& tensor, const std::string& why,
+                             ErrorCode code = ErrorCode::corrupt_data) const {
+        throw Error(code, source_name + ": initializer '" + tensor.name() + "' " + why);
     }
 
     const ByteSource& external_file(const TensorProto& tensor, const std::string& location) {
         if (directory.empty()) {
             refuse(tensor,
                    "keeps its data in an external file, which only a model read from a "
-                   "file can have");
+                   "file can have",
+                   ErrorCode::unsupported);
         }
         const fs::path relative(location);
         if (location.empty() || relative.is_absolute() ||
@@ -365,14 +368,17 @@ struct OnnxWeightReader::Impl {
         std::error_code error;
         const fs::path base = fs::canonical(directory, error);
         const fs::path resolved = error ? fs::path() : fs::canonical(directory / relative, error);
-        if (error) refuse(tensor, "names external data '" + location + "', which does not exist");
+        if (error)
+            refuse(tensor, "names external data '" + location + "', which does not exist",
+                   ErrorCode::io);
         const fs::path inside = resolved.lexically_relative(base);
         if (inside.empty() || *inside.begin() == "..") {
             refuse(tensor, "names external data '" + location +
                                "', a link that leads out of the model's directory");
         }
         if (!fs::is_regular_file(resolved, error)) {
-            refuse(tensor, "names external data '" + location + "', which is not a regular file");
+            refuse(tensor, "names external data '" + location + "', which is not a regular file",
+                   ErrorCode::io);
         }
         return external_files.emplace(location, ByteSource(core::ReadableFile(resolved)))
             .first->second;
@@ -418,21 +424,24 @@ struct OnnxWeightReader::Impl {
 
     void open() {
         if (source.size() > max_onnx_bytes) {
-            throw Error(source_name + ": larger than 2 GiB, which ONNX protobuf files cannot be");
+            throw Error(ErrorCode::corrupt_data,
+                        source_name + ": larger than 2 GiB, which ONNX protobuf files cannot be");
         }
         StructureScanner scanner(source);
         std::string stripped;
         try {
             stripped = scanner.strip_model();
         } catch (const Malformed&) {
-            throw Error(source_name + ": not an ONNX model, or the file is truncated");
+            throw Error(ErrorCode::corrupt_data,
+                        source_name + ": not an ONNX model, or the file is truncated");
         }
         onnx::ModelProto proto = onnx_io::parse_model_proto(stripped, source_name);
         stripped = std::string();
         onnx_io::validate_structure(proto, source_name);
         auto& initializers = *proto.mutable_graph()->mutable_initializer();
         if (std::size_t(initializers.size()) != scanner.records.size()) {
-            throw Error(source_name + ": not an ONNX model, or the file is truncated");
+            throw Error(ErrorCode::corrupt_data,
+                        source_name + ": not an ONNX model, or the file is truncated");
         }
         for (const auto& entry : proto.metadata_props()) {
             topology.metadata[entry.key()] = entry.value();
@@ -442,7 +451,8 @@ struct OnnxWeightReader::Impl {
         for (const onnx_io::WeightSlot& slot : onnx_io::weight_slots(proto)) {
             if (!slot.in_constant) continue;
             if (!names.insert(slot.name).second) {
-                throw Error(source_name + ": two weights are named '" + slot.name + "'");
+                throw Error(ErrorCode::corrupt_data,
+                            source_name + ": two weights are named '" + slot.name + "'");
             }
             open_constant(slot);
         }
@@ -451,12 +461,16 @@ struct OnnxWeightReader::Impl {
             const InitializerRecord& record = scanner.records[std::size_t(i)];
             if (!onnx_io::is_weight_initializer(tensor)) continue;
             if (!record.weight) {
-                throw Error(source_name + ": not an ONNX model, or the file is truncated");
+                throw Error(ErrorCode::corrupt_data,
+                            source_name + ": not an ONNX model, or the file is truncated");
             }
             if (!names.insert(tensor.name()).second) {
-                throw Error(source_name + ": two weights are named '" + tensor.name() + "'");
+                throw Error(ErrorCode::corrupt_data,
+                            source_name + ": two weights are named '" + tensor.name() + "'");
             }
-            if (tensor.has_segment()) refuse(tensor, "is segmented, which bitinc does not support");
+            if (tensor.has_segment())
+                refuse(tensor, "is segmented, which bitinc does not support",
+                       ErrorCode::unsupported);
             Tensor weight;
             weight.name = tensor.name();
             weight.shape.assign(tensor.dims().begin(), tensor.dims().end());
@@ -480,7 +494,8 @@ struct OnnxWeightReader::Impl {
                 TensorProto whole;
                 if (!whole.ParseFromString(
                         source.read_string(record.message_offset, record.message_length))) {
-                    throw Error(source_name + ": not an ONNX model, or the file is truncated");
+                    throw Error(ErrorCode::corrupt_data,
+                                source_name + ": not an ONNX model, or the file is truncated");
                 }
                 onnx_io::extract_weight(whole, source_name);
                 locations.push_back({nullptr, record.message_offset, record.message_length, {}});
@@ -530,14 +545,15 @@ struct OnnxWeightReader::Impl {
     }
 
     std::vector<float> read_values(std::size_t index) const {
-        const Location& location = locations.at(index);
+        const Location& location = core::checked_at(locations, index, "weight");
         if (location.file == nullptr && location.message_length == 0) return location.held;
         const Tensor& weight = topology.weights[index];
         if (location.file == nullptr) {
             TensorProto whole;
             if (!whole.ParseFromString(
                     source.read_string(location.offset, location.message_length))) {
-                throw Error(source_name + ": initializer '" + weight.name + "' cannot be read");
+                throw Error(ErrorCode::corrupt_data,
+                            source_name + ": initializer '" + weight.name + "' cannot be read");
             }
             return onnx_io::extract_weight(whole, source_name).values;
         }
@@ -568,7 +584,7 @@ const Model& OnnxWeightReader::topology() const {
 }
 
 std::uint64_t OnnxWeightReader::element_count(std::size_t index) const {
-    return impl_->element_counts.at(index);
+    return core::checked_at(impl_->element_counts, index, "weight");
 }
 
 std::vector<float> OnnxWeightReader::read_values(std::size_t index) const {
@@ -749,9 +765,10 @@ SplicedModel splice_weights(const std::string& marked, const WeightPlaces& place
     try {
         copy(0, marked.size(), Kind::model, -1);
     } catch (const Malformed&) {
-        throw Error("model topology: cannot lay out its weights");
+        throw Error(ErrorCode::corrupt_data, "model topology: cannot lay out its weights");
     }
-    if (weight != shapes.size()) throw Error("model topology: cannot lay out its weights");
+    if (weight != shapes.size())
+        throw Error(ErrorCode::corrupt_data, "model topology: cannot lay out its weights");
     for (const std::string& literal : spliced.literals) spliced.total_bytes += literal.size();
     for (const WeightShape& shape : shapes) spliced.total_bytes += shape.bytes();
     return spliced;
@@ -801,7 +818,8 @@ std::string serialize_onnx(std::string_view topology, const WeightValueSource& v
     const std::vector<WeightShape> shapes = weight_shapes(proto);
     const SplicedModel spliced = inline_layout(proto, shapes);
     if (spliced.total_bytes > max_onnx_bytes) {
-        throw Error("the model is larger than an ONNX file without external data can be (2 GiB)");
+        throw Error(ErrorCode::unsupported,
+                    "the model is larger than an ONNX file without external data can be (2 GiB)");
     }
     std::string bytes;
     bytes.reserve(std::size_t(spliced.total_bytes));
@@ -879,7 +897,7 @@ std::vector<const Tensor*> weights_in_topology_order(const Model& model) {
         const TensorProto& stored = *slot.tensor;
         const auto found = by_name.find(slot.name);
         if (found == by_name.end()) {
-            throw Error("model has no weight for '" + slot.name + "'");
+            throw Error(ErrorCode::invalid_argument, "model has no weight for '" + slot.name + "'");
         }
         const Tensor& tensor = *found->second;
         std::uint64_t expected = 1;
@@ -888,12 +906,14 @@ std::vector<const Tensor*> weights_in_topology_order(const Model& model) {
                         stored.dims().end()) ||
             expected != tensor.values.size() ||
             static_cast<int>(tensor.stored_as) != stored.data_type()) {
-            throw Error("weight '" + tensor.name + "' does not match its tensor's shape or type");
+            throw Error(ErrorCode::invalid_argument,
+                        "weight '" + tensor.name + "' does not match its tensor's shape or type");
         }
         ordered.push_back(&tensor);
     }
     if (ordered.size() != model.weights.size()) {
-        throw Error("model has weights that no tensor of its topology names");
+        throw Error(ErrorCode::invalid_argument,
+                    "model has weights that no tensor of its topology names");
     }
     return ordered;
 }

@@ -7,6 +7,7 @@
 #include "bitinc/codec.hpp"
 #include "bitinc/error.hpp"
 #include "bitinc/package.hpp"
+#include "core/checked_index.hpp"
 #include "core/sha256.hpp"
 
 namespace bitinc {
@@ -21,14 +22,16 @@ ModelAssembler::ModelAssembler(Manifest manifest, std::string topology, std::str
     : manifest_(std::move(manifest)) {
     if (topology.size() != manifest_.topology.bytes ||
         core::sha256_hex(topology) != manifest_.topology.sha256) {
-        throw Error(std::string(source) + ": the topology does not match the manifest's SHA-256");
+        throw Error(ErrorCode::corrupt_data,
+                    std::string(source) + ": the topology does not match the manifest's SHA-256");
     }
     model_ = parse_topology(topology, source);
     validate_graph(model_, source);
     if (model_.weights.size() != manifest_.tensors.size()) {
-        throw Error(std::string(source) + ": the topology has " +
-                    std::to_string(model_.weights.size()) + " weight tensors, the manifest " +
-                    std::to_string(manifest_.tensors.size()));
+        throw Error(ErrorCode::corrupt_data, std::string(source) + ": the topology has " +
+                                                 std::to_string(model_.weights.size()) +
+                                                 " weight tensors, the manifest " +
+                                                 std::to_string(manifest_.tensors.size()));
     }
     tensors_.resize(manifest_.tensors.size());
     for (std::size_t t = 0; t < manifest_.tensors.size(); ++t) {
@@ -36,8 +39,9 @@ ModelAssembler::ModelAssembler(Manifest manifest, std::string topology, std::str
         const Tensor& tensor = model_.weights[t];
         if (tensor.name != entry.name || tensor.shape != entry.shape ||
             tensor.stored_as != entry.stored_as) {
-            throw Error(std::string(source) + ": tensor '" + entry.name +
-                        "' differs between the topology and the manifest");
+            throw Error(ErrorCode::corrupt_data,
+                        std::string(source) + ": tensor '" + entry.name +
+                            "' differs between the topology and the manifest");
         }
         TensorState& state = tensors_[t];
         const std::uint64_t elements = entry.element_count();
@@ -75,8 +79,8 @@ ModelAssembler::ChunkState& ModelAssembler::chunk_of(const UnitEntry& entry) {
         std::lower_bound(chunks.begin(), chunks.end(), entry.first,
                          [](const ChunkState& c, std::uint64_t first) { return c.first < first; });
     if (found == chunks.end() || found->first != entry.first || found->count != entry.count) {
-        throw Error("unit does not match a chunk of tensor '" +
-                    manifest_.tensors[entry.tensor].name + "'");
+        throw Error(ErrorCode::corrupt_data, "unit does not match a chunk of tensor '" +
+                                                 manifest_.tensors[entry.tensor].name + "'");
     }
     return *found;
 }
@@ -87,33 +91,37 @@ const ModelAssembler::ChunkState& ModelAssembler::chunk_of(const UnitEntry& entr
 
 int ModelAssembler::chunk_bits(std::size_t rung_index, std::size_t unit_index) const {
     const std::lock_guard lock(mutex_);
-    return chunk_of(manifest_.rungs.at(rung_index).units.at(unit_index)).bits;
+    const RungEntry& rung = core::checked_at(manifest_.rungs, rung_index, "rung");
+    return chunk_of(core::checked_at(rung.units, unit_index, "unit")).bits;
 }
 
 void ModelAssembler::apply_unit(std::size_t rung_index, std::size_t unit_index,
                                 std::span<const std::uint8_t> unit, std::string_view source) {
-    const RungEntry& rung = manifest_.rungs.at(rung_index);
-    const UnitEntry& entry = rung.units.at(unit_index);
+    const RungEntry& rung = core::checked_at(manifest_.rungs, rung_index, "rung");
+    const UnitEntry& entry = core::checked_at(rung.units, unit_index, "unit");
     const TensorEntry& tensor = manifest_.tensors[entry.tensor];
     const std::string where = std::string(source) + ": unit " + std::to_string(unit_index) +
                               " (tensor '" + tensor.name + "')";
     if (unit.size() != entry.length) {
-        throw Error(where + " has " + std::to_string(unit.size()) + " bytes, the manifest says " +
-                    std::to_string(entry.length));
+        throw Error(ErrorCode::corrupt_data, where + " has " + std::to_string(unit.size()) +
+                                                 " bytes, the manifest says " +
+                                                 std::to_string(entry.length));
     }
     // The SHA-256 first: forged bytes (a CRC is easy to recompute) never
     // reach a parser.
     if (unit_sha256(unit) != entry.sha256) {
-        throw Error(std::string(source) + ": unit " + std::to_string(unit_index) +
-                    ": SHA-256 differs from the manifest's (tensor '" + tensor.name + "')");
+        throw Error(ErrorCode::corrupt_data,
+                    std::string(source) + ": unit " + std::to_string(unit_index) +
+                        ": SHA-256 differs from the manifest's (tensor '" + tensor.name + "')");
     }
     const UnitHeader header = read_unit_header(unit, where);
     if (unit_crc32c(unit) != entry.crc32c)
-        throw Error(where + ": CRC32C differs from the manifest's");
+        throw Error(ErrorCode::corrupt_data, where + ": CRC32C differs from the manifest's");
     if (header.target.tensor_index != entry.tensor || header.target.first != entry.first ||
         header.target.count != entry.count ||
         header.target.tensor_elements != tensor.element_count()) {
-        throw Error(where + ": the unit's header names other elements than the manifest");
+        throw Error(ErrorCode::corrupt_data,
+                    where + ": the unit's header names other elements than the manifest");
     }
     TensorState& state = tensors_[entry.tensor];
     int parent_bits = 0;
@@ -124,7 +132,7 @@ void ModelAssembler::apply_unit(std::size_t rung_index, std::size_t unit_index,
     }
     if (!tensor.quantized) {
         if (header.type != UnitType::exact || builds_on_earlier_rung(rung.kind)) {
-            throw Error(where + ": expected an exact unit");
+            throw Error(ErrorCode::corrupt_data, where + ": expected an exact unit");
         }
         std::vector<float> values(entry.count);
         decode_exact_unit(header, unit, values);
@@ -141,13 +149,15 @@ void ModelAssembler::apply_unit(std::size_t rung_index, std::size_t unit_index,
         const int from_bits = manifest_.unit_parent_bits(rung, entry.tensor);
         if (header.type != UnitType::lossless || header.parent_bits != from_bits ||
             header.stored_as != tensor.stored_as) {
-            throw Error(where + ": expected a lossless unit of " +
-                        std::string(stored_type_name(tensor.stored_as)) + " weights on " +
-                        std::to_string(from_bits) + " bits");
+            throw Error(ErrorCode::corrupt_data,
+                        where + ": expected a lossless unit of " +
+                            std::string(stored_type_name(tensor.stored_as)) + " weights on " +
+                            std::to_string(from_bits) + " bits");
         }
         if (parent_bits != from_bits) {
-            throw Error(where + ": its chunk is at " + std::to_string(parent_bits) +
-                        " bits, not at the ladder's top of " + std::to_string(from_bits));
+            throw Error(ErrorCode::corrupt_data,
+                        where + ": its chunk is at " + std::to_string(parent_bits) +
+                            " bits, not at the ladder's top of " + std::to_string(from_bits));
         }
         // The chunk at the top rung (steps are kept at the top rung).
         const RungChunk top{from_bits, state.steps, state.channel_size,
@@ -166,12 +176,14 @@ void ModelAssembler::apply_unit(std::size_t rung_index, std::size_t unit_index,
         const int from_bits = manifest_.unit_parent_bits(rung, entry.tensor);
         if (header.type != UnitType::refinement || header.bits != bits ||
             header.parent_bits != from_bits) {
-            throw Error(where + ": expected a refinement unit from " + std::to_string(from_bits) +
-                        " to " + std::to_string(bits) + " bits");
+            throw Error(ErrorCode::corrupt_data, where + ": expected a refinement unit from " +
+                                                     std::to_string(from_bits) + " to " +
+                                                     std::to_string(bits) + " bits");
         }
         if (parent_bits != from_bits) {
-            throw Error(where + ": its chunk is at " + std::to_string(parent_bits) +
-                        " bits, not at the parent rung's " + std::to_string(from_bits));
+            throw Error(ErrorCode::corrupt_data,
+                        where + ": its chunk is at " + std::to_string(parent_bits) +
+                            " bits, not at the parent rung's " + std::to_string(from_bits));
         }
         std::vector<std::int32_t> fine(entry.count);
         const std::span<const std::int32_t> coarse =
@@ -184,7 +196,8 @@ void ModelAssembler::apply_unit(std::size_t rung_index, std::size_t unit_index,
     } else {
         if (header.type != UnitType::levels || header.bits != bits ||
             header.channel_size != state.channel_size) {
-            throw Error(where + ": expected a " + std::to_string(bits) + "-bit levels unit");
+            throw Error(ErrorCode::corrupt_data,
+                        where + ": expected a " + std::to_string(bits) + "-bit levels unit");
         }
         std::vector<std::int32_t> indices(entry.count);
         decode_level_unit(header, unit, indices);
@@ -225,21 +238,24 @@ int ModelAssembler::lowest_bits() const {
 void ModelAssembler::read_values(std::size_t tensor_index, std::uint64_t first,
                                  std::span<float> out) const {
     const std::lock_guard lock(mutex_);
-    const TensorState& state = tensors_.at(tensor_index);
+    const TensorState& state = core::checked_at(tensors_, tensor_index, "tensor");
     const std::string& name = manifest_.tensors[tensor_index].name;
     const std::uint64_t end = first + out.size();
     const int top = manifest_.ladder.top_bits();
     for (const ChunkState& chunk : state.chunks) {
         if (chunk.first + chunk.count <= first || chunk.first >= end) continue;
-        if (chunk.bits == 0) throw Error("tensor '" + name + "' has not arrived");
+        if (chunk.bits == 0)
+            throw Error(ErrorCode::not_ready, "tensor '" + name + "' has not arrived");
     }
     if (out.empty()) return;
     if (!manifest_.tensors[tensor_index].quantized) {
-        if (end > state.values.size()) throw Error("tensor '" + name + "' has not arrived");
+        if (end > state.values.size())
+            throw Error(ErrorCode::not_ready, "tensor '" + name + "' has not arrived");
         std::copy_n(state.values.begin() + std::ptrdiff_t(first), out.size(), out.begin());
         return;
     }
-    if (end > state.indices.size()) throw Error("tensor '" + name + "' has not arrived");
+    if (end > state.indices.size())
+        throw Error(ErrorCode::not_ready, "tensor '" + name + "' has not arrived");
     const auto chunk_at = [&](std::uint64_t i) {
         return std::upper_bound(
                    state.chunks.begin(), state.chunks.end(), i,
@@ -268,7 +284,7 @@ void ModelAssembler::read_values(std::size_t tensor_index, std::uint64_t first,
 
 void ModelAssembler::release_tensor(std::size_t tensor_index) {
     const std::lock_guard lock(mutex_);
-    TensorState& state = tensors_.at(tensor_index);
+    TensorState& state = core::checked_at(tensors_, tensor_index, "tensor");
     // Swapped with empty vectors: `= {}` would keep the capacity.
     std::vector<float>().swap(state.values);
     std::vector<std::int32_t>().swap(state.indices);

@@ -33,16 +33,20 @@ std::uint64_t level_bytes(const std::vector<UnitTarget>& chunks, const Quantized
 
 std::vector<int> checked_candidates(const PackBudget& budget, const LadderPlan& plan) {
     if (plan.bits.size() < 2) {
-        throw Error("pack: a budget needs a ladder of at least two rungs (e.g. 4,8,16)");
+        throw Error(ErrorCode::invalid_argument,
+                    "pack: a budget needs a ladder of at least two rungs (e.g. 4,8,16)");
     }
     std::vector<int> candidates = budget.candidate_bits;
     std::sort(candidates.begin(), candidates.end());
     candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
-    if (candidates.empty()) throw Error("pack: the budget has no base bit depths to choose from");
+    if (candidates.empty())
+        throw Error(ErrorCode::invalid_argument,
+                    "pack: the budget has no base bit depths to choose from");
     for (const int bits : candidates) {
         if (bits < min_ladder_bits || bits >= plan.top_bits()) {
-            throw Error("pack: a budget's base bits must lie from 2 to below the ladder's top (" +
-                        std::to_string(plan.top_bits()) + "), not " + std::to_string(bits));
+            throw Error(ErrorCode::invalid_argument,
+                        "pack: a budget's base bits must lie from 2 to below the ladder's top (" +
+                            std::to_string(plan.top_bits()) + "), not " + std::to_string(bits));
         }
     }
     return candidates;
@@ -53,16 +57,18 @@ std::vector<int> checked_candidates(const PackBudget& budget, const LadderPlan& 
 void check_budget(const PackBudget& budget, const LadderPlan& plan) {
     checked_candidates(budget, plan);
     if (!(budget.bytes > 0 || (budget.ratio > 0 && std::isfinite(budget.ratio)))) {
-        throw Error("pack: the budget is neither a byte count nor a positive ratio");
+        throw Error(ErrorCode::invalid_argument,
+                    "pack: the budget is neither a byte count nor a positive ratio");
     }
 }
 
 PackBudget parse_pack_budget(std::string_view text) {
     const std::string quoted = "budget '" + std::string(text) + "'";
     const auto fail = [&]() -> PackBudget {
-        throw Error(quoted +
-                    ": expected bytes (800000, 800kB, 1.5MB) or a ratio of the direct top rung "
-                    "(0.2x)");
+        throw Error(ErrorCode::invalid_argument,
+                    quoted +
+                        ": expected bytes (800000, 800kB, 1.5MB) or a ratio of the direct top rung "
+                        "(0.2x)");
     };
     // A plain decimal number first: digits, at most one point (no sign,
     // exponent, "inf" or "nan").
@@ -81,7 +87,8 @@ PackBudget parse_pack_budget(std::string_view text) {
     const std::string_view unit = text.substr(end);
     PackBudget budget;
     if (unit == "x") {
-        if (!(number > 0) || number > 1000) throw Error(quoted + ": the ratio must be above 0");
+        if (!(number > 0) || number > 1000)
+            throw Error(ErrorCode::invalid_argument, quoted + ": the ratio must be above 0");
         budget.ratio = number;
         return budget;
     }
@@ -92,7 +99,8 @@ PackBudget parse_pack_budget(std::string_view text) {
                                     [&](const auto& entry) { return entry.first == unit; });
     if (found == std::end(units)) return fail();
     const double bytes = std::floor(number * found->second);
-    if (!(bytes >= 1) || bytes > 9e15) throw Error(quoted + ": the budget must be at least 1 byte");
+    if (!(bytes >= 1) || bytes > 9e15)
+        throw Error(ErrorCode::invalid_argument, quoted + ": the budget must be at least 1 byte");
     budget.bytes = std::uint64_t(bytes);
     return budget;
 }
@@ -149,9 +157,10 @@ BitAllocation choose_base_bits(const std::filesystem::path& model_path, const La
         budget.bytes > 0 ? budget.bytes
                          : std::uint64_t(budget.ratio * double(allocation.reference_bytes));
     if (allocation.budget_bytes <= fixed) {
-        throw Error("pack: the budget of " + std::to_string(allocation.budget_bytes) +
-                    " bytes does not even hold the topology and exact tensors (" +
-                    std::to_string(fixed) + " bytes)");
+        throw Error(ErrorCode::invalid_argument,
+                    "pack: the budget of " + std::to_string(allocation.budget_bytes) +
+                        " bytes does not even hold the topology and exact tensors (" +
+                        std::to_string(fixed) + " bytes)");
     }
 
     // Loss: each tensor alone at each candidate, on the training images,

@@ -7,6 +7,7 @@
 #include "bitinc/codec.hpp"
 #include "bitinc/error.hpp"
 #include "bitinc/package.hpp"
+#include "core/checked_index.hpp"
 #include "core/sha256.hpp"
 
 namespace bitinc {
@@ -25,8 +26,9 @@ class ManifestReader {
   public:
     explicit ManifestReader(std::string_view source) : source_(source) {}
 
-    [[noreturn]] void fail(const std::string& what) const {
-        throw Error(std::string(source_) + ": " + what);
+    [[noreturn]] void fail(const std::string& what,
+                           ErrorCode code = ErrorCode::corrupt_data) const {
+        throw Error(code, std::string(source_) + ": " + what);
     }
 
     const Json& field(const Json& object, const char* name, const std::string& where) const {
@@ -200,8 +202,8 @@ const RungEntry* Manifest::find_rung(RungKind kind, int bits) const {
 }
 
 int Manifest::tensor_bits(std::size_t tensor, std::size_t ladder_rung) const {
-    const std::vector<int>& own = tensors.at(tensor).bits;
-    return own.empty() ? ladder.bits.at(ladder_rung) : own.at(ladder_rung);
+    const std::vector<int>& own = core::checked_at(tensors, tensor, "tensor").bits;
+    return core::checked_at(own.empty() ? ladder.bits : own, ladder_rung, "ladder rung");
 }
 
 namespace {
@@ -233,7 +235,7 @@ bool Manifest::carries(const RungEntry& rung, std::size_t tensor) const {
         case RungKind::refinement:
             return refines(rung, tensor);
         case RungKind::exact:
-            return tensors.at(tensor).quantized;
+            return core::checked_at(tensors, tensor, "tensor").quantized;
         default:
             return true;
     }
@@ -246,7 +248,8 @@ const RungEntry* Manifest::exact_rung() const {
 }
 
 bool Manifest::refines(const RungEntry& rung, std::size_t tensor) const {
-    if (rung.kind != RungKind::refinement || !tensors.at(tensor).quantized) return false;
+    if (rung.kind != RungKind::refinement || !core::checked_at(tensors, tensor, "tensor").quantized)
+        return false;
     const std::size_t position = ladder_position(*this, rung);
     return position > 0 && position < ladder.bits.size() &&
            tensor_bits(tensor, position) > tensor_bits(tensor, position - 1);
@@ -254,7 +257,7 @@ bool Manifest::refines(const RungEntry& rung, std::size_t tensor) const {
 
 LadderPlan Manifest::tensor_ladder(std::size_t tensor) const {
     LadderPlan plan = ladder;
-    const std::vector<int>& own = tensors.at(tensor).bits;
+    const std::vector<int>& own = core::checked_at(tensors, tensor, "tensor").bits;
     if (!own.empty()) {
         plan.bits = own;
         plan.bits.erase(std::unique(plan.bits.begin(), plan.bits.end()), plan.bits.end());
@@ -304,13 +307,15 @@ Manifest parse_manifest(std::string_view text, std::string_view source) {
     manifest.format_version = int(reader.number(json, "format_version", "manifest", 1'000'000));
     if (manifest.format_version < oldest_package_format_version) {
         reader.fail("the package was made by an older bitinc (format " +
-                    std::to_string(manifest.format_version) + "); re-pack it with this version");
+                        std::to_string(manifest.format_version) + "); re-pack it with this version",
+                    ErrorCode::unsupported);
     }
     if (manifest.format_version > package_format_version) {
         reader.fail("package format version " + std::to_string(manifest.format_version) +
-                    " is not supported (this bitinc reads versions " +
-                    std::to_string(oldest_package_format_version) + " to " +
-                    std::to_string(package_format_version) + "); update bitinc");
+                        " is not supported (this bitinc reads versions " +
+                        std::to_string(oldest_package_format_version) + " to " +
+                        std::to_string(package_format_version) + "); update bitinc",
+                    ErrorCode::unsupported);
     }
     manifest.generator = reader.text(json, "generator", "manifest");
 
@@ -532,10 +537,12 @@ FetchPlan plan_fetch(const Manifest& manifest, bool direct, int until_bits,
     const AccuracyPoint* point = nullptr;
     if (until_accuracy_point) {
         if (direct)
-            throw Error("the accuracy point is a place in the ladder: fetch it incrementally");
+            throw Error(ErrorCode::invalid_argument,
+                        "the accuracy point is a place in the ladder: fetch it incrementally");
         if (!manifest.accuracy_point) {
-            throw Error(std::string(where) +
-                        ": the package names no accuracy point (pack it with calibration)");
+            throw Error(ErrorCode::invalid_argument,
+                        std::string(where) +
+                            ": the package names no accuracy point (pack it with calibration)");
         }
         point = &*manifest.accuracy_point;
     }
@@ -551,15 +558,17 @@ FetchPlan plan_fetch(const Manifest& manifest, bool direct, int until_bits,
     if (direct) {
         const RungEntry* rung = manifest.find_rung(RungKind::direct, plan.target_bits);
         if (rung == nullptr) {
-            throw Error(std::string(where) + ": the package has no direct rung of " +
-                        std::to_string(plan.target_bits) + " bits");
+            throw Error(ErrorCode::invalid_argument,
+                        std::string(where) + ": the package has no direct rung of " +
+                            std::to_string(plan.target_bits) + " bits");
         }
         rungs.push_back(rung);
     } else {
         rungs = manifest.ladder_rungs(plan.target_bits);
         if (rungs.empty() || rungs.back()->bits != plan.target_bits) {
-            throw Error(std::string(where) + ": the ladder has no rung of " +
-                        std::to_string(plan.target_bits) + " bits");
+            throw Error(ErrorCode::invalid_argument,
+                        std::string(where) + ": the ladder has no rung of " +
+                            std::to_string(plan.target_bits) + " bits");
         }
     }
     for (const RungEntry* rung : rungs) {
@@ -572,9 +581,9 @@ FetchPlan plan_fetch(const Manifest& manifest, bool direct, int until_bits,
 
 std::uint64_t Manifest::accuracy_point_bytes() const {
     if (!accuracy_point) return 0;
-    const RungEntry& rung = rungs.at(accuracy_point->rung);
+    const RungEntry& rung = core::checked_at(rungs, accuracy_point->rung, "accuracy point rung");
     if (accuracy_point->units == 0) return first_unit_offset(rung);
-    const UnitEntry& last = rung.units.at(accuracy_point->units - 1);
+    const UnitEntry& last = core::checked_at(rung.units, accuracy_point->units - 1, "unit");
     return last.offset + last.length;
 }
 

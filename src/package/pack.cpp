@@ -33,15 +33,15 @@ namespace fs = std::filesystem;
 
 std::vector<int> checked_direct_bits(const PackOptions& options) {
     const std::vector<int>& ladder = options.ladder.bits;
-    if (ladder.empty()) throw Error("pack: the ladder is empty");
+    if (ladder.empty()) throw Error(ErrorCode::invalid_argument, "pack: the ladder is empty");
     std::vector<int> direct = options.direct_bits;
     if (direct.empty()) direct.push_back(options.ladder.top_bits());
     std::sort(direct.begin(), direct.end());
     direct.erase(std::unique(direct.begin(), direct.end()), direct.end());
     for (const int bits : direct) {
         if (std::find(ladder.begin(), ladder.end(), bits) == ladder.end()) {
-            throw Error("pack: direct rung " + std::to_string(bits) +
-                        " is not one of the ladder's bit depths");
+            throw Error(ErrorCode::invalid_argument, "pack: direct rung " + std::to_string(bits) +
+                                                         " is not one of the ladder's bit depths");
         }
     }
     return direct;
@@ -68,11 +68,16 @@ std::vector<std::string> foreign_entries(const fs::path& directory) {
         allowed.clear();
     }
     std::vector<std::string> foreign;
-    for (const auto& entry : fs::directory_iterator(directory)) {
-        const std::string name = entry.path().filename().string();
-        const bool ours = entry.is_regular_file() && !entry.is_symlink() &&
-                          std::find(allowed.begin(), allowed.end(), name) != allowed.end();
-        if (!ours) foreign.push_back(name);
+    try {
+        for (const auto& entry : fs::directory_iterator(directory)) {
+            const std::string name = entry.path().filename().string();
+            const bool ours = entry.is_regular_file() && !entry.is_symlink() &&
+                              std::find(allowed.begin(), allowed.end(), name) != allowed.end();
+            if (!ours) foreign.push_back(name);
+        }
+    } catch (const fs::filesystem_error& failure) {
+        throw Error(ErrorCode::io,
+                    directory.string() + ": cannot list it: " + failure.code().message());
     }
     return foreign;
 }
@@ -86,21 +91,26 @@ void install_directory(const fs::path& built, const fs::path& output, bool repla
     if (!fs::exists(fs::symlink_status(output, error))) {
         fs::rename(built, output, error);
         if (error)
-            throw Error("cannot move the package into " + output.string() + ": " + error.message());
+            throw Error(ErrorCode::io,
+                        "cannot move the package into " + output.string() + ": " + error.message());
         return;
     }
     if (!fs::is_directory(fs::symlink_status(output, error))) {
-        throw Error(output.string() + " exists and is not a directory; not replacing it");
+        throw Error(ErrorCode::invalid_argument,
+                    output.string() + " exists and is not a directory; not replacing it");
     }
     if (!fs::is_empty(output, error)) {
         if (!replace) {
-            throw Error(output.string() +
-                        " is not empty; not writing into it (--force replaces a package there)");
+            throw Error(
+                ErrorCode::invalid_argument,
+                output.string() +
+                    " is not empty; not writing into it (--force replaces a package there)");
         }
         const std::vector<std::string> foreign = foreign_entries(output);
         if (!foreign.empty()) {
-            throw Error(output.string() + " holds '" + foreign.front() +
-                        "', which is not a file of a bitinc package; not replacing it");
+            throw Error(ErrorCode::invalid_argument,
+                        output.string() + " holds '" + foreign.front() +
+                            "', which is not a file of a bitinc package; not replacing it");
         }
     }
     // Swap the two directories in one step, so `output` is always either the
@@ -112,12 +122,15 @@ void install_directory(const fs::path& built, const fs::path& output, bool repla
     const fs::path old = output.string() + ".old-" + std::to_string(::getpid());
     fs::remove_all(old, error);
     fs::rename(output, old, error);
-    if (error) throw Error("cannot move the old " + output.string() + " aside: " + error.message());
+    if (error)
+        throw Error(ErrorCode::io,
+                    "cannot move the old " + output.string() + " aside: " + error.message());
     fs::rename(built, output, error);
     if (error) {
         std::error_code ignored;
         fs::rename(old, output, ignored);
-        throw Error("cannot move the package into " + output.string() + ": " + error.message());
+        throw Error(ErrorCode::io,
+                    "cannot move the package into " + output.string() + ": " + error.message());
     }
     fs::remove_all(old, error);
 }
@@ -126,7 +139,7 @@ void write_plain_file(const fs::path& path, std::string_view bytes) {
     std::ofstream stream(path, std::ios::binary | std::ios::trunc);
     stream.write(bytes.data(), std::streamsize(bytes.size()));
     stream.flush();
-    if (!stream) throw Error("cannot write " + path.string() + " (disk full?)");
+    if (!stream) throw Error(ErrorCode::io, "cannot write " + path.string() + " (disk full?)");
 }
 
 // A rung file written as its units are coded: appended to disk and hashed on
@@ -265,9 +278,10 @@ void assign_tensor_bits(Manifest& manifest, const std::vector<int>& base_bits) {
         const int base = t < base_bits.size() ? base_bits[t] : 0;
         if (base == 0 || !manifest.tensors[t].quantized) continue;
         if (base < min_ladder_bits || base > plan.top_bits()) {
-            throw Error("pack: tensor '" + manifest.tensors[t].name + "': base of " +
-                        std::to_string(base) + " bits is not from 2 to the ladder's top (" +
-                        std::to_string(plan.top_bits()) + ")");
+            throw Error(ErrorCode::invalid_argument,
+                        "pack: tensor '" + manifest.tensors[t].name + "': base of " +
+                            std::to_string(base) + " bits is not from 2 to the ladder's top (" +
+                            std::to_string(plan.top_bits()) + ")");
         }
         mixed |= base != plan.base_bits();
     }
@@ -496,9 +510,10 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
         // (format.md §7.2), quantized or not: no rung gives them back.
         for (const TensorEntry& tensor : manifest.tensors) {
             if (tensor.stored_as == StoredType::float64) {
-                throw Error("pack: tensor '" + tensor.name +
-                            "' is float64; an exact rung reproduces float32, float16 and "
-                            "bfloat16 weights only (drop 'exact' from the ladder)");
+                throw Error(ErrorCode::unsupported,
+                            "pack: tensor '" + tensor.name +
+                                "' is float64; an exact rung reproduces float32, float16 and "
+                                "bfloat16 weights only (drop 'exact' from the ladder)");
             }
         }
         RungEntry rung;
@@ -528,13 +543,14 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
         total_units += chunks * rungs;
     }
 
-    const fs::path absolute = fs::absolute(output).lexically_normal();
+    std::error_code error;
+    const fs::path absolute = fs::absolute(output, error).lexically_normal();
+    if (error) throw Error(ErrorCode::io, output.string() + ": " + error.message());
     const fs::path target = absolute.has_filename() ? absolute : absolute.parent_path();
     const fs::path building = target.string() + ".partial-" + std::to_string(::getpid());
-    std::error_code error;
     fs::remove_all(building, error);
     if (!fs::create_directories(building, error) || error) {
-        throw Error("cannot create " + building.string() + ": " + error.message());
+        throw Error(ErrorCode::io, "cannot create " + building.string() + ": " + error.message());
     }
     const int threads = core::resolve_threads(options.threads);
     std::vector<double> encode_seconds(manifest.rungs.size(), 0.0);
@@ -552,8 +568,9 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
             Tensor tensor = model.weights[t];
             tensor.values = reader.read_values(t);
             if (plan.quantizes(tensor) != manifest.tensors[t].quantized) {
-                throw Error("pack: internal error: tensor '" + tensor.name +
-                            "' quantized by shape and by values differently");
+                throw Error(ErrorCode::internal,
+                            "pack: internal error: tensor '" + tensor.name +
+                                "' quantized by shape and by values differently");
             }
             pack_tensor(tensor, t, manifest.tensors[t].quantized, options, threads, manifest, files,
                         encode_seconds, done, total_units);
@@ -565,10 +582,10 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
         // The allocation was planned on these very units' sizes: the base
         // rung must come out exactly as planned, hence within its budget.
         if (allocation && manifest.rungs.front().data.bytes != allocation->base_bytes) {
-            throw Error("pack: internal error: the base rung has " +
-                        std::to_string(manifest.rungs.front().data.bytes) +
-                        " bytes, its bit allocation planned " +
-                        std::to_string(allocation->base_bytes));
+            throw Error(ErrorCode::internal, "pack: internal error: the base rung has " +
+                                                 std::to_string(manifest.rungs.front().data.bytes) +
+                                                 " bytes, its bit allocation planned " +
+                                                 std::to_string(allocation->base_bytes));
         }
         // Reorders refinement units in the finished rung files (issue 12).
         if (options.calibration) {
@@ -610,13 +627,16 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
 PackResult pack_weights(std::vector<Tensor> weights, const PackOptions& options,
                         const fs::path& output, const std::string& model_name) {
     if (model_name.empty() || model_name.find('/') != std::string::npos)
-        throw Error("pack: the model name '" + model_name + "' is not a file name");
+        throw Error(ErrorCode::invalid_argument,
+                    "pack: the model name '" + model_name + "' is not a file name");
     const Model model = model_of_weights(std::move(weights), model_name);
     // A directory of its own (mkdtemp), removed however packing ends.
-    std::string scratch_name = (fs::temp_directory_path() / "bitinc-weights-XXXXXX").string();
-    if (::mkdtemp(scratch_name.data()) == nullptr)
-        throw Error("pack: cannot make a temporary directory in " +
-                    fs::temp_directory_path().string());
+    std::error_code no_temporary;
+    const fs::path temporary = fs::temp_directory_path(no_temporary);
+    std::string scratch_name = (temporary / "bitinc-weights-XXXXXX").string();
+    if (no_temporary || ::mkdtemp(scratch_name.data()) == nullptr)
+        throw Error(ErrorCode::io,
+                    "pack: cannot make a temporary directory in " + temporary.string());
     const fs::path scratch = scratch_name;
     struct RemoveOnExit {
         fs::path path;

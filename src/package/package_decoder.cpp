@@ -371,14 +371,16 @@ void PackageDecoder::give_up(const ByteRange& range) {
     Impl& d = *impl_;
     Impl::Part* part = d.manifest ? d.part_of(range.file) : nullptr;
     if (part == nullptr) {
-        throw Error(d.where(range.file) + ": cannot be done without (" +
-                    (d.manifest ? "not a file of the plan" : "the manifest says what to fetch") +
-                    ")");
+        throw Error(
+            ErrorCode::unavailable,
+            d.where(range.file) + ": cannot be done without (" +
+                (d.manifest ? "not a file of the plan" : "the manifest says what to fetch") + ")");
     }
     if (!builds_on_earlier_rung(part->rung->kind)) {
-        throw Error(d.where(range.file) + ": bytes " + std::to_string(range.begin) + " to " +
-                    std::to_string(range.end) + " cannot be had, and the " +
-                    std::string(rung_kind_name(part->rung->kind)) + " rung needs every one");
+        throw Error(ErrorCode::unavailable,
+                    d.where(range.file) + ": bytes " + std::to_string(range.begin) + " to " +
+                        std::to_string(range.end) + " cannot be had, and the " +
+                        std::string(rung_kind_name(part->rung->kind)) + " rung needs every one");
     }
     std::size_t given_up = 0;
     for (std::size_t u = 0; u < part->wanted_units; ++u) {
@@ -417,7 +419,8 @@ bool PackageDecoder::has_manifest() const {
 }
 
 const Manifest& PackageDecoder::manifest() const {
-    if (!impl_->manifest) throw Error(impl_->source + ": the manifest has not arrived");
+    if (!impl_->manifest)
+        throw Error(ErrorCode::not_ready, impl_->source + ": the manifest has not arrived");
     return *impl_->manifest;
 }
 
@@ -426,7 +429,8 @@ bool PackageDecoder::has_model() const {
 }
 
 Model PackageDecoder::snapshot() const {
-    if (!impl_->assembler) throw Error(impl_->source + ": the topology has not arrived");
+    if (!impl_->assembler)
+        throw Error(ErrorCode::not_ready, impl_->source + ": the topology has not arrived");
     return impl_->assembler->model();
 }
 

@@ -23,9 +23,10 @@ class RungFile {
     RungFile(const fs::path& directory, const RungEntry& rung)
         : path_(directory / rung.data.file), rung_(rung), file_(path_) {
         if (file_.size() != rung.data.bytes) {
-            throw Error(path_.string() + ": " + std::to_string(file_.size()) +
-                        " bytes, the manifest says " + std::to_string(rung.data.bytes) +
-                        " (truncated?)");
+            throw Error(ErrorCode::corrupt_data,
+                        path_.string() + ": " + std::to_string(file_.size()) +
+                            " bytes, the manifest says " + std::to_string(rung.data.bytes) +
+                            " (truncated?)");
         }
         for (std::size_t u = 0; u < rung.units.size(); ++u) {
             units_by_tensor_[rung.units[u].tensor].push_back(u);
@@ -87,15 +88,17 @@ std::vector<const RungEntry*> rungs_to_unpack(const fs::path& directory, const M
     if (direct) {
         const RungEntry* rung = manifest.find_rung(RungKind::direct, bits);
         if (rung == nullptr) {
-            throw Error(directory.string() + ": the package has no direct rung of " +
-                        std::to_string(bits) + " bits");
+            throw Error(ErrorCode::invalid_argument, directory.string() +
+                                                         ": the package has no direct rung of " +
+                                                         std::to_string(bits) + " bits");
         }
         return {rung};
     }
     std::vector<const RungEntry*> rungs = manifest.ladder_rungs(bits);
     if (rungs.empty() || rungs.back()->bits != bits) {
-        throw Error(directory.string() + ": the package's ladder has no rung of " +
-                    std::to_string(bits) + " bits");
+        throw Error(ErrorCode::invalid_argument, directory.string() +
+                                                     ": the package's ladder has no rung of " +
+                                                     std::to_string(bits) + " bits");
     }
     return rungs;
 }
@@ -120,7 +123,7 @@ struct Unpacker {
         for (const auto& [rung_index, file] : files) {
             const std::vector<std::string> errors =
                 apply_tensor_units(assembler, rung_index, file, tensor);
-            if (!errors.empty()) throw Error(errors.front());
+            if (!errors.empty()) throw Error(ErrorCode::corrupt_data, errors.front());
         }
     }
 };
@@ -136,8 +139,9 @@ std::string read_package_file(const fs::path& directory, const FileEntry& entry)
     const fs::path path = directory / entry.file;
     std::string bytes = core::read_file(path, entry.bytes);
     if (bytes.size() != entry.bytes) {
-        throw Error(path.string() + ": " + std::to_string(bytes.size()) +
-                    " bytes, the manifest says " + std::to_string(entry.bytes) + " (truncated?)");
+        throw Error(ErrorCode::corrupt_data, path.string() + ": " + std::to_string(bytes.size()) +
+                                                 " bytes, the manifest says " +
+                                                 std::to_string(entry.bytes) + " (truncated?)");
     }
     return bytes;
 }
@@ -185,9 +189,10 @@ VerifyReport verify_package(const fs::path& directory,
         try {
             const core::ReadableFile file(directory / entry.file);
             if (file.size() != entry.bytes) {
-                throw Error((directory / entry.file).string() + ": " + std::to_string(file.size()) +
-                            " bytes, the manifest says " + std::to_string(entry.bytes) +
-                            " (truncated?)");
+                throw Error(ErrorCode::corrupt_data,
+                            (directory / entry.file).string() + ": " + std::to_string(file.size()) +
+                                " bytes, the manifest says " + std::to_string(entry.bytes) +
+                                " (truncated?)");
             }
             report.bytes += file.size();
             if (core::file_sha256_hex(file) != entry.sha256) {

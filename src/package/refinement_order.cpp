@@ -18,7 +18,8 @@ void reorder_refinement_units(const fs::path& directory, Manifest& manifest, std
                               const std::vector<std::size_t>& tensor_order) {
     if (rung_index >= manifest.rungs.size() ||
         manifest.rungs[rung_index].kind != RungKind::refinement) {
-        throw Error("reorder: rung " + std::to_string(rung_index) + " is not a refinement");
+        throw Error(ErrorCode::invalid_argument,
+                    "reorder: rung " + std::to_string(rung_index) + " is not a refinement");
     }
     RungEntry& rung = manifest.rungs[rung_index];
     // Each tensor's units, in chunk order; the order must name every tensor
@@ -30,15 +31,16 @@ void reorder_refinement_units(const fs::path& directory, Manifest& manifest, std
     std::vector<std::size_t> carried;
     for (const auto& entry : by_tensor) carried.push_back(entry.first);
     if (seen != carried) {
-        throw Error("reorder: the order does not name each tensor of " + rung.data.file +
-                    " exactly once");
+        throw Error(
+            ErrorCode::invalid_argument,
+            "reorder: the order does not name each tensor of " + rung.data.file + " exactly once");
     }
 
     const fs::path path = directory / rung.data.file;
     const fs::path reordered = directory / (rung.data.file + ".reordered");
     std::ifstream in(path, std::ios::binary);
     std::ofstream out(reordered, std::ios::binary | std::ios::trunc);
-    if (!in || !out) throw Error("reorder: cannot open " + path.string());
+    if (!in || !out) throw Error(ErrorCode::io, "reorder: cannot open " + path.string());
     std::vector<UnitEntry> units;
     units.reserve(rung.units.size());
     core::Sha256 hash;
@@ -49,7 +51,9 @@ void reorder_refinement_units(const fs::path& directory, Manifest& manifest, std
             buffer.resize(unit->length);
             in.seekg(std::streamoff(unit->offset));
             in.read(buffer.data(), std::streamsize(buffer.size()));
-            if (!in) throw Error("reorder: " + path.string() + " is shorter than its manifest");
+            if (!in)
+                throw Error(ErrorCode::corrupt_data,
+                            "reorder: " + path.string() + " is shorter than its manifest");
             out.write(buffer.data(), std::streamsize(buffer.size()));
             hash.update(std::string_view(buffer.data(), buffer.size()));
             units.push_back(*unit);
@@ -58,12 +62,15 @@ void reorder_refinement_units(const fs::path& directory, Manifest& manifest, std
         }
     }
     out.flush();
-    if (!out) throw Error("reorder: cannot write " + reordered.string() + " (disk full?)");
+    if (!out)
+        throw Error(ErrorCode::io, "reorder: cannot write " + reordered.string() + " (disk full?)");
     out.close();
     in.close();
     std::error_code error;
     fs::rename(reordered, path, error);
-    if (error) throw Error("reorder: cannot replace " + path.string() + ": " + error.message());
+    if (error)
+        throw Error(ErrorCode::io,
+                    "reorder: cannot replace " + path.string() + ": " + error.message());
     rung.units = std::move(units);
     rung.data.sha256 = hash.finish_hex();
 }

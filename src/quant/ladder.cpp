@@ -42,8 +42,9 @@ LadderPlan LadderPlan::parse(std::string_view text) {
     while (!text.empty()) {
         if (text == "exact") {
             if (plan.bits.empty() || plan.bits.back() >= max_ladder_bits) {
-                throw Error("ladder '" + original +
-                            "': exact follows a quantized rung below 32 bits, e.g. 4,8,exact");
+                throw Error(ErrorCode::invalid_argument,
+                            "ladder '" + original +
+                                "': exact follows a quantized rung below 32 bits, e.g. 4,8,exact");
             }
             plan.exact_top = true;
             break;
@@ -51,23 +52,27 @@ LadderPlan LadderPlan::parse(std::string_view text) {
         int bits = 0;
         const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), bits);
         if (error != std::errc() || bits < min_ladder_bits || bits > max_ladder_bits) {
-            throw Error("ladder '" + original +
-                        "': each rung is a bit depth from 2 to 32, the last may be 'exact'");
+            throw Error(ErrorCode::invalid_argument,
+                        "ladder '" + original +
+                            "': each rung is a bit depth from 2 to 32, the last may be 'exact'");
         }
         if (!plan.bits.empty() && bits <= plan.bits.back()) {
-            throw Error("ladder '" + original + "': bit depths must increase, e.g. 4,8,16");
+            throw Error(ErrorCode::invalid_argument,
+                        "ladder '" + original + "': bit depths must increase, e.g. 4,8,16");
         }
         plan.bits.push_back(bits);
         text.remove_prefix(static_cast<std::size_t>(end - text.data()));
         if (!text.empty()) {
             if (text.front() != ',' || text.size() == 1) {
-                throw Error("ladder '" + original +
-                            "': expected a comma-separated list such as 8,16");
+                throw Error(
+                    ErrorCode::invalid_argument,
+                    "ladder '" + original + "': expected a comma-separated list such as 8,16");
             }
             text.remove_prefix(1);
         }
     }
-    if (plan.bits.empty()) throw Error("ladder is empty: give bit depths such as 8,16");
+    if (plan.bits.empty())
+        throw Error(ErrorCode::invalid_argument, "ladder is empty: give bit depths such as 8,16");
     return plan;
 }
 
@@ -106,10 +111,11 @@ std::vector<float> top_steps(const Tensor& tensor, const LadderPlan& plan, std::
         float largest = 0.0f;
         for (std::size_t i = 0; i < channel_size; ++i) {
             if (!std::isfinite(values[i])) {
-                throw Error("tensor '" + tensor.name + "': element " +
-                            std::to_string(channel * channel_size + i) + " is " +
-                            (std::isnan(values[i]) ? "NaN" : "infinite") +
-                            "; only finite weights can be quantized");
+                throw Error(ErrorCode::invalid_argument,
+                            "tensor '" + tensor.name + "': element " +
+                                std::to_string(channel * channel_size + i) + " is " +
+                                (std::isnan(values[i]) ? "NaN" : "infinite") +
+                                "; only finite weights can be quantized");
             }
             largest = std::max(largest, std::fabs(values[i]));
         }
@@ -218,7 +224,8 @@ void quantize_chunk(const Tensor& tensor, const TopGrid& grid, const LadderPlan&
     const auto rung = std::find(plan.bits.begin(), plan.bits.end(), bits);
     if (rung == plan.bits.end() || grid.channel_size == 0 ||
         first + out.size() > tensor.values.size()) {
-        throw Error("quantize_chunk: the chunk or the rung is not the tensor's");
+        throw Error(ErrorCode::invalid_argument,
+                    "quantize_chunk: the chunk or the rung is not the tensor's");
     }
     const double limit = double(largest_index(plan.top_bits(), plan.base_bits()));
     // The top rung, a channel's part at a time.
@@ -239,7 +246,8 @@ void coarsen_chunk(const LadderPlan& plan, int from_bits, int to_bits,
     const auto to = std::find(plan.bits.begin(), plan.bits.end(), to_bits);
     const auto from = std::find(plan.bits.begin(), plan.bits.end(), from_bits);
     if (to == plan.bits.end() || from == plan.bits.end() || to > from)
-        throw Error("coarsen_chunk: the rungs are not the plan's, finer to coarser");
+        throw Error(ErrorCode::invalid_argument,
+                    "coarsen_chunk: the rungs are not the plan's, finer to coarser");
     // Down the plan's rungs one by one, as quantize_ladder does.
     for (auto finer = from; finer != to; --finer) {
         const int k = *finer - *(finer - 1);
@@ -251,7 +259,7 @@ std::vector<std::int32_t> refinement_residuals(const QuantizedTensor& coarse,
                                                const QuantizedTensor& fine) {
     const int k = fine.bits - coarse.bits;
     if (k <= 0 || coarse.indices.size() != fine.indices.size()) {
-        throw Error("refinement: rungs do not match");
+        throw Error(ErrorCode::invalid_argument, "refinement: rungs do not match");
     }
     std::vector<std::int32_t> residuals(fine.indices.size());
     for (std::size_t i = 0; i < residuals.size(); ++i) {
@@ -274,10 +282,11 @@ QuantizedTensor refine(const QuantizedTensor& coarse, std::span<const std::int32
                        int fine_bits) {
     const int k = fine_bits - coarse.bits;
     if (k <= 0 || coarse.bits < min_ladder_bits || fine_bits > max_ladder_bits)
-        throw Error("refinement: bad rung bit depths");
+        throw Error(ErrorCode::invalid_argument, "refinement: bad rung bit depths");
     if (residuals.size() != coarse.indices.size()) {
-        throw Error("refinement: " + std::to_string(residuals.size()) + " residuals for " +
-                    std::to_string(coarse.indices.size()) + " weights");
+        throw Error(ErrorCode::invalid_argument,
+                    "refinement: " + std::to_string(residuals.size()) + " residuals for " +
+                        std::to_string(coarse.indices.size()) + " weights");
     }
     QuantizedTensor result;
     result.bits = fine_bits;
@@ -311,15 +320,17 @@ QuantizedTensor refine(const QuantizedTensor& coarse, std::span<const std::int32
     if (bad) {
         for (std::size_t i = 0; i < residuals.size(); ++i) {
             if (std::abs(std::int64_t{coarse.indices[i]}) > coarse_limit) {
-                throw Error("refinement: coarse index " + std::to_string(coarse.indices[i]) +
-                            " at weight " + std::to_string(i) + " exceeds its bit depth");
+                throw Error(ErrorCode::corrupt_data,
+                            "refinement: coarse index " + std::to_string(coarse.indices[i]) +
+                                " at weight " + std::to_string(i) + " exceeds its bit depth");
             }
             const ResidualRange range = residual_range(coarse.indices[i], k);
             const std::int64_t fine = (std::int64_t{coarse.indices[i]} << k) + residuals[i];
             if (residuals[i] < range.low || residuals[i] > range.high || fine < -limit ||
                 fine > limit) {
-                throw Error("refinement: residual " + std::to_string(residuals[i]) + " at weight " +
-                            std::to_string(i) + " is out of range");
+                throw Error(ErrorCode::corrupt_data,
+                            "refinement: residual " + std::to_string(residuals[i]) + " at weight " +
+                                std::to_string(i) + " is out of range");
             }
         }
     }

@@ -18,8 +18,8 @@ class MetadataReader {
     }
 
     [[noreturn]] void fail(const std::string& key, const std::string& value) const {
-        throw Error(std::string(model_name_) + ": metadata " + key + " = '" + value +
-                    "' is malformed");
+        throw Error(ErrorCode::corrupt_data, std::string(model_name_) + ": metadata " + key +
+                                                 " = '" + value + "' is malformed");
     }
 
     template <typename Number>
@@ -55,7 +55,8 @@ InputSpec read_input_spec(const Model& model, std::string_view model_name) {
     InputSpec spec;
     const TopologySummary summary = summarize_topology(model);
     if (summary.inputs.empty()) {
-        throw Error(std::string(model_name) + ": the graph has no input to feed");
+        throw Error(ErrorCode::unsupported,
+                    std::string(model_name) + ": the graph has no input to feed");
     }
     const ValueInfo& input = summary.inputs.front();
     spec.input_name = input.name;
@@ -75,14 +76,16 @@ InputSpec read_input_spec(const Model& model, std::string_view model_name) {
         spec.height = input.dims[2];
         spec.width = input.dims[3];
     } else {
-        throw Error(std::string(model_name) +
-                    ": the model input is not an NCHW image batch and has no bitinc.input.shape "
-                    "metadata");
+        throw Error(
+            ErrorCode::unsupported,
+            std::string(model_name) +
+                ": the model input is not an NCHW image batch and has no bitinc.input.shape "
+                "metadata");
     }
     if (const std::string* layout = metadata.find("bitinc.input.layout");
         layout && *layout != "NCHW") {
-        throw Error(std::string(model_name) + ": input layout " + *layout +
-                    " is not supported (only NCHW)");
+        throw Error(ErrorCode::unsupported, std::string(model_name) + ": input layout " + *layout +
+                                                " is not supported (only NCHW)");
     }
     if (const auto scale = metadata.numbers<float>("bitinc.input.scale"); !scale.empty()) {
         spec.scale = scale.front();
@@ -100,9 +103,10 @@ InputSpec read_input_spec(const Model& model, std::string_view model_name) {
     }
     for (const auto* list : {&spec.mean, &spec.std}) {
         if (list->size() != 1 && list->size() != static_cast<std::size_t>(spec.channels)) {
-            throw Error(std::string(model_name) +
-                        ": metadata gives a mean or std per channel for a different number of "
-                        "channels than the input has");
+            throw Error(ErrorCode::corrupt_data,
+                        std::string(model_name) +
+                            ": metadata gives a mean or std per channel for a different number of "
+                            "channels than the input has");
         }
     }
     if (const std::string* dataset = metadata.find("bitinc.dataset")) spec.dataset = *dataset;

@@ -81,13 +81,15 @@ class OpenCvEngine final : public Engine {
         std::size_t expected = batch.shape.empty() ? 0 : 1;
         std::vector<int> dims;
         for (const std::int64_t dim : batch.shape) {
-            if (dim <= 0 || dim > (1 << 30)) throw Error(model_name_ + ": bad input batch shape");
+            if (dim <= 0 || dim > (1 << 30))
+                throw Error(ErrorCode::invalid_argument, model_name_ + ": bad input batch shape");
             dims.push_back(static_cast<int>(dim));
             expected *= static_cast<std::size_t>(dim);
         }
         if (expected != batch.values.size()) {
-            throw Error(model_name_ + ": input batch holds " + std::to_string(batch.values.size()) +
-                        " values, its shape needs " + std::to_string(expected));
+            throw Error(ErrorCode::invalid_argument,
+                        model_name_ + ": input batch holds " + std::to_string(batch.values.size()) +
+                            " values, its shape needs " + std::to_string(expected));
         }
         try {
             // The Mat only wraps the caller's data for the duration of this call.
@@ -102,8 +104,9 @@ class OpenCvEngine final : public Engine {
             result.values.assign(begin, begin + dense.total());
             return result;
         } catch (const cv::Exception& error) {
-            throw Error(model_name_ + ": the engine failed to run the model: " +
-                        readable_opencv_message(error.err));
+            throw Error(ErrorCode::unsupported, model_name_ +
+                                                    ": the engine failed to run the model: " +
+                                                    readable_opencv_message(error.err));
         }
     }
 
@@ -145,10 +148,12 @@ std::unique_ptr<Engine> create_opencv_engine(Model model, std::string_view model
     try {
         net = cv::dnn::readNetFromONNX(bytes.data(), bytes.size());
     } catch (const cv::Exception& error) {
-        throw Error(name +
-                    ": the engine cannot load the model: " + readable_opencv_message(error.err));
+        throw Error(ErrorCode::unsupported, name + ": the engine cannot load the model: " +
+                                                readable_opencv_message(error.err));
     }
-    if (net.empty()) throw Error(name + ": the engine cannot load the model (empty network)");
+    if (net.empty())
+        throw Error(ErrorCode::unsupported,
+                    name + ": the engine cannot load the model (empty network)");
     net.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
     net.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
     auto engine = std::make_unique<OpenCvEngine>(std::move(net), name);

@@ -4,8 +4,11 @@
 #include "bitinc/progressive.hpp"
 
 #include <condition_variable>
+#include <exception>
 #include <mutex>
 #include <thread>
+#include <tuple>
+#include <utility>
 
 #include "bitinc/error.hpp"
 
@@ -51,6 +54,7 @@ struct ProgressiveModel::State {
     bool stopping = false;
     std::uint64_t generation = 0;
     std::optional<std::string> failure;
+    ErrorCode failure_code = ErrorCode::internal;  // of `failure`
     std::optional<Model> topology;
     std::optional<FetchResult> result;
     // The first snapshot's float buffers, one per tensor, allocated and
@@ -75,7 +79,12 @@ struct ProgressiveModel::State {
     void emit(ProgressiveEvent event) {
         if (!options.on_event) return;
         event.seconds = now();
-        options.on_event(event);
+        // On the model's own threads what the app's callback throws would end
+        // the process; it is dropped.
+        try {
+            options.on_event(event);
+        } catch (...) {
+        }
     }
 
     void request_build(const ModelAssembler& assembler, std::size_t units_applied,
@@ -193,20 +202,22 @@ struct ProgressiveModel::State {
         fetch_options.hold_decoding = &hold_decoding;
         fetch_options.on_event = [this](const FetchEvent& event) { on_fetch_event(event); };
         std::optional<std::string> problem;
+        ErrorCode problem_code = ErrorCode::internal;
         std::optional<FetchResult> fetched;
         try {
             fetched = fetch_package(url, fetch_options);
             fetched->model = Model();  // the engines hold the weights; keep memory bounded
-        } catch (const Error& error) {
-            problem = error.what();
-        } catch (const std::exception& error) {
-            problem = error.what();
+        } catch (...) {
+            std::tie(problem_code, problem) = described(std::current_exception());
         }
         bool complete_now = false;
         {
             const std::lock_guard lock(mutex);
             fetch_done = true;
-            if (!cancel) failure = problem;
+            if (!cancel) {
+                failure = problem;
+                failure_code = problem_code;
+            }
             result = std::move(fetched);
             complete_now = !pending && !building;
         }
@@ -335,6 +346,44 @@ struct ProgressiveModel::State {
         const std::lock_guard lock(mutex);
         return failure.has_value();
     }
+
+    // The code and message of a caught exception.
+    std::pair<ErrorCode, std::string> described(std::exception_ptr caught) const {
+        try {
+            std::rethrow_exception(caught);
+        } catch (const Error& error) {
+            return {error.code(), error.what()};
+        } catch (const std::bad_alloc&) {
+            return {ErrorCode::out_of_memory, url + ": out of memory"};
+        } catch (const std::exception& error) {
+            return {ErrorCode::internal, url + ": " + error.what()};
+        } catch (...) {
+            return {ErrorCode::internal, url + ": unknown exception"};
+        }
+    }
+
+    // Runs a thread's body. What escapes it (out of memory on the way, say)
+    // would end the process: it stops the download and ends the model as a
+    // failure instead.
+    void run_thread(void (State::*body)()) {
+        try {
+            (this->*body)();
+        } catch (...) {
+            const auto [code, message] = described(std::current_exception());
+            cancel = true;
+            {
+                const std::lock_guard lock(mutex);
+                if (!failure) {
+                    failure = message;
+                    failure_code = code;
+                }
+                fetch_done = true;
+                building = false;
+                finished = true;
+            }
+            changed.notify_all();
+        }
+    }
 };
 
 ProgressiveModel::ProgressiveModel(std::string url, ProgressiveOptions options)
@@ -342,8 +391,8 @@ ProgressiveModel::ProgressiveModel(std::string url, ProgressiveOptions options)
     state_->url = std::move(url);
     state_->options = std::move(options);
     State* state = state_.get();
-    state_->builder = std::thread([state] { state->build(); });
-    state_->fetcher = std::thread([state] { state->fetch(); });
+    state_->builder = std::thread([state] { state->run_thread(&State::build); });
+    state_->fetcher = std::thread([state] { state->run_thread(&State::fetch); });
 }
 
 ProgressiveModel::~ProgressiveModel() {
@@ -364,7 +413,9 @@ Inference ProgressiveModel::infer(const FloatArray& batch) {
         const std::lock_guard lock(state_->mutex);
         slot = state_->current;
     }
-    if (!slot) throw Error(state_->url + ": no engine yet (the base rung has not arrived)");
+    if (!slot)
+        throw Error(ErrorCode::not_ready,
+                    state_->url + ": no engine yet (the base rung has not arrived)");
     const std::lock_guard run_lock(slot->run_mutex);
     Inference result;
     result.output = slot->engine->run(batch);
@@ -399,6 +450,11 @@ int ProgressiveModel::bits() const {
 std::uint64_t ProgressiveModel::generation() const {
     const std::lock_guard lock(state_->mutex);
     return state_->current ? state_->current->generation : 0;
+}
+
+ErrorCode ProgressiveModel::failure_code() const {
+    const std::lock_guard lock(state_->mutex);
+    return state_->failure_code;
 }
 
 std::optional<std::string> ProgressiveModel::failure() const {

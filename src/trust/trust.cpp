@@ -49,7 +49,7 @@ using DigestContext = std::unique_ptr<EVP_MD_CTX, FreeDigest>;
 
 Bio memory_bio(std::string_view text) {
     Bio bio(BIO_new_mem_buf(text.data(), int(text.size())));
-    if (!bio) throw Error("out of memory reading a key");
+    if (!bio) throw Error(ErrorCode::out_of_memory, "out of memory reading a key");
     return bio;
 }
 
@@ -60,9 +60,10 @@ std::string bio_text(BIO* bio) {
 }
 
 Key checked_ed25519(Key key, const char* what) {
-    if (!key) throw Error(std::string("not a PEM ") + what + " key");
+    if (!key) throw Error(ErrorCode::invalid_argument, std::string("not a PEM ") + what + " key");
     if (EVP_PKEY_get_base_id(key.get()) != EVP_PKEY_ED25519)
-        throw Error(std::string("the ") + what + " key is not an Ed25519 key");
+        throw Error(ErrorCode::invalid_argument,
+                    std::string("the ") + what + " key is not an Ed25519 key");
     return key;
 }
 
@@ -84,7 +85,7 @@ std::string key_id(EVP_PKEY* key) {
     std::array<unsigned char, ed25519_key_bytes> raw{};
     std::size_t length = raw.size();
     if (EVP_PKEY_get_raw_public_key(key, raw.data(), &length) != 1 || length != raw.size())
-        throw Error("cannot read the Ed25519 public key");
+        throw Error(ErrorCode::invalid_argument, "cannot read the Ed25519 public key");
     return core::sha256_hex(std::string_view(reinterpret_cast<const char*>(raw.data()), length));
 }
 
@@ -117,7 +118,7 @@ SigningKeyPair generate_signing_key() {
         EVP_PKEY_CTX_new_id(EVP_PKEY_ED25519, nullptr), EVP_PKEY_CTX_free);
     if (!context || EVP_PKEY_keygen_init(context.get()) != 1 ||
         EVP_PKEY_keygen(context.get(), &raw) != 1) {
-        throw Error("cannot generate an Ed25519 key");
+        throw Error(ErrorCode::internal, "cannot generate an Ed25519 key");
     }
     const Key key(raw);
     SigningKeyPair pair;
@@ -127,7 +128,7 @@ SigningKeyPair generate_signing_key() {
         PEM_write_bio_PrivateKey(private_bio.get(), key.get(), nullptr, nullptr, 0, nullptr,
                                  nullptr) != 1 ||
         PEM_write_bio_PUBKEY(public_bio.get(), key.get()) != 1) {
-        throw Error("cannot write the Ed25519 key as PEM");
+        throw Error(ErrorCode::internal, "cannot write the Ed25519 key as PEM");
     }
     pair.private_pem = bio_text(private_bio.get());
     pair.public_pem = bio_text(public_bio.get());
@@ -140,7 +141,8 @@ void write_signing_key(const SigningKeyPair& key, const std::filesystem::path& p
     std::error_code error;
     for (const std::filesystem::path& path : {public_path, private_path}) {
         if (!overwrite && std::filesystem::exists(path, error))
-            throw Error(path.string() + " exists; pass --force to replace it");
+            throw Error(ErrorCode::invalid_argument,
+                        path.string() + " exists; pass --force to replace it");
     }
     core::write_file_atomically(private_path, key.private_pem, 0600);
     core::write_file_atomically(public_path, key.public_pem);
@@ -155,7 +157,7 @@ std::string read_key_file(const std::filesystem::path& path) {
     try {
         (void)read_public_key(text);
     } catch (const Error& error) {
-        throw Error(path.string() + ": " + error.what());
+        throw Error(error.code(), path.string() + ": " + error.what());
     }
     return text;
 }
@@ -170,7 +172,7 @@ std::string sign_manifest(std::string_view private_pem, std::string_view manifes
                        reinterpret_cast<const unsigned char*>(manifest_bytes.data()),
                        manifest_bytes.size()) != 1 ||
         length != signature.size()) {
-        throw Error("cannot sign the manifest");
+        throw Error(ErrorCode::internal, "cannot sign the manifest");
     }
     Json json;
     json["format"] = signature_format;
@@ -185,7 +187,7 @@ void verify_manifest_signature(std::string_view public_pem, std::string_view man
                                std::string_view signature_text, std::string_view where) {
     const std::string prefix = std::string(where) + ": ";
     if (signature_text.size() > max_signature_file_bytes)
-        throw Error(prefix + "the signature file is too large");
+        throw Error(ErrorCode::untrusted, prefix + "the signature file is too large");
     // A signature file is one flat object: deeper nesting is refused as the
     // parser meets it, before it costs time or stack.
     struct TooDeep {};
@@ -197,33 +199,37 @@ void verify_manifest_signature(std::string_view public_pem, std::string_view man
     try {
         json = Json::parse(signature_text.begin(), signature_text.end(), flat, false);
     } catch (const TooDeep&) {
-        throw Error(prefix + "not a bitinc signature file (nested values)");
+        throw Error(ErrorCode::untrusted, prefix + "not a bitinc signature file (nested values)");
     }
     const auto text_field = [&](const char* name) -> std::string {
         if (!json.is_object() || !json.contains(name) || !json[name].is_string())
-            throw Error(prefix + "not a bitinc signature file (no '" + name + "')");
+            throw Error(ErrorCode::untrusted,
+                        prefix + "not a bitinc signature file (no '" + name + "')");
         return json[name].get<std::string>();
     };
     if (text_field("format") != signature_format)
-        throw Error(prefix + "not a bitinc signature file");
+        throw Error(ErrorCode::untrusted, prefix + "not a bitinc signature file");
     if (!json.contains("format_version") || !json["format_version"].is_number_integer() ||
         json["format_version"].get<std::int64_t>() != signature_format_version) {
-        throw Error(prefix + "signature format version is not " +
-                    std::to_string(signature_format_version) + "; update bitinc");
+        throw Error(ErrorCode::unsupported, prefix + "signature format version is not " +
+                                                std::to_string(signature_format_version) +
+                                                "; update bitinc");
     }
     if (text_field("algorithm") != "ed25519")
-        throw Error(prefix + "signature algorithm '" + text_field("algorithm") +
-                    "' is not ed25519");
+        throw Error(ErrorCode::untrusted, prefix + "signature algorithm '" +
+                                              text_field("algorithm") + "' is not ed25519");
     const Key key = read_public_key(public_pem);
     const std::string trusted = key_id(key.get());
     const std::string signer = text_field("key_id");
     if (signer != trusted) {
-        throw Error(prefix + "signed by key " + signer.substr(0, 16) + "…, not the trusted key " +
-                    trusted.substr(0, 16) + "…");
+        throw Error(ErrorCode::untrusted, prefix + "signed by key " + signer.substr(0, 16) +
+                                              "…, not the trusted key " + trusted.substr(0, 16) +
+                                              "…");
     }
     const auto signature = from_hex(text_field("signature"));
     if (!signature || signature->size() != ed25519_signature_bytes)
-        throw Error(prefix + "the signature is not 64 bytes of lowercase hex");
+        throw Error(ErrorCode::untrusted,
+                    prefix + "the signature is not 64 bytes of lowercase hex");
     const DigestContext context(EVP_MD_CTX_new());
     if (!context ||
         EVP_DigestVerifyInit(context.get(), nullptr, nullptr, nullptr, key.get()) != 1 ||
@@ -231,7 +237,8 @@ void verify_manifest_signature(std::string_view public_pem, std::string_view man
                          signature->size(),
                          reinterpret_cast<const unsigned char*>(manifest_bytes.data()),
                          manifest_bytes.size()) != 1) {
-        throw Error(prefix + "the manifest's signature does not verify (tampered manifest?)");
+        throw Error(ErrorCode::untrusted,
+                    prefix + "the manifest's signature does not verify (tampered manifest?)");
     }
 }
 
@@ -240,7 +247,8 @@ void verify_package_signature(const std::filesystem::path& directory, std::strin
     const std::filesystem::path signature = directory / std::string(signature_file_name);
     std::error_code error;
     if (!std::filesystem::exists(signature, error))
-        throw Error(signature.string() + ": missing (the package is not signed)");
+        throw Error(ErrorCode::untrusted,
+                    signature.string() + ": missing (the package is not signed)");
     verify_manifest_signature(public_pem, core::read_file(manifest, max_manifest_bytes),
                               core::read_file(signature, max_signature_file_bytes),
                               manifest.string());
@@ -268,9 +276,10 @@ InstalledReleases::InstalledReleases(std::filesystem::path path) : path_(std::mo
         }
     }
     if (!valid) {
-        throw Error(path_.string() +
-                    ": the record of installed releases is damaged; repair or remove it "
-                    "(removing it forgets which releases this device has seen)");
+        throw Error(ErrorCode::corrupt_data,
+                    path_.string() +
+                        ": the record of installed releases is damaged; repair or remove it "
+                        "(removing it forgets which releases this device has seen)");
     }
 }
 
@@ -292,10 +301,11 @@ void InstalledReleases::check(std::string_view key_id, std::string_view model_id
                               std::uint64_t release, std::string_view where) const {
     const auto installed = highest(key_id, model_id);
     if (installed && release < *installed) {
-        throw Error(std::string(where) + ": release " + std::to_string(release) + " of '" +
-                    std::string(model_id) + "' is older than release " +
-                    std::to_string(*installed) +
-                    " already installed on this device (rollback refused; " + path_.string() + ")");
+        throw Error(
+            ErrorCode::untrusted,
+            std::string(where) + ": release " + std::to_string(release) + " of '" +
+                std::string(model_id) + "' is older than release " + std::to_string(*installed) +
+                " already installed on this device (rollback refused; " + path_.string() + ")");
     }
 }
 
@@ -333,7 +343,8 @@ Manifest check_trusted_manifest(std::string_view public_pem, std::string_view ma
     verify_manifest_signature(public_pem, manifest_bytes, signature_text, where);
     Manifest manifest = parse_manifest(manifest_bytes, where);
     if (!manifest.release)
-        throw Error(std::string(where) + ": signed, but names no release (format 6)");
+        throw Error(ErrorCode::untrusted,
+                    std::string(where) + ": signed, but names no release (format 6)");
     if (installed != nullptr) {
         installed->check(key_id_of(public_pem), manifest.release->model_id,
                          manifest.release->number, where);

@@ -100,8 +100,9 @@ class PythonModule(unittest.TestCase):
         fetched = bitinc.fetch(signed, trust=public_key, installed_releases=installed)
         self.assertEqual(fetched["signer_key_id"], bitinc.key_id(public_key))
         _, other_key = bitinc.generate_key()
-        with self.assertRaises(bitinc.Error):
+        with self.assertRaises(bitinc.Error) as refused:
             bitinc.fetch(signed, trust=other_key, installed_releases=installed)
+        self.assertEqual(refused.exception.code, "untrusted")
         # The push decoder wants the signature too, and checks it.
         files = {}
         for name in ("manifest.json", "manifest.json.sig"):
@@ -222,9 +223,22 @@ class PythonModule(unittest.TestCase):
         with self.assertRaises(bitinc.Error) as caught:
             bitinc.unpack(os.path.join(self.directory.name, "nothing-here"))
         self.assertIn("nothing-here", str(caught.exception))
+        self.assertEqual(caught.exception.code, "io")
         self.assertTrue(issubclass(bitinc.Error, RuntimeError))
-        with self.assertRaises(bitinc.Error):
+        with self.assertRaises(bitinc.Error) as caught:
             bitinc.pack(MODEL, self.package)  # a package is there and force is off
+        self.assertEqual(caught.exception.code, "invalid_argument")
+        self.assertEqual(bitinc.Error("raised in Python").code, "invalid_argument")
+
+    def test_a_corrupt_package_says_corrupt_data(self):
+        corrupt = os.path.join(self.directory.name, "corrupt")
+        bitinc.pack(MODEL, corrupt, ladder="4,8")
+        base = os.path.join(corrupt, bitinc.inspect(corrupt)["rungs"][0]["file"])
+        with open(base, "r+b") as stream:
+            stream.truncate(os.path.getsize(base) - 10)
+        with self.assertRaises(bitinc.Error) as caught:
+            bitinc.unpack(corrupt, rung=4)
+        self.assertEqual(caught.exception.code, "corrupt_data")
 
 
 if __name__ == "__main__":
