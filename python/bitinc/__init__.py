@@ -90,17 +90,20 @@ def _extract_archive(source, directory: PathLike) -> None:
         with zipfile.ZipFile(source) as archive:
             for entry in archive.infolist():
                 if not _PACKAGE_FILE_NAME.fullmatch(entry.filename):
-                    raise Error(f"package archive: '{entry.filename}' is not a package file name")
+                    raise _error("corrupt_data",
+                                 f"package archive: '{entry.filename}' is not a package file name")
                 if entry.compress_type != zipfile.ZIP_STORED:
-                    raise Error(f"package archive: '{entry.filename}' is compressed; "
-                                "package archives store their files")
+                    raise _error("corrupt_data",
+                                 f"package archive: '{entry.filename}' is compressed; "
+                                 "package archives store their files")
             for entry in archive.infolist():
                 with archive.open(entry) as inside, \
                         open(os.path.join(os.fspath(directory), entry.filename), "wb") as out:
                     while chunk := inside.read(1 << 20):
                         out.write(chunk)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as problem:
-        raise Error(f"package archive: not a readable ZIP archive ({problem})") from None
+        raise _error("corrupt_data",
+                     f"package archive: not a readable ZIP archive ({problem})") from None
 
 
 def _package_files(package: PathLike) -> list:
