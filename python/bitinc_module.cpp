@@ -63,6 +63,15 @@ py::dict summary_of(const bitinc::Manifest& manifest) {
     summary["exact_rung"] = manifest.ladder.exact_top;
     summary["per_channel"] = manifest.ladder.per_channel;
     summary["rungs"] = rungs;
+    if (const auto& point = manifest.accuracy_point) {
+        // The rung holding the point is an index into "rungs".
+        summary["accuracy_point"] = py::dict(
+            py::arg("rung") = point->rung, py::arg("units") = point->units,
+            py::arg("bytes") = manifest.accuracy_point_bytes(), py::arg("metric") = point->metric,
+            py::arg("value") = point->value, py::arg("top_value") = point->top_value,
+            py::arg("tolerance") = point->tolerance,
+            py::arg("calibration_images") = point->calibration_images);
+    }
     if (manifest.release) {
         summary["release"] = py::dict(py::arg("model_id") = manifest.release->model_id,
                                       py::arg("number") = manifest.release->number);
@@ -182,8 +191,9 @@ PYBIND11_MODULE(_native, module) {
                 weights.push_back(std::move(tensor));
             }
             // No graph, nothing to run on images: no calibration or budget.
-            bitinc::PackOptions options = pack_options(ladder, per_channel, force, threads, sign_key,
-                                                       release, model_id, py::dict(), false, std::nullopt);
+            bitinc::PackOptions options =
+                pack_options(ladder, per_channel, force, threads, sign_key, release, model_id,
+                             py::dict(), false, std::nullopt);
             bitinc::PackResult result;
             {
                 const py::gil_scoped_release unlocked;

@@ -145,7 +145,11 @@ class _PackageDirectory:
     def __enter__(self) -> str:
         if isinstance(self._package, (bytes, bytearray, memoryview)):
             self._scratch = tempfile.TemporaryDirectory(prefix="bitinc-package-")
-            _extract_archive(self._package, self._scratch.name)
+            try:
+                _extract_archive(self._package, self._scratch.name)
+            except BaseException:
+                self._scratch.cleanup()
+                raise
             return self._scratch.name
         return os.fspath(self._package)
 

@@ -29,6 +29,8 @@ The configuration (opts.enc_cfg_file_name, a JSON file, or the keyword
      "calibrate": false,        order refinements by value and name the
                                 accuracy point (the scenario's model must
                                 be an ONNX Fashion-MNIST classifier)
+     "calibration_images": 1000, training images calibration measures on,
+     "sensitivity_images": 100,  and the first of them that rank tensors
      "low_bitstream": null}     with "update": the low bitstream's file
 """
 
@@ -44,7 +46,8 @@ from . import pack, pack_weights, unpack, Error, _extract_archive, _write_archiv
 __all__ = ["Coder"]
 
 _DEFAULTS = {"ladder": "8,16", "per_channel": False, "transmission": "high", "rung": "top",
-             "calibrate": False, "low_bitstream": None}
+             "calibrate": False, "calibration_images": 1000, "sensitivity_images": 100,
+             "low_bitstream": None}
 
 
 def _config(opts, config: Optional[dict]) -> dict:
@@ -134,7 +137,9 @@ class Coder:
                 onnx_path = os.path.join(scratch, "model.onnx")
                 scenario.export_onnx(model, onnx_path)
                 pack(onnx_path, package, ladder=ladder, per_channel=per_channel,
-                     calibrate=bool(self._settings["calibrate"]))
+                     calibrate=bool(self._settings["calibrate"]),
+                     calibration_images=int(self._settings["calibration_images"]),
+                     sensitivity_images=int(self._settings["sensitivity_images"]))
             elif self._settings["calibrate"]:
                 raise Error("bitinc coder: calibrate needs a scenario that exports its model "
                             "to ONNX (export_onnx)")

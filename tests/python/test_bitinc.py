@@ -241,5 +241,128 @@ class PythonModule(unittest.TestCase):
         self.assertEqual(caught.exception.code, "corrupt_data")
 
 
+class PackageBytes(unittest.TestCase):
+    """A package as one archive, and the accuracy point from Python."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.directory = tempfile.TemporaryDirectory()
+        cls.package = os.path.join(cls.directory.name, "calibrated")
+        cls.summary = bitinc.pack(MODEL, cls.package, ladder="4,8,16", calibrate=True,
+                                  calibration_images=300, sensitivity_images=100)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.directory.cleanup()
+
+    def test_an_archive_decodes_as_its_directory(self):
+        blob = bitinc.to_bytes(self.package)
+        self.assertTrue(bitinc.verify(blob)["ok"])
+        for rung in (4, 8, None, "accuracy"):
+            from_blob = bitinc.unpack(blob, rung)
+            from_directory = bitinc.unpack(self.package, rung)
+            for name, values in from_directory.items():
+                numpy.testing.assert_array_equal(from_blob[name], values, f"{rung} {name}")
+        copy = os.path.join(self.directory.name, "copy")
+        bitinc.from_bytes(blob, copy)
+        self.assertEqual(sorted(os.listdir(copy)), sorted(os.listdir(self.package)))
+        self.assertEqual(bitinc.unpack_onnx(copy), bitinc.unpack_onnx(self.package))
+
+    def test_pack_bytes_is_pack_into_an_archive(self):
+        blob = bitinc.pack_bytes(MODEL, ladder="4,8,16")
+        plain = os.path.join(self.directory.name, "plain")
+        bitinc.pack(MODEL, plain, ladder="4,8,16")
+        self.assertEqual(bitinc.unpack_onnx(blob, 8), bitinc.unpack_onnx(plain, 8))
+
+    def test_the_accuracy_point_is_between_the_base_and_the_top(self):
+        point = self.summary.get("accuracy_point")
+        self.assertIsNotNone(point, "the bundled model reaches its top on 300 images")
+        self.assertEqual(bitinc.inspect(self.package)["accuracy_point"], point)
+        at_point = bitinc.unpack(self.package, "accuracy")
+        # What a device fetching to the point holds.
+        fetched = bitinc.fetch(self.package, until="accuracy")["weights"]
+        for name, values in at_point.items():
+            numpy.testing.assert_array_equal(fetched[name], values, name)
+        with self.assertRaises(bitinc.Error):
+            bitinc.unpack(self.package, "accuracy", direct=True)
+
+    def test_hostile_archives_are_refused(self):
+        import io
+        import zipfile
+
+        def archive(name, compression=zipfile.ZIP_STORED):
+            stream = io.BytesIO()
+            with zipfile.ZipFile(stream, "w", compression=compression) as out:
+                out.writestr(name, b"x" * 100)
+            return stream.getvalue()
+
+        for blob in (archive("../manifest.json"), archive("sub/manifest.json"),
+                     archive("manifest.json", zipfile.ZIP_DEFLATED), b"not an archive",
+                     bitinc.to_bytes(self.package)[:5000]):
+            with self.assertRaises(bitinc.Error) as caught:
+                bitinc.unpack(blob)
+            self.assertIn(caught.exception.code, ("corrupt_data", "io"))
+        self.assertFalse(os.path.exists(os.path.join(self.directory.name, "manifest.json")))
+
+    @unittest.skipIf(torch is None, "PyTorch is not installed (install-deps.sh --training)")
+    def test_the_coder_update_can_stop_at_the_accuracy_point(self):
+        from types import SimpleNamespace
+        from bitinc.fashion_mnist import Scenario
+        from bitinc.framework import Coder
+
+        opts = SimpleNamespace(model_name="small-cnn", model_path=MODEL)
+        opts.scenario = Scenario(opts)
+        model = opts.scenario.get_model(True)
+        sizes = {}
+        low = os.path.join(self.directory.name, "coder-low.bit")
+        for name, settings in (("low", {"transmission": "low"}),
+                               ("point", {"transmission": "update", "rung": "accuracy"}),
+                               ("update", {"transmission": "update"})):
+            opts.file_names = {"bit": os.path.join(self.directory.name, f"coder-{name}.bit")}
+            config = {"ladder": "4,8,16", "calibrate": name != "low", "calibration_images": 300,
+                      "low_bitstream": low, **settings}
+            Coder(opts, config).encode(model)
+            sizes[name] = os.path.getsize(opts.file_names["bit"])
+            if name == "point":
+                rebuilt = opts.scenario.get_model(False)
+                Coder(opts, config).decode(rebuilt)
+        self.assertLess(sizes["point"], sizes["update"])
+
+
+class DocumentedExamples(unittest.TestCase):
+    """docs/python.md's examples, run as a reader would paste them (from a
+    directory holding the repository's models/)."""
+
+    def blocks(self):
+        import re
+        with open(os.path.join(SOURCE, "docs", "python.md"), encoding="utf-8") as stream:
+            text = stream.read()
+        return re.findall(r"```(python|sh)\n(.*?)```", text, re.S)
+
+    def test_every_example_runs(self):
+        import subprocess
+        import sys
+
+        blocks = self.blocks()
+        self.assertEqual(len(blocks), 3)
+        with tempfile.TemporaryDirectory() as scratch:
+            os.symlink(os.path.join(os.path.abspath(SOURCE), "models"),
+                       os.path.join(scratch, "models"))
+            for language, code in blocks:
+                needs_torch = "Scenario" in code or "bitinc.evaluate" in code
+                if needs_torch and torch is None:
+                    print("skipped a docs/python.md example: PyTorch is not installed",
+                          file=sys.stderr)
+                    continue
+                if language == "python":
+                    result = subprocess.run([sys.executable, "-c", code], cwd=scratch,
+                                            capture_output=True, text=True)
+                else:
+                    result = subprocess.run(["bash", "-euo", "pipefail", "-c",
+                                             code.replace("/usr/bin/python3", sys.executable)],
+                                            cwd=scratch, capture_output=True, text=True)
+                self.assertEqual(result.returncode, 0, f"{code}\n{result.stdout}\n{result.stderr}")
+
+
 if __name__ == "__main__":
     unittest.main()
