@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <bitinc/bitinc.hpp>
 #include <bitinc/calibration.hpp>
+#include <cmath>
 
 #include "test_support.hpp"
 
@@ -35,6 +36,24 @@ TEST_F(Calibration, LossOfTheFloatModelIsThatOfATrainedClassifier) {
     EXPECT_GT(loss.cross_entropy, 0.0);
     EXPECT_LT(loss.cross_entropy, 1.0);  // ln 10 = 2.3 for a guess
     EXPECT_GT(loss.top1_percent, 80.0);
+    // The per-image figures are the means' terms.
+    ASSERT_EQ(loss.image_cross_entropy.size(), options_.images);
+    ASSERT_EQ(loss.image_correct.size(), options_.images);
+    double sum = 0;
+    std::size_t correct = 0;
+    for (std::size_t i = 0; i < options_.images; ++i) {
+        sum += loss.image_cross_entropy[i];
+        correct += loss.image_correct[i];
+    }
+    EXPECT_NEAR(loss.cross_entropy, sum / double(options_.images), 1e-12);
+    EXPECT_DOUBLE_EQ(loss.top1_percent, 100.0 * double(correct) / double(options_.images));
+}
+
+TEST(PairedStandardError, IsTheStandardErrorOfTheMeanDifference) {
+    // Differences 1, 2, 3, 4: sample variance 5/3, standard error sqrt(5/12).
+    EXPECT_NEAR(paired_standard_error({1, 3, 5, 7}, {0, 1, 2, 3}), std::sqrt(5.0 / 12.0), 1e-12);
+    EXPECT_EQ(paired_standard_error({1, 2, 3}, {0, 1, 2}), 0.0);  // the same difference
+    EXPECT_EQ(paired_standard_error({1}, {0}), 0.0);              // one pair says nothing
 }
 
 // The measure is worth ordering by: with every tensor at a coarse rung,
@@ -61,7 +80,9 @@ TEST_F(Calibration, RefiningTheMostSensitiveTensorRecoversMoreLoss) {
 
 // The refinement gain is what it says: each tensor refined first (every
 // other tensor at the coarse rung) and last (every other tensor refined),
-// measured again here model by model; the value is the larger of the two.
+// measured again here model by model, each with its standard error over the
+// images; the value is the larger of the two, each given the benefit of
+// refinement_gain_optimism standard errors.
 TEST_F(Calibration, RefinementGainIsMeasuredAtBothEndsOfTheStep) {
     const LadderPlan plan = LadderPlan::parse("3,16");
     const std::vector<LadderPlan> ladders(model_.weights.size(), plan);
@@ -75,12 +96,14 @@ TEST_F(Calibration, RefinementGainIsMeasuredAtBothEndsOfTheStep) {
     const std::vector<TensorSensitivity> gain =
         measure_refinement_gain(model_, ladders, from, to, images_, options_);
     ASSERT_GE(gain.size(), 2u);
-    const auto loss = [&](const std::vector<int>& bits) {
-        return calibration_loss(with_tensors_at(model_, ladders, bits), images_, options_)
-            .cross_entropy;
+    const auto losses = [&](const std::vector<int>& bits) {
+        return calibration_loss(with_tensors_at(model_, ladders, bits), images_, options_);
     };
-    const double coarse = loss(from);
-    const double fine = loss(to);
+    const auto loss = [&](const std::vector<int>& bits) { return losses(bits).cross_entropy; };
+    const CalibrationLoss coarse_losses = losses(from);
+    const CalibrationLoss fine_losses = losses(to);
+    const double coarse = coarse_losses.cross_entropy;
+    const double fine = fine_losses.cross_entropy;
     bool some_gain = false;
     for (const TensorSensitivity& entry : gain) {
         std::vector<int> first = from;
@@ -89,7 +112,21 @@ TEST_F(Calibration, RefinementGainIsMeasuredAtBothEndsOfTheStep) {
         last[entry.tensor] = 3;
         EXPECT_NEAR(entry.gain_first, coarse - loss(first), 1e-9) << entry.name;
         EXPECT_NEAR(entry.gain_last, loss(last) - fine, 1e-9) << entry.name;
-        EXPECT_DOUBLE_EQ(entry.loss_increase, std::max(entry.gain_first, entry.gain_last));
+        EXPECT_NEAR(entry.gain_first_error,
+                    paired_standard_error(coarse_losses.image_cross_entropy,
+                                          losses(first).image_cross_entropy),
+                    1e-12)
+            << entry.name;
+        EXPECT_NEAR(entry.gain_last_error,
+                    paired_standard_error(losses(last).image_cross_entropy,
+                                          fine_losses.image_cross_entropy),
+                    1e-12)
+            << entry.name;
+        EXPECT_GT(entry.gain_first_error + entry.gain_last_error, 0.0) << entry.name;
+        EXPECT_DOUBLE_EQ(
+            entry.loss_increase,
+            std::max(entry.gain_first + refinement_gain_optimism * entry.gain_first_error,
+                     entry.gain_last + refinement_gain_optimism * entry.gain_last_error));
         some_gain = some_gain || entry.loss_increase > 0;
     }
     EXPECT_TRUE(some_gain);

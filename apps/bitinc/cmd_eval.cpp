@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -159,9 +160,10 @@ std::string curve_summary(const EvaluationResult& result) {
     const auto& first = result.accuracy_first_curve;
     const auto& tensor = result.tensor_order_curve;
     if (first.empty() || first.size() != tensor.size()) return {};
-    std::size_t above = 0, equal = 0, below = 0;
+    std::size_t above = 0, equal = 0, below = 0, significantly_below = 0;
     double worst = 0;
     std::uint64_t worst_bytes = 0;
+    double worst_in_errors = 0;  // the largest shortfall in paired standard errors
     for (std::size_t i = 1; i < first.size(); ++i) {  // 0 bytes: the base in both
         const double difference = first[i].value - tensor[i].value;
         if (difference > 0) {
@@ -174,6 +176,11 @@ std::string curve_summary(const EvaluationResult& result) {
                 worst = difference;
                 worst_bytes = first[i].bytes;
             }
+            const double error = paired_difference_error(first[i], tensor[i]);
+            if (!std::isnan(error) && error > 0) {
+                worst_in_errors = std::max(worst_in_errors, -difference / error);
+                if (-difference > 2 * error) ++significantly_below;
+            }
         }
     }
     std::string text = format(
@@ -181,9 +188,19 @@ std::string curve_summary(const EvaluationResult& result) {
         "%zu, equal at %zu (the ends of rungs, where both hold the same units, are among them), "
         "below at %zu",
         first.size() - 1, above, equal, below);
-    if (below > 0)
-        text += format(" (by up to %.2f pt, at %.3f MB past the base)", -worst,
+    if (below > 0) {
+        text += format(" (by up to %.2f pt, at %.3f MB past the base", -worst,
                        double(worst_bytes) / 1e6);
+        if (worst_in_errors > 0) {
+            // The same test images judge both orders: the paired standard
+            // error says how large a difference chance alone makes.
+            text += format(
+                "; at most %.1f paired standard errors of the test images, below by "
+                "more than two at %zu",
+                worst_in_errors, significantly_below);
+        }
+        text += ")";
+    }
     text += format(". Target (never below): **%s**.\n", below == 0 ? "met" : "not met");
     return text;
 }

@@ -2,8 +2,10 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <string_view>
+#include <vector>
 
 #include "bitinc/dataset.hpp"
 #include "bitinc/engine.hpp"
@@ -21,6 +23,9 @@ struct AccuracyResult {
     std::size_t images = 0;
     std::size_t correct = 0;
     double seconds = 0.0;  // wall time of the forward passes and batching
+    // Per image, in order: 1 when its top-1 is right. Two models measured on
+    // the same images compare image by image (a paired difference).
+    std::vector<std::uint8_t> image_correct;
 
     double top1_percent() const { return images ? 100.0 * double(correct) / double(images) : 0.0; }
     double images_per_second() const { return seconds > 0 ? double(images) / seconds : 0.0; }

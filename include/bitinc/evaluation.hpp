@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <limits>
@@ -34,6 +35,9 @@ struct Performance {
     // it (make_dataset_scenario); NaN otherwise, +infinity for identical
     // outputs.
     double output_snr_db = std::numeric_limits<double>::quiet_NaN();
+    // Per test image, where the scenario scores images one by one (top-1 on
+    // Fashion-MNIST): 1 when the model is right. Empty otherwise.
+    std::vector<std::uint8_t> sample_correct{};
 };
 
 // A task on which a model's quality is measured.
@@ -129,7 +133,13 @@ struct UpdateEvaluation {
 struct CurvePoint {
     std::uint64_t bytes = 0;
     double value = 0;
+    std::vector<std::uint8_t> sample_correct{};  // Performance::sample_correct
 };
+
+// The standard error, in percentage points, of the difference between two
+// curve points' metric measured on the same samples (paired); NaN when
+// either has no per-sample results.
+double paired_difference_error(const CurvePoint& a, const CurvePoint& b);
 
 // One UE over one link.
 struct UeRun {

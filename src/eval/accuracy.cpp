@@ -88,7 +88,9 @@ AccuracyResult measure_accuracy(Engine& engine, const InputSpec& spec, const Ima
             const float* row = logits.values.data() + n * classes;
             const auto predicted =
                 static_cast<std::size_t>(std::max_element(row, row + classes) - row);
-            if (predicted == images.labels[first + n]) ++result.correct;
+            const bool right = predicted == images.labels[first + n];
+            result.correct += right;
+            result.image_correct.push_back(right);
         }
         result.images += count;
         if (options.progress) options.progress(result.images, total);

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bitinc/accuracy.hpp"
+#include "bitinc/calibration.hpp"
 #include "bitinc/coder_benchmark.hpp"
 #include "bitinc/dataset.hpp"
 #include "bitinc/error.hpp"
@@ -53,8 +54,12 @@ class FashionMnistScenario : public Scenario {
         const auto engine = create_opencv_engine(model, "model", engine_options);
         AccuracyOptions options;
         options.limit = limit_;
-        const AccuracyResult result = measure_accuracy(*engine, spec, images_, options);
-        return {result.top1_percent(), seconds_since(start)};
+        AccuracyResult result = measure_accuracy(*engine, spec, images_, options);
+        Performance performance;
+        performance.value = result.top1_percent();
+        performance.seconds = seconds_since(start);
+        performance.sample_correct = std::move(result.image_correct);
+        return performance;
     }
 
   private:
@@ -286,11 +291,12 @@ UpdateEvaluation evaluate_accuracy_update(const fs::path& package, const Manifes
 std::vector<CurvePoint> measure_curve(const fs::path& package, const Manifest& manifest,
                                       const std::string& topology, bool in_tensor_order,
                                       const std::vector<std::vector<std::uint64_t>>& targets,
-                                      double base_value, const std::vector<double>& rung_values,
-                                      double point_value, Scenario& scenario) {
+                                      const Performance& base,
+                                      const std::vector<const Performance*>& rung_values,
+                                      const Performance* point, Scenario& scenario) {
     ModelAssembler assembler(manifest, topology, (package / manifest.topology.file).string());
     apply_rung(assembler, package, 0);
-    std::vector<CurvePoint> curve{{0, base_value}};
+    std::vector<CurvePoint> curve{{0, base.value, base.sample_correct}};
     std::uint64_t rung_start = 0;
     const std::vector<std::size_t> rungs = refinement_rungs(manifest);
     for (std::size_t i = 0; i < rungs.size(); ++i) {
@@ -310,13 +316,14 @@ std::vector<CurvePoint> measure_curve(const fs::path& package, const Manifest& m
                 received += unit.length;
                 ++next;
             }
-            const bool at_point = !in_tensor_order && !std::isnan(point_value) &&
-                                  manifest.accuracy_point && manifest.accuracy_point->rung == r &&
+            const bool at_point = !in_tensor_order && point != nullptr && manifest.accuracy_point &&
+                                  manifest.accuracy_point->rung == r &&
                                   next == manifest.accuracy_point->units;
-            const double value = next == order.size() ? rung_values[i]
-                                 : at_point           ? point_value
-                                            : scenario.performance(assembler.model(), "test").value;
-            curve.push_back({rung_start + target, value});
+            const Performance performance = next == order.size() ? *rung_values[i]
+                                            : at_point
+                                                ? *point
+                                                : scenario.performance(assembler.model(), "test");
+            curve.push_back({rung_start + target, performance.value, performance.sample_correct});
         }
         rung_start += rung.data.bytes;
     }
@@ -501,9 +508,10 @@ EvaluationResult run_evaluation(const fs::path& model_path, Scenario& scenario,
             "): measuring sizes, times and weight SNR only");
     }
     const auto measure = [&](const Model& model) {
-        return result.engine_problem.empty()
-                   ? scenario.performance(model, "test")
-                   : Performance{std::numeric_limits<double>::quiet_NaN(), 0.0};
+        if (result.engine_problem.empty()) return scenario.performance(model, "test");
+        Performance unmeasured;
+        unmeasured.value = std::numeric_limits<double>::quiet_NaN();
+        return unmeasured;
     };
 
     // The server's side: one package holds the ladder and the direct rung.
@@ -592,20 +600,18 @@ EvaluationResult run_evaluation(const fs::path& model_path, Scenario& scenario,
     }
     if (options.calibration && options.curve_points_per_rung > 0) {
         const auto targets = curve_targets(manifest, options.curve_points_per_rung);
-        const double base_value = result.ladder.front().performance.value;
-        std::vector<double> rung_values;
+        const Performance& base = result.ladder.front().performance;
+        std::vector<const Performance*> rung_values;
         for (std::size_t i = 1; i < result.ladder.size(); ++i)
-            rung_values.push_back(result.ladder[i].performance.value);
-        // NaN: no point (GCC 12 warns falsely about an optional<double> here).
-        const double point_value = result.accuracy_update
-                                       ? result.accuracy_update->performance.value
-                                       : std::numeric_limits<double>::quiet_NaN();
+            rung_values.push_back(&result.ladder[i].performance);
+        const Performance* point =
+            result.accuracy_update ? &result.accuracy_update->performance : nullptr;
         say("accuracy against bytes: calibrated order");
         result.accuracy_first_curve = measure_curve(package, manifest, topology, false, targets,
-                                                    base_value, rung_values, point_value, scenario);
+                                                    base, rung_values, point, scenario);
         say("accuracy against bytes: tensor order");
-        result.tensor_order_curve = measure_curve(package, manifest, topology, true, targets,
-                                                  base_value, rung_values, point_value, scenario);
+        result.tensor_order_curve = measure_curve(package, manifest, topology, true, targets, base,
+                                                  rung_values, point, scenario);
     }
 
     // Another coder's sizes and times for the same rungs (the models, and so
@@ -891,6 +897,16 @@ void write_evaluation_results(const EvaluationResult& result, const fs::path& di
     };
     json["accuracy_first_curve"] = curve_json(result.accuracy_first_curve);
     json["tensor_order_curve"] = curve_json(result.tensor_order_curve);
+    // How far apart the two curves may be by chance of the test images.
+    if (result.accuracy_first_curve.size() == result.tensor_order_curve.size()) {
+        Json errors = Json::array();
+        for (std::size_t i = 0; i < result.accuracy_first_curve.size(); ++i) {
+            const double error = paired_difference_error(result.accuracy_first_curve[i],
+                                                         result.tensor_order_curve[i]);
+            errors.push_back(std::isnan(error) ? Json(nullptr) : Json(error));
+        }
+        json["curve_difference_standard_error"] = std::move(errors);
+    }
     json["dominance"] = Json::array();
     for (const Dominance& entry : result.dominance) {
         json["dominance"].push_back({{"rate_bits_per_second", entry.rate_bits_per_second},
@@ -964,6 +980,15 @@ void write_evaluation_results(const EvaluationResult& result, const fs::path& di
                                  {"performance", point.value}});
     }
     core::write_file_atomically(directory / "results.json", json.dump(1) + "\n");
+}
+
+double paired_difference_error(const CurvePoint& a, const CurvePoint& b) {
+    if (a.sample_correct.empty() || a.sample_correct.size() != b.sample_correct.size())
+        return std::numeric_limits<double>::quiet_NaN();
+    const auto percent = [](const std::vector<std::uint8_t>& correct) {
+        return std::vector<double>(correct.begin(), correct.end());
+    };
+    return 100.0 * paired_standard_error(percent(a.sample_correct), percent(b.sample_correct));
 }
 
 }  // namespace bitinc
