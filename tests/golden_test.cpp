@@ -141,6 +141,11 @@ ordered_json header_fields(UnitType type, int bits, int parent_bits, const UnitT
             {"coder", int(coder)}};
 }
 
+// The coder a unit coded with `choice` (fast or adaptive) has.
+UnitCoder coder_of(CoderChoice choice) {
+    return choice == CoderChoice::adaptive ? UnitCoder::adaptive : UnitCoder::rans;
+}
+
 // The target's chunk of a whole tensor's values or indices.
 template <typename Value>
 std::span<const Value> chunk_of(const std::vector<Value>& whole, const UnitTarget& target) {
@@ -159,11 +164,10 @@ UnitVector level_vector(const std::string& name, const UnitTarget& target,
     const std::uint64_t last_channel = (target.first + target.count - 1) / rung.channel_size;
     const std::span<const float> steps =
         std::span(rung.steps).subspan(first_channel, last_channel - first_channel + 1);
-    const UnitCoder coder = choice == CoderChoice::adaptive ? UnitCoder::adaptive : UnitCoder::rans;
     return {name,
             encode_level_unit(target, rung, choice),
             {{"header", header_fields(UnitType::levels, rung.bits, 0, target, rung.channel_size,
-                                      steps.size(), coder)},
+                                      steps.size(), coder_of(choice))},
              {"steps", float_patterns(steps)},
              {"indices", join_integers(chunk_of(rung.indices, target))}}};
 }
@@ -171,11 +175,10 @@ UnitVector level_vector(const std::string& name, const UnitTarget& target,
 UnitVector refinement_vector(const std::string& name, const UnitTarget& target,
                              const QuantizedTensor& coarse, const QuantizedTensor& fine,
                              CoderChoice choice) {
-    const UnitCoder coder = choice == CoderChoice::adaptive ? UnitCoder::adaptive : UnitCoder::rans;
     return {name,
             encode_refinement_unit(target, coarse, fine, choice),
-            {{"header",
-              header_fields(UnitType::refinement, fine.bits, coarse.bits, target, 0, 0, coder)},
+            {{"header", header_fields(UnitType::refinement, fine.bits, coarse.bits, target, 0, 0,
+                                      coder_of(choice))},
              {"coarse", join_integers(chunk_of(coarse.indices, target))},
              {"indices", join_integers(chunk_of(fine.indices, target))}}};
 }
