@@ -2,7 +2,8 @@
 # The device SDK as an application sees it: configures bitinc with the
 # decode component alone, installs it to a scratch prefix, builds the C
 # consumer (tests/c_api_test.c) against the installed files with
-# find_package and with pkg-config, runs both on a package, and checks that
+# find_package and with pkg-config, and the C++ device integration of
+# docs/architecture.md with find_package, runs them on a package, and checks that
 # neither the installed library nor the programs pull in OpenCV, HTTP
 # (cpp-httplib, libcurl), zstd or OpenSSL.
 #
@@ -66,6 +67,8 @@ cmake -S "$source_dir/tests/consumer" -B "$work/consumer-cmake" -G Ninja \
     -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$work/consumer-cmake" >/dev/null
 "$work/consumer-cmake/consumer" "$package" "$expected"
+step "the device integration of docs/architecture.md"
+"$work/consumer-cmake/device_example" "$package" "$expected"
 
 step "find_package(bitinc COMPONENTS runtime) fails on this install"
 if cmake -S "$source_dir/tests/consumer" -B "$work/consumer-missing" -G Ninja \
@@ -87,7 +90,8 @@ step "no OpenCV, HTTP, zstd or OpenSSL"
 forbidden_libraries='opencv|httplib|curl|zstd|libssl|libcrypto'
 forbidden_symbols='cv::|httplib|curl_|ZSTD_|EVP_|SSL_'
 status=0
-for program in "$work/consumer-cmake/consumer" "$work/consumer-pkgconfig/consumer"; do
+for program in "$work/consumer-cmake/consumer" "$work/consumer-cmake/device_example" \
+    "$work/consumer-pkgconfig/consumer"; do
     if ldd "$program" | grep -Ei "$forbidden_libraries"; then
         echo "$program loads a library it must not" >&2
         status=1
