@@ -96,6 +96,8 @@ bitinc::PackOptions pack_options(const std::string& ladder, bool per_channel, bo
     if (settings.contains("images")) calibration.images = settings["images"].cast<std::size_t>();
     if (settings.contains("sensitivity_images"))
         calibration.sensitivity_images = settings["sensitivity_images"].cast<std::size_t>();
+    if (settings.contains("point_images"))
+        calibration.point_images = settings["point_images"].cast<std::size_t>();
     if (settings.contains("tolerance"))
         calibration.tolerance_points = settings["tolerance"].cast<double>();
     if (settings.contains("data_dir"))

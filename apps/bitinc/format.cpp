@@ -148,8 +148,10 @@ std::size_t batch_cap(const Model& model, const InputShapes& shapes) {
 void add_calibration_options(CommandLine& command_line, const std::string& images_help) {
     command_line.add_option("calibration-images", "N", images_help);
     command_line.add_option("sensitivity-images", "M",
-                            "rank tensors on the first M of them only (default: all; the "
-                            "accuracy point is searched on all)");
+                            "rank tensors on the first M of them only (default: all)");
+    command_line.add_option("point-images", "K",
+                            "search the accuracy point on the first K training images (default "
+                            "5000; its top-1 must be right to a tenth of a point)");
     command_line.add_option("tolerance", "POINTS",
                             "top-1 the accuracy point may lose to the top rung (default 0.1)");
 }
@@ -159,6 +161,7 @@ PackCalibration calibration_options(const CommandLine& command_line) {
     calibration.images = std::size_t(command_line.integer("calibration-images", 1000, 1, 60'000));
     calibration.sensitivity_images =
         std::size_t(command_line.integer("sensitivity-images", 0, 1, 60'000));
+    calibration.point_images = std::size_t(command_line.integer("point-images", 5000, 1, 60'000));
     calibration.tolerance_points = command_line.real("tolerance", 0.1, 0, 100);
     calibration.data_dir = data_dir(command_line);  // its training split only
     return calibration;

@@ -162,7 +162,7 @@ def pack(model: PathLike, output: PathLike, *, ladder: str = "8,16",
          per_channel: bool = False, force: bool = False, threads: int = 0,
          sign_key: Optional[str] = None, release: Optional[int] = None,
          model_id: str = "", calibrate: bool = False, calibration_images: int = 1000,
-         sensitivity_images: int = 0, tolerance: float = 0.1,
+         sensitivity_images: int = 0, point_images: int = 5000, tolerance: float = 0.1,
          budget: Optional[str] = None,
          data_dir: str = "/usr/share/datasets/fashion-mnist") -> dict:
     """Packs the ONNX file `model` into the package directory `output`.
@@ -178,13 +178,15 @@ def pack(model: PathLike, output: PathLike, *, ladder: str = "8,16",
     point (the prefix within `tolerance` top-1 points of the top rung),
     measured on the first `calibration_images` Fashion-MNIST training
     images in `data_dir` (never the test split); tensors are ranked on the
-    first `sensitivity_images` of them (0: all). budget: the base rung's
+    first `sensitivity_images` of them (0: all) and the point searched on
+    the first `point_images` (0: all calibration images). budget: the base rung's
     size ("800kB", "0.2x" of the direct top rung), met with a bit depth per
     tensor (mixed precision). Both run the model, so it must be a
     Fashion-MNIST classifier. Returns a summary: rungs with their files and
     bytes, warnings and notes.
     """
     settings = {"images": calibration_images, "sensitivity_images": sensitivity_images,
+                "point_images": point_images,
                 "tolerance": tolerance, "data_dir": os.fspath(data_dir)}
     return _native.pack(os.fspath(model), os.fspath(output), ladder, per_channel, force,
                         threads, sign_key, release, model_id, settings, calibrate, budget)

@@ -30,7 +30,8 @@ The configuration (opts.enc_cfg_file_name, a JSON file, or the keyword
                                 accuracy point (the scenario's model must
                                 be an ONNX Fashion-MNIST classifier)
      "calibration_images": 1000, training images calibration measures on,
-     "sensitivity_images": 100,  and the first of them that rank tensors
+     "sensitivity_images": 100,  the first of them that rank tensors,
+     "point_images": 5000,       and those the accuracy point is searched on
      "low_bitstream": null}     with "update": the low bitstream's file
 """
 
@@ -47,6 +48,7 @@ __all__ = ["Coder"]
 
 _DEFAULTS = {"ladder": "8,16", "per_channel": False, "transmission": "high", "rung": "top",
              "calibrate": False, "calibration_images": 1000, "sensitivity_images": 100,
+             "point_images": 5000,
              "low_bitstream": None}
 
 
@@ -139,7 +141,8 @@ class Coder:
                 pack(onnx_path, package, ladder=ladder, per_channel=per_channel,
                      calibrate=bool(self._settings["calibrate"]),
                      calibration_images=int(self._settings["calibration_images"]),
-                     sensitivity_images=int(self._settings["sensitivity_images"]))
+                     sensitivity_images=int(self._settings["sensitivity_images"]),
+                     point_images=int(self._settings["point_images"]))
             elif self._settings["calibrate"]:
                 raise Error("bitinc coder: calibrate needs a scenario that exports its model "
                             "to ONNX (export_onnx)")

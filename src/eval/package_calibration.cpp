@@ -34,9 +34,11 @@ void calibrate_refinements(const std::filesystem::path& directory, Manifest& man
         return bits;
     };
     const std::size_t ladder_size = manifest.ladder.bits.size();
+    CalibrationOptions point_options = options;
+    if (calibration.point_images > 0) point_options.images = calibration.point_images;
     const double target =
         calibration_loss(with_tensors_at(model, ladders, bits_after(ladder_size - 1)), images,
-                         options)
+                         point_options)
             .top1_percent -
         calibration.tolerance_points;
     manifest.accuracy_point.reset();
@@ -75,7 +77,7 @@ void calibrate_refinements(const std::filesystem::path& directory, Manifest& man
         const double rung_target =
             manifest.accuracy_point ? std::numeric_limits<double>::infinity() : target;
         const RefinementPlan order =
-            plan_refinement(model, ladders, from, to, sensitivity, bytes, images, options,
+            plan_refinement(model, ladders, from, to, sensitivity, bytes, images, point_options,
                             rung_target, average_per_byte);
         reorder_refinement_units(directory, manifest, r, order.order);
         if (manifest.accuracy_point || !order.reaches) continue;
@@ -84,7 +86,7 @@ void calibrate_refinements(const std::filesystem::path& directory, Manifest& man
         for (std::size_t i = 0; i < order.accuracy_prefix; ++i)
             point.units += units_of[order.order[i]];
         point.metric = "top1_percent";
-        point.calibration_images = std::min(calibration.images, images.count);
+        point.calibration_images = std::min(point_options.images, images.count);
         point.value = order.point_top1;
         point.top_value = target + calibration.tolerance_points;
         point.tolerance = calibration.tolerance_points;

@@ -249,7 +249,8 @@ class PackageBytes(unittest.TestCase):
         cls.directory = tempfile.TemporaryDirectory()
         cls.package = os.path.join(cls.directory.name, "calibrated")
         cls.summary = bitinc.pack(MODEL, cls.package, ladder="4,8,16", calibrate=True,
-                                  calibration_images=300, sensitivity_images=100)
+                                  calibration_images=300, sensitivity_images=100,
+                                  point_images=300)
 
     @classmethod
     def tearDownClass(cls):
@@ -320,6 +321,7 @@ class PackageBytes(unittest.TestCase):
                                ("update", {"transmission": "update"})):
             opts.file_names = {"bit": os.path.join(self.directory.name, f"coder-{name}.bit")}
             config = {"ladder": "4,8,16", "calibrate": name != "low", "calibration_images": 300,
+                      "point_images": 300,
                       "low_bitstream": low, **settings}
             Coder(opts, config).encode(model)
             sizes[name] = os.path.getsize(opts.file_names["bit"])
