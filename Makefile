@@ -28,9 +28,9 @@ build: deps
 # incremental vs UE2 direct at 33.6, 100 and 1100 Mbit/s) with a 4-bit
 # per-channel base and refinements in order of accuracy per byte, so that it
 # shows both updates: to the accuracy point and exact. Calibration ranks
-# tensors on 100 training images and searches the point on 1,000; accuracy is
-# measured on the first 1,000 test images, to stay within a few minutes on 2
-# cores (docs/evaluation.md).
+# tensors on 100 training images and searches the point on 5,000 (the
+# default --point-images); accuracy is measured on the first 1,000 test
+# images, to stay within a few minutes on 2 cores (docs/evaluation.md).
 DEMO_DIR ?= out/demo
 DEMO_MODEL ?= models/mobilenetv2.onnx
 demo: build

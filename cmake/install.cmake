@@ -9,9 +9,32 @@ foreach(component IN LISTS BITINC_COMPONENTS)
   list(APPEND BITINC_COMPONENT_TARGETS bitinc_${component})
 endforeach()
 
-# The headers are not yet split by audience (issue 14, point 5): every
-# installation carries all of include/bitinc.
-install(DIRECTORY include/bitinc DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+# The headers by audience: an installation carries those of the components
+# built, so a decode-only (device) install has the device's headers alone
+# (bitinc/device.hpp gathers them) and nothing that would not link.
+set(BITINC_HEADERS_decode assembler.hpp bitinc.h codec.hpp decoder.hpp device.hpp error.hpp
+    ladder.hpp manifest.hpp model.hpp package_reader.hpp version.hpp)
+set(BITINC_HEADERS_fetch net.hpp trust.hpp)
+set(BITINC_HEADERS_runtime engine.hpp progressive.hpp)
+set(BITINC_HEADERS_encode accuracy.hpp calibration.hpp dataset.hpp pack.hpp package.hpp
+    producer.hpp)
+set(BITINC_HEADERS_lab bitinc.hpp coder.hpp coder_benchmark.hpp evaluation.hpp inputs.hpp
+    lab.hpp stream.hpp)
+file(GLOB bitinc_public_headers RELATIVE ${PROJECT_SOURCE_DIR}/include/bitinc
+     ${PROJECT_SOURCE_DIR}/include/bitinc/*.h ${PROJECT_SOURCE_DIR}/include/bitinc/*.hpp)
+set(bitinc_listed_headers "")
+foreach(component decode fetch runtime encode lab)
+  list(APPEND bitinc_listed_headers ${BITINC_HEADERS_${component}})
+endforeach()
+foreach(header IN LISTS bitinc_public_headers)
+  if(NOT header IN_LIST bitinc_listed_headers)
+    message(FATAL_ERROR "include/bitinc/${header} belongs to no component (cmake/install.cmake)")
+  endif()
+endforeach()
+foreach(component IN LISTS BITINC_COMPONENTS)
+  list(TRANSFORM BITINC_HEADERS_${component} PREPEND include/bitinc/ OUTPUT_VARIABLE headers)
+  install(FILES ${headers} DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/bitinc)
+endforeach()
 install(TARGETS ${BITINC_COMPONENT_TARGETS} bitinc
   EXPORT bitincTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}

@@ -1,21 +1,29 @@
 // libbitinc: bit-incremental delivery of neural-network models.
-// The one header an application needs.
+// Every header. By audience: bitinc/device.hpp (decode component),
+// bitinc/producer.hpp (encode), bitinc/lab.hpp (evaluation and server).
 #pragma once
 
 #include "bitinc/accuracy.hpp"
+#include "bitinc/assembler.hpp"
 #include "bitinc/codec.hpp"
 #include "bitinc/coder.hpp"
 #include "bitinc/coder_benchmark.hpp"
 #include "bitinc/dataset.hpp"
 #include "bitinc/decoder.hpp"
+#include "bitinc/device.hpp"
 #include "bitinc/engine.hpp"
 #include "bitinc/error.hpp"
 #include "bitinc/evaluation.hpp"
 #include "bitinc/inputs.hpp"
+#include "bitinc/lab.hpp"
 #include "bitinc/ladder.hpp"
+#include "bitinc/manifest.hpp"
 #include "bitinc/model.hpp"
 #include "bitinc/net.hpp"
+#include "bitinc/pack.hpp"
 #include "bitinc/package.hpp"
+#include "bitinc/package_reader.hpp"
+#include "bitinc/producer.hpp"
 #include "bitinc/progressive.hpp"
 #include "bitinc/stream.hpp"
 #include "bitinc/trust.hpp"

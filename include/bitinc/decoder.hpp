@@ -36,7 +36,8 @@
 #include <string_view>
 #include <vector>
 
-#include "bitinc/package.hpp"
+#include "bitinc/assembler.hpp"
+#include "bitinc/manifest.hpp"
 
 namespace bitinc {
 

@@ -14,7 +14,7 @@
 #include <string_view>
 #include <vector>
 
-#include "bitinc/package.hpp"
+#include "bitinc/manifest.hpp"
 
 namespace bitinc {
 

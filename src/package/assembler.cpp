@@ -4,9 +4,9 @@
 #include <cmath>
 #include <cstring>
 
+#include "bitinc/assembler.hpp"
 #include "bitinc/codec.hpp"
 #include "bitinc/error.hpp"
-#include "bitinc/package.hpp"
 #include "core/checked_index.hpp"
 #include "core/sha256.hpp"
 

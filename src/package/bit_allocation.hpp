@@ -7,7 +7,7 @@
 
 #include "bitinc/codec.hpp"
 #include "bitinc/dataset.hpp"
-#include "bitinc/package.hpp"
+#include "bitinc/pack.hpp"
 
 namespace bitinc {
 

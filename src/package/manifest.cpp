@@ -6,7 +6,7 @@
 
 #include "bitinc/codec.hpp"
 #include "bitinc/error.hpp"
-#include "bitinc/package.hpp"
+#include "bitinc/manifest.hpp"
 #include "core/checked_index.hpp"
 #include "core/sha256.hpp"
 

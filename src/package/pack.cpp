@@ -16,7 +16,8 @@
 
 #include "bitinc/codec.hpp"
 #include "bitinc/error.hpp"
-#include "bitinc/package.hpp"
+#include "bitinc/pack.hpp"
+#include "bitinc/package_reader.hpp"
 #include "bitinc/trust.hpp"
 #include "bitinc/version.hpp"
 #include "core/file_io.hpp"

@@ -4,8 +4,9 @@
 #include <map>
 #include <optional>
 
+#include "bitinc/assembler.hpp"
 #include "bitinc/error.hpp"
-#include "bitinc/package.hpp"
+#include "bitinc/package_reader.hpp"
 #include "core/file_io.hpp"
 #include "core/parallel.hpp"
 #include "core/sha256.hpp"

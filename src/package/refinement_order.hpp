@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "bitinc/dataset.hpp"
-#include "bitinc/package.hpp"
+#include "bitinc/pack.hpp"
 
 namespace bitinc {
 

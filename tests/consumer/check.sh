@@ -57,6 +57,14 @@ for file in include/bitinc/bitinc.h lib/libbitinc_decode.a lib/cmake/bitinc/biti
     lib/cmake/bitinc/bitincConfigVersion.cmake lib/pkgconfig/bitinc-decode.pc; do
     [[ -f $prefix/$file ]] || { echo "not installed: $file" >&2; exit 1; }
 done
+# The device's headers alone: a producer's or the lab's would not link.
+for file in include/bitinc/device.hpp include/bitinc/decoder.hpp; do
+    [[ -f $prefix/$file ]] || { echo "not installed: $file" >&2; exit 1; }
+done
+for file in pack.hpp calibration.hpp evaluation.hpp net.hpp progressive.hpp bitinc.hpp; do
+    [[ ! -e $prefix/include/bitinc/$file ]] ||
+        { echo "a decode-only install has include/bitinc/$file" >&2; exit 1; }
+done
 for file in "$prefix"/lib/libbitinc_*.a; do
     [[ $(basename "$file") == libbitinc_decode.a ]] ||
         { echo "a decode-only install has $file" >&2; exit 1; }

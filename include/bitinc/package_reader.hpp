@@ -1,0 +1,47 @@
+// Packages in a directory: reading, unpacking any rung, verifying.
+// (Device audience.)
+#pragma once
+
+#include <cstddef>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "bitinc/manifest.hpp"
+#include "bitinc/model.hpp"
+
+namespace bitinc {
+
+// Reads `directory`/manifest.json.
+Manifest read_manifest(const std::filesystem::path& directory);
+
+// Reads one file of the package in `directory`, checking its size against
+// the manifest (its hash is the caller's business). Throws Error naming it.
+std::string read_package_file(const std::filesystem::path& directory, const FileEntry& entry);
+
+// Rebuilds the model of a package at `bits`: through the ladder (base plus
+// refinements) by default, or from the direct rung at `bits` when `direct`.
+Model unpack_package(const std::filesystem::path& directory, int bits, bool direct);
+
+// The same, written to `output` (write_onnx_file's rules) one tensor at a
+// time: memory holds one tensor, never the model. Returns true when it wrote
+// external data.
+bool unpack_package_to_file(const std::filesystem::path& directory, int bits, bool direct,
+                            const std::filesystem::path& output, bool external_data = false);
+
+struct VerifyReport {
+    std::size_t files = 0;
+    std::size_t units = 0;
+    std::uint64_t bytes = 0;
+    // Problems found, one line each; empty when the package is sound.
+    std::vector<std::string> problems;
+};
+
+// Checks every file's size and SHA-256, every unit's CRC and header, decodes
+// every rung and confirms that the ladder's top equals each direct rung of
+// the same bits.
+VerifyReport verify_package(const std::filesystem::path& directory,
+                            const std::function<void(std::size_t, std::size_t)>& progress = {});
+
+}  // namespace bitinc
