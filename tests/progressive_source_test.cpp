@@ -115,6 +115,17 @@ class ProgressiveSource : public ::testing::Test {
         return chosen;
     }
 
+    // A source whose copy of unit `unit` of rung `rung` is damaged
+    // `flips` times (-1: always).
+    std::shared_ptr<FaultySource> damaging(std::size_t rung, std::size_t unit, int flips) const {
+        auto source = std::make_shared<FaultySource>(package_);
+        const UnitEntry& entry = manifest_.rungs[rung].units[unit];
+        source->flip_file = manifest_.rungs[rung].data.file;
+        source->flip_offset = entry.offset + entry.length / 2;
+        source->flips = flips;
+        return source;
+    }
+
     std::vector<float> unpacked(int bits) const {
         return all_weights(unpack_package(package_, bits, false)).values;
     }
@@ -127,8 +138,7 @@ class ProgressiveSource : public ::testing::Test {
 };
 
 TEST_F(ProgressiveSource, SwapsReachTheExactRungBitForBit) {
-    ProgressiveModel model(std::shared_ptr<ByteSource>(make_directory_source(package_)),
-                           options());
+    ProgressiveModel model(std::shared_ptr<ByteSource>(make_directory_source(package_)), options());
     ASSERT_TRUE(model.wait_finished(std::chrono::seconds(60)));
     EXPECT_FALSE(model.failure().has_value()) << *model.failure();
     std::vector<int> swapped;
@@ -208,13 +218,8 @@ TEST_F(ProgressiveSource, ABaseThatCannotBeReadFailsWithoutAnEngine) {
 }
 
 TEST_F(ProgressiveSource, ADamagedUnitIsReadAgainOrGivenUp) {
-    const UnitEntry& unit = manifest_.rungs[1].units.front();
     {  // damaged once: read again, and the exact rung is reached
-        auto source = std::make_shared<FaultySource>(package_);
-        source->flip_file = manifest_.rungs[1].data.file;
-        source->flip_offset = unit.offset + unit.length / 2;
-        source->flips = 1;
-        ProgressiveModel model(source, options());
+        ProgressiveModel model(damaging(1, 0, 1), options());
         ASSERT_TRUE(model.wait_finished(std::chrono::seconds(60)));
         EXPECT_FALSE(model.failure().has_value());
         EXPECT_TRUE(events(Kind::degraded).empty());
@@ -222,11 +227,7 @@ TEST_F(ProgressiveSource, ADamagedUnitIsReadAgainOrGivenUp) {
     }
     events_.clear();
     {  // damaged every time: given up, its chunk stays at the base rung
-        auto source = std::make_shared<FaultySource>(package_);
-        source->flip_file = manifest_.rungs[1].data.file;
-        source->flip_offset = unit.offset + unit.length / 2;
-        source->flips = -1;
-        ProgressiveModel model(source, options());
+        ProgressiveModel model(damaging(1, 0, -1), options());
         ASSERT_TRUE(model.wait_finished(std::chrono::seconds(60)));
         EXPECT_FALSE(model.failure().has_value());
         EXPECT_EQ(events(Kind::degraded).size(), 1u);
@@ -236,12 +237,7 @@ TEST_F(ProgressiveSource, ADamagedUnitIsReadAgainOrGivenUp) {
 }
 
 TEST_F(ProgressiveSource, ABaseUnitDamagedEveryTimeFails) {
-    auto source = std::make_shared<FaultySource>(package_);
-    const UnitEntry& unit = manifest_.rungs[0].units.back();
-    source->flip_file = manifest_.rungs[0].data.file;
-    source->flip_offset = unit.offset + unit.length / 2;
-    source->flips = -1;
-    ProgressiveModel model(source, options());
+    ProgressiveModel model(damaging(0, manifest_.rungs[0].units.size() - 1, -1), options());
     ASSERT_TRUE(model.wait_finished(std::chrono::seconds(60)));
     ASSERT_TRUE(model.failure().has_value());
     EXPECT_EQ(model.failure_code(), ErrorCode::corrupt_data) << *model.failure();

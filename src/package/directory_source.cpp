@@ -34,7 +34,8 @@ class DirectorySource : public ByteSource {
         // Pieces, so that the reader can apply (and stop) as the bytes come.
         std::vector<std::uint8_t> buffer(std::size_t{1} << 20);
         for (std::uint64_t at = range.begin; at < end;) {
-            const std::size_t length = std::size_t(std::min<std::uint64_t>(buffer.size(), end - at));
+            const std::size_t length =
+                std::size_t(std::min<std::uint64_t>(buffer.size(), end - at));
             file.read_at(at, buffer.data(), length);
             at += length;
             if (!sink(std::span(buffer.data(), length))) return;

@@ -15,35 +15,15 @@ void ProgressiveModel::State::on_fetch_event(const FetchEvent& event) {
         case FetchEvent::Kind::topology_ready:
             note_topology(*event.assembler);
             break;
-        case FetchEvent::Kind::rung_ready: {
-            ProgressiveEvent out;
-            out.kind = ProgressiveEvent::Kind::rung_ready;
-            out.bits = event.bits;
-            out.units_applied = event.units_applied;
-            emit(out);
-            request_build(*event.assembler, event.units_applied);
+        case FetchEvent::Kind::rung_ready:
+            on_rung_ready(*event.assembler, event.bits, event.units_applied);
             break;
-        }
-        case FetchEvent::Kind::accuracy_point_ready: {
-            // The accuracy-matched model is worth an engine of its own:
-            // it serves at the top rung's accuracy while the rest arrives.
-            ProgressiveEvent out;
-            out.kind = ProgressiveEvent::Kind::accuracy_point;
-            out.bits = event.assembler->lowest_bits();
-            out.units_applied = event.units_applied;
-            emit(out);
-            request_build(*event.assembler, event.units_applied, true);
+        case FetchEvent::Kind::accuracy_point_ready:
+            on_accuracy_point(*event.assembler, event.units_applied);
             break;
-        }
-        case FetchEvent::Kind::degraded: {
-            ProgressiveEvent out;
-            out.kind = ProgressiveEvent::Kind::degraded;
-            out.bits = event.bits;
-            out.tensors = event.tensors;
-            out.reason = event.message;
-            emit(out);
+        case FetchEvent::Kind::degraded:
+            report_degraded(event.bits, event.tensors, event.message);
             break;
-        }
         case FetchEvent::Kind::progress:
             // The base rung itself is needed whole.
             if (event.bits != base_bits && event.assembler != nullptr)
@@ -59,19 +39,17 @@ ProgressiveModel::ProgressiveModel(std::string url, ProgressiveOptions options)
     state_->name = std::move(url);
     state_->options = std::move(options);
     State* state = state_.get();
-    state_->factory = state_->options.engine_factory
-                          ? state_->options.engine_factory
-                          : EngineFactory([state](Model model) {
-                                return create_opencv_engine(std::move(model), state->name,
-                                                            state->options.engine);
-                            });
+    state_->factory =
+        state_->options.engine_factory
+            ? state_->options.engine_factory
+            : EngineFactory([state](Model model) {
+                  return create_opencv_engine(std::move(model), state->name, state->options.engine);
+              });
     state_->download = [state]() -> std::optional<FetchResult> {
         FetchOptions fetch_options = state->options.fetch;
         fetch_options.cancel = &state->cancel;
         fetch_options.hold_decoding = &state->hold_decoding;
-        fetch_options.on_event = [state](const FetchEvent& event) {
-            state->on_fetch_event(event);
-        };
+        fetch_options.on_event = [state](const FetchEvent& event) { state->on_fetch_event(event); };
         return fetch_package(state->name, fetch_options);
     };
     state_->launch();

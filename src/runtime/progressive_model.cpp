@@ -106,6 +106,38 @@ void ProgressiveModel::State::note_topology(const ModelAssembler& assembler) {
     emit(out);
 }
 
+void ProgressiveModel::State::on_rung_ready(const ModelAssembler& assembler, int bits,
+                                            std::size_t units_applied) {
+    ProgressiveEvent out;
+    out.kind = ProgressiveEvent::Kind::rung_ready;
+    out.bits = bits;
+    out.units_applied = units_applied;
+    emit(out);
+    request_build(assembler, units_applied);
+}
+
+void ProgressiveModel::State::on_accuracy_point(const ModelAssembler& assembler,
+                                                std::size_t units_applied) {
+    // The accuracy-matched model is worth an engine of its own: it serves
+    // at the top rung's accuracy while the rest arrives.
+    ProgressiveEvent out;
+    out.kind = ProgressiveEvent::Kind::accuracy_point;
+    out.bits = assembler.lowest_bits();
+    out.units_applied = units_applied;
+    emit(out);
+    request_build(assembler, units_applied, true);
+}
+
+void ProgressiveModel::State::report_degraded(int bits, std::vector<std::string> tensors,
+                                              std::string reason) {
+    ProgressiveEvent out;
+    out.kind = ProgressiveEvent::Kind::degraded;
+    out.bits = bits;
+    out.tensors = std::move(tensors);
+    out.reason = std::move(reason);
+    emit(out);
+}
+
 void ProgressiveModel::State::consider_progressive_build(const ModelAssembler& assembler,
                                                          std::size_t units_applied) {
     const bool progressive = options.swap_every_units > 0 || options.swap_interval_seconds > 0;
@@ -185,9 +217,6 @@ std::optional<FetchResult> ProgressiveModel::State::decode_from_source() {
 
 bool ProgressiveModel::State::on_decoder_event(PackageDecoder& decoder, const DecoderEvent& event,
                                                DamageCounts& damage) {
-    ProgressiveEvent out;
-    out.bits = event.bits;
-    out.units_applied = decoder.units_applied();
     switch (event.kind) {
         case DecoderEvent::Kind::manifest_ready:
             note_manifest(decoder.manifest());
@@ -196,25 +225,18 @@ bool ProgressiveModel::State::on_decoder_event(PackageDecoder& decoder, const De
             note_topology(*decoder.assembler());
             break;
         case DecoderEvent::Kind::rung_ready:
-            out.kind = ProgressiveEvent::Kind::rung_ready;
-            emit(out);
-            request_build(*decoder.assembler(), out.units_applied);
+            on_rung_ready(*decoder.assembler(), event.bits, decoder.units_applied());
             break;
         case DecoderEvent::Kind::accuracy_point_ready:
-            // The accuracy-matched model is worth an engine of its own: it
-            // serves at the top rung's accuracy while the rest arrives.
-            out.kind = ProgressiveEvent::Kind::accuracy_point;
-            out.bits = decoder.assembler()->lowest_bits();
-            emit(out);
-            request_build(*decoder.assembler(), out.units_applied, true);
+            on_accuracy_point(*decoder.assembler(), decoder.units_applied());
             break;
-        case DecoderEvent::Kind::degraded:
-            out.kind = ProgressiveEvent::Kind::degraded;
-            out.reason = event.message;
-            if (!given_up_because.empty()) out.reason += " (" + given_up_because + ")";
+        case DecoderEvent::Kind::degraded: {
+            std::string reason = event.message;
+            if (!given_up_because.empty()) reason += " (" + given_up_because + ")";
             given_up_because.clear();
-            emit(out);
+            report_degraded(event.bits, {}, std::move(reason));
             break;
+        }
         case DecoderEvent::Kind::unit_damaged: {
             // Read again (the next need_input wants it) a bounded number of
             // times; then a refinement unit is given up, and for a base unit
@@ -227,8 +249,8 @@ bool ProgressiveModel::State::on_decoder_event(PackageDecoder& decoder, const De
                     decoder.give_up(unit);
                 } catch (const Error& error) {
                     throw Error(ErrorCode::corrupt_data, event.message + " (" +
-                                                             std::to_string(times) +
-                                                             " times; " + error.what() + ")");
+                                                             std::to_string(times) + " times; " +
+                                                             error.what() + ")");
                 }
             }
             break;
@@ -271,7 +293,8 @@ bool ProgressiveModel::State::read_into(PackageDecoder& decoder, const ByteRange
                 whole.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
                 return true;
             }
-            if (range.end > at) bytes = bytes.first(std::min<std::uint64_t>(bytes.size(), range.end - at));
+            if (range.end > at)
+                bytes = bytes.first(std::min<std::uint64_t>(bytes.size(), range.end - at));
             decoder.push(range.file, at, bytes);
             at += bytes.size();
             done = drain(decoder, damage);
@@ -289,9 +312,9 @@ bool ProgressiveModel::State::read_into(PackageDecoder& decoder, const ByteRange
             if (caught) std::rethrow_exception(caught);
             throw_if_cancelled();
             if (done || whole_file || at >= range.end) break;
-            throw Error(ErrorCode::corrupt_data, name + "/" + range.file + ": the source ended at byte " +
-                                                     std::to_string(at) + " of " +
-                                                     std::to_string(range.end));
+            throw Error(ErrorCode::corrupt_data,
+                        name + "/" + range.file + ": the source ended at byte " +
+                            std::to_string(at) + " of " + std::to_string(range.end));
         } catch (const Error& error) {
             if (caught || cancel || error.code() == ErrorCode::cancelled) throw;
             if (attempt < std::max(1, options.source_attempts)) {
@@ -311,7 +334,8 @@ bool ProgressiveModel::State::read_into(PackageDecoder& decoder, const ByteRange
         }
     }
     if (whole_file) {
-        const auto bytes = std::span(reinterpret_cast<const std::uint8_t*>(whole.data()), whole.size());
+        const auto bytes =
+            std::span(reinterpret_cast<const std::uint8_t*>(whole.data()), whole.size());
         if (range.file == signature_file_name) {
             decoder.push_signature(bytes);
         } else {
@@ -348,9 +372,8 @@ void ProgressiveModel::State::build() {
         std::vector<std::uint64_t> sizes;
         {
             std::unique_lock lock(mutex);
-            changed.wait(lock, [this] {
-                return stopping || pending.has_value() || !prepare_sizes.empty();
-            });
+            changed.wait(
+                lock, [this] { return stopping || pending.has_value() || !prepare_sizes.empty(); });
             if (stopping) return;
             if (!pending) {
                 sizes.swap(prepare_sizes);
@@ -475,8 +498,9 @@ ProgressiveModel::ProgressiveModel(std::shared_ptr<ByteSource> source, Progressi
     state_->name = source->name();
     // The decode component builds no engine of its own.
     if (!options.engine_factory) {
-        throw Error(ErrorCode::invalid_argument,
-                    state_->name + ": a ProgressiveModel over a byte source needs an engine factory");
+        throw Error(
+            ErrorCode::invalid_argument,
+            state_->name + ": a ProgressiveModel over a byte source needs an engine factory");
     }
     state_->factory = options.engine_factory;
     state_->options = std::move(options);

@@ -102,6 +102,10 @@ struct ProgressiveModel::State {
     // The manifest is in: the builder may prepare the first snapshot's buffers.
     void note_manifest(const Manifest& manifest);
     void note_topology(const ModelAssembler& assembler);
+    // A rung, or the units up to the accuracy point, are in: an engine follows.
+    void on_rung_ready(const ModelAssembler& assembler, int bits, std::size_t units_applied);
+    void on_accuracy_point(const ModelAssembler& assembler, std::size_t units_applied);
+    void report_degraded(int bits, std::vector<std::string> tensors, std::string reason);
     // Progressive mode: a rebuild every so many units or seconds, once
     // every chunk has arrived at some rung.
     void consider_progressive_build(const ModelAssembler& assembler, std::size_t units_applied);
@@ -127,8 +131,7 @@ struct ProgressiveModel::State {
     void throw_if_cancelled() const;
     void hold_for_first_engine();
     // Acts on one decoder event; true once the decoder is done.
-    bool on_decoder_event(PackageDecoder& decoder, const DecoderEvent& event,
-                          DamageCounts& damage);
+    bool on_decoder_event(PackageDecoder& decoder, const DecoderEvent& event, DamageCounts& damage);
     // Takes the events pending after a push, up to the next need_input.
     bool drain(PackageDecoder& decoder, DamageCounts& damage);
     // Reads one wanted range into the decoder; true once the decoder is done.
