@@ -189,6 +189,33 @@ TEST_F(ProgressiveSource, OverHttpWithTheFetchersRetries) {
     EXPECT_EQ(model.infer({}).output.values, unpacked(exact_rung_bits));
 }
 
+TEST_F(ProgressiveSource, ASignedPackageIsCheckedBeforeAnyByteIsUsed) {
+    const SigningKeyPair key = generate_signing_key();
+    PackOptions pack;
+    pack.ladder = LadderPlan::parse("4,8,exact");
+    pack.signing = PackOptions::Signing{key.private_pem, "small-cnn", 1};
+    const fs::path signed_package = directory_.path() / "signed";
+    pack_model(testing::source_dir() / "models" / "small-cnn.onnx", pack, signed_package);
+    {
+        ProgressiveOptions trusting = options();
+        trusting.decoder.verify_manifest = trusted_manifest_check(key.public_pem);
+        ProgressiveModel model(std::shared_ptr(make_directory_source(signed_package)), trusting);
+        ASSERT_TRUE(model.wait_finished(std::chrono::seconds(60)));
+        EXPECT_FALSE(model.failure().has_value()) << *model.failure();
+        EXPECT_EQ(model.bits(), exact_rung_bits);
+    }
+    {
+        ProgressiveOptions other_key = options();
+        other_key.decoder.verify_manifest =
+            trusted_manifest_check(generate_signing_key().public_pem);
+        ProgressiveModel model(std::shared_ptr(make_directory_source(signed_package)), other_key);
+        ASSERT_TRUE(model.wait_finished(std::chrono::seconds(60)));
+        ASSERT_TRUE(model.failure().has_value());
+        EXPECT_EQ(model.failure_code(), ErrorCode::untrusted) << *model.failure();
+        EXPECT_FALSE(model.ready());
+    }
+}
+
 TEST_F(ProgressiveSource, ARefinementThatCannotBeReadDegrades) {
     auto source = std::make_shared<FaultySource>(package_);
     source->failing_file = manifest_.rungs[1].data.file;
