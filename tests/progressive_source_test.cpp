@@ -226,6 +226,7 @@ TEST_F(ProgressiveSource, ARefinementThatCannotBeReadDegrades) {
     ASSERT_FALSE(degraded.empty());
     EXPECT_NE(degraded.front().reason.find("simulated"), std::string::npos)
         << degraded.front().reason;
+    EXPECT_FALSE(degraded.front().tensors.empty());
     EXPECT_EQ(model.bits(), 4);  // every chunk stayed at the base rung
     EXPECT_EQ(model.infer({}).output.values, unpacked(4));
 }
@@ -257,7 +258,11 @@ TEST_F(ProgressiveSource, ADamagedUnitIsReadAgainOrGivenUp) {
         ProgressiveModel model(damaging(1, 0, -1), options());
         ASSERT_TRUE(model.wait_finished(std::chrono::seconds(60)));
         EXPECT_FALSE(model.failure().has_value());
-        EXPECT_EQ(events(Kind::degraded).size(), 1u);
+        const auto degraded = events(Kind::degraded);
+        ASSERT_EQ(degraded.size(), 1u);
+        const UnitEntry& unit = manifest_.rungs[1].units.front();
+        EXPECT_EQ(degraded.front().tensors,
+                  std::vector<std::string>{manifest_.tensors[unit.tensor].name});
         EXPECT_EQ(model.bits(), 4);
         EXPECT_EQ(events(Kind::complete).size(), 1u);
     }

@@ -231,10 +231,22 @@ bool ProgressiveModel::State::on_decoder_event(PackageDecoder& decoder, const De
             on_accuracy_point(*decoder.assembler(), decoder.units_applied());
             break;
         case DecoderEvent::Kind::degraded: {
+            // The tensors of the units given up, and why, as the fetcher says.
             std::string reason = event.message;
-            if (!given_up_because.empty()) reason += " (" + given_up_because + ")";
-            given_up_because.clear();
-            report_degraded(event.bits, {}, std::move(reason));
+            std::vector<std::string> tensors;
+            if (given_up) {
+                reason += " (" + given_up->because + ")";
+                const Manifest& manifest = decoder.manifest();
+                for (const UnitEntry& unit : manifest.rungs[event.rung].units) {
+                    const std::string& tensor = manifest.tensors[unit.tensor].name;
+                    const bool lost = unit.offset < given_up->range.end &&
+                                      unit.offset + unit.length > given_up->range.begin;
+                    if (lost && std::find(tensors.begin(), tensors.end(), tensor) == tensors.end())
+                        tensors.push_back(tensor);
+                }
+                given_up.reset();
+            }
+            report_degraded(event.bits, std::move(tensors), std::move(reason));
             break;
         }
         case DecoderEvent::Kind::unit_damaged: {
@@ -244,9 +256,8 @@ bool ProgressiveModel::State::on_decoder_event(PackageDecoder& decoder, const De
             const ByteRange& unit = event.wanted.front();
             const int times = ++damage[{unit.file, unit.begin}];
             if (times >= std::max(1, options.source_attempts)) {
-                given_up_because = event.message;
                 try {
-                    decoder.give_up(unit);
+                    give_up(decoder, unit, event.message);
                 } catch (const Error& error) {
                     throw Error(ErrorCode::corrupt_data, event.message + " (" +
                                                              std::to_string(times) + " times; " +
@@ -261,6 +272,12 @@ bool ProgressiveModel::State::on_decoder_event(PackageDecoder& decoder, const De
             break;
     }
     return false;
+}
+
+void ProgressiveModel::State::give_up(PackageDecoder& decoder, const ByteRange& range,
+                                      std::string because) {
+    given_up = GivenUp{range, std::move(because)};
+    decoder.give_up(range);
 }
 
 bool ProgressiveModel::State::drain(PackageDecoder& decoder, DamageCounts& damage) {
@@ -324,9 +341,8 @@ bool ProgressiveModel::State::read_into(PackageDecoder& decoder, const ByteRange
             if (whole_file) throw;
             // A refinement's bytes can be done without (degraded); a base or
             // direct rung's cannot: then the source's own error says why.
-            given_up_because = error.what();
             try {
-                decoder.give_up({range.file, at, range.end});
+                give_up(decoder, {range.file, at, range.end}, error.what());
             } catch (const Error&) {
                 throw Error(error.code(), error.what());
             }

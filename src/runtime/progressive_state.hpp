@@ -136,7 +136,13 @@ struct ProgressiveModel::State {
     bool drain(PackageDecoder& decoder, DamageCounts& damage);
     // Reads one wanted range into the decoder; true once the decoder is done.
     bool read_into(PackageDecoder& decoder, const ByteRange& range, DamageCounts& damage);
-    std::string given_up_because;  // the read failure behind the next degraded event
+    // Gives `range` up, remembered for the degraded event that follows.
+    void give_up(PackageDecoder& decoder, const ByteRange& range, std::string because);
+    struct GivenUp {
+        ByteRange range;
+        std::string because;  // the read failure or the damage
+    };
+    std::optional<GivenUp> given_up;
 };
 
 }  // namespace bitinc
