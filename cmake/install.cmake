@@ -12,10 +12,13 @@ endforeach()
 # The headers by audience: an installation carries those of the components
 # built, so a decode-only (device) install has the device's headers alone
 # (bitinc/device.hpp gathers them) and nothing that would not link.
-set(BITINC_HEADERS_decode assembler.hpp bitinc.h codec.hpp decoder.hpp device.hpp error.hpp
-    ladder.hpp manifest.hpp model.hpp package_reader.hpp version.hpp)
-set(BITINC_HEADERS_fetch net.hpp trust.hpp)
-set(BITINC_HEADERS_runtime engine.hpp progressive.hpp)
+# progressive.hpp (ProgressiveModel over a ByteSource is in decode) takes
+# engine.hpp and net.hpp (FetchOptions) along: declarations only.
+set(BITINC_HEADERS_decode assembler.hpp bitinc.h byte_source.hpp codec.hpp decoder.hpp device.hpp
+    engine.hpp error.hpp ladder.hpp manifest.hpp model.hpp net.hpp package_reader.hpp
+    progressive.hpp version.hpp)
+set(BITINC_HEADERS_fetch trust.hpp)
+set(BITINC_HEADERS_runtime "")
 set(BITINC_HEADERS_encode accuracy.hpp calibration.hpp dataset.hpp pack.hpp package.hpp
     producer.hpp)
 set(BITINC_HEADERS_lab bitinc.hpp coder.hpp coder_benchmark.hpp evaluation.hpp inputs.hpp
@@ -32,8 +35,10 @@ foreach(header IN LISTS bitinc_public_headers)
   endif()
 endforeach()
 foreach(component IN LISTS BITINC_COMPONENTS)
-  list(TRANSFORM BITINC_HEADERS_${component} PREPEND include/bitinc/ OUTPUT_VARIABLE headers)
-  install(FILES ${headers} DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/bitinc)
+  if(BITINC_HEADERS_${component})
+    list(TRANSFORM BITINC_HEADERS_${component} PREPEND include/bitinc/ OUTPUT_VARIABLE headers)
+    install(FILES ${headers} DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/bitinc)
+  endif()
 endforeach()
 install(TARGETS ${BITINC_COMPONENT_TARGETS} bitinc
   EXPORT bitincTargets

@@ -116,6 +116,8 @@ class PackageDecoder {
     bool has_model() const;
     // The model as it stands (throws Error before has_model()).
     Model snapshot() const;
+    // Units applied so far, over every rung.
+    std::size_t units_applied() const;
     // The assembler, for writing the model out (write_model_file); nullptr
     // before topology_ready.
     const ModelAssembler* assembler() const;

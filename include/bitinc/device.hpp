@@ -1,13 +1,15 @@
 // The device's headers: everything the decode component (bitinc::decode)
-// implements — the package format, the push decoder, assembling and
-// reading packages, models and errors. Nothing here needs HTTP, OpenCV,
-// zstd or OpenSSL. A device that also uses bitinc's fetcher adds
-// bitinc/net.hpp and bitinc/trust.hpp (fetch component); one that uses
-// bitinc's engine, bitinc/engine.hpp and bitinc/progressive.hpp (runtime).
-// C and other languages: bitinc/bitinc.h.
+// implements — the package format, the push decoder, a ProgressiveModel
+// over the app's ByteSource and engine factory, assembling and reading
+// packages, models and errors. Nothing here needs HTTP, OpenCV, zstd or
+// OpenSSL. bitinc's fetcher (fetch_package, make_package_source in
+// bitinc/net.hpp; signatures in bitinc/trust.hpp) is the fetch component,
+// its OpenCV engine and ProgressiveModel's URL constructor the runtime
+// component. C and other languages: bitinc/bitinc.h.
 #pragma once
 
 #include "bitinc/assembler.hpp"
+#include "bitinc/byte_source.hpp"
 #include "bitinc/codec.hpp"
 #include "bitinc/decoder.hpp"
 #include "bitinc/error.hpp"
@@ -15,4 +17,5 @@
 #include "bitinc/manifest.hpp"
 #include "bitinc/model.hpp"
 #include "bitinc/package_reader.hpp"
+#include "bitinc/progressive.hpp"
 #include "bitinc/version.hpp"

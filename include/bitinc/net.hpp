@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "bitinc/byte_source.hpp"
 #include "bitinc/model.hpp"
 #include "bitinc/package.hpp"
 
@@ -248,5 +249,16 @@ struct FetchResult {
 // recover from: unreachable server, missing or malformed manifest, a
 // topology or base unit that never arrives intact.
 FetchResult fetch_package(const std::string& url, const FetchOptions& options);
+
+// The files of the package at `url` (an http://, https:// or file:// URL, or
+// a package directory) as a ByteSource, for a ProgressiveModel or an app's
+// own PackageDecoder loop: one kept-alive connection, range requests, and
+// the fetcher's retries with backoff (a read resumes where its bytes
+// stopped), timeouts, deadline (from the source's making) and minimum rate
+// from `options` (their retry events go to options.on_event);
+// options.cancel is not used: ByteSource::cancel stops a read. Throws Error
+// on a malformed URL.
+std::unique_ptr<ByteSource> make_package_source(const std::string& url,
+                                                const FetchOptions& options = {});
 
 }  // namespace bitinc

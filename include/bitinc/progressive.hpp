@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "bitinc/byte_source.hpp"
+#include "bitinc/decoder.hpp"
 #include "bitinc/engine.hpp"
 #include "bitinc/error.hpp"
 #include "bitinc/net.hpp"
@@ -44,19 +46,30 @@ struct ProgressiveEvent {
     std::string reason;
 };
 
-// Builds an engine from a model; the default builds an OpenCV DNN engine.
-// The model is the factory's to keep or move from.
+// Builds an engine from a model (the URL constructor's default builds an
+// OpenCV DNN engine). The model is the factory's to keep or move from.
 using EngineFactory = std::function<std::unique_ptr<Engine>(Model)>;
 
 struct ProgressiveOptions {
-    // Download settings; the model sets on_event and cancel itself.
+    // The URL constructor's download settings; the model sets on_event and
+    // cancel itself.
     FetchOptions fetch;
+    // The byte-source constructor's: what to decode (direct, the rung to
+    // stop at, the accuracy point, a signature check).
+    DecoderOptions decoder;
+    // The byte-source constructor's: a range whose read fails (the source
+    // throws Error) or a unit that arrives damaged is read this many times
+    // in all; then a refinement's units are given up (degraded) and a base
+    // or direct rung's fail the download.
+    int source_attempts = 3;
     EngineOptions engine;
     // Progressive mode: also rebuild the engine during a refinement rung,
     // every `swap_every_units` units and/or every `swap_interval_seconds`.
     std::size_t swap_every_units = 0;
     double swap_interval_seconds = 0;
-    EngineFactory engine_factory;  // empty: OpenCV DNN
+    // Needed by the byte-source constructor; empty in the URL
+    // constructor: OpenCV DNN with `engine`.
+    EngineFactory engine_factory;
     // Called from background threads; keep it short.
     std::function<void(const ProgressiveEvent&)> on_event;
 };
@@ -70,8 +83,15 @@ struct Inference {
 
 class ProgressiveModel {
   public:
-    // Starts downloading `url` (a package URL or directory) at once.
+    // Starts downloading `url` (a package URL or directory) at once, with
+    // fetch_package (runtime component: libcurl, and OpenCV when
+    // options.engine_factory is empty).
     ProgressiveModel(std::string url, ProgressiveOptions options);
+    // Starts reading the package from `source` at once, on a thread of its
+    // own that drives a PackageDecoder (decode component: no HTTP, no
+    // OpenCV). Throws Error (invalid_argument) without
+    // options.engine_factory.
+    ProgressiveModel(std::shared_ptr<ByteSource> source, ProgressiveOptions options);
     // Cancels the download, waits for the background threads.
     ~ProgressiveModel();
     ProgressiveModel(const ProgressiveModel&) = delete;
@@ -96,7 +116,8 @@ class ProgressiveModel {
     ErrorCode failure_code() const;  // what kind of failure(), when there is one
     // The graph (no weights) once the topology is in; empty before.
     std::optional<Model> topology() const;
-    // The download's timeline, once it has finished.
+    // The download's timeline, once it has finished (the URL constructor's;
+    // empty over a byte source).
     std::optional<FetchResult> fetch_result() const;
 
   private:

@@ -20,6 +20,7 @@
 #include <new>
 #include <optional>
 #include <set>
+#include <span>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -848,6 +849,57 @@ class PartFile {
 };
 
 }  // namespace
+
+namespace {
+
+// A ByteSource over PackageSource: HTTP range requests on one kept-alive
+// connection, with the fetcher's retries, timeouts, deadline and minimum
+// rate, or plain reads of a package directory.
+class HttpByteSource : public ByteSource {
+  public:
+    HttpByteSource(const std::string& url, const FetchOptions& options)
+        : url_(url), options_(options) {
+        options_.cancel = &cancelled_;  // cancel() stops a request under way
+        source_.emplace(url, options_, Clock::now(), [this](const FetchEvent& event) {
+            if (options_.on_event) options_.on_event(event);
+        });
+    }
+
+    std::string name() const override { return url_; }
+
+    void read(const ByteRange& range, const ByteSink& sink) override {
+        std::uint64_t at = range.begin;
+        bool stopped = false;  // the sink has what it wants
+        // A whole file (end 0) is a manifest or its signature.
+        const std::uint64_t limit = range.end == 0 ? max_manifest_bytes : range.end - range.begin;
+        source_->with_retries(range.file, [&] {
+            // A retry resumes where the bytes stopped.
+            Outcome outcome = source_->request(
+                range.file, at, range.end, limit, 0, [&](const char* data, std::size_t length) {
+                    at += length;
+                    stopped = !sink(std::span(reinterpret_cast<const std::uint8_t*>(data), length));
+                    return !stopped;
+                });
+            if (stopped) outcome.complete = true;
+            return outcome;
+        });
+    }
+
+    void cancel() override { cancelled_ = true; }
+
+  private:
+    std::string url_;
+    std::atomic<bool> cancelled_{false};
+    FetchOptions options_;
+    std::optional<PackageSource> source_;  // refers to options_
+};
+
+}  // namespace
+
+std::unique_ptr<ByteSource> make_package_source(const std::string& url,
+                                                const FetchOptions& options) {
+    return std::make_unique<HttpByteSource>(url, options);
+}
 
 FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
     const auto start = Clock::now();

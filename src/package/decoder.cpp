@@ -76,6 +76,7 @@ struct PackageDecoder::Impl {
     FetchPlan plan;
     std::vector<Part> parts;
     std::size_t current = 0;  // the first part not yet complete
+    std::size_t units_applied = 0;
     std::unique_ptr<ModelAssembler> assembler;
     std::deque<DecoderEvent> events;
     bool done_reported = false;
@@ -168,6 +169,7 @@ struct PackageDecoder::Impl {
             assembler->apply_unit(part.rung_index, unit_index, bytes, where(part.rung->data.file));
             fate = Fate::applied;
             ++part.resolved;
+            ++units_applied;
         } catch (const Error& error) {
             fate = Fate::damaged;
             part.refetches[unit_index] = {};
@@ -432,6 +434,10 @@ Model PackageDecoder::snapshot() const {
     if (!impl_->assembler)
         throw Error(ErrorCode::not_ready, impl_->source + ": the topology has not arrived");
     return impl_->assembler->model();
+}
+
+std::size_t PackageDecoder::units_applied() const {
+    return impl_->units_applied;
 }
 
 const ModelAssembler* PackageDecoder::assembler() const {

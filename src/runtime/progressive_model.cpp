@@ -1,410 +1,533 @@
-// ProgressiveModel: a download thread feeds snapshots of the model to a
-// build thread, which turns each into an engine and swaps it in; inference
-// always runs on whichever engine was current when it started.
-#include "bitinc/progressive.hpp"
-
-#include <condition_variable>
-#include <exception>
-#include <mutex>
-#include <thread>
-#include <tuple>
-#include <utility>
+// ProgressiveModel's core: a download thread feeds snapshots of the model to
+// a build thread, which turns each into an engine and swaps it in;
+// inference always runs on whichever engine was current when it started.
+// Part of the decode component: it needs no OpenCV and no HTTP (the bytes
+// come from a ByteSource, the engines from the caller's factory).
+#include <algorithm>
 
 #include "bitinc/error.hpp"
+#include "runtime/progressive_state.hpp"
 
 namespace bitinc {
 
-namespace {
+using progressive::BuildRequest;
+using progressive::Clock;
+using progressive::EngineSlot;
 
-using Clock = std::chrono::steady_clock;
+void ProgressiveModel::State::launch() {
+    builder = std::thread([this] { run_thread(&State::build); });
+    fetcher = std::thread([this] { run_thread(&State::fetch); });
+}
 
-// An engine with the lock that serializes its forward passes.
-struct EngineSlot {
-    std::unique_ptr<Engine> engine;
-    std::mutex run_mutex;
-    int bits = 0;
-    std::uint64_t generation = 0;
-};
-
-struct BuildRequest {
-    Model model;
-    int bits = 0;
-    std::size_t units_applied = 0;
-    bool at_accuracy_point = false;
-};
-
-}  // namespace
-
-struct ProgressiveModel::State {
-    std::string url;
-    ProgressiveOptions options;
-    Clock::time_point start = Clock::now();
-    std::atomic<bool> cancel{false};
-    // Set while the first engine is being built: the next rung's units wait
-    // undecoded, so the build has the cores to itself (start-up comes first).
-    std::atomic<bool> hold_decoding{false};
-
-    mutable std::mutex mutex;
-    std::condition_variable changed;
-    std::shared_ptr<EngineSlot> current;
-    std::optional<BuildRequest> pending;
-    bool building = false;
-    bool fetch_done = false;
-    bool finished = false;
-    bool stopping = false;
-    std::uint64_t generation = 0;
-    std::optional<std::string> failure;
-    ErrorCode failure_code = ErrorCode::internal;  // of `failure`
-    std::optional<Model> topology;
-    std::optional<FetchResult> result;
-    // The first snapshot's float buffers, one per tensor, allocated and
-    // touched by the builder while the device waits for the base rung's
-    // first byte (a round trip after the manifest): a fresh device otherwise
-    // pays their page faults between the rung's last byte and the engine
-    // build (15-20 ms for resnet18's 45 MB).
-    std::vector<std::uint64_t> prepare_sizes;  // wanted: elements per tensor
-    bool first_requested = false;
-    std::vector<std::vector<float>> prepared;
-
-    // Download-thread bookkeeping for progressive rebuilds.
-    int base_bits = 0;
-    std::size_t units_at_last_request = 0;
-    double last_request_at = 0;
-
-    std::thread fetcher;
-    std::thread builder;
-
-    double now() const { return std::chrono::duration<double>(Clock::now() - start).count(); }
-
-    void emit(ProgressiveEvent event) {
-        if (!options.on_event) return;
-        event.seconds = now();
-        // On the model's own threads what the app's callback throws would end
-        // the process; it is dropped.
-        try {
-            options.on_event(event);
-        } catch (...) {
-        }
+void ProgressiveModel::State::shut_down() {
+    {
+        const std::lock_guard lock(mutex);
+        cancel = true;
+        hold_decoding = false;
     }
+    changed.notify_all();
+    if (source) source->cancel();
+    if (fetcher.joinable()) fetcher.join();
+    {
+        const std::lock_guard lock(mutex);
+        stopping = true;
+    }
+    changed.notify_all();
+    if (builder.joinable()) builder.join();
+}
 
-    void request_build(const ModelAssembler& assembler, std::size_t units_applied,
-                       bool at_accuracy_point = false) {
-        {
-            // The first engine, snapshot included, comes before decoding.
-            const std::lock_guard lock(mutex);
-            if (!current && !building) hold_decoding = true;
-        }
-        std::vector<std::vector<float>> buffers;
-        {
-            const std::lock_guard lock(mutex);
-            buffers.swap(prepared);
-            first_requested = true;
+double ProgressiveModel::State::now() const {
+    return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+void ProgressiveModel::State::emit(ProgressiveEvent event) {
+    if (!options.on_event) return;
+    event.seconds = now();
+    // On the model's own threads what the app's callback throws would end
+    // the process; it is dropped.
+    try {
+        options.on_event(event);
+    } catch (...) {
+    }
+}
+
+void ProgressiveModel::State::request_build(const ModelAssembler& assembler,
+                                            std::size_t units_applied, bool at_accuracy_point) {
+    {
+        // The first engine, snapshot included, comes before decoding.
+        const std::lock_guard lock(mutex);
+        if (!current && !building) hold_decoding = true;
+    }
+    std::vector<std::vector<float>> buffers;
+    {
+        const std::lock_guard lock(mutex);
+        buffers.swap(prepared);
+        first_requested = true;
+        prepare_sizes.clear();
+    }
+    Model snapshot = assembler.topology();
+    if (buffers.size() == snapshot.weights.size()) {
+        for (std::size_t t = 0; t < buffers.size(); ++t)
+            snapshot.weights[t].values = std::move(buffers[t]);
+    }
+    assembler.fill_model(snapshot);
+    BuildRequest request{std::move(snapshot), assembler.lowest_bits(), units_applied,
+                         at_accuracy_point};
+    {
+        const std::lock_guard lock(mutex);
+        pending = std::move(request);  // a newer snapshot replaces one not yet built
+    }
+    changed.notify_all();
+    units_at_last_request = units_applied;
+    last_request_at = now();
+}
+
+void ProgressiveModel::State::note_manifest(const Manifest& manifest) {
+    {
+        const std::lock_guard lock(mutex);
+        if (!first_requested) {
             prepare_sizes.clear();
-        }
-        Model snapshot = assembler.topology();
-        if (buffers.size() == snapshot.weights.size()) {
-            for (std::size_t t = 0; t < buffers.size(); ++t)
-                snapshot.weights[t].values = std::move(buffers[t]);
-        }
-        assembler.fill_model(snapshot);
-        BuildRequest request{std::move(snapshot), assembler.lowest_bits(), units_applied,
-                             at_accuracy_point};
-        {
-            const std::lock_guard lock(mutex);
-            pending = std::move(request);  // a newer snapshot replaces one not yet built
-        }
-        changed.notify_all();
-        units_at_last_request = units_applied;
-        last_request_at = now();
-    }
-
-    void on_fetch_event(const FetchEvent& event) {
-        switch (event.kind) {
-            case FetchEvent::Kind::manifest_ready: {
-                if (event.manifest == nullptr) break;
-                {
-                    const std::lock_guard lock(mutex);
-                    if (!first_requested) {
-                        prepare_sizes.clear();
-                        for (const TensorEntry& tensor : event.manifest->tensors)
-                            prepare_sizes.push_back(tensor.element_count());
-                    }
-                }
-                changed.notify_all();
-                break;
-            }
-            case FetchEvent::Kind::topology_ready: {
-                {
-                    const std::lock_guard lock(mutex);
-                    topology = event.assembler->topology();
-                    base_bits = event.assembler->manifest().ladder.base_bits();
-                }
-                changed.notify_all();
-                ProgressiveEvent out;
-                out.kind = ProgressiveEvent::Kind::topology_ready;
-                emit(out);
-                break;
-            }
-            case FetchEvent::Kind::rung_ready: {
-                ProgressiveEvent out;
-                out.kind = ProgressiveEvent::Kind::rung_ready;
-                out.bits = event.bits;
-                out.units_applied = event.units_applied;
-                emit(out);
-                request_build(*event.assembler, event.units_applied);
-                break;
-            }
-            case FetchEvent::Kind::accuracy_point_ready: {
-                // The accuracy-matched model is worth an engine of its own:
-                // it serves at the top rung's accuracy while the rest arrives.
-                ProgressiveEvent out;
-                out.kind = ProgressiveEvent::Kind::accuracy_point;
-                out.bits = event.assembler->lowest_bits();
-                out.units_applied = event.units_applied;
-                emit(out);
-                request_build(*event.assembler, event.units_applied, true);
-                break;
-            }
-            case FetchEvent::Kind::degraded: {
-                ProgressiveEvent out;
-                out.kind = ProgressiveEvent::Kind::degraded;
-                out.bits = event.bits;
-                out.tensors = event.tensors;
-                out.reason = event.message;
-                emit(out);
-                break;
-            }
-            case FetchEvent::Kind::progress: {
-                // Progressive mode: during refinements, rebuild every so many
-                // units or seconds; the base rung itself is needed whole.
-                const bool progressive =
-                    options.swap_every_units > 0 || options.swap_interval_seconds > 0;
-                if (!progressive || event.bits == base_bits || event.assembler == nullptr) break;
-                const bool enough_units =
-                    options.swap_every_units > 0 &&
-                    event.units_applied >= units_at_last_request + options.swap_every_units;
-                const bool long_enough = options.swap_interval_seconds > 0 &&
-                                         now() - last_request_at >= options.swap_interval_seconds &&
-                                         event.units_applied > units_at_last_request;
-                if ((enough_units || long_enough) && event.assembler->complete()) {
-                    request_build(*event.assembler, event.units_applied);
-                }
-                break;
-            }
-            default:
-                break;
+            for (const TensorEntry& tensor : manifest.tensors)
+                prepare_sizes.push_back(tensor.element_count());
         }
     }
+    changed.notify_all();
+}
 
-    void fetch() {
-        FetchOptions fetch_options = options.fetch;
-        fetch_options.cancel = &cancel;
-        fetch_options.hold_decoding = &hold_decoding;
-        fetch_options.on_event = [this](const FetchEvent& event) { on_fetch_event(event); };
-        std::optional<std::string> problem;
-        ErrorCode problem_code = ErrorCode::internal;
-        std::optional<FetchResult> fetched;
+void ProgressiveModel::State::note_topology(const ModelAssembler& assembler) {
+    {
+        const std::lock_guard lock(mutex);
+        topology = assembler.topology();
+        base_bits = assembler.manifest().ladder.base_bits();
+    }
+    changed.notify_all();
+    ProgressiveEvent out;
+    out.kind = ProgressiveEvent::Kind::topology_ready;
+    emit(out);
+}
+
+void ProgressiveModel::State::on_rung_ready(const ModelAssembler& assembler, int bits,
+                                            std::size_t units_applied) {
+    ProgressiveEvent out;
+    out.kind = ProgressiveEvent::Kind::rung_ready;
+    out.bits = bits;
+    out.units_applied = units_applied;
+    emit(out);
+    request_build(assembler, units_applied);
+}
+
+void ProgressiveModel::State::on_accuracy_point(const ModelAssembler& assembler,
+                                                std::size_t units_applied) {
+    // The accuracy-matched model is worth an engine of its own: it serves
+    // at the top rung's accuracy while the rest arrives.
+    ProgressiveEvent out;
+    out.kind = ProgressiveEvent::Kind::accuracy_point;
+    out.bits = assembler.lowest_bits();
+    out.units_applied = units_applied;
+    emit(out);
+    request_build(assembler, units_applied, true);
+}
+
+void ProgressiveModel::State::report_degraded(int bits, std::vector<std::string> tensors,
+                                              std::string reason) {
+    ProgressiveEvent out;
+    out.kind = ProgressiveEvent::Kind::degraded;
+    out.bits = bits;
+    out.tensors = std::move(tensors);
+    out.reason = std::move(reason);
+    emit(out);
+}
+
+void ProgressiveModel::State::consider_progressive_build(const ModelAssembler& assembler,
+                                                         std::size_t units_applied) {
+    const bool progressive = options.swap_every_units > 0 || options.swap_interval_seconds > 0;
+    if (!progressive) return;
+    const bool enough_units = options.swap_every_units > 0 &&
+                              units_applied >= units_at_last_request + options.swap_every_units;
+    const bool long_enough = options.swap_interval_seconds > 0 &&
+                             now() - last_request_at >= options.swap_interval_seconds &&
+                             units_applied > units_at_last_request;
+    if ((enough_units || long_enough) && assembler.complete())
+        request_build(assembler, units_applied);
+}
+
+void ProgressiveModel::State::fetch() {
+    std::optional<std::string> problem;
+    ErrorCode problem_code = ErrorCode::internal;
+    std::optional<FetchResult> fetched;
+    try {
+        fetched = download();
+        if (fetched) fetched->model = Model();  // the engines hold the weights; keep memory bounded
+    } catch (...) {
+        std::tie(problem_code, problem) = described(std::current_exception());
+    }
+    bool complete_now = false;
+    {
+        const std::lock_guard lock(mutex);
+        fetch_done = true;
+        if (!cancel) {
+            failure = problem;
+            failure_code = problem_code;
+        }
+        result = std::move(fetched);
+        complete_now = !pending && !building;
+    }
+    changed.notify_all();
+    if (problem && !cancel) {
+        ProgressiveEvent out;
+        out.kind = ProgressiveEvent::Kind::failed;
+        out.reason = *problem;
+        emit(out);
+    } else if (complete_now && !problem) {
+        emit_complete();
+    }
+    // Waiters see `finished` only after the last events went out.
+    if (complete_now) mark_finished();
+}
+
+void ProgressiveModel::State::throw_if_cancelled() const {
+    if (cancel) throw Error(ErrorCode::cancelled, name + ": cancelled");
+}
+
+void ProgressiveModel::State::hold_for_first_engine() {
+    std::unique_lock lock(mutex);
+    changed.wait(lock, [this] { return !hold_decoding || cancel; });
+}
+
+std::optional<FetchResult> ProgressiveModel::State::decode_from_source() {
+    PackageDecoder decoder(options.decoder, name);
+    DamageCounts damage;
+    for (;;) {
+        throw_if_cancelled();
+        const DecoderEvent event = decoder.next_event();
+        if (event.kind != DecoderEvent::Kind::need_input) {
+            if (on_decoder_event(decoder, event, damage)) return std::nullopt;
+            continue;
+        }
+        if (event.wanted.empty())
+            throw Error(ErrorCode::internal, name + ": the decoder wants nothing and is not done");
+        // Start-up comes first: no more bytes while the first engine builds.
+        hold_for_first_engine();
+        // One range at a time, in the decoder's order (rungs one after
+        // another, units to read again first): then the next event says
+        // what is still wanted.
+        if (read_into(decoder, event.wanted.front(), damage)) return std::nullopt;
+    }
+}
+
+bool ProgressiveModel::State::on_decoder_event(PackageDecoder& decoder, const DecoderEvent& event,
+                                               DamageCounts& damage) {
+    switch (event.kind) {
+        case DecoderEvent::Kind::manifest_ready:
+            note_manifest(decoder.manifest());
+            break;
+        case DecoderEvent::Kind::topology_ready:
+            note_topology(*decoder.assembler());
+            break;
+        case DecoderEvent::Kind::rung_ready:
+            on_rung_ready(*decoder.assembler(), event.bits, decoder.units_applied());
+            break;
+        case DecoderEvent::Kind::accuracy_point_ready:
+            on_accuracy_point(*decoder.assembler(), decoder.units_applied());
+            break;
+        case DecoderEvent::Kind::degraded: {
+            // The tensors of the units given up, and why, as the fetcher says.
+            std::string reason = event.message;
+            std::vector<std::string> tensors;
+            if (given_up) {
+                reason += " (" + given_up->because + ")";
+                const Manifest& manifest = decoder.manifest();
+                for (const UnitEntry& unit : manifest.rungs[event.rung].units) {
+                    const std::string& tensor = manifest.tensors[unit.tensor].name;
+                    const bool lost = unit.offset < given_up->range.end &&
+                                      unit.offset + unit.length > given_up->range.begin;
+                    if (lost && std::find(tensors.begin(), tensors.end(), tensor) == tensors.end())
+                        tensors.push_back(tensor);
+                }
+                given_up.reset();
+            }
+            report_degraded(event.bits, std::move(tensors), std::move(reason));
+            break;
+        }
+        case DecoderEvent::Kind::unit_damaged: {
+            // Read again (the next need_input wants it) a bounded number of
+            // times; then a refinement unit is given up, and for a base unit
+            // or the topology give_up throws: the download fails.
+            const ByteRange& unit = event.wanted.front();
+            const int times = ++damage[{unit.file, unit.begin}];
+            if (times >= std::max(1, options.source_attempts)) {
+                try {
+                    give_up(decoder, unit, event.message);
+                } catch (const Error& error) {
+                    throw Error(ErrorCode::corrupt_data, event.message + " (" +
+                                                             std::to_string(times) + " times; " +
+                                                             error.what() + ")");
+                }
+            }
+            break;
+        }
+        case DecoderEvent::Kind::done:
+            return true;
+        case DecoderEvent::Kind::need_input:
+            break;
+    }
+    return false;
+}
+
+void ProgressiveModel::State::give_up(PackageDecoder& decoder, const ByteRange& range,
+                                      std::string because) {
+    given_up = GivenUp{range, std::move(because)};
+    decoder.give_up(range);
+}
+
+bool ProgressiveModel::State::drain(PackageDecoder& decoder, DamageCounts& damage) {
+    for (;;) {
+        const DecoderEvent event = decoder.next_event();
+        if (event.kind == DecoderEvent::Kind::need_input) return false;
+        if (on_decoder_event(decoder, event, damage)) return true;
+    }
+}
+
+bool ProgressiveModel::State::read_into(PackageDecoder& decoder, const ByteRange& range,
+                                        DamageCounts& damage) {
+    // The manifest and its signature come whole (end 0); rung files are
+    // pushed as their bytes arrive, so that units apply during the read.
+    const bool whole_file = range.end == 0;
+    std::string whole;
+    std::uint64_t at = range.begin;
+    bool done = false;
+    // What the sink caught: it must not throw into the source's own code.
+    std::exception_ptr caught;
+    const ByteSink sink = [&](std::span<const std::uint8_t> bytes) {
+        if (cancel) return false;
         try {
-            fetched = fetch_package(url, fetch_options);
-            fetched->model = Model();  // the engines hold the weights; keep memory bounded
+            if (whole_file) {
+                if (whole.size() + bytes.size() > max_manifest_bytes) {
+                    throw Error(ErrorCode::corrupt_data,
+                                name + "/" + range.file + ": larger than " +
+                                    std::to_string(max_manifest_bytes) + " bytes");
+                }
+                whole.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+                return true;
+            }
+            if (range.end > at)
+                bytes = bytes.first(std::min<std::uint64_t>(bytes.size(), range.end - at));
+            decoder.push(range.file, at, bytes);
+            at += bytes.size();
+            done = drain(decoder, damage);
+            if (const ModelAssembler* assembler = decoder.assembler(); assembler && !done)
+                consider_progressive_build(*assembler, decoder.units_applied());
+            return !done && at < range.end;
         } catch (...) {
-            std::tie(problem_code, problem) = described(std::current_exception());
+            caught = std::current_exception();
+            return false;
         }
-        bool complete_now = false;
+    };
+    for (int attempt = 1;; ++attempt) {
+        try {
+            source->read({range.file, at, range.end}, sink);
+            if (caught) std::rethrow_exception(caught);
+            throw_if_cancelled();
+            if (done || whole_file || at >= range.end) break;
+            throw Error(ErrorCode::corrupt_data,
+                        name + "/" + range.file + ": the source ended at byte " +
+                            std::to_string(at) + " of " + std::to_string(range.end));
+        } catch (const Error& error) {
+            if (caught || cancel || error.code() == ErrorCode::cancelled) throw;
+            if (attempt < std::max(1, options.source_attempts)) {
+                if (whole_file) whole.clear();
+                continue;  // the rest of the range, again
+            }
+            if (whole_file) throw;
+            // A refinement's bytes can be done without (degraded); a base or
+            // direct rung's cannot: then the source's own error says why.
+            try {
+                give_up(decoder, {range.file, at, range.end}, error.what());
+            } catch (const Error&) {
+                throw Error(error.code(), error.what());
+            }
+            return drain(decoder, damage);
+        }
+    }
+    if (whole_file) {
+        const auto bytes =
+            std::span(reinterpret_cast<const std::uint8_t*>(whole.data()), whole.size());
+        if (range.file == signature_file_name) {
+            decoder.push_signature(bytes);
+        } else {
+            decoder.push_manifest(bytes);
+        }
+    }
+    return done;
+}
+
+void ProgressiveModel::State::mark_finished() {
+    {
+        const std::lock_guard lock(mutex);
+        finished = true;
+    }
+    changed.notify_all();
+}
+
+void ProgressiveModel::State::emit_complete() {
+    ProgressiveEvent out;
+    out.kind = ProgressiveEvent::Kind::complete;
+    {
+        const std::lock_guard lock(mutex);
+        if (current) {
+            out.bits = current->bits;
+            out.generation = current->generation;
+        }
+    }
+    emit(out);
+}
+
+void ProgressiveModel::State::build() {
+    for (;;) {
+        BuildRequest request;
+        std::vector<std::uint64_t> sizes;
+        {
+            std::unique_lock lock(mutex);
+            changed.wait(
+                lock, [this] { return stopping || pending.has_value() || !prepare_sizes.empty(); });
+            if (stopping) return;
+            if (!pending) {
+                sizes.swap(prepare_sizes);
+            } else {
+                request = std::move(*pending);
+                pending.reset();
+                building = true;
+            }
+        }
+        if (!sizes.empty()) {
+            // Written once, so that the pages are the process's. Out of
+            // memory here is no failure: the snapshot allocates later.
+            std::vector<std::vector<float>> buffers;
+            try {
+                for (const std::uint64_t elements : sizes) buffers.emplace_back(elements, 0.0f);
+            } catch (const std::exception&) {
+                continue;
+            }
+            const std::lock_guard lock(mutex);
+            if (!first_requested) prepared = std::move(buffers);
+            continue;
+        }
+        const double started = now();
+        std::unique_ptr<Engine> engine;
+        std::string problem;
+        try {
+            engine = factory(std::move(request.model));  // no copy of the weights
+            if (!engine) problem = "the engine factory returned nothing";
+        } catch (const std::exception& error) {
+            problem = error.what();
+        }
+        const double build_seconds = now() - started;
+        ProgressiveEvent out;
+        out.bits = request.bits;
+        out.build_seconds = build_seconds;
+        out.units_applied = request.units_applied;
+        out.at_accuracy_point = request.at_accuracy_point;
         {
             const std::lock_guard lock(mutex);
-            fetch_done = true;
-            if (!cancel) {
-                failure = problem;
-                failure_code = problem_code;
+            hold_decoding = false;  // built or failed: decoding goes on
+            if (engine) {
+                auto slot = std::make_shared<EngineSlot>();
+                slot->engine = std::move(engine);
+                slot->bits = request.bits;
+                slot->generation = ++generation;
+                out.generation = slot->generation;
+                // In-flight inferences keep the old slot alive until they end.
+                current = std::move(slot);
             }
-            result = std::move(fetched);
-            complete_now = !pending && !building;
         }
         changed.notify_all();
-        if (problem && !cancel) {
-            ProgressiveEvent out;
-            out.kind = ProgressiveEvent::Kind::failed;
-            out.reason = *problem;
-            emit(out);
-        } else if (complete_now && !problem) {
-            emit_complete();
+        if (!problem.empty()) {
+            out.kind = ProgressiveEvent::Kind::build_failed;
+            out.reason = problem;
+        } else {
+            out.kind = ProgressiveEvent::Kind::swapped;
         }
-        // Waiters see `finished` only after the last events went out.
-        if (complete_now) mark_finished();
-    }
-
-    void mark_finished() {
+        emit(out);
+        // Only now is the build over: a fetch ending meanwhile must not
+        // mark the model finished before this swap's event went out.
+        bool finishing = false;
         {
             const std::lock_guard lock(mutex);
+            building = false;
+            finishing = fetch_done && !pending && !finished;
+        }
+        changed.notify_all();
+        if (finishing) {
+            if (!failure_now()) emit_complete();
+            mark_finished();
+        }
+    }
+}
+
+bool ProgressiveModel::State::failure_now() const {
+    const std::lock_guard lock(mutex);
+    return failure.has_value();
+}
+
+// The code and message of a caught exception.
+std::pair<ErrorCode, std::string> ProgressiveModel::State::described(
+    std::exception_ptr caught) const {
+    try {
+        std::rethrow_exception(caught);
+    } catch (const Error& error) {
+        return {error.code(), error.what()};
+    } catch (const std::bad_alloc&) {
+        return {ErrorCode::out_of_memory, name + ": out of memory"};
+    } catch (const std::exception& error) {
+        return {ErrorCode::internal, name + ": " + error.what()};
+    } catch (...) {
+        return {ErrorCode::internal, name + ": unknown exception"};
+    }
+}
+
+// Runs a thread's body. What escapes it (out of memory on the way, say)
+// would end the process: it stops the download and ends the model as a
+// failure instead.
+void ProgressiveModel::State::run_thread(void (State::*body)()) {
+    try {
+        (this->*body)();
+    } catch (...) {
+        const auto [code, message] = described(std::current_exception());
+        {
+            const std::lock_guard lock(mutex);
+            cancel = true;
+            if (!failure) {
+                failure = message;
+                failure_code = code;
+            }
+            fetch_done = true;
+            building = false;
             finished = true;
         }
         changed.notify_all();
     }
+}
 
-    void emit_complete() {
-        ProgressiveEvent out;
-        out.kind = ProgressiveEvent::Kind::complete;
-        {
-            const std::lock_guard lock(mutex);
-            if (current) {
-                out.bits = current->bits;
-                out.generation = current->generation;
-            }
-        }
-        emit(out);
-    }
-
-    void build() {
-        const EngineFactory factory =
-            options.engine_factory ? options.engine_factory : EngineFactory([this](Model model) {
-                return create_opencv_engine(std::move(model), url, options.engine);
-            });
-        for (;;) {
-            BuildRequest request;
-            std::vector<std::uint64_t> sizes;
-            {
-                std::unique_lock lock(mutex);
-                changed.wait(lock, [this] {
-                    return stopping || pending.has_value() || !prepare_sizes.empty();
-                });
-                if (stopping) return;
-                if (!pending) {
-                    sizes.swap(prepare_sizes);
-                } else {
-                    request = std::move(*pending);
-                    pending.reset();
-                    building = true;
-                }
-            }
-            if (!sizes.empty()) {
-                // Written once, so that the pages are the process's. Out of
-                // memory here is no failure: the snapshot allocates later.
-                std::vector<std::vector<float>> buffers;
-                try {
-                    for (const std::uint64_t elements : sizes) buffers.emplace_back(elements, 0.0f);
-                } catch (const std::exception&) {
-                    continue;
-                }
-                const std::lock_guard lock(mutex);
-                if (!first_requested) prepared = std::move(buffers);
-                continue;
-            }
-            const double started = now();
-            std::unique_ptr<Engine> engine;
-            std::string problem;
-            try {
-                engine = factory(std::move(request.model));  // no copy of the weights
-                if (!engine) problem = "the engine factory returned nothing";
-            } catch (const std::exception& error) {
-                problem = error.what();
-            }
-            const double build_seconds = now() - started;
-            ProgressiveEvent out;
-            out.bits = request.bits;
-            out.build_seconds = build_seconds;
-            out.units_applied = request.units_applied;
-            out.at_accuracy_point = request.at_accuracy_point;
-            {
-                const std::lock_guard lock(mutex);
-                hold_decoding = false;  // built or failed: decoding goes on
-                if (engine) {
-                    auto slot = std::make_shared<EngineSlot>();
-                    slot->engine = std::move(engine);
-                    slot->bits = request.bits;
-                    slot->generation = ++generation;
-                    out.generation = slot->generation;
-                    // In-flight inferences keep the old slot alive until they end.
-                    current = std::move(slot);
-                }
-            }
-            changed.notify_all();
-            if (!problem.empty()) {
-                out.kind = ProgressiveEvent::Kind::build_failed;
-                out.reason = problem;
-            } else {
-                out.kind = ProgressiveEvent::Kind::swapped;
-            }
-            emit(out);
-            // Only now is the build over: a fetch ending meanwhile must not
-            // mark the model finished before this swap's event went out.
-            bool finishing = false;
-            {
-                const std::lock_guard lock(mutex);
-                building = false;
-                finishing = fetch_done && !pending && !finished;
-            }
-            changed.notify_all();
-            if (finishing) {
-                if (!failure_now()) emit_complete();
-                mark_finished();
-            }
-        }
-    }
-
-    bool failure_now() const {
-        const std::lock_guard lock(mutex);
-        return failure.has_value();
-    }
-
-    // The code and message of a caught exception.
-    std::pair<ErrorCode, std::string> described(std::exception_ptr caught) const {
-        try {
-            std::rethrow_exception(caught);
-        } catch (const Error& error) {
-            return {error.code(), error.what()};
-        } catch (const std::bad_alloc&) {
-            return {ErrorCode::out_of_memory, url + ": out of memory"};
-        } catch (const std::exception& error) {
-            return {ErrorCode::internal, url + ": " + error.what()};
-        } catch (...) {
-            return {ErrorCode::internal, url + ": unknown exception"};
-        }
-    }
-
-    // Runs a thread's body. What escapes it (out of memory on the way, say)
-    // would end the process: it stops the download and ends the model as a
-    // failure instead.
-    void run_thread(void (State::*body)()) {
-        try {
-            (this->*body)();
-        } catch (...) {
-            const auto [code, message] = described(std::current_exception());
-            cancel = true;
-            {
-                const std::lock_guard lock(mutex);
-                if (!failure) {
-                    failure = message;
-                    failure_code = code;
-                }
-                fetch_done = true;
-                building = false;
-                finished = true;
-            }
-            changed.notify_all();
-        }
-    }
-};
-
-ProgressiveModel::ProgressiveModel(std::string url, ProgressiveOptions options)
+ProgressiveModel::ProgressiveModel(std::shared_ptr<ByteSource> source, ProgressiveOptions options)
     : state_(std::make_shared<State>()) {
-    state_->url = std::move(url);
+    if (!source) throw Error(ErrorCode::invalid_argument, "ProgressiveModel: no byte source");
+    state_->name = source->name();
+    // The decode component builds no engine of its own.
+    if (!options.engine_factory) {
+        throw Error(
+            ErrorCode::invalid_argument,
+            state_->name + ": a ProgressiveModel over a byte source needs an engine factory");
+    }
+    state_->factory = options.engine_factory;
     state_->options = std::move(options);
+    state_->source = std::move(source);
     State* state = state_.get();
-    state_->builder = std::thread([state] { state->run_thread(&State::build); });
-    state_->fetcher = std::thread([state] { state->run_thread(&State::fetch); });
+    state_->download = [state] { return state->decode_from_source(); };
+    state_->launch();
 }
 
 ProgressiveModel::~ProgressiveModel() {
-    state_->cancel = true;
-    state_->hold_decoding = false;
-    if (state_->fetcher.joinable()) state_->fetcher.join();
-    {
-        const std::lock_guard lock(state_->mutex);
-        state_->stopping = true;
-    }
-    state_->changed.notify_all();
-    if (state_->builder.joinable()) state_->builder.join();
+    state_->shut_down();
 }
 
 Inference ProgressiveModel::infer(const FloatArray& batch) {
@@ -415,7 +538,7 @@ Inference ProgressiveModel::infer(const FloatArray& batch) {
     }
     if (!slot)
         throw Error(ErrorCode::not_ready,
-                    state_->url + ": no engine yet (the base rung has not arrived)");
+                    state_->name + ": no engine yet (the base rung has not arrived)");
     const std::lock_guard run_lock(slot->run_mutex);
     Inference result;
     result.output = slot->engine->run(batch);

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The device SDK as an application sees it: configures bitinc with the
 # decode component alone, installs it to a scratch prefix, builds the C
-# consumer (tests/c_api_test.c) against the installed files with
-# find_package and with pkg-config, and the C++ device integration of
-# docs/architecture.md with find_package, runs them on a package, and checks that
+# consumer (tests/c_api_test.c) and a C++ ProgressiveModel over a directory
+# (progressive_consumer.cpp) against the installed files with find_package
+# and with pkg-config, and the C++ device integration of docs/architecture.md
+# with find_package, runs them on a package, and checks that
 # neither the installed library nor the programs pull in OpenCV, HTTP
 # (cpp-httplib, libcurl), zstd or OpenSSL.
 #
@@ -61,7 +62,7 @@ done
 for file in include/bitinc/device.hpp include/bitinc/decoder.hpp; do
     [[ -f $prefix/$file ]] || { echo "not installed: $file" >&2; exit 1; }
 done
-for file in pack.hpp calibration.hpp evaluation.hpp net.hpp progressive.hpp bitinc.hpp; do
+for file in pack.hpp calibration.hpp evaluation.hpp trust.hpp bitinc.hpp; do
     [[ ! -e $prefix/include/bitinc/$file ]] ||
         { echo "a decode-only install has include/bitinc/$file" >&2; exit 1; }
 done
@@ -75,6 +76,7 @@ cmake -S "$source_dir/tests/consumer" -B "$work/consumer-cmake" -G Ninja \
     -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$work/consumer-cmake" >/dev/null
 "$work/consumer-cmake/consumer" "$package" "$expected"
+"$work/consumer-cmake/progressive_consumer" "$package" "$expected"
 step "the device integration of docs/architecture.md"
 "$work/consumer-cmake/device_example" "$package" "$expected"
 
@@ -93,13 +95,17 @@ export PKG_CONFIG_PATH=$prefix/lib/pkgconfig
 "${CC:-cc}" -std=c11 -O2 -Wall -Wextra -Werror "$source_dir/tests/c_api_test.c" \
     $(pkg-config --cflags --libs bitinc-decode) -o "$work/consumer-pkgconfig/consumer"
 "$work/consumer-pkgconfig/consumer" "$package" "$expected"
+# shellcheck disable=SC2046
+"${CXX:-c++}" -std=c++20 -O2 -Wall -Wextra -Werror "$source_dir/tests/consumer/progressive_consumer.cpp" \
+    $(pkg-config --cflags --libs bitinc-decode) -o "$work/consumer-pkgconfig/progressive_consumer"
+"$work/consumer-pkgconfig/progressive_consumer" "$package" "$expected"
 
 step "no OpenCV, HTTP, zstd or OpenSSL"
 forbidden_libraries='opencv|httplib|curl|zstd|libssl|libcrypto'
 forbidden_symbols='cv::|httplib|curl_|ZSTD_|EVP_|SSL_'
 status=0
-for program in "$work/consumer-cmake/consumer" "$work/consumer-cmake/device_example" \
-    "$work/consumer-pkgconfig/consumer"; do
+for program in "$work"/consumer-{cmake,pkgconfig}/{consumer,progressive_consumer} \
+    "$work/consumer-cmake/device_example"; do
     if ldd "$program" | grep -Ei "$forbidden_libraries"; then
         echo "$program loads a library it must not" >&2
         status=1
