@@ -5,6 +5,7 @@
 #include <bitinc/dataset.hpp>
 #include <bitinc/model.hpp>
 #include <bitinc/net.hpp>
+#include <bitinc/package.hpp>
 
 #include <cstdlib>
 #include <filesystem>

@@ -13,9 +13,10 @@
 #include <string_view>
 #include <vector>
 
+#include "bitinc/assembler.hpp"
 #include "bitinc/byte_source.hpp"
+#include "bitinc/manifest.hpp"
 #include "bitinc/model.hpp"
-#include "bitinc/package.hpp"
 
 namespace bitinc {
 
