@@ -63,6 +63,7 @@ py::dict summary_of(const bitinc::Manifest& manifest) {
     summary["exact_rung"] = manifest.ladder.exact_top;
     summary["per_channel"] = manifest.ladder.per_channel;
     summary["rungs"] = rungs;
+    summary["topology_file"] = manifest.topology.file;
     if (const auto& point = manifest.accuracy_point) {
         // The rung holding the point is an index into "rungs".
         summary["accuracy_point"] = py::dict(

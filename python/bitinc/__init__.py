@@ -24,7 +24,6 @@ and .code, what kind of failure it is: "invalid_argument", "corrupt_data",
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 import tempfile
@@ -108,11 +107,9 @@ def _extract_archive(source, directory: PathLike) -> None:
 
 def _package_files(package: PathLike) -> list:
     """The files of the package in `package` that a device may fetch."""
-    _native.inspect(os.fspath(package))  # a sound manifest first
-    with open(os.path.join(os.fspath(package), "manifest.json"), encoding="utf-8") as stream:
-        manifest = json.load(stream)
-    names = ["manifest.json", manifest["topology"]["file"]]
-    names += [rung["file"] for rung in manifest["rungs"]]
+    summary = _native.inspect(os.fspath(package))  # parses and checks the manifest
+    names = ["manifest.json", summary["topology_file"]]
+    names += [rung["file"] for rung in summary["rungs"]]
     if os.path.exists(os.path.join(os.fspath(package), "manifest.json.sig")):
         names.append("manifest.json.sig")
     return list(dict.fromkeys(names))

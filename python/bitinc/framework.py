@@ -42,7 +42,7 @@ import os
 import tempfile
 from typing import Optional
 
-from . import pack, pack_weights, unpack, Error, _extract_archive, _write_archive
+from . import inspect, pack, pack_weights, unpack, Error, _extract_archive, _write_archive
 
 __all__ = ["Coder"]
 
@@ -73,23 +73,17 @@ def _files_of(package: str, transmission: str, rung) -> tuple:
     """The files the transmission sends, and {name: bytes} for those it
     sends only in part: the update to the accuracy point stops in the
     point's rung file after the point's last unit."""
-    with open(os.path.join(package, "manifest.json"), encoding="utf-8") as stream:
-        manifest = json.load(stream)
-    rungs = manifest["rungs"]
+    summary = inspect(package)
+    rungs = summary["rungs"]
     cut = {}
     if transmission == "low":
         chosen = [rungs[0]["file"]]
     elif transmission == "update" and rung == "accuracy":
-        point = manifest.get("accuracy_point")
+        point = summary.get("accuracy_point")
         if point is None:
             raise Error("bitinc coder: the package has no accuracy point (set calibrate)")
         chosen = [entry["file"] for entry in rungs[1:point["rung"] + 1]]
-        units = rungs[point["rung"]]["units"]
-        if point["units"] > 0:
-            offset, length = units[point["units"] - 1][3:5]  # [tensor, first, count, offset, length, ...]
-            cut[chosen[-1]] = offset + length
-        else:
-            cut[chosen[-1]] = units[0][3] if units else rungs[point["rung"]]["bytes"]
+        cut[chosen[-1]] = point["bytes"]  # the point rung's file up to its last unit
     elif transmission == "update":
         chosen = [entry["file"] for entry in rungs if entry["kind"] in ("refinement", "exact")]
     elif transmission == "high":
