@@ -146,11 +146,20 @@ std::vector<TensorSensitivity> measure_refinement_gain(
     const std::vector<int>& to_bits, const ImageSet& calibration, const CalibrationOptions& options,
     RefinementLosses* losses = nullptr);
 
+// The tensors of `sensitivity` by loss_increase / refinement_bytes (bytes
+// indexed by tensor), most first, none valued below `floor_per_byte`
+// (those keep their order among themselves): the order alone, measuring
+// nothing.
+std::vector<std::size_t> refinement_order(
+    const std::vector<TensorSensitivity>& sensitivity,
+    const std::vector<std::uint64_t>& refinement_bytes,
+    double floor_per_byte = -std::numeric_limits<double>::infinity());
+
 // plan_refinement with each tensor's own from and to bits: the tensors of
 // `sensitivity` go from from_bits[t] to to_bits[t], every other tensor
 // stays at to_bits[t]. No tensor is valued below `floor_per_byte` (loss per
 // byte): those measured below it keep their order among themselves, which
-// is the order of `sensitivity`.
+// is the order of `sensitivity` (refinement_order).
 RefinementPlan plan_refinement(const Model& model, const std::vector<LadderPlan>& ladders,
                                const std::vector<int>& from_bits, const std::vector<int>& to_bits,
                                const std::vector<TensorSensitivity>& sensitivity,

@@ -254,12 +254,9 @@ RefinementPlan plan_refinement(const Model& model, const LadderPlan& plan, int f
                            options, target_top1);
 }
 
-RefinementPlan plan_refinement(const Model& model, const std::vector<LadderPlan>& ladders,
-                               const std::vector<int>& from_bits, const std::vector<int>& to_bits,
-                               const std::vector<TensorSensitivity>& sensitivity,
-                               const std::vector<std::uint64_t>& refinement_bytes,
-                               const ImageSet& calibration, const CalibrationOptions& options,
-                               double target_top1, double floor_per_byte) {
+std::vector<std::size_t> refinement_order(const std::vector<TensorSensitivity>& sensitivity,
+                                          const std::vector<std::uint64_t>& refinement_bytes,
+                                          double floor_per_byte) {
     const auto value = [&](const TensorSensitivity& entry) {
         const std::uint64_t bytes =
             entry.tensor < refinement_bytes.size() ? refinement_bytes[entry.tensor] : 0;
@@ -269,8 +266,19 @@ RefinementPlan plan_refinement(const Model& model, const std::vector<LadderPlan>
     std::vector<TensorSensitivity> ranked = sensitivity;
     std::stable_sort(ranked.begin(), ranked.end(),
                      [&](const auto& a, const auto& b) { return value(a) > value(b); });
+    std::vector<std::size_t> order;
+    for (const TensorSensitivity& entry : ranked) order.push_back(entry.tensor);
+    return order;
+}
+
+RefinementPlan plan_refinement(const Model& model, const std::vector<LadderPlan>& ladders,
+                               const std::vector<int>& from_bits, const std::vector<int>& to_bits,
+                               const std::vector<TensorSensitivity>& sensitivity,
+                               const std::vector<std::uint64_t>& refinement_bytes,
+                               const ImageSet& calibration, const CalibrationOptions& options,
+                               double target_top1, double floor_per_byte) {
     RefinementPlan result;
-    for (const TensorSensitivity& entry : ranked) result.order.push_back(entry.tensor);
+    result.order = refinement_order(sensitivity, refinement_bytes, floor_per_byte);
 
     // The model with the first `prefix` tensors of the order at to_bits and
     // the others at from_bits (tensors outside the order at to_bits too: a

@@ -1,7 +1,6 @@
 // The packer's calibration step (src/package/refinement_order.hpp): each
 // refinement rung in order of value, and the accuracy point.
 #include <algorithm>
-#include <limits>
 #include <map>
 
 #include "bitinc/calibration.hpp"
@@ -72,15 +71,18 @@ void calibrate_refinements(const std::filesystem::path& directory, Manifest& man
         for (const auto& [tensor, count] : units_of) rung_bytes += bytes[tensor];
         const double average_per_byte =
             (losses.before - losses.after) / double(std::max<std::uint64_t>(rung_bytes, 1));
-        // Past the rung holding the point only the order is wanted: an
-        // unreachable target skips the search for a second point.
-        const double rung_target =
-            manifest.accuracy_point ? std::numeric_limits<double>::infinity() : target;
+        // Past the rung holding the point only the order is wanted: no
+        // model is measured for it.
+        if (manifest.accuracy_point) {
+            reorder_refinement_units(directory, manifest, r,
+                                     refinement_order(sensitivity, bytes, average_per_byte));
+            continue;
+        }
         const RefinementPlan order =
             plan_refinement(model, ladders, from, to, sensitivity, bytes, images, point_options,
-                            rung_target, average_per_byte);
+                            target, average_per_byte);
         reorder_refinement_units(directory, manifest, r, order.order);
-        if (manifest.accuracy_point || !order.reaches) continue;
+        if (!order.reaches) continue;
         AccuracyPoint point;
         point.rung = r;
         for (std::size_t i = 0; i < order.accuracy_prefix; ++i)
