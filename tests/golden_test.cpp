@@ -486,7 +486,8 @@ void check_unit_layout(std::span<const std::uint8_t> unit, const json& expected)
             EXPECT_EQ(float_patterns(values), expected["values"]);
             return;
         }
-        case UnitType::levels: {
+        case UnitType::levels:
+        case UnitType::difference: {  // the same layout
             int rice_parameter = -1;
             const auto steps = read_spec_steps(unit.subspan(header.header_bytes, header.step_bytes),
                                                header.step_count(), rice_parameter);
@@ -587,6 +588,7 @@ TEST(GoldenVectors, UnitsDecodeToTheirExpectedResults) {
                 EXPECT_EQ(float_patterns(values), vector["values"]);
                 break;
             case UnitType::levels:
+            case UnitType::difference:
                 decode_level_unit(header, unit, indices);
                 EXPECT_EQ(float_patterns(header.steps), vector["steps"]);
                 EXPECT_EQ(join_integers<std::int32_t>(indices), vector["indices"]);

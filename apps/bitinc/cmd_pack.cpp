@@ -15,6 +15,20 @@ namespace bitinc::cli {
 
 namespace {
 
+nlohmann::json deltas_json(const Manifest& manifest) {
+    nlohmann::json deltas = nlohmann::json::array();
+    for (const DeltaEntry& delta : manifest.deltas) {
+        deltas.push_back({{"bits", delta.bits},
+                          {"file", delta.data.file},
+                          {"bytes", delta.data.bytes},
+                          {"units", delta.units.size()},
+                          {"from_weights_sha256", delta.from.weights_sha256},
+                          {"from_source_sha256", delta.from.source_sha256},
+                          {"from_release", delta.from.release}});
+    }
+    return deltas;
+}
+
 nlohmann::json package_json(const Manifest& manifest) {
     nlohmann::json rungs = nlohmann::json::array();
     for (const RungEntry& rung : manifest.rungs) {
@@ -35,7 +49,8 @@ nlohmann::json package_json(const Manifest& manifest) {
             {"release", manifest.release ? nlohmann::json{{"model_id", manifest.release->model_id},
                                                           {"number", manifest.release->number}}
                                          : nlohmann::json(nullptr)},
-            {"rungs", rungs}};
+            {"rungs", rungs},
+            {"deltas", deltas_json(manifest)}};
 }
 
 void print_package(const Manifest& manifest) {
@@ -55,6 +70,25 @@ void print_package(const Manifest& manifest) {
                     std::string(rung_kind_name(rung.kind)).c_str(), bits.c_str(),
                     rung.data.file.c_str(), with_commas(rung.data.bytes).c_str(),
                     with_commas(total).c_str(), double(manifest.float32_bytes) / double(total));
+    }
+    for (const DeltaEntry& delta : manifest.deltas) {
+        // A device holding the earlier version at these bits fetches the
+        // delta instead of the ladder up to them.
+        const RungEntry* rung = manifest.find_rung(RungKind::direct, delta.bits);
+        std::printf("  %-10s %-7d %-22s %14s %14s", "delta", delta.bits, delta.data.file.c_str(),
+                    with_commas(delta.data.bytes).c_str(), "");
+        if (rung != nullptr)
+            std::printf(" %.3fx the direct rung",
+                        double(delta.data.bytes) / double(rung->data.bytes));
+        std::printf("\n");
+    }
+    if (!manifest.deltas.empty()) {
+        std::printf(
+            "  deltas start from %s (source SHA-256 %.12s...)\n",
+            manifest.deltas.front().from.release
+                ? ("release " + std::to_string(manifest.deltas.front().from.release)).c_str()
+                : "an unsigned package",
+            manifest.deltas.front().from.source_sha256.c_str());
     }
     if (const auto& release = manifest.release) {
         std::printf("  signed: release %llu of '%s' (%s beside the manifest)\n",
@@ -128,6 +162,10 @@ int run_pack(int argc, char** argv) {
     command_line.add_option("model-id", "ID",
                             "with --sign: the model this is a release of (default: the model "
                             "file's name)");
+    command_line.add_option("from", "PACKAGE",
+                            "the package of an earlier version of this model: adds deltas that "
+                            "take a device holding it (at any rung) to this version, and keeps "
+                            "its ladder, bits and steps where they fit (package format 7)");
     command_line.add_flag("json", "print a JSON summary instead of text");
     command_line.add_flag("no-progress", "never draw a progress bar");
     if (!command_line.parse(argc, argv)) return 0;
@@ -153,11 +191,21 @@ int run_pack(int argc, char** argv) {
         options.calibration = calibration_options(command_line);
     }
     options.budget = budget_options(command_line);
-    options.ladder = LadderPlan::parse(command_line.value("ladder").value_or("8,16"));
-    options.ladder.per_channel = command_line.flag("per-channel");
+    const auto previous = command_line.value("from");
+    if (previous) {
+        options.previous_package = *previous;
+        // The earlier version's ladder unless another is asked for: the
+        // deltas need rungs in common.
+        if (!command_line.value("ladder")) options.ladder = read_manifest(*previous).ladder;
+    }
+    if (!previous || command_line.value("ladder")) {
+        options.ladder = LadderPlan::parse(command_line.value("ladder").value_or("8,16"));
+        options.ladder.per_channel = command_line.flag("per-channel");
+    }
     if (command_line.flag("compact")) options.coder_choice = CoderChoice::compact;
-    options.ladder.min_quantized_elements =
-        std::size_t(command_line.integer("min-elements", 256, 0, 1LL << 31));
+    if (!previous || command_line.value("min-elements"))
+        options.ladder.min_quantized_elements =
+            std::size_t(command_line.integer("min-elements", 256, 0, 1LL << 31));
     if (const auto direct = command_line.value("direct")) {
         for (const std::string& part : split(*direct, ',')) {
             options.direct_bits.push_back(LadderPlan::parse(part).bits.front());
@@ -232,11 +280,30 @@ int run_unpack(int argc, char** argv) {
     command_line.add_option("o", "OUT.onnx", "output model (required)");
     command_line.add_flag("external-data",
                           "weights in OUT.onnx.data (ONNX external data; automatic past 2 GiB)");
+    command_line.add_option("from", "OLD.onnx",
+                            "an earlier version of the model, as unpack or fetch wrote it at one "
+                            "of its rungs: rebuild from it with the package's delta instead of "
+                            "the base rung");
     if (!command_line.parse(argc, argv)) return 0;
     const auto output = command_line.value("o");
     if (!output) throw UsageError("give the output model with -o OUT.onnx");
     const std::string directory = command_line.positional(0);
     const Manifest manifest = read_manifest(directory);
+    if (const auto previous = command_line.value("from")) {
+        if (command_line.flag("direct")) throw UsageError("--from and --direct exclude each other");
+        const int bits = command_line.value("rung") ? int(command_line.integer("rung", 0, 2, 31))
+                                                    : manifest.ladder.top_bits();
+        const Model held = read_onnx_file(*previous);
+        const std::optional<std::size_t> delta = find_delta(manifest, held);
+        write_onnx_file(unpack_from_previous(directory, held, bits), *output,
+                        command_line.flag("external-data"));
+        const std::uint64_t sent = delta ? manifest.deltas[*delta].data.bytes : std::uint64_t{0};
+        std::printf(
+            "%s: %d-bit model rebuilt from %s with the %d-bit delta (%s bytes), written to %s\n",
+            directory.c_str(), bits, previous->c_str(), delta ? manifest.deltas[*delta].bits : 0,
+            with_commas(sent).c_str(), output->c_str());
+        return 0;
+    }
     const bool direct = command_line.flag("direct");
     // "exact" names the exact rung (its bits are exact_rung_bits).
     const auto rung = command_line.value("rung");

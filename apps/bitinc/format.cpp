@@ -150,8 +150,9 @@ void add_calibration_options(CommandLine& command_line, const std::string& image
     command_line.add_option("sensitivity-images", "M",
                             "rank tensors on the first M of them only (default: all)");
     command_line.add_option("point-images", "K",
-                            "search the accuracy point on the first K training images (default "
-                            "5000; its top-1 must be right to a tenth of a point)");
+                            "search the accuracy point on the last K training images (default "
+                            "5000: its top-1 must be right to a tenth of a point; held apart "
+                            "from the calibration images at the front)");
     command_line.add_option("tolerance", "POINTS",
                             "top-1 the accuracy point may lose to the top rung (default 0.1)");
 }

@@ -35,6 +35,20 @@ class ModelAssembler {
     void apply_unit(std::size_t rung_index, std::size_t unit_index,
                     std::span<const std::uint8_t> unit, std::string_view source);
 
+    // Version deltas (format 7). Takes `previous`, an earlier version of the
+    // model rebuilt at the rung of delta `delta_index` (as unpack or fetch
+    // wrote it), as the values that delta applies to: each of its weights
+    // goes with this package's tensor of the same name and shape, and an
+    // exact tensor the delta does not carry keeps its values. Throws Error
+    // (untrusted) when `previous` is not the model the delta was made
+    // against (DeltaBase::weights_sha256). Call it before any unit.
+    void hold_previous(const Model& previous, std::size_t delta_index, std::string_view source);
+    // Like apply_unit, for unit `unit_index` of delta `delta_index`: after
+    // all of them every chunk is at the delta's rung, and this package's
+    // refinements above it apply.
+    void apply_delta_unit(std::size_t delta_index, std::size_t unit_index,
+                          std::span<const std::uint8_t> unit, std::string_view source);
+
     // The bit depth a unit of `rung_index` would find its chunk at (0: not
     // yet received; 32: an exact tensor).
     int chunk_bits(std::size_t rung_index, std::size_t unit_index) const;
@@ -74,7 +88,20 @@ class ModelAssembler {
         std::uint64_t channel_size = 0;
         std::uint64_t channels = 1;
         std::vector<ChunkState> chunks;
+        // The earlier version's values, while a delta is applied.
+        std::vector<float> held;
     };
+    // The checks every unit passes before it is parsed (length, SHA-256,
+    // CRC32C, header against the manifest's entry).
+    UnitHeader checked_header(const UnitEntry& entry, std::span<const std::uint8_t> unit,
+                              std::size_t unit_index, std::string_view source) const;
+    // Decode a unit into its chunk and mark the chunk's new bits.
+    void store_exact(const UnitEntry& entry, const UnitHeader& header,
+                     std::span<const std::uint8_t> unit);
+    void store_levels(const UnitEntry& entry, const UnitHeader& header,
+                      std::span<const std::uint8_t> unit, int bits, const std::string& where);
+    void store_indices(const UnitEntry& entry, std::span<const float> steps,
+                       std::span<const std::int32_t> indices, int bits);
     // Sizes a tensor's storage when its first unit arrives; under mutex_.
     void allocate_storage(std::size_t tensor_index);
     ChunkState& chunk_of(const UnitEntry& entry);

@@ -30,7 +30,14 @@ enum class UnitType : std::uint8_t {
     levels = 2,      // quantization indices of a rung, with their steps
     refinement = 3,  // residuals taking a coarser rung's indices to a finer rung
     lossless = 4,    // the source weights bit for bit, on top of a quantized rung
+    // Package format 7: integers added to indices a device derives from the
+    // weights of an earlier version it holds (a version delta).
+    difference = 5,
 };
+
+// Difference units go up to rungs of this many bits (a difference of two
+// 31-bit levels still fits a 32-bit integer).
+inline constexpr int max_difference_bits = 31;
 
 // How a levels or refinement unit's payload is coded: the first byte of its
 // coded payload (docs/format.md §3).
@@ -112,6 +119,13 @@ struct RungChunk {
 };
 std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const RungChunk& rung,
                                             CoderChoice choice = CoderChoice::fast);
+// A version delta's unit (docs/format.md §9): `differences.indices` are the
+// target indices minus those predicted from the weights a device holds, on
+// the grid of `differences.steps` at `differences.bits` (at most
+// max_difference_bits).
+std::vector<std::uint8_t> encode_difference_unit(const UnitTarget& target,
+                                                 const RungChunk& differences,
+                                                 CoderChoice choice = CoderChoice::fast);
 std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target, const RungChunk& coarse,
                                                  const RungChunk& fine,
                                                  CoderChoice choice = CoderChoice::fast);
@@ -141,6 +155,7 @@ UnitHeader read_unit_header(std::span<const std::uint8_t> unit, std::string_view
 // cleanly.
 void decode_exact_unit(const UnitHeader& header, std::span<const std::uint8_t> unit,
                        std::span<float> out);
+// Also decodes a difference unit's differences.
 void decode_level_unit(const UnitHeader& header, std::span<const std::uint8_t> unit,
                        std::span<std::int32_t> out);
 // `coarse` holds the chunk's indices at header.parent_bits; `out` receives

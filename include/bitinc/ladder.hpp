@@ -81,6 +81,12 @@ std::size_t row_length(const Tensor& tensor);
 // exactly onto it at every rung.
 std::int64_t largest_index(int bits, int base_bits);
 
+// The level of `value` on a grid of `step`: round(value / step) in double
+// precision, clamped to [-largest, largest] (0 for a zero step or a value
+// that is not finite). A version delta predicts each level from the value a
+// device holds this way (docs/format.md §9).
+std::int64_t predicted_level(float value, float step, std::int64_t largest);
+
 // Quantizes to the plan's top rung. Throws Error naming the tensor if a
 // value is NaN or infinite.
 QuantizedTensor quantize_top(const Tensor& tensor, const LadderPlan& plan);

@@ -27,11 +27,13 @@ namespace bitinc {
 // The packer writes the oldest version that describes the package (3 unless
 // some tensor has bits of its own or the ladder ends exact), so older
 // devices still read uniform ones.
-inline constexpr int package_format_version = 6;
+inline constexpr int package_format_version = 7;
 inline constexpr int mixed_precision_format_version = 4;
 inline constexpr int exact_rung_format_version = 5;
 // Format 6: a signed package's release (Manifest::release).
 inline constexpr int release_format_version = 6;
+// Format 7: version deltas (Manifest::deltas).
+inline constexpr int delta_format_version = 7;
 inline constexpr int oldest_package_format_version = 3;
 inline constexpr std::string_view manifest_file_name = "manifest.json";
 // The detached signature of a signed package's manifest (§8 of docs/format.md).
@@ -140,6 +142,35 @@ struct Release {
 // Release numbers stay exact as JSON numbers read by any language.
 inline constexpr std::uint64_t max_release_number = std::uint64_t{1} << 53;
 
+// What a version delta applies to: an earlier version of the model, held
+// by a device at one of its ladder rungs.
+struct DeltaBase {
+    // model_weights_sha256 of the model the device must hold: the earlier
+    // version rebuilt at its rung of `DeltaEntry::bits`.
+    std::string weights_sha256;
+    std::string source_sha256;  // of the ONNX file the earlier version was packed from
+    std::uint64_t release = 0;  // the earlier package's release number (0: unsigned)
+};
+
+// A version delta (format 7, docs/format.md §9): takes a device holding an
+// earlier version at `bits` to this package's ladder rung of `bits`, from
+// which this package's refinements go on. Its file holds one unit per
+// chunk of every quantized tensor (difference units against the values
+// held, or levels units where the earlier version has no such tensor) and
+// exact units only for exact tensors that changed; a tensor it does not
+// carry keeps the values held.
+struct DeltaEntry {
+    int bits = 0;  // a quantized rung of the ladder
+    DeltaBase from;
+    FileEntry data;
+    std::vector<UnitEntry> units;
+};
+
+// SHA-256 over a model's weights, in order: for each, its name's length
+// (u32 LE), its name, its element count (u64 LE) and its values as float32
+// LE. What a delta checks the held model against.
+std::string model_weights_sha256(const Model& model);
+
 struct Manifest {
     int format_version = package_format_version;
     std::string generator;  // "bitinc VERSION"
@@ -157,6 +188,7 @@ struct Manifest {
     std::vector<RungEntry> rungs;
     std::optional<AccuracyPoint> accuracy_point;
     std::optional<Release> release;  // signed packages (format 6)
+    std::vector<DeltaEntry> deltas;  // format 7
     // Bytes of the accuracy point's rung file up to the end of its last unit.
     std::uint64_t accuracy_point_bytes() const;
 

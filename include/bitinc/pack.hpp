@@ -30,11 +30,13 @@ struct PackCalibration {
     // (0: all N): an order needs less precision than the accuracy point,
     // whose search keeps all N, and this is most of calibration's time.
     std::size_t sensitivity_images = 0;
-    // The accuracy point is searched on the first K (0: all N; `pack` and
-    // `eval` default to 5,000). Its top-1 must be right to a tenth of a
-    // point, which 1,000 images cannot give: ResNet18's 4-bit base is within
-    // 0.1 point of the 8-bit rung on the first 1,000 training images and
-    // 0.68 point short on 5,000.
+    // The accuracy point is searched on the last K of the training split
+    // (0: on the N calibration images; `pack` and `eval` default to 5,000),
+    // apart from the front images the ranking and the budget read: a model
+    // trained with a held-out tail has not seen them. Its top-1 must be
+    // right to a tenth of a point, which 1,000 images cannot give: ResNet18's
+    // 4-bit base is within 0.1 point of the 8-bit rung on the first 1,000
+    // training images and 0.68 point short on 5,000.
     std::size_t point_images = 0;
     double tolerance_points = 0.1;  // top-1 the accuracy point may lose to the top rung
     int engine_threads = 0;         // 0: all cores
@@ -104,6 +106,13 @@ struct PackOptions {
         std::uint64_t release = 0;
     };
     std::optional<Signing> signing;
+    // A new version of a model (format 7, docs/format.md §9): the package
+    // directory of an earlier version. Each tensor keeps that package's
+    // steps where its values fit them and, unless `base_bits` or `budget`
+    // say otherwise, its bits; and a delta from each of that package's
+    // ladder rungs this one shares takes a device holding the earlier
+    // version there to this one.
+    std::filesystem::path previous_package;
 };
 
 struct PackResult {

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,18 @@ Model unpack_package(const std::filesystem::path& directory, int bits, bool dire
 // external data.
 bool unpack_package_to_file(const std::filesystem::path& directory, int bits, bool direct,
                             const std::filesystem::path& output, bool external_data = false);
+
+// Version deltas (format 7). The delta of `manifest` that starts from
+// `previous` (an earlier version at one of its rungs, as unpack or fetch
+// wrote it), found by its weights' SHA-256, or nothing.
+std::optional<std::size_t> find_delta(const Manifest& manifest, const Model& previous);
+
+// Rebuilds the package's model at `bits` (0: the ladder's top quantized
+// rung) from `previous`: the delta that starts from it, then the
+// refinements above the delta's rung. Throws Error when no delta starts
+// from `previous` or it starts above `bits`.
+Model unpack_from_previous(const std::filesystem::path& directory, const Model& previous,
+                           int bits = 0);
 
 struct VerifyReport {
     std::size_t files = 0;

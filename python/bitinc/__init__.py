@@ -176,7 +176,8 @@ def pack(model: PathLike, output: PathLike, *, ladder: str = "8,16",
     measured on the first `calibration_images` Fashion-MNIST training
     images in `data_dir` (never the test split); tensors are ranked on the
     first `sensitivity_images` of them (0: all) and the point searched on
-    the first `point_images` (0: all calibration images). budget: the base rung's
+    the last `point_images` of the split, held apart from them (0: on the
+    calibration images). budget: the base rung's
     size ("800kB", "0.2x" of the direct top rung), met with a bit depth per
     tensor (mixed precision). Both run the model, so it must be a
     Fashion-MNIST classifier. Returns a summary: rungs with their files and

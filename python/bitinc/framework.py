@@ -31,7 +31,7 @@ The configuration (opts.enc_cfg_file_name, a JSON file, or the keyword
                                 be an ONNX Fashion-MNIST classifier)
      "calibration_images": 1000, training images calibration measures on,
      "sensitivity_images": 100,  the first of them that rank tensors,
-     "point_images": 5000,       and those the accuracy point is searched on
+     "point_images": 5000,       and the last ones the point is searched on
      "low_bitstream": null}     with "update": the low bitstream's file
 """
 

@@ -1532,8 +1532,12 @@ std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target,
                                   chunk_of_rung(target, fine), choice);
 }
 
-std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const RungChunk& rung,
-                                            CoderChoice choice) {
+namespace {
+
+// Levels and differences share a layout and a coder: signed integers with
+// their channels' steps.
+std::vector<std::uint8_t> encode_integers_unit(UnitType type, const UnitTarget& target,
+                                               const RungChunk& rung, CoderChoice choice) {
     check_chunk(target, rung);
     const std::uint64_t channel_size = std::max<std::uint64_t>(rung.channel_size, 1);
     const ChannelSpan channels = channels_of(target, channel_size);
@@ -1550,8 +1554,23 @@ std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const Rung
         choice, indices.size(), [&] { return adaptive_worth_trying(indices.size(), signs); },
         [&] { return encode_levels_rans(indices, limit, signs, target.first, rung.row_length); },
         [&] { return encode_levels_adaptive(indices, limit, split); });
-    return assemble(UnitType::levels, rung.bits, adaptive ? split : 0, target, channel_size, limit,
+    return assemble(type, rung.bits, adaptive ? split : 0, target, channel_size, limit,
                     rung.steps.subspan(channels.first, channels.count), payload);
+}
+
+}  // namespace
+
+std::vector<std::uint8_t> encode_level_unit(const UnitTarget& target, const RungChunk& rung,
+                                            CoderChoice choice) {
+    return encode_integers_unit(UnitType::levels, target, rung, choice);
+}
+
+std::vector<std::uint8_t> encode_difference_unit(const UnitTarget& target,
+                                                 const RungChunk& differences, CoderChoice choice) {
+    if (differences.bits > max_difference_bits)
+        throw Error(ErrorCode::invalid_argument,
+                    "difference units go up to " + std::to_string(max_difference_bits) + " bits");
+    return encode_integers_unit(UnitType::difference, target, differences, choice);
 }
 
 std::vector<std::uint8_t> encode_refinement_unit(const UnitTarget& target, const RungChunk& coarse,
@@ -1661,32 +1680,39 @@ UnitHeader read_unit_header(std::span<const std::uint8_t> unit, std::string_view
                 fail("malformed exact unit");
             }
             break;
-        case UnitType::levels: {
-            if (header.bits < min_ladder_bits || header.bits > max_ladder_bits) {
-                fail("levels unit has a bad bit depth");
+        case UnitType::levels:
+        case UnitType::difference: {
+            const bool levels = header.type == UnitType::levels;
+            const std::string name = levels ? "levels unit" : "difference unit";
+            if (header.bits < min_ladder_bits ||
+                header.bits > (levels ? max_ladder_bits : max_difference_bits)) {
+                fail(name + " has a bad bit depth");
             }
-            // Byte 7 of a levels unit is its split, which follows from its limit.
+            // Byte 7 is the split, which follows from the limit.
             header.split_bits = header.parent_bits;
             header.parent_bits = 0;
-            if (header.limit > (std::uint64_t{1} << (header.bits - 1)) - 1) {
-                fail("levels unit's limit exceeds its bit depth");
+            // A level is below 2^(bits-1) in size, the difference of two
+            // levels below 2^bits.
+            const int limit_bits = levels ? header.bits - 1 : header.bits;
+            if (header.limit > (std::uint64_t{1} << limit_bits) - 1) {
+                fail(name + "'s limit exceeds its bit depth");
             }
-            if (header.coded_bytes < 1) fail("levels unit has no coder byte");
+            if (header.coded_bytes < 1) fail(name + " has no coder byte");
             header.coder = static_cast<UnitCoder>(at[header.coded_offset()]);
             if (header.coder == UnitCoder::adaptive) {
                 if (header.split_bits != split_bits_for(header.limit))
-                    fail("levels unit has a bad split");
+                    fail(name + " has a bad split");
             } else if (header.coder == UnitCoder::rans) {
-                if (header.split_bits != 0) fail("levels unit has a bad split");
+                if (header.split_bits != 0) fail(name + " has a bad split");
             } else {
-                fail("levels unit names an unknown coder");
+                fail(name + " names an unknown coder");
             }
             if (header.channel_size == 0 ||
                 (target.tensor_elements > 0 && header.channel_size > target.tensor_elements)) {
-                fail("levels unit has a bad channel size");
+                fail(name + " has a bad channel size");
             }
             if (step_count != channels_of(target, header.channel_size).count)
-                fail("levels unit has the wrong number of steps");
+                fail(name + " has the wrong number of steps");
             break;
         }
         case UnitType::refinement:
@@ -1732,8 +1758,9 @@ void decode_exact_unit(const UnitHeader& header, std::span<const std::uint8_t> u
 
 void decode_level_unit(const UnitHeader& header, std::span<const std::uint8_t> unit,
                        std::span<std::int32_t> out) {
-    if (header.type != UnitType::levels || out.size() != header.target.count)
-        corrupt(header, "not a levels unit of this size");
+    if ((header.type != UnitType::levels && header.type != UnitType::difference) ||
+        out.size() != header.target.count)
+        corrupt(header, "not a levels or difference unit of this size");
     if (header.coder == UnitCoder::rans) {
         decode_levels_rans(header, unit, out);
     } else {

@@ -95,10 +95,9 @@ int ModelAssembler::chunk_bits(std::size_t rung_index, std::size_t unit_index) c
     return chunk_of(core::checked_at(rung.units, unit_index, "unit")).bits;
 }
 
-void ModelAssembler::apply_unit(std::size_t rung_index, std::size_t unit_index,
-                                std::span<const std::uint8_t> unit, std::string_view source) {
-    const RungEntry& rung = core::checked_at(manifest_.rungs, rung_index, "rung");
-    const UnitEntry& entry = core::checked_at(rung.units, unit_index, "unit");
+UnitHeader ModelAssembler::checked_header(const UnitEntry& entry,
+                                          std::span<const std::uint8_t> unit,
+                                          std::size_t unit_index, std::string_view source) const {
     const TensorEntry& tensor = manifest_.tensors[entry.tensor];
     const std::string where = std::string(source) + ": unit " + std::to_string(unit_index) +
                               " (tensor '" + tensor.name + "')";
@@ -114,7 +113,7 @@ void ModelAssembler::apply_unit(std::size_t rung_index, std::size_t unit_index,
                     std::string(source) + ": unit " + std::to_string(unit_index) +
                         ": SHA-256 differs from the manifest's (tensor '" + tensor.name + "')");
     }
-    const UnitHeader header = read_unit_header(unit, where);
+    UnitHeader header = read_unit_header(unit, where);
     if (unit_crc32c(unit) != entry.crc32c)
         throw Error(ErrorCode::corrupt_data, where + ": CRC32C differs from the manifest's");
     if (header.target.tensor_index != entry.tensor || header.target.first != entry.first ||
@@ -123,6 +122,17 @@ void ModelAssembler::apply_unit(std::size_t rung_index, std::size_t unit_index,
         throw Error(ErrorCode::corrupt_data,
                     where + ": the unit's header names other elements than the manifest");
     }
+    return header;
+}
+
+void ModelAssembler::apply_unit(std::size_t rung_index, std::size_t unit_index,
+                                std::span<const std::uint8_t> unit, std::string_view source) {
+    const RungEntry& rung = core::checked_at(manifest_.rungs, rung_index, "rung");
+    const UnitEntry& entry = core::checked_at(rung.units, unit_index, "unit");
+    const TensorEntry& tensor = manifest_.tensors[entry.tensor];
+    const std::string where = std::string(source) + ": unit " + std::to_string(unit_index) +
+                              " (tensor '" + tensor.name + "')";
+    const UnitHeader header = checked_header(entry, unit, unit_index, source);
     TensorState& state = tensors_[entry.tensor];
     int parent_bits = 0;
     {
@@ -134,13 +144,7 @@ void ModelAssembler::apply_unit(std::size_t rung_index, std::size_t unit_index,
         if (header.type != UnitType::exact || builds_on_earlier_rung(rung.kind)) {
             throw Error(ErrorCode::corrupt_data, where + ": expected an exact unit");
         }
-        std::vector<float> values(entry.count);
-        decode_exact_unit(header, unit, values);
-        // Values and bits change together under the lock, so that model()
-        // never sees a chunk half updated.
-        const std::lock_guard lock(mutex_);
-        std::copy(values.begin(), values.end(), state.values.begin() + std::ptrdiff_t(entry.first));
-        chunk_of(entry).bits = exact_bits;
+        store_exact(entry, header, unit);
         return;
     }
     // The tensor's own bits at this rung (mixed precision; else the rung's).
@@ -194,25 +198,137 @@ void ModelAssembler::apply_unit(std::size_t rung_index, std::size_t unit_index,
         chunk_of(entry).bits = bits;
         return;
     } else {
-        if (header.type != UnitType::levels || header.bits != bits ||
-            header.channel_size != state.channel_size) {
-            throw Error(ErrorCode::corrupt_data,
-                        where + ": expected a " + std::to_string(bits) + "-bit levels unit");
-        }
-        std::vector<std::int32_t> indices(entry.count);
-        decode_level_unit(header, unit, indices);
-        // Steps are kept at the ladder's top rung, from which every rung's
-        // step is an exact power-of-two multiple (ladder.hpp).
-        const std::size_t first_channel = entry.first / state.channel_size;
-        const std::lock_guard lock(mutex_);
-        for (std::size_t i = 0; i < header.steps.size(); ++i) {
-            state.steps[first_channel + i] =
-                std::ldexp(header.steps[i], bits - manifest_.ladder.top_bits());
-        }
-        std::copy(indices.begin(), indices.end(),
-                  state.indices.begin() + std::ptrdiff_t(entry.first));
-        chunk_of(entry).bits = bits;
+        store_levels(entry, header, unit, bits, where);
     }
+}
+
+void ModelAssembler::store_exact(const UnitEntry& entry, const UnitHeader& header,
+                                 std::span<const std::uint8_t> unit) {
+    std::vector<float> values(entry.count);
+    decode_exact_unit(header, unit, values);
+    // Values and bits change together under the lock, so that model()
+    // never sees a chunk half updated.
+    const std::lock_guard lock(mutex_);
+    TensorState& state = tensors_[entry.tensor];
+    std::copy(values.begin(), values.end(), state.values.begin() + std::ptrdiff_t(entry.first));
+    chunk_of(entry).bits = exact_bits;
+}
+
+void ModelAssembler::store_levels(const UnitEntry& entry, const UnitHeader& header,
+                                  std::span<const std::uint8_t> unit, int bits,
+                                  const std::string& where) {
+    TensorState& state = tensors_[entry.tensor];
+    if (header.type != UnitType::levels || header.bits != bits ||
+        header.channel_size != state.channel_size) {
+        throw Error(ErrorCode::corrupt_data,
+                    where + ": expected a " + std::to_string(bits) + "-bit levels unit");
+    }
+    std::vector<std::int32_t> indices(entry.count);
+    decode_level_unit(header, unit, indices);
+    store_indices(entry, header.steps, indices, bits);
+}
+
+void ModelAssembler::store_indices(const UnitEntry& entry, std::span<const float> steps,
+                                   std::span<const std::int32_t> indices, int bits) {
+    TensorState& state = tensors_[entry.tensor];
+    // Steps are kept at the ladder's top rung, from which every rung's
+    // step is an exact power-of-two multiple (ladder.hpp).
+    const std::size_t first_channel = entry.first / state.channel_size;
+    const std::lock_guard lock(mutex_);
+    for (std::size_t i = 0; i < steps.size(); ++i) {
+        state.steps[first_channel + i] = std::ldexp(steps[i], bits - manifest_.ladder.top_bits());
+    }
+    std::copy(indices.begin(), indices.end(), state.indices.begin() + std::ptrdiff_t(entry.first));
+    chunk_of(entry).bits = bits;
+}
+
+void ModelAssembler::hold_previous(const Model& previous, std::size_t delta_index,
+                                   std::string_view source) {
+    const DeltaEntry& delta = core::checked_at(manifest_.deltas, delta_index, "delta");
+    if (model_weights_sha256(previous) != delta.from.weights_sha256) {
+        throw Error(ErrorCode::untrusted,
+                    std::string(source) +
+                        ": the model held is not the version this delta applies to (its "
+                        "weights' SHA-256 differs from the delta's base)");
+    }
+    std::vector<bool> carried(tensors_.size(), false);
+    for (const UnitEntry& unit : delta.units) carried[unit.tensor] = true;
+    const std::lock_guard lock(mutex_);
+    for (const Tensor& held : previous.weights) {
+        const auto found =
+            std::find_if(manifest_.tensors.begin(), manifest_.tensors.end(),
+                         [&](const TensorEntry& entry) { return entry.name == held.name; });
+        if (found == manifest_.tensors.end() || found->shape != held.shape ||
+            held.values.size() != found->element_count())
+            continue;  // a tensor of the earlier version only, or reshaped
+        const std::size_t t = std::size_t(found - manifest_.tensors.begin());
+        TensorState& state = tensors_[t];
+        if (!found->quantized && !carried[t]) {
+            // Unchanged: the held values are this version's.
+            state.values = held.values;
+            for (ChunkState& chunk : state.chunks) chunk.bits = exact_bits;
+        } else {
+            state.held = held.values;
+        }
+    }
+}
+
+void ModelAssembler::apply_delta_unit(std::size_t delta_index, std::size_t unit_index,
+                                      std::span<const std::uint8_t> unit, std::string_view source) {
+    const DeltaEntry& delta = core::checked_at(manifest_.deltas, delta_index, "delta");
+    const UnitEntry& entry = core::checked_at(delta.units, unit_index, "unit");
+    const TensorEntry& tensor = manifest_.tensors[entry.tensor];
+    const std::string where = std::string(source) + ": delta unit " + std::to_string(unit_index) +
+                              " (tensor '" + tensor.name + "')";
+    const UnitHeader header = checked_header(entry, unit, unit_index, source);
+    TensorState& state = tensors_[entry.tensor];
+    {
+        const std::lock_guard lock(mutex_);
+        if (chunk_of(entry).bits != 0)
+            throw Error(ErrorCode::corrupt_data, where + ": its chunk has arrived already");
+        allocate_storage(entry.tensor);
+    }
+    if (!tensor.quantized) {
+        if (header.type != UnitType::exact)
+            throw Error(ErrorCode::corrupt_data, where + ": expected an exact unit");
+        store_exact(entry, header, unit);
+        return;
+    }
+    // The tensor's bits at the delta's rung.
+    const auto position = std::size_t(
+        std::find(manifest_.ladder.bits.begin(), manifest_.ladder.bits.end(), delta.bits) -
+        manifest_.ladder.bits.begin());
+    const int bits = manifest_.tensor_bits(entry.tensor, position);
+    if (header.type == UnitType::levels) {
+        store_levels(entry, header, unit, bits, where);
+        return;
+    }
+    if (header.type != UnitType::difference || header.bits != bits ||
+        header.channel_size != state.channel_size) {
+        throw Error(ErrorCode::corrupt_data, where + ": expected a " + std::to_string(bits) +
+                                                 "-bit difference or levels unit");
+    }
+    if (state.held.size() != tensor.element_count()) {
+        throw Error(ErrorCode::corrupt_data,
+                    where + ": a difference from a tensor the model held does not have");
+    }
+    std::vector<std::int32_t> indices(entry.count);
+    decode_level_unit(header, unit, indices);
+    // Each level is predicted from the value held, on this rung's grid, and
+    // the unit carries the rest.
+    const std::int64_t largest =
+        largest_index(bits, manifest_.tensor_ladder(entry.tensor).base_bits());
+    const std::uint64_t first_channel = entry.first / state.channel_size;
+    for (std::size_t i = 0; i < indices.size(); ++i) {
+        const std::uint64_t element = entry.first + i;
+        const float step = header.steps[element / state.channel_size - first_channel];
+        const std::int64_t level =
+            predicted_level(state.held[element], step, largest) + std::int64_t{indices[i]};
+        if (level < -largest || level > largest)
+            throw Error(ErrorCode::corrupt_data, where + ": a level falls outside its rung");
+        indices[i] = std::int32_t(level);
+    }
+    store_indices(entry, header.steps, indices, bits);
 }
 
 bool ModelAssembler::complete() const {

@@ -1,5 +1,6 @@
 // manifest.json: reading with every field checked, and deterministic writing.
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -116,21 +117,50 @@ std::uint64_t element_count_of(const std::vector<std::int64_t>& shape) {
     return count;
 }
 
-// Checks that a rung's units lie back to back in its file, and that they
-// cover each tensor they should in contiguous chunks whose boundaries agree
-// with the base rung's (a refinement unit refines exactly one earlier unit).
-void check_units(const ManifestReader& reader, const Manifest& manifest, const RungEntry& rung,
-                 const RungEntry* base, const std::string& where) {
-    std::uint64_t offset = manifest.first_unit_offset(rung);
-    if (offset > rung.data.bytes)
-        reader.fail(where + " is shorter than the topology it begins with");
+// One unit entry: six integers and the unit's SHA-256.
+UnitEntry parse_unit(const ManifestReader& reader, const Json& unit, const std::string& where,
+                     std::uint64_t file_bytes) {
+    if (!unit.is_array() || unit.size() != 7 ||
+        !std::all_of(unit.begin(), unit.begin() + 6,
+                     [](const Json& v) { return v.is_number_unsigned(); }) ||
+        !unit[6].is_string() ||
+        !ManifestReader::is_sha256_hex(unit[6].get_ref<const std::string&>())) {
+        reader.fail(where + ": a unit is not six non-negative integers and a SHA-256 in hex");
+    }
+    const auto value = [&](std::size_t i, std::uint64_t max) {
+        const std::uint64_t v = unit[i].get<std::uint64_t>();
+        if (v > max) reader.fail(where + ": a unit field is out of range");
+        return v;
+    };
+    UnitEntry entry;
+    entry.tensor = std::uint32_t(value(0, max_tensors));
+    entry.first = value(1, max_tensor_elements);
+    entry.count = value(2, max_tensor_elements);
+    entry.offset = value(3, file_bytes);
+    entry.length = std::uint32_t(value(4, 0xFFFFFFFFu));
+    entry.crc32c = std::uint32_t(value(5, 0xFFFFFFFFu));
+    entry.sha256 = unit[6].get<std::string>();
+    return entry;
+}
+
+// Checks that units lie back to back in their file from `offset`, that
+// they carry only the tensors `may_carry` allows and all of each tensor
+// `must_carry` names (or of a tensor they carry at all), in contiguous
+// chunks whose boundaries agree with the base rung's (a refinement unit
+// refines exactly one earlier unit).
+template <typename MayCarry, typename MustCarry>
+void check_unit_layout(const ManifestReader& reader, const Manifest& manifest,
+                       const std::vector<UnitEntry>& units, std::uint64_t offset,
+                       std::uint64_t file_bytes, MayCarry may_carry, MustCarry must_carry,
+                       const RungEntry* base, const std::string& where) {
+    if (offset > file_bytes) reader.fail(where + " is shorter than the topology it begins with");
     std::vector<std::uint64_t> covered(manifest.tensors.size(), 0);
-    for (std::size_t i = 0; i < rung.units.size(); ++i) {
-        const UnitEntry& unit = rung.units[i];
+    for (std::size_t i = 0; i < units.size(); ++i) {
+        const UnitEntry& unit = units[i];
         const std::string unit_where = where + ".units[" + std::to_string(i) + "]";
         if (unit.tensor >= manifest.tensors.size()) reader.fail(unit_where + " names no tensor");
         const TensorEntry& tensor = manifest.tensors[unit.tensor];
-        if (!manifest.carries(rung, unit.tensor)) {
+        if (!may_carry(unit.tensor)) {
             reader.fail(unit_where + " refines tensor '" + tensor.name + "', which " +
                         (tensor.quantized ? "keeps its bits at this rung" : "travels exactly"));
         }
@@ -143,30 +173,44 @@ void check_units(const ManifestReader& reader, const Manifest& manifest, const R
             reader.fail(unit_where + " is too short to be a unit");
         covered[unit.tensor] += unit.count;
         offset += unit.length;
-        if (offset > rung.data.bytes) reader.fail(unit_where + " runs past the end of its file");
+        if (offset > file_bytes) reader.fail(unit_where + " runs past the end of its file");
     }
-    if (offset != rung.data.bytes) reader.fail(where + ": units do not fill the file");
+    if (offset != file_bytes) reader.fail(where + ": units do not fill the file");
     for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
         const TensorEntry& tensor = manifest.tensors[t];
-        const bool expected = manifest.carries(rung, t);
-        const std::uint64_t need = expected ? tensor.element_count() : 0;
+        const bool whole = must_carry(t) || covered[t] > 0;
         // An empty tensor still travels as no unit at all.
-        if (covered[t] != need)
+        if (covered[t] != (whole ? tensor.element_count() : 0))
             reader.fail(where + " does not carry all of tensor '" + tensor.name + "'");
     }
     if (base == nullptr) return;
-    // Chunk boundaries of quantized tensors must match the base rung's.
+    // Chunk boundaries must match the base rung's.
     std::vector<std::vector<std::uint64_t>> base_firsts(manifest.tensors.size());
     for (const UnitEntry& unit : base->units) base_firsts[unit.tensor].push_back(unit.first);
     std::vector<std::vector<std::uint64_t>> firsts(manifest.tensors.size());
-    for (const UnitEntry& unit : rung.units) firsts[unit.tensor].push_back(unit.first);
+    for (const UnitEntry& unit : units) firsts[unit.tensor].push_back(unit.first);
     for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
-        const bool carried = manifest.carries(rung, t);
-        if (carried && firsts[t] != base_firsts[t]) {
+        if (!firsts[t].empty() && firsts[t] != base_firsts[t]) {
             reader.fail(where + ": chunks of tensor '" + manifest.tensors[t].name +
                         "' differ from the base rung's");
         }
     }
+}
+
+void check_units(const ManifestReader& reader, const Manifest& manifest, const RungEntry& rung,
+                 const RungEntry* base, const std::string& where) {
+    const auto carries = [&](std::size_t t) { return manifest.carries(rung, t); };
+    check_unit_layout(reader, manifest, rung.units, manifest.first_unit_offset(rung),
+                      rung.data.bytes, carries, carries, base, where);
+}
+
+// A delta carries every quantized tensor, and exact ones that changed.
+void check_delta_units(const ManifestReader& reader, const Manifest& manifest,
+                       const DeltaEntry& delta, const std::string& where) {
+    check_unit_layout(
+        reader, manifest, delta.units, 0, delta.data.bytes, [](std::size_t) { return true; },
+        [&](std::size_t t) { return manifest.tensors[t].quantized; }, &manifest.rungs.front(),
+        where);
 }
 
 }  // namespace
@@ -174,6 +218,28 @@ void check_units(const ManifestReader& reader, const Manifest& manifest, const R
 std::string unit_sha256(std::span<const std::uint8_t> unit) {
     return core::sha256_hex(
         std::string_view(reinterpret_cast<const char*>(unit.data()), unit.size()));
+}
+
+std::string model_weights_sha256(const Model& model) {
+    core::Sha256 hash;
+    std::string little;  // little-endian bytes, a block of values at a time
+    const auto put = [&](std::uint64_t value, int bytes) {
+        for (int i = 0; i < bytes; ++i) little.push_back(char(std::uint8_t(value >> (8 * i))));
+    };
+    for (const Tensor& tensor : model.weights) {
+        put(tensor.name.size(), 4);
+        little += tensor.name;
+        put(tensor.values.size(), 8);
+        for (const float value : tensor.values) {
+            put(std::bit_cast<std::uint32_t>(value), 4);
+            if (little.size() >= 1 << 16) {
+                hash.update(little);
+                little.clear();
+            }
+        }
+    }
+    hash.update(little);
+    return hash.finish_hex();
 }
 
 std::string_view rung_kind_name(RungKind kind) {
@@ -425,30 +491,8 @@ Manifest parse_manifest(std::string_view text, std::string_view source) {
         const Json& units =
             reader.array(item, "units", where, std::size_t(rung.data.bytes / smallest_unit_bytes));
         rung.units.reserve(units.size());
-        for (const Json& unit : units) {
-            if (!unit.is_array() || unit.size() != 7 ||
-                !std::all_of(unit.begin(), unit.begin() + 6,
-                             [](const Json& v) { return v.is_number_unsigned(); }) ||
-                !unit[6].is_string() ||
-                !ManifestReader::is_sha256_hex(unit[6].get_ref<const std::string&>())) {
-                reader.fail(where +
-                            ": a unit is not six non-negative integers and a SHA-256 in hex");
-            }
-            const auto value = [&](std::size_t i, std::uint64_t max) {
-                const std::uint64_t v = unit[i].get<std::uint64_t>();
-                if (v > max) reader.fail(where + ": a unit field is out of range");
-                return v;
-            };
-            UnitEntry entry;
-            entry.tensor = std::uint32_t(value(0, max_tensors));
-            entry.first = value(1, max_tensor_elements);
-            entry.count = value(2, max_tensor_elements);
-            entry.offset = value(3, rung.data.bytes);
-            entry.length = std::uint32_t(value(4, 0xFFFFFFFFu));
-            entry.crc32c = std::uint32_t(value(5, 0xFFFFFFFFu));
-            entry.sha256 = unit[6].get<std::string>();
-            rung.units.push_back(entry);
-        }
+        for (const Json& unit : units)
+            rung.units.push_back(parse_unit(reader, unit, where, rung.data.bytes));
         manifest.rungs.push_back(std::move(rung));
     }
 
@@ -519,7 +563,36 @@ Manifest parse_manifest(std::string_view text, std::string_view source) {
         }
         manifest.accuracy_point = std::move(parsed);
     }
-    if (json.contains("release") || manifest.format_version >= release_format_version) {
+    if (json.contains("deltas")) {
+        if (manifest.format_version < delta_format_version)
+            reader.fail("deltas need package format " + std::to_string(delta_format_version));
+        for (const Json& item : reader.array(json, "deltas", "manifest", max_rungs)) {
+            const std::string where = "deltas[" + std::to_string(manifest.deltas.size()) + "]";
+            DeltaEntry delta;
+            delta.bits = int(reader.number(item, "bits", where, max_difference_bits));
+            if (std::find(ladder_bits.begin(), ladder_bits.end(), delta.bits) == ladder_bits.end())
+                reader.fail(where + ".bits is not one of the ladder's quantized bit depths");
+            const Json& from = reader.field(item, "from", where);
+            delta.from.weights_sha256 = reader.hash(from, "weights_sha256", where + ".from");
+            delta.from.source_sha256 = reader.hash(from, "source_sha256", where + ".from");
+            delta.from.release =
+                reader.number(from, "release", where + ".from", max_release_number);
+            delta.data = reader.file(item, where);
+            if (std::find(files.begin(), files.end(), delta.data.file) != files.end())
+                reader.fail(where + " reuses the file name '" + delta.data.file + "'");
+            files.push_back(delta.data.file);
+            const Json& units = reader.array(item, "units", where,
+                                             std::size_t(delta.data.bytes / smallest_unit_bytes));
+            delta.units.reserve(units.size());
+            for (const Json& unit : units)
+                delta.units.push_back(parse_unit(reader, unit, where, delta.data.bytes));
+            check_delta_units(reader, manifest, delta, where);
+            manifest.deltas.push_back(std::move(delta));
+        }
+    }
+    // Format 6 is a signed package's; from format 7 on a release is there
+    // when the package is signed (a device that trusts a key requires it).
+    if (json.contains("release") || manifest.format_version == release_format_version) {
         if (manifest.format_version < release_format_version)
             reader.fail("release needs package format " + std::to_string(release_format_version));
         const Json& release = reader.field(json, "release", "manifest");
@@ -587,6 +660,19 @@ std::uint64_t Manifest::accuracy_point_bytes() const {
     return last.offset + last.length;
 }
 
+namespace {
+
+Json unit_array(const std::vector<UnitEntry>& units) {
+    Json array = Json::array();
+    for (const UnitEntry& unit : units) {
+        array.push_back(Json::array({unit.tensor, unit.first, unit.count, unit.offset, unit.length,
+                                     unit.crc32c, unit.sha256}));
+    }
+    return array;
+}
+
+}  // namespace
+
 std::string serialize_manifest(const Manifest& manifest) {
     const auto file = [](const FileEntry& entry) {
         return Json{{"file", entry.file}, {"bytes", entry.bytes}, {"sha256", entry.sha256}};
@@ -618,11 +704,7 @@ std::string serialize_manifest(const Manifest& manifest) {
     Json rungs = Json::array();
     for (const RungEntry& rung : manifest.rungs) {
         Json entry = file(rung.data);
-        Json units = Json::array();
-        for (const UnitEntry& unit : rung.units) {
-            units.push_back(Json::array({unit.tensor, unit.first, unit.count, unit.offset,
-                                         unit.length, unit.crc32c, unit.sha256}));
-        }
+        Json units = unit_array(rung.units);
         Json item{{"kind", rung_kind_name(rung.kind)},
                   {"bits", rung.bits},
                   {"parent_bits", rung.parent_bits}};
@@ -640,6 +722,19 @@ std::string serialize_manifest(const Manifest& manifest) {
     }
     if (const auto& release = manifest.release)
         json["release"] = Json{{"model_id", release->model_id}, {"number", release->number}};
+    if (!manifest.deltas.empty()) {
+        Json deltas = Json::array();
+        for (const DeltaEntry& delta : manifest.deltas) {
+            Json item = file(delta.data);
+            item["bits"] = delta.bits;
+            item["from"] = Json{{"weights_sha256", delta.from.weights_sha256},
+                                {"source_sha256", delta.from.source_sha256},
+                                {"release", delta.from.release}};
+            item["units"] = unit_array(delta.units);
+            deltas.push_back(std::move(item));
+        }
+        json["deltas"] = std::move(deltas);
+    }
     return json.dump() + "\n";
 }
 

@@ -25,6 +25,8 @@
 #include "core/sha256.hpp"
 #include "package/bit_allocation.hpp"
 #include "package/refinement_order.hpp"
+#include "package/rung_file_writer.hpp"
+#include "package/version_delta.hpp"
 
 namespace bitinc {
 
@@ -65,6 +67,7 @@ std::vector<std::string> foreign_entries(const fs::path& directory) {
         const Manifest old = read_manifest(directory);
         allowed.push_back(old.topology.file);
         for (const RungEntry& rung : old.rungs) allowed.push_back(rung.data.file);
+        for (const DeltaEntry& delta : old.deltas) allowed.push_back(delta.data.file);
     } catch (const Error&) {
         allowed.clear();
     }
@@ -143,38 +146,12 @@ void write_plain_file(const fs::path& path, std::string_view bytes) {
     if (!stream) throw Error(ErrorCode::io, "cannot write " + path.string() + " (disk full?)");
 }
 
-// A rung file written as its units are coded: appended to disk and hashed on
-// the way, so that pack holds one tensor's units at a time.
-class RungFileWriter {
-  public:
-    explicit RungFileWriter(const fs::path& path) : file_(path) {}
-
-    std::uint64_t append(std::string_view bytes) {
-        const std::uint64_t offset = file_.bytes_written();
-        file_.write(bytes);
-        hash_.update(bytes);
-        return offset;
-    }
-    std::uint64_t append(std::span<const std::uint8_t> unit) {
-        return append(std::string_view(reinterpret_cast<const char*>(unit.data()), unit.size()));
-    }
-    // Closes the file; returns its size and SHA-256.
-    std::pair<std::uint64_t, std::string> finish() {
-        file_.commit();
-        return {file_.bytes_written(), hash_.finish_hex()};
-    }
-
-  private:
-    core::AtomicFileWriter file_;
-    core::Sha256 hash_;
-};
-
 // Codes `tensor` (index `tensor_index`) into every rung it travels in, its
 // units in parallel, and appends them to the rung files.
 void pack_tensor(const Tensor& tensor, std::size_t tensor_index, bool quantized,
-                 const PackOptions& options, int threads, Manifest& manifest,
-                 std::deque<RungFileWriter>& files, std::vector<double>& encode_seconds,
-                 std::size_t& done, std::size_t total_units) {
+                 const TopGrid* previous_grid, const PackOptions& options, int threads,
+                 Manifest& manifest, std::deque<RungFileWriter>& files,
+                 std::vector<double>& encode_seconds, std::size_t& done, std::size_t total_units) {
     // The tensor's own ladder: the manifest's, or its mixed-precision bits.
     const LadderPlan plan = manifest.tensor_ladder(tensor_index);
     const std::vector<UnitTarget> chunks =
@@ -185,7 +162,7 @@ void pack_tensor(const Tensor& tensor, std::size_t tensor_index, bool quantized,
     TopGrid grid;
     std::vector<std::vector<float>> steps_by_rung(plan.bits.size());
     if (quantized) {
-        grid = top_grid(tensor, plan);
+        grid = grid_following(tensor, plan, previous_grid);
         for (std::size_t r = 0; r < plan.bits.size(); ++r)
             steps_by_rung[r] = rung_steps(grid, plan, plan.bits[r]);
     }
@@ -460,6 +437,9 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
     // unit is coded.
     std::optional<ImageSet> calibration_images;
     if (options.calibration) calibration_images = load_calibration_images(*options.calibration);
+    std::optional<PreviousVersion> previous;
+    if (!options.previous_package.empty())
+        previous = read_previous_version(options.previous_package, plan.top_bits());
     std::optional<BitAllocation> allocation;
     std::vector<int> base_bits = options.base_bits;
     if (options.budget) {
@@ -495,6 +475,10 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
                                     quantizes_shape(plan, tensor, reader.element_count(t)),
                                     {}});
     }
+    // A new version takes the earlier one's bits by default, so that the
+    // two line up rung by rung.
+    if (previous && base_bits.empty() && !options.budget)
+        base_bits = previous_base_bits(*previous, manifest);
     assign_tensor_bits(manifest, base_bits);
     for (std::size_t i = 0; i < plan.bits.size(); ++i) {
         RungEntry rung;
@@ -573,8 +557,13 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
                             "pack: internal error: tensor '" + tensor.name +
                                 "' quantized by shape and by values differently");
             }
-            pack_tensor(tensor, t, manifest.tensors[t].quantized, options, threads, manifest, files,
-                        encode_seconds, done, total_units);
+            const TopGrid* previous_grid = nullptr;
+            if (previous) {
+                const auto found = previous->grids.find(tensor.name);
+                if (found != previous->grids.end()) previous_grid = &found->second;
+            }
+            pack_tensor(tensor, t, manifest.tensors[t].quantized, previous_grid, options, threads,
+                        manifest, files, encode_seconds, done, total_units);
         }
         for (std::size_t r = 0; r < manifest.rungs.size(); ++r) {
             std::tie(manifest.rungs[r].data.bytes, manifest.rungs[r].data.sha256) =
@@ -587,6 +576,10 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
                                                  std::to_string(manifest.rungs.front().data.bytes) +
                                                  " bytes, its bit allocation planned " +
                                                  std::to_string(allocation->base_bytes));
+        }
+        if (previous) {
+            pack_version_deltas(building, manifest, reader, *previous, options.coder_choice,
+                                threads);
         }
         // Reorders refinement units in the finished rung files (issue 12).
         if (options.calibration) {

@@ -177,6 +177,83 @@ bool unpack_package_to_file(const fs::path& directory, int bits, bool direct,
         output, external_data);
 }
 
+namespace {
+
+// A delta's file and units read like a rung's.
+RungEntry delta_as_rung(const DeltaEntry& delta) {
+    RungEntry rung;
+    rung.kind = RungKind::refinement;  // no topology at its start
+    rung.bits = delta.bits;
+    rung.data = delta.data;
+    rung.units = delta.units;
+    return rung;
+}
+
+// Applies every unit of `file`, in parallel; throws the first error.
+template <typename Apply>
+void apply_all_units(const RungFile& file, std::size_t units, Apply apply) {
+    std::vector<std::string> errors(units);
+    core::run_parallel(units, core::resolve_threads(0), [&](std::size_t u) {
+        try {
+            apply(u, file.read_unit(u), file.path().string());
+        } catch (const Error& error) {
+            errors[u] = error.what();
+        }
+    });
+    for (const std::string& error : errors)
+        if (!error.empty()) throw Error(ErrorCode::corrupt_data, error);
+}
+
+}  // namespace
+
+std::optional<std::size_t> find_delta(const Manifest& manifest, const Model& previous) {
+    const std::string held = model_weights_sha256(previous);
+    for (std::size_t d = 0; d < manifest.deltas.size(); ++d)
+        if (manifest.deltas[d].from.weights_sha256 == held) return d;
+    return std::nullopt;
+}
+
+Model unpack_from_previous(const fs::path& directory, const Model& previous, int bits) {
+    const Manifest manifest = read_manifest(directory);
+    const std::optional<std::size_t> found = find_delta(manifest, previous);
+    if (!found) {
+        throw Error(ErrorCode::invalid_argument,
+                    directory.string() +
+                        ": no delta of this package starts from the model given (it is not an "
+                        "earlier version this package was made against, at one of its rungs)");
+    }
+    const DeltaEntry& delta = manifest.deltas[*found];
+    if (bits == 0) bits = manifest.ladder.top_bits();
+    if (bits < delta.bits) {
+        throw Error(ErrorCode::invalid_argument,
+                    directory.string() + ": the delta from the model given reaches " +
+                        std::to_string(delta.bits) + " bits, above the " + std::to_string(bits) +
+                        " asked for");
+    }
+    const std::vector<const RungEntry*> rungs = rungs_to_unpack(directory, manifest, bits, false);
+    ModelAssembler assembler(manifest, read_package_file(directory, manifest.topology),
+                             (directory / manifest.topology.file).string());
+    assembler.hold_previous(previous, *found, directory.string());
+    const RungEntry delta_rung = delta_as_rung(delta);
+    const RungFile delta_file(directory, delta_rung);
+    apply_all_units(
+        delta_file, delta.units.size(),
+        [&](std::size_t u, std::span<const std::uint8_t> bytes, const std::string& where) {
+            assembler.apply_delta_unit(*found, u, bytes, where);
+        });
+    for (const RungEntry* rung : rungs) {
+        if (rung->bits <= delta.bits) continue;  // the delta's rung and below: had already
+        const RungFile file(directory, *rung);
+        const std::size_t index = manifest.rung_index(*rung);
+        apply_all_units(
+            file, rung->units.size(),
+            [&](std::size_t u, std::span<const std::uint8_t> bytes, const std::string& where) {
+                assembler.apply_unit(index, u, bytes, where);
+            });
+    }
+    return assembler.model();
+}
+
 VerifyReport verify_package(const fs::path& directory,
                             const std::function<void(std::size_t, std::size_t)>& progress) {
     VerifyReport report;
@@ -295,6 +372,27 @@ VerifyReport verify_package(const fs::path& directory,
             }
         }
         ladder->release_tensor(t);
+    }
+    // A delta decodes only against the version it starts from; here each
+    // of its units is checked against its entry and parsed.
+    for (const DeltaEntry& delta : manifest.deltas) {
+        if (!check_file(delta.data)) continue;
+        try {
+            const RungEntry delta_rung = delta_as_rung(delta);
+            const RungFile file(directory, delta_rung);
+            for (std::size_t u = 0; u < delta.units.size(); ++u) {
+                const std::vector<std::uint8_t> unit = file.read_unit(u);
+                const std::string where = delta.data.file + ": unit " + std::to_string(u);
+                ++report.units;
+                if (unit_sha256(unit) != delta.units[u].sha256) {
+                    report.problems.push_back(where + ": SHA-256 differs from the manifest's");
+                    continue;
+                }
+                read_unit_header(unit, where);
+            }
+        } catch (const Error& error) {
+            report.problems.push_back(error.what());
+        }
     }
     for (std::size_t r = 0; r < manifest.rungs.size(); ++r) {
         for (std::string& error : errors[r]) report.problems.push_back(std::move(error));

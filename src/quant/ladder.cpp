@@ -94,6 +94,13 @@ bool LadderPlan::quantizes(const Tensor& tensor) const {
     return tensor.shape.size() >= 2 && tensor.element_count() >= min_quantized_elements;
 }
 
+std::int64_t predicted_level(float value, float step, std::int64_t largest) {
+    if (step == 0.0f) return 0;
+    const double scaled = std::round(double(value) / double(step));
+    if (!std::isfinite(scaled)) return 0;
+    return std::int64_t(std::clamp(scaled, -double(largest), double(largest)));
+}
+
 std::int64_t largest_index(int bits, int base_bits) {
     return ((std::int64_t{1} << (base_bits - 1)) - 1) << (bits - base_bits);
 }

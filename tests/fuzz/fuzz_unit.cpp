@@ -27,7 +27,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 bitinc::decode_exact_unit(header, unit, out);
                 break;
             }
-            case bitinc::UnitType::levels: {
+            case bitinc::UnitType::levels:
+            case bitinc::UnitType::difference: {
                 std::vector<std::int32_t> out(header.target.count);
                 bitinc::decode_level_unit(header, unit, out);
                 break;
