@@ -13,16 +13,18 @@ endforeach()
 # built, so a decode-only (device) install has the device's headers alone
 # (bitinc/device.hpp gathers them) and nothing that would not link.
 # progressive.hpp (ProgressiveModel over a ByteSource is in decode) takes
-# engine.hpp and net.hpp (FetchOptions) along: declarations only.
+# engine.hpp and fetch.hpp (FetchOptions) along: declarations only. The
+# server's header (server.hpp) and net.hpp, the umbrella over fetch.hpp and
+# server.hpp, are the lab's.
 set(BITINC_HEADERS_decode assembler.hpp bitinc.h byte_source.hpp codec.hpp decoder.hpp device.hpp
-    engine.hpp error.hpp ladder.hpp manifest.hpp model.hpp net.hpp package_reader.hpp
+    engine.hpp error.hpp fetch.hpp ladder.hpp manifest.hpp model.hpp package_reader.hpp
     progressive.hpp version.hpp)
 set(BITINC_HEADERS_fetch trust.hpp)
 set(BITINC_HEADERS_runtime "")
 set(BITINC_HEADERS_encode accuracy.hpp calibration.hpp dataset.hpp pack.hpp package.hpp
     producer.hpp)
 set(BITINC_HEADERS_lab bitinc.hpp coder.hpp coder_benchmark.hpp evaluation.hpp inputs.hpp
-    lab.hpp stream.hpp)
+    lab.hpp net.hpp server.hpp stream.hpp)
 file(GLOB bitinc_public_headers RELATIVE ${PROJECT_SOURCE_DIR}/include/bitinc
      ${PROJECT_SOURCE_DIR}/include/bitinc/*.h ${PROJECT_SOURCE_DIR}/include/bitinc/*.hpp)
 set(bitinc_listed_headers "")

@@ -4,7 +4,7 @@
 
 #include <bitinc/bitinc.hpp>
 #include <bitinc/calibration.hpp>
-#include <bitinc/net.hpp>
+#include <bitinc/fetch.hpp>
 #include <random>
 
 #include "onnx_builder.hpp"

@@ -11,7 +11,8 @@
 #include <algorithm>
 
 #include <bitinc/bitinc.hpp>
-#include <bitinc/net.hpp>
+#include <bitinc/fetch.hpp>
+#include <bitinc/server.hpp>
 #include <chrono>
 #include <fstream>
 #include <mutex>

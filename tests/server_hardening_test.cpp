@@ -12,7 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <bitinc/net.hpp>
+#include <bitinc/server.hpp>
 #include <chrono>
 #include <cstring>
 #include <fstream>

@@ -4,8 +4,8 @@
 #include <bitinc/codec.hpp>
 #include <bitinc/dataset.hpp>
 #include <bitinc/model.hpp>
-#include <bitinc/net.hpp>
 #include <bitinc/package.hpp>
+#include <bitinc/server.hpp>
 
 #include <cstdlib>
 #include <filesystem>

@@ -2,7 +2,8 @@
 #include <signal.h>
 #include <unistd.h>
 #include <bitinc/bitinc.hpp>
-#include <bitinc/net.hpp>
+#include <bitinc/fetch.hpp>
+#include <bitinc/server.hpp>
 #include <charconv>
 
 #include <cstdio>

@@ -3,7 +3,7 @@
 // (defined in cmd_net.cpp).
 #pragma once
 
-#include <bitinc/net.hpp>
+#include <bitinc/fetch.hpp>
 
 #include <nlohmann/json.hpp>
 

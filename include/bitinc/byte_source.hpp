@@ -2,7 +2,7 @@
 // driving a PackageDecoder): an app with its own HTTP stack, cache or file
 // system implements ByteSource; the decode component brings one over a
 // directory, the fetch component one over HTTP (make_package_source in
-// bitinc/net.hpp).
+// bitinc/fetch.hpp).
 #pragma once
 
 #include <cstdint>

@@ -17,7 +17,7 @@
 #include "bitinc/decoder.hpp"
 #include "bitinc/engine.hpp"
 #include "bitinc/error.hpp"
-#include "bitinc/net.hpp"
+#include "bitinc/fetch.hpp"
 
 namespace bitinc {
 

@@ -15,7 +15,8 @@
 #include "bitinc/coder_benchmark.hpp"
 #include "bitinc/dataset.hpp"
 #include "bitinc/error.hpp"
-#include "bitinc/net.hpp"
+#include "bitinc/fetch.hpp"
+#include "bitinc/server.hpp"
 #include "core/file_io.hpp"
 #include "eval/signal_to_noise.hpp"
 

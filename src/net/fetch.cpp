@@ -26,7 +26,7 @@
 #include <utility>
 
 #include "bitinc/error.hpp"
-#include "bitinc/net.hpp"
+#include "bitinc/fetch.hpp"
 #include "bitinc/trust.hpp"
 #include "core/sha256.hpp"
 #include "net/http_response.hpp"

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "bitinc/error.hpp"
-#include "bitinc/net.hpp"
+#include "bitinc/server.hpp"
 
 namespace bitinc {
 

@@ -37,7 +37,8 @@
 #include <utility>
 
 #include "bitinc/error.hpp"
-#include "bitinc/net.hpp"
+#include "bitinc/manifest.hpp"
+#include "bitinc/server.hpp"
 #include "net/http_request.hpp"
 
 namespace bitinc {

@@ -59,10 +59,10 @@ for file in include/bitinc/bitinc.h lib/libbitinc_decode.a lib/cmake/bitinc/biti
     [[ -f $prefix/$file ]] || { echo "not installed: $file" >&2; exit 1; }
 done
 # The device's headers alone: a producer's or the lab's would not link.
-for file in include/bitinc/device.hpp include/bitinc/decoder.hpp; do
+for file in include/bitinc/device.hpp include/bitinc/decoder.hpp include/bitinc/fetch.hpp; do
     [[ -f $prefix/$file ]] || { echo "not installed: $file" >&2; exit 1; }
 done
-for file in pack.hpp calibration.hpp evaluation.hpp trust.hpp bitinc.hpp; do
+for file in pack.hpp calibration.hpp evaluation.hpp trust.hpp bitinc.hpp server.hpp net.hpp; do
     [[ ! -e $prefix/include/bitinc/$file ]] ||
         { echo "a decode-only install has include/bitinc/$file" >&2; exit 1; }
 done

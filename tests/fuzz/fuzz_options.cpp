@@ -11,7 +11,7 @@
 
 #include "bitinc/error.hpp"
 #include "bitinc/ladder.hpp"
-#include "bitinc/net.hpp"
+#include "bitinc/server.hpp"
 #include "command_line.hpp"
 
 namespace {
