@@ -63,6 +63,15 @@ py::dict summary_of(const bitinc::Manifest& manifest) {
     summary["exact_rung"] = manifest.ladder.exact_top;
     summary["per_channel"] = manifest.ladder.per_channel;
     summary["rungs"] = rungs;
+    py::list deltas;
+    for (const bitinc::DeltaEntry& delta : manifest.deltas) {
+        deltas.append(py::dict(py::arg("bits") = delta.bits, py::arg("file") = delta.data.file,
+                               py::arg("bytes") = delta.data.bytes,
+                               py::arg("units") = delta.units.size(),
+                               py::arg("from_weights_sha256") = delta.from.weights_sha256,
+                               py::arg("from_release") = delta.from.release));
+    }
+    summary["deltas"] = deltas;
     summary["topology_file"] = manifest.topology.file;
     if (const auto& point = manifest.accuracy_point) {
         // The rung holding the point is an index into "rungs".
@@ -152,13 +161,19 @@ PYBIND11_MODULE(_native, module) {
     module.def(
         "pack",
         [](const std::filesystem::path& model, const std::filesystem::path& output,
-           const std::string& ladder, bool per_channel, bool force, int threads,
+           const std::optional<std::string>& ladder, bool per_channel, bool force, int threads,
            const std::optional<std::string>& sign_key, std::optional<std::uint64_t> release,
            const std::string& model_id, const py::dict& settings, bool calibrate,
-           const std::optional<std::string>& budget) {
-            const bitinc::PackOptions options =
-                pack_options(ladder, per_channel, force, threads, sign_key, release, model_id,
-                             settings, calibrate, budget);
+           const std::optional<std::string>& budget,
+           const std::optional<std::filesystem::path>& previous) {
+            bitinc::PackOptions options =
+                pack_options(ladder.value_or("8,16"), per_channel, force, threads, sign_key,
+                             release, model_id, settings, calibrate, budget);
+            if (previous) {
+                // The earlier version's ladder unless another is given.
+                options.previous_package = *previous;
+                if (!ladder) options.ladder = bitinc::read_manifest(*previous).ladder;
+            }
             bitinc::PackResult result;
             {
                 const py::gil_scoped_release unlocked;
@@ -168,7 +183,8 @@ PYBIND11_MODULE(_native, module) {
         },
         py::arg("model"), py::arg("output"), py::arg("ladder"), py::arg("per_channel"),
         py::arg("force"), py::arg("threads"), py::arg("sign_key"), py::arg("release"),
-        py::arg("model_id"), py::arg("settings"), py::arg("calibrate"), py::arg("budget"));
+        py::arg("model_id"), py::arg("settings"), py::arg("calibrate"), py::arg("budget"),
+        py::arg("previous"));
 
     // Weights with no graph: (name, float32 array, stored type) triples.
     module.def(
@@ -265,6 +281,20 @@ PYBIND11_MODULE(_native, module) {
             return weights_of(unpacked(package, rung, direct));
         },
         py::arg("package"), py::arg("rung"), py::arg("direct"));
+
+    module.def(
+        "unpack_from_previous",
+        [](const std::filesystem::path& package, const std::filesystem::path& previous,
+           std::optional<int> rung) {
+            bitinc::Model model;
+            {
+                const py::gil_scoped_release unlocked;
+                model = bitinc::unpack_from_previous(package, bitinc::read_onnx_file(previous),
+                                                     rung.value_or(0));
+            }
+            return weights_of(std::move(model));
+        },
+        py::arg("package"), py::arg("previous"), py::arg("rung"));
 
     module.def(
         "unpack_onnx",

@@ -204,6 +204,7 @@ int inspect_package(const std::string& directory, bool json_output) {
                              {"units", rung.units.size()}});
         }
         json["rungs"] = std::move(rungs);
+        json["deltas"] = deltas_json(manifest);
         std::printf("%s\n", json_text(json).c_str());
         return 0;
     }
@@ -218,6 +219,13 @@ int inspect_package(const std::string& directory, bool json_output) {
                     std::string(rung_kind_name(rung.kind)).c_str(), rung_bits_label(rung).c_str(),
                     printable_text(rung.data.file).c_str(), with_commas(rung.data.bytes).c_str(),
                     rung.units.size());
+    }
+    for (const DeltaEntry& delta : manifest.deltas) {
+        // From an earlier version held at these bits (format.md §9).
+        std::printf("  %-10s %-8d %-22s %14s bytes %6zu units  from weights %.12s...\n", "delta",
+                    delta.bits, printable_text(delta.data.file).c_str(),
+                    with_commas(delta.data.bytes).c_str(), delta.units.size(),
+                    delta.from.weights_sha256.c_str());
     }
     std::size_t name_width = 4;
     for (const TensorEntry& tensor : manifest.tensors)

@@ -24,7 +24,7 @@ namespace {
 nlohmann::json timeline_json(const FetchResult& result) {
     nlohmann::json rungs = nlohmann::json::array();
     for (const RungTimeline& rung : result.rungs) {
-        rungs.push_back({{"kind", rung_kind_name(rung.kind)},
+        rungs.push_back({{"kind", rung.from_previous ? std::string_view("delta") : rung_kind_name(rung.kind)},
                          {"bits", rung.bits},
                          {"parent_bits", rung.parent_bits},
                          {"bytes", rung.bytes},
@@ -267,6 +267,10 @@ int run_fetch(int argc, char** argv) {
                             "where partial downloads are kept (default OUT.onnx.parts)");
     add_transfer_options(command_line);
     command_line.add_option("decode-threads", "N", "threads decoding units (default 2)");
+    command_line.add_option("from", "OLD.onnx",
+                            "an earlier version of the model held here (as fetch or unpack "
+                            "wrote it): fetch the package's delta from it instead of the rungs "
+                            "up to the delta's bits, when the package has one");
     command_line.add_flag("strict", "a refinement that cannot be had is an error");
     command_line.add_flag("external-data",
                           "weights in OUT.onnx.data (ONNX external data; automatic past 2 GiB)");
@@ -290,6 +294,8 @@ int run_fetch(int argc, char** argv) {
     options.part_directory = command_line.value("parts").value_or(*output + ".parts");
     options.decode_threads = int(command_line.integer("decode-threads", 2, 1, 64));
     options.strict = command_line.flag("strict");
+    if (const auto previous = command_line.value("from"))
+        options.previous = std::make_shared<const Model>(read_onnx_file(*previous));
     read_transfer_options(command_line, options);
     ProgressBar progress("fetch", "B",
                          !command_line.flag("no-progress") && ProgressBar::stderr_is_terminal());
@@ -336,8 +342,8 @@ int run_fetch(int argc, char** argv) {
             std::printf(
                 "  %-10s %-8s %12s  downloaded %7.3f s  ready %7.3f s  decode %.3f s (%.0f %% "
                 "hidden)\n",
-                std::string(rung_kind_name(rung.kind)).c_str(), bits.c_str(),
-                megabytes(rung.bytes).c_str(), rung.downloaded_at, rung.ready_at,
+                rung.from_previous ? "delta" : std::string(rung_kind_name(rung.kind)).c_str(),
+                bits.c_str(), megabytes(rung.bytes).c_str(), rung.downloaded_at, rung.ready_at,
                 rung.decode_seconds,
                 rung.decode_seconds > 0 ? 100 * rung.decode_hidden_seconds / rung.decode_seconds
                                         : 100.0);

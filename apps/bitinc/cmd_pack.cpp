@@ -15,20 +15,6 @@ namespace bitinc::cli {
 
 namespace {
 
-nlohmann::json deltas_json(const Manifest& manifest) {
-    nlohmann::json deltas = nlohmann::json::array();
-    for (const DeltaEntry& delta : manifest.deltas) {
-        deltas.push_back({{"bits", delta.bits},
-                          {"file", delta.data.file},
-                          {"bytes", delta.data.bytes},
-                          {"units", delta.units.size()},
-                          {"from_weights_sha256", delta.from.weights_sha256},
-                          {"from_source_sha256", delta.from.source_sha256},
-                          {"from_release", delta.from.release}});
-    }
-    return deltas;
-}
-
 nlohmann::json package_json(const Manifest& manifest) {
     nlohmann::json rungs = nlohmann::json::array();
     for (const RungEntry& rung : manifest.rungs) {

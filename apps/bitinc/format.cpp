@@ -199,4 +199,18 @@ std::string megabytes(std::uint64_t bytes) {
     return text;
 }
 
+nlohmann::json deltas_json(const Manifest& manifest) {
+    nlohmann::json deltas = nlohmann::json::array();
+    for (const DeltaEntry& delta : manifest.deltas) {
+        deltas.push_back({{"bits", delta.bits},
+                          {"file", delta.data.file},
+                          {"bytes", delta.data.bytes},
+                          {"units", delta.units.size()},
+                          {"from_weights_sha256", delta.from.weights_sha256},
+                          {"from_source_sha256", delta.from.source_sha256},
+                          {"from_release", delta.from.release}});
+    }
+    return deltas;
+}
+
 }  // namespace bitinc::cli

@@ -32,6 +32,8 @@ std::string ladder_text(const LadderPlan& ladder);
 // JSON for stdout: names that are not valid UTF-8 (they come from models and
 // servers) are replaced with U+FFFD instead of failing the whole output.
 std::string json_text(const nlohmann::json& json, int indent = 2);
+// A package's version deltas (pack --json, inspect --json).
+nlohmann::json deltas_json(const Manifest& manifest);
 // --data-dir: where the Fashion-MNIST IDX files are (every command that
 // reads images takes it), and its value or the default.
 void add_data_dir_option(CommandLine& command_line);

@@ -102,6 +102,11 @@ struct FetchOptions {
         std::filesystem::path installed_releases;
     };
     std::optional<Trust> trust;
+    // An earlier version of the model the device holds, at one of its
+    // ladder rungs (as fetch or unpack wrote it). When the package has a
+    // delta from it (package format 7), an incremental fetch takes the
+    // topology and that delta instead of the rungs up to the delta's bits.
+    std::shared_ptr<const Model> previous;
     std::function<void(const FetchEvent&)> on_event;
 };
 
@@ -128,6 +133,8 @@ struct RungTimeline : DownloadTimes {
     // units had to be fetched again or were lost; each unit's own SHA-256 is
     // checked regardless).
     bool file_sha256_checked = false;
+    // The rung came as a version delta from FetchOptions::previous.
+    bool from_previous = false;
 };
 
 struct FetchResult {

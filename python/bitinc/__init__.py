@@ -155,17 +155,21 @@ class _PackageDirectory:
             self._scratch.cleanup()
 
 
-def pack(model: PathLike, output: PathLike, *, ladder: str = "8,16",
+def pack(model: PathLike, output: PathLike, *, ladder: Optional[str] = None,
          per_channel: bool = False, force: bool = False, threads: int = 0,
          sign_key: Optional[str] = None, release: Optional[int] = None,
          model_id: str = "", calibrate: bool = False, calibration_images: int = 1000,
          sensitivity_images: int = 0, point_images: int = 5000, tolerance: float = 0.1,
          budget: Optional[str] = None,
-         data_dir: str = "/usr/share/datasets/fashion-mnist") -> dict:
+         data_dir: str = "/usr/share/datasets/fashion-mnist",
+         previous: Optional[PathLike] = None) -> dict:
     """Packs the ONNX file `model` into the package directory `output`.
 
     ladder: the rungs' bit depths, e.g. "4,8,16", or "4,8,exact" for a last
-    rung that gives back the source weights bit for bit. per_channel: one
+    rung that gives back the source weights bit for bit (default "8,16", or
+    the `previous` package's ladder). previous: the package directory of an
+    earlier version of this model: the new package keeps its steps where
+    they fit and adds deltas from its rungs (unpack(..., previous=...)). per_channel: one
     step per output channel. force: replace a package already there.
     sign_key: an Ed25519 private key (PEM text, see generate_key) to sign
     the package with, as release `release` of `model_id` (default: the
@@ -187,7 +191,8 @@ def pack(model: PathLike, output: PathLike, *, ladder: str = "8,16",
                 "point_images": point_images,
                 "tolerance": tolerance, "data_dir": os.fspath(data_dir)}
     return _native.pack(os.fspath(model), os.fspath(output), ladder, per_channel, force,
-                        threads, sign_key, release, model_id, settings, calibrate, budget)
+                        threads, sign_key, release, model_id, settings, calibrate, budget,
+                        None if previous is None else os.fspath(previous))
 
 
 def _float_tensors(weights, skip_non_float: bool):
@@ -269,13 +274,21 @@ def inspect(package: PackageLike) -> dict:
 
 
 def unpack(package: PackageLike, rung: Union[int, str, None] = None, *,
-           direct: bool = False) -> Dict[str, numpy.ndarray]:
+           direct: bool = False,
+           previous: Optional[PathLike] = None) -> Dict[str, numpy.ndarray]:
     """The model's weights at `rung` as {name: numpy.float32 array of the
     tensor's shape}. rung: bits; None or "exact": the ladder's last rung;
     "accuracy": the package's accuracy point (pack with calibration).
     direct: from the direct rung of those bits instead of the ladder.
+    previous: an ONNX file of an earlier version at one of its rungs (as
+    unpack_onnx wrote it): rebuilt from it with the package's delta (None:
+    the ladder's top quantized rung).
     package: a directory or an archive's bytes (to_bytes)."""
     with _PackageDirectory(package) as directory:
+        if previous is not None:
+            if direct or rung in ("accuracy", "exact"):
+                raise Error("unpack: previous= rebuilds a quantized rung of the ladder")
+            return _native.unpack_from_previous(directory, os.fspath(previous), rung)
         if rung == "accuracy":
             if direct:
                 raise Error("unpack: the accuracy point is on the ladder, not a direct rung")

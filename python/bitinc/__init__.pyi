@@ -20,11 +20,12 @@ class Error(RuntimeError):
 
 __version__: str
 
-def pack(model: PathLike, output: PathLike, *, ladder: str = ..., per_channel: bool = ...,
+def pack(model: PathLike, output: PathLike, *, ladder: Optional[str] = ..., per_channel: bool = ...,
          force: bool = ..., threads: int = ..., sign_key: Optional[str] = ...,
          release: Optional[int] = ..., model_id: str = ..., calibrate: bool = ...,
          calibration_images: int = ..., sensitivity_images: int = ..., point_images: int = ...,
-         tolerance: float = ..., budget: Optional[str] = ..., data_dir: str = ...) -> dict: ...
+         tolerance: float = ..., budget: Optional[str] = ..., data_dir: str = ...,
+         previous: Optional[PathLike] = ...) -> dict: ...
 def pack_weights(weights: object, output: PathLike, *, model_name: str = ...,
                  ladder: str = ..., per_channel: bool = ..., force: bool = ...,
                  threads: int = ..., sign_key: Optional[str] = ..., release: Optional[int] = ...,
@@ -38,7 +39,7 @@ def write_onnx(template: PathLike, weights: Dict[str, numpy.ndarray], output: Pa
 def inspect(package: PackageLike) -> dict: ...
 # rung: bits, None or "exact" (the ladder's last rung), "accuracy" (the point).
 def unpack(package: PackageLike, rung: Union[int, str, None] = ..., *,
-           direct: bool = ...) -> Dict[str, numpy.ndarray]: ...
+           direct: bool = ..., previous: Optional[PathLike] = ...) -> Dict[str, numpy.ndarray]: ...
 def unpack_onnx(package: PackageLike, rung: Union[int, str, None] = ..., *,
                 direct: bool = ...) -> bytes: ...
 def verify(package: PackageLike) -> dict: ...

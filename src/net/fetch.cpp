@@ -27,7 +27,9 @@
 
 #include "bitinc/error.hpp"
 #include "bitinc/fetch.hpp"
+#include "bitinc/package_reader.hpp"
 #include "bitinc/trust.hpp"
+#include "core/parallel.hpp"
 #include "core/sha256.hpp"
 #include "net/http_response.hpp"
 
@@ -996,6 +998,70 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
         event.assembler = &*assembler;
         emit(event);
     };
+    // A version delta from the model the device holds replaces the rungs
+    // up to its bits: the topology and the delta file, each checked against
+    // the manifest's SHA-256 before any byte is used.
+    std::optional<std::size_t> delta_index;
+    if (options.previous && options.mode == FetchMode::incremental) {
+        delta_index = find_delta(manifest, *options.previous);
+        if (delta_index && manifest.deltas[*delta_index].bits > plan.target_bits)
+            delta_index.reset();
+    }
+    if (delta_index) {
+        const DeltaEntry& delta = manifest.deltas[*delta_index];
+        std::erase_if(rungs, [&](const RungEntry* rung) { return rung->bits <= delta.bits; });
+        bytes_total = manifest.topology.bytes + delta.data.bytes;
+        for (const RungEntry* rung : rungs) bytes_total += wanted_bytes(*rung);
+        const auto whole_file = [&](const FileEntry& file) {
+            return source.fetch_checked(file.file, 0, file.bytes, file.bytes, file.bytes,
+                                        [&](const std::string& bytes) {
+                                            return core::sha256_hex(bytes) == file.sha256
+                                                       ? std::string()
+                                                       : "SHA-256 differs from the manifest's";
+                                        });
+        };
+        RungTimeline timeline;
+        timeline.kind = RungKind::base;
+        timeline.bits = delta.bits;
+        timeline.bytes = manifest.topology.bytes + delta.data.bytes;
+        timeline.from_previous = true;
+        timeline.requested_at = now();
+        source.first_byte_at = -1;
+        const std::string topology_where = source.where(manifest.topology.file);
+        take_topology(whole_file(manifest.topology), topology_where);
+        assembler->hold_previous(*options.previous, *delta_index, topology_where);
+        const std::string bytes = whole_file(delta.data);
+        timeline.first_byte_at = source.first_byte_at;
+        timeline.downloaded_at = now();
+        bytes_done += timeline.bytes;
+        const std::string where = source.where(delta.data.file);
+        std::vector<std::string> errors(delta.units.size());
+        core::run_parallel(delta.units.size(), std::max(options.decode_threads, 1),
+                           [&](std::size_t u) {
+                               try {
+                                   assembler->apply_delta_unit(*delta_index, u,
+                                                               unit_bytes(bytes, delta.units[u]),
+                                                               where);
+                               } catch (const Error& error) {
+                                   errors[u] = error.what();
+                               }
+                           });
+        // The file's SHA-256 was checked: a unit that fails is a bad package.
+        for (const std::string& error : errors)
+            if (!error.empty()) throw Error(ErrorCode::corrupt_data, error);
+        timeline.ready_at = now();
+        timeline.decode_seconds = timeline.ready_at - timeline.downloaded_at;
+        timeline.file_sha256_checked = true;
+        result.rungs.push_back(timeline);
+        FetchEvent event;
+        event.kind = FetchEvent::Kind::rung_ready;
+        event.seconds = timeline.ready_at;
+        event.bits = delta.bits;
+        event.bytes_done = bytes_done;
+        event.bytes_total = bytes_total;
+        event.assembler = &*assembler;
+        emit(event);
+    }
     for (const RungEntry* rung : rungs) {
         const std::size_t rung_index = manifest.rung_index(*rung);
         const std::string where = source.where(rung->data.file);

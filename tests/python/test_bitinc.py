@@ -219,6 +219,26 @@ class PythonModule(unittest.TestCase):
         summary = bitinc.pack(MODEL, reference, ladder="4,8")
         self.assertEqual(row["rec_payload_size"], summary["rungs"][0]["bytes"])
 
+    def test_a_new_version_packs_against_the_old_and_unpacks_from_it(self):
+        source = bitinc.read_onnx(MODEL)
+        weights = {name: values * numpy.float32(1.001) if name == source["order"][0] else values
+                   for name, values in source["weights"].items()}
+        second_model = os.path.join(self.directory.name, "v2.onnx")
+        bitinc.write_onnx(MODEL, weights, second_model)
+        second = os.path.join(self.directory.name, "v2")
+        summary = bitinc.pack(second_model, second, previous=self.package, per_channel=True)
+        self.assertEqual(summary["ladder"], self.summary["ladder"])  # the earlier one's
+        self.assertEqual([delta["bits"] for delta in summary["deltas"]], [4, 8])
+        held = os.path.join(self.directory.name, "v1-4.onnx")
+        with open(held, "wb") as out:
+            out.write(bitinc.unpack_onnx(self.package, 4))
+        rebuilt = bitinc.unpack(second, 8, previous=held)
+        for name, values in bitinc.unpack(second, 8).items():
+            numpy.testing.assert_array_equal(rebuilt[name], values)
+        with self.assertRaises(bitinc.Error) as refused:
+            bitinc.unpack(second, 8, previous=second_model)  # no delta starts there
+        self.assertEqual(refused.exception.code, "invalid_argument")
+
     def test_errors_are_bitinc_errors(self):
         with self.assertRaises(bitinc.Error) as caught:
             bitinc.unpack(os.path.join(self.directory.name, "nothing-here"))
