@@ -188,6 +188,9 @@ int run_run(int argc, char** argv) {
                             "inference engine threads (default 1, leaving a core to the download)");
     command_line.add_option("decode-threads", "N", "threads decoding units (default 1)");
     command_line.add_option("window", "SECONDS", "accuracy window (default 1)");
+    command_line.add_option("from", "OLD.onnx",
+                            "an earlier version of the model held here: it serves at once, and "
+                            "the package's delta from it replaces the rungs up to its bits");
     add_transfer_options(command_line);
     command_line.add_option("timeline", "PREFIX", "write PREFIX.csv and PREFIX.json");
     add_dataset_options(command_line);
@@ -201,6 +204,8 @@ int run_run(int argc, char** argv) {
     options.fetch.mode = mode == "direct" ? FetchMode::direct : FetchMode::incremental;
     options.fetch.decode_threads = int(command_line.integer("decode-threads", 1, 1, 64));
     read_transfer_options(command_line, options.fetch);
+    if (const auto previous = command_line.value("from"))
+        options.fetch.previous = std::make_shared<const Model>(read_onnx_file(*previous));
     options.engine.threads = int(command_line.integer("threads", 1, 1, 256));
     options.swap_every_units = std::size_t(command_line.integer("swap-every", 0, 1, 1'000'000));
     options.swap_interval_seconds = command_line.real("swap-interval", 0, 1, 1e7) / 1000.0;

@@ -52,7 +52,9 @@ using EngineFactory = std::function<std::unique_ptr<Engine>(Model)>;
 
 struct ProgressiveOptions {
     // The URL constructor's download settings; the model sets on_event and
-    // cancel itself.
+    // cancel itself. With fetch.previous (an earlier version held), that
+    // model serves at once, as bits 0, until the package's delta from it
+    // brings the new version.
     FetchOptions fetch;
     // The byte-source constructor's: what to decode (direct, the rung to
     // stop at, the accuracy point, a signature check).

@@ -52,6 +52,12 @@ ProgressiveModel::ProgressiveModel(std::string url, ProgressiveOptions options)
         fetch_options.on_event = [state](const FetchEvent& event) { state->on_fetch_event(event); };
         return fetch_package(state->name, fetch_options);
     };
+    // An earlier version the device holds serves at once (bits 0) while
+    // the delta from it arrives.
+    if (state_->options.fetch.previous) {
+        state_->pending =
+            progressive::BuildRequest{*state_->options.fetch.previous, 0, 0, false};
+    }
     state_->launch();
 }
 
