@@ -14,7 +14,10 @@ per-tensor sizes is given too (each zstd frame carries its own header).
 
 Compression uses the zstandard module when it is installed, otherwise the zstd
 command-line tool (stdin to stdout). Initializers that are not float32, or are
-missing or shaped differently in one model, are listed and left out.
+missing or shaped differently in one model, are listed and left out. The
+report also says whether the two files have the same initializer names,
+order, shapes and types and the same graph nodes, which a delta coder that
+matches tensors by name relies on.
 
 usage: version_delta_baselines.py V1.onnx V2.onnx [--json] [--level 19]
 """
@@ -55,10 +58,21 @@ def compressor(level):
     return f"zstd {version.group(0) if version else '(version unknown)'} -{level}", size
 
 
-def float_initializers(path):
+def initializers(graph):
     """{name: array} of every initializer, in the model's order."""
-    graph = onnx.load(path).graph
     return {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.initializer}
+
+
+def same_layout(old_graph, new_graph):
+    """(same initializer names, order, shapes and types; same nodes): what a
+    delta coder that matches tensors by name relies on."""
+    def tensors(graph):
+        return [(t.name, list(t.dims), t.data_type) for t in graph.initializer]
+
+    def nodes(graph):
+        return [node.SerializeToString(deterministic=True) for node in graph.node]
+
+    return tensors(old_graph) == tensors(new_graph), nodes(old_graph) == nodes(new_graph)
 
 
 def delta_streams(old, new):
@@ -73,8 +87,9 @@ def delta_streams(old, new):
 
 def measure(v1_path, v2_path, level):
     name, size = compressor(level)
-    old_tensors = float_initializers(v1_path)
-    new_tensors = float_initializers(v2_path)
+    old_graph, new_graph = onnx.load(v1_path).graph, onnx.load(v2_path).graph
+    old_tensors, new_tensors = initializers(old_graph), initializers(new_graph)
+    same_initializers, same_nodes = same_layout(old_graph, new_graph)
     rows, skipped = [], []
     streams = {"diff": [], "xor": [], "v2": []}
     for tensor_name, new in new_tensors.items():
@@ -104,13 +119,17 @@ def measure(v1_path, v2_path, level):
     for stream, parts in streams.items():
         total[f"{stream}_zstd"] = size(b"".join(parts))  # one stream: the honest total
         total[f"{stream}_zstd_sum"] = sum(row[f"{stream}_zstd"] for row in rows)
-    return {"v1": v1_path, "v2": v2_path, "compressor": name, "tensors": rows, "total": total,
-            "skipped": skipped}
+    return {"v1": v1_path, "v2": v2_path, "compressor": name,
+            "same_initializers": same_initializers, "same_nodes": same_nodes,
+            "tensors": rows, "total": total, "skipped": skipped}
 
 
 def print_table(report, out=sys.stdout):
     total = report["total"]
-    print(f"v1 {report['v1']}\nv2 {report['v2']}\n{report['compressor']}; sizes in bytes", file=out)
+    print(f"v1 {report['v1']}\nv2 {report['v2']}", file=out)
+    print(f"initializer names, shapes and types: {'same' if report['same_initializers'] else 'DIFFERENT'}; "
+          f"graph nodes: {'same' if report['same_nodes'] else 'DIFFERENT'}", file=out)
+    print(f"{report['compressor']}; sizes in bytes", file=out)
     width = max([len(row["tensor"]) for row in report["tensors"]] + [len("all, one stream")])
     header = (f"{'tensor':<{width}} {'elements':>9} {'changed':>8} {'raw f32':>9} "
               f"{'diff':>9} {'xor':>9} {'v2 alone':>9}")
