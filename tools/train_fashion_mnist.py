@@ -169,10 +169,10 @@ def load_onnx_export(model, input_size, path, name):
                       if isinstance(module, nn.Conv2d) and isinstance(called[i + 1], nn.BatchNorm2d)}
     used = set()
 
-    def take(tensor_name, like):
+    def take(tensor_name, shape):
         value = initializers[tensor_name]
-        if tuple(value.shape) != tuple(like.shape):
-            raise ValueError(f"{path}: {tensor_name} is {list(value.shape)}, the layer wants {list(like.shape)}")
+        if tuple(value.shape) != tuple(shape):
+            raise ValueError(f"{path}: {tensor_name} is {list(value.shape)}, the layer wants {list(shape)}")
         used.add(tensor_name)
         return torch.from_numpy(value.astype(np.float32).copy())
 
@@ -180,11 +180,12 @@ def load_onnx_export(model, input_size, path, name):
         for node, layer in zip(nodes, layers):
             if (node.op_type == "Conv") != isinstance(layer, nn.Conv2d):
                 raise ValueError(f"{path}: node {node.name} ({node.op_type}) meets {type(layer).__name__}")
-            layer.weight.copy_(take(node.input[1], layer.weight))
-            bias = take(node.input[2], layer.weight[:, 0, 0, 0] if node.op_type == "Conv"
-                        else layer.weight[:, 0]) if len(node.input) > 2 else None
+            layer.weight.copy_(take(node.input[1], layer.weight.shape))
+            bias = take(node.input[2], layer.weight.shape[:1]) if len(node.input) > 2 else None
             norm = following_norm.get(id(layer))
             if norm is None:
+                if (bias is None) != (layer.bias is None):
+                    raise ValueError(f"{path}: node {node.name} and its layer disagree on a bias")
                 if bias is not None:
                     layer.bias.copy_(bias)
                 continue
