@@ -283,6 +283,34 @@ PYBIND11_MODULE(_native, module) {
         py::arg("package"), py::arg("rung"), py::arg("direct"));
 
     module.def(
+        "unpack_levels",
+        [](const std::filesystem::path& package, int rung) {
+            std::vector<std::optional<bitinc::QuantizedTensor>> levels;
+            bitinc::Manifest manifest;
+            {
+                const py::gil_scoped_release unlocked;
+                manifest = bitinc::read_manifest(package);
+                levels = bitinc::unpack_levels(package, rung);
+            }
+            py::dict result;
+            for (std::size_t t = 0; t < levels.size(); ++t) {
+                if (!levels[t]) continue;
+                const bitinc::TensorEntry& tensor = manifest.tensors[t];
+                std::vector<py::ssize_t> shape(tensor.shape.begin(), tensor.shape.end());
+                py::array_t<std::int32_t> indices(shape);
+                std::copy(levels[t]->indices.begin(), levels[t]->indices.end(),
+                          indices.mutable_data());
+                py::array_t<float> steps(py::ssize_t(levels[t]->steps.size()));
+                std::copy(levels[t]->steps.begin(), levels[t]->steps.end(), steps.mutable_data());
+                result[py::str(tensor.name)] =
+                    py::dict(py::arg("bits") = levels[t]->bits, py::arg("steps") = steps,
+                             py::arg("indices") = indices);
+            }
+            return result;
+        },
+        py::arg("package"), py::arg("rung"));
+
+    module.def(
         "unpack_from_previous",
         [](const std::filesystem::path& package, const std::filesystem::path& previous,
            std::optional<int> rung) {

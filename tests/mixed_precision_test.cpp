@@ -130,7 +130,7 @@ TEST(MixedPrecision, ManifestBitsAreChecked) {
     };
     const std::vector<std::string> bad = {
         replaced("\"format_version\":4", "\"format_version\":3"),  // bits need format 4
-        replaced("\"format_version\":4", "\"format_version\":7"),
+        replaced("\"format_version\":4", "\"format_version\":8"),
         replaced("\"bits\":[2,8,16]", "\"bits\":[2,8]"),
         replaced("\"bits\":[2,8,16]", "\"bits\":[2,8,12]"),
         replaced("\"bits\":[2,8,16]", "\"bits\":[8,2,16]"),
@@ -147,7 +147,7 @@ TEST(MixedPrecision, ManifestBitsAreChecked) {
         EXPECT_THROW(parse_manifest(bad[i], "bad"), Error) << "mutation " << i;
     try {
         parse_manifest(bad[1], "new.json");
-        FAIL() << "format 7 was accepted";
+        FAIL() << "format 8 was accepted";
     } catch (const Error& error) {
         EXPECT_NE(std::string(error.what()).find("update bitinc"), std::string::npos)
             << error.what();

@@ -566,7 +566,7 @@ TEST_F(Package, MalformedManifestsAreRefused) {
         good.substr(0, good.size() / 2),
         "",
         "[]",
-        replaced("\"format_version\":3", "\"format_version\":7"),
+        replaced("\"format_version\":3", "\"format_version\":8"),
         replaced("\"format_version\":3", "\"format_version\":1"),
         replaced("\"format_version\":3", "\"format_version\":20000000"),
         replaced("\"file\":\"base-4.bin\"", "\"file\":\"../base-4.bin\""),

@@ -68,6 +68,11 @@ class ModelAssembler {
     // Values of tensor `tensor` from element `first` on, as model() would
     // give them; throws Error if a chunk of that range has not arrived.
     void read_values(std::size_t tensor, std::uint64_t first, std::span<float> out) const;
+    // Quantized tensor `tensor` as integer levels: its bits, its steps at
+    // those bits and its indices (value = step of the channel x index), for
+    // engines that run integer weights. Throws Error (not_ready) unless all
+    // its chunks have arrived at one quantized rung.
+    QuantizedTensor levels(std::size_t tensor) const;
     // Frees a tensor's storage and forgets its units, for readers that
     // assemble one tensor at a time (unpack, verify).
     void release_tensor(std::size_t tensor);

@@ -31,6 +31,11 @@ Model unpack_package(const std::filesystem::path& directory, int bits, bool dire
 bool unpack_package_to_file(const std::filesystem::path& directory, int bits, bool direct,
                             const std::filesystem::path& output, bool external_data = false);
 
+// The levels (ModelAssembler::levels) of every quantized tensor at the
+// ladder's rung of `bits`, by tensor index; nothing for exact tensors.
+std::vector<std::optional<QuantizedTensor>> unpack_levels(const std::filesystem::path& directory,
+                                                          int bits);
+
 // Version deltas (format 7). The delta of `manifest` that starts from
 // `previous` (an earlier version at one of its rungs, as unpack or fetch
 // wrote it), found by its weights' SHA-256, or nothing.

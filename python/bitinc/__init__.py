@@ -35,7 +35,7 @@ import numpy
 from . import _native
 
 __all__ = ["Error", "Decoder", "pack", "pack_weights", "pack_bytes", "to_bytes", "from_bytes",
-           "read_onnx", "write_onnx", "inspect", "unpack", "unpack_onnx", "verify", "fetch",
+           "read_onnx", "write_onnx", "inspect", "unpack", "unpack_levels", "unpack_onnx", "verify", "fetch",
            "generate_key", "key_id", "__version__"]
 
 Error = _native.Error
@@ -294,6 +294,16 @@ def unpack(package: PackageLike, rung: Union[int, str, None] = None, *,
                 raise Error("unpack: the accuracy point is on the ladder, not a direct rung")
             return _decode_directory(directory, "accuracy")
         return _native.unpack(directory, _rung(rung), direct)
+
+
+def unpack_levels(package: PackageLike, rung: int) -> Dict[str, dict]:
+    """The quantized tensors at the ladder's rung of `rung` bits as integer
+    levels, for engines that run integer weights: {name: {"bits", "steps"
+    (float32, one per output channel or one), "indices" (int32, the
+    tensor's shape)}}; value = step of the channel x index. Tensors that
+    travel exactly are left out."""
+    with _PackageDirectory(package) as directory:
+        return _native.unpack_levels(directory, int(rung))
 
 
 def unpack_onnx(package: PackageLike, rung: Union[int, str, None] = None, *,

@@ -331,6 +331,28 @@ void ModelAssembler::apply_delta_unit(std::size_t delta_index, std::size_t unit_
     store_indices(entry, header.steps, indices, bits);
 }
 
+QuantizedTensor ModelAssembler::levels(std::size_t tensor) const {
+    const std::lock_guard lock(mutex_);
+    const TensorEntry& entry = core::checked_at(manifest_.tensors, tensor, "tensor");
+    const TensorState& state = tensors_[tensor];
+    if (!entry.quantized)
+        throw Error(ErrorCode::invalid_argument,
+                    "tensor '" + entry.name + "' travels exactly: it has no levels");
+    const int bits = state.chunks.empty() ? 0 : state.chunks.front().bits;
+    const bool one_rung = std::all_of(state.chunks.begin(), state.chunks.end(),
+                                      [&](const ChunkState& chunk) { return chunk.bits == bits; });
+    if (bits == 0 || bits == exact_bits || !one_rung)
+        throw Error(ErrorCode::not_ready,
+                    "tensor '" + entry.name + "' is not all at one quantized rung");
+    QuantizedTensor result;
+    result.bits = bits;
+    result.channel_size = state.channel_size;
+    for (const float step : state.steps)
+        result.steps.push_back(std::ldexp(step, manifest_.ladder.top_bits() - bits));
+    result.indices = state.indices;
+    return result;
+}
+
 bool ModelAssembler::complete() const {
     const std::lock_guard lock(mutex_);
     for (const TensorState& tensor : tensors_) {

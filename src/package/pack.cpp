@@ -539,6 +539,7 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
     }
     const int threads = core::resolve_threads(options.threads);
     std::vector<double> encode_seconds(manifest.rungs.size(), 0.0);
+    std::vector<std::string> delta_notes;
     try {
         write_plain_file(building / manifest.topology.file, model.topology);
         std::deque<RungFileWriter> files;
@@ -578,8 +579,8 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
                                                  std::to_string(allocation->base_bytes));
         }
         if (previous) {
-            pack_version_deltas(building, manifest, reader, *previous, options.coder_choice,
-                                threads);
+            delta_notes = pack_version_deltas(building, manifest, reader, *previous,
+                                              options.coder_choice, threads);
         }
         // Reorders refinement units in the finished rung files (issue 12).
         if (options.calibration) {
@@ -610,6 +611,7 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
     result.warnings = incremental_share_warnings(summary, manifest);
     if (const auto warning = exact_rung_warning(manifest)) result.warnings.push_back(*warning);
     kept_tensor_messages(summary, result);
+    result.notes.insert(result.notes.end(), delta_notes.begin(), delta_notes.end());
     result.manifest = std::move(manifest);
     result.rung_encode_seconds = std::move(encode_seconds);
     result.allocation = std::move(allocation);

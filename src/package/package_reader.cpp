@@ -158,6 +158,18 @@ Model unpack_package(const fs::path& directory, int bits, bool direct) {
     return unpacker.assembler.model();
 }
 
+std::vector<std::optional<QuantizedTensor>> unpack_levels(const fs::path& directory, int bits) {
+    Unpacker unpacker(directory, bits, false);
+    std::vector<std::optional<QuantizedTensor>> levels(unpacker.manifest.tensors.size());
+    for (std::size_t t = 0; t < levels.size(); ++t) {
+        if (!unpacker.manifest.tensors[t].quantized) continue;
+        unpacker.assemble(t);
+        levels[t] = unpacker.assembler.levels(t);
+        unpacker.assembler.release_tensor(t);
+    }
+    return levels;
+}
+
 bool unpack_package_to_file(const fs::path& directory, int bits, bool direct,
                             const fs::path& output, bool external_data) {
     Unpacker unpacker(directory, bits, direct);

@@ -100,9 +100,11 @@ TopGrid grid_following(const Tensor& tensor, const LadderPlan& plan, const TopGr
     return grid;
 }
 
-void pack_version_deltas(const fs::path& directory, Manifest& manifest,
-                         const OnnxWeightReader& reader, const PreviousVersion& previous,
-                         CoderChoice coder_choice, int threads) {
+std::vector<std::string> pack_version_deltas(const fs::path& directory, Manifest& manifest,
+                                             const OnnxWeightReader& reader,
+                                             const PreviousVersion& previous,
+                                             CoderChoice coder_choice, int threads) {
+    std::vector<std::string> notes;
     const Manifest& earlier = previous.manifest;
     const Model& topology = reader.topology();
     for (std::size_t position = 0; position < manifest.ladder.bits.size(); ++position) {
@@ -180,10 +182,24 @@ void pack_version_deltas(const fs::path& directory, Manifest& manifest,
             }
         }
         std::tie(delta.data.bytes, delta.data.sha256) = file.finish();
+        // A device takes the topology with a delta; without the delta, the
+        // base (which begins with the topology) and the refinements.
+        std::uint64_t ladder_bytes = 0;
+        for (std::size_t r = 0; r <= position; ++r) ladder_bytes += manifest.rungs[r].data.bytes;
+        if (delta.data.bytes + manifest.topology.bytes >= ladder_bytes) {
+            notes.push_back("no delta at " + std::to_string(bits) + " bits: it would take " +
+                            std::to_string(delta.data.bytes + manifest.topology.bytes) +
+                            " bytes, the ladder up to there " + std::to_string(ladder_bytes) +
+                            " (the versions differ too much)");
+            std::error_code ignored;
+            fs::remove(directory / delta.data.file, ignored);
+            continue;
+        }
         manifest.deltas.push_back(std::move(delta));
     }
     if (!manifest.deltas.empty())
         manifest.format_version = std::max(manifest.format_version, delta_format_version);
+    return notes;
 }
 
 }  // namespace bitinc

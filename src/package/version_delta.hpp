@@ -37,10 +37,12 @@ std::vector<int> previous_base_bits(const PreviousVersion& previous, const Manif
 TopGrid grid_following(const Tensor& tensor, const LadderPlan& plan, const TopGrid* previous);
 
 // Codes a delta from each ladder rung the two packages share (quantized, up
-// to max_difference_bits) into `directory` and adds it to manifest.deltas.
+// to max_difference_bits) into `directory` and adds it to manifest.deltas,
+// unless it, with the topology, is no smaller than the ladder up to that
+// rung (a model retrained from scratch): returns a note for each such.
 // `manifest` describes the package being built from `reader`'s model; its
 // grids must be those of grid_following.
-void pack_version_deltas(const std::filesystem::path& directory, Manifest& manifest,
+std::vector<std::string> pack_version_deltas(const std::filesystem::path& directory, Manifest& manifest,
                          const OnnxWeightReader& reader, const PreviousVersion& previous,
                          CoderChoice coder_choice, int threads);
 
