@@ -634,6 +634,14 @@ TEST(Unit, WritesTheFuzzCorpusWhenAsked) {
               encode_refinement_unit(chunk, rungs[0], rungs[1], coder));
         write(std::string("refine16-") + tag + ".bin",
               encode_refinement_unit(chunk, rungs[1], rungs[2], coder));
+        // A version delta's differences: mostly small, a few wide (§9).
+        std::vector<std::int32_t> differences(chunk.count);
+        for (std::size_t i = 0; i < differences.size(); ++i)
+            differences[i] = std::int32_t(i % 5) - 2 + (i % 13 == 0 ? 40000 : 0);
+        write(std::string("difference16-") + tag + ".bin",
+              encode_difference_unit(
+                  chunk, RungChunk{16, rungs[2].steps, rungs[2].channel_size, differences, 0},
+                  coder));
     }
     // A refinement whose non-zero cells travel raw (§5.1), its coded
     // elements not a multiple of 8.

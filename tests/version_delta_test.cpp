@@ -113,9 +113,9 @@ TEST(VersionDelta, EveryStartingRungReachesEveryLaterRungExactly) {
                                      Error);
                         continue;
                     }
-                    EXPECT_EQ(serialize_onnx(unpack_from_previous(versions.second_package, held,
-                                                                  bits)),
-                              serialize_onnx(unpack_package(versions.second_package, bits, false)))
+                    EXPECT_EQ(
+                        serialize_onnx(unpack_from_previous(versions.second_package, held, bits)),
+                        serialize_onnx(unpack_package(versions.second_package, bits, false)))
                         << "from " << delta.bits << " to " << bits << " bits";
                 }
             }
@@ -184,7 +184,8 @@ TEST(VersionDelta, FetchTakesOnlyTheDeltaAndTheRungsAboveIt) {
         ASSERT_FALSE(fetched.rungs.empty());
         EXPECT_TRUE(fetched.rungs.front().from_previous);
         EXPECT_EQ(fetched.rungs.front().bits, delta.bits);
-        std::uint64_t expected = fetched.manifest_bytes + manifest.topology.bytes + delta.data.bytes;
+        std::uint64_t expected =
+            fetched.manifest_bytes + manifest.topology.bytes + delta.data.bytes;
         for (const RungEntry* rung : manifest.ladder_rungs(16))
             if (rung->bits > delta.bits) expected += rung->data.bytes;
         EXPECT_EQ(fetched.bytes_downloaded, expected);

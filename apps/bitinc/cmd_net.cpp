@@ -24,19 +24,20 @@ namespace {
 nlohmann::json timeline_json(const FetchResult& result) {
     nlohmann::json rungs = nlohmann::json::array();
     for (const RungTimeline& rung : result.rungs) {
-        rungs.push_back({{"kind", rung.from_previous ? std::string_view("delta") : rung_kind_name(rung.kind)},
-                         {"bits", rung.bits},
-                         {"parent_bits", rung.parent_bits},
-                         {"bytes", rung.bytes},
-                         {"requested_at", rung.requested_at},
-                         {"first_byte_at", rung.first_byte_at},
-                         {"downloaded_at", rung.downloaded_at},
-                         {"ready_at", rung.ready_at},
-                         {"decode_seconds", rung.decode_seconds},
-                         {"decode_hidden_seconds", rung.decode_hidden_seconds},
-                         {"units_refetched", rung.units_refetched},
-                         {"units_degraded", rung.units_degraded},
-                         {"file_sha256_checked", rung.file_sha256_checked}});
+        rungs.push_back(
+            {{"kind", rung.from_previous ? std::string_view("delta") : rung_kind_name(rung.kind)},
+             {"bits", rung.bits},
+             {"parent_bits", rung.parent_bits},
+             {"bytes", rung.bytes},
+             {"requested_at", rung.requested_at},
+             {"first_byte_at", rung.first_byte_at},
+             {"downloaded_at", rung.downloaded_at},
+             {"ready_at", rung.ready_at},
+             {"decode_seconds", rung.decode_seconds},
+             {"decode_hidden_seconds", rung.decode_hidden_seconds},
+             {"units_refetched", rung.units_refetched},
+             {"units_degraded", rung.units_degraded},
+             {"file_sha256_checked", rung.file_sha256_checked}});
     }
     const auto download = [](const DownloadTimes& times) {
         return nlohmann::json{{"requested_at", times.requested_at},

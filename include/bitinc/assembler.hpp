@@ -41,8 +41,11 @@ class ModelAssembler {
     // goes with this package's tensor of the same name and shape, and an
     // exact tensor the delta does not carry keeps its values. Throws Error
     // (untrusted) when `previous` is not the model the delta was made
-    // against (DeltaBase::weights_sha256). Call it before any unit.
-    void hold_previous(const Model& previous, std::size_t delta_index, std::string_view source);
+    // against (DeltaBase::weights_sha256). Call it before any unit. A caller
+    // that hashed `previous` already (model_weights_sha256, e.g. while the
+    // manifest was on its way) passes the hash.
+    void hold_previous(const Model& previous, std::size_t delta_index, std::string_view source,
+                       std::string_view previous_sha256 = {});
     // Like apply_unit, for unit `unit_index` of delta `delta_index`: after
     // all of them every chunk is at the delta's rung, and this package's
     // refinements above it apply.

@@ -7,6 +7,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "bitinc/manifest.hpp"
@@ -40,6 +41,8 @@ std::vector<std::optional<QuantizedTensor>> unpack_levels(const std::filesystem:
 // `previous` (an earlier version at one of its rungs, as unpack or fetch
 // wrote it), found by its weights' SHA-256, or nothing.
 std::optional<std::size_t> find_delta(const Manifest& manifest, const Model& previous);
+// The same by the held model's model_weights_sha256, computed beforehand.
+std::optional<std::size_t> find_delta(const Manifest& manifest, std::string_view weights_sha256);
 
 // Rebuilds the package's model at `bits` (0: the ladder's top quantized
 // rung) from `previous`: the delta that starts from it, then the

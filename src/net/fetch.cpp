@@ -911,6 +911,13 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
     };
     PackageSource source(url, options, start, emit);
     FetchResult result;
+    // The model held is hashed while the manifest is on its way: which
+    // delta applies (if any) is known as soon as the manifest is.
+    std::future<std::string> previous_hash;
+    if (options.previous && options.mode == FetchMode::incremental) {
+        previous_hash = std::async(std::launch::async,
+                                   [&options] { return model_weights_sha256(*options.previous); });
+    }
 
     // A signed package's signature comes over a connection of its own, at
     // the same time as the manifest: checking it costs no round trip.
@@ -1002,8 +1009,10 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
     // up to its bits: the topology and the delta file, each checked against
     // the manifest's SHA-256 before any byte is used.
     std::optional<std::size_t> delta_index;
-    if (options.previous && options.mode == FetchMode::incremental) {
-        delta_index = find_delta(manifest, *options.previous);
+    std::string held_sha256;
+    if (previous_hash.valid()) {
+        held_sha256 = previous_hash.get();
+        delta_index = find_delta(manifest, held_sha256);
         if (delta_index && manifest.deltas[*delta_index].bits > plan.target_bits)
             delta_index.reset();
     }
@@ -1029,7 +1038,7 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
         source.first_byte_at = -1;
         const std::string topology_where = source.where(manifest.topology.file);
         take_topology(whole_file(manifest.topology), topology_where);
-        assembler->hold_previous(*options.previous, *delta_index, topology_where);
+        assembler->hold_previous(*options.previous, *delta_index, topology_where, held_sha256);
         const std::string bytes = whole_file(delta.data);
         timeline.first_byte_at = source.first_byte_at;
         timeline.downloaded_at = now();
@@ -1039,9 +1048,8 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
         core::run_parallel(delta.units.size(), std::max(options.decode_threads, 1),
                            [&](std::size_t u) {
                                try {
-                                   assembler->apply_delta_unit(*delta_index, u,
-                                                               unit_bytes(bytes, delta.units[u]),
-                                                               where);
+                                   assembler->apply_delta_unit(
+                                       *delta_index, u, unit_bytes(bytes, delta.units[u]), where);
                                } catch (const Error& error) {
                                    errors[u] = error.what();
                                }

@@ -243,9 +243,11 @@ void ModelAssembler::store_indices(const UnitEntry& entry, std::span<const float
 }
 
 void ModelAssembler::hold_previous(const Model& previous, std::size_t delta_index,
-                                   std::string_view source) {
+                                   std::string_view source, std::string_view previous_sha256) {
     const DeltaEntry& delta = core::checked_at(manifest_.deltas, delta_index, "delta");
-    if (model_weights_sha256(previous) != delta.from.weights_sha256) {
+    const std::string held =
+        previous_sha256.empty() ? model_weights_sha256(previous) : std::string(previous_sha256);
+    if (held != delta.from.weights_sha256) {
         throw Error(ErrorCode::untrusted,
                     std::string(source) +
                         ": the model held is not the version this delta applies to (its "

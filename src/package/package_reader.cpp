@@ -218,11 +218,14 @@ void apply_all_units(const RungFile& file, std::size_t units, Apply apply) {
 
 }  // namespace
 
-std::optional<std::size_t> find_delta(const Manifest& manifest, const Model& previous) {
-    const std::string held = model_weights_sha256(previous);
+std::optional<std::size_t> find_delta(const Manifest& manifest, std::string_view weights_sha256) {
     for (std::size_t d = 0; d < manifest.deltas.size(); ++d)
-        if (manifest.deltas[d].from.weights_sha256 == held) return d;
+        if (manifest.deltas[d].from.weights_sha256 == weights_sha256) return d;
     return std::nullopt;
+}
+
+std::optional<std::size_t> find_delta(const Manifest& manifest, const Model& previous) {
+    return find_delta(manifest, model_weights_sha256(previous));
 }
 
 Model unpack_from_previous(const fs::path& directory, const Model& previous, int bits) {

@@ -42,8 +42,9 @@ TopGrid grid_following(const Tensor& tensor, const LadderPlan& plan, const TopGr
 // rung (a model retrained from scratch): returns a note for each such.
 // `manifest` describes the package being built from `reader`'s model; its
 // grids must be those of grid_following.
-std::vector<std::string> pack_version_deltas(const std::filesystem::path& directory, Manifest& manifest,
-                         const OnnxWeightReader& reader, const PreviousVersion& previous,
-                         CoderChoice coder_choice, int threads);
+std::vector<std::string> pack_version_deltas(const std::filesystem::path& directory,
+                                             Manifest& manifest, const OnnxWeightReader& reader,
+                                             const PreviousVersion& previous,
+                                             CoderChoice coder_choice, int threads);
 
 }  // namespace bitinc

@@ -55,8 +55,7 @@ ProgressiveModel::ProgressiveModel(std::string url, ProgressiveOptions options)
     // An earlier version the device holds serves at once (bits 0) while
     // the delta from it arrives.
     if (state_->options.fetch.previous) {
-        state_->pending =
-            progressive::BuildRequest{*state_->options.fetch.previous, 0, 0, false};
+        state_->pending = progressive::BuildRequest{*state_->options.fetch.previous, 0, 0, false};
     }
     state_->launch();
 }
