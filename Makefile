@@ -8,7 +8,7 @@ FUZZ_DIR ?= build-fuzz
 FUZZ_SECONDS ?= 60
 # Each fuzz target as NAME:CORPUS (tests/fuzz/fuzz_NAME.cpp, tests/fuzz/corpus/CORPUS).
 FUZZ_TARGETS = onnx_model:onnx onnx_external:onnx_external idx:idx npy:npy unit:unit manifest:manifest graph:onnx \
-    assembler:assembler decoder:decoder options:options http_response:http_response \
+    assembler:assembler decoder:decoder delta:delta options:options http_response:http_response \
     http_request:http_request signature:signature
 FUZZ_PROGRAMS = $(foreach target,$(FUZZ_TARGETS),fuzz_$(firstword $(subst :, ,$(target))))
 
