@@ -43,14 +43,15 @@ Weights second_version(const Weights& first) {
     return second;
 }
 
-fs::path write_model(const fs::path& path, const Weights& weights) {
+fs::path write_model(const fs::path& path, const Weights& weights,
+                     const std::string& last_name = "c") {
     OnnxBuilder builder;
     builder.input("x", {-1, 300}).output("y", {-1, 64});
     builder.initializer("weight", {64, 300}, weights.weight);
     builder.initializer("bias", {64}, weights.bias);
     builder.initializer("a", {32, 40}, weights.a);
     builder.initializer("b", {16, 32}, weights.b);
-    builder.initializer("c", {24, 32}, weights.c);
+    builder.initializer(last_name, {24, 32}, weights.c);
     builder.node("Gemm", {"x", "weight", "bias"}, {"y"});
     fs::create_directories(path.parent_path());
     spit(path, builder.bytes());
@@ -196,6 +197,37 @@ TEST(VersionDelta, FetchTakesOnlyTheDeltaAndTheRungsAboveIt) {
     EXPECT_FALSE(whole.rungs.front().from_previous);
     EXPECT_EQ(serialize_onnx(whole.model),
               serialize_onnx(unpack_package(versions.second_package, 16, false)));
+}
+
+// A tensor renamed (or new) in the new version travels whole in the delta,
+// as levels; the rest is still coded against the model held.
+TEST(VersionDelta, ARenamedTensorTravelsWhole) {
+    TemporaryDirectory directory;
+    const Weights first = first_version();
+    const PackOptions options = ladder_options(true);
+    const fs::path first_package = directory.path() / "v1";
+    pack_model(write_model(directory.path() / "v1.onnx", first), options, first_package);
+    PackOptions second_options = options;
+    second_options.previous_package = first_package;
+    const fs::path second_package = directory.path() / "v2";
+    const Manifest manifest =
+        pack_model(write_model(directory.path() / "v2.onnx", second_version(first), "renamed"),
+                   second_options, second_package)
+            .manifest;
+    ASSERT_FALSE(manifest.deltas.empty());
+    for (const DeltaEntry& delta : manifest.deltas) {
+        const Model held = unpack_package(first_package, delta.bits, false);
+        std::string delta_bytes = slurp(second_package / delta.data.file);
+        for (const UnitEntry& unit : delta.units) {
+            const UnitHeader header = read_unit_header(unit_bytes(delta_bytes, unit), "delta");
+            const bool renamed = manifest.tensors[unit.tensor].name == "renamed";
+            EXPECT_EQ(header.type, renamed                                   ? UnitType::levels
+                                   : manifest.tensors[unit.tensor].quantized ? UnitType::difference
+                                                                             : UnitType::exact);
+        }
+        EXPECT_EQ(serialize_onnx(unpack_from_previous(second_package, held, 16)),
+                  serialize_onnx(unpack_package(second_package, 16, false)));
+    }
 }
 
 // A device refuses a delta for a model it does not hold, and a forged unit.

@@ -138,8 +138,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             if (rung.kind != bitinc::RungKind::refinement || rung.bits <= delta.bits) continue;
             for (std::size_t u = 0; u < rung.units.size(); ++u) {
                 try {
-                    assembler.apply_unit(r, u, bitinc::unit_bytes(base.rung_files[r], rung.units[u]),
-                                         "fuzz");
+                    assembler.apply_unit(
+                        r, u, bitinc::unit_bytes(base.rung_files[r], rung.units[u]), "fuzz");
                 } catch (const bitinc::Error&) {
                 }
             }
