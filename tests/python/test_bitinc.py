@@ -235,6 +235,14 @@ class PythonModule(unittest.TestCase):
         rebuilt = bitinc.unpack(second, 8, previous=held)
         for name, values in bitinc.unpack(second, 8).items():
             numpy.testing.assert_array_equal(rebuilt[name], values)
+        # Integer levels: value = the channel's step x level.
+        levels = bitinc.unpack_levels(second, 8)
+        self.assertTrue(levels)
+        for name, entry in levels.items():
+            self.assertEqual(entry["bits"], 8)
+            steps = entry["steps"].reshape((-1,) + (1,) * (entry["indices"].ndim - 1))
+            numpy.testing.assert_array_equal(
+                (steps * entry["indices"]).astype(numpy.float32), rebuilt[name])
         with self.assertRaises(bitinc.Error) as refused:
             bitinc.unpack(second, 8, previous=second_model)  # no delta starts there
         self.assertEqual(refused.exception.code, "invalid_argument")
