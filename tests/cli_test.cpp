@@ -703,6 +703,48 @@ TEST_F(Cli, FetchIntoAMissingDirectoryFailsBeforeAnyRequest) {
     EXPECT_EQ(requests.load(), 0);
 }
 
+// A new version packed against the old package; fetch and unpack from the
+// old model take the delta and give the new ladder's rung byte for byte; a
+// model the package has no delta from gets the ladder and a note.
+TEST_F(Cli, PackAndFetchFromAnEarlierVersion) {
+    const auto www = directory_.path() / "www";
+    ASSERT_EQ(run("pack " + small_cnn() + " --ladder 4,8 --per-channel -o " + (www / "v1").string())
+                  .status,
+              0);
+    Model second = read_onnx_file(small_cnn());
+    for (float& value : second.weights.front().values) value *= 1.01f;
+    const auto second_path = directory_.path() / "v2.onnx";
+    write_onnx_file(second, second_path);
+    const CommandResult packed =
+        run("pack " + second_path.string() + " --from " + (www / "v1").string() + " -o " +
+            (www / "v2").string() + " --json");
+    ASSERT_EQ(packed.status, 0) << packed.err;
+    const auto json = nlohmann::json::parse(packed.out);
+    ASSERT_EQ(json["deltas"].size(), 2u);
+    EXPECT_EQ(json["ladder"], nlohmann::json::array({4, 8}));  // v1's
+    const auto held = directory_.path() / "v1-4.onnx";
+    ASSERT_EQ(run("unpack " + (www / "v1").string() + " --rung 4 -o " + held.string()).status, 0);
+    const auto want = directory_.path() / "want.onnx";
+    ASSERT_EQ(run("unpack " + (www / "v2").string() + " --rung 8 -o " + want.string()).status, 0);
+    const auto fetched = directory_.path() / "fetched.onnx";
+    const CommandResult fetch = run("fetch " + (www / "v2").string() + " --from " + held.string() +
+                                    " -o " + fetched.string());
+    ASSERT_EQ(fetch.status, 0) << fetch.err;
+    EXPECT_NE(fetch.out.find("delta"), std::string::npos) << fetch.out;
+    EXPECT_EQ(testing::slurp(fetched), testing::slurp(want));
+    const auto unpacked = directory_.path() / "unpacked.onnx";
+    ASSERT_EQ(run("unpack " + (www / "v2").string() + " --from " + held.string() + " -o " +
+                  unpacked.string())
+                  .status,
+              0);
+    EXPECT_EQ(testing::slurp(unpacked), testing::slurp(want));
+    const CommandResult no_delta = run("fetch " + (www / "v2").string() + " --from " +
+                                       second_path.string() + " -o " + fetched.string());
+    ASSERT_EQ(no_delta.status, 0) << no_delta.err;
+    EXPECT_NE(no_delta.err.find("no delta"), std::string::npos) << no_delta.err;
+    EXPECT_EQ(testing::slurp(fetched), testing::slurp(want));
+}
+
 // The landed fetcher allocated a rung's claimed size up front (8 GiB from a
 // 3 KB manifest); now memory follows the bytes that arrive.
 TEST_F(Cli, ClaimedHugeRungAllocatesOnlyWhatArrives) {

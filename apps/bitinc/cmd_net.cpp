@@ -368,6 +368,15 @@ int run_fetch(int argc, char** argv) {
         std::fprintf(stderr, "bitinc fetch: warning: %zu tensor(s) did not reach the top rung\n",
                      result.degraded_tensors.size());
     }
+    // Asked to start from a model held, but no delta of the package starts
+    // there: say so, the whole ladder came instead.
+    if (options.previous && options.mode == FetchMode::incremental &&
+        (result.rungs.empty() || !result.rungs.front().from_previous)) {
+        std::fprintf(stderr,
+                     "bitinc fetch: note: the package has no delta from %s (at the rung asked "
+                     "for); fetched the ladder instead\n",
+                     printable_text(*command_line.value("from")).c_str());
+    }
     return 0;
 }
 
