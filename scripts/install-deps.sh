@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages bitinc needs. Idempotent: apt-get runs only when
-# something is missing. `--training` adds the PyTorch stack used by `make models`.
+# something is missing. `--training` adds the PyTorch stack used by `make models` (and the zstd tool the
+# version-delta bench scripts compare against).
 set -euo pipefail
 
 packages=(
@@ -28,7 +29,8 @@ packages=(
     dataset-fashion-mnist
 )
 if [[ "${1:-}" == "--training" ]]; then
-    packages+=(python3-torch python3-torchvision python3-onnx python3-numpy)
+    # zstd: the command-line tool bench/version_delta_*.py compare against.
+    packages+=(python3-torch python3-torchvision python3-onnx python3-numpy zstd)
 fi
 
 missing=()
