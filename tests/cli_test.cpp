@@ -738,6 +738,20 @@ TEST_F(Cli, PackAndFetchFromAnEarlierVersion) {
                   .status,
               0);
     EXPECT_EQ(testing::slurp(unpacked), testing::slurp(want));
+    // run: the earlier version serves at once (an engine of 0 bits), then
+    // the new one; it used to read the topology before it had arrived.
+    for (int attempt = 0; attempt < 3; ++attempt) {
+        const CommandResult streamed = run("run " + (www / "v2").string() + " --from " +
+                                           held.string() + " --fps 50 --tail 0.2 --json");
+        ASSERT_EQ(streamed.status, 0) << streamed.err;
+        const auto report = nlohmann::json::parse(streamed.out);
+        EXPECT_EQ(report["reached_bits"], 8);
+        std::vector<int> swapped_bits;
+        for (const auto& event : report["events"])
+            if (event["event"] == "swapped") swapped_bits.push_back(event["bits"]);
+        ASSERT_FALSE(swapped_bits.empty());
+        EXPECT_EQ(swapped_bits.back(), 8);
+    }
     const CommandResult no_delta = run("fetch " + (www / "v2").string() + " --from " +
                                        second_path.string() + " -o " + fetched.string());
     ASSERT_EQ(no_delta.status, 0) << no_delta.err;

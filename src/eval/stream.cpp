@@ -123,7 +123,17 @@ StreamReport run_stream(const std::string& url, ProgressiveOptions options,
             throw Error(model.failure_code(), *failure);
         throw Error(ErrorCode::network, url + ": no engine became ready in time");
     }
-    const std::unique_ptr<InputSet> inputs = open_inputs(*model.topology(), url);
+    // An earlier version held (FetchOptions::previous) can serve before the
+    // new topology is in: the inputs follow the new graph, so wait for it.
+    std::optional<Model> topology = model.topology();
+    while (!topology && now() < stream_options.max_seconds) {
+        if (const std::optional<std::string> failure = model.failure())
+            throw Error(model.failure_code(), *failure);
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        topology = model.topology();
+    }
+    if (!topology) throw Error(ErrorCode::network, url + ": the topology did not arrive in time");
+    const std::unique_ptr<InputSet> inputs = open_inputs(*topology, url);
     if (inputs->count() == 0) throw Error(ErrorCode::invalid_argument, "run: no inputs to stream");
     report.labelled = inputs->has_labels();
 
