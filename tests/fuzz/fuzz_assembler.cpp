@@ -14,7 +14,6 @@
 #include "bitinc/codec.hpp"
 #include "bitinc/error.hpp"
 #include "bitinc/package.hpp"
-#include "core/crc32c.hpp"
 #include "packed_fixture.hpp"
 
 namespace {
@@ -49,13 +48,6 @@ struct Step {
     std::vector<std::uint8_t> bytes;
 };
 
-void put_crc(std::vector<std::uint8_t>& unit) {
-    if (unit.size() < 4) return;
-    const std::uint32_t crc = bitinc::core::crc32c({unit.data(), unit.size() - 4});
-    for (int i = 0; i < 4; ++i)
-        unit[unit.size() - 4 + std::size_t(i)] = std::uint8_t(crc >> (8 * i));
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -79,7 +71,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             step.bytes[step.offset % step.bytes.size()] ^= step.value;
         }
         if (step.action == 2) {
-            put_crc(step.bytes);
+            bitinc::fuzzing::put_crc(step.bytes);
             // The manifest entry must agree, as a forged manifest would.
             bitinc::UnitEntry& forged = manifest.rungs[step.rung].units[step.unit];
             forged.crc32c = bitinc::unit_crc32c(step.bytes);

@@ -18,7 +18,6 @@
 #include "bitinc/codec.hpp"
 #include "bitinc/error.hpp"
 #include "bitinc/package.hpp"
-#include "core/crc32c.hpp"
 #include "packed_fixture.hpp"
 
 namespace {
@@ -75,13 +74,6 @@ const DeltaFixture& fixture() {
     return instance;
 }
 
-void put_crc(std::vector<std::uint8_t>& unit) {
-    if (unit.size() < 4) return;
-    const std::uint32_t crc = bitinc::core::crc32c({unit.data(), unit.size() - 4});
-    for (int i = 0; i < 4; ++i)
-        unit[unit.size() - 4 + std::size_t(i)] = std::uint8_t(crc >> (8 * i));
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -114,7 +106,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             step.bytes[offset % step.bytes.size()] ^= std::uint8_t(data[at + 6] | 1);
         }
         if (action == 2) {
-            put_crc(step.bytes);
+            bitinc::fuzzing::put_crc(step.bytes);
             bitinc::UnitEntry& forged = delta.units[step.unit];
             forged.crc32c = bitinc::unit_crc32c(step.bytes);
             forged.sha256 = bitinc::unit_sha256(step.bytes);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "bitinc/package.hpp"
+#include "core/crc32c.hpp"
 
 #ifndef BITINC_SOURCE_DIR
 #error "BITINC_SOURCE_DIR must name the source tree (for models/small-cnn.onnx)"
@@ -26,6 +27,15 @@ struct PackedFixture {
     std::string topology;
     std::vector<std::string> rung_files;  // in the manifest's order of rungs
 };
+
+// Recomputes the CRC32C a unit ends with, as a forger would after
+// changing it.
+inline void put_crc(std::vector<std::uint8_t>& unit) {
+    if (unit.size() < 4) return;
+    const std::uint32_t crc = core::crc32c({unit.data(), unit.size() - 4});
+    for (int i = 0; i < 4; ++i)
+        unit[unit.size() - 4 + std::size_t(i)] = std::uint8_t(crc >> (8 * i));
+}
 
 inline std::string read_whole(const std::filesystem::path& path) {
     std::ifstream in(path, std::ios::binary);
