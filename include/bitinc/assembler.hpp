@@ -100,9 +100,11 @@ class ModelAssembler {
         std::vector<float> held;
     };
     // The checks every unit passes before it is parsed (length, SHA-256,
-    // CRC32C, header against the manifest's entry).
+    // CRC32C, header against the manifest's entry); `where` names the unit
+    // in errors.
     UnitHeader checked_header(const UnitEntry& entry, std::span<const std::uint8_t> unit,
-                              std::size_t unit_index, std::string_view source) const;
+                              std::size_t unit_index, std::string_view source,
+                              const std::string& where) const;
     // Decode a unit into its chunk and mark the chunk's new bits.
     void store_exact(const UnitEntry& entry, const UnitHeader& header,
                      std::span<const std::uint8_t> unit);

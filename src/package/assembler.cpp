@@ -97,10 +97,9 @@ int ModelAssembler::chunk_bits(std::size_t rung_index, std::size_t unit_index) c
 
 UnitHeader ModelAssembler::checked_header(const UnitEntry& entry,
                                           std::span<const std::uint8_t> unit,
-                                          std::size_t unit_index, std::string_view source) const {
+                                          std::size_t unit_index, std::string_view source,
+                                          const std::string& where) const {
     const TensorEntry& tensor = manifest_.tensors[entry.tensor];
-    const std::string where = std::string(source) + ": unit " + std::to_string(unit_index) +
-                              " (tensor '" + tensor.name + "')";
     if (unit.size() != entry.length) {
         throw Error(ErrorCode::corrupt_data, where + " has " + std::to_string(unit.size()) +
                                                  " bytes, the manifest says " +
@@ -132,7 +131,7 @@ void ModelAssembler::apply_unit(std::size_t rung_index, std::size_t unit_index,
     const TensorEntry& tensor = manifest_.tensors[entry.tensor];
     const std::string where = std::string(source) + ": unit " + std::to_string(unit_index) +
                               " (tensor '" + tensor.name + "')";
-    const UnitHeader header = checked_header(entry, unit, unit_index, source);
+    const UnitHeader header = checked_header(entry, unit, unit_index, source, where);
     TensorState& state = tensors_[entry.tensor];
     int parent_bits = 0;
     {
@@ -282,7 +281,7 @@ void ModelAssembler::apply_delta_unit(std::size_t delta_index, std::size_t unit_
     const TensorEntry& tensor = manifest_.tensors[entry.tensor];
     const std::string where = std::string(source) + ": delta unit " + std::to_string(unit_index) +
                               " (tensor '" + tensor.name + "')";
-    const UnitHeader header = checked_header(entry, unit, unit_index, source);
+    const UnitHeader header = checked_header(entry, unit, unit_index, source, where);
     TensorState& state = tensors_[entry.tensor];
     {
         const std::lock_guard lock(mutex_);

@@ -147,11 +147,13 @@ void write_plain_file(const fs::path& path, std::string_view bytes) {
 }
 
 // Codes `tensor` (index `tensor_index`) into every rung it travels in, its
-// units in parallel, and appends them to the rung files.
-void pack_tensor(const Tensor& tensor, std::size_t tensor_index, bool quantized,
-                 const TopGrid* previous_grid, const PackOptions& options, int threads,
-                 Manifest& manifest, std::deque<RungFileWriter>& files,
-                 std::vector<double>& encode_seconds, std::size_t& done, std::size_t total_units) {
+// units in parallel, and appends them to the rung files. Returns the grid
+// it was quantized on (empty for an exact tensor).
+TopGrid pack_tensor(const Tensor& tensor, std::size_t tensor_index, bool quantized,
+                    const TopGrid* previous_grid, const PackOptions& options, int threads,
+                    Manifest& manifest, std::deque<RungFileWriter>& files,
+                    std::vector<double>& encode_seconds, std::size_t& done,
+                    std::size_t total_units) {
     // The tensor's own ladder: the manifest's, or its mixed-precision bits.
     const LadderPlan plan = manifest.tensor_ladder(tensor_index);
     const std::vector<UnitTarget> chunks =
@@ -238,6 +240,7 @@ void pack_tensor(const Tensor& tensor, std::size_t tensor_index, bool quantized,
             std::vector<std::uint8_t>().swap(job.bytes);  // freed as soon as written
         }
     }
+    return grid;
 }
 
 // LadderPlan::quantizes on a weight's shape, before its values are loaded.
@@ -540,6 +543,7 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
     const int threads = core::resolve_threads(options.threads);
     std::vector<double> encode_seconds(manifest.rungs.size(), 0.0);
     std::vector<std::string> delta_notes;
+    std::vector<TopGrid> grids(model.weights.size());  // what each tensor was quantized on
     try {
         write_plain_file(building / manifest.topology.file, model.topology);
         std::deque<RungFileWriter> files;
@@ -563,8 +567,8 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
                 const auto found = previous->grids.find(tensor.name);
                 if (found != previous->grids.end()) previous_grid = &found->second;
             }
-            pack_tensor(tensor, t, manifest.tensors[t].quantized, previous_grid, options, threads,
-                        manifest, files, encode_seconds, done, total_units);
+            grids[t] = pack_tensor(tensor, t, manifest.tensors[t].quantized, previous_grid, options,
+                                   threads, manifest, files, encode_seconds, done, total_units);
         }
         for (std::size_t r = 0; r < manifest.rungs.size(); ++r) {
             std::tie(manifest.rungs[r].data.bytes, manifest.rungs[r].data.sha256) =
@@ -579,7 +583,7 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
                                                  std::to_string(allocation->base_bytes));
         }
         if (previous) {
-            delta_notes = pack_version_deltas(building, manifest, reader, *previous,
+            delta_notes = pack_version_deltas(building, manifest, reader, grids, *previous,
                                               options.coder_choice, threads);
         }
         // Reorders refinement units in the finished rung files (issue 12).

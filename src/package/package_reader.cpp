@@ -65,23 +65,32 @@ class RungFile {
     std::map<std::size_t, std::vector<std::size_t>> units_by_tensor_;
 };
 
-// Applies the units of `tensor` in `file` (of rung `rung_index`), in
+// Applies units `units` of `file` with apply(unit index, bytes, where), in
 // parallel; each unit is read as a worker takes it. Returns the errors, one
 // line each, in unit order.
-std::vector<std::string> apply_tensor_units(ModelAssembler& assembler, std::size_t rung_index,
-                                            const RungFile& file, std::size_t tensor) {
-    const std::vector<std::size_t>& units = file.units_of(tensor);
+template <typename Apply>
+std::vector<std::string> apply_units(const RungFile& file, const std::vector<std::size_t>& units,
+                                     Apply apply) {
     std::vector<std::string> errors(units.size());
     core::run_parallel(units.size(), core::resolve_threads(0), [&](std::size_t i) {
         try {
-            assembler.apply_unit(rung_index, units[i], file.read_unit(units[i]),
-                                 file.path().string());
+            apply(units[i], file.read_unit(units[i]), file.path().string());
         } catch (const Error& error) {
             errors[i] = error.what();
         }
     });
     std::erase(errors, std::string());
     return errors;
+}
+
+// The units of `tensor` in `file`, of rung `rung_index`.
+std::vector<std::string> apply_tensor_units(ModelAssembler& assembler, std::size_t rung_index,
+                                            const RungFile& file, std::size_t tensor) {
+    return apply_units(
+        file, file.units_of(tensor),
+        [&](std::size_t unit, std::span<const std::uint8_t> bytes, const std::string& where) {
+            assembler.apply_unit(rung_index, unit, bytes, where);
+        });
 }
 
 std::vector<const RungEntry*> rungs_to_unpack(const fs::path& directory, const Manifest& manifest,
@@ -201,19 +210,13 @@ RungEntry delta_as_rung(const DeltaEntry& delta) {
     return rung;
 }
 
-// Applies every unit of `file`, in parallel; throws the first error.
+// Every unit of `file` (`units` of them); throws the first error.
 template <typename Apply>
-void apply_all_units(const RungFile& file, std::size_t units, Apply apply) {
-    std::vector<std::string> errors(units);
-    core::run_parallel(units, core::resolve_threads(0), [&](std::size_t u) {
-        try {
-            apply(u, file.read_unit(u), file.path().string());
-        } catch (const Error& error) {
-            errors[u] = error.what();
-        }
-    });
-    for (const std::string& error : errors)
-        if (!error.empty()) throw Error(ErrorCode::corrupt_data, error);
+void apply_every_unit(const RungFile& file, std::size_t units, Apply apply) {
+    std::vector<std::size_t> all(units);
+    for (std::size_t u = 0; u < units; ++u) all[u] = u;
+    const std::vector<std::string> errors = apply_units(file, all, apply);
+    if (!errors.empty()) throw Error(ErrorCode::corrupt_data, errors.front());
 }
 
 }  // namespace
@@ -230,7 +233,8 @@ std::optional<std::size_t> find_delta(const Manifest& manifest, const Model& pre
 
 Model unpack_from_previous(const fs::path& directory, const Model& previous, int bits) {
     const Manifest manifest = read_manifest(directory);
-    const std::optional<std::size_t> found = find_delta(manifest, previous);
+    const std::string held_sha256 = model_weights_sha256(previous);  // hashed once, used twice
+    const std::optional<std::size_t> found = find_delta(manifest, held_sha256);
     if (!found) {
         throw Error(ErrorCode::invalid_argument,
                     directory.string() +
@@ -248,10 +252,10 @@ Model unpack_from_previous(const fs::path& directory, const Model& previous, int
     const std::vector<const RungEntry*> rungs = rungs_to_unpack(directory, manifest, bits, false);
     ModelAssembler assembler(manifest, read_package_file(directory, manifest.topology),
                              (directory / manifest.topology.file).string());
-    assembler.hold_previous(previous, *found, directory.string());
+    assembler.hold_previous(previous, *found, directory.string(), held_sha256);
     const RungEntry delta_rung = delta_as_rung(delta);
     const RungFile delta_file(directory, delta_rung);
-    apply_all_units(
+    apply_every_unit(
         delta_file, delta.units.size(),
         [&](std::size_t u, std::span<const std::uint8_t> bytes, const std::string& where) {
             assembler.apply_delta_unit(*found, u, bytes, where);
@@ -260,7 +264,7 @@ Model unpack_from_previous(const fs::path& directory, const Model& previous, int
         if (rung->bits <= delta.bits) continue;  // the delta's rung and below: had already
         const RungFile file(directory, *rung);
         const std::size_t index = manifest.rung_index(*rung);
-        apply_all_units(
+        apply_every_unit(
             file, rung->units.size(),
             [&](std::size_t u, std::span<const std::uint8_t> bytes, const std::string& where) {
                 assembler.apply_unit(index, u, bytes, where);

@@ -102,6 +102,7 @@ TopGrid grid_following(const Tensor& tensor, const LadderPlan& plan, const TopGr
 
 std::vector<std::string> pack_version_deltas(const fs::path& directory, Manifest& manifest,
                                              const OnnxWeightReader& reader,
+                                             const std::vector<TopGrid>& grids,
                                              const PreviousVersion& previous,
                                              CoderChoice coder_choice, int threads) {
     std::vector<std::string> notes;
@@ -142,10 +143,7 @@ std::vector<std::string> pack_version_deltas(const fs::path& directory, Manifest
                     units[c] = encode_exact_unit(chunks[c], tensor.values);
             } else {
                 const LadderPlan plan = manifest.tensor_ladder(t);
-                const auto grid_found = previous.grids.find(tensor.name);
-                const TopGrid grid = grid_following(
-                    tensor, plan,
-                    grid_found == previous.grids.end() ? nullptr : &grid_found->second);
+                const TopGrid& grid = grids.at(t);  // what its rungs were quantized on
                 const int tensor_bits = manifest.tensor_bits(t, position);
                 const std::vector<float> steps = rung_steps(grid, plan, tensor_bits);
                 const std::int64_t largest = largest_index(tensor_bits, plan.base_bits());

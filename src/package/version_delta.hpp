@@ -40,10 +40,11 @@ TopGrid grid_following(const Tensor& tensor, const LadderPlan& plan, const TopGr
 // to max_difference_bits) into `directory` and adds it to manifest.deltas,
 // unless it, with the topology, is no smaller than the ladder up to that
 // rung (a model retrained from scratch): returns a note for each such.
-// `manifest` describes the package being built from `reader`'s model; its
-// grids must be those of grid_following.
+// `manifest` describes the package being built from `reader`'s model,
+// `grids` (by tensor) the top grids its rungs were quantized on.
 std::vector<std::string> pack_version_deltas(const std::filesystem::path& directory,
                                              Manifest& manifest, const OnnxWeightReader& reader,
+                                             const std::vector<TopGrid>& grids,
                                              const PreviousVersion& previous,
                                              CoderChoice coder_choice, int threads);
 
