@@ -207,6 +207,15 @@ TEST(MixedPrecision, BudgetTexts) {
     EXPECT_EQ(parse_pack_budget("512B").bytes, 512u);
     EXPECT_DOUBLE_EQ(parse_pack_budget("0.2x").ratio, 0.2);
     EXPECT_EQ(parse_pack_budget("0.2x").bytes, 0u);
+    EXPECT_TRUE(parse_pack_budget("0.2x").refinements.empty());
+    const PackBudget rungs = parse_pack_budget("0.19x,2MB,0.5x");
+    EXPECT_DOUBLE_EQ(rungs.ratio, 0.19);
+    ASSERT_EQ(rungs.refinements.size(), 2u);
+    EXPECT_EQ(rungs.refinements[0].bytes, 2000000u);
+    EXPECT_DOUBLE_EQ(rungs.refinements[1].ratio, 0.5);
+    for (const char* bad : {"0.2x,", ",0.2x", "0.2x,,0.3x", "0.2x, 0.3x", "0.2x,0"}) {
+        EXPECT_THROW(parse_pack_budget(bad), Error) << "'" << bad << "'";
+    }
     for (const char* bad : {"", "x", "0x", "0", "-5", "+5", "1e6", "inf", "nanx", "1.2.3", "12 kB",
                             "12parsecs", "0.2X", "0.0001B", ".5x"}) {
         EXPECT_THROW(parse_pack_budget(bad), Error) << "'" << bad << "'";
@@ -320,6 +329,77 @@ TEST(MixedPrecision, BudgetIsRespectedOnACalibratedPackage) {
 
     options.budget->bytes = 5000;  // below 2 bits everywhere
     EXPECT_THROW(pack_model(model, options, directory.path() / "c"), Error);
+    EXPECT_FALSE(fs::exists(directory.path() / "c"));
+}
+
+// A budget on the middle rung (needs Fashion-MNIST): each tensor gets bits
+// of its own there within the allowance, the rung above lifts every tensor
+// to at least the ladder's bits, the top stays exact, and allowances that
+// do not grow rung by rung, or more of them than rungs below the top, are
+// refused before anything is written.
+TEST(MixedPrecision, BudgetedMiddleRungGivesEachTensorItsOwnBits) {
+    if (!testing::fashion_mnist_available())
+        GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+    TemporaryDirectory directory;
+    const fs::path model = testing::source_dir() / "models" / "small-cnn.onnx";
+    PackOptions options;
+    options.ladder = LadderPlan::parse("4,6,8,16");
+    options.ladder.per_channel = true;
+    options.direct_bits = {16};
+    options.threads = 1;
+    PackBudget budget = parse_pack_budget("0.18x,0.26x");
+    budget.calibration.images = 64;
+    budget.calibration.engine_threads = 1;
+    options.budget = budget;
+    const PackResult result = pack_model(model, options, directory.path() / "a");
+    ASSERT_TRUE(result.allocation.has_value());
+    const BitAllocation& allocation = *result.allocation;
+    const Manifest& manifest = result.manifest;
+    ASSERT_EQ(allocation.refinements.size(), 1u);
+    const BitAllocation::Refinement& middle = allocation.refinements[0];
+    EXPECT_EQ(middle.budget_bytes, std::uint64_t(0.26 * double(allocation.reference_bytes)));
+    EXPECT_EQ(manifest.rungs[0].data.bytes + manifest.rungs[1].data.bytes, middle.bytes);
+    EXPECT_LE(middle.bytes, middle.budget_bytes);
+    EXPECT_LE(manifest.rungs[0].data.bytes, allocation.budget_bytes);
+    bool any_quantized = false;
+    for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
+        if (!manifest.tensors[t].quantized) {
+            EXPECT_TRUE(allocation.rung_bits[t].empty());
+            continue;
+        }
+        any_quantized = true;
+        const std::vector<int>& bits = allocation.rung_bits[t];
+        ASSERT_EQ(bits.size(), 4u);
+        EXPECT_EQ(manifest.tensors[t].bits, bits) << manifest.tensors[t].name;
+        EXPECT_EQ(bits[0], allocation.base_bits[t]);
+        EXPECT_LE(bits[0], bits[1]);
+        EXPECT_EQ(bits[2], std::max(bits[1], 8));
+        EXPECT_EQ(bits[3], 16);
+    }
+    EXPECT_TRUE(any_quantized);
+    // The exact path is unchanged: through the ladder equals direct.
+    EXPECT_EQ(serialize_onnx(unpack_package(directory.path() / "a", 16, false)),
+              serialize_onnx(unpack_package(directory.path() / "a", 16, true)));
+    const VerifyReport report = verify_package(directory.path() / "a");
+    EXPECT_TRUE(report.problems.empty()) << report.problems.front();
+
+    // A tighter middle allowance buys no more bytes.
+    options.budget->refinements[0].ratio = 0.22;
+    const PackResult tighter = pack_model(model, options, directory.path() / "b");
+    EXPECT_LE(tighter.manifest.rungs[0].data.bytes + tighter.manifest.rungs[1].data.bytes,
+              std::uint64_t(0.22 * double(allocation.reference_bytes)));
+
+    options.budget->refinements[0].ratio = 0.17;  // below the base's own allowance
+    EXPECT_THROW(pack_model(model, options, directory.path() / "c"), Error);
+    options.budget->refinements.push_back({0, 0.3});
+    options.budget->refinements.push_back({0, 0.4});  // 4,6,8,16 has 3 rungs below its top
+    try {
+        pack_model(model, options, directory.path() / "c");
+        ADD_FAILURE() << "four allowances for three rungs were accepted";
+    } catch (const Error& error) {
+        EXPECT_NE(std::string(error.what()).find("below its top"), std::string::npos)
+            << error.what();
+    }
     EXPECT_FALSE(fs::exists(directory.path() / "c"));
 }
 

@@ -63,11 +63,13 @@ std::string results_table(const EvaluationResult& result) {
                    result.dataset_name.c_str(), result.model_name.c_str(), result.direct.bits,
                    result.direct.performance.value, seed_latency(result.direct), direct / 1e6);
     const RungEvaluation& low = result.ladder.front();
-    // A mixed-precision base names its range of bit depths and their mean.
-    const std::string low_precision = result.base_mean_bits > 0
-                                          ? format("mixed %d-%d (mean %.2f)", result.base_min_bits,
-                                                   result.base_max_bits, result.base_mean_bits)
-                                          : std::to_string(low.bits);
+    // A mixed-precision rung names its range of bit depths and their mean.
+    const auto precision = [](const RungEvaluation& rung) {
+        return rung.mean_bits > 0 ? format("mixed %d-%d (mean %.2f)", rung.min_bits, rung.max_bits,
+                                           rung.mean_bits)
+                                  : std::to_string(rung.bits);
+    };
+    const std::string low_precision = precision(low);
     text += format("| Low-precision model | | | %s | %.2f | %.4f | %.3f | %.3f |\n",
                    low_precision.c_str(), low.performance.value, seed_latency(low), base / 1e6,
                    base / direct);
@@ -89,9 +91,9 @@ std::string results_table(const EvaluationResult& result) {
     if (result.ladder.size() > 2) {
         for (std::size_t i = 1; i < result.ladder.size(); ++i) {
             const RungEvaluation& rung = result.ladder[i];
-            text += format("| (refinement rung %d->%d) | | | %d | %.2f | %.4f | %.3f | |\n",
-                           rung.parent_bits, rung.bits, rung.bits, rung.performance.value,
-                           seed_latency(rung), double(rung.bytes) / 1e6);
+            text += format("| (refinement rung %d->%d) | | | %s | %.2f | %.4f | %.3f | |\n",
+                           rung.parent_bits, rung.bits, precision(rung).c_str(),
+                           rung.performance.value, seed_latency(rung), double(rung.bytes) / 1e6);
         }
     }
     return text;

@@ -103,6 +103,23 @@ void print_allocation(const BitAllocation& allocation) {
         "  base bits by tensor: %s (summed loss increase %.4f on training images; "
         "'bitinc inspect DIR' lists them)\n",
         counts.c_str(), allocation.loss_increase);
+    for (std::size_t r = 0; r < allocation.refinements.size(); ++r) {
+        const BitAllocation::Refinement& refinement = allocation.refinements[r];
+        std::map<int, int> lifted_to;
+        for (const std::vector<int>& bits : allocation.rung_bits) {
+            if (!bits.empty()) ++lifted_to[bits[r + 1]];
+        }
+        std::string lifted;
+        for (const auto& [bits, count] : lifted_to)
+            lifted +=
+                (lifted.empty() ? "" : ", ") + std::to_string(count) + " at " + std::to_string(bits);
+        std::printf(
+            "  budget: base to rung %zu %s bytes of %s allowed (%.3fx); bits there: %s (summed "
+            "loss increase %.4f)\n",
+            r + 1, with_commas(refinement.bytes).c_str(),
+            with_commas(refinement.budget_bytes).c_str(), double(refinement.bytes) / reference,
+            lifted.c_str(), refinement.loss_increase);
+    }
 }
 
 }  // namespace
@@ -229,7 +246,14 @@ int run_pack(int argc, char** argv) {
                               {"reference_bytes", allocation->reference_bytes},
                               {"uniform_base_bytes", allocation->uniform_base_bytes},
                               {"loss_increase", allocation->loss_increase},
-                              {"base_bits", allocation->base_bits}};
+                              {"base_bits", allocation->base_bits},
+                              {"rung_bits", allocation->rung_bits}};
+            for (const BitAllocation::Refinement& refinement : allocation->refinements) {
+                json["budget"]["refinements"].push_back(
+                    {{"budget_bytes", refinement.budget_bytes},
+                     {"bytes", refinement.bytes},
+                     {"loss_increase", refinement.loss_increase}});
+            }
         }
         json["warnings"] = result.warnings;
         json["notes"] = result.notes;

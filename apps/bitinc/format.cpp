@@ -172,7 +172,9 @@ void add_budget_options(CommandLine& command_line) {
     command_line.add_option("budget", "SIZE",
                             "mixed precision: the base rung at most SIZE, as bytes (800000, "
                             "800kB) or a ratio of the direct top rung (0.2x); each tensor's base "
-                            "bits chosen by measured loss per byte on training images");
+                            "bits chosen by measured loss per byte on training images. More "
+                            "sizes after commas budget the next rungs, each counting the rungs "
+                            "below it (0.19x,0.3x: the sensitive tensors reach high bits first)");
     command_line.add_option("base-bits", "BITS",
                             "the base bit depths --budget may give a tensor (default "
                             "2,3,4,5,6,7,8)");

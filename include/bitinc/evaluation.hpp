@@ -114,6 +114,12 @@ struct RungEvaluation {
     // every weight of the model after this rung, against the float model;
     // +infinity when it holds the float weights exactly. Needs no engine.
     double weight_snr_db = 0;
+    // A mixed-precision ladder rung: the least, most and mean (by weights)
+    // of the quantized tensors' bits after it; 0 when every tensor is at
+    // `bits`.
+    int min_bits = 0;
+    int max_bits = 0;
+    double mean_bits = 0;
 };
 
 // An update as a device receives it: from the base rung to a model higher

@@ -50,6 +50,18 @@ struct PackBudget {
     // ... or at most this fraction of the direct top rung of the uniform
     // ladder (every tensor at the ladder's base), e.g. 0.2.
     double ratio = 0;
+    // Budgeted refinement rungs, from the ladder's rung 1 up (never the
+    // top): entry i bounds the base and the refinements up to rung i + 1
+    // together, in bytes or as a ratio like `ratio`. Each tensor then gets
+    // bits of its own at that rung too, so the bytes go first to the
+    // tensors whose precision buys the most (e.g. the sensitive ones to 8
+    // bits while the rest stay at 4); the rungs above a budgeted one lift
+    // every tensor to at least the ladder's bits.
+    struct Allowance {
+        std::uint64_t bytes = 0;
+        double ratio = 0;
+    };
+    std::vector<Allowance> refinements;
     // The base bit depths a tensor may get, each below the ladder's top.
     std::vector<int> candidate_bits{2, 3, 4, 5, 6, 7, 8};
     // The training images the sensitivity is measured on (data_dir, images,
@@ -61,7 +73,9 @@ struct PackBudget {
 
 // "800000", "800kB", "1.5MB", "2MiB" (bytes; k, M, G are powers of 1000,
 // Ki, Mi, Gi of 1024) or "0.2x" (a ratio of the direct top rung) as a
-// budget. Throws Error, one line, on anything else or on zero.
+// budget; more allowances after commas ("0.19x,0.3x") budget the
+// refinement rungs from rung 1 up (PackBudget::refinements). Throws Error,
+// one line, on anything else or on zero.
 PackBudget parse_pack_budget(std::string_view text);
 
 // What a budget chose: each quantized tensor's base bits and what it costs.
@@ -72,6 +86,18 @@ struct BitAllocation {
     std::uint64_t uniform_base_bytes = 0;  // the uniform ladder's base rung, for comparison
     double loss_increase = 0;              // summed measured cross-entropy increases
     std::vector<int> base_bits;            // by tensor index; 0: travels exactly
+    // Each tensor's bits after every rung of the ladder, by tensor index
+    // (empty: travels exactly): the manifest's tensors[].bits.
+    std::vector<std::vector<int>> rung_bits;
+    // For each budgeted refinement rung (PackBudget::refinements): its
+    // allowance, what base and refinements up to it cost, and the summed
+    // loss increase of the bits chosen there.
+    struct Refinement {
+        std::uint64_t budget_bytes = 0;
+        std::uint64_t bytes = 0;
+        double loss_increase = 0;
+    };
+    std::vector<Refinement> refinements;
 };
 
 struct PackOptions {

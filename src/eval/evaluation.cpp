@@ -531,19 +531,21 @@ EvaluationResult run_evaluation(const fs::path& model_path, Scenario& scenario,
     const PackResult packed = pack_model(model_path, pack, package);
     result.pack_seconds = packed.seconds;
     const Manifest& manifest = packed.manifest;
-    if (manifest.mixed()) {
+    // A mixed-precision rung names its range of bit depths and their mean.
+    const auto mixed_bits = [&](RungEvaluation& measured, std::size_t rung) {
+        if (!manifest.mixed()) return;
         double elements = 0, bit_elements = 0;
-        result.base_min_bits = max_ladder_bits;
+        measured.min_bits = max_ladder_bits;
         for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
             if (!manifest.tensors[t].quantized) continue;
-            const int bits = manifest.tensor_bits(t, 0);
-            result.base_min_bits = std::min(result.base_min_bits, bits);
-            result.base_max_bits = std::max(result.base_max_bits, bits);
+            const int bits = manifest.tensor_bits(t, rung);
+            measured.min_bits = std::min(measured.min_bits, bits);
+            measured.max_bits = std::max(measured.max_bits, bits);
             elements += double(manifest.tensors[t].element_count());
             bit_elements += double(bits) * double(manifest.tensors[t].element_count());
         }
-        result.base_mean_bits = elements > 0 ? bit_elements / elements : 0;
-    }
+        measured.mean_bits = elements > 0 ? bit_elements / elements : 0;
+    };
 
     // Each rung as a device rebuilds it: decode, reconstruct, measure.
     const std::string topology = read_package_file(package, manifest.topology);
@@ -584,6 +586,12 @@ EvaluationResult run_evaluation(const fs::path& model_path, Scenario& scenario,
                                 std::string(same_bytes ? "metric" : "weights") + " differ)");
             }
         } else {
+            mixed_bits(measured, r);
+            if (r == 0) {
+                result.base_min_bits = measured.min_bits;
+                result.base_max_bits = measured.max_bits;
+                result.base_mean_bits = measured.mean_bits;
+            }
             result.ladder.push_back(measured);
             if (rung.bits == options.ladder.top_bits()) ladder_top = serialize_onnx(applied.model);
         }
@@ -831,7 +839,7 @@ void write_evaluation_results(const EvaluationResult& result, const fs::path& di
         return json;
     };
     const auto rung_json = [&](const RungEvaluation& rung) {
-        return with_snr(
+        Json json = with_snr(
             Json{{"kind", rung_kind_name(rung.kind)},
                  {"bits", rung.bits},
                  {"parent_bits", rung.parent_bits},
@@ -844,6 +852,11 @@ void write_evaluation_results(const EvaluationResult& result, const fs::path& di
                  {"weight_snr_db",
                   std::isinf(rung.weight_snr_db) ? Json(nullptr) : Json(rung.weight_snr_db)}},
             rung.performance);
+        if (rung.mean_bits > 0) {
+            json["mixed_bits"] = {
+                {"min", rung.min_bits}, {"max", rung.max_bits}, {"mean", rung.mean_bits}};
+        }
+        return json;
     };
     Json json;
     json["model"] = result.model_name;

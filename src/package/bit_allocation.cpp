@@ -56,15 +56,36 @@ std::vector<int> checked_candidates(const PackBudget& budget, const LadderPlan& 
 
 void check_budget(const PackBudget& budget, const LadderPlan& plan) {
     checked_candidates(budget, plan);
-    if (!(budget.bytes > 0 || (budget.ratio > 0 && std::isfinite(budget.ratio)))) {
+    const auto valid = [](std::uint64_t bytes, double ratio) {
+        return bytes > 0 || (ratio > 0 && std::isfinite(ratio));
+    };
+    if (!valid(budget.bytes, budget.ratio)) {
         throw Error(ErrorCode::invalid_argument,
                     "pack: the budget is neither a byte count nor a positive ratio");
     }
+    // The top rung is every tensor at the top bits: no choice to budget.
+    const std::size_t below_top = plan.bits.size() - 2;
+    if (budget.refinements.size() > below_top) {
+        throw Error(ErrorCode::invalid_argument,
+                    "pack: the budget names " + std::to_string(budget.refinements.size() + 1) +
+                        " rungs, but the ladder has " + std::to_string(below_top + 1) +
+                        " below its top (one allowance each, base first)");
+    }
+    for (const PackBudget::Allowance& allowance : budget.refinements) {
+        if (!valid(allowance.bytes, allowance.ratio)) {
+            throw Error(ErrorCode::invalid_argument,
+                        "pack: a refinement rung's budget is neither a byte count nor a positive "
+                        "ratio");
+        }
+    }
 }
 
-PackBudget parse_pack_budget(std::string_view text) {
+namespace {
+
+// One allowance: bytes with an optional unit, or a ratio ending in 'x'.
+PackBudget::Allowance parse_allowance(std::string_view text) {
     const std::string quoted = "budget '" + std::string(text) + "'";
-    const auto fail = [&]() -> PackBudget {
+    const auto fail = [&]() -> PackBudget::Allowance {
         throw Error(ErrorCode::invalid_argument,
                     quoted +
                         ": expected bytes (800000, 800kB, 1.5MB) or a ratio of the direct top rung "
@@ -85,12 +106,12 @@ PackBudget parse_pack_budget(std::string_view text) {
         std::from_chars(text.data(), text.data() + end, number, std::chars_format::fixed);
     if (error != std::errc() || stop != text.data() + end || !std::isfinite(number)) return fail();
     const std::string_view unit = text.substr(end);
-    PackBudget budget;
+    PackBudget::Allowance allowance;
     if (unit == "x") {
         if (!(number > 0) || number > 1000)
             throw Error(ErrorCode::invalid_argument, quoted + ": the ratio must be above 0");
-        budget.ratio = number;
-        return budget;
+        allowance.ratio = number;
+        return allowance;
     }
     static constexpr std::pair<std::string_view, double> units[] = {
         {"", 1},     {"B", 1},        {"kB", 1e3},        {"KB", 1e3},          {"MB", 1e6},
@@ -101,36 +122,112 @@ PackBudget parse_pack_budget(std::string_view text) {
     const double bytes = std::floor(number * found->second);
     if (!(bytes >= 1) || bytes > 9e15)
         throw Error(ErrorCode::invalid_argument, quoted + ": the budget must be at least 1 byte");
-    budget.bytes = std::uint64_t(bytes);
-    return budget;
+    allowance.bytes = std::uint64_t(bytes);
+    return allowance;
 }
 
-BitAllocation choose_base_bits(const std::filesystem::path& model_path, const LadderPlan& plan,
-                               std::uint64_t chunk_elements, const PackBudget& budget,
-                               const ImageSet& images, int threads, CoderChoice coder) {
+}  // namespace
+
+PackBudget parse_pack_budget(std::string_view text) {
+    PackBudget budget;
+    bool first = true;
+    while (true) {
+        const std::size_t comma = text.find(',');
+        const PackBudget::Allowance allowance = parse_allowance(text.substr(0, comma));
+        if (first) {
+            budget.bytes = allowance.bytes;
+            budget.ratio = allowance.ratio;
+            first = false;
+        } else {
+            budget.refinements.push_back(allowance);
+        }
+        if (comma == std::string_view::npos) return budget;
+        text.remove_prefix(comma + 1);
+    }
+}
+
+namespace {
+
+// What each quantized tensor may cost: its units' bytes and the loss it
+// adds alone at each candidate base bit depth.
+struct MeasuredChoices {
+    std::vector<std::size_t> quantized;            // tensor indices
+    std::vector<std::vector<BitChoice>> choices;   // by quantized tensor, by candidate
+    std::uint64_t fixed = 0;                       // topology and exact units
+    std::uint64_t uniform_levels = 0, top_levels = 0;
+};
+
+std::uint64_t allowance_bytes(std::uint64_t bytes, double ratio, std::uint64_t reference) {
+    return bytes > 0 ? bytes : std::uint64_t(ratio * double(reference));
+}
+
+// A tensor's bits after every rung when the budgeted rungs up to `rung`
+// are `chosen` (base first): the rungs above are max(the last chosen, the
+// ladder's rung).
+std::vector<int> bits_with_chosen(const LadderPlan& plan, const std::vector<int>& chosen) {
+    std::vector<int> bits = chosen;
+    for (std::size_t i = chosen.size(); i < plan.bits.size(); ++i)
+        bits.push_back(std::max(bits.back(), plan.bits[i]));
+    return bits;
+}
+
+LadderPlan own_ladder(const LadderPlan& plan, const std::vector<int>& bits) {
+    LadderPlan own = plan;
+    own.bits = bits;
+    own.bits.erase(std::unique(own.bits.begin(), own.bits.end()), own.bits.end());
+    return own;
+}
+
+// What a tensor's units cost on its own ladder: the base rung's, then each
+// rung's refinement (0 where its bits do not rise), as pack codes them.
+std::vector<std::uint64_t> unit_bytes_by_rung(const Tensor& tensor,
+                                              const std::vector<UnitTarget>& chunks,
+                                              const LadderPlan& plan, const std::vector<int>& bits,
+                                              std::size_t rungs, CoderChoice coder) {
+    const LadderPlan own = own_ladder(plan, bits);
+    const std::vector<QuantizedTensor> quantized = quantize_ladder(tensor, own);
+    const auto rung_of = [&](int b) -> const QuantizedTensor& {
+        return quantized[std::size_t(std::find(own.bits.begin(), own.bits.end(), b) -
+                                     own.bits.begin())];
+    };
+    std::vector<std::uint64_t> bytes(rungs, 0);
+    bytes[0] = level_bytes(chunks, quantized.front(), coder);
+    for (std::size_t i = 1; i < rungs; ++i) {
+        if (bits[i] == bits[i - 1]) continue;
+        for (const UnitTarget& chunk : chunks) {
+            bytes[i] +=
+                encode_refinement_unit(chunk, rung_of(bits[i - 1]), rung_of(bits[i]), coder).size();
+        }
+    }
+    return bytes;
+}
+
+}  // namespace
+
+BitAllocation choose_tensor_bits(const std::filesystem::path& model_path, const LadderPlan& plan,
+                                 std::uint64_t chunk_elements, const PackBudget& budget,
+                                 const ImageSet& images, int threads, CoderChoice coder) {
     check_budget(budget, plan);
     const std::vector<int> candidates = checked_candidates(budget, plan);
     const Model model = read_onnx_file(model_path);
     chunk_elements = std::clamp<std::uint64_t>(chunk_elements, 1, max_unit_elements);
+    const auto chunks_of = [&](std::size_t t) {
+        return plan_chunks(std::uint32_t(t), model.weights[t].element_count(), chunk_elements);
+    };
 
     // Bytes: what every tensor's base units cost at each candidate, and the
     // fixed part of the base rung (topology, exact units).
-    BitAllocation allocation;
-    allocation.base_bits.assign(model.weights.size(), 0);
-    std::uint64_t fixed = model.topology.size();
-    std::uint64_t uniform_levels = 0, top_levels = 0;
-    std::vector<std::size_t> quantized;
-    std::vector<std::vector<BitChoice>> choices;
+    MeasuredChoices measured;
+    measured.fixed = model.topology.size();
     for (std::size_t t = 0; t < model.weights.size(); ++t) {
         const Tensor& tensor = model.weights[t];
-        const std::vector<UnitTarget> chunks =
-            plan_chunks(std::uint32_t(t), tensor.element_count(), chunk_elements);
+        const std::vector<UnitTarget> chunks = chunks_of(t);
         if (!plan.quantizes(tensor)) {
             for (const UnitTarget& chunk : chunks)
-                fixed += encode_exact_unit(chunk, tensor.values).size();
+                measured.fixed += encode_exact_unit(chunk, tensor.values).size();
             continue;
         }
-        quantized.push_back(t);
+        measured.quantized.push_back(t);
         // Candidates in parallel; the last two jobs are the uniform
         // ladder's base and top, for the ratio and the comparison.
         std::vector<std::uint64_t> bytes(candidates.size() + 2, 0);
@@ -144,23 +241,41 @@ BitAllocation choose_base_bits(const std::filesystem::path& model_path, const La
                     chunks, i == candidates.size() ? rungs.front() : rungs.back(), coder);
             }
         });
-        uniform_levels += bytes[candidates.size()];
-        top_levels += bytes[candidates.size() + 1];
+        measured.uniform_levels += bytes[candidates.size()];
+        measured.top_levels += bytes[candidates.size() + 1];
         std::vector<BitChoice> tensor_choices;
         for (std::size_t i = 0; i < candidates.size(); ++i)
             tensor_choices.push_back({candidates[i], bytes[i], 0.0});
-        choices.push_back(std::move(tensor_choices));
+        measured.choices.push_back(std::move(tensor_choices));
     }
-    allocation.reference_bytes = fixed + top_levels;
-    allocation.uniform_base_bytes = fixed + uniform_levels;
+    const std::vector<std::size_t>& quantized = measured.quantized;
+    std::vector<std::vector<BitChoice>>& choices = measured.choices;
+    const std::uint64_t fixed = measured.fixed;
+
+    BitAllocation allocation;
+    allocation.reference_bytes = fixed + measured.top_levels;
+    allocation.uniform_base_bytes = fixed + measured.uniform_levels;
     allocation.budget_bytes =
-        budget.bytes > 0 ? budget.bytes
-                         : std::uint64_t(budget.ratio * double(allocation.reference_bytes));
+        allowance_bytes(budget.bytes, budget.ratio, allocation.reference_bytes);
     if (allocation.budget_bytes <= fixed) {
         throw Error(ErrorCode::invalid_argument,
                     "pack: the budget of " + std::to_string(allocation.budget_bytes) +
                         " bytes does not even hold the topology and exact tensors (" +
                         std::to_string(fixed) + " bytes)");
+    }
+    std::vector<std::uint64_t> later_budgets;
+    for (const PackBudget::Allowance& allowance : budget.refinements) {
+        later_budgets.push_back(
+            allowance_bytes(allowance.bytes, allowance.ratio, allocation.reference_bytes));
+        const std::uint64_t below =
+            later_budgets.size() == 1 ? allocation.budget_bytes : later_budgets.end()[-2];
+        if (later_budgets.back() <= below) {
+            throw Error(ErrorCode::invalid_argument,
+                        "pack: rung " + std::to_string(later_budgets.size()) + "'s budget of " +
+                            std::to_string(later_budgets.back()) +
+                            " bytes is not above the one below it (" + std::to_string(below) +
+                            "); each allowance counts the rungs below it too");
+        }
     }
 
     // Loss: each tensor alone at each candidate, on the training images,
@@ -182,9 +297,9 @@ BitAllocation choose_base_bits(const std::filesystem::path& model_path, const La
         }
         if (std::all_of(bits.begin(), bits.end(), [](int b) { return b == 0; })) continue;
         const std::vector<LadderPlan> ladders(model.weights.size(), ladder);
-        const std::vector<TensorSensitivity> measured =
+        const std::vector<TensorSensitivity> sensitivity =
             measure_sensitivity(model, ladders, bits, images, options);
-        for (const TensorSensitivity& entry : measured) {
+        for (const TensorSensitivity& entry : sensitivity) {
             const std::size_t q = std::size_t(
                 std::find(quantized.begin(), quantized.end(), entry.tensor) - quantized.begin());
             choices[q][c].loss_increase = entry.loss_increase;
@@ -192,16 +307,121 @@ BitAllocation choose_base_bits(const std::filesystem::path& model_path, const La
         }
         if (budget.progress) budget.progress(c + 1, candidates.size());
     }
+    const auto loss_at = [&](std::size_t q, int bits) {
+        const auto found = std::find(candidates.begin(), candidates.end(), bits);
+        return choices[q][std::size_t(found - candidates.begin())].loss_increase;
+    };
 
-    const std::vector<std::size_t> picked = allocate_bits(choices, allocation.budget_bytes - fixed);
-    allocation.base_bytes = fixed;
-    for (std::size_t q = 0; q < quantized.size(); ++q) {
-        const BitChoice& choice = choices[q][picked[q]];
-        allocation.base_bits[quantized[q]] = choice.bits;
-        allocation.base_bytes += choice.bytes;
-        allocation.loss_increase += choice.loss_increase;
+    // Rung by rung: the base on its candidates' bytes, then each budgeted
+    // refinement rung on what lifting each tensor from where it is costs.
+    // A tensor's indices on a rung depend on the rungs of its own ladder
+    // above it (each is divided down from the next), so once all rungs are
+    // chosen the bytes are coded again on the final ladders; an allowance
+    // they overrun is tightened by the overrun and everything chosen again.
+    std::vector<std::uint64_t> allowances{allocation.budget_bytes};
+    allowances.insert(allowances.end(), later_budgets.begin(), later_budgets.end());
+    const std::size_t budgeted = allowances.size();
+    std::vector<std::uint64_t> margins(budgeted, 0);
+    for (int attempt = 0;; ++attempt) {
+        std::vector<std::vector<int>> chosen(quantized.size());
+        std::vector<double> rung_loss(budgeted, 0.0);
+        {
+            const std::vector<std::size_t> picked = allocate_bits(choices, allowances[0] - fixed);
+            for (std::size_t q = 0; q < quantized.size(); ++q) {
+                chosen[q].push_back(choices[q][picked[q]].bits);
+                rung_loss[0] += choices[q][picked[q]].loss_increase;
+            }
+        }
+        std::uint64_t spent = 0;  // planned bytes of the rungs chosen so far
+        for (std::size_t q = 0; q < quantized.size(); ++q) {
+            const auto found = std::find(candidates.begin(), candidates.end(), chosen[q][0]);
+            spent += choices[q][std::size_t(found - candidates.begin())].bytes;
+        }
+        spent += fixed;
+        for (std::size_t rung = 1; rung < budgeted; ++rung) {
+            if (allowances[rung] <= spent) {
+                throw Error(ErrorCode::invalid_argument,
+                            "pack: rung " + std::to_string(rung) + "'s budget of " +
+                                std::to_string(allowances[rung]) +
+                                " bytes leaves nothing after the rungs below it (" +
+                                std::to_string(spent) + " bytes)");
+            }
+            std::vector<std::vector<BitChoice>> lifts(quantized.size());
+            for (std::size_t q = 0; q < quantized.size(); ++q) {
+                const int from = chosen[q].back();
+                std::vector<int> options_bits{from};
+                for (const int bits : candidates)
+                    if (bits > from) options_bits.push_back(bits);
+                const std::size_t t = quantized[q];
+                const std::vector<UnitTarget> chunks = chunks_of(t);
+                lifts[q].resize(options_bits.size());
+                core::run_parallel(options_bits.size(), threads, [&](std::size_t i) {
+                    std::vector<int> with = chosen[q];
+                    with.push_back(options_bits[i]);
+                    const std::uint64_t bytes =
+                        i == 0 ? 0
+                               : unit_bytes_by_rung(model.weights[t], chunks, plan,
+                                                    bits_with_chosen(plan, with), rung + 1,
+                                                    coder)[rung];
+                    lifts[q][i] = {options_bits[i], bytes, loss_at(q, options_bits[i])};
+                });
+            }
+            const std::vector<std::size_t> picked = allocate_bits(lifts, allowances[rung] - spent);
+            for (std::size_t q = 0; q < quantized.size(); ++q) {
+                chosen[q].push_back(lifts[q][picked[q]].bits);
+                spent += lifts[q][picked[q]].bytes;
+                rung_loss[rung] += lifts[q][picked[q]].loss_increase;
+            }
+        }
+
+        // The bytes on the final ladders, rung by rung (cumulative).
+        allocation.base_bits.assign(model.weights.size(), 0);
+        allocation.rung_bits.assign(model.weights.size(), {});
+        std::vector<std::uint64_t> cumulative(budgeted, 0);
+        cumulative[0] = fixed;
+        std::vector<std::pair<std::size_t, std::uint64_t>> final_base_bytes(quantized.size());
+        for (std::size_t q = 0; q < quantized.size(); ++q) {
+            const std::size_t t = quantized[q];
+            allocation.rung_bits[t] = bits_with_chosen(plan, chosen[q]);
+            allocation.base_bits[t] = chosen[q][0];
+            const std::vector<std::uint64_t> bytes =
+                unit_bytes_by_rung(model.weights[t], chunks_of(t), plan, allocation.rung_bits[t],
+                                   budgeted, coder);
+            for (std::size_t rung = 0; rung < budgeted; ++rung) cumulative[rung] += bytes[rung];
+            // The next attempt plans this base at what it coded to here.
+            const auto found = std::find(candidates.begin(), candidates.end(), chosen[q][0]);
+            final_base_bytes[q] = {std::size_t(found - candidates.begin()), bytes[0]};
+        }
+        for (std::size_t rung = 1; rung < budgeted; ++rung) cumulative[rung] += cumulative[rung - 1];
+        bool overrun = false;
+        for (std::size_t rung = 0; rung < budgeted; ++rung) {
+            const std::uint64_t limit = rung == 0 ? allocation.budget_bytes : later_budgets[rung - 1];
+            if (cumulative[rung] <= limit) continue;
+            overrun = true;
+            // First plan each base at what it coded to; should the choice
+            // still drift over, leave a margin that doubles until it fits.
+            if (attempt == 0) continue;
+            margins[rung] = std::max(2 * margins[rung], 2 * (cumulative[rung] - limit));
+            allowances[rung] = limit - std::min(limit, margins[rung]);
+        }
+        if (overrun && attempt < 8) {
+            for (std::size_t q = 0; q < quantized.size(); ++q)
+                choices[q][final_base_bytes[q].first].bytes = final_base_bytes[q].second;
+            continue;
+        }
+        if (overrun) {
+            throw Error(ErrorCode::internal,
+                        "pack: the bit allocation could not meet its budgets on the final ladders");
+        }
+        allocation.base_bytes = cumulative[0];
+        allocation.loss_increase = rung_loss[0];
+        allocation.refinements.clear();
+        for (std::size_t rung = 1; rung < budgeted; ++rung) {
+            allocation.refinements.push_back(
+                {later_budgets[rung - 1], cumulative[rung], rung_loss[rung]});
+        }
+        return allocation;
     }
-    return allocation;
 }
 
 }  // namespace bitinc

@@ -22,9 +22,12 @@ void check_budget(const PackBudget& budget, const LadderPlan& plan);
 // choice costs with that tensor alone quantized, and picks the base bits of
 // each tensor with allocate_bits() so that the base rung file — topology,
 // exact units and levels coded with `coder`, as pack codes them — fits the
-// budget. Throws Error if it cannot.
-BitAllocation choose_base_bits(const std::filesystem::path& model_path, const LadderPlan& plan,
-                               std::uint64_t chunk_elements, const PackBudget& budget,
-                               const ImageSet& images, int threads, CoderChoice coder);
+// budget; then, for each of budget.refinements, each tensor's bits at that
+// rung (its own or a higher candidate) so that base and refinements up to
+// it fit that allowance, on what each lift codes to. Throws Error if it
+// cannot.
+BitAllocation choose_tensor_bits(const std::filesystem::path& model_path, const LadderPlan& plan,
+                                 std::uint64_t chunk_elements, const PackBudget& budget,
+                                 const ImageSet& images, int threads, CoderChoice coder);
 
 }  // namespace bitinc

@@ -248,31 +248,39 @@ bool quantizes_shape(const LadderPlan& plan, const Tensor& shell, std::uint64_t 
     return shell.shape.size() >= 2 && elements >= plan.min_quantized_elements;
 }
 
-// Mixed precision: each quantized tensor's bits at every rung from its base
-// bits, max(base, the ladder's rung), so that each refinement lifts it from
-// where it is to the next rung. Leaves every tensor on the ladder's own bits
-// (a format-3 package) when no base differs from the ladder's.
-void assign_tensor_bits(Manifest& manifest, const std::vector<int>& base_bits) {
+// Mixed precision: each quantized tensor's bits at every rung, given whole
+// (`rung_bits`, from a budget) or from its base bits as max(base, the
+// ladder's rung), so that each refinement lifts it from where it is to the
+// next rung. Leaves every tensor on the ladder's own bits (a format-3
+// package) when none differs from the ladder's.
+void assign_tensor_bits(Manifest& manifest, const std::vector<int>& base_bits,
+                        const std::vector<std::vector<int>>& rung_bits) {
     const LadderPlan& plan = manifest.ladder;
+    std::vector<std::vector<int>> bits(manifest.tensors.size());
     bool mixed = false;
     for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
-        const int base = t < base_bits.size() ? base_bits[t] : 0;
-        if (base == 0 || !manifest.tensors[t].quantized) continue;
-        if (base < min_ladder_bits || base > plan.top_bits()) {
+        if (!manifest.tensors[t].quantized) continue;
+        const int given = t < base_bits.size() ? base_bits[t] : 0;
+        bits[t] = t < rung_bits.size() && !rung_bits[t].empty()
+                      ? rung_bits[t]
+                      : plan.rung_bits_with_base(given == 0 ? plan.base_bits() : given);
+        const std::vector<int>& own = bits[t];
+        const bool valid = own.size() == plan.bits.size() && own.back() == plan.top_bits() &&
+                           std::is_sorted(own.begin(), own.end()) && own.front() >= min_ladder_bits;
+        if (!valid) {
+            std::string listed;
+            for (const int b : own) listed += (listed.empty() ? "" : ",") + std::to_string(b);
             throw Error(ErrorCode::invalid_argument,
-                        "pack: tensor '" + manifest.tensors[t].name + "': base of " +
-                            std::to_string(base) + " bits is not from 2 to the ladder's top (" +
+                        "pack: tensor '" + manifest.tensors[t].name + "': bits " + listed +
+                            " are not one per rung, non-decreasing from at least 2 to the "
+                            "ladder's top (" +
                             std::to_string(plan.top_bits()) + ")");
         }
-        mixed |= base != plan.base_bits();
+        mixed |= own != plan.bits;
     }
     if (!mixed) return;
     for (std::size_t t = 0; t < manifest.tensors.size(); ++t) {
-        TensorEntry& tensor = manifest.tensors[t];
-        if (!tensor.quantized) continue;
-        const int given = t < base_bits.size() ? base_bits[t] : 0;
-        const int base = given == 0 ? plan.base_bits() : given;
-        tensor.bits = plan.rung_bits_with_base(base);
+        if (manifest.tensors[t].quantized) manifest.tensors[t].bits = std::move(bits[t]);
     }
     manifest.format_version = std::max(manifest.format_version, mixed_precision_format_version);
 }
@@ -447,7 +455,7 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
     std::vector<int> base_bits = options.base_bits;
     if (options.budget) {
         const ImageSet budget_images = load_calibration_images(options.budget->calibration);
-        allocation = choose_base_bits(model_path, plan, options.chunk_elements, *options.budget,
+        allocation = choose_tensor_bits(model_path, plan, options.chunk_elements, *options.budget,
                                       budget_images, core::resolve_threads(options.threads),
                                       options.coder_choice);
         base_bits = allocation->base_bits;
@@ -482,7 +490,8 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
     // two line up rung by rung.
     if (previous && base_bits.empty() && !options.budget)
         base_bits = previous_base_bits(*previous, manifest);
-    assign_tensor_bits(manifest, base_bits);
+    assign_tensor_bits(manifest, base_bits,
+                       allocation ? allocation->rung_bits : std::vector<std::vector<int>>{});
     for (std::size_t i = 0; i < plan.bits.size(); ++i) {
         RungEntry rung;
         rung.kind = i == 0 ? RungKind::base : RungKind::refinement;
@@ -581,6 +590,19 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
                                                  std::to_string(manifest.rungs.front().data.bytes) +
                                                  " bytes, its bit allocation planned " +
                                                  std::to_string(allocation->base_bytes));
+        }
+        if (allocation) {
+            std::uint64_t cumulative = manifest.rungs.front().data.bytes;
+            for (std::size_t r = 0; r < allocation->refinements.size(); ++r) {
+                cumulative += manifest.rungs[r + 1].data.bytes;
+                if (cumulative != allocation->refinements[r].bytes) {
+                    throw Error(ErrorCode::internal,
+                                "pack: internal error: base and refinements to rung " +
+                                    std::to_string(r + 1) + " have " + std::to_string(cumulative) +
+                                    " bytes, the bit allocation planned " +
+                                    std::to_string(allocation->refinements[r].bytes));
+                }
+            }
         }
         if (previous) {
             delta_notes = pack_version_deltas(building, manifest, reader, grids, *previous,
