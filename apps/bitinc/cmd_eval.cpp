@@ -65,9 +65,9 @@ std::string results_table(const EvaluationResult& result) {
     const RungEvaluation& low = result.ladder.front();
     // A mixed-precision rung names its range of bit depths and their mean.
     const auto precision = [](const RungEvaluation& rung) {
-        return rung.mean_bits > 0 ? format("mixed %d-%d (mean %.2f)", rung.min_bits, rung.max_bits,
-                                           rung.mean_bits)
-                                  : std::to_string(rung.bits);
+        return rung.mean_bits > 0
+                   ? format("mixed %d-%d (mean %.2f)", rung.min_bits, rung.max_bits, rung.mean_bits)
+                   : std::to_string(rung.bits);
     };
     const std::string low_precision = precision(low);
     text += format("| Low-precision model | | | %s | %.2f | %.4f | %.3f | %.3f |\n",

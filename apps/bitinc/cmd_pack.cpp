@@ -83,6 +83,20 @@ void print_package(const Manifest& manifest) {
     }
 }
 
+// "4 at 3, 1 at 8": how many quantized tensors are at each bit depth after
+// the ladder's rung `rung`.
+std::string tensors_by_bits(const BitAllocation& allocation, std::size_t rung) {
+    std::map<int, int> tensors_at;
+    for (const std::vector<int>& bits : allocation.rung_bits) {
+        if (!bits.empty()) ++tensors_at[bits[rung]];
+    }
+    std::string counts;
+    for (const auto& [bits, count] : tensors_at)
+        counts +=
+            (counts.empty() ? "" : ", ") + std::to_string(count) + " at " + std::to_string(bits);
+    return counts;
+}
+
 void print_allocation(const BitAllocation& allocation) {
     const double reference = double(allocation.reference_bytes);
     std::printf(
@@ -91,34 +105,18 @@ void print_allocation(const BitAllocation& allocation) {
         with_commas(allocation.base_bytes).c_str(), with_commas(allocation.budget_bytes).c_str(),
         double(allocation.base_bytes) / reference, with_commas(allocation.reference_bytes).c_str(),
         double(allocation.uniform_base_bytes) / reference);
-    std::map<int, int> tensors_at;
-    for (const int bits : allocation.base_bits) {
-        if (bits > 0) ++tensors_at[bits];
-    }
-    std::string counts;
-    for (const auto& [bits, count] : tensors_at)
-        counts +=
-            (counts.empty() ? "" : ", ") + std::to_string(count) + " at " + std::to_string(bits);
     std::printf(
         "  base bits by tensor: %s (summed loss increase %.4f on training images; "
         "'bitinc inspect DIR' lists them)\n",
-        counts.c_str(), allocation.loss_increase);
+        tensors_by_bits(allocation, 0).c_str(), allocation.loss_increase);
     for (std::size_t r = 0; r < allocation.refinements.size(); ++r) {
         const BitAllocation::Refinement& refinement = allocation.refinements[r];
-        std::map<int, int> lifted_to;
-        for (const std::vector<int>& bits : allocation.rung_bits) {
-            if (!bits.empty()) ++lifted_to[bits[r + 1]];
-        }
-        std::string lifted;
-        for (const auto& [bits, count] : lifted_to)
-            lifted +=
-                (lifted.empty() ? "" : ", ") + std::to_string(count) + " at " + std::to_string(bits);
         std::printf(
             "  budget: base to rung %zu %s bytes of %s allowed (%.3fx); bits there: %s (summed "
             "loss increase %.4f)\n",
             r + 1, with_commas(refinement.bytes).c_str(),
             with_commas(refinement.budget_bytes).c_str(), double(refinement.bytes) / reference,
-            lifted.c_str(), refinement.loss_increase);
+            tensors_by_bits(allocation, r + 1).c_str(), refinement.loss_increase);
     }
 }
 

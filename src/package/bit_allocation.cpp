@@ -151,9 +151,9 @@ namespace {
 // What each quantized tensor may cost: its units' bytes and the loss it
 // adds alone at each candidate base bit depth.
 struct MeasuredChoices {
-    std::vector<std::size_t> quantized;            // tensor indices
-    std::vector<std::vector<BitChoice>> choices;   // by quantized tensor, by candidate
-    std::uint64_t fixed = 0;                       // topology and exact units
+    std::vector<std::size_t> quantized;           // tensor indices
+    std::vector<std::vector<BitChoice>> choices;  // by quantized tensor, by candidate
+    std::uint64_t fixed = 0;                      // topology and exact units
     std::uint64_t uniform_levels = 0, top_levels = 0;
 };
 
@@ -161,8 +161,8 @@ std::uint64_t allowance_bytes(std::uint64_t bytes, double ratio, std::uint64_t r
     return bytes > 0 ? bytes : std::uint64_t(ratio * double(reference));
 }
 
-// A tensor's bits after every rung when the budgeted rungs up to `rung`
-// are `chosen` (base first): the rungs above are max(the last chosen, the
+// A tensor's bits after every rung when its bits at the first rungs are
+// `chosen` (base first): the rungs above are max(the last chosen, the
 // ladder's rung).
 std::vector<int> bits_with_chosen(const LadderPlan& plan, const std::vector<int>& chosen) {
     std::vector<int> bits = chosen;
@@ -384,18 +384,19 @@ BitAllocation choose_tensor_bits(const std::filesystem::path& model_path, const 
             const std::size_t t = quantized[q];
             allocation.rung_bits[t] = bits_with_chosen(plan, chosen[q]);
             allocation.base_bits[t] = chosen[q][0];
-            const std::vector<std::uint64_t> bytes =
-                unit_bytes_by_rung(model.weights[t], chunks_of(t), plan, allocation.rung_bits[t],
-                                   budgeted, coder);
+            const std::vector<std::uint64_t> bytes = unit_bytes_by_rung(
+                model.weights[t], chunks_of(t), plan, allocation.rung_bits[t], budgeted, coder);
             for (std::size_t rung = 0; rung < budgeted; ++rung) cumulative[rung] += bytes[rung];
             // The next attempt plans this base at what it coded to here.
             const auto found = std::find(candidates.begin(), candidates.end(), chosen[q][0]);
             final_base_bytes[q] = {std::size_t(found - candidates.begin()), bytes[0]};
         }
-        for (std::size_t rung = 1; rung < budgeted; ++rung) cumulative[rung] += cumulative[rung - 1];
+        for (std::size_t rung = 1; rung < budgeted; ++rung)
+            cumulative[rung] += cumulative[rung - 1];
         bool overrun = false;
         for (std::size_t rung = 0; rung < budgeted; ++rung) {
-            const std::uint64_t limit = rung == 0 ? allocation.budget_bytes : later_budgets[rung - 1];
+            const std::uint64_t limit =
+                rung == 0 ? allocation.budget_bytes : later_budgets[rung - 1];
             if (cumulative[rung] <= limit) continue;
             overrun = true;
             // First plan each base at what it coded to; should the choice

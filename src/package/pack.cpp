@@ -456,8 +456,8 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
     if (options.budget) {
         const ImageSet budget_images = load_calibration_images(options.budget->calibration);
         allocation = choose_tensor_bits(model_path, plan, options.chunk_elements, *options.budget,
-                                      budget_images, core::resolve_threads(options.threads),
-                                      options.coder_choice);
+                                        budget_images, core::resolve_threads(options.threads),
+                                        options.coder_choice);
         base_bits = allocation->base_bits;
     }
 
