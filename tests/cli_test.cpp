@@ -581,6 +581,13 @@ TEST_F(Cli, PackBudgetAndInspectPerTensorBits) {
     expect_one_line_error(
         run("pack " + small_cnn() + " --ladder 8 --budget 0.5x -o " + package.string()),
         "at least two rungs");
+    expect_one_line_error(
+        run("pack " + small_cnn() + " --ladder 4,16 --budget 0.2x,0.3x -o " + package.string()),
+        "below its top");
+    expect_one_line_error(
+        run("pack " + small_cnn() + " --ladder 4,8,16 --budget 0.2x,,0.3x -o " + package.string()),
+        "budget ''");
+    EXPECT_FALSE(std::filesystem::exists(package));
     EXPECT_EQ(run("pack " + small_cnn() + " --base-bits 2,4 -o " + package.string()).status, 2);
     if (!testing::fashion_mnist_available())
         GTEST_SKIP() << "dataset-fashion-mnist is not installed";
@@ -608,6 +615,33 @@ TEST_F(Cli, PackBudgetAndInspectPerTensorBits) {
     ASSERT_EQ(result.status, 0) << result.err;
     EXPECT_NE(result.out.find("mixed precision"), std::string::npos) << result.out;
     EXPECT_NE(result.out.find("bits at each rung"), std::string::npos) << result.out;
+
+    // A budget on the middle rung too: its bits by tensor in the JSON and
+    // the manifest, and base and rung 1 within the second allowance.
+    const auto middle = directory_.path() / "middle";
+    result = run("pack " + small_cnn() +
+                 " --ladder 4,6,8,16 --per-channel --budget 0.18x,0.25x --calibration-images 32 "
+                 "--threads 1 --json -o " +
+                 middle.string());
+    ASSERT_EQ(result.status, 0) << result.err;
+    const auto budgeted = nlohmann::json::parse(result.out);
+    ASSERT_EQ(budgeted["budget"]["refinements"].size(), 1u);
+    const auto& rung_one = budgeted["budget"]["refinements"][0];
+    EXPECT_LE(rung_one["bytes"].get<std::uint64_t>(),
+              rung_one["budget_bytes"].get<std::uint64_t>());
+    EXPECT_EQ(rung_one["bytes"].get<std::uint64_t>(),
+              budgeted["rungs"][0]["bytes"].get<std::uint64_t>() +
+                  budgeted["rungs"][1]["bytes"].get<std::uint64_t>());
+    result = run("inspect " + middle.string() + " --json");
+    ASSERT_EQ(result.status, 0) << result.err;
+    const auto middle_inspected = nlohmann::json::parse(result.out);
+    for (std::size_t t = 0; t < middle_inspected["tensors"].size(); ++t) {
+        const auto& tensor = middle_inspected["tensors"][t];
+        if (tensor["quantized"].get<bool>()) {
+            EXPECT_EQ(tensor["bits"], budgeted["budget"]["rung_bits"][t]) << t;
+        }
+    }
+    EXPECT_EQ(run("verify " + middle.string()).status, 0);
 }
 
 TEST_F(Cli, PackageCommandsRejectBadInput) {
