@@ -189,7 +189,7 @@ TEST_F(Decoder, GivingUpARefinementDegradesItsChunksOnly) {
               result.events.end());
     // Every refinement unit was lost, so every exact unit was skipped: the
     // model is the base rung's.
-    EXPECT_EQ(decoder.assembler()->lowest_bits(), 4);
+    EXPECT_EQ(decoder.assembler()->reached_rung_bits(), 4);
     EXPECT_EQ(serialize_onnx(decoder.snapshot()), rebuilt(4));
 }
 

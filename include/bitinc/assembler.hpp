@@ -57,8 +57,11 @@ class ModelAssembler {
     int chunk_bits(std::size_t rung_index, std::size_t unit_index) const;
     // True once every chunk of every tensor has arrived at some rung.
     bool complete() const;
-    // The lowest bit depth among the quantized chunks.
-    int lowest_bits() const;
+    // The ladder rung every quantized chunk has reached, as its bits in the
+    // manifest (with mixed precision a tensor may be below them: its own
+    // bits at that rung count); 0 before the first rung; exact_rung_bits
+    // once every quantized chunk holds its source weights.
+    int reached_rung_bits() const;
 
     // The model as it stands; throws Error if a chunk has not arrived.
     // A whole float copy: write_model_file streams instead.

@@ -142,7 +142,7 @@ struct FetchResult {
     Model model;  // empty unless FetchOptions::keep_model
     // The assembled model (indices and steps, no float copy).
     std::shared_ptr<const ModelAssembler> assembler;
-    int reached_bits = 0;  // of the lowest quantized chunk
+    int reached_bits = 0;  // the ladder rung every quantized chunk reached (its manifest bits)
     int target_bits = 0;   // the rung asked for; above reached_bits when degraded
     // Stopped, as asked, at the accuracy point: the chunks its units
     // refined are at target_bits, the others below by design (not degraded).

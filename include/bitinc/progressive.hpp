@@ -36,7 +36,7 @@ struct ProgressiveEvent {
     };
     Kind kind = Kind::rung_ready;
     double seconds = 0;  // since the model was opened
-    int bits = 0;        // lowest rung among the quantized chunks the engine has
+    int bits = 0;        // the ladder rung the engine's model has reached (its manifest bits)
     double build_seconds = 0;
     std::size_t units_applied = 0;
     std::uint64_t generation = 0;  // of the engine (1 for the first)

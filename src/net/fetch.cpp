@@ -1273,7 +1273,7 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
     }
 
     if (options.keep_model) result.model = assembler->model();
-    result.reached_bits = assembler->lowest_bits();
+    result.reached_bits = assembler->reached_rung_bits();
     result.degraded_tensors.assign(degraded.begin(), degraded.end());
     result.bytes_downloaded = source.bytes_downloaded;
     result.retries = source.retries;

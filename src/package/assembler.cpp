@@ -364,14 +364,26 @@ bool ModelAssembler::complete() const {
     return true;
 }
 
-int ModelAssembler::lowest_bits() const {
+int ModelAssembler::reached_rung_bits() const {
     const std::lock_guard lock(mutex_);
-    int lowest = exact_bits;
-    for (std::size_t t = 0; t < tensors_.size(); ++t) {
-        if (!manifest_.tensors[t].quantized) continue;
-        for (const ChunkState& chunk : tensors_[t].chunks) lowest = std::min(lowest, chunk.bits);
+    // With mixed precision a tensor's bits at a rung are its own, so the
+    // rung is found by comparing each chunk with its tensor's bits there.
+    const auto every_chunk_at = [&](const auto& bits_of_tensor) {
+        for (std::size_t t = 0; t < tensors_.size(); ++t) {
+            if (!manifest_.tensors[t].quantized) continue;
+            const int wanted = bits_of_tensor(t);
+            for (const ChunkState& chunk : tensors_[t].chunks)
+                if (chunk.bits < wanted) return false;
+        }
+        return true;
+    };
+    if (every_chunk_at([](std::size_t) { return exact_bits; })) return exact_bits;
+    int reached = 0;
+    for (std::size_t rung = 0; rung < manifest_.ladder.bits.size(); ++rung) {
+        if (!every_chunk_at([&](std::size_t t) { return manifest_.tensor_bits(t, rung); })) break;
+        reached = manifest_.ladder.bits[rung];
     }
-    return lowest;
+    return reached;
 }
 
 void ModelAssembler::read_values(std::size_t tensor_index, std::uint64_t first,

@@ -71,7 +71,7 @@ void ProgressiveModel::State::request_build(const ModelAssembler& assembler,
             snapshot.weights[t].values = std::move(buffers[t]);
     }
     assembler.fill_model(snapshot);
-    BuildRequest request{std::move(snapshot), assembler.lowest_bits(), units_applied,
+    BuildRequest request{std::move(snapshot), assembler.reached_rung_bits(), units_applied,
                          at_accuracy_point};
     {
         const std::lock_guard lock(mutex);
@@ -122,7 +122,7 @@ void ProgressiveModel::State::on_accuracy_point(const ModelAssembler& assembler,
     // at the top rung's accuracy while the rest arrives.
     ProgressiveEvent out;
     out.kind = ProgressiveEvent::Kind::accuracy_point;
-    out.bits = assembler.lowest_bits();
+    out.bits = assembler.reached_rung_bits();
     out.units_applied = units_applied;
     emit(out);
     request_build(assembler, units_applied, true);

@@ -90,7 +90,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             }
         }
         if (assembler.complete()) assembler.model();
-        assembler.lowest_bits();
+        assembler.reached_rung_bits();
     } catch (const bitinc::Error&) {
     }
     return 0;
