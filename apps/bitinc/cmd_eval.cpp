@@ -65,7 +65,7 @@ std::string results_table(const EvaluationResult& result) {
     const RungEvaluation& low = result.ladder.front();
     // A mixed-precision rung names its range of bit depths and their mean.
     const auto precision = [](const RungEvaluation& rung) {
-        return rung.mean_bits > 0
+        return rung.mean_bits > 0 && rung.min_bits != rung.max_bits
                    ? format("mixed %d-%d (mean %.2f)", rung.min_bits, rung.max_bits, rung.mean_bits)
                    : std::to_string(rung.bits);
     };
