@@ -322,10 +322,17 @@ BitAllocation choose_tensor_bits(const std::filesystem::path& model_path, const 
     allowances.insert(allowances.end(), later_budgets.begin(), later_budgets.end());
     const std::size_t budgeted = allowances.size();
     std::vector<std::uint64_t> margins(budgeted, 0);
+    const auto throw_unmet_budgets = [] {
+        throw Error(ErrorCode::invalid_argument,
+                    "pack: no bit allocation meets the budgets once coded on each tensor's final "
+                    "ladder; give the base or each rung more room");
+    };
     for (int attempt = 0;; ++attempt) {
         std::vector<std::vector<int>> chosen(quantized.size());
         std::vector<double> rung_loss(budgeted, 0.0);
         {
+            // A margin may leave the base no room past its fixed part.
+            if (allowances[0] <= fixed) throw_unmet_budgets();
             const std::vector<std::size_t> picked = allocate_bits(choices, allowances[0] - fixed);
             for (std::size_t q = 0; q < quantized.size(); ++q) {
                 chosen[q].push_back(choices[q][picked[q]].bits);
@@ -410,10 +417,7 @@ BitAllocation choose_tensor_bits(const std::filesystem::path& model_path, const 
                 choices[q][final_base_bytes[q].first].bytes = final_base_bytes[q].second;
             continue;
         }
-        if (overrun) {
-            throw Error(ErrorCode::internal,
-                        "pack: the bit allocation could not meet its budgets on the final ladders");
-        }
+        if (overrun) throw_unmet_budgets();
         allocation.base_bytes = cumulative[0];
         allocation.loss_increase = rung_loss[0];
         allocation.refinements.clear();
