@@ -316,8 +316,9 @@ BitAllocation choose_tensor_bits(const std::filesystem::path& model_path, const 
     // refinement rung on what lifting each tensor from where it is costs.
     // A tensor's indices on a rung depend on the rungs of its own ladder
     // above it (each is divided down from the next), so once all rungs are
-    // chosen the bytes are coded again on the final ladders; an allowance
-    // they overrun is tightened by the overrun and everything chosen again.
+    // chosen the bytes are coded again on the final ladders. If that
+    // overruns an allowance, everything is chosen again, with each base
+    // priced at what it coded to and then with a margin that doubles.
     std::vector<std::uint64_t> allowances{allocation.budget_bytes};
     allowances.insert(allowances.end(), later_budgets.begin(), later_budgets.end());
     const std::size_t budgeted = allowances.size();
