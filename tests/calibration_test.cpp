@@ -247,6 +247,63 @@ TEST_F(Calibration, CalibratedOrderFollowsTheMeasuredGainPerByte) {
     EXPECT_FALSE(std::is_sorted(order.begin(), order.end()));
 }
 
+// A rung whose whole gain the calibration images cannot tell from chance
+// (8 to 16 bits) keeps tensor order and says so in a note; a rung with a
+// gain to rank (4 to 8 bits) is put in order of value.
+TEST_F(Calibration, RungWithinChanceKeepsTensorOrder) {
+    TemporaryDirectory directory;
+    PackOptions options;
+    options.ladder = LadderPlan::parse("4,8,16");
+    options.ladder.per_channel = true;
+    options.threads = 1;
+    PackCalibration calibration;
+    calibration.images = 256;
+    calibration.engine_threads = 1;
+    options.calibration = calibration;
+    const PackResult result = pack_model(testing::source_dir() / "models" / "small-cnn.onnx",
+                                         options, directory.path() / "package");
+    const Manifest& manifest = result.manifest;
+    ASSERT_EQ(manifest.rungs.size(), 4u);  // three ladder rungs and the direct one
+    // Each rung's gain as the packer judges it: every tensor from its bits
+    // before the rung to its bits after, on the same images.
+    std::vector<LadderPlan> ladders;
+    for (std::size_t t = 0; t < model_.weights.size(); ++t)
+        ladders.push_back(manifest.tensor_ladder(t));
+    const auto loss_at = [&](std::size_t rung) {
+        std::vector<int> bits(model_.weights.size(), 0);
+        for (std::size_t t = 0; t < model_.weights.size(); ++t)
+            if (manifest.tensors[t].quantized) bits[t] = manifest.tensor_bits(t, rung);
+        return calibration_loss(with_tensors_at(model_, ladders, bits), images_, options_);
+    };
+    const CalibrationLoss at4 = loss_at(0), at8 = loss_at(1), at16 = loss_at(2);
+    const auto measurable = [](const CalibrationLoss& before, const CalibrationLoss& after) {
+        return before.cross_entropy - after.cross_entropy >
+               2 * paired_standard_error(before.image_cross_entropy, after.image_cross_entropy);
+    };
+    ASSERT_TRUE(measurable(at4, at8)) << "small-cnn's 4 to 8 bits should be a visible gain";
+    ASSERT_FALSE(measurable(at8, at16)) << "small-cnn's 8 to 16 bits should be within chance";
+    const auto tensors_in_order = [&](std::size_t rung) {
+        std::vector<std::size_t> order;
+        for (const UnitEntry& unit : manifest.rungs[rung].units)
+            if (order.empty() || order.back() != unit.tensor) order.push_back(unit.tensor);
+        return order;
+    };
+    const auto noted = [&](std::size_t rung) {
+        return std::any_of(result.notes.begin(), result.notes.end(), [&](const std::string& note) {
+            return note.rfind("rung " + std::to_string(rung) + " ", 0) == 0 &&
+                   note.find("keep tensor order") != std::string::npos;
+        });
+    };
+    const std::vector<std::size_t> ranked = tensors_in_order(1);
+    EXPECT_FALSE(std::is_sorted(ranked.begin(), ranked.end()));
+    EXPECT_FALSE(noted(1));
+    const std::vector<std::size_t> flat = tensors_in_order(2);
+    EXPECT_TRUE(std::is_sorted(flat.begin(), flat.end()));
+    EXPECT_TRUE(noted(2));
+    EXPECT_EQ(serialize_onnx(unpack_package(directory.path() / "package", 16, false)),
+              serialize_onnx(unpack_package(directory.path() / "package", 16, true)));
+}
+
 // Calibration reads the training split and nothing else: a directory with
 // only the training files is enough, one with only the test files is not.
 TEST_F(Calibration, ReadsTheTrainingSplitOnly) {

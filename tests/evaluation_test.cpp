@@ -222,8 +222,9 @@ TEST_F(Evaluation, CalibratedRunReportsBothUpdates) {
     EXPECT_LE(std::stod(point_row[column("served_at")]), std::stod(exact_row[column("served_at")]));
     EXPECT_EQ(std::stoull(point_row[column("update_units")]), point.units);
     const std::string json = slurp(directory_.path() / "results" / "results.json");
-    for (const char* key : {"\"accuracy_update\"", "\"exact_update\"", "\"accuracy_first_curve\"",
-                            "\"dominance\"", "\"accuracy_point_served_at\""})
+    for (const char* key :
+         {"\"accuracy_update\"", "\"exact_update\"", "\"accuracy_first_curve\"", "\"dominance\"",
+          "\"accuracy_point_served_at\"", "\"curve_comparison\""})
         EXPECT_NE(json.find(key), std::string::npos) << key;
 }
 
@@ -242,6 +243,55 @@ TEST(EvaluationDominance, ComparesServedMetricsAtEverySwap) {
     EXPECT_FALSE(late.holds);
     EXPECT_NEAR(late.worst_margin, -7.2, 1e-9);
     EXPECT_DOUBLE_EQ(late.worst_at, 1.0);
+}
+
+TEST(EvaluationCurves, SignTestGivesExactBinomialTails) {
+    EXPECT_DOUBLE_EQ(sign_test_p_value(0, 0), 1.0);
+    EXPECT_DOUBLE_EQ(sign_test_p_value(10, 10), 1.0 / 1024);
+    EXPECT_NEAR(sign_test_p_value(4, 2), 11.0 / 16, 1e-12);
+    EXPECT_NEAR(sign_test_p_value(5, 1), 31.0 / 32, 1e-12);
+    // Large n, where the terms are summed in logs: half or more of 10,000.
+    EXPECT_NEAR(sign_test_p_value(10000, 5000), 0.5 + 0.5 * 0.00797871, 1e-4);
+    EXPECT_LT(sign_test_p_value(10000, 5300), 1e-8);
+}
+
+// Curves on made-up answers for 1,000 samples: a shortfall chance explains
+// is counted below but not beyond chance; a large one is both.
+TEST(EvaluationCurves, ComparisonTellsChanceFromShortfall) {
+    const auto point = [](std::uint64_t bytes, std::size_t wrong_from, std::size_t wrong_to) {
+        CurvePoint result{bytes, 0, std::vector<std::uint8_t>(1000, 1)};
+        for (std::size_t s = wrong_from; s < wrong_to; ++s) result.sample_correct[s] = 0;
+        result.value = 100.0 * double(1000 - (wrong_to - wrong_from)) / 1000;
+        return result;
+    };
+    // Base, a point 3 samples below (different samples wrong: 5 against 2),
+    // an equal point, and a point above.
+    std::vector<CurvePoint> first{point(0, 0, 100), point(10, 0, 5), point(20, 0, 1),
+                                  point(30, 0, 2)};
+    std::vector<CurvePoint> tensor{point(0, 0, 100), point(10, 500, 502), point(20, 0, 1),
+                                   point(30, 0, 9)};
+    CurveComparison c = compare_curves(first, tensor);
+    EXPECT_TRUE(c.per_sample);
+    EXPECT_EQ(c.points, 3u);
+    EXPECT_EQ(c.above, 1u);
+    EXPECT_EQ(c.equal, 1u);
+    EXPECT_EQ(c.below, 1u);
+    EXPECT_NEAR(c.worst_shortfall, 0.3, 1e-9);
+    EXPECT_EQ(c.worst_at_bytes, 10u);
+    EXPECT_EQ(c.tested, 2u);  // the equal point holds the same answers
+    EXPECT_NEAR(c.smallest_p_below, sign_test_p_value(7, 5), 1e-12);
+    EXPECT_EQ(c.significantly_below, 0u);
+    // 60 samples below: far beyond chance, even corrected for two tests.
+    first[1] = point(10, 0, 60);
+    c = compare_curves(first, tensor);
+    EXPECT_EQ(c.significantly_below, 1u);
+    EXPECT_LT(c.smallest_p_below, 1e-10);
+    // Without per-sample answers the plain counts stand alone.
+    for (CurvePoint& p : first) p.sample_correct.clear();
+    c = compare_curves(first, tensor);
+    EXPECT_FALSE(c.per_sample);
+    EXPECT_EQ(c.below, 1u);
+    EXPECT_EQ(c.significantly_below, 0u);
 }
 
 TEST_F(Evaluation, LadderNeedsTwoRungs) {

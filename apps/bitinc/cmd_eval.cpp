@@ -159,52 +159,35 @@ std::string dominance_lines(const EvaluationResult& result) {
 // The accuracy-first curve against the tensor-order one, point by point
 // (both are measured at the same byte counts).
 std::string curve_summary(const EvaluationResult& result) {
-    const auto& first = result.accuracy_first_curve;
-    const auto& tensor = result.tensor_order_curve;
-    if (first.empty() || first.size() != tensor.size()) return {};
-    std::size_t above = 0, equal = 0, below = 0, significantly_below = 0;
-    double worst = 0;
-    std::uint64_t worst_bytes = 0;
-    double worst_in_errors = 0;  // the largest shortfall in paired standard errors
-    for (std::size_t i = 1; i < first.size(); ++i) {  // 0 bytes: the base in both
-        const double difference = first[i].value - tensor[i].value;
-        if (difference > 0) {
-            ++above;
-        } else if (difference == 0) {
-            ++equal;
-        } else {
-            ++below;
-            if (difference < worst) {
-                worst = difference;
-                worst_bytes = first[i].bytes;
-            }
-            const double error = paired_difference_error(first[i], tensor[i]);
-            if (!std::isnan(error) && error > 0) {
-                worst_in_errors = std::max(worst_in_errors, -difference / error);
-                if (-difference > 2 * error) ++significantly_below;
-            }
-        }
-    }
+    const CurveComparison c =
+        compare_curves(result.accuracy_first_curve, result.tensor_order_curve);
+    if (c.points == 0) return {};
     std::string text = format(
         "Accuracy-first order against tensor order, at %zu byte counts past the base: above at "
         "%zu, equal at %zu (the ends of rungs, where both hold the same units, are among them), "
         "below at %zu",
-        first.size() - 1, above, equal, below);
-    if (below > 0) {
-        text += format(" (by up to %.2f pt, at %.3f MB past the base", -worst,
-                       double(worst_bytes) / 1e6);
-        if (worst_in_errors > 0) {
-            // The same test images judge both orders: the paired standard
-            // error says how large a difference chance alone makes.
-            text += format(
-                "; at most %.1f paired standard errors of the test images, below by "
-                "more than two at %zu",
-                worst_in_errors, significantly_below);
-        }
+        c.points, c.above, c.equal, c.below);
+    if (c.below > 0) {
+        text += format(" (by up to %.2f pt, at %.3f MB past the base", c.worst_shortfall,
+                       double(c.worst_at_bytes) / 1e6);
+        // The same test images judge both orders: the paired standard
+        // error says how large a difference chance alone makes.
+        if (c.worst_in_errors > 0)
+            text += format("; at most %.1f paired standard errors", c.worst_in_errors);
         text += ")";
     }
-    text += format(". Target (never below): **%s**.\n", below == 0 ? "met" : "not met");
-    return text;
+    text += format(". Never below: **%s**.", c.below == 0 ? "met" : "not met");
+    if (c.per_sample) {
+        text += format(
+            " Never below beyond chance (one-sided sign test on the test images the two orders "
+            "disagree on, %.0f %% with Holm's correction over the %zu byte counts where the models "
+            "differ; smallest p where below %.3g): **%s**",
+            100 * c.alpha, c.tested, c.smallest_p_below,
+            c.significantly_below == 0 ? "met" : "not met");
+        if (c.significantly_below > 0) text += format(" (below at %zu)", c.significantly_below);
+        text += ".";
+    }
+    return text + "\n";
 }
 
 // What the run shows, per link, in a few words: how much sooner UE1

@@ -147,6 +147,32 @@ struct CurvePoint {
 // either has no per-sample results.
 double paired_difference_error(const CurvePoint& a, const CurvePoint& b);
 
+// P(X >= k) for X ~ Binomial(n, 1/2): the one-sided sign test (exact
+// McNemar) on n samples two models disagree on, k of them won by one side.
+double sign_test_p_value(std::size_t n, std::size_t k);
+
+// The accuracy-first curve against the tensor-order one, point by point
+// past the base (both measured at the same byte counts on the same
+// samples). A finite test set decides most near-ties by chance, so beside
+// the plain counts it says where the accuracy-first order is below by more
+// than chance allows: a one-sided sign test on the samples the two models
+// disagree on, at `alpha` with Holm's step-down correction over the byte
+// counts where the two models differ at all.
+struct CurveComparison {
+    std::size_t points = 0;  // byte counts compared (past the base)
+    std::size_t above = 0, equal = 0, below = 0;
+    double worst_shortfall = 0;           // largest (tensor order - accuracy-first), points
+    std::uint64_t worst_at_bytes = 0;     // where it is
+    double worst_in_errors = 0;           // the largest shortfall in paired standard errors
+    std::size_t tested = 0;               // byte counts where the two models differ
+    double smallest_p_below = 1;          // the sign test's smallest p where below
+    std::size_t significantly_below = 0;  // below beyond chance (Holm, alpha)
+    double alpha = 0.05;
+    bool per_sample = false;  // false: no per-sample results, no test made
+};
+CurveComparison compare_curves(const std::vector<CurvePoint>& accuracy_first,
+                               const std::vector<CurvePoint>& tensor_order, double alpha = 0.05);
+
 // One UE over one link.
 struct UeRun {
     std::string ue;  // "UE1" (incremental) or "UE2" (direct)

@@ -920,6 +920,20 @@ void write_evaluation_results(const EvaluationResult& result, const fs::path& di
             errors.push_back(std::isnan(error) ? Json(nullptr) : Json(error));
         }
         json["curve_difference_standard_error"] = std::move(errors);
+        const CurveComparison comparison =
+            compare_curves(result.accuracy_first_curve, result.tensor_order_curve);
+        json["curve_comparison"] = {{"points", comparison.points},
+                                    {"above", comparison.above},
+                                    {"equal", comparison.equal},
+                                    {"below", comparison.below},
+                                    {"worst_shortfall", comparison.worst_shortfall},
+                                    {"worst_at_bytes", comparison.worst_at_bytes},
+                                    {"worst_in_standard_errors", comparison.worst_in_errors},
+                                    {"tested", comparison.tested},
+                                    {"smallest_p_below", comparison.smallest_p_below},
+                                    {"alpha", comparison.alpha},
+                                    {"significantly_below", comparison.significantly_below},
+                                    {"per_sample", comparison.per_sample}};
     }
     json["dominance"] = Json::array();
     for (const Dominance& entry : result.dominance) {
@@ -994,6 +1008,72 @@ void write_evaluation_results(const EvaluationResult& result, const fs::path& di
                                  {"performance", point.value}});
     }
     core::write_file_atomically(directory / "results.json", json.dump(1) + "\n");
+}
+
+double sign_test_p_value(std::size_t n, std::size_t k) {
+    if (k == 0) return 1;
+    if (k > n) return 0;
+    // Summed in logs: n reaches the test set's size.
+    const double log_half_n = double(n) * std::log(0.5);
+    double total = 0;
+    for (std::size_t i = k; i <= n; ++i) {
+        total += std::exp(std::lgamma(double(n) + 1) - std::lgamma(double(i) + 1) -
+                          std::lgamma(double(n - i) + 1) + log_half_n);
+    }
+    return std::min(total, 1.0);
+}
+
+CurveComparison compare_curves(const std::vector<CurvePoint>& accuracy_first,
+                               const std::vector<CurvePoint>& tensor_order, double alpha) {
+    CurveComparison comparison;
+    comparison.alpha = alpha;
+    if (accuracy_first.empty() || accuracy_first.size() != tensor_order.size()) return comparison;
+    comparison.per_sample = true;
+    std::vector<double> p_values_below;  // one per byte count where the models differ
+    for (std::size_t i = 1; i < accuracy_first.size(); ++i) {  // 0 bytes: the base in both
+        const CurvePoint& first = accuracy_first[i];
+        const CurvePoint& tensor = tensor_order[i];
+        ++comparison.points;
+        const double difference = first.value - tensor.value;
+        if (difference > 0) {
+            ++comparison.above;
+        } else if (difference == 0) {
+            ++comparison.equal;
+        } else {
+            ++comparison.below;
+            if (-difference > comparison.worst_shortfall) {
+                comparison.worst_shortfall = -difference;
+                comparison.worst_at_bytes = first.bytes;
+            }
+            const double error = paired_difference_error(first, tensor);
+            if (!std::isnan(error) && error > 0)
+                comparison.worst_in_errors =
+                    std::max(comparison.worst_in_errors, -difference / error);
+        }
+        if (first.sample_correct.empty() ||
+            first.sample_correct.size() != tensor.sample_correct.size()) {
+            comparison.per_sample = false;
+            continue;
+        }
+        std::size_t first_only = 0, tensor_only = 0;
+        for (std::size_t s = 0; s < first.sample_correct.size(); ++s) {
+            const bool a = first.sample_correct[s] != 0, b = tensor.sample_correct[s] != 0;
+            first_only += a && !b;
+            tensor_only += b && !a;
+        }
+        if (first_only + tensor_only == 0) continue;  // the same answers: nothing to test
+        ++comparison.tested;
+        p_values_below.push_back(sign_test_p_value(first_only + tensor_only, tensor_only));
+    }
+    if (!comparison.per_sample) return comparison;
+    // Holm: the j-th smallest p (from 0) must be at most alpha / (tested - j).
+    std::sort(p_values_below.begin(), p_values_below.end());
+    if (!p_values_below.empty()) comparison.smallest_p_below = p_values_below.front();
+    for (std::size_t j = 0; j < p_values_below.size(); ++j) {
+        if (p_values_below[j] > alpha / double(p_values_below.size() - j)) break;
+        ++comparison.significantly_below;
+    }
+    return comparison;
 }
 
 double paired_difference_error(const CurvePoint& a, const CurvePoint& b) {

@@ -15,6 +15,10 @@ ImageSet load_calibration_images(const PackCalibration& calibration) {
 
 namespace {
 
+// A rung's loss gain counts as measured when it exceeds this many paired
+// standard errors of the point images.
+constexpr double measurable_gain_errors = 2.0;
+
 // The last `count` images of `images` (all of them if it has fewer).
 ImageSet last_images(const ImageSet& images, std::size_t count) {
     count = std::min(count, images.count);
@@ -32,9 +36,12 @@ ImageSet last_images(const ImageSet& images, std::size_t count) {
 
 }  // namespace
 
-void calibrate_refinements(const std::filesystem::path& directory, Manifest& manifest,
-                           const std::filesystem::path& model_path,
-                           const PackCalibration& calibration, const ImageSet& images) {
+std::vector<std::string> calibrate_refinements(const std::filesystem::path& directory,
+                                               Manifest& manifest,
+                                               const std::filesystem::path& model_path,
+                                               const PackCalibration& calibration,
+                                               const ImageSet& images) {
+    std::vector<std::string> notes;
     const Model model = read_onnx_file(model_path);
     CalibrationOptions options;
     options.images = calibration.images;
@@ -89,17 +96,48 @@ void calibrate_refinements(const std::filesystem::path& directory, Manifest& man
             ranking.images = std::min(calibration.sensitivity_images, options.images);
         std::vector<int> refined_to = from;
         for (const auto& [tensor, count] : units_of) refined_to[tensor] = to[tensor];
-        RefinementLosses losses;
-        const std::vector<TensorSensitivity> sensitivity =
-            measure_refinement_gain(model, ladders, from, refined_to, images, ranking, &losses);
-        // No tensor is worth less than the rung's average gain per byte: a
-        // gain too small for the ranking images to see (cheap early convs
-        // of ResNet18 and MobileNetV2) is no reason to send a tensor last.
-        // Those below the average keep tensor order, after the winners.
-        std::uint64_t rung_bytes = 0;
-        for (const auto& [tensor, count] : units_of) rung_bytes += bytes[tensor];
-        const double average_per_byte =
-            (losses.before - losses.after) / double(std::max<std::uint64_t>(rung_bytes, 1));
+        // Is the rung worth anything the point images can see? A step whose
+        // loss change is within chance (8 to 16 bits) has no order of value
+        // to find, and ranking its tensors would only sort noise (on the
+        // test split, orders of such rungs fell below tensor order by a few
+        // images as often as they rose above it). It keeps tensor order.
+        const CalibrationLoss rung_before =
+            calibration_loss(with_tensors_at(model, ladders, from), point_set, point_options);
+        const CalibrationLoss rung_after =
+            calibration_loss(with_tensors_at(model, ladders, refined_to), point_set, point_options);
+        const double rung_gain = rung_before.cross_entropy - rung_after.cross_entropy;
+        const double rung_gain_error =
+            paired_standard_error(rung_before.image_cross_entropy, rung_after.image_cross_entropy);
+        const bool measurable = rung_gain > measurable_gain_errors * rung_gain_error;
+        std::vector<TensorSensitivity> sensitivity;
+        double average_per_byte = 0;
+        if (measurable) {
+            RefinementLosses losses;
+            sensitivity =
+                measure_refinement_gain(model, ladders, from, refined_to, images, ranking, &losses);
+            // No tensor is worth less than the rung's average gain per byte:
+            // a gain too small for the ranking images to see (cheap early
+            // convs of ResNet18 and MobileNetV2) is no reason to send a
+            // tensor last. Those below the average keep tensor order, after
+            // the winners.
+            std::uint64_t rung_bytes = 0;
+            for (const auto& [tensor, count] : units_of) rung_bytes += bytes[tensor];
+            average_per_byte =
+                (losses.before - losses.after) / double(std::max<std::uint64_t>(rung_bytes, 1));
+        } else {
+            // Every tensor valued alike: the ranking keeps their order.
+            for (const auto& [tensor, count] : units_of) {
+                TensorSensitivity entry;
+                entry.tensor = tensor;
+                sensitivity.push_back(entry);
+            }
+            notes.push_back("rung " + std::to_string(r) + " (" + rung.data.file +
+                            "): its loss gain on " +
+                            std::to_string(std::min(point_options.images, point_set.count)) +
+                            " calibration images (" + std::to_string(rung_gain) + " +- " +
+                            std::to_string(rung_gain_error) +
+                            ") is within chance: its units keep tensor order");
+        }
         // Past the rung holding the point only the order is wanted: no
         // model is measured for it.
         if (manifest.accuracy_point) {
@@ -123,6 +161,7 @@ void calibrate_refinements(const std::filesystem::path& directory, Manifest& man
         point.tolerance = calibration.tolerance_points;
         manifest.accuracy_point = point;
     }
+    return notes;
 }
 
 }  // namespace bitinc

@@ -610,8 +610,9 @@ PackResult pack_model(const fs::path& model_path, const PackOptions& options,
         }
         // Reorders refinement units in the finished rung files (issue 12).
         if (options.calibration) {
-            calibrate_refinements(building, manifest, model_path, *options.calibration,
-                                  *calibration_images);
+            const std::vector<std::string> order_notes = calibrate_refinements(
+                building, manifest, model_path, *options.calibration, *calibration_images);
+            delta_notes.insert(delta_notes.end(), order_notes.begin(), order_notes.end());
         }
         if (options.signing) {
             manifest.format_version = std::max(manifest.format_version, release_format_version);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <filesystem>
+#include <string>
 #include <vector>
 
 #include "bitinc/dataset.hpp"
@@ -23,10 +24,14 @@ void reorder_refinement_units(const std::filesystem::path& directory, Manifest& 
 // every refinement rung's units in order of loss per byte, and names the
 // accuracy point: the first place in the ladder where the calibration top-1
 // is within `calibration.tolerance_points` of the top rung's. Leaves no
-// accuracy point if only the top rung gets there.
-void calibrate_refinements(const std::filesystem::path& directory, Manifest& manifest,
-                           const std::filesystem::path& model_path,
-                           const PackCalibration& calibration, const ImageSet& images);
+// accuracy point if only the top rung gets there. A rung whose whole gain
+// the point images cannot tell from chance keeps tensor order (there is no
+// order of value to find); the notes say which.
+std::vector<std::string> calibrate_refinements(const std::filesystem::path& directory,
+                                               Manifest& manifest,
+                                               const std::filesystem::path& model_path,
+                                               const PackCalibration& calibration,
+                                               const ImageSet& images);
 
 // The calibration images (the training split of calibration.data_dir),
 // read before any unit is coded so that a bad directory fails at once.
