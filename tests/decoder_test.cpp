@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <functional>
 #include <random>
+#include <thread>
 
 #include "bitinc/bitinc.hpp"
 #include "bitinc/decoder.hpp"
@@ -231,6 +232,90 @@ TEST_F(Decoder, StopsAtTheAccuracyPointOrReportsItOnTheWay) {
     EXPECT_NE(std::find(all.events.begin(), all.events.end(), Kind::accuracy_point_ready),
               all.events.end());
     EXPECT_EQ(serialize_onnx(through.snapshot()), rebuilt(exact_rung_bits));
+}
+
+// Worker threads apply the units while bytes go on arriving: the same
+// models and milestones in every chunking, a damaged unit asked for again,
+// and a given-up refinement degrading as without workers.
+TEST_F(Decoder, WorkerThreadsGiveTheSameModelsAndMilestones) {
+    DecoderOptions threaded;
+    threaded.decode_threads = 2;
+    for (const unsigned seed : {21u, 22u}) {
+        for (const std::size_t largest : {std::size_t(97), std::size_t(1) << 30}) {
+            PackageDecoder decoder(threaded);
+            const Drive result = drive(decoder, package_, seed, largest);
+            std::vector<Kind> milestones;
+            for (const Kind kind : result.events)
+                if (kind != Kind::need_input) milestones.push_back(kind);
+            EXPECT_EQ(milestones, (std::vector<Kind>{Kind::manifest_ready, Kind::topology_ready,
+                                                     Kind::rung_ready, Kind::rung_ready,
+                                                     Kind::rung_ready, Kind::done}));
+            EXPECT_EQ(serialize_onnx(decoder.snapshot()), rebuilt(exact_rung_bits));
+            EXPECT_EQ(decoder.units_applied(), manifest_.rungs[0].units.size() +
+                                                   manifest_.rungs[1].units.size() +
+                                                   manifest_.rungs[2].units.size());
+            // One span per unit applied, on the workers.
+            EXPECT_EQ(decoder.take_apply_spans().size(), decoder.units_applied());
+            EXPECT_TRUE(decoder.take_apply_spans().empty());
+        }
+    }
+    const RungEntry& refinement = manifest_.rungs[1];
+    const UnitEntry& unit = refinement.units[3];
+    bool spoiled = false;
+    PackageDecoder damaged(threaded);
+    const Drive result =
+        drive(damaged, package_, 23, 500,
+              [&](const ByteRange& range, std::uint64_t offset, std::string& bytes) {
+                  if (!spoiled && range.file == refinement.data.file && offset <= unit.offset &&
+                      unit.offset < offset + bytes.size()) {
+                      bytes[unit.offset - offset] ^= 0x40;
+                      spoiled = true;
+                  }
+              });
+    ASSERT_TRUE(spoiled);
+    ASSERT_EQ(result.damaged.size(), 1u);
+    EXPECT_EQ(result.damaged[0].wanted[0].begin, unit.offset);
+    EXPECT_EQ(serialize_onnx(damaged.snapshot()), rebuilt(exact_rung_bits));
+
+    PackageDecoder degraded(threaded);
+    drive(degraded, package_, 24, 4000, {},
+          [&](const ByteRange& range) { return range.file == refinement.data.file; });
+    EXPECT_EQ(degraded.assembler()->reached_rung_bits(), 4);
+    EXPECT_EQ(serialize_onnx(degraded.snapshot()), rebuilt(4));
+}
+
+// While the caller holds decoding (its first engine is being built), the
+// workers start no unit; once released they finish the package.
+TEST_F(Decoder, HeldWorkersWaitForRelease) {
+    std::atomic<bool> hold{true};
+    DecoderOptions options;
+    options.decode_threads = 2;
+    options.hold_decoding = &hold;
+    PackageDecoder decoder(options);
+    const auto push_file = [&](const std::string& name) {
+        const std::string bytes = slurp(package_ / name);
+        const std::span span(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
+        if (name == manifest_file_name) {
+            decoder.push_manifest(span);
+        } else {
+            decoder.push(name, 0, span);
+        }
+    };
+    push_file(std::string(manifest_file_name));
+    push_file(manifest_.rungs[0].data.file);
+    EXPECT_EQ(decoder.next_event().kind, Kind::manifest_ready);
+    EXPECT_EQ(decoder.next_event().kind, Kind::topology_ready);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    const DecoderEvent waiting = decoder.next_event();  // the next rungs are wanted
+    EXPECT_EQ(waiting.kind, Kind::need_input);
+    EXPECT_EQ(decoder.units_applied(), 0u);
+    hold = false;
+    for (const RungEntry* rung : {&manifest_.rungs[1], &manifest_.rungs[2]})
+        push_file(rung->data.file);
+    Kind kind = Kind::need_input;
+    for (int i = 0; i < 10 && kind != Kind::done; ++i) kind = decoder.next_event().kind;
+    EXPECT_EQ(kind, Kind::done);
+    EXPECT_EQ(serialize_onnx(decoder.snapshot()), rebuilt(exact_rung_bits));
 }
 
 TEST_F(Decoder, TheBaseCannotBeGivenUp) {

@@ -149,8 +149,8 @@ TEST_F(Evaluation, CalibratedRunReportsBothUpdates) {
     const EvaluationResult result =
         run_evaluation(testing::source_dir() / "models" / "small-cnn.onnx", *scenario, options);
 
-    EXPECT_GT(result.base_mean_bits, 0.0);
-    EXPECT_LT(result.base_min_bits, result.base_max_bits);
+    EXPECT_GT(result.ladder.front().mean_bits, 0.0);
+    EXPECT_LT(result.ladder.front().min_bits, result.ladder.front().max_bits);
     EXPECT_LE(double(result.ladder.front().bytes), 0.15 * double(result.direct.bytes) * 1.02);
     ASSERT_TRUE(result.accuracy_point.has_value());
     ASSERT_TRUE(result.accuracy_update.has_value());

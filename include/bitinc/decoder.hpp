@@ -24,6 +24,8 @@
 // matches its SHA-256, every unit its SHA-256 and CRC32C (docs/format.md).
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -62,6 +64,21 @@ struct DecoderOptions {
     // OpenSSL, and no release older than one installed); an app built on
     // the decode component alone brings its own.
     std::function<void(std::string_view manifest, std::string_view signature)> verify_manifest;
+    // Units are applied on this many worker threads while the caller goes on
+    // pushing (0: inside push(), on the caller's thread). With workers,
+    // push() waits while they have more than 32 MB of units queued, and
+    // next_event() waits for them when no input could help.
+    int decode_threads = 0;
+    // While *hold_decoding is true (if given), workers start no unit: the
+    // device has something more urgent for its cores (its first engine
+    // build). Read by the workers; the caller owns it.
+    const std::atomic<bool>* hold_decoding = nullptr;
+};
+
+// When units were being applied: one span per unit, on the steady clock.
+struct ApplySpan {
+    std::chrono::steady_clock::time_point begin;
+    std::chrono::steady_clock::time_point end;
 };
 
 struct DecoderEvent {
@@ -118,6 +135,9 @@ class PackageDecoder {
     Model snapshot() const;
     // Units applied so far, over every rung.
     std::size_t units_applied() const;
+    // When units were applied since the last call (for a fetcher's figure of
+    // how much decoding the download hid).
+    std::vector<ApplySpan> take_apply_spans();
     // The assembler, for writing the model out (write_model_file); nullptr
     // before topology_ready.
     const ModelAssembler* assembler() const;

@@ -227,11 +227,6 @@ struct EvaluationResult {
     double pack_seconds = 0;
     std::vector<RungEvaluation> ladder;  // base, refinements
     RungEvaluation direct;               // the top rung sent whole
-    // A mixed-precision base (--budget): its bit depths, and their mean
-    // weighted by the quantized tensors' elements (0 when not mixed).
-    int base_min_bits = 0;
-    int base_max_bits = 0;
-    double base_mean_bits = 0;
     // The ladder's top equals the direct rung: same bytes, same metric.
     bool update_equals_direct = false;
     // Calibrated packages: the manifest's accuracy point, the update that

@@ -55,6 +55,9 @@ struct LadderPlan {
     // ladder such a tensor follows (those bit depths, each once).
     std::vector<int> rung_bits_with_base(int base) const;
     LadderPlan with_base(int base) const;
+    // The ladder a tensor follows whose bits after each rung are `rung_bits`
+    // (base first, never falling): those bit depths, each once.
+    LadderPlan with_rung_bits(std::vector<int> rung_bits) const;
 
     int base_bits() const { return bits.front(); }
     int top_bits() const { return bits.back(); }

@@ -587,11 +587,6 @@ EvaluationResult run_evaluation(const fs::path& model_path, Scenario& scenario,
             }
         } else {
             mixed_bits(measured, r);
-            if (r == 0) {
-                result.base_min_bits = measured.min_bits;
-                result.base_max_bits = measured.max_bits;
-                result.base_mean_bits = measured.mean_bits;
-            }
             result.ladder.push_back(measured);
             if (rung.bits == options.ladder.top_bits()) ladder_top = serialize_onnx(applied.model);
         }
@@ -871,10 +866,11 @@ void write_evaluation_results(const EvaluationResult& result, const fs::path& di
         result.original);
     json["pack_seconds"] = result.pack_seconds;
     if (!result.engine_problem.empty()) json["engine_problem"] = result.engine_problem;
-    if (result.base_mean_bits > 0) {
-        json["base_mixed_bits"] = {{"min", result.base_min_bits},
-                                   {"max", result.base_max_bits},
-                                   {"mean", result.base_mean_bits}};
+    // A mixed-precision base (--budget), at the top for scripts.
+    if (!result.ladder.empty() && result.ladder.front().mean_bits > 0) {
+        const RungEvaluation& base = result.ladder.front();
+        json["base_mixed_bits"] = {
+            {"min", base.min_bits}, {"max", base.max_bits}, {"mean", base.mean_bits}};
     }
     json["ladder"] = Json::array();
     for (const RungEvaluation& rung : result.ladder) json["ladder"].push_back(rung_json(rung));

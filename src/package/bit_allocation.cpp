@@ -148,15 +148,6 @@ PackBudget parse_pack_budget(std::string_view text) {
 
 namespace {
 
-// What each quantized tensor may cost: its units' bytes and the loss it
-// adds alone at each candidate base bit depth.
-struct MeasuredChoices {
-    std::vector<std::size_t> quantized;           // tensor indices
-    std::vector<std::vector<BitChoice>> choices;  // by quantized tensor, by candidate
-    std::uint64_t fixed = 0;                      // topology and exact units
-    std::uint64_t uniform_levels = 0, top_levels = 0;
-};
-
 std::uint64_t allowance_bytes(std::uint64_t bytes, double ratio, std::uint64_t reference) {
     return bytes > 0 ? bytes : std::uint64_t(ratio * double(reference));
 }
@@ -171,28 +162,23 @@ std::vector<int> bits_with_chosen(const LadderPlan& plan, const std::vector<int>
     return bits;
 }
 
-LadderPlan own_ladder(const LadderPlan& plan, const std::vector<int>& bits) {
-    LadderPlan own = plan;
-    own.bits = bits;
-    own.bits.erase(std::unique(own.bits.begin(), own.bits.end()), own.bits.end());
-    return own;
-}
-
-// What a tensor's units cost on its own ladder: the base rung's, then each
-// rung's refinement (0 where its bits do not rise), as pack codes them.
+// What a tensor's units cost on its own ladder (`bits` after each rung), as
+// pack codes them, for rungs `first` to `last` (inclusive): the base rung's
+// levels, then each rung's refinement (0 where its bits do not rise).
 std::vector<std::uint64_t> unit_bytes_by_rung(const Tensor& tensor,
                                               const std::vector<UnitTarget>& chunks,
                                               const LadderPlan& plan, const std::vector<int>& bits,
-                                              std::size_t rungs, CoderChoice coder) {
-    const LadderPlan own = own_ladder(plan, bits);
+                                              std::size_t first, std::size_t last,
+                                              CoderChoice coder) {
+    const LadderPlan own = plan.with_rung_bits(bits);
     const std::vector<QuantizedTensor> quantized = quantize_ladder(tensor, own);
     const auto rung_of = [&](int b) -> const QuantizedTensor& {
         return quantized[std::size_t(std::find(own.bits.begin(), own.bits.end(), b) -
                                      own.bits.begin())];
     };
-    std::vector<std::uint64_t> bytes(rungs, 0);
-    bytes[0] = level_bytes(chunks, quantized.front(), coder);
-    for (std::size_t i = 1; i < rungs; ++i) {
+    std::vector<std::uint64_t> bytes(last + 1, 0);
+    if (first == 0) bytes[0] = level_bytes(chunks, quantized.front(), coder);
+    for (std::size_t i = std::max<std::size_t>(first, 1); i <= last; ++i) {
         if (bits[i] == bits[i - 1]) continue;
         for (const UnitTarget& chunk : chunks) {
             bytes[i] +=
@@ -217,17 +203,19 @@ BitAllocation choose_tensor_bits(const std::filesystem::path& model_path, const 
 
     // Bytes: what every tensor's base units cost at each candidate, and the
     // fixed part of the base rung (topology, exact units).
-    MeasuredChoices measured;
-    measured.fixed = model.topology.size();
+    std::vector<std::size_t> quantized;           // tensor indices
+    std::vector<std::vector<BitChoice>> choices;  // by quantized tensor, by candidate
+    std::uint64_t fixed = model.topology.size();  // topology and exact units
+    std::uint64_t uniform_levels = 0, top_levels = 0;
     for (std::size_t t = 0; t < model.weights.size(); ++t) {
         const Tensor& tensor = model.weights[t];
         const std::vector<UnitTarget> chunks = chunks_of(t);
         if (!plan.quantizes(tensor)) {
             for (const UnitTarget& chunk : chunks)
-                measured.fixed += encode_exact_unit(chunk, tensor.values).size();
+                fixed += encode_exact_unit(chunk, tensor.values).size();
             continue;
         }
-        measured.quantized.push_back(t);
+        quantized.push_back(t);
         // Candidates in parallel; the last two jobs are the uniform
         // ladder's base and top, for the ratio and the comparison.
         std::vector<std::uint64_t> bytes(candidates.size() + 2, 0);
@@ -241,20 +229,17 @@ BitAllocation choose_tensor_bits(const std::filesystem::path& model_path, const 
                     chunks, i == candidates.size() ? rungs.front() : rungs.back(), coder);
             }
         });
-        measured.uniform_levels += bytes[candidates.size()];
-        measured.top_levels += bytes[candidates.size() + 1];
+        uniform_levels += bytes[candidates.size()];
+        top_levels += bytes[candidates.size() + 1];
         std::vector<BitChoice> tensor_choices;
         for (std::size_t i = 0; i < candidates.size(); ++i)
             tensor_choices.push_back({candidates[i], bytes[i], 0.0});
-        measured.choices.push_back(std::move(tensor_choices));
+        choices.push_back(std::move(tensor_choices));
     }
-    const std::vector<std::size_t>& quantized = measured.quantized;
-    std::vector<std::vector<BitChoice>>& choices = measured.choices;
-    const std::uint64_t fixed = measured.fixed;
 
     BitAllocation allocation;
-    allocation.reference_bytes = fixed + measured.top_levels;
-    allocation.uniform_base_bytes = fixed + measured.uniform_levels;
+    allocation.reference_bytes = fixed + top_levels;
+    allocation.uniform_base_bytes = fixed + uniform_levels;
     allocation.budget_bytes =
         allowance_bytes(budget.bytes, budget.ratio, allocation.reference_bytes);
     if (allocation.budget_bytes <= fixed) {
@@ -307,9 +292,9 @@ BitAllocation choose_tensor_bits(const std::filesystem::path& model_path, const 
         }
         if (budget.progress) budget.progress(c + 1, candidates.size());
     }
-    const auto loss_at = [&](std::size_t q, int bits) {
-        const auto found = std::find(candidates.begin(), candidates.end(), bits);
-        return choices[q][std::size_t(found - candidates.begin())].loss_increase;
+    const auto candidate_index = [&](int bits) {
+        return std::size_t(std::find(candidates.begin(), candidates.end(), bits) -
+                           candidates.begin());
     };
 
     // Rung by rung: the base on its candidates' bytes, then each budgeted
@@ -341,10 +326,8 @@ BitAllocation choose_tensor_bits(const std::filesystem::path& model_path, const 
             }
         }
         std::uint64_t spent = 0;  // planned bytes of the rungs chosen so far
-        for (std::size_t q = 0; q < quantized.size(); ++q) {
-            const auto found = std::find(candidates.begin(), candidates.end(), chosen[q][0]);
-            spent += choices[q][std::size_t(found - candidates.begin())].bytes;
-        }
+        for (std::size_t q = 0; q < quantized.size(); ++q)
+            spent += choices[q][candidate_index(chosen[q][0])].bytes;
         spent += fixed;
         for (std::size_t rung = 1; rung < budgeted; ++rung) {
             if (allowances[rung] <= spent) {
@@ -369,9 +352,10 @@ BitAllocation choose_tensor_bits(const std::filesystem::path& model_path, const 
                     const std::uint64_t bytes =
                         i == 0 ? 0
                                : unit_bytes_by_rung(model.weights[t], chunks, plan,
-                                                    bits_with_chosen(plan, with), rung + 1,
+                                                    bits_with_chosen(plan, with), rung, rung,
                                                     coder)[rung];
-                    lifts[q][i] = {options_bits[i], bytes, loss_at(q, options_bits[i])};
+                    lifts[q][i] = {options_bits[i], bytes,
+                                   choices[q][candidate_index(options_bits[i])].loss_increase};
                 });
             }
             const std::vector<std::size_t> picked = allocate_bits(lifts, allowances[rung] - spent);
@@ -392,12 +376,20 @@ BitAllocation choose_tensor_bits(const std::filesystem::path& model_path, const 
             const std::size_t t = quantized[q];
             allocation.rung_bits[t] = bits_with_chosen(plan, chosen[q]);
             allocation.base_bits[t] = chosen[q][0];
-            const std::vector<std::uint64_t> bytes = unit_bytes_by_rung(
-                model.weights[t], chunks_of(t), plan, allocation.rung_bits[t], budgeted, coder);
+            // A base-only budget is coded on the ladder it was priced on
+            // (with_base): its planned bytes are already exact.
+            if (budgeted == 1) {
+                const std::size_t c = candidate_index(chosen[q][0]);
+                cumulative[0] += choices[q][c].bytes;
+                final_base_bytes[q] = {c, choices[q][c].bytes};
+                continue;
+            }
+            const std::vector<std::uint64_t> bytes =
+                unit_bytes_by_rung(model.weights[t], chunks_of(t), plan, allocation.rung_bits[t], 0,
+                                   budgeted - 1, coder);
             for (std::size_t rung = 0; rung < budgeted; ++rung) cumulative[rung] += bytes[rung];
             // The next attempt plans this base at what it coded to here.
-            const auto found = std::find(candidates.begin(), candidates.end(), chosen[q][0]);
-            final_base_bytes[q] = {std::size_t(found - candidates.begin()), bytes[0]};
+            final_base_bytes[q] = {candidate_index(chosen[q][0]), bytes[0]};
         }
         for (std::size_t rung = 1; rung < budgeted; ++rung)
             cumulative[rung] += cumulative[rung - 1];

@@ -1,7 +1,12 @@
 // The push decoder (include/bitinc/decoder.hpp): the device's state machine
 // for one package, fed bytes by whatever transport the caller has.
 #include <algorithm>
+#include <condition_variable>
+#include <mutex>
 #include <string>
+#include <system_error>
+#include <thread>
+#include <utility>
 
 #include "bitinc/decoder.hpp"
 #include "bitinc/error.hpp"
@@ -10,7 +15,9 @@ namespace bitinc {
 
 namespace {
 
-enum class Fate { pending, applied, damaged, skipped, lost };
+enum class Fate { pending, in_flight, applied, damaged, skipped, lost };
+
+using Clock = std::chrono::steady_clock;
 
 // Byte ranges received of one buffer, merged.
 class Coverage {
@@ -42,6 +49,127 @@ class Coverage {
 struct Refetch {
     std::vector<std::uint8_t> bytes;
     Coverage coverage;
+};
+
+// Worker threads applying units while the caller pushes more bytes. Units
+// of one rung touch different chunks, so they apply in any order; a rung's
+// units are handed over only once the rung below is complete.
+class ApplyPool {
+  public:
+    struct Job {
+        std::size_t part = 0;
+        std::size_t rung = 0;
+        std::size_t unit = 0;
+        std::vector<std::uint8_t> bytes;  // the unit's own copy
+        std::string source;
+    };
+    struct Outcome {
+        std::size_t part = 0;
+        std::size_t unit = 0;
+        std::string error;  // empty: applied
+    };
+
+    ApplyPool(ModelAssembler& assembler, int threads, const std::atomic<bool>* hold)
+        : assembler_(assembler), hold_(hold) {
+        try {
+            for (int t = 0; t < threads; ++t) workers_.emplace_back([this] { work(); });
+        } catch (const std::system_error& error) {
+            // Fewer workers do; none at all cannot decode.
+            if (workers_.empty())
+                throw Error(ErrorCode::out_of_memory,
+                            std::string("cannot start a decoding thread: ") + error.what());
+        }
+    }
+    ~ApplyPool() {
+        {
+            const std::lock_guard lock(mutex_);
+            closing_ = true;
+            jobs_.clear();
+        }
+        wake_.notify_all();
+        workers_.clear();  // joins
+    }
+
+    // Waits while the queue holds more than max_queued_bytes: a link faster
+    // than decoding must not fill memory with a rung's units.
+    void submit(Job job) {
+        {
+            std::unique_lock lock(mutex_);
+            changed_.wait(lock, [this] { return queued_bytes_ < max_queued_bytes; });
+            queued_bytes_ += job.bytes.size();
+            jobs_.push_back(std::move(job));
+            ++in_flight_;
+        }
+        wake_.notify_one();
+    }
+    bool busy() const {
+        const std::lock_guard lock(mutex_);
+        return in_flight_ > 0;
+    }
+    // What finished since the last call; with `wait`, waits for at least
+    // one outcome while units are in flight.
+    std::vector<Outcome> take_outcomes(bool wait) {
+        std::unique_lock lock(mutex_);
+        if (wait) changed_.wait(lock, [this] { return !outcomes_.empty() || in_flight_ == 0; });
+        return std::exchange(outcomes_, {});
+    }
+    std::vector<ApplySpan> take_spans() {
+        const std::lock_guard lock(mutex_);
+        return std::exchange(spans_, {});
+    }
+
+  private:
+    void work() {
+        for (;;) {
+            Job job;
+            {
+                std::unique_lock lock(mutex_);
+                wake_.wait(lock, [this] { return closing_ || !jobs_.empty(); });
+                // Held: look again every millisecond (the holder does not
+                // know this pool to wake it).
+                while (hold_ != nullptr && hold_->load() && !closing_)
+                    wake_.wait_for(lock, std::chrono::milliseconds(1));
+                if (closing_ || jobs_.empty()) return;
+                job = std::move(jobs_.front());
+                jobs_.pop_front();
+                queued_bytes_ -= job.bytes.size();
+            }
+            changed_.notify_all();
+            const Clock::time_point begin = Clock::now();
+            Outcome outcome{job.part, job.unit, {}};
+            try {
+                assembler_.apply_unit(job.rung, job.unit, job.bytes, job.source);
+            } catch (const std::bad_alloc&) {
+                // Nothing may escape a worker (it would end the process): the
+                // unit counts as damaged, to be pushed again.
+                outcome.error = job.source + ": out of memory";
+            } catch (const std::exception& error) {
+                outcome.error = error.what();
+                if (outcome.error.empty()) outcome.error = job.source + ": a unit failed";
+            }
+            {
+                const std::lock_guard lock(mutex_);
+                spans_.push_back({begin, Clock::now()});
+                outcomes_.push_back(std::move(outcome));
+                --in_flight_;
+            }
+            changed_.notify_all();
+        }
+    }
+
+    static constexpr std::size_t max_queued_bytes = std::size_t{32} << 20;
+    ModelAssembler& assembler_;
+    const std::atomic<bool>* hold_;
+    mutable std::mutex mutex_;
+    std::condition_variable wake_;     // a job, or closing
+    std::condition_variable changed_;  // room in the queue, or an outcome
+    std::deque<Job> jobs_;
+    std::size_t queued_bytes_ = 0;
+    std::size_t in_flight_ = 0;  // queued or being applied
+    bool closing_ = false;
+    std::vector<Outcome> outcomes_;
+    std::vector<ApplySpan> spans_;
+    std::vector<std::jthread> workers_;
 };
 
 }  // namespace
@@ -78,6 +206,10 @@ struct PackageDecoder::Impl {
     std::size_t current = 0;  // the first part not yet complete
     std::size_t units_applied = 0;
     std::unique_ptr<ModelAssembler> assembler;
+    // With DecoderOptions::decode_threads; declared after the assembler so
+    // that its workers stop before the assembler goes.
+    std::unique_ptr<ApplyPool> pool;
+    std::vector<ApplySpan> inline_spans;  // units applied in push(), without workers
     std::deque<DecoderEvent> events;
     bool done_reported = false;
     // Pushed but not yet accepted (waiting for each other when signed).
@@ -165,17 +297,51 @@ struct PackageDecoder::Impl {
             ++part.resolved;
             return;
         }
+        if (pool) {
+            fate = Fate::in_flight;
+            pool->submit({std::size_t(&part - parts.data()), part.rung_index, unit_index,
+                          std::vector<std::uint8_t>(bytes.begin(), bytes.end()),
+                          where(part.rung->data.file)});
+            return;
+        }
+        const Clock::time_point begin = Clock::now();
         try {
             assembler->apply_unit(part.rung_index, unit_index, bytes, where(part.rung->data.file));
+            settle(part, unit_index, {});
+        } catch (const Error& error) {
+            settle(part, unit_index, error.what());
+        }
+        inline_spans.push_back({begin, Clock::now()});
+    }
+
+    // A unit's outcome: applied (no error), or damaged and wanted again.
+    void settle(Part& part, std::size_t unit_index, const std::string& error) {
+        Fate& fate = part.fates[unit_index];
+        if (error.empty()) {
             fate = Fate::applied;
             ++part.resolved;
             ++units_applied;
-        } catch (const Error& error) {
-            fate = Fate::damaged;
-            part.refetches[unit_index] = {};
-            queue(DecoderEvent::Kind::unit_damaged, part, error.what(),
-                  {{part.rung->data.file, unit.offset, unit.offset + unit.length}});
+            return;
         }
+        const UnitEntry& unit = part.rung->units[unit_index];
+        fate = Fate::damaged;
+        part.refetches[unit_index] = {};
+        queue(DecoderEvent::Kind::unit_damaged, part, error,
+              {{part.rung->data.file, unit.offset, unit.offset + unit.length}});
+    }
+
+    // Takes in what the workers finished (waiting for some with `wait`),
+    // then moves on as far as that allows.
+    void collect(bool wait) {
+        if (!pool) return;
+        const std::vector<ApplyPool::Outcome> outcomes = pool->take_outcomes(wait);
+        if (outcomes.empty()) return;
+        for (const ApplyPool::Outcome& outcome : outcomes) {
+            Part& part = parts[outcome.part];
+            settle(part, outcome.unit, outcome.error);
+            report(part);
+        }
+        advance();
     }
 
     // Cuts whole units from the current part's stream (parts apply in
@@ -191,6 +357,10 @@ struct PackageDecoder::Impl {
                 try {
                     assembler = std::make_unique<ModelAssembler>(*manifest, std::move(topology),
                                                                  where(part.rung->data.file));
+                    if (options.decode_threads > 0) {
+                        pool = std::make_unique<ApplyPool>(*assembler, options.decode_threads,
+                                                           options.hold_decoding);
+                    }
                 } catch (const Error& error) {
                     // Damaged on the way: the file is wanted again from its start.
                     part.received = 0;
@@ -241,9 +411,12 @@ struct PackageDecoder::Impl {
     // Events a part's progress calls for.
     void report(Part& part) {
         if (part.has_point && !part.point_reported && part.topology_done) {
-            const bool reached = std::all_of(
-                part.fates.begin(), part.fates.begin() + std::ptrdiff_t(part.point_units),
-                [](Fate fate) { return fate != Fate::pending && fate != Fate::damaged; });
+            const bool reached =
+                std::all_of(part.fates.begin(),
+                            part.fates.begin() + std::ptrdiff_t(part.point_units), [](Fate fate) {
+                                return fate != Fate::pending && fate != Fate::in_flight &&
+                                       fate != Fate::damaged;
+                            });
             if (reached) {
                 part.point_reported = true;
                 queue(DecoderEvent::Kind::accuracy_point_ready, part);
@@ -339,6 +512,7 @@ void PackageDecoder::Impl::accept_manifest() {
 void PackageDecoder::push(std::string_view file, std::uint64_t offset,
                           std::span<const std::uint8_t> bytes) {
     Impl& d = *impl_;
+    d.collect(false);
     Impl::Part* part = d.manifest ? d.part_of(file) : nullptr;
     if (part == nullptr || part->complete()) return;
     // Damaged units pushed again: gathered until whole, then applied.
@@ -371,6 +545,7 @@ void PackageDecoder::push(std::string_view file, std::uint64_t offset,
 
 void PackageDecoder::give_up(const ByteRange& range) {
     Impl& d = *impl_;
+    d.collect(false);
     Impl::Part* part = d.manifest ? d.part_of(range.file) : nullptr;
     if (part == nullptr) {
         throw Error(
@@ -406,14 +581,22 @@ void PackageDecoder::give_up(const ByteRange& range) {
 
 DecoderEvent PackageDecoder::next_event() {
     Impl& d = *impl_;
-    if (!d.events.empty()) {
-        DecoderEvent event = std::move(d.events.front());
-        d.events.pop_front();
-        if (event.kind == DecoderEvent::Kind::done) d.done_reported = true;
-        return event;
+    d.collect(false);
+    for (;;) {
+        if (!d.events.empty()) {
+            DecoderEvent event = std::move(d.events.front());
+            d.events.pop_front();
+            if (event.kind == DecoderEvent::Kind::done) d.done_reported = true;
+            return event;
+        }
+        if (d.done_reported) return {DecoderEvent::Kind::done, {}, 0, 0, {}};
+        std::vector<ByteRange> wanted = d.wanted();
+        // Nothing to push would help while the workers finish what they
+        // have: wait for them.
+        if (!wanted.empty() || !d.pool || !d.pool->busy())
+            return {DecoderEvent::Kind::need_input, std::move(wanted), 0, 0, {}};
+        d.collect(true);
     }
-    if (d.done_reported) return {DecoderEvent::Kind::done, {}, 0, 0, {}};
-    return {DecoderEvent::Kind::need_input, d.wanted(), 0, 0, {}};
 }
 
 bool PackageDecoder::has_manifest() const {
@@ -438,6 +621,16 @@ Model PackageDecoder::snapshot() const {
 
 std::size_t PackageDecoder::units_applied() const {
     return impl_->units_applied;
+}
+
+std::vector<ApplySpan> PackageDecoder::take_apply_spans() {
+    Impl& d = *impl_;
+    std::vector<ApplySpan> spans = std::exchange(d.inline_spans, {});
+    if (d.pool) {
+        const std::vector<ApplySpan> pooled = d.pool->take_spans();
+        spans.insert(spans.end(), pooled.begin(), pooled.end());
+    }
+    return spans;
 }
 
 const ModelAssembler* PackageDecoder::assembler() const {

@@ -322,13 +322,8 @@ bool Manifest::refines(const RungEntry& rung, std::size_t tensor) const {
 }
 
 LadderPlan Manifest::tensor_ladder(std::size_t tensor) const {
-    LadderPlan plan = ladder;
     const std::vector<int>& own = core::checked_at(tensors, tensor, "tensor").bits;
-    if (!own.empty()) {
-        plan.bits = own;
-        plan.bits.erase(std::unique(plan.bits.begin(), plan.bits.end()), plan.bits.end());
-    }
-    return plan;
+    return own.empty() ? ladder : ladder.with_rung_bits(own);
 }
 
 bool Manifest::mixed() const {

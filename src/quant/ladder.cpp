@@ -84,8 +84,12 @@ std::vector<int> LadderPlan::rung_bits_with_base(int base) const {
 }
 
 LadderPlan LadderPlan::with_base(int base) const {
+    return with_rung_bits(rung_bits_with_base(base));
+}
+
+LadderPlan LadderPlan::with_rung_bits(std::vector<int> rung_bits) const {
     LadderPlan plan = *this;
-    plan.bits = rung_bits_with_base(base);
+    plan.bits = std::move(rung_bits);
     plan.bits.erase(std::unique(plan.bits.begin(), plan.bits.end()), plan.bits.end());
     return plan;
 }
