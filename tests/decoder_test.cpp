@@ -72,6 +72,14 @@ Drive drive(PackageDecoder& decoder, const fs::path& package, unsigned seed,
     return drive;
 }
 
+DecoderOptions target(bool direct, int until_bits, bool until_accuracy_point) {
+    DecoderOptions options;
+    options.direct = direct;
+    options.until_bits = until_bits;
+    options.until_accuracy_point = until_accuracy_point;
+    return options;
+}
+
 class Decoder : public ::testing::Test {
   protected:
     void SetUp() override {
@@ -122,18 +130,18 @@ TEST_F(Decoder, AnyChunkingAndOrderGivesTheSameModel) {
 }
 
 TEST_F(Decoder, StopsWhereAskedOrDecodesTheDirectRung) {
-    PackageDecoder until_8({false, 8, false, {}});
+    PackageDecoder until_8(target(false, 8, false));
     drive(until_8, package_, 5, 3000);
     EXPECT_EQ(serialize_onnx(until_8.snapshot()), rebuilt(8));
-    PackageDecoder direct({true, 0, false, {}});
+    PackageDecoder direct(target(true, 0, false));
     drive(direct, package_, 6, 3000);
     EXPECT_EQ(serialize_onnx(direct.snapshot()), rebuilt(8, true));
     // The package has no 16-bit rung, nor an accuracy point.
-    PackageDecoder missing({false, 16, false, {}});
+    PackageDecoder missing(target(false, 16, false));
     const std::string manifest = slurp(package_ / manifest_file_name);
     const std::span bytes(reinterpret_cast<const std::uint8_t*>(manifest.data()), manifest.size());
     EXPECT_THROW(missing.push_manifest(bytes), Error);
-    PackageDecoder point({false, 0, true, {}});
+    PackageDecoder point(target(false, 0, true));
     EXPECT_THROW(point.push_manifest(bytes), Error);
 }
 
@@ -205,7 +213,7 @@ TEST_F(Decoder, StopsAtTheAccuracyPointOrReportsItOnTheWay) {
     manifest.accuracy_point = point;
     testing::spit(package_ / manifest_file_name, serialize_manifest(manifest));
 
-    PackageDecoder decoder({false, 0, true, {}});
+    PackageDecoder decoder(target(false, 0, true));
     const Drive result = drive(decoder, package_, 11, 3000);
     std::vector<Kind> milestones;
     for (const Kind kind : result.events)

@@ -69,7 +69,7 @@ TEST_F(Progressive, ServesTheAccuracyPointOnTheWayToTheTop) {
     };
     ProgressiveModel model(server->url() + "/small-cnn/", options);
     ASSERT_TRUE(model.wait_finished(std::chrono::seconds(60)));
-    EXPECT_FALSE(model.failure().has_value());
+    EXPECT_FALSE(model.failure().has_value()) << model.failure().value_or("");
     EXPECT_EQ(model.bits(), 16);
     const std::lock_guard lock(mutex);
     std::vector<std::pair<int, bool>> swaps;

@@ -199,6 +199,78 @@ TEST(VersionDelta, FetchTakesOnlyTheDeltaAndTheRungsAboveIt) {
               serialize_onnx(unpack_package(versions.second_package, 16, false)));
 }
 
+// The push decoder, given the model held, wants the topology and the delta
+// (never a rung at or below the delta's bits), asks again for a delta file
+// that arrived damaged, and reaches the new version's top bit for bit, with
+// and without worker threads.
+TEST(VersionDelta, PushDecoderTakesTheDeltaAndTheRungsAboveIt) {
+    const Weights first = first_version();
+    Versions versions;
+    pack_versions(versions, ladder_options(true), first, second_version(first));
+    const Manifest& manifest = versions.second;
+    const std::string top = serialize_onnx(unpack_package(versions.second_package, 16, false));
+    for (const int threads : {0, 2}) {
+        for (const DeltaEntry& delta : manifest.deltas) {
+            SCOPED_TRACE(std::to_string(delta.bits) + " bits held, " + std::to_string(threads) +
+                         " threads");
+            const Model held = unpack_package(versions.first_package, delta.bits, false);
+            DecoderOptions options;
+            options.previous = &held;
+            options.decode_threads = threads;
+            PackageDecoder decoder(options);
+            bool spoiled = false;
+            std::size_t damaged = 0;
+            std::vector<int> ready_bits;
+            for (int step = 0; step < 1000; ++step) {
+                const DecoderEvent event = decoder.next_event();
+                if (event.kind == DecoderEvent::Kind::done) break;
+                if (event.kind == DecoderEvent::Kind::unit_damaged) ++damaged;
+                if (event.kind == DecoderEvent::Kind::rung_ready) ready_bits.push_back(event.bits);
+                if (event.kind != DecoderEvent::Kind::need_input) continue;
+                ASSERT_FALSE(event.wanted.empty());
+                for (const ByteRange& range : event.wanted) {
+                    std::string bytes = slurp(versions.second_package / range.file);
+                    const std::span span(reinterpret_cast<const std::uint8_t*>(bytes.data()),
+                                         bytes.size());
+                    if (range.file == manifest_file_name) {
+                        decoder.push_manifest(span);
+                        continue;
+                    }
+                    for (const RungEntry& rung : manifest.rungs) {
+                        EXPECT_FALSE(rung.data.file == range.file && rung.bits <= delta.bits)
+                            << range.file << " is below the delta";
+                    }
+                    if (range.file == delta.data.file && !spoiled) {
+                        bytes[bytes.size() / 2] ^= 0x10;
+                        spoiled = true;
+                    }
+                    // In two pieces, the second first.
+                    const std::uint64_t middle = range.begin + (range.end - range.begin) / 2;
+                    decoder.push(range.file, middle, span.subspan(middle, range.end - middle));
+                    decoder.push(range.file, range.begin,
+                                 span.subspan(range.begin, middle - range.begin));
+                }
+            }
+            ASSERT_TRUE(decoder.delta().has_value());
+            EXPECT_EQ(manifest.deltas[*decoder.delta()].bits, delta.bits);
+            EXPECT_TRUE(spoiled);
+            EXPECT_EQ(damaged, 1u);
+            ASSERT_FALSE(ready_bits.empty());
+            EXPECT_EQ(ready_bits.front(), delta.bits);
+            EXPECT_EQ(serialize_onnx(decoder.snapshot()), top);
+        }
+    }
+    // A model with no delta from it: the ordinary ladder.
+    const Model other = read_onnx_file(versions.second_model);
+    DecoderOptions options;
+    options.previous = &other;
+    PackageDecoder decoder(options);
+    const std::string text = slurp(versions.second_package / manifest_file_name);
+    decoder.push_manifest(
+        std::span(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
+    EXPECT_FALSE(decoder.delta().has_value());
+}
+
 // A tensor renamed (or new) in the new version travels whole in the delta,
 // as levels; the rest is still coded against the model held.
 TEST(VersionDelta, ARenamedTensorTravelsWhole) {

@@ -73,6 +73,16 @@ struct DecoderOptions {
     // device has something more urgent for its cores (its first engine
     // build). Read by the workers; the caller owns it.
     const std::atomic<bool>* hold_decoding = nullptr;
+    // Version deltas (docs/format.md §9): the model the device holds, an
+    // earlier version of this package's model. When the manifest has a
+    // delta from it to a rung no higher than the target, the decoder wants
+    // the topology file and the delta file instead of the rungs up to the
+    // delta's, each whole and checked against the manifest's SHA-256. The
+    // caller keeps the model alive while the decoder lives.
+    // `previous_sha256` is its model_weights_sha256 if the caller has it
+    // already (else the decoder hashes the model when the manifest comes).
+    const Model* previous = nullptr;
+    std::string previous_sha256;
 };
 
 // When units were being applied: one span per unit, on the steady clock.
@@ -87,7 +97,8 @@ struct DecoderEvent {
         manifest_ready,        // manifest() may be read
         topology_ready,        // the graph is known; weights come with the first rung
         unit_damaged,          // `wanted` (one unit) arrived damaged: push it again, or give_up
-        rung_ready,            // every unit of rungs[rung] applied (or given up): snapshot()
+        rung_ready,            // every unit of rungs[rung] applied (or given up), or a
+                               // version delta to it: snapshot()
         accuracy_point_ready,  // the units up to the package's accuracy point are in
         degraded,              // a unit was given up: its chunk stays at the rung below
         done,                  // the target is reached; nothing more is wanted
@@ -135,12 +146,20 @@ class PackageDecoder {
     Model snapshot() const;
     // Units applied so far, over every rung.
     std::size_t units_applied() const;
+    // The version delta the decoder takes (an index into manifest().deltas),
+    // once the manifest is in; none without DecoderOptions::previous or a
+    // delta from it.
+    std::optional<std::size_t> delta() const;
     // When units were applied since the last call (for a fetcher's figure of
     // how much decoding the download hid).
     std::vector<ApplySpan> take_apply_spans();
     // The assembler, for writing the model out (write_model_file); nullptr
     // before topology_ready.
     const ModelAssembler* assembler() const;
+    // The same, shared: it may outlive the decoder (a fetcher hands it on).
+    // Read it only while no unit is being applied: after done, or with no
+    // decode threads.
+    std::shared_ptr<const ModelAssembler> shared_assembler() const;
 
   private:
     struct Impl;

@@ -15,6 +15,7 @@
 #include <deque>
 #include <fstream>
 #include <future>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -25,6 +26,7 @@
 #include <thread>
 #include <utility>
 
+#include "bitinc/decoder.hpp"
 #include "bitinc/error.hpp"
 #include "bitinc/fetch.hpp"
 #include "bitinc/package_reader.hpp"
@@ -568,230 +570,6 @@ class PackageSource {
     Transfer* transfer_ = nullptr;  // during curl_easy_perform
 };
 
-// Applies units on worker threads while the download goes on.
-class UnitDecoder {
-  public:
-    // While *hold is true (if given), queued units wait: the device has
-    // something more urgent for its cores (its first engine build).
-    UnitDecoder(ModelAssembler& assembler, int threads, Clock::time_point start,
-                const std::atomic<bool>* hold = nullptr)
-        : assembler_(assembler), start_(start), hold_(hold) {
-        try {
-            for (int t = 0; t < std::max(1, threads); ++t)
-                workers_.emplace_back([this] { work(); });
-        } catch (const std::system_error& error) {
-            // Fewer workers do; none at all cannot decode.
-            if (workers_.empty())
-                throw Error(ErrorCode::out_of_memory,
-                            std::string("cannot start a decoding thread: ") + error.what());
-        }
-    }
-    ~UnitDecoder() {
-        {
-            const std::lock_guard lock(mutex_);
-            closing_ = true;
-        }
-        wake_.notify_all();
-        workers_.clear();
-    }
-
-    struct Job {
-        std::size_t rung = 0;
-        std::size_t unit = 0;
-        std::vector<std::uint8_t> bytes;  // the unit's own copy: nothing else need stay alive
-        std::string source;
-    };
-
-    std::size_t applied() const { return applied_.load(); }
-    // Units that failed their checks or were skipped so far (not yet taken).
-    bool troubled() const {
-        const std::lock_guard lock(mutex_);
-        return !failures_.empty() || !skipped_.empty();
-    }
-
-    // Waits while the queued units hold more than max_queued_bytes, so that
-    // a link faster than decoding cannot fill memory with a rung's units.
-    void push(Job job) {
-        {
-            std::unique_lock lock(mutex_);
-            room_.wait(lock, [this] { return queued_bytes_ < max_queued_bytes; });
-            queued_bytes_ += job.bytes.size();
-            jobs_.push_back(std::move(job));
-            ++pending_;
-        }
-        wake_.notify_one();
-    }
-
-    // Forgets queued units and waits for those in progress.
-    void abandon() {
-        std::unique_lock lock(mutex_);
-        pending_ -= jobs_.size();
-        jobs_.clear();
-        queued_bytes_ = 0;
-        room_.notify_all();
-        idle_.wait(lock, [this] { return pending_ == 0; });
-    }
-
-    // Waits until every pushed unit is applied or has failed.
-    void drain() {
-        std::unique_lock lock(mutex_);
-        idle_.wait(lock, [this] { return pending_ == 0; });
-    }
-
-    // After drain(): units that failed, with the reason, and timing.
-    std::vector<std::pair<std::size_t, std::string>> take_failures() {
-        const std::lock_guard lock(mutex_);
-        return std::exchange(failures_, {});
-    }
-    std::vector<std::size_t> take_skipped() {
-        const std::lock_guard lock(mutex_);
-        return std::exchange(skipped_, {});
-    }
-    // (decode seconds, seconds of it before `downloaded_at`) since the last call.
-    std::pair<double, double> take_times(double downloaded_at) {
-        const std::lock_guard lock(mutex_);
-        double total = 0, hidden = 0;
-        for (const auto& [from, to] : spans_) {
-            total += to - from;
-            hidden += std::max(0.0, std::min(to, downloaded_at) - from);
-        }
-        spans_.clear();
-        return {total, hidden};
-    }
-
-  private:
-    void work() {
-        for (;;) {
-            Job job;
-            {
-                std::unique_lock lock(mutex_);
-                wake_.wait(lock, [this] { return closing_ || !jobs_.empty(); });
-                // Held: look again every millisecond (the holder does not
-                // know this queue to wake it).
-                while (hold_ != nullptr && hold_->load() && !closing_)
-                    wake_.wait_for(lock, std::chrono::milliseconds(1));
-                if (jobs_.empty()) return;
-                job = std::move(jobs_.front());
-                jobs_.pop_front();
-                queued_bytes_ -= job.bytes.size();
-            }
-            room_.notify_all();
-            const RungEntry& rung = assembler_.manifest().rungs[job.rung];
-            const double from = seconds_between(start_, Clock::now());
-            std::string failure;
-            bool skipped = false;
-            try {
-                // A refinement whose chunk stayed behind (degraded) is skipped.
-                if (builds_on_earlier_rung(rung.kind) &&
-                    assembler_.chunk_bits(job.rung, job.unit) !=
-                        assembler_.manifest().unit_parent_bits(rung, rung.units[job.unit].tensor)) {
-                    skipped = true;
-                } else {
-                    assembler_.apply_unit(job.rung, job.unit, job.bytes, job.source);
-                    ++applied_;
-                }
-            } catch (const std::bad_alloc&) {
-                // Nothing may escape a worker (it would end the process): the
-                // unit counts as failed, and is fetched and applied again.
-                failure = job.source + ": out of memory";
-            } catch (const std::exception& error) {
-                failure = error.what();
-            }
-            const double to = seconds_between(start_, Clock::now());
-            {
-                const std::lock_guard lock(mutex_);
-                spans_.emplace_back(from, to);
-                if (!failure.empty()) failures_.emplace_back(job.unit, failure);
-                if (skipped) skipped_.push_back(job.unit);
-                if (--pending_ == 0) idle_.notify_all();
-            }
-        }
-    }
-
-    ModelAssembler& assembler_;
-    Clock::time_point start_;
-    const std::atomic<bool>* hold_;
-    mutable std::mutex mutex_;
-    std::condition_variable wake_;
-    std::condition_variable idle_;
-    std::deque<Job> jobs_;
-    std::size_t pending_ = 0;
-    static constexpr std::size_t max_queued_bytes = std::size_t{32} << 20;
-    std::size_t queued_bytes_ = 0;
-    std::condition_variable room_;
-    bool closing_ = false;
-    std::vector<std::pair<std::size_t, std::string>> failures_;
-    std::vector<std::size_t> skipped_;
-    std::vector<std::pair<double, double>> spans_;
-    std::atomic<std::size_t> applied_{0};
-    std::vector<std::jthread> workers_;
-};
-
-// Cuts a rung file into its units as the bytes arrive, each unit into a
-// buffer of its own that grows with what came (never sized by what the
-// manifest claims).
-class UnitSplitter {
-  public:
-    explicit UnitSplitter(const RungEntry& rung) : rung_(rung) {}
-
-    // Takes the next bytes of the file; calls `complete(unit index, bytes)`
-    // for each unit they finish.
-    void feed(const char* data, std::size_t length,
-              const std::function<void(std::size_t, std::vector<std::uint8_t>)>& complete) {
-        while (length > 0 && next_ < rung_.units.size()) {
-            const std::uint64_t need = rung_.units[next_].length - pending_.size();
-            const std::size_t take = std::size_t(std::min<std::uint64_t>(need, length));
-            pending_.insert(pending_.end(), data, data + take);
-            data += take;
-            length -= take;
-            if (pending_.size() == rung_.units[next_].length) {
-                complete(next_, std::exchange(pending_, {}));
-                ++next_;
-            }
-        }
-    }
-    std::size_t next_unit() const { return next_; }
-    void start_over() {
-        next_ = 0;
-        pending_.clear();
-    }
-
-  private:
-    const RungEntry& rung_;
-    std::size_t next_ = 0;
-    std::vector<std::uint8_t> pending_;
-};
-
-// The topology at the head of a base or direct rung's file, gathered as the
-// bytes arrive and checked against the manifest's SHA-256 once whole.
-class TopologyPrefix {
-  public:
-    explicit TopologyPrefix(const FileEntry& topology) : expected_(topology) {}
-
-    // Takes the bytes of [data, data + length) that belong to the topology;
-    // returns how many.
-    std::size_t take(const char* data, std::size_t length) {
-        const std::size_t take =
-            std::size_t(std::min<std::uint64_t>(length, expected_.bytes - taken_));
-        bytes_.append(data, take);
-        taken_ += take;
-        return take;
-    }
-    bool complete() const { return taken_ == expected_.bytes; }
-    bool intact() const { return complete() && core::sha256_hex(bytes_) == expected_.sha256; }
-    // The bytes, once intact; the prefix stays complete.
-    std::string release() { return std::exchange(bytes_, {}); }
-    void start_over() {
-        bytes_.clear();
-        taken_ = 0;
-    }
-
-  private:
-    const FileEntry& expected_;
-    std::string bytes_;
-    std::uint64_t taken_ = 0;
-};
-
 // A partial download kept on disk: the first bytes of a rung file.
 class PartFile {
   public:
@@ -970,221 +748,316 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
     const FetchPlan plan =
         plan_fetch(manifest, options.mode == FetchMode::direct, options.until_bits,
                    options.until_accuracy_point, source.where(std::string(manifest_file_name)));
-    std::vector<const RungEntry*> rungs;
-    for (const FetchPlan::Part& part : plan.parts) rungs.push_back(part.rung);
-    const AccuracyPoint* point = plan.at_accuracy_point ? &*manifest.accuracy_point : nullptr;
     result.target_bits = plan.target_bits;
     result.at_accuracy_point = plan.at_accuracy_point;
-    // The bytes and units wanted of a rung's file: all, or up to the
-    // accuracy point's last unit.
-    const auto part_of = [&](const RungEntry& rung) {
-        return *std::find_if(plan.parts.begin(), plan.parts.end(),
-                             [&](const FetchPlan::Part& part) { return part.rung == &rung; });
-    };
-    const auto wanted_bytes = [&](const RungEntry& rung) { return part_of(rung).bytes; };
-    const auto wanted_units = [&](const RungEntry& rung) { return part_of(rung).units; };
-    std::uint64_t bytes_total = 0;
-    for (const RungEntry* rung : rungs) bytes_total += wanted_bytes(*rung);
-    std::uint64_t bytes_done = 0;
-    std::set<std::string> degraded;
-    std::vector<PartFile> parts;
 
-    // Both come with the topology, at the head of the first rung's file: it
-    // is never used unless its hash matches the manifest's.
-    // Shared with the result, so that a caller can write the model from it.
-    std::shared_ptr<ModelAssembler> assembler;
-    std::optional<UnitDecoder> decoder;
-    const auto take_topology = [&](std::string topology, const std::string& where) {
-        assembler =
-            std::make_shared<ModelAssembler>(manifest, std::move(topology), where + " (topology)");
-        decoder.emplace(*assembler, options.decode_threads, start, options.hold_decoding);
-        result.topology_at = now();
-        FetchEvent event;
-        event.kind = FetchEvent::Kind::topology_ready;
-        event.seconds = result.topology_at;
-        event.assembler = &*assembler;
-        emit(event);
-    };
-    // A version delta from the model the device holds replaces the rungs
-    // up to its bits: the topology and the delta file, each checked against
-    // the manifest's SHA-256 before any byte is used.
-    std::optional<std::size_t> delta_index;
-    std::string held_sha256;
+    // The device's state machine is the push decoder's: it plans the rungs
+    // (or a version delta and the rungs above it), checks every byte and
+    // applies the units on its worker threads. What is left here moves the
+    // bytes it wants, with retries and resuming, and keeps the timeline.
+    DecoderOptions decoder_options;
+    decoder_options.direct = options.mode == FetchMode::direct;
+    decoder_options.until_bits = options.until_bits;
+    decoder_options.until_accuracy_point = options.until_accuracy_point;
+    decoder_options.decode_threads = std::max(options.decode_threads, 1);
+    decoder_options.hold_decoding = options.hold_decoding;
     if (previous_hash.valid()) {
-        held_sha256 = previous_hash.get();
-        delta_index = find_delta(manifest, held_sha256);
-        if (delta_index && manifest.deltas[*delta_index].bits > plan.target_bits)
-            delta_index.reset();
+        decoder_options.previous = options.previous.get();
+        decoder_options.previous_sha256 = previous_hash.get();
     }
+    std::string package_where = source.where("");
+    if (package_where.ends_with('/')) package_where.pop_back();
+    PackageDecoder decoder(decoder_options, package_where);
+    decoder.push_manifest(std::span(reinterpret_cast<const std::uint8_t*>(manifest_text.data()),
+                                    manifest_text.size()));
+    const std::optional<std::size_t> delta_index = decoder.delta();
+
+    // What this fetch keeps per file it wants.
+    struct FileProgress {
+        const RungEntry* rung = nullptr;  // nullptr: the topology or delta file
+        std::uint64_t wanted = 0;         // bytes of it the plan wants
+        std::uint64_t streamed = 0;       // pushed in order from its start
+        core::Sha256 hash;                // of the bytes streamed
+        bool started = false;
+        bool stream_failed = false;  // the rest of the stream could not be had
+        bool restart = false;        // its topology arrived damaged: from the start again
+        std::optional<PartFile> part;
+        RungTimeline timeline;
+    };
+    std::map<std::string, FileProgress> files;
+    std::uint64_t bytes_total = 0;
+    std::optional<RungTimeline> delta_timeline;
     if (delta_index) {
         const DeltaEntry& delta = manifest.deltas[*delta_index];
-        std::erase_if(rungs, [&](const RungEntry* rung) { return rung->bits <= delta.bits; });
-        bytes_total = manifest.topology.bytes + delta.data.bytes;
-        for (const RungEntry* rung : rungs) bytes_total += wanted_bytes(*rung);
-        const auto whole_file = [&](const FileEntry& file) {
-            return source.fetch_checked(file.file, 0, file.bytes, file.bytes, file.bytes,
-                                        [&](const std::string& bytes) {
-                                            return core::sha256_hex(bytes) == file.sha256
-                                                       ? std::string()
-                                                       : "SHA-256 differs from the manifest's";
-                                        });
-        };
-        RungTimeline timeline;
-        timeline.kind = RungKind::base;
-        timeline.bits = delta.bits;
-        timeline.bytes = manifest.topology.bytes + delta.data.bytes;
-        timeline.from_previous = true;
-        timeline.requested_at = now();
-        source.first_byte_at = -1;
-        const std::string topology_where = source.where(manifest.topology.file);
-        take_topology(whole_file(manifest.topology), topology_where);
-        assembler->hold_previous(*options.previous, *delta_index, topology_where, held_sha256);
-        const std::string bytes = whole_file(delta.data);
-        timeline.first_byte_at = source.first_byte_at;
-        timeline.downloaded_at = now();
-        bytes_done += timeline.bytes;
-        const std::string where = source.where(delta.data.file);
-        std::vector<std::string> errors(delta.units.size());
-        core::run_parallel(delta.units.size(), std::max(options.decode_threads, 1),
-                           [&](std::size_t u) {
-                               try {
-                                   assembler->apply_delta_unit(
-                                       *delta_index, u, unit_bytes(bytes, delta.units[u]), where);
-                               } catch (const Error& error) {
-                                   errors[u] = error.what();
-                               }
-                           });
-        // The file's SHA-256 was checked: a unit that fails is a bad package.
-        for (const std::string& error : errors)
-            if (!error.empty()) throw Error(ErrorCode::corrupt_data, error);
-        timeline.ready_at = now();
-        timeline.decode_seconds = timeline.ready_at - timeline.downloaded_at;
-        timeline.file_sha256_checked = true;
-        result.rungs.push_back(timeline);
+        for (const FileEntry* entry : {&manifest.topology, &delta.data}) {
+            files[entry->file].wanted = entry->bytes;
+            bytes_total += entry->bytes;
+        }
+        delta_timeline.emplace();
+        delta_timeline->kind = RungKind::base;
+        delta_timeline->bits = delta.bits;
+        delta_timeline->bytes = manifest.topology.bytes + delta.data.bytes;
+        delta_timeline->from_previous = true;
+    }
+    for (const FetchPlan::Part& part : plan.parts) {
+        if (delta_index && part.rung->bits <= manifest.deltas[*delta_index].bits) continue;
+        FileProgress& file = files[part.rung->data.file];
+        file.rung = part.rung;
+        file.wanted = part.bytes;
+        file.timeline.kind = part.rung->kind;
+        file.timeline.bits = part.rung->bits;
+        file.timeline.parent_bits = part.rung->parent_bits;
+        file.timeline.bytes = part.bytes;
+        bytes_total += part.bytes;
+    }
+    std::uint64_t bytes_done = 0;
+    std::set<std::string> degraded;
+    const auto fetch_event = [&](FetchEvent::Kind kind, int bits) {
         FetchEvent event;
-        event.kind = FetchEvent::Kind::rung_ready;
-        event.seconds = timeline.ready_at;
-        event.bits = delta.bits;
+        event.kind = kind;
+        event.seconds = now();
+        event.bits = bits;
         event.bytes_done = bytes_done;
         event.bytes_total = bytes_total;
-        event.assembler = &*assembler;
-        emit(event);
-    }
-    for (const RungEntry* rung : rungs) {
-        const std::size_t rung_index = manifest.rung_index(*rung);
-        const std::string where = source.where(rung->data.file);
-        if (!assembler && !starts_with_topology(rung->kind)) {
-            throw Error(ErrorCode::corrupt_data,
-                        where + ": a refinement cannot come before the topology");
+        event.units_applied = decoder.units_applied();
+        event.assembler = decoder.assembler();
+        return event;
+    };
+    // Decoding time since the last rung was ready, and how much of it came
+    // before `downloaded_at` (hidden behind the transfer).
+    const auto take_decode_times = [&](RungTimeline& timeline) {
+        for (const ApplySpan& span : decoder.take_apply_spans()) {
+            const double from = seconds_between(start, span.begin);
+            const double to = seconds_between(start, span.end);
+            timeline.decode_seconds += to - from;
+            timeline.decode_hidden_seconds +=
+                std::max(0.0, std::min(to, timeline.downloaded_at) - from);
         }
-        RungTimeline timeline;
-        timeline.kind = rung->kind;
-        timeline.bits = rung->bits;
-        timeline.parent_bits = rung->parent_bits;
-        const std::uint64_t wanted = wanted_bytes(*rung);
-        timeline.bytes = wanted;
-        // The next rung waits while the caller holds decoding (its first
-        // engine is being built): its bytes would only queue, and taking
-        // them in costs the cores the build needs.
-        while (options.hold_decoding != nullptr && options.hold_decoding->load()) {
-            source.check_stop(rung->data.file);
-            std::this_thread::sleep_for(std::chrono::milliseconds(1));
-        }
-        timeline.requested_at = now();
-        // An event about this rung, with the download's progress so far.
-        const auto rung_event = [&](FetchEvent::Kind kind) {
-            FetchEvent event;
-            event.kind = kind;
-            event.seconds = now();
-            event.bits = rung->bits;
-            event.bytes_done = bytes_done;
-            event.bytes_total = bytes_total;
-            event.units_applied = decoder ? decoder->applied() : 0;
-            event.assembler = assembler ? &*assembler : nullptr;
-            return event;
-        };
-
-        // If anything below throws, no worker goes on with this rung.
-        struct AbandonOnExit {
-            std::optional<UnitDecoder>& decoder;
-            ~AbandonOnExit() {
-                if (decoder) decoder->abandon();
+    };
+    // A rung is ready (or, stopping at the accuracy point, its part is).
+    const auto finish_rung = [&](FileProgress& file) {
+        RungTimeline& timeline = file.timeline;
+        const RungEntry& rung = *file.rung;
+        const std::size_t rung_index = manifest.rung_index(rung);
+        const ModelAssembler& assembler = *decoder.assembler();
+        // Units whose chunk did not reach this rung: given up, or built on
+        // one given up.
+        std::set<std::string> names;
+        // (A base or direct rung comes whole or not at all.)
+        for (std::size_t u = 0; builds_on_earlier_rung(rung.kind) && u < rung.units.size() &&
+                                rung.units[u].offset < file.wanted;
+             ++u) {
+            const std::size_t tensor = rung.units[u].tensor;
+            // (Below: the workers may already be applying the next rung.)
+            if (assembler.chunk_bits(rung_index, u) < manifest.unit_bits(rung, tensor)) {
+                ++timeline.units_degraded;
+                names.insert(manifest.tensors[tensor].name);
             }
-        } abandon_on_exit{decoder};
-        // A fetch that goes on past the package's accuracy point says when
-        // it holds exactly the units up to it (a device can serve that model
-        // while the rest arrives). Units are pushed in file order, so once
-        // the point's last one is pushed, draining leaves exactly the prefix.
-        const bool passes_point =
-            point == nullptr && options.mode == FetchMode::incremental && manifest.accuracy_point &&
-            manifest.accuracy_point->rung == rung_index && manifest.accuracy_point->units > 0;
-        const auto announce_point = [&] {
-            decoder->drain();
-            if (decoder->troubled()) return;  // the prefix is not whole: no point to serve
-            result.accuracy_point_at = now();
-            FetchEvent event = rung_event(FetchEvent::Kind::accuracy_point_ready);
-            event.seconds = result.accuracy_point_at;
+        }
+        if (!names.empty()) {
+            degraded.insert(names.begin(), names.end());
+            FetchEvent event = fetch_event(FetchEvent::Kind::degraded, rung.bits);
+            event.tensors.assign(names.begin(), names.end());
+            event.message = std::to_string(timeline.units_degraded) + " unit(s) of " +
+                            rung.data.file + " could not be had" +
+                            (file.stream_failed ? " (the download failed)" : "");
             emit(event);
-        };
-        PartFile& part = parts.emplace_back(options.part_directory, rung->data);
-        UnitSplitter splitter(*rung);
-        std::optional<TopologyPrefix> prefix;
-        if (starts_with_topology(rung->kind)) prefix.emplace(manifest.topology);
-        core::Sha256 file_hash;  // of the bytes as they arrive
-        std::uint64_t received = 0;
-        bool topology_damaged = false;
-        // False when the topology at the file's head arrived damaged.
-        const auto consume = [&](const char* data, std::size_t length) {
-            file_hash.update(std::string_view(data, length));
-            received += length;
-            if (prefix && !prefix->complete()) {
-                const std::size_t taken = prefix->take(data, length);
-                data += taken;
-                length -= taken;
-                if (!prefix->complete()) return true;
-                if (!prefix->intact()) {
-                    topology_damaged = true;
-                    return false;
-                }
-                if (!assembler) take_topology(prefix->release(), where);
+        }
+        // The file's own hash covers the bytes as they streamed in, so it
+        // speaks for the file only when none had to be fetched again; every
+        // unit was checked against its own SHA-256 before it was applied.
+        if (!file.stream_failed && file.streamed == rung.data.bytes &&
+            file.wanted == rung.data.bytes && timeline.units_refetched == 0 &&
+            timeline.units_degraded == 0) {
+            if (file.hash.finish_hex() != rung.data.sha256) {
+                throw Error(ErrorCode::corrupt_data,
+                            source.where(rung.data.file) +
+                                ": SHA-256 differs from the manifest's (the manifest's unit "
+                                "hashes and file hash disagree)");
             }
-            splitter.feed(data, length, [&](std::size_t unit, std::vector<std::uint8_t> bytes) {
-                decoder->push({rung_index, unit, std::move(bytes), where});
-                if (passes_point && unit + 1 == manifest.accuracy_point->units) announce_point();
-            });
-            return true;
-        };
-        // After a damaged topology: the file is fetched again from its start.
-        const auto start_over = [&] {
-            topology_damaged = false;
-            received = 0;
-            file_hash = core::Sha256();
-            prefix->start_over();
-            splitter.start_over();
-            part.open_for_append(0);
-        };
-        part.restore(wanted, consume);
-        if (topology_damaged) start_over();  // a damaged part file is not resumed
-        bytes_done += received;
-        part.open_for_append(received);
-        source.first_byte_at = -1;
-        bool stream_failed = false;
+            timeline.file_sha256_checked = true;
+        }
+        timeline.ready_at = now();
+        take_decode_times(timeline);
+        result.rungs.push_back(timeline);
+        FetchEvent event = fetch_event(FetchEvent::Kind::rung_ready, rung.bits);
+        event.seconds = timeline.ready_at;
+        emit(event);
+    };
+    // How often each unit (file, offset) arrived damaged.
+    std::map<std::pair<std::string, std::uint64_t>, int> damage;
+    // Takes the decoder's events up to its next need_input (kept in
+    // `needed`); true once done.
+    std::vector<ByteRange> needed;
+    const auto drain = [&]() {
+        for (;;) {
+            DecoderEvent event = decoder.next_event();
+            switch (event.kind) {
+                case DecoderEvent::Kind::need_input:
+                    needed = std::move(event.wanted);
+                    return false;
+                case DecoderEvent::Kind::done:
+                    return true;
+                case DecoderEvent::Kind::manifest_ready:
+                    break;  // reported when it was parsed
+                case DecoderEvent::Kind::topology_ready: {
+                    result.topology_at = now();
+                    FetchEvent fetched = fetch_event(FetchEvent::Kind::topology_ready, 0);
+                    fetched.seconds = result.topology_at;
+                    emit(fetched);
+                    break;
+                }
+                case DecoderEvent::Kind::unit_damaged: {
+                    const ByteRange& range = event.wanted.front();
+                    FileProgress& file = files.at(range.file);
+                    const int times = ++damage[{range.file, range.begin}];
+                    const bool topology = file.rung != nullptr &&
+                                          starts_with_topology(file.rung->kind) &&
+                                          range.begin == 0 && range.end == manifest.topology.bytes;
+                    if (topology || file.rung == nullptr) {
+                        // The file's head, or a whole file: fetched again from its start.
+                        if (times >= options.max_attempts) {
+                            throw Error(ErrorCode::corrupt_data,
+                                        event.message + " (gave up after " + std::to_string(times) +
+                                            " tries)");
+                        }
+                        // The stream's retries report it (the topology); a
+                        // whole file is checked as it is fetched.
+                        if (topology) file.restart = true;
+                        break;
+                    }
+                    // A unit fetched again on its own, a bounded number of times.
+                    if (times == 1) ++file.timeline.units_refetched;
+                    if (times > options.max_attempts) {
+                        if (!builds_on_earlier_rung(file.rung->kind) || options.strict) {
+                            throw Error(ErrorCode::corrupt_data,
+                                        event.message + " (the unit never arrived intact)");
+                        }
+                        decoder.give_up(range);
+                    }
+                    break;
+                }
+                case DecoderEvent::Kind::degraded:
+                    break;  // reported per rung when it is ready, with its tensors
+                case DecoderEvent::Kind::accuracy_point_ready: {
+                    // Stopping at the point: its rung's part is the last one.
+                    if (plan.at_accuracy_point) {
+                        finish_rung(files.at(manifest.rungs[event.rung].data.file));
+                        break;
+                    }
+                    result.accuracy_point_at = now();
+                    FetchEvent fetched =
+                        fetch_event(FetchEvent::Kind::accuracy_point_ready, event.bits);
+                    fetched.seconds = result.accuracy_point_at;
+                    emit(fetched);
+                    break;
+                }
+                case DecoderEvent::Kind::rung_ready: {
+                    if (delta_timeline && event.bits == delta_timeline->bits &&
+                        result.rungs.empty()) {
+                        RungTimeline& timeline = *delta_timeline;
+                        timeline.ready_at = now();
+                        take_decode_times(timeline);
+                        timeline.file_sha256_checked = true;
+                        result.rungs.push_back(timeline);
+                        bytes_done = std::max(bytes_done, timeline.bytes);
+                        emit(fetch_event(FetchEvent::Kind::rung_ready, timeline.bits));
+                        break;
+                    }
+                    finish_rung(files.at(manifest.rungs[event.rung].data.file));
+                    break;
+                }
+            }
+        }
+    };
+
+    // Pushes bytes of `range`'s file from `offset`; a sink for a request.
+    // Exceptions stay out of the transfer's callbacks: caught, the transfer
+    // stops, and they are thrown again after it.
+    std::exception_ptr caught;
+    bool finished = false;
+    const auto push_bytes = [&](const ByteRange& range, std::uint64_t offset, const char* data,
+                                std::size_t length) {
         try {
-            source.with_retries(rung->data.file, [&] {
-                if (received == wanted) return Outcome{0, received, true, true, {}};
+            decoder.push(range.file, offset,
+                         std::span(reinterpret_cast<const std::uint8_t*>(data), length));
+            finished = drain();
+            return !finished;
+        } catch (...) {
+            caught = std::current_exception();
+            return false;
+        }
+    };
+    const auto rethrow_caught = [&] {
+        if (caught) std::rethrow_exception(std::exchange(caught, nullptr));
+    };
+
+    // The main stream of a rung file: from where it stands to the end wanted,
+    // resumed from a part file when there is one.
+    // Bytes of a rung file's stream as they come (from its part file or the
+    // network): hashed, counted and pushed; false to stop the read.
+    const auto take_stream = [&](FileProgress& file, const char* data, std::size_t length) {
+        const std::uint64_t offset = file.streamed;
+        file.hash.update(std::string_view(data, length));
+        file.streamed += length;
+        bytes_done += length;
+        if (file.streamed >= file.wanted) {  // the last byte: in before the rung is ready
+            if (file.timeline.first_byte_at < 0) file.timeline.first_byte_at = source.first_byte_at;
+            file.timeline.downloaded_at = now();
+        }
+        const bool more = push_bytes({file.rung->data.file, 0, file.wanted}, offset, data, length);
+        return more && !file.restart;
+    };
+    const auto stream_rung = [&](FileProgress& file) {
+        const RungEntry& rung = *file.rung;
+        RungTimeline& timeline = file.timeline;
+        if (!file.started) {
+            file.started = true;
+            // The next rung waits while the caller holds decoding (its first
+            // engine is being built): its bytes would only queue, and taking
+            // them in costs the cores the build needs.
+            while (options.hold_decoding != nullptr && options.hold_decoding->load()) {
+                source.check_stop(rung.data.file);
+                std::this_thread::sleep_for(std::chrono::milliseconds(1));
+            }
+            timeline.requested_at = now();
+            file.part.emplace(options.part_directory, rung.data);
+            const std::uint64_t kept =
+                file.part->restore(file.wanted, [&](const char* data, std::size_t length) {
+                    return take_stream(file, data, length);
+                });
+            rethrow_caught();
+            (void)kept;
+        }
+        if (file.restart) {  // a damaged head: the file again from its start
+            file.restart = false;
+            bytes_done -= std::min(bytes_done, file.streamed);
+            file.streamed = 0;
+            file.hash = core::Sha256();
+        }
+        file.part->open_for_append(file.streamed);
+        if (finished) return;
+        source.first_byte_at = -1;
+        try {
+            source.with_retries(rung.data.file, [&] {
+                if (file.streamed >= file.wanted) return Outcome{0, file.streamed, true, true, {}};
                 Outcome outcome =
-                    source.request(rung->data.file, received, wanted, rung->data.bytes,
-                                   rung->data.bytes, [&](const char* data, std::size_t length) {
-                                       if (!consume(data, length)) return false;
-                                       part.append(data, length);
-                                       bytes_done += length;
-                                       emit(rung_event(FetchEvent::Kind::progress));
-                                       return true;
+                    source.request(rung.data.file, file.streamed, file.wanted, rung.data.bytes,
+                                   rung.data.bytes, [&](const char* data, std::size_t length) {
+                                       file.part->append(data, length);
+                                       const bool more = take_stream(file, data, length);
+                                       emit(fetch_event(FetchEvent::Kind::progress, rung.bits));
+                                       return more;
                                    });
-                part.flush();
-                if (topology_damaged) {
-                    bytes_done -= received;
-                    start_over();
+                file.part->flush();
+                rethrow_caught();
+                if (finished) outcome.complete = true;  // nothing more is wanted
+                if (file.restart) {
+                    file.restart = false;
+                    bytes_done -= std::min(bytes_done, file.streamed);
+                    file.streamed = 0;
+                    file.hash = core::Sha256();
+                    file.part->open_for_append(0);
                     outcome = Outcome{};
                     outcome.problem =
                         "the topology at its head arrived damaged (SHA-256 differs from the "
@@ -1195,90 +1068,96 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
         } catch (const Stopped&) {
             throw;
         } catch (const Error& error) {
-            if (!builds_on_earlier_rung(rung->kind) || options.strict) throw;
-            stream_failed = true;  // the rest of this refinement cannot be had
-            FetchEvent event = rung_event(FetchEvent::Kind::retry);
+            if (caught || !builds_on_earlier_rung(rung.kind) || options.strict) throw;
+            file.stream_failed = true;  // the rest of this refinement cannot be had
+            FetchEvent event = fetch_event(FetchEvent::Kind::retry, rung.bits);
             event.message = error.what();
             emit(event);
+            timeline.first_byte_at = source.first_byte_at;
+            timeline.downloaded_at = now();
+            decoder.give_up({rung.data.file, file.streamed, file.wanted});
+            finished = drain();
+            return;
         }
-        const std::size_t next_unit = splitter.next_unit();
-        timeline.first_byte_at = source.first_byte_at;
-        timeline.downloaded_at = now();
-        decoder->drain();
+        if (timeline.first_byte_at < 0) timeline.first_byte_at = source.first_byte_at;
+        if (timeline.downloaded_at == 0) timeline.downloaded_at = now();
+    };
 
-        // Units that failed their checks are fetched again on their own.
-        std::vector<std::size_t> lost;
-        for (std::size_t u = next_unit; u < wanted_units(*rung); ++u) lost.push_back(u);
-        for (const auto& failure : decoder->take_failures()) {
-            const std::size_t unit_index = failure.first;
-            const UnitEntry& unit = rung->units[unit_index];
-            ++timeline.units_refetched;
-            try {
-                source.fetch_checked(
-                    rung->data.file, unit.offset, unit.offset + unit.length, unit.length,
-                    rung->data.bytes, [&](const std::string& bytes) {
-                        const std::span unit_span(
-                            reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
-                        try {
-                            assembler->apply_unit(rung_index, unit_index, unit_span, where);
-                            return std::string();
-                        } catch (const Error& error) {
-                            return std::string(error.what());
-                        }
-                    });
-            } catch (const Stopped&) {
-                throw;
-            } catch (const Error& error) {
-                if (!builds_on_earlier_rung(rung->kind) || options.strict) {
-                    throw Error(error.code(),
-                                std::string(error.what()) + " (the unit never arrived intact)");
-                }
-                lost.push_back(unit_index);
+    // Anything else wanted comes whole: a unit to read again, or, with a
+    // version delta, the topology and the delta file.
+    const auto fetch_range = [&](const ByteRange& range) {
+        FileProgress& file = files.at(range.file);
+        const FileEntry* entry = file.rung != nullptr ? &file.rung->data
+                                 : range.file == manifest.topology.file
+                                     ? &manifest.topology
+                                     : &manifest.deltas[*delta_index].data;
+        const bool whole_file = file.rung == nullptr;
+        if (whole_file && delta_timeline && delta_timeline->requested_at == 0) {
+            delta_timeline->requested_at = now();
+            source.first_byte_at = -1;
+        }
+        std::string bytes;
+        try {
+            // A whole file is checked here, so that a damaged one is a failed
+            // try of its own; a unit is checked by the decoder.
+            bytes = source.fetch_checked(
+                range.file, range.begin, range.end, range.end - range.begin, entry->bytes,
+                [&](const std::string& got) {
+                    return !whole_file || core::sha256_hex(got) == entry->sha256
+                               ? std::string()
+                               : std::string("SHA-256 differs from the manifest's");
+                });
+        } catch (const Stopped&) {
+            throw;
+        } catch (const Error& error) {
+            if (whole_file || !builds_on_earlier_rung(file.rung->kind) || options.strict) {
+                throw Error(error.code(),
+                            std::string(error.what()) +
+                                (whole_file ? "" : " (the unit never arrived intact)"));
+            }
+            decoder.give_up(range);
+            finished = drain();
+            return;
+        }
+        if (whole_file) {
+            bytes_done += bytes.size();
+            if (delta_timeline) {
+                if (delta_timeline->first_byte_at < 0)
+                    delta_timeline->first_byte_at = source.first_byte_at;
+                delta_timeline->downloaded_at = now();
             }
         }
-        for (const std::size_t unit_index : decoder->take_skipped()) lost.push_back(unit_index);
-        // The file's own hash covers the bytes as they streamed in, so it
-        // speaks for the file only when none had to be fetched again; every
-        // unit was checked against its own SHA-256 before it was applied.
-        if (!stream_failed && received == rung->data.bytes && wanted == rung->data.bytes &&
-            timeline.units_refetched == 0 && lost.empty()) {
-            if (file_hash.finish_hex() != rung->data.sha256) {
-                throw Error(ErrorCode::corrupt_data,
-                            where +
-                                ": SHA-256 differs from the manifest's (the manifest's unit "
-                                "hashes and file hash disagree)");
-            }
-            timeline.file_sha256_checked = true;
+        push_bytes(range, range.begin, bytes.data(), bytes.size());
+        rethrow_caught();
+    };
+
+    finished = drain();
+    while (!finished) {
+        if (needed.empty())
+            throw Error(ErrorCode::internal, package_where + ": the decoder wants nothing");
+        // Units to read again come first in the decoder's list, then the
+        // rest of the stream.
+        const ByteRange range = needed.front();
+        source.check_stop(range.file);
+        FileProgress& file = files.at(range.file);
+        if (file.rung != nullptr && range.end == file.wanted &&
+            (range.begin == file.streamed || file.restart || !file.started)) {
+            stream_rung(file);
+        } else {
+            fetch_range(range);
         }
-        if (!lost.empty()) {
-            std::set<std::string> names;
-            for (const std::size_t unit_index : lost) {
-                names.insert(manifest.tensors[rung->units[unit_index].tensor].name);
-            }
-            timeline.units_degraded = lost.size();
-            degraded.insert(names.begin(), names.end());
-            FetchEvent event = rung_event(FetchEvent::Kind::degraded);
-            event.tensors.assign(names.begin(), names.end());
-            event.message = std::to_string(lost.size()) + " unit(s) of " + rung->data.file +
-                            " could not be had" + (stream_failed ? " (the download failed)" : "");
-            emit(event);
-        }
-        timeline.ready_at = now();
-        std::tie(timeline.decode_seconds, timeline.decode_hidden_seconds) =
-            decoder->take_times(timeline.downloaded_at);
-        result.rungs.push_back(timeline);
-        FetchEvent event = rung_event(FetchEvent::Kind::rung_ready);
-        event.seconds = timeline.ready_at;
-        emit(event);
+        if (!finished) finished = drain();
     }
 
+    const std::shared_ptr<const ModelAssembler> assembler = decoder.shared_assembler();
     if (options.keep_model) result.model = assembler->model();
     result.reached_bits = assembler->reached_rung_bits();
     result.degraded_tensors.assign(degraded.begin(), degraded.end());
     result.bytes_downloaded = source.bytes_downloaded;
     result.retries = source.retries;
     result.seconds = now();
-    for (PartFile& part : parts) part.remove();
+    for (auto& [name, file] : files)
+        if (file.part) file.part->remove();
     result.assembler = assembler;
     // Installed: a later fetch of an older release of this model is refused.
     if (installed && degraded.empty()) {

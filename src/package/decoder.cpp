@@ -10,6 +10,9 @@
 
 #include "bitinc/decoder.hpp"
 #include "bitinc/error.hpp"
+#include "bitinc/package_reader.hpp"
+#include "core/parallel.hpp"
+#include "core/sha256.hpp"
 
 namespace bitinc {
 
@@ -102,9 +105,10 @@ class ApplyPool {
         }
         wake_.notify_one();
     }
+    // Units in flight, or outcomes not yet taken.
     bool busy() const {
         const std::lock_guard lock(mutex_);
-        return in_flight_ > 0;
+        return in_flight_ > 0 || !outcomes_.empty();
     }
     // What finished since the last call; with `wait`, waits for at least
     // one outcome while units are in flight.
@@ -195,17 +199,32 @@ struct PackageDecoder::Impl {
         std::size_t point_units = 0;  // ... after this many of its units
         bool point_reported = false;
         bool ready_reported = false;
+        bool ready_delivered = false;  // next_event() handed out its rung_ready
         bool complete() const { return resolved == wanted_units && topology_done; }
+    };
+
+    // A file that comes whole and is used only once its SHA-256 matches the
+    // manifest's: with a version delta, the topology and the delta.
+    struct WholeFile {
+        const FileEntry* entry = nullptr;
+        std::vector<std::uint8_t> bytes;
+        Coverage coverage;
+        bool done = false;
     };
 
     DecoderOptions options;
     std::string source;
+    std::optional<std::size_t> delta_index;
+    WholeFile topology_file;
+    WholeFile delta_file;
     std::optional<Manifest> manifest;
     FetchPlan plan;
     std::vector<Part> parts;
-    std::size_t current = 0;  // the first part not yet complete
+    std::size_t current = 0;       // the first part not yet complete
+    bool point_delivered = false;  // next_event() handed out accuracy_point_ready
+    bool delta_delivered = false;  // ... and the version delta's rung_ready
     std::size_t units_applied = 0;
-    std::unique_ptr<ModelAssembler> assembler;
+    std::shared_ptr<ModelAssembler> assembler;
     // With DecoderOptions::decode_threads; declared after the assembler so
     // that its workers stop before the assembler goes.
     std::unique_ptr<ApplyPool> pool;
@@ -330,6 +349,17 @@ struct PackageDecoder::Impl {
               {{part.rung->data.file, unit.offset, unit.offset + unit.length}});
     }
 
+    // The rung_ready of manifest rung `rung_index` was handed out: the first
+    // such event with a version delta is the delta's, then each part's.
+    void delivered(std::size_t rung_index) {
+        if (delta_index && !delta_delivered) {
+            delta_delivered = true;
+            return;
+        }
+        for (Part& part : parts)
+            if (part.rung_index == rung_index && part.ready_reported) part.ready_delivered = true;
+    }
+
     // Takes in what the workers finished (waiting for some with `wait`),
     // then moves on as far as that allows.
     void collect(bool wait) {
@@ -347,6 +377,9 @@ struct PackageDecoder::Impl {
     // Cuts whole units from the current part's stream (parts apply in
     // order: a refinement needs its parent chunk in place).
     void advance() {
+        // The rungs above build on the delta, and wait until the caller has
+        // taken its event.
+        if (delta_index && (!delta_file.done || !delta_delivered)) return;
         while (current < parts.size()) {
             Part& part = parts[current];
             if (part.has_topology && !part.topology_done) {
@@ -355,7 +388,7 @@ struct PackageDecoder::Impl {
                 std::string topology(part.window.begin(),
                                      part.window.begin() + std::ptrdiff_t(size));
                 try {
-                    assembler = std::make_unique<ModelAssembler>(*manifest, std::move(topology),
+                    assembler = std::make_shared<ModelAssembler>(*manifest, std::move(topology),
                                                                  where(part.rung->data.file));
                     if (options.decode_threads > 0) {
                         pool = std::make_unique<ApplyPool>(*assembler, options.decode_threads,
@@ -382,6 +415,13 @@ struct PackageDecoder::Impl {
             if (!part.has_topology) part.topology_done = true;
             if (assembler == nullptr) return;  // the first part brings the topology
             while (part.next_unit < part.wanted_units) {
+                // The units after the accuracy point wait until the caller
+                // has taken its event: the model it snapshots then is
+                // exactly the prefix, with no later unit applied.
+                if (part.has_point && !point_delivered && part.next_unit >= part.point_units) {
+                    report(part);
+                    break;
+                }
                 const UnitEntry& unit = part.rung->units[part.next_unit];
                 const std::uint64_t end = unit.offset + unit.length;
                 if (part.fates[part.next_unit] != Fate::pending) {  // given up
@@ -404,6 +444,11 @@ struct PackageDecoder::Impl {
             }
             report(part);
             if (!part.complete()) return;
+            // The next rung's units wait until the caller has taken this
+            // rung's event: the model it snapshots then is exactly this rung.
+            if (part.ready_reported && !part.ready_delivered &&
+                !(plan.at_accuracy_point && &part == &parts.back()))
+                return;
             ++current;
         }
     }
@@ -431,6 +476,88 @@ struct PackageDecoder::Impl {
         }
     }
 
+    // Bytes of the topology or delta file; once the file is whole and its
+    // SHA-256 matches, the topology builds the assembler on the held model
+    // and the delta's units bring it to the delta's rung.
+    void take_whole(WholeFile& whole, std::uint64_t offset, std::span<const std::uint8_t> bytes) {
+        const std::uint64_t size = whole.entry->bytes;
+        if (offset >= size || bytes.empty()) return;
+        const std::uint64_t end = std::min<std::uint64_t>(offset + bytes.size(), size);
+        if (whole.bytes.size() < end) whole.bytes.resize(end);
+        std::copy(bytes.begin(), bytes.begin() + std::ptrdiff_t(end - offset),
+                  whole.bytes.begin() + std::ptrdiff_t(offset));
+        whole.coverage.add(offset, end);
+        if (!whole.coverage.covers(0, size)) return;
+        const std::string_view text(reinterpret_cast<const char*>(whole.bytes.data()),
+                                    whole.bytes.size());
+        const std::string at = where(whole.entry->file);
+        if (core::sha256_hex(text) != whole.entry->sha256) {
+            whole.bytes.clear();
+            whole.coverage = {};
+            DecoderEvent event;
+            event.kind = DecoderEvent::Kind::unit_damaged;
+            event.wanted.push_back({whole.entry->file, 0, size});
+            event.message = at + ": SHA-256 differs from the manifest's";
+            events.push_back(std::move(event));
+            return;
+        }
+        if (&whole == &topology_file) {
+            assembler = std::make_shared<ModelAssembler>(*manifest, std::string(text), at);
+            assembler->hold_previous(*options.previous, *delta_index, at, options.previous_sha256);
+            if (options.decode_threads > 0) {
+                pool = std::make_unique<ApplyPool>(*assembler, options.decode_threads,
+                                                   options.hold_decoding);
+            }
+            events.push_back({DecoderEvent::Kind::topology_ready, {}, 0, 0, {}});
+        } else {
+            if (!topology_file.done) return;  // applied once the topology is in
+            apply_delta(text, at);
+        }
+        whole.done = true;
+        whole.bytes = {};
+        // A delta that arrived before the topology applies now.
+        if (&whole == &topology_file && delta_file.coverage.covers(0, delta_file.entry->bytes) &&
+            !delta_file.done) {
+            const std::string_view delta_text(
+                reinterpret_cast<const char*>(delta_file.bytes.data()), delta_file.bytes.size());
+            apply_delta(delta_text, where(delta_file.entry->file));
+            delta_file.done = true;
+            delta_file.bytes = {};
+        }
+    }
+
+    // The delta's units, on the decode threads. Its file's SHA-256 matched:
+    // a unit that fails is a bad package, not a damaged transfer.
+    void apply_delta(std::string_view file, const std::string& at) {
+        const DeltaEntry& delta = manifest->deltas[*delta_index];
+        std::vector<std::string> errors(delta.units.size());
+        const Clock::time_point begin = Clock::now();
+        core::run_parallel(delta.units.size(), std::max(options.decode_threads, 1),
+                           [&](std::size_t u) {
+                               try {
+                                   assembler->apply_delta_unit(
+                                       *delta_index, u, unit_bytes(file, delta.units[u]), at);
+                               } catch (const Error& error) {
+                                   errors[u] = error.what();
+                               }
+                           });
+        inline_spans.push_back({begin, Clock::now()});
+        for (const std::string& error : errors)
+            if (!error.empty()) throw Error(ErrorCode::corrupt_data, error);
+        units_applied += delta.units.size();
+        DecoderEvent event;
+        event.kind = DecoderEvent::Kind::rung_ready;
+        event.bits = delta.bits;
+        for (std::size_t r = 0; r < manifest->rungs.size(); ++r) {
+            if (manifest->rungs[r].bits == delta.bits &&
+                manifest->rungs[r].kind != RungKind::direct)
+                event.rung = r;
+        }
+        events.push_back(std::move(event));
+        // Nothing above the delta wanted: done.
+        if (parts.empty()) events.push_back({DecoderEvent::Kind::done, {}, 0, 0, {}});
+    }
+
     std::vector<ByteRange> wanted() const {
         std::vector<ByteRange> ranges;
         if (!manifest) {
@@ -438,6 +565,10 @@ struct PackageDecoder::Impl {
             if (options.verify_manifest && !signature_text)
                 ranges.push_back({std::string(signature_file_name), 0, 0});
             return ranges;
+        }
+        for (const WholeFile* whole : {&topology_file, &delta_file}) {
+            if (delta_index && !whole->done)
+                ranges.push_back({whole->entry->file, 0, whole->entry->bytes});
         }
         for (const Part& part : parts) {
             if (part.complete()) continue;
@@ -491,6 +622,21 @@ void PackageDecoder::Impl::accept_manifest() {
     d.manifest = std::move(manifest);
     d.plan = plan_fetch(*d.manifest, d.options.direct, d.options.until_bits,
                         d.options.until_accuracy_point, where);
+    if (d.options.previous != nullptr && !d.options.direct) {
+        if (d.options.previous_sha256.empty())
+            d.options.previous_sha256 = model_weights_sha256(*d.options.previous);
+        d.delta_index = find_delta(*d.manifest, d.options.previous_sha256);
+        if (d.delta_index && d.manifest->deltas[*d.delta_index].bits > d.plan.target_bits)
+            d.delta_index.reset();
+    }
+    if (d.delta_index) {
+        // The delta replaces the rungs up to its bits.
+        const int delta_bits = d.manifest->deltas[*d.delta_index].bits;
+        std::erase_if(d.plan.parts,
+                      [&](const FetchPlan::Part& part) { return part.rung->bits <= delta_bits; });
+        d.topology_file.entry = &d.manifest->topology;
+        d.delta_file.entry = &d.manifest->deltas[*d.delta_index].data;
+    }
     for (const FetchPlan::Part& planned : d.plan.parts) {
         Impl::Part part;
         part.rung = planned.rung;
@@ -513,6 +659,14 @@ void PackageDecoder::push(std::string_view file, std::uint64_t offset,
                           std::span<const std::uint8_t> bytes) {
     Impl& d = *impl_;
     d.collect(false);
+    if (d.delta_index) {
+        for (Impl::WholeFile* whole : {&d.topology_file, &d.delta_file}) {
+            if (whole->entry->file != file || whole->done) continue;
+            d.take_whole(*whole, offset, bytes);
+            d.advance();
+            return;
+        }
+    }
     Impl::Part* part = d.manifest ? d.part_of(file) : nullptr;
     if (part == nullptr || part->complete()) return;
     // Damaged units pushed again: gathered until whole, then applied.
@@ -582,11 +736,14 @@ void PackageDecoder::give_up(const ByteRange& range) {
 DecoderEvent PackageDecoder::next_event() {
     Impl& d = *impl_;
     d.collect(false);
+    d.advance();  // units held back for an event the caller has now taken
     for (;;) {
         if (!d.events.empty()) {
             DecoderEvent event = std::move(d.events.front());
             d.events.pop_front();
             if (event.kind == DecoderEvent::Kind::done) d.done_reported = true;
+            if (event.kind == DecoderEvent::Kind::accuracy_point_ready) d.point_delivered = true;
+            if (event.kind == DecoderEvent::Kind::rung_ready) d.delivered(event.rung);
             return event;
         }
         if (d.done_reported) return {DecoderEvent::Kind::done, {}, 0, 0, {}};
@@ -607,6 +764,10 @@ const Manifest& PackageDecoder::manifest() const {
     if (!impl_->manifest)
         throw Error(ErrorCode::not_ready, impl_->source + ": the manifest has not arrived");
     return *impl_->manifest;
+}
+
+std::optional<std::size_t> PackageDecoder::delta() const {
+    return impl_->delta_index;
 }
 
 bool PackageDecoder::has_model() const {
@@ -635,6 +796,10 @@ std::vector<ApplySpan> PackageDecoder::take_apply_spans() {
 
 const ModelAssembler* PackageDecoder::assembler() const {
     return impl_->assembler.get();
+}
+
+std::shared_ptr<const ModelAssembler> PackageDecoder::shared_assembler() const {
+    return impl_->assembler;
 }
 
 }  // namespace bitinc
