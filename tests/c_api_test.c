@@ -1,7 +1,8 @@
 /* A C program that uses nothing but include/bitinc/bitinc.h: it decodes a
  * package from a directory, answering the decoder's requests from the
  * files in pieces of 1000 bytes, and checks that the model it ends with is
- * the expected ONNX file byte for byte (an exact rung gives back the source).
+ * the expected ONNX file byte for byte (an exact rung gives back the source);
+ * then once more through bitinc_decoder_run with a byte source of its own.
  *
  * usage: c_api_test PACKAGE_DIR EXPECTED.onnx */
 #include <bitinc/bitinc.h>
@@ -34,6 +35,54 @@ static int accept_trusted(void* context, const uint8_t* manifest, size_t manifes
     (void)manifest;
     ++verify_calls;
     return manifest_size > 0 && signature_size == 7 && memcmp(signature, "trusted", 7) == 0 ? 0 : 1;
+}
+
+/* The app's own byte source for bitinc_decoder_run: files of a directory,
+ * pushed in pieces of 700 bytes. */
+struct directory_source {
+    const char* directory;
+    int reads;
+};
+static int read_from_directory(void* context, bitinc_decoder* decoder, const char* file,
+                               uint64_t begin, uint64_t end) {
+    struct directory_source* source = context;
+    ++source->reads;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", source->directory, file);
+    size_t size = 0;
+    unsigned char* bytes = read_file(path, &size);
+    if (bytes == NULL) return BITINC_ERROR_IO;
+    int status = BITINC_OK;
+    if (end == 0) {
+        status = strcmp(file, "manifest.json") == 0
+                     ? bitinc_decoder_push_manifest(decoder, bytes, size)
+                     : bitinc_decoder_push_signature(decoder, bytes, size);
+    } else {
+        if (end > size) end = size;
+        for (uint64_t at = begin; at < end && status == BITINC_OK; at += 700) {
+            const uint64_t piece = end - at < 700 ? end - at : 700;
+            status = bitinc_decoder_push(decoder, file, at, bytes + at, piece);
+        }
+    }
+    free(bytes);
+    return status;
+}
+static int count_rungs(void* context, bitinc_decoder* decoder, const bitinc_event* event) {
+    (void)decoder;
+    if (event->kind == BITINC_EVENT_RUNG_READY) ++*(int*)context;
+    return 0;
+}
+struct counted_source {
+    struct directory_source files;
+    int rungs;
+};
+static int counted_read(void* context, bitinc_decoder* decoder, const char* file, uint64_t begin,
+                        uint64_t end) {
+    return read_from_directory(&((struct counted_source*)context)->files, decoder, file, begin,
+                               end);
+}
+static int counted_event(void* context, bitinc_decoder* decoder, const bitinc_event* event) {
+    return count_rungs(&((struct counted_source*)context)->rungs, decoder, event);
 }
 
 static int fail(const char* what, int status, const bitinc_decoder* decoder) {
@@ -138,6 +187,41 @@ int main(int argc, char** argv) {
         free(wanted);
         free(names);
     }
+    /* The same package through bitinc_decoder_run and the app's own source;
+     * a source that cannot read the files fails the run with its status. */
+    {
+        struct counted_source source = {{argv[1], 0}, 0};
+        bitinc_decoder* run = NULL;
+        status = bitinc_decoder_create(NULL, &run);
+        if (status != BITINC_OK) return fail("create for run", status, NULL);
+        if (bitinc_decoder_run(run, NULL, NULL, NULL, 1) != BITINC_ERROR_INVALID_ARGUMENT)
+            return fail("run without a source", BITINC_ERROR_INTERNAL, run);
+        status = bitinc_decoder_run(run, counted_read, counted_event, &source, 2);
+        if (status != BITINC_OK) return fail("run", status, run);
+        if (source.rungs != rungs || source.files.reads < 3)
+            return fail("run's rungs and reads", BITINC_ERROR_INTERNAL, run);
+        uint8_t* run_model = NULL;
+        size_t run_size = 0;
+        status = bitinc_decoder_snapshot_onnx(run, &run_model, &run_size);
+        if (status != BITINC_OK) return fail("run's snapshot", status, run);
+        uint8_t* pushed_model = NULL;
+        size_t pushed_size = 0;
+        status = bitinc_decoder_snapshot_onnx(decoder, &pushed_model, &pushed_size);
+        if (status != BITINC_OK || run_size != pushed_size ||
+            memcmp(run_model, pushed_model, run_size) != 0)
+            return fail("run's model", BITINC_ERROR_INTERNAL, run);
+        bitinc_free(run_model);
+        bitinc_free(pushed_model);
+        bitinc_decoder_destroy(run);
+
+        struct counted_source nowhere = {{"/nonexistent-bitinc-package", 0}, 0};
+        status = bitinc_decoder_create(NULL, &run);
+        if (status != BITINC_OK) return fail("create for run", status, NULL);
+        if (bitinc_decoder_run(run, counted_read, counted_event, &nowhere, 2) != BITINC_ERROR_IO)
+            return fail("a source with no files", BITINC_ERROR_INTERNAL, run);
+        bitinc_decoder_destroy(run);
+    }
+
     uint8_t* model = NULL;
     size_t model_size = 0;
     status = bitinc_decoder_snapshot_onnx(decoder, &model, &model_size);

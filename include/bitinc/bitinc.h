@@ -94,6 +94,23 @@ int bitinc_decoder_push(bitinc_decoder* decoder, const char* file, uint64_t offs
                         const uint8_t* bytes, size_t size);
 int bitinc_decoder_give_up(bitinc_decoder* decoder, const char* file, uint64_t begin, uint64_t end);
 int bitinc_decoder_next_event(bitinc_decoder* decoder, bitinc_event* event);
+/* A byte source of the app's own (its HTTP stack, cache or files), for
+ * bitinc_decoder_run: hands bytes [begin, end) of package file `file` (end 0:
+ * the whole file) to the decoder with bitinc_decoder_push_manifest,
+ * bitinc_decoder_push_signature or bitinc_decoder_push, in any chunking,
+ * and returns BITINC_OK; or a negative status when they cannot be had. */
+typedef int (*bitinc_read_fn)(void* context, bitinc_decoder* decoder, const char* file,
+                              uint64_t begin, uint64_t end);
+/* Sees every event but NEED_INPUT, e.g. to take a snapshot at RUNG_READY;
+ * returning nonzero stops the run (BITINC_ERROR_CANCELLED). */
+typedef int (*bitinc_event_fn)(void* context, bitinc_decoder* decoder, const bitinc_event* event);
+/* Drives the decoder to DONE with `read`, one wanted range at a time: a
+ * unit that arrives damaged, or a range a read leaves unfilled, is read
+ * again up to `attempts` times; then, like a range `read` fails, it is
+ * given up (a refinement degrades; the manifest or a base rung fails the
+ * run with the status). `on_event` may be NULL. */
+int bitinc_decoder_run(bitinc_decoder* decoder, bitinc_read_fn read, bitinc_event_fn on_event,
+                       void* context, int attempts);
 /* The model as it stands, as the bytes of an ONNX file (bitinc_free them). */
 int bitinc_decoder_snapshot_onnx(bitinc_decoder* decoder, uint8_t** bytes, size_t* size);
 const char* bitinc_decoder_last_error(const bitinc_decoder* decoder);

@@ -34,7 +34,7 @@ import numpy
 
 from . import _native
 
-__all__ = ["Error", "Decoder", "pack", "pack_weights", "pack_bytes", "to_bytes", "from_bytes",
+__all__ = ["Error", "Decoder", "fetch_from", "pack", "pack_weights", "pack_bytes", "to_bytes", "from_bytes",
            "read_onnx", "write_onnx", "inspect", "unpack", "unpack_levels", "unpack_onnx", "verify", "fetch",
            "generate_key", "key_id", "__version__"]
 
@@ -389,29 +389,77 @@ class Decoder:
         return self._native.snapshot()
 
 
+def fetch_from(read: Callable[[str, int, int], bytes], *, until: Union[int, str] = "exact",
+               direct: bool = False, trust: Optional[str] = None,
+               installed_releases: PathLike = "", attempts: int = 3,
+               on_event: Optional[Callable[[dict, "Decoder"], None]] = None,
+               source: str = "package") -> dict:
+    """Fetches a package through your own transport: the byte source of the
+    device SDK for Python.
+
+    read(file, begin, end) returns bytes [begin, end) of a package file
+    (end 0: the whole file), e.g. with your HTTP client and a Range header;
+    it may return fewer bytes (the rest is asked for again) or raise
+    OSError when they cannot be had. A unit that arrives damaged is read
+    again up to `attempts` times; a refinement that cannot be had is left
+    out (its tensors stay a rung below), a base rung that cannot be had
+    raises bitinc.Error. on_event(event, decoder) sees every event but
+    need_input, e.g. to serve decoder.snapshot() at each rung_ready.
+    Returns {"weights", "events" (the kinds, in order), "degraded" (the
+    messages of units given up)}.
+    """
+    decoder = Decoder(until=until, direct=direct, trust=trust,
+                      installed_releases=installed_releases, source=source)
+    kinds, degraded, damage = [], [], {}
+
+    def give_up(file: str, begin: int, end: int, why: str) -> None:
+        if file in ("manifest.json", "manifest.json.sig"):
+            raise _error("unavailable", f"{source}/{file}: {why}")
+        decoder.give_up(file, begin, end)
+
+    while (event := decoder.next_event())["kind"] != "done":
+        kind = event["kind"]
+        if kind != "need_input":
+            kinds.append(kind)
+            if kind == "unit_damaged":
+                file, begin, end = event["wanted"][0]
+                damage[(file, begin)] = damage.get((file, begin), 0) + 1
+                if damage[(file, begin)] > attempts:
+                    give_up(file, begin, end, event["message"])
+            elif kind == "degraded":
+                degraded.append(event["message"])
+            if on_event is not None:
+                on_event(event, decoder)
+            continue
+        # One range at a time, in the decoder's order; the next event says
+        # what is still wanted.
+        file, begin, end = event["wanted"][0]
+        try:
+            data = bytes(read(file, begin, end))
+        except OSError as error:
+            give_up(file, begin, end, str(error))
+            continue
+        if file == "manifest.json":
+            decoder.push_manifest(data)
+        elif file == "manifest.json.sig":
+            decoder.push_signature(data)
+        elif not data:
+            give_up(file, begin, end, "no bytes came")
+        else:
+            decoder.push(file, begin, data[:end - begin] if end else data)
+    kinds.append("done")
+    return {"weights": decoder.snapshot(), "events": kinds, "degraded": degraded}
+
+
 def _decode_directory(directory: str, until: Union[int, str]) -> Dict[str, numpy.ndarray]:
     """The model at `until` from the package files in `directory`, through
     the push decoder: a rung file may stop after the last unit wanted (an
     update cut at the accuracy point), and later rungs may be missing."""
-    decoder = Decoder(until=until)
-    while (event := decoder.next_event())["kind"] != "done":
-        for file, begin, end in event["wanted"]:  # end 0: the whole file
-            path = os.path.join(directory, file)
-            data = b""
-            if os.path.exists(path):
-                with open(path, "rb") as stream:
-                    stream.seek(begin)
-                    data = stream.read(end - begin if end else -1)
-            if file == "manifest.json":
-                decoder.push_manifest(data)
-            elif file == "manifest.json.sig":
-                decoder.push_signature(data)
-            else:
-                if data:
-                    decoder.push(file, begin, data)
-                if (end == 0 and not data) or (end != 0 and begin + len(data) < end):
-                    decoder.give_up(file, begin + len(data), end)
-    return decoder.snapshot()
+    def read(file: str, begin: int, end: int) -> bytes:
+        with open(os.path.join(directory, file), "rb") as stream:
+            stream.seek(begin)
+            return stream.read(end - begin if end else -1)
+    return fetch_from(read, until=until, source=directory)["weights"]
 
 
 def generate_key() -> tuple:

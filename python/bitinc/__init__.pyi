@@ -47,6 +47,10 @@ def verify(package: PackageLike) -> dict: ...
 def fetch(url: str, *, until: Union[int, str] = ..., direct: bool = ...,
           progress: Optional[Callable[[int, int], None]] = ...,
           trust: Optional[str] = ..., installed_releases: PathLike = ...) -> dict: ...
+def fetch_from(read: Callable[[str, int, int], bytes], *, until: Union[int, str] = ...,
+               direct: bool = ..., trust: Optional[str] = ..., installed_releases: PathLike = ...,
+               attempts: int = ..., on_event: Optional[Callable[[dict, "Decoder"], None]] = ...,
+               source: str = ...) -> dict: ...
 class Decoder:
     def __init__(self, *, until: Union[int, str] = ..., direct: bool = ...,
                  trust: Optional[str] = ..., installed_releases: PathLike = ...,

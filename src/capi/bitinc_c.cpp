@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <new>
 #include <string>
@@ -214,6 +215,46 @@ int bitinc_decoder_next_event(bitinc_decoder* decoder, bitinc_event* event) {
         event->wanted = decoder->ranges.empty() ? nullptr : decoder->ranges.data();
         event->message = decoder->event.message.c_str();
     });
+}
+
+int bitinc_decoder_run(bitinc_decoder* decoder, bitinc_read_fn read, bitinc_event_fn on_event,
+                       void* context, int attempts) {
+    if (decoder == nullptr || read == nullptr || attempts < 0) return BITINC_ERROR_INVALID_ARGUMENT;
+    // How often each range was asked for (a damaged unit, or bytes a read
+    // left out): past `attempts` it is given up.
+    std::map<std::pair<std::string, uint64_t>, int> asked;
+    for (;;) {
+        bitinc_event event;
+        int status = bitinc_decoder_next_event(decoder, &event);
+        if (status != BITINC_OK) return status;
+        if (event.kind != BITINC_EVENT_NEED_INPUT) {
+            if (on_event != nullptr && on_event(context, decoder, &event) != 0) {
+                decoder->last_error = "stopped by the app's event callback";
+                return BITINC_ERROR_CANCELLED;
+            }
+            if (event.kind == BITINC_EVENT_DONE) return BITINC_OK;
+            continue;
+        }
+        if (event.wanted_count == 0) {
+            decoder->last_error = "the decoder wants nothing and is not done";
+            return BITINC_ERROR_INTERNAL;
+        }
+        // Copied: the event's strings live until the next call on the decoder.
+        const std::string file = event.wanted[0].file;
+        const uint64_t begin = event.wanted[0].begin;
+        const uint64_t end = event.wanted[0].end;
+        const bool whole_file = end == 0;  // the manifest or its signature
+        status = ++asked[{file, begin}] > attempts + 1
+                     ? BITINC_ERROR_UNAVAILABLE
+                     : read(context, decoder, file.c_str(), begin, end);
+        if (status == BITINC_OK) continue;
+        if (whole_file) {
+            decoder->last_error = file + ": cannot be had (" + bitinc_status_string(status) + ")";
+            return status;
+        }
+        status = bitinc_decoder_give_up(decoder, file.c_str(), begin, end);
+        if (status != BITINC_OK) return status;
+    }
 }
 
 int bitinc_decoder_snapshot_onnx(bitinc_decoder* decoder, uint8_t** bytes, size_t* size) {

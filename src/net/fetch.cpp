@@ -1091,7 +1091,9 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
                                  : range.file == manifest.topology.file
                                      ? &manifest.topology
                                      : &manifest.deltas[*delta_index].data;
-        const bool whole_file = file.rung == nullptr;
+        // The topology or the delta file, all of it (checked here).
+        const bool whole_file = file.rung == nullptr && range.begin == 0 &&
+                                range.end == entry->bytes;
         if (whole_file && delta_timeline && delta_timeline->requested_at == 0) {
             delta_timeline->requested_at = now();
             source.first_byte_at = -1;

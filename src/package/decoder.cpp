@@ -39,6 +39,15 @@ class Coverage {
         }
         ranges_ = std::move(merged);
     }
+    // The first range of [0, length) not yet received ([length, length) if none).
+    std::pair<std::uint64_t, std::uint64_t> first_gap(std::uint64_t length) const {
+        std::uint64_t at = 0;
+        for (const auto& range : ranges_) {
+            if (range.first > at) return {at, std::min(range.first, length)};
+            at = std::max(at, range.second);
+        }
+        return {std::min(at, length), length};
+    }
     bool covers(std::uint64_t begin, std::uint64_t end) const {
         return begin >= end ||
                (ranges_.size() == 1 && ranges_[0].first <= begin && ranges_[0].second >= end);
@@ -567,14 +576,19 @@ struct PackageDecoder::Impl {
             return ranges;
         }
         for (const WholeFile* whole : {&topology_file, &delta_file}) {
-            if (delta_index && !whole->done)
-                ranges.push_back({whole->entry->file, 0, whole->entry->bytes});
+            if (delta_index && !whole->done) {
+                const auto [gap_begin, gap_end] = whole->coverage.first_gap(whole->entry->bytes);
+                ranges.push_back({whole->entry->file, gap_begin, gap_end});
+            }
         }
         for (const Part& part : parts) {
             if (part.complete()) continue;
+            // A damaged unit: what is still missing of it.
             for (const auto& [unit_index, refetch] : part.refetches) {
                 const UnitEntry& unit = part.rung->units[unit_index];
-                ranges.push_back({part.rung->data.file, unit.offset, unit.offset + unit.length});
+                const auto [gap_begin, gap_end] = refetch.coverage.first_gap(unit.length);
+                ranges.push_back(
+                    {part.rung->data.file, unit.offset + gap_begin, unit.offset + gap_end});
             }
             if (part.received < part.wanted_bytes)
                 ranges.push_back({part.rung->data.file, part.received, part.wanted_bytes});

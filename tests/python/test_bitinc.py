@@ -90,6 +90,50 @@ class PythonModule(unittest.TestCase):
             numpy.testing.assert_array_equal(values, eight[name])
         self.assertEqual(bitinc.Decoder().next_event()["wanted"], [("manifest.json", 0, 0)])
 
+    def test_fetch_from_takes_bytes_from_the_callers_transport(self):
+        reads = []
+        flipped = []
+
+        def read(file, begin, end):
+            reads.append((file, begin, end))
+            with open(os.path.join(self.package, file), "rb") as stream:
+                stream.seek(begin)
+                data = bytearray(stream.read(end - begin if end else -1))
+            if file.startswith("refine") and not flipped and len(data) > 100:
+                data[len(data) // 4] ^= 0x08  # damaged once on the way
+                flipped.append(file)
+            return bytes(data[:max(1, len(data) // 2)]) if end else bytes(data)  # halves
+
+        served = []
+        fetched = bitinc.fetch_from(
+            read, until=8,
+            on_event=lambda event, decoder: served.append(event["bits"])
+            if event["kind"] == "rung_ready" else None)
+        self.assertEqual(fetched["events"][-1], "done")
+        self.assertIn("unit_damaged", fetched["events"])
+        self.assertEqual(served, [4, 8])
+        self.assertEqual(reads[0], ("manifest.json", 0, 0))
+        eight = bitinc.unpack(self.package, 8)
+        for name, values in fetched["weights"].items():
+            numpy.testing.assert_array_equal(values, eight[name])
+        # A refinement that cannot be had is left out; a base cannot be.
+        def no_refinements(file, begin, end):
+            if file.startswith("refine"):
+                raise OSError("connection reset")
+            return read(file, begin, end)
+        degraded = bitinc.fetch_from(no_refinements, until=8)
+        self.assertTrue(degraded["degraded"])
+        base = bitinc.unpack(self.package, 4)
+        for name, values in degraded["weights"].items():
+            numpy.testing.assert_array_equal(values, base[name])
+        def no_base(file, begin, end):
+            if file.startswith("base"):
+                raise OSError("connection reset")
+            return read(file, begin, end)
+        with self.assertRaises(bitinc.Error) as failed:
+            bitinc.fetch_from(no_base)
+        self.assertEqual(failed.exception.code, "unavailable")
+
     def test_signed_packages_need_the_trusted_key(self):
         private_key, public_key = bitinc.generate_key()
         signed = os.path.join(self.directory.name, "signed")
