@@ -418,7 +418,7 @@ class DocumentedExamples(unittest.TestCase):
         import sys
 
         blocks = self.blocks()
-        self.assertEqual(len(blocks), 3)
+        self.assertEqual(len(blocks), 4)
         with tempfile.TemporaryDirectory() as scratch:
             os.symlink(os.path.join(os.path.abspath(SOURCE), "models"),
                        os.path.join(scratch, "models"))
