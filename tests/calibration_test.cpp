@@ -166,11 +166,12 @@ TEST_F(Calibration, AccuracyPointIsAsGoodAsTheTopWithinTheTolerance) {
 
 // A calibrated package: refinement units in order of value, an accuracy
 // point short of the whole refinement, and the top still bit-exact.
-// small-cnn packed 4,16 per channel with calibration on 256 training
-// images and the given tolerance, into `package`.
-Manifest pack_calibrated(const fs::path& package, double tolerance_points) {
+// small-cnn packed on `ladder` (4,16 unless given) per channel with
+// calibration on 256 training images and the given tolerance, into `package`.
+PackResult pack_calibrated(const fs::path& package, double tolerance_points,
+                           std::string_view ladder = "4,16") {
     PackOptions options;
-    options.ladder = LadderPlan::parse("4,16");
+    options.ladder = LadderPlan::parse(ladder);
     options.ladder.per_channel = true;
     options.threads = 1;
     PackCalibration calibration;
@@ -178,14 +179,13 @@ Manifest pack_calibrated(const fs::path& package, double tolerance_points) {
     calibration.tolerance_points = tolerance_points;
     calibration.engine_threads = 1;
     options.calibration = calibration;
-    return pack_model(testing::source_dir() / "models" / "small-cnn.onnx", options, package)
-        .manifest;
+    return pack_model(testing::source_dir() / "models" / "small-cnn.onnx", options, package);
 }
 
 TEST_F(Calibration, CalibratedPackageStopsEarlyAndStaysExact) {
     TemporaryDirectory directory;
     const fs::path package = directory.path() / "package";
-    const Manifest manifest = pack_calibrated(package, 1.0);
+    const Manifest manifest = pack_calibrated(package, 1.0).manifest;
     ASSERT_TRUE(manifest.accuracy_point.has_value());
     const AccuracyPoint& point = *manifest.accuracy_point;
     EXPECT_EQ(point.rung, 1u);
@@ -205,7 +205,7 @@ TEST_F(Calibration, CalibratedPackageStopsEarlyAndStaysExact) {
 TEST_F(Calibration, CalibratedOrderFollowsTheMeasuredGainPerByte) {
     TemporaryDirectory directory;
     const fs::path package = directory.path() / "package";
-    const Manifest manifest = pack_calibrated(package, PackCalibration{}.tolerance_points);
+    const Manifest manifest = pack_calibrated(package, PackCalibration{}.tolerance_points).manifest;
     std::vector<std::size_t> order;
     std::vector<std::uint64_t> bytes(model_.weights.size(), 0);
     for (const UnitEntry& unit : manifest.rungs[1].units) {
@@ -252,16 +252,8 @@ TEST_F(Calibration, CalibratedOrderFollowsTheMeasuredGainPerByte) {
 // gain to rank (4 to 8 bits) is put in order of value.
 TEST_F(Calibration, RungWithinChanceKeepsTensorOrder) {
     TemporaryDirectory directory;
-    PackOptions options;
-    options.ladder = LadderPlan::parse("4,8,16");
-    options.ladder.per_channel = true;
-    options.threads = 1;
-    PackCalibration calibration;
-    calibration.images = 256;
-    calibration.engine_threads = 1;
-    options.calibration = calibration;
-    const PackResult result = pack_model(testing::source_dir() / "models" / "small-cnn.onnx",
-                                         options, directory.path() / "package");
+    const PackResult result =
+        pack_calibrated(directory.path() / "package", PackCalibration{}.tolerance_points, "4,8,16");
     const Manifest& manifest = result.manifest;
     ASSERT_EQ(manifest.rungs.size(), 4u);  // three ladder rungs and the direct one
     // Each rung's gain as the packer judges it: every tensor from its bits
