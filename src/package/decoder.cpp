@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <mutex>
+#include <new>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -159,6 +160,8 @@ class ApplyPool {
             } catch (const std::exception& error) {
                 outcome.error = error.what();
                 if (outcome.error.empty()) outcome.error = job.source + ": a unit failed";
+            } catch (...) {
+                outcome.error = job.source + ": a unit failed";
             }
             {
                 const std::lock_guard lock(mutex_);
@@ -539,20 +542,23 @@ struct PackageDecoder::Impl {
     // a unit that fails is a bad package, not a damaged transfer.
     void apply_delta(std::string_view file, const std::string& at) {
         const DeltaEntry& delta = manifest->deltas[*delta_index];
-        std::vector<std::string> errors(delta.units.size());
+        std::vector<std::pair<ErrorCode, std::string>> errors(delta.units.size());
         const Clock::time_point begin = Clock::now();
         core::run_parallel(delta.units.size(), std::max(options.decode_threads, 1),
                            [&](std::size_t u) {
+                               // Nothing but a message leaves a worker.
                                try {
                                    assembler->apply_delta_unit(
                                        *delta_index, u, unit_bytes(file, delta.units[u]), at);
+                               } catch (const std::bad_alloc&) {
+                                   errors[u] = {ErrorCode::out_of_memory, at + ": out of memory"};
                                } catch (const Error& error) {
-                                   errors[u] = error.what();
+                                   errors[u] = {ErrorCode::corrupt_data, error.what()};
                                }
                            });
         inline_spans.push_back({begin, Clock::now()});
-        for (const std::string& error : errors)
-            if (!error.empty()) throw Error(ErrorCode::corrupt_data, error);
+        for (const auto& [code, message] : errors)
+            if (!message.empty()) throw Error(code, message);
         units_applied += delta.units.size();
         DecoderEvent event;
         event.kind = DecoderEvent::Kind::rung_ready;
