@@ -1092,8 +1092,8 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
                                      ? &manifest.topology
                                      : &manifest.deltas[*delta_index].data;
         // The topology or the delta file, all of it (checked here).
-        const bool whole_file = file.rung == nullptr && range.begin == 0 &&
-                                range.end == entry->bytes;
+        const bool whole_file =
+            file.rung == nullptr && range.begin == 0 && range.end == entry->bytes;
         if (whole_file && delta_timeline && delta_timeline->requested_at == 0) {
             delta_timeline->requested_at = now();
             source.first_byte_at = -1;
