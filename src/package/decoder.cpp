@@ -372,6 +372,16 @@ struct PackageDecoder::Impl {
             if (part.rung_index == rung_index && part.ready_reported) part.ready_delivered = true;
     }
 
+    // The model's assembler, from its checked topology, and the workers
+    // that apply units to it (DecoderOptions::decode_threads).
+    void start_assembler(std::string topology, const std::string& at) {
+        assembler = std::make_shared<ModelAssembler>(*manifest, std::move(topology), at);
+        if (options.decode_threads > 0) {
+            pool = std::make_unique<ApplyPool>(*assembler, options.decode_threads,
+                                               options.hold_decoding);
+        }
+    }
+
     // Takes in what the workers finished (waiting for some with `wait`),
     // then moves on as far as that allows.
     void collect(bool wait) {
@@ -400,12 +410,7 @@ struct PackageDecoder::Impl {
                 std::string topology(part.window.begin(),
                                      part.window.begin() + std::ptrdiff_t(size));
                 try {
-                    assembler = std::make_shared<ModelAssembler>(*manifest, std::move(topology),
-                                                                 where(part.rung->data.file));
-                    if (options.decode_threads > 0) {
-                        pool = std::make_unique<ApplyPool>(*assembler, options.decode_threads,
-                                                           options.hold_decoding);
-                    }
+                    start_assembler(std::move(topology), where(part.rung->data.file));
                 } catch (const Error& error) {
                     // Damaged on the way: the file is wanted again from its start.
                     part.received = 0;
@@ -514,12 +519,8 @@ struct PackageDecoder::Impl {
             return;
         }
         if (&whole == &topology_file) {
-            assembler = std::make_shared<ModelAssembler>(*manifest, std::string(text), at);
+            start_assembler(std::string(text), at);
             assembler->hold_previous(*options.previous, *delta_index, at, options.previous_sha256);
-            if (options.decode_threads > 0) {
-                pool = std::make_unique<ApplyPool>(*assembler, options.decode_threads,
-                                                   options.hold_decoding);
-            }
             events.push_back({DecoderEvent::Kind::topology_ready, {}, 0, 0, {}});
         } else {
             if (!topology_file.done) return;  // applied once the topology is in
