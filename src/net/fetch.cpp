@@ -992,8 +992,6 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
         if (caught) std::rethrow_exception(std::exchange(caught, nullptr));
     };
 
-    // The main stream of a rung file: from where it stands to the end wanted,
-    // resumed from a part file when there is one.
     // Bytes of a rung file's stream as they come (from its part file or the
     // network): hashed, counted and pushed; false to stop the read.
     const auto take_stream = [&](FileProgress& file, const char* data, std::size_t length) {
@@ -1008,6 +1006,15 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
         const bool more = push_bytes({file.rung->data.file, 0, file.wanted}, offset, data, length);
         return more && !file.restart;
     };
+    // After a damaged topology at a file's head: the stream from its start.
+    const auto start_over = [&](FileProgress& file) {
+        file.restart = false;
+        bytes_done -= std::min(bytes_done, file.streamed);
+        file.streamed = 0;
+        file.hash = core::Sha256();
+    };
+    // The main stream of a rung file: from where it stands to the end wanted,
+    // resumed from a part file when there is one.
     const auto stream_rung = [&](FileProgress& file) {
         const RungEntry& rung = *file.rung;
         RungTimeline& timeline = file.timeline;
@@ -1022,19 +1029,12 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
             }
             timeline.requested_at = now();
             file.part.emplace(options.part_directory, rung.data);
-            const std::uint64_t kept =
-                file.part->restore(file.wanted, [&](const char* data, std::size_t length) {
-                    return take_stream(file, data, length);
-                });
+            file.part->restore(file.wanted, [&](const char* data, std::size_t length) {
+                return take_stream(file, data, length);
+            });
             rethrow_caught();
-            (void)kept;
         }
-        if (file.restart) {  // a damaged head: the file again from its start
-            file.restart = false;
-            bytes_done -= std::min(bytes_done, file.streamed);
-            file.streamed = 0;
-            file.hash = core::Sha256();
-        }
+        if (file.restart) start_over(file);  // a damaged part file is not resumed
         file.part->open_for_append(file.streamed);
         if (finished) return;
         source.first_byte_at = -1;
@@ -1053,10 +1053,7 @@ FetchResult fetch_package(const std::string& url, const FetchOptions& options) {
                 rethrow_caught();
                 if (finished) outcome.complete = true;  // nothing more is wanted
                 if (file.restart) {
-                    file.restart = false;
-                    bytes_done -= std::min(bytes_done, file.streamed);
-                    file.streamed = 0;
-                    file.hash = core::Sha256();
+                    start_over(file);
                     file.part->open_for_append(0);
                     outcome = Outcome{};
                     outcome.problem =
